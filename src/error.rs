@@ -1,0 +1,158 @@
+//! The one public error type and the crate's `Result`.
+//!
+//! Categories are few and stable; each carries structured fields so callers
+//! can react (retry, repair, fix a config) without parsing messages. Module
+//! private detail is mapped into these variants at the module boundary.
+
+use std::io;
+use std::path::PathBuf;
+
+/// The result type of every fallible geoshard call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in geoshard.
+///
+/// The enum is `#[non_exhaustive]`: new categories may be added in minor
+/// releases, so match with a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Fewer columns of a stripe are available than decoding needs.
+    #[error("not enough columns to rebuild: {needed} needed, {available} available")]
+    NotEnoughColumns {
+        /// How many columns decoding needs (the code's k).
+        needed: usize,
+        /// How many columns were available.
+        available: usize,
+    },
+
+    /// Bytes read back do not match the checksum that was stored for them.
+    #[error("checksum mismatch in {what}: expected {expected:#010x}, computed {actual:#010x}")]
+    ChecksumMismatch {
+        /// What was being checked (e.g. "record header", "blob").
+        what: &'static str,
+        /// The stored checksum.
+        expected: u32,
+        /// The checksum of the bytes actually read.
+        actual: u32,
+    },
+
+    /// An argument is outside what the call accepts (a code shape, slice
+    /// lengths that disagree, a column index out of range).
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong, in words.
+        reason: String,
+    },
+
+    /// A size or count is over one of the crate's named limits.
+    #[error("{what} is {actual}, over the limit of {limit}")]
+    LimitExceeded {
+        /// The quantity that is too large (e.g. "key length").
+        what: &'static str,
+        /// The limit (see the `*_MAX` constants).
+        limit: u64,
+        /// The value that was asked for or found.
+        actual: u64,
+    },
+
+    /// The layout is well formed but cannot keep the promise it makes.
+    #[error("layout cannot survive {promise}: {reason}. Fix: {fix}")]
+    LayoutCannotSurvive {
+        /// The promise, in words (e.g. "the loss of any 1 site").
+        promise: String,
+        /// Why it cannot hold.
+        reason: String,
+        /// A concrete change that would make it hold.
+        fix: String,
+    },
+
+    /// The layout description itself is wrong (duplicate names, empty
+    /// sites, zero weights, unparsable TOML, ...).
+    #[error("invalid layout: {reason}. Fix: {fix}")]
+    InvalidLayout {
+        /// What is wrong.
+        reason: String,
+        /// What to change.
+        fix: String,
+    },
+
+    /// Bytes on a node do not decode as the format says (bad magic, bad
+    /// version, lengths out of range, a header whose checksum fails).
+    #[error("corrupt data on {location}: {reason}")]
+    Corrupt {
+        /// Where the bad bytes are (node, segment, offset).
+        location: String,
+        /// What is wrong with them.
+        reason: String,
+    },
+
+    /// An operating-system I/O error, with what geoshard was doing.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What geoshard was doing (e.g. "appending to node n1 segment 3").
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another process (or another open handle) already owns this node.
+    #[error("node directory {path} is locked by another process; close the other store first")]
+    Locked {
+        /// The node directory whose lock file is held.
+        path: PathBuf,
+    },
+
+    /// The node failed earlier in a way that may have left it in an unknown
+    /// state; it refuses work until it is reopened or repaired.
+    #[error("node {node} is fenced after an earlier failure; reopen the store or repair the node")]
+    NodeFenced {
+        /// The node's name.
+        node: String,
+    },
+
+    /// A node or remote service cannot be reached now; the same call may
+    /// succeed later.
+    #[error("node {node} is unavailable: {reason}")]
+    Unavailable {
+        /// The node's name.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The store has been closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::InvalidArgument`].
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            reason: reason.into(),
+        }
+    }
+
+    /// True when retrying the same call later may succeed (a node that is
+    /// unreachable now, an interrupted or timed-out I/O).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } => true,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}
