@@ -62,7 +62,14 @@ impl Matrix {
         let top_inverse = top
             .inverse()
             .expect("a square Vandermonde matrix with distinct rows is invertible");
-        vandermonde.multiply(&top_inverse)
+        // top * top^-1 is exactly the identity, so only the parity rows need
+        // the product (a third of the work for square shapes).
+        let bottom = vandermonde.select_rows((data_count..data_count + parity_count).map(Some));
+        let parity_rows = bottom.multiply(&top_inverse);
+        let mut coding = Matrix::identity(data_count);
+        coding.row_count += parity_count;
+        coding.elements.extend_from_slice(&parity_rows.elements);
+        coding
     }
 
     pub(crate) fn row_count(&self) -> usize {
@@ -150,8 +157,9 @@ impl Matrix {
             for r in 0..n {
                 let factor = work.get(r, col);
                 if r != col && factor != 0 {
-                    work.add_scaled_row(col, r, factor);
-                    inverse.add_scaled_row(col, r, factor);
+                    // Columns left of `col` are already zero in the pivot row.
+                    work.add_scaled_row(col, r, factor, col);
+                    inverse.add_scaled_row(col, r, factor, 0);
                 }
             }
         }
@@ -172,12 +180,19 @@ impl Matrix {
         }
     }
 
-    /// row[dst] ^= factor * row[src]
-    fn add_scaled_row(&mut self, src: usize, dst: usize, factor: u8) {
+    /// `row[dst][from..] ^= factor * row[src][from..]`, with `src != dst`.
+    fn add_scaled_row(&mut self, src: usize, dst: usize, factor: u8, from: usize) {
         let mul_row = &gf::MUL[factor as usize];
-        for c in 0..self.column_count {
-            let v = mul_row[self.get(src, c) as usize];
-            self.elements[dst * self.column_count + c] ^= v;
+        let width = self.column_count;
+        let (src_row, dst_row) = if src < dst {
+            let (head, tail) = self.elements.split_at_mut(dst * width);
+            (&head[src * width..(src + 1) * width], &mut tail[..width])
+        } else {
+            let (head, tail) = self.elements.split_at_mut(src * width);
+            (&tail[..width], &mut head[dst * width..(dst + 1) * width])
+        };
+        for (d, &s) in dst_row[from..].iter_mut().zip(&src_row[from..]) {
+            *d ^= mul_row[s as usize];
         }
     }
 }
