@@ -1,0 +1,398 @@
+//! Codec throughput: encode and reconstruct (1 and m missing data columns)
+//! for RS(4,2), RS(6,3), RS(10,4), RS(12,4) at 4 KiB, 64 KiB and 1 MiB
+//! columns, in data bytes per second (k x column_len per call).
+//!
+//! Lines per group: every geoshard engine this CPU runs
+//! (`geoshard-<engine>`), `reed-solomon-erasure` (simd-accel), and
+//! `reed-solomon-simd`; with `--features bench-isal`, Intel ISA-L 2.31
+//! (`isal` = its run-time dispatch, the AVX-512 + GFNI kernels on this CPU;
+//! `isal-avx2` = `ec_encode_data_avx2`). ISA-L gets the very same coding
+//! matrix (reed-solomon-erasure's), and its decode tables are built once per
+//! erasure pattern outside the timed loop, as geoshard's LRU does.
+//!
+//! ```sh
+//! cargo bench --bench codec --features bench-isal
+//! cargo bench --bench codec --features bench-isal -- 'encode/RS\(6,3\)'   # a subset
+//! ```
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use geoshard::codec::{Codec, EngineKind};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const CODES: [(usize, usize); 4] = [(4, 2), (6, 3), (10, 4), (12, 4)];
+const COLUMN_LENS: [usize; 3] = [4 << 10, 64 << 10, 1 << 20];
+
+fn len_label(column_len: usize) -> String {
+    if column_len >= 1 << 20 {
+        format!("{}MiB", column_len >> 20)
+    } else {
+        format!("{}KiB", column_len >> 10)
+    }
+}
+
+/// A stripe: k random data columns and m parity columns, as separate
+/// allocations like a store's buffers.
+struct Stripe {
+    k: usize,
+    m: usize,
+    columns: Vec<Vec<u8>>,
+}
+
+impl Stripe {
+    fn new(k: usize, m: usize, column_len: usize) -> Stripe {
+        let mut rng = ChaCha8Rng::seed_from_u64((k * 1000 + m) as u64 ^ column_len as u64);
+        let mut columns = vec![vec![0u8; column_len]; k + m];
+        for c in &mut columns[..k] {
+            rng.fill_bytes(c);
+        }
+        let mut stripe = Stripe { k, m, columns };
+        let codec = Codec::new(k, m).expect("valid code");
+        geoshard_encode(&codec, &mut stripe.columns);
+        stripe
+    }
+}
+
+fn geoshard_encode(codec: &Codec, columns: &mut [Vec<u8>]) {
+    let (data, parity) = columns.split_at_mut(codec.data_count());
+    let data: Vec<&[u8]> = data.iter().map(|c| c.as_slice()).collect();
+    let mut parity: Vec<&mut [u8]> = parity.iter_mut().map(|c| c.as_mut_slice()).collect();
+    codec.encode(&data, &mut parity).expect("encode");
+}
+
+fn encode(c: &mut Criterion) {
+    for (k, m) in CODES {
+        for column_len in COLUMN_LENS {
+            let mut group =
+                c.benchmark_group(format!("encode/RS({k},{m})/{}", len_label(column_len)));
+            group.throughput(Throughput::Bytes((k * column_len) as u64));
+            let mut stripe = Stripe::new(k, m, column_len);
+
+            for kind in EngineKind::available() {
+                let codec = Codec::with_engine(k, m, kind).expect("engine");
+                let (data, parity) = stripe.columns.split_at_mut(k);
+                let data: Vec<&[u8]> = data.iter().map(|c| c.as_slice()).collect();
+                let mut parity: Vec<&mut [u8]> =
+                    parity.iter_mut().map(|c| c.as_mut_slice()).collect();
+                group.bench_function(
+                    BenchmarkId::from_parameter(format!("geoshard-{kind}")),
+                    |b| {
+                        b.iter(|| {
+                            codec
+                                .encode(black_box(&data), black_box(&mut parity))
+                                .expect("encode")
+                        })
+                    },
+                );
+            }
+
+            let rse = reed_solomon_erasure::galois_8::ReedSolomon::new(k, m).expect("rse");
+            {
+                let (data, parity) = stripe.columns.split_at_mut(k);
+                group.bench_function("reed-solomon-erasure", |b| {
+                    b.iter(|| {
+                        rse.encode_sep(black_box(&*data), black_box(&mut *parity))
+                            .expect("rse")
+                    })
+                });
+            }
+
+            let mut rss =
+                reed_solomon_simd::ReedSolomonEncoder::new(k, m, column_len).expect("rss");
+            group.bench_function("reed-solomon-simd", |b| {
+                b.iter(|| {
+                    rss.reset(k, m, column_len).expect("reset");
+                    for d in &stripe.columns[..k] {
+                        rss.add_original_shard(d).expect("add");
+                    }
+                    let result = rss.encode().expect("encode");
+                    black_box(result.recovery_iter().count());
+                })
+            });
+
+            #[cfg(feature = "bench-isal")]
+            isal::bench_encode(&mut group, &mut stripe);
+
+            group.finish();
+            let _ = stripe.m;
+        }
+    }
+}
+
+fn reconstruct(c: &mut Criterion) {
+    for (k, m) in CODES {
+        for column_len in COLUMN_LENS {
+            let stripe = Stripe::new(k, m, column_len);
+            for missing_count in [1, m] {
+                let mut group = c.benchmark_group(format!(
+                    "reconstruct-{missing_count}/RS({k},{m})/{}",
+                    len_label(column_len)
+                ));
+                group.throughput(Throughput::Bytes((k * column_len) as u64));
+                // Lose data columns 0..missing_count; all the others are present.
+                let present: Vec<(usize, &[u8])> = (missing_count..k + m)
+                    .map(|i| (i, stripe.columns[i].as_slice()))
+                    .collect();
+                let mut rebuilt = vec![vec![0u8; column_len]; missing_count];
+
+                for kind in EngineKind::available() {
+                    let codec = Codec::with_engine(k, m, kind).expect("engine");
+                    let mut missing: Vec<(usize, &mut [u8])> = rebuilt
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, c)| (i, c.as_mut_slice()))
+                        .collect();
+                    codec
+                        .reconstruct(&present, &mut missing)
+                        .expect("reconstruct");
+                    group.bench_function(
+                        BenchmarkId::from_parameter(format!("geoshard-{kind}")),
+                        |b| {
+                            b.iter(|| {
+                                codec
+                                    .reconstruct(black_box(&present), black_box(&mut missing))
+                                    .expect("reconstruct")
+                            })
+                        },
+                    );
+                }
+                for (i, r) in rebuilt.iter().enumerate() {
+                    assert_eq!(r, &stripe.columns[i], "geoshard rebuilt column {i}");
+                }
+
+                let rse = reed_solomon_erasure::galois_8::ReedSolomon::new(k, m).expect("rse");
+                let mut work = stripe.columns.clone();
+                group.bench_function("reed-solomon-erasure", |b| {
+                    b.iter(|| {
+                        let mut shards: Vec<(&mut [u8], bool)> = work
+                            .iter_mut()
+                            .enumerate()
+                            .map(|(i, c)| (c.as_mut_slice(), i >= missing_count))
+                            .collect();
+                        rse.reconstruct_data(black_box(&mut shards)).expect("rse")
+                    })
+                });
+
+                // reed-solomon-simd is a different code: give it its own
+                // recovery shards, then drop the same data columns.
+                let recovery: Vec<Vec<u8>> =
+                    reed_solomon_simd::encode(k, m, &stripe.columns[..k]).expect("rss encode");
+                let mut rss =
+                    reed_solomon_simd::ReedSolomonDecoder::new(k, m, column_len).expect("rss");
+                group.bench_function("reed-solomon-simd", |b| {
+                    b.iter(|| {
+                        rss.reset(k, m, column_len).expect("reset");
+                        for (i, d) in stripe.columns[..k].iter().enumerate().skip(missing_count) {
+                            rss.add_original_shard(i, d).expect("add");
+                        }
+                        for (j, r) in recovery.iter().enumerate().take(missing_count) {
+                            rss.add_recovery_shard(j, r).expect("add");
+                        }
+                        let result = rss.decode().expect("decode");
+                        black_box(result.restored_original_iter().count());
+                    })
+                });
+
+                #[cfg(feature = "bench-isal")]
+                isal::bench_reconstruct(&mut group, &stripe, missing_count);
+
+                group.finish();
+            }
+        }
+    }
+}
+
+#[cfg(feature = "bench-isal")]
+mod isal {
+    //! ISA-L 2.31 from the `isal-sys` crate's vendored source (built with
+    //! nasm + autotools, linked statically). `isal-sys` only binds igzip, so
+    //! the erasure-code entry points are declared here.
+
+    #![allow(unsafe_code, reason = "FFI to ISA-L")]
+
+    use std::hint::black_box;
+
+    use criterion::BenchmarkGroup;
+    use criterion::measurement::WallTime;
+    use std::os::raw::{c_int, c_uchar};
+
+    use super::Stripe;
+
+    use isal_sys as _;
+
+    unsafe extern "C" {
+        /// Run-time dispatched table init (GFNI layout when the CPU has it).
+        fn ec_init_tables(k: c_int, rows: c_int, a: *mut c_uchar, gftbls: *mut c_uchar);
+        /// Portable 32-bytes-per-coefficient tables, the layout of the
+        /// SSE/AVX/AVX2 kernels.
+        fn ec_init_tables_base(k: c_int, rows: c_int, a: *mut c_uchar, gftbls: *mut c_uchar);
+        fn ec_encode_data(
+            len: c_int,
+            k: c_int,
+            rows: c_int,
+            gftbls: *mut c_uchar,
+            data: *mut *mut c_uchar,
+            coding: *mut *mut c_uchar,
+        );
+        fn ec_encode_data_avx2(
+            len: c_int,
+            k: c_int,
+            rows: c_int,
+            gftbls: *mut c_uchar,
+            data: *mut *mut c_uchar,
+            coding: *mut *mut c_uchar,
+        );
+        fn gf_invert_matrix(input: *mut c_uchar, output: *mut c_uchar, n: c_int) -> c_int;
+    }
+
+    /// The (k + m) x k coding matrix of reed-solomon-erasure, read back by
+    /// encoding unit vectors: data column c = e_c makes parity byte c of
+    /// parity column j the coefficient (j, c).
+    fn coding_matrix(k: usize, m: usize) -> Vec<u8> {
+        let rse = reed_solomon_erasure::galois_8::ReedSolomon::new(k, m).expect("rse");
+        let data: Vec<Vec<u8>> = (0..k)
+            .map(|c| (0..k).map(|b| u8::from(b == c)).collect())
+            .collect();
+        let mut parity = vec![vec![0u8; k]; m];
+        rse.encode_sep(&data, &mut parity).expect("rse");
+        let mut matrix = vec![0u8; (k + m) * k];
+        for i in 0..k {
+            matrix[i * k + i] = 1;
+        }
+        for (j, p) in parity.iter().enumerate() {
+            matrix[(k + j) * k..(k + j + 1) * k].copy_from_slice(p);
+        }
+        matrix
+    }
+
+    type Encode = unsafe extern "C" fn(
+        c_int,
+        c_int,
+        c_int,
+        *mut c_uchar,
+        *mut *mut c_uchar,
+        *mut *mut c_uchar,
+    );
+    type InitTables = unsafe extern "C" fn(c_int, c_int, *mut c_uchar, *mut c_uchar);
+
+    fn kernels() -> [(&'static str, InitTables, Encode); 2] {
+        [
+            (
+                "isal",
+                ec_init_tables as InitTables,
+                ec_encode_data as Encode,
+            ),
+            (
+                "isal-avx2",
+                ec_init_tables_base as InitTables,
+                ec_encode_data_avx2 as Encode,
+            ),
+        ]
+    }
+
+    /// Multiplies `rows` (row-major, `row_count` x k) by the k input
+    /// columns into the outputs with ISA-L, after checking the result once
+    /// against `expected`.
+    fn bench_rows(
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        k: usize,
+        rows: &mut [u8],
+        inputs: &[&[u8]],
+        expected: &[&[u8]],
+    ) {
+        let row_count = rows.len() / k;
+        let column_len = inputs[0].len();
+        let mut input_ptrs: Vec<*mut c_uchar> =
+            inputs.iter().map(|c| c.as_ptr().cast_mut()).collect();
+        let mut outputs = vec![vec![0u8; column_len]; row_count];
+        let mut output_ptrs: Vec<*mut c_uchar> =
+            outputs.iter_mut().map(|c| c.as_mut_ptr()).collect();
+        for (name, init, encode) in kernels() {
+            // GFNI tables take 8 bytes per coefficient, the others 32.
+            let mut tables = vec![0u8; 32 * k * row_count];
+            let len = c_int::try_from(column_len).expect("len");
+            let (k, rows_c) = (k as c_int, row_count as c_int);
+            // SAFETY: `rows` is row_count x k bytes; `tables` has the 32
+            // bytes per coefficient ISA-L documents as its largest layout.
+            unsafe { init(k, rows_c, rows.as_mut_ptr(), tables.as_mut_ptr()) };
+            let mut run = || {
+                // SAFETY: k input pointers and row_count output pointers,
+                // each to `column_len` live bytes; ISA-L only reads the
+                // inputs (its API is not const-correct).
+                unsafe {
+                    encode(
+                        len,
+                        k,
+                        rows_c,
+                        tables.as_mut_ptr(),
+                        input_ptrs.as_mut_ptr(),
+                        output_ptrs.as_mut_ptr(),
+                    )
+                }
+            };
+            run();
+            for (o, e) in outputs.iter().zip(expected) {
+                assert_eq!(o.as_slice(), *e, "{name} output differs from geoshard");
+            }
+            group.bench_function(name, |b| b.iter(|| black_box(run())));
+        }
+    }
+
+    pub(super) fn bench_encode(group: &mut BenchmarkGroup<'_, WallTime>, stripe: &mut Stripe) {
+        let (k, m) = (stripe.k, stripe.m);
+        let matrix = coding_matrix(k, m);
+        let mut parity_rows = matrix[k * k..].to_vec();
+        let (data, parity) = stripe.columns.split_at(k);
+        let data: Vec<&[u8]> = data.iter().map(|c| c.as_slice()).collect();
+        let parity: Vec<&[u8]> = parity.iter().map(|c| c.as_slice()).collect();
+        bench_rows(group, k, &mut parity_rows, &data, &parity);
+    }
+
+    pub(super) fn bench_reconstruct(
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        stripe: &Stripe,
+        missing_count: usize,
+    ) {
+        let (k, m) = (stripe.k, stripe.m);
+        let matrix = coding_matrix(k, m);
+        // Decode from the first k present columns (missing_count..), as
+        // geoshard does: invert their rows; row i of the inverse rebuilds
+        // data column i.
+        let used: Vec<usize> = (missing_count..k + m).take(k).collect();
+        let mut sub: Vec<u8> = used
+            .iter()
+            .flat_map(|&r| matrix[r * k..(r + 1) * k].to_vec())
+            .collect();
+        let mut inverse = vec![0u8; k * k];
+        // SAFETY: both buffers are k x k.
+        let status =
+            unsafe { gf_invert_matrix(sub.as_mut_ptr(), inverse.as_mut_ptr(), k as c_int) };
+        assert_eq!(status, 0, "singular decode matrix");
+        let mut rows = inverse[..missing_count * k].to_vec();
+        let inputs: Vec<&[u8]> = used.iter().map(|&i| stripe.columns[i].as_slice()).collect();
+        let expected: Vec<&[u8]> = stripe.columns[..missing_count]
+            .iter()
+            .map(|c| c.as_slice())
+            .collect();
+        bench_rows(group, k, &mut rows, &inputs, &expected);
+    }
+}
+
+fn config() -> Criterion {
+    // 36 groups x ~8 lines: short samples keep a full run to minutes. The
+    // command line (--warm-up-time, --measurement-time) still overrides.
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(700))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = encode, reconstruct
+}
+criterion_main!(benches);
