@@ -43,11 +43,18 @@ fn main() -> Result<(), geoshard::Error> {
         stripe[i].fill(0);
     }
     reconstruct(&codec, &mut stripe)?;
-    let intact = LOST.iter().zip(&original).all(|(&i, before)| stripe[i] == *before);
+    let intact = LOST
+        .iter()
+        .zip(&original)
+        .all(|(&i, before)| stripe[i] == *before);
     println!(
         "lost columns {LOST:?} (one site), rebuilt from the other {}: {}",
         DATA_COUNT + PARITY_COUNT - LOST.len(),
-        if intact { "every byte matches" } else { "MISMATCH" }
+        if intact {
+            "every byte matches"
+        } else {
+            "MISMATCH"
+        }
     );
     if !intact {
         std::process::exit(1);
@@ -55,7 +62,10 @@ fn main() -> Result<(), geoshard::Error> {
 
     println!();
     println!("single-thread throughput, GB/s of data (k x column_len per call):");
-    println!("{:<12} {:>10} {:>14} {:>18}", "engine", "column", "encode", "reconstruct 3");
+    println!(
+        "{:<12} {:>10} {:>14} {:>18}",
+        "engine", "column", "encode", "reconstruct 3"
+    );
     for column_len in [64 << 10, 1 << 20] {
         let mut stripe = vec![vec![0u8; column_len]; DATA_COUNT + PARITY_COUNT];
         for column in &mut stripe[..DATA_COUNT] {
@@ -87,10 +97,16 @@ fn encode(codec: &Codec, stripe: &mut [Vec<u8>]) -> Result<(), geoshard::Error> 
 /// Rebuilds the `LOST` columns from all the others.
 fn reconstruct(codec: &Codec, stripe: &mut [Vec<u8>]) -> Result<(), geoshard::Error> {
     let (lost, kept) = stripe.split_at_mut(LOST.len());
-    let present: Vec<(usize, &[u8])> =
-        kept.iter().enumerate().map(|(i, c)| (LOST.len() + i, c.as_slice())).collect();
-    let mut missing: Vec<(usize, &mut [u8])> =
-        lost.iter_mut().enumerate().map(|(i, c)| (i, c.as_mut_slice())).collect();
+    let present: Vec<(usize, &[u8])> = kept
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (LOST.len() + i, c.as_slice()))
+        .collect();
+    let mut missing: Vec<(usize, &mut [u8])> = lost
+        .iter_mut()
+        .enumerate()
+        .map(|(i, c)| (i, c.as_mut_slice()))
+        .collect();
     codec.reconstruct(&present, &mut missing)
 }
 
@@ -112,5 +128,9 @@ fn rate(
 }
 
 fn names(kinds: &[EngineKind]) -> String {
-    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+    kinds
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

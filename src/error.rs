@@ -129,6 +129,10 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with what was being done.
+    #[allow(
+        dead_code,
+        reason = "the node module's I/O paths use it; unused on branches without them"
+    )]
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
