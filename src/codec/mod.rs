@@ -43,6 +43,10 @@ use matrix::Matrix;
 /// The most columns (k + m) a stripe can have: GF(2^8) has 256 elements.
 pub const COLUMN_COUNT_MAX: usize = 256;
 
+/// Codes with at most this many data columns, rebuilding at most this many
+/// columns, take the small-array reconstruct path.
+const SMALL_CODE_COLUMNS_MAX: usize = 32;
+
 /// How many decode matrices (one per set of present + missing columns) a
 /// [`Codec`] keeps. A degraded read pattern (one node or one site down)
 /// touches a handful of sets, so a few dozen cover a whole outage.
@@ -376,26 +380,45 @@ impl Codec {
             .decode_cache
             .get_or_insert_with(used, missing_set, || self.decode_tables(used, missing_set));
 
-        // Order inputs and outputs by column index, as the cached matrix
-        // expects. At most 256 columns: stack arrays, no allocation.
-        let mut inputs: [&[u8]; COLUMN_COUNT_MAX] = [&[]; COLUMN_COUNT_MAX];
+        // Small codes (the common case) use small stack arrays: filling 256
+        // slice slots would cost more than rebuilding a 4 KiB range.
+        if k <= SMALL_CODE_COLUMNS_MAX && missing.len() <= SMALL_CODE_COLUMNS_MAX {
+            self.run_decode::<SMALL_CODE_COLUMNS_MAX>(&tables, used, missing_set, present, missing);
+        } else {
+            self.run_decode::<COLUMN_COUNT_MAX>(&tables, used, missing_set, present, missing);
+        }
+        Ok(())
+    }
+
+    /// Multiplies the decode matrix by the used present columns into the
+    /// missing ones, both ordered by column index as the matrix expects.
+    /// `N` bounds k and the missing count (checked by the caller); the slice
+    /// lists live on the stack, so nothing is allocated.
+    fn run_decode<const N: usize>(
+        &self,
+        tables: &MatrixTables,
+        used: ColumnSet,
+        missing_set: ColumnSet,
+        present: &[(usize, &[u8])],
+        missing: &mut [(usize, &mut [u8])],
+    ) {
+        let mut inputs: [&[u8]; N] = [&[]; N];
         for &(column_index, bytes) in present {
             if used.contains(column_index) {
                 inputs[used.rank(column_index)] = bytes;
             }
         }
-        let mut outputs: [&mut [u8]; COLUMN_COUNT_MAX] = std::array::from_fn(|_| &mut [][..]);
+        let mut outputs: [&mut [u8]; N] = std::array::from_fn(|_| &mut [][..]);
         for (column_index, bytes) in missing.iter_mut() {
             outputs[missing_set.rank(*column_index)] = &mut **bytes;
         }
         let missing_count = missing_set.len();
         engine::apply(
             &*self.inner.engine,
-            &tables,
-            &inputs[..k],
+            tables,
+            &inputs[..self.data_count()],
             &mut outputs[..missing_count],
         );
-        Ok(())
     }
 
     /// Checks whether the parity columns match the data columns and, given
