@@ -233,9 +233,10 @@ fn empty_columns_encode_and_reconstruct() {
 #[test]
 fn engines_agree_with_scalar_across_lengths_groups_and_tiles() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    // (3, 13) has two row groups; (4, 12) at 70_000 bytes is tiled.
+    // (3, 13) has two row groups; (4, 12) at 70_000 bytes is tiled; 300_001
+    // bytes is past the GFNI engine's two-vector length.
     let cases: Vec<(usize, usize, Vec<usize>)> = vec![
-        (6, 3, (0..=200).collect()),
+        (6, 3, (0..=300).chain([300_001]).collect()),
         (
             3,
             13,

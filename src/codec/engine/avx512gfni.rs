@@ -13,6 +13,9 @@ use std::arch::x86_64::*;
 use super::{Engine, MatrixTables, check_shapes, dispatch_group};
 use crate::codec::EngineKind;
 
+/// Columns up to this length are processed two vectors per step.
+const UNROLL_COLUMN_LEN_MAX: usize = 256 * 1024;
+
 /// The AVX-512 (F + BW) + GFNI engine. Only [`Avx512Gfni::detect`] makes one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Avx512Gfni {
@@ -77,10 +80,35 @@ unsafe fn group<const G: usize>(
     let outputs: &mut [&mut [u8]; G] = outputs.try_into().expect("G outputs");
     let mut offset = 0;
     // SAFETY: the caller guarantees the CPU features; every pointer below
-    // is `offset` bytes into a slice of `len` bytes with `offset + 64 <= len`
-    // (full vectors) or covers `len - offset < 64` bytes through a mask
-    // (the tail), so no access leaves a slice.
+    // is `offset` bytes into a slice of `len` bytes and reads or writes
+    // 128 bytes with `offset + 128 <= len` (pairs), 64 with
+    // `offset + 64 <= len` (single vectors), or `len - offset < 64` bytes
+    // through a mask (the tail), so no access leaves a slice.
     unsafe {
+        // Two vectors per step share each broadcast matrix and halve the
+        // loop overhead: ~+8% when the stripe sits in L2, but ~-10% when
+        // it streams from L3 (measured at 64 KiB vs 1 MiB columns), so only
+        // for short columns (and tiles).
+        while len <= UNROLL_COLUMN_LEN_MAX && offset + 128 <= len {
+            let mut acc0 = [_mm512_setzero_si512(); G];
+            let mut acc1 = [_mm512_setzero_si512(); G];
+            for (input, matrix) in inputs.iter().zip(matrices) {
+                let p = input.as_ptr().add(offset);
+                let v0 = _mm512_loadu_si512(p.cast());
+                let v1 = _mm512_loadu_si512(p.add(64).cast());
+                for g in 0..G {
+                    let a = _mm512_set1_epi64(matrix[g] as i64);
+                    acc0[g] = _mm512_xor_si512(acc0[g], _mm512_gf2p8affine_epi64_epi8::<0>(v0, a));
+                    acc1[g] = _mm512_xor_si512(acc1[g], _mm512_gf2p8affine_epi64_epi8::<0>(v1, a));
+                }
+            }
+            for g in 0..G {
+                let p = outputs[g].as_mut_ptr().add(offset);
+                _mm512_storeu_si512(p.cast(), acc0[g]);
+                _mm512_storeu_si512(p.add(64).cast(), acc1[g]);
+            }
+            offset += 128;
+        }
         while offset + 64 <= len {
             let mut acc = [_mm512_setzero_si512(); G];
             for (input, matrix) in inputs.iter().zip(matrices) {
