@@ -78,11 +78,55 @@ unsafe fn group<const G: usize>(
     let (nibbles, _) = nibbles.as_chunks::<G>();
     let outputs: &mut [&mut [u8]; G] = outputs.try_into().expect("G outputs");
     // SAFETY: the caller guarantees avx2; every pointer is `offset` bytes
-    // into a slice of at least `vector_len` bytes with
-    // `offset + 32 <= vector_len`; table pointers cover their 32-byte arrays.
+    // into a slice of at least `vector_len` bytes and accesses 64 bytes with
+    // `offset + 64 <= vector_len` or 32 with `offset + 32 <= vector_len`
+    // (`vector_len` is a multiple of 32); table pointers cover their
+    // 32-byte arrays.
     unsafe {
         let low_mask = _mm256_set1_epi8(0x0f);
         let mut offset = 0;
+        // With one or two outputs the table loads dominate: share them
+        // between two vectors per step (more outputs would run out of the
+        // 16 registers).
+        while G <= 2 && offset + 64 <= vector_len {
+            let mut acc0 = [_mm256_setzero_si256(); G];
+            let mut acc1 = [_mm256_setzero_si256(); G];
+            for (input, tables) in inputs.iter().zip(nibbles) {
+                let p = input.as_ptr().add(offset);
+                let v0 = _mm256_loadu_si256(p.cast());
+                let v1 = _mm256_loadu_si256(p.add(32).cast());
+                let low0 = _mm256_and_si256(v0, low_mask);
+                let high0 = _mm256_and_si256(_mm256_srli_epi16::<4>(v0), low_mask);
+                let low1 = _mm256_and_si256(v1, low_mask);
+                let high1 = _mm256_and_si256(_mm256_srli_epi16::<4>(v1), low_mask);
+                for g in 0..G {
+                    let table = tables[g].as_ptr();
+                    let low_table = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.cast()));
+                    let high_table =
+                        _mm256_broadcastsi128_si256(_mm_loadu_si128(table.add(16).cast()));
+                    acc0[g] = _mm256_xor_si256(
+                        acc0[g],
+                        _mm256_xor_si256(
+                            _mm256_shuffle_epi8(low_table, low0),
+                            _mm256_shuffle_epi8(high_table, high0),
+                        ),
+                    );
+                    acc1[g] = _mm256_xor_si256(
+                        acc1[g],
+                        _mm256_xor_si256(
+                            _mm256_shuffle_epi8(low_table, low1),
+                            _mm256_shuffle_epi8(high_table, high1),
+                        ),
+                    );
+                }
+            }
+            for g in 0..G {
+                let p = outputs[g].as_mut_ptr().add(offset);
+                _mm256_storeu_si256(p.cast(), acc0[g]);
+                _mm256_storeu_si256(p.add(32).cast(), acc1[g]);
+            }
+            offset += 64;
+        }
         while offset < vector_len {
             let mut acc = [_mm256_setzero_si256(); G];
             for (input, tables) in inputs.iter().zip(nibbles) {
