@@ -13,12 +13,16 @@
 //! ```sh
 //! cargo bench --bench codec --features bench-isal
 //! cargo bench --bench codec --features bench-isal -- 'encode/RS\(6,3\)'   # a subset
+//! python3 benches/codec_table.py                                          # the table
+//! # the issue's target cells, geoshard and ISA-L interleaved call batch by
+//! # call batch (robust against a noisy machine):
+//! GEOSHARD_BENCH_INTERLEAVED=1 cargo bench --bench codec --features bench-isal
 //! ```
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use geoshard::codec::{Codec, EngineKind};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -217,6 +221,10 @@ mod isal {
     use criterion::measurement::WallTime;
     use std::os::raw::{c_int, c_uchar};
 
+    use std::time::Instant;
+
+    use geoshard::codec::{Codec, EngineKind};
+
     use super::Stripe;
 
     use isal_sys as _;
@@ -291,9 +299,68 @@ mod isal {
         ]
     }
 
-    /// Multiplies `rows` (row-major, `row_count` x k) by the k input
-    /// columns into the outputs with ISA-L, after checking the result once
-    /// against `expected`.
+    /// One ISA-L kernel set up to multiply `rows` (row-major, row_count x k)
+    /// by k input columns into its own output buffers.
+    pub(super) struct IsalRun {
+        encode: Encode,
+        tables: Vec<u8>,
+        input_ptrs: Vec<*mut c_uchar>,
+        output_ptrs: Vec<*mut c_uchar>,
+        outputs: Vec<Vec<u8>>,
+        len: c_int,
+        k: c_int,
+        row_count: c_int,
+    }
+
+    impl IsalRun {
+        pub(super) fn new(
+            init: InitTables,
+            encode: Encode,
+            k: usize,
+            rows: &mut [u8],
+            inputs: &[&[u8]],
+        ) -> IsalRun {
+            let row_count = rows.len() / k;
+            let column_len = inputs[0].len();
+            // GFNI tables take 8 bytes per coefficient, the others 32.
+            let mut tables = vec![0u8; 32 * k * row_count];
+            let (k, row_count) = (k as c_int, row_count as c_int);
+            // SAFETY: `rows` is row_count x k bytes; `tables` has the 32
+            // bytes per coefficient ISA-L documents as its largest layout.
+            unsafe { init(k, row_count, rows.as_mut_ptr(), tables.as_mut_ptr()) };
+            let mut outputs = vec![vec![0u8; column_len]; row_count as usize];
+            IsalRun {
+                encode,
+                tables,
+                input_ptrs: inputs.iter().map(|c| c.as_ptr().cast_mut()).collect(),
+                output_ptrs: outputs.iter_mut().map(|c| c.as_mut_ptr()).collect(),
+                outputs,
+                len: c_int::try_from(column_len).expect("len"),
+                k,
+                row_count,
+            }
+        }
+
+        pub(super) fn run(&mut self) {
+            // SAFETY: k input pointers (to slices the caller keeps alive
+            // for as long as this value) and row_count output pointers to
+            // our own buffers, each `len` bytes; ISA-L only reads the inputs
+            // (its API is not const-correct).
+            unsafe {
+                (self.encode)(
+                    self.len,
+                    self.k,
+                    self.row_count,
+                    self.tables.as_mut_ptr(),
+                    self.input_ptrs.as_mut_ptr(),
+                    self.output_ptrs.as_mut_ptr(),
+                )
+            }
+        }
+    }
+
+    /// Benchmarks every ISA-L kernel on `rows` x inputs, after checking its
+    /// result once against `expected`.
     fn bench_rows(
         group: &mut BenchmarkGroup<'_, WallTime>,
         k: usize,
@@ -301,42 +368,139 @@ mod isal {
         inputs: &[&[u8]],
         expected: &[&[u8]],
     ) {
-        let row_count = rows.len() / k;
-        let column_len = inputs[0].len();
-        let mut input_ptrs: Vec<*mut c_uchar> =
-            inputs.iter().map(|c| c.as_ptr().cast_mut()).collect();
-        let mut outputs = vec![vec![0u8; column_len]; row_count];
-        let mut output_ptrs: Vec<*mut c_uchar> =
-            outputs.iter_mut().map(|c| c.as_mut_ptr()).collect();
         for (name, init, encode) in kernels() {
-            // GFNI tables take 8 bytes per coefficient, the others 32.
-            let mut tables = vec![0u8; 32 * k * row_count];
-            let len = c_int::try_from(column_len).expect("len");
-            let (k, rows_c) = (k as c_int, row_count as c_int);
-            // SAFETY: `rows` is row_count x k bytes; `tables` has the 32
-            // bytes per coefficient ISA-L documents as its largest layout.
-            unsafe { init(k, rows_c, rows.as_mut_ptr(), tables.as_mut_ptr()) };
-            let mut run = || {
-                // SAFETY: k input pointers and row_count output pointers,
-                // each to `column_len` live bytes; ISA-L only reads the
-                // inputs (its API is not const-correct).
-                unsafe {
-                    encode(
-                        len,
-                        k,
-                        rows_c,
-                        tables.as_mut_ptr(),
-                        input_ptrs.as_mut_ptr(),
-                        output_ptrs.as_mut_ptr(),
-                    )
-                }
-            };
-            run();
-            for (o, e) in outputs.iter().zip(expected) {
+            let mut isal = IsalRun::new(init, encode, k, rows, inputs);
+            isal.run();
+            for (o, e) in isal.outputs.iter().zip(expected) {
                 assert_eq!(o.as_slice(), *e, "{name} output differs from geoshard");
             }
-            group.bench_function(name, |b| b.iter(&mut run));
+            group.bench_function(name, |b| b.iter(|| isal.run()));
         }
+    }
+
+    /// Rate of `a` and `b` (GB/s of `data_bytes` per call) and their ratio,
+    /// measured interleaved: rounds of ~20 ms batches alternating a, b and
+    /// b, a, so machine noise hits both alike; medians over the rounds.
+    fn interleaved(mut a: impl FnMut(), mut b: impl FnMut(), data_bytes: usize) -> (f64, f64, f64) {
+        const ROUNDS: usize = 21;
+        let start = Instant::now();
+        a();
+        b();
+        let calls = (0.02 / start.elapsed().as_secs_f64().max(1e-9) * 2.0).max(1.0) as usize;
+        let time = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            for _ in 0..calls {
+                f();
+            }
+            (calls * data_bytes) as f64 / t.elapsed().as_nanos() as f64
+        };
+        let (mut rates_a, mut rates_b, mut ratios) = (vec![], vec![], vec![]);
+        for round in 0..ROUNDS {
+            let (ra, rb) = if round % 2 == 0 {
+                let ra = time(&mut a);
+                (ra, time(&mut b))
+            } else {
+                let rb = time(&mut b);
+                (time(&mut a), rb)
+            };
+            rates_a.push(ra);
+            rates_b.push(rb);
+            ratios.push(ra / rb);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        (
+            median(&mut rates_a),
+            median(&mut rates_b),
+            median(&mut ratios),
+        )
+    }
+
+    /// The issue's target cells, geoshard vs ISA-L measured interleaved
+    /// (`GEOSHARD_BENCH_INTERLEAVED=1`), printed as a Markdown table.
+    pub(super) fn interleaved_table() {
+        println!(
+            "| op | code | column | geoshard avx512gfni | ISA-L | ratio | geoshard avx2 | ISA-L avx2 | ratio |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (k, m) in [(6, 3), (10, 4)] {
+            for column_len in [64 << 10, 1 << 20] {
+                let mut stripe = Stripe::new(k, m, column_len);
+                let matrix = coding_matrix(k, m);
+                let engines = [EngineKind::Avx512Gfni, EngineKind::Avx2];
+                let [gfni, avx2] = engines.map(|e| Codec::with_engine(k, m, e).expect("engine"));
+                let data_bytes = k * column_len;
+
+                // encode
+                let mut cells = Vec::new();
+                for (codec, (_, init, encode)) in [&gfni, &avx2].into_iter().zip(kernels()) {
+                    let mut parity_rows = matrix[k * k..].to_vec();
+                    let (data, parity) = stripe.columns.split_at_mut(k);
+                    let data: Vec<&[u8]> = data.iter().map(|c| c.as_slice()).collect();
+                    let mut parity: Vec<&mut [u8]> =
+                        parity.iter_mut().map(|c| c.as_mut_slice()).collect();
+                    let mut isal = IsalRun::new(init, encode, k, &mut parity_rows, &data);
+                    cells.push(interleaved(
+                        || codec.encode(&data, &mut parity).expect("encode"),
+                        || isal.run(),
+                        data_bytes,
+                    ));
+                }
+                print_row("encode", k, m, column_len, &cells);
+
+                // reconstruct m missing data columns from the first k present
+                let mut cells = Vec::new();
+                let used: Vec<usize> = (m..k + m).collect();
+                let mut sub: Vec<u8> = used
+                    .iter()
+                    .flat_map(|&r| matrix[r * k..(r + 1) * k].to_vec())
+                    .collect();
+                let mut inverse = vec![0u8; k * k];
+                // SAFETY: both buffers are k x k.
+                let status =
+                    unsafe { gf_invert_matrix(sub.as_mut_ptr(), inverse.as_mut_ptr(), k as c_int) };
+                assert_eq!(status, 0, "singular decode matrix");
+                let present: Vec<(usize, &[u8])> = used
+                    .iter()
+                    .map(|&i| (i, stripe.columns[i].as_slice()))
+                    .collect();
+                let inputs: Vec<&[u8]> = present.iter().map(|&(_, c)| c).collect();
+                let mut rebuilt = vec![vec![0u8; column_len]; m];
+                for (codec, (_, init, encode)) in [&gfni, &avx2].into_iter().zip(kernels()) {
+                    let mut rows = inverse[..m * k].to_vec();
+                    let mut isal = IsalRun::new(init, encode, k, &mut rows, &inputs);
+                    let mut missing: Vec<(usize, &mut [u8])> = rebuilt
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, c)| (i, c.as_mut_slice()))
+                        .collect();
+                    cells.push(interleaved(
+                        || {
+                            codec
+                                .reconstruct(&present, &mut missing)
+                                .expect("reconstruct")
+                        },
+                        || isal.run(),
+                        data_bytes,
+                    ));
+                }
+                print_row(&format!("reconstruct {m} (m)"), k, m, column_len, &cells);
+            }
+        }
+    }
+
+    fn print_row(op: &str, k: usize, m: usize, column_len: usize, cells: &[(f64, f64, f64)]) {
+        let cells: Vec<String> = cells
+            .iter()
+            .map(|(a, b, ratio)| format!("{a:.2} | {b:.2} | {ratio:.2}x"))
+            .collect();
+        println!(
+            "| {op} | RS({k},{m}) | {} | {} |",
+            super::len_label(column_len),
+            cells.join(" | ")
+        );
     }
 
     pub(super) fn bench_encode(group: &mut BenchmarkGroup<'_, WallTime>, stripe: &mut Stripe) {
@@ -397,4 +561,16 @@ criterion_group! {
     config = config();
     targets = encode, reconstruct
 }
-criterion_main!(benches);
+
+fn main() {
+    // The machine is shared and noisy: criterion measures one line after
+    // the other, so a burst of load skews a ratio. This mode measures the
+    // target cells interleaved instead.
+    #[cfg(feature = "bench-isal")]
+    if std::env::var_os("GEOSHARD_BENCH_INTERLEAVED").is_some() {
+        isal::interleaved_table();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
