@@ -1,0 +1,107 @@
+//! The store's view of its nodes: the open handle (if any) and whether the
+//! node is up. A node that fails an I/O call is marked down and skipped by
+//! reads and writes until the store is reopened or repaired.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::layout::{Layout, NodeId, SiteId};
+use crate::node::Node;
+
+pub(crate) struct NodeSlot {
+    pub name: String,
+    pub site: SiteId,
+    node: Option<Arc<dyn Node>>,
+    down: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+/// Every node of the layout, indexed by `NodeId`.
+pub(crate) struct NodeSet {
+    slots: Vec<NodeSlot>,
+}
+
+impl NodeSet {
+    /// `nodes[i]` is the open handle of `layout.nodes()[i]`, or the reason it
+    /// could not be opened.
+    pub fn new(layout: &Layout, nodes: Vec<Result<Arc<dyn Node>, String>>) -> NodeSet {
+        assert_eq!(nodes.len(), layout.nodes().len(), "one handle per layout node");
+        let slots = layout
+            .nodes()
+            .iter()
+            .zip(nodes)
+            .map(|(spec, node)| {
+                let (node, reason) = match node {
+                    Ok(n) => (Some(n), None),
+                    Err(why) => (None, Some(why)),
+                };
+                NodeSlot {
+                    name: spec.name.clone(),
+                    site: spec.site,
+                    down: AtomicBool::new(node.is_none()),
+                    node,
+                    reason: Mutex::new(reason),
+                }
+            })
+            .collect();
+        NodeSet { slots }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn slot(&self, id: NodeId) -> &NodeSlot {
+        &self.slots[usize::from(id.0)]
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (0..self.slots.len()).map(|i| NodeId(i as u16))
+    }
+
+    /// The node's handle if it is up.
+    pub fn get(&self, id: NodeId) -> Option<&Arc<dyn Node>> {
+        let slot = self.slots.get(usize::from(id.0))?;
+        if slot.down.load(Ordering::Acquire) {
+            return None;
+        }
+        slot.node.as_ref()
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub fn mark_down(&self, id: NodeId, reason: impl Into<String>) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        if !slot.down.swap(true, Ordering::AcqRel) {
+            let reason = reason.into();
+            tracing::warn!(node = %slot.name, %reason, "node marked down");
+            if let Ok(mut r) = slot.reason.lock() {
+                *r = Some(reason);
+            }
+        }
+    }
+
+    pub fn down_reason(&self, id: NodeId) -> Option<String> {
+        let slot = self.slots.get(usize::from(id.0))?;
+        if !slot.down.load(Ordering::Acquire) {
+            return None;
+        }
+        slot.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+impl std::fmt::Debug for NodeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.slots
+                    .iter()
+                    .map(|s| (&s.name, !s.down.load(Ordering::Relaxed))),
+            )
+            .finish()
+    }
+}

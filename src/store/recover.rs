@@ -1,0 +1,366 @@
+//! Open: rebuild the stripe table and the index from the column records of
+//! every reachable node. Nothing outside the columns is needed.
+//!
+//! Which stripes become visible:
+//! - every header names the stripe ids of the commit acknowledged before it
+//!   (`acked_first_stripe_id..=acked_last_stripe_id`). A stripe so named was
+//!   acknowledged: it must be decodable (at least k of its columns reachable),
+//!   or `open` fails listing it, because a blob would be lost;
+//! - a stripe nobody names belongs to the newest commit(s), which may have
+//!   been cut short by a crash: visible if decodable, discarded if not. It
+//!   was never acknowledged, so discarding it loses nothing promised, and a
+//!   visible one is whole (every blob in it reads back);
+//! - an unnamed stripe older than the newest named one belongs to a commit
+//!   that failed: discarded.
+//!
+//! Entry tables are applied commit by commit, in commit order. A commit holds
+//! at most one operation per key (see `commit.rs`), so a blob's parts are all
+//! in one commit; a blob whose parts are not all visible is not applied.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Inner;
+use super::State;
+use super::commit::WriterStart;
+use super::index::{BlobLoc, PartLoc};
+use super::stripes::{ColumnInfo, StripeInfo};
+use crate::format::{self, ColumnHeader, EntryFlags};
+use crate::layout::NodeId;
+use crate::node::ScannedRecord;
+use crate::{Error, Result};
+
+/// What open found, for `health()` and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Stripes visible after open.
+    pub stripes_visible: usize,
+    /// Stripes of commits that never completed, discarded.
+    pub stripes_discarded: usize,
+    /// Regions of segments that failed their checksums and were skipped.
+    pub corrupt_regions: usize,
+    /// Column records whose header disagreed with the rest of their stripe.
+    pub inconsistent_records: usize,
+    /// Entry tables rebuilt from other columns (their node was down or the
+    /// table was damaged).
+    pub entry_tables_rebuilt: usize,
+    /// Blobs in the index after open.
+    pub blobs: usize,
+}
+
+struct Found {
+    header: ColumnHeader,
+    records: Vec<(NodeId, ScannedRecord)>,
+}
+
+impl Inner {
+    /// Rebuilds the stripes and the index; returns where the writer resumes.
+    pub(crate) fn recover(&self) -> Result<(State, WriterStart, OpenReport)> {
+        let code = self.layout.code();
+        let (k, m) = (code.data_count, code.parity_count);
+        let mut report = OpenReport::default();
+
+        // 1. Scan every reachable node.
+        let mut by_stripe: BTreeMap<u64, Found> = BTreeMap::new();
+        for id in self.nodes.ids() {
+            let Some(node) = self.nodes.get(id).cloned() else {
+                continue;
+            };
+            let scanned = node.generations().and_then(|gens| {
+                let mut all = Vec::new();
+                for g in gens {
+                    all.push(node.scan(g)?);
+                }
+                Ok(all)
+            });
+            let scans = match scanned {
+                Ok(s) => s,
+                Err(e) => {
+                    self.nodes.mark_down(id, format!("scan failed: {e}"));
+                    continue;
+                }
+            };
+            for scan in scans {
+                report.corrupt_regions += scan.corrupt.len();
+                for region in &scan.corrupt {
+                    tracing::warn!(node = %node.name(), generation = region.generation,
+                        offset = region.offset, reason = %region.reason, "corrupt region skipped");
+                }
+                for rec in scan.records {
+                    let header = &rec.header;
+                    if usize::from(header.data_count) != k || usize::from(header.parity_count) != m {
+                        return Err(Error::InvalidLayout {
+                            reason: format!(
+                                "node {} holds stripe {} coded RS({}, {}), but the layout says RS({k}, {m})",
+                                node.name(),
+                                header.stripe_id,
+                                header.data_count,
+                                header.parity_count
+                            ),
+                            fix: "open the store with the layout it was written with".into(),
+                        });
+                    }
+                    match by_stripe.get_mut(&header.stripe_id) {
+                        Some(found) => {
+                            if same_stripe(&found.header, header) {
+                                found.records.push((id, rec));
+                            } else {
+                                report.inconsistent_records += 1;
+                            }
+                        }
+                        None => {
+                            by_stripe.insert(
+                                header.stripe_id,
+                                Found {
+                                    header: rec.header.clone(),
+                                    records: vec![(id, rec)],
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+
+        // 2. Which commits were acknowledged.
+        let mut named: Vec<(u64, u64)> = by_stripe
+            .values()
+            .flat_map(|f| f.records.iter())
+            .map(|(_, r)| (r.header.acked_first_stripe_id, r.header.acked_last_stripe_id))
+            .filter(|(first, _)| *first != 0)
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let max_named = named.iter().map(|r| r.1).max().unwrap_or(0);
+        let is_named = |id: u64| named.iter().any(|&(a, b)| a <= id && id <= b);
+
+        // 3. Decide visibility, stripe by stripe.
+        let mut stripes: Vec<StripeInfo> = Vec::new();
+        let mut commit_of: HashMap<u64, u64> = HashMap::new();
+        let mut lost: Vec<u64> = Vec::new();
+        let mut lost_nodes: Vec<String> = Vec::new();
+        let max_seen = by_stripe.keys().next_back().copied().unwrap_or(0);
+        for (stripe_id, found) in &by_stripe {
+            let info = self.stripe_info(&found.header, &found.records);
+            let present = info
+                .columns
+                .iter()
+                .filter(|c| c.len == 0 || c.stored.is_some())
+                .count();
+            let decodable = present >= k;
+            let named_here = is_named(*stripe_id);
+            if named_here && !decodable {
+                lost.push(*stripe_id);
+                for (c, col) in info.columns.iter().enumerate() {
+                    if col.len > 0 && col.stored.is_none() {
+                        let name = &found.header.placement[c];
+                        if !lost_nodes.contains(name) {
+                            lost_nodes.push(name.clone());
+                        }
+                    }
+                }
+                continue;
+            }
+            if !decodable || (!named_here && *stripe_id < max_named) {
+                report.stripes_discarded += 1;
+                continue;
+            }
+            commit_of.insert(*stripe_id, found.header.commit_first_stripe_id);
+            stripes.push(info);
+        }
+        if !lost.is_empty() {
+            return Err(Error::StripesUnrecoverable {
+                stripe_ids: lost,
+                missing_nodes: lost_nodes,
+            });
+        }
+
+        // 4. The index, commit by commit.
+        let mut state = State::default();
+        let mut commit_entries: Vec<(u64, Vec<u8>, Option<PartLoc>, u32, u32, u64)> = Vec::new();
+        let mut current_commit = None;
+        let mut stripes_sorted = stripes;
+        stripes_sorted.sort_by_key(|s| s.stripe_id);
+        for info in &stripes_sorted {
+            let commit = commit_of.get(&info.stripe_id).copied().unwrap_or(info.stripe_id);
+            if current_commit != Some(commit) {
+                apply_commit(&mut state, &mut commit_entries);
+                current_commit = Some(commit);
+            }
+            for c in 0..k {
+                let table_len = info.entry_table_lens.get(c).copied().unwrap_or(0);
+                if table_len == 0 {
+                    continue;
+                }
+                let entries = self.entry_table(info, c, table_len, &mut report)?;
+                for e in entries {
+                    let loc = if e.flags.contains(EntryFlags::TOMBSTONE) {
+                        None
+                    } else {
+                        Some(PartLoc {
+                            stripe_id: info.stripe_id,
+                            offset: e.offset,
+                            len: e.len,
+                            checksum: e.checksum,
+                            column_index: c as u16,
+                        })
+                    };
+                    commit_entries.push((
+                        info.stripe_id,
+                        e.key.to_vec(),
+                        loc,
+                        e.part_index,
+                        e.part_count,
+                        e.blob_len,
+                    ));
+                }
+            }
+        }
+        apply_commit(&mut state, &mut commit_entries);
+
+        for info in &stripes_sorted {
+            for (c, col) in info.columns.iter().enumerate() {
+                if col.len > 0 && (col.stored.is_none() || col.is_away()) {
+                    self.queue_repair(info.stripe_id, c as u16);
+                }
+            }
+        }
+        report.stripes_visible = stripes_sorted.len();
+        for info in stripes_sorted {
+            state.stripes.insert(info);
+        }
+        report.blobs = state.index.len();
+
+        let acked = by_stripe
+            .values()
+            .flat_map(|f| f.records.iter())
+            .map(|(_, r)| (r.header.acked_first_stripe_id, r.header.acked_last_stripe_id))
+            .max_by_key(|r| r.1)
+            .filter(|r| r.0 != 0);
+        // Stripe ids never repeat across opens: start past everything seen and
+        // past a clock-derived floor, so a stripe written by an earlier process
+        // onto a node that is unreachable now cannot share an id with a new one.
+        let clock_floor = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| (d.as_millis() as u64) << 20);
+        let start = WriterStart {
+            next_stripe_id: (max_seen + 1).max(clock_floor).max(1),
+            acked,
+        };
+        Ok((state, start, report))
+    }
+
+    /// The stripe as its headers describe it, with the records found.
+    fn stripe_info(&self, header: &ColumnHeader, records: &[(NodeId, ScannedRecord)]) -> StripeInfo {
+        let columns = (0..header.column_lens.len())
+            .map(|c| {
+                let home = header
+                    .placement
+                    .get(c)
+                    .and_then(|name| self.layout.node_by_name(name));
+                let mut found = records
+                    .iter()
+                    .filter(|(_, r)| usize::from(r.header.column_index) == c);
+                // Prefer the copy at home; any other copy is "away".
+                let stored = found
+                    .clone()
+                    .find(|(n, _)| Some(*n) == home)
+                    .or_else(|| found.next())
+                    .map(|(n, r)| (*n, r.location));
+                ColumnInfo {
+                    len: header.column_lens[c],
+                    checksum: header.column_checksums[c],
+                    home,
+                    stored,
+                }
+            })
+            .collect();
+        StripeInfo {
+            stripe_id: header.stripe_id,
+            generation: header.generation,
+            columns,
+            entry_table_lens: header.entry_table_lens.clone().into(),
+        }
+    }
+
+    /// A data column's entry table: from its node, or rebuilt from k others
+    /// when the node is down or the table does not decode.
+    fn entry_table(
+        &self,
+        info: &StripeInfo,
+        column: usize,
+        table_len: u32,
+        report: &mut OpenReport,
+    ) -> Result<Vec<format::Entry>> {
+        if let Some(bytes) = self.read_column_range(info, column, 0, table_len) {
+            match format::decode_entry_table(&bytes) {
+                Ok(entries) => return Ok(entries),
+                Err(e) => {
+                    self.stats.checksum_failures.inc();
+                    tracing::warn!(stripe = info.stripe_id, column, error = %e,
+                        "entry table damaged; rebuilding it from other columns");
+                }
+            }
+        }
+        report.entry_tables_rebuilt += 1;
+        self.queue_repair(info.stripe_id, column as u16);
+        let bytes = self.rebuild_range(info, column, 0, table_len)?;
+        format::decode_entry_table(&bytes)
+    }
+}
+
+/// True when two headers describe the same stripe (all but the column index).
+fn same_stripe(a: &ColumnHeader, b: &ColumnHeader) -> bool {
+    a.stripe_id == b.stripe_id
+        && a.generation == b.generation
+        && a.data_count == b.data_count
+        && a.parity_count == b.parity_count
+        && a.column_lens == b.column_lens
+        && a.column_checksums == b.column_checksums
+        && a.placement == b.placement
+        && a.entry_table_lens == b.entry_table_lens
+        && a.acked_first_stripe_id == b.acked_first_stripe_id
+        && a.acked_last_stripe_id == b.acked_last_stripe_id
+        && a.commit_first_stripe_id == b.commit_first_stripe_id
+}
+
+/// Applies one commit's entries: a tombstone removes its key, a whole blob
+/// replaces it, a split blob replaces it only if all its parts are here.
+fn apply_commit(
+    state: &mut State,
+    entries: &mut Vec<(u64, Vec<u8>, Option<PartLoc>, u32, u32, u64)>,
+) {
+    let mut split: HashMap<Vec<u8>, (u64, Vec<Option<PartLoc>>)> = HashMap::new();
+    for (_stripe, key, loc, part_index, part_count, blob_len) in entries.drain(..) {
+        match loc {
+            None => {
+                state.index.remove(&key);
+            }
+            Some(loc) if part_count <= 1 => {
+                state.index.insert(&key, BlobLoc::Whole(loc));
+            }
+            Some(_) if u64::from(part_count) > super::PARTS_PER_BLOB_MAX => {
+                tracing::warn!(part_count, "entry with an impossible part count skipped");
+            }
+            Some(loc) => {
+                let slot = split
+                    .entry(key)
+                    .or_insert_with(|| (blob_len, vec![None; part_count as usize]));
+                if let Some(p) = slot.1.get_mut(part_index as usize) {
+                    *p = Some(loc);
+                }
+            }
+        }
+    }
+    for (key, (blob_len, parts)) in split {
+        let parts: Option<Vec<PartLoc>> = parts.into_iter().collect();
+        if let Some(parts) = parts {
+            state.index.insert(
+                &key,
+                BlobLoc::Split {
+                    len: blob_len,
+                    parts: parts.into(),
+                },
+            );
+        }
+    }
+}
