@@ -26,7 +26,7 @@ use super::WritePolicy;
 use super::index::{BlobLoc, PartLoc};
 use super::pack::{OpenStripe, Placed};
 use super::stripes::{ColumnInfo, StripeInfo};
-use crate::format::{self, ColumnHeader, Entry};
+use crate::format::{self, ColumnHeader, Entry, EntryFlags};
 use crate::layout::NodeId;
 use crate::node::{RecordLocation, RecordRef};
 use crate::{Error, Result};
@@ -45,23 +45,63 @@ pub(crate) enum Request {
     Flush {
         ack: SyncSender<Result<bool>>,
     },
+    /// Compaction: rewrite a live blob, but only if the index still points
+    /// where the compactor read it (no newer put or delete raced it).
+    Relocate {
+        key: Box<[u8]>,
+        value: Bytes,
+        expected: BlobLoc,
+        ack: SyncSender<Result<bool>>,
+    },
+    /// Compaction: carry a tombstone forward out of a generation being
+    /// retired, if the key still has no value.
+    Tombstone {
+        key: Box<[u8]>,
+        ack: SyncSender<Result<bool>>,
+    },
+    /// Compaction: durably mark generations as retired before their
+    /// segments are removed.
+    Retire {
+        generations: Vec<u64>,
+        ack: SyncSender<Result<bool>>,
+    },
 }
 
 impl Request {
     fn weight(&self) -> usize {
         match self {
-            Request::Put { key, value, .. } => key.len() + value.len(),
-            Request::Delete { key, .. } => key.len(),
+            Request::Put { key, value, .. } | Request::Relocate { key, value, .. } => {
+                key.len() + value.len()
+            }
+            Request::Delete { key, .. } | Request::Tombstone { key, .. } => key.len(),
+            Request::Retire { generations, .. } => generations.len() * 8,
             Request::Flush { .. } => 0,
         }
     }
 
     fn ack(&self) -> &SyncSender<Result<bool>> {
         match self {
-            Request::Put { ack, .. } | Request::Delete { ack, .. } | Request::Flush { ack } => ack,
+            Request::Put { ack, .. }
+            | Request::Delete { ack, .. }
+            | Request::Flush { ack }
+            | Request::Relocate { ack, .. }
+            | Request::Tombstone { ack, .. }
+            | Request::Retire { ack, .. } => ack,
+        }
+    }
+
+    /// The key of a user operation (put or delete).
+    fn user_key(&self) -> Option<&[u8]> {
+        match self {
+            Request::Put { key, .. } | Request::Delete { key, .. } => Some(key),
+            _ => None,
         }
     }
 }
+
+/// The key of retire markers. Entries are told apart by their flags, so
+/// this never collides with a user key.
+pub(crate) const RETIRE_KEY: &[u8] = b"geoshard:retire";
 
 /// Why a commit failed; rebuilt into an `Error` for every waiting caller.
 #[derive(Clone, Debug)]
@@ -164,17 +204,21 @@ impl Committer {
 
     fn commit(&mut self, batch: Vec<Request>) {
         let mut written: Vec<Written> = Vec::new();
-        let mut delete_existed = vec![false; batch.len()];
-        let outcome = self.pack_and_write(&batch, &mut written, &mut delete_existed);
+        // Per request: whether a delete found its key, whether a relocate or
+        // tombstone was written.
+        let mut answers = vec![false; batch.len()];
+        let outcome = self.pack_and_write(&batch, &mut written, &mut answers);
         match outcome {
             Ok(()) => {
                 if let (Some(first), Some(last)) = (written.first(), written.last()) {
                     self.acked = Some((first.info.stripe_id, last.info.stripe_id));
                 }
-                self.publish(&batch, written);
+                self.publish(&batch, &answers, written);
                 for (i, req) in batch.iter().enumerate() {
                     let answer = match req {
-                        Request::Delete { .. } => delete_existed[i],
+                        Request::Delete { .. }
+                        | Request::Relocate { .. }
+                        | Request::Tombstone { .. } => answers[i],
                         _ => true,
                     };
                     // A caller that gave up waiting has dropped its receiver.
@@ -195,7 +239,7 @@ impl Committer {
         &mut self,
         batch: &[Request],
         written: &mut Vec<Written>,
-        delete_existed: &mut [bool],
+        answers: &mut [bool],
     ) -> Result<(), Failure> {
         self.open.clear();
         self.commit_first = self.next_stripe_id;
@@ -207,34 +251,78 @@ impl Committer {
         // Whether each key exists as of this point of the batch.
         let mut exists: HashMap<&[u8], bool> = HashMap::new();
         for (i, req) in batch.iter().enumerate() {
-            let (key, value) = match req {
-                Request::Put { key, value, .. } => (&key[..], Some(&value[..])),
+            let (key, value, flags): (&[u8], Option<&[u8]>, EntryFlags) = match req {
+                Request::Put { key, value, .. } => (key, Some(value), EntryFlags::NONE),
                 Request::Delete { key, .. } => {
-                    delete_existed[i] = match exists.get(&key[..]) {
+                    answers[i] = match exists.get(&key[..]) {
                         Some(e) => *e,
                         None => self.inner.index_contains(key),
                     };
-                    (&key[..], None)
+                    (key, None, EntryFlags::TOMBSTONE)
+                }
+                Request::Relocate {
+                    key,
+                    value,
+                    expected,
+                    ..
+                } => {
+                    // A user operation on the key in this batch is newer.
+                    if last_op.contains_key(&key[..])
+                        || self.inner.read_state().index.get(key) != Some(expected)
+                    {
+                        continue;
+                    }
+                    answers[i] = true;
+                    (key, Some(value), EntryFlags::NONE)
+                }
+                Request::Tombstone { key, .. } => {
+                    if last_op.contains_key(&key[..]) || self.inner.index_contains(key) {
+                        continue;
+                    }
+                    answers[i] = true;
+                    (key, None, EntryFlags::TOMBSTONE)
+                }
+                Request::Retire { generations, .. } => {
+                    let payload: Vec<u8> = generations.iter().flat_map(|g| g.to_le_bytes()).collect();
+                    self.place_all(i, RETIRE_KEY, Some(&payload), EntryFlags::RETIRE, written)?;
+                    continue;
                 }
                 Request::Flush { .. } => continue,
             };
-            exists.insert(key, value.is_some());
-            if last_op.get(key) != Some(&i) {
-                continue;
+            if req.user_key().is_some() {
+                exists.insert(key, value.is_some());
+                if last_op.get(key) != Some(&i) {
+                    continue;
+                }
+                // A tombstone is needed only if the key is visible before
+                // this commit; otherwise there is nothing to hide.
+                if value.is_none() && !self.inner.index_contains(key) {
+                    continue;
+                }
             }
-            // A tombstone is needed only if the key is visible before this
-            // commit; otherwise there is nothing to hide.
-            if value.is_none() && !self.inner.index_contains(key) {
-                continue;
-            }
-            let mut part = 0;
-            while let Placed::StripeFull { resume_part } = self.open.place(i, key, value, part) {
-                written.push(self.seal_and_write()?);
-                part = resume_part;
-            }
+            self.place_all(i, key, value, flags, written)?;
         }
         if !self.open.is_empty() {
             written.push(self.seal_and_write()?);
+        }
+        Ok(())
+    }
+
+    /// Places every part of one entry, sealing stripes as they fill.
+    fn place_all(
+        &mut self,
+        request: usize,
+        key: &[u8],
+        value: Option<&[u8]>,
+        flags: EntryFlags,
+        written: &mut Vec<Written>,
+    ) -> Result<(), Failure> {
+        let mut part = 0;
+        while let Placed::StripeFull { resume_part } =
+            self.open.place(request, key, value, flags, part)
+        {
+            written.push(self.seal_and_write()?);
+            part = resume_part;
         }
         Ok(())
     }
@@ -332,7 +420,7 @@ impl Committer {
         let mut parts = Vec::new();
         for (c, col) in self.open.columns.iter().enumerate() {
             for placed in &col.entries {
-                if placed.entry.flags.contains(format::EntryFlags::TOMBSTONE) {
+                if placed.entry.flags != EntryFlags::NONE {
                     continue;
                 }
                 parts.push((
@@ -575,7 +663,7 @@ impl Committer {
     }
 
     /// Makes a durable commit visible: stripes first, then the index.
-    fn publish(&self, batch: &[Request], written: Vec<Written>) {
+    fn publish(&self, batch: &[Request], answers: &[bool], written: Vec<Written>) {
         let mut parts_by_request: HashMap<usize, Vec<(u32, PartLoc)>> = HashMap::new();
         let mut infos = Vec::with_capacity(written.len());
         for w in written {
@@ -595,11 +683,13 @@ impl Committer {
                     self.inner.queue_repair(info.stripe_id, c as u16);
                 }
             }
-            state.stripes.insert(info);
+            state.add_stripe(info);
         }
         for (i, req) in batch.iter().enumerate() {
             match req {
-                Request::Put { key, value, .. } => {
+                // Puts that were not the last on their key, and relocations
+                // that lost a race, wrote no parts.
+                Request::Relocate { key, value, .. } | Request::Put { key, value, .. } => {
                     let Some(mut parts) = parts_by_request.remove(&i) else {
                         continue;
                     };
@@ -612,14 +702,14 @@ impl Committer {
                             parts: parts.into_iter().map(|(_, l)| l).collect(),
                         }
                     };
-                    state.index.insert(key, loc);
+                    state.insert_blob(key, loc);
                 }
                 Request::Delete { key, .. } => {
                     if last_ops.get(&key[..]) == Some(&i) {
-                        state.index.remove(key);
+                        state.remove_blob(key);
                     }
                 }
-                Request::Flush { .. } => {}
+                _ => {}
             }
         }
     }

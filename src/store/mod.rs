@@ -16,6 +16,7 @@
 
 mod blob;
 mod commit;
+mod compact;
 mod health;
 mod index;
 mod nodes;
@@ -24,7 +25,7 @@ mod read;
 mod recover;
 mod stripes;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use blob::Blob;
+pub use compact::{CompactOptions, CompactReport};
 pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
 
@@ -119,11 +121,79 @@ impl Default for Options {
     }
 }
 
-/// The index and the stripe table, read and updated together.
+/// The index and the stripe table, read and updated together, with the
+/// per-generation byte counts compaction chooses by.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub index: Index,
     pub stripes: StripeTable,
+    pub generations: BTreeMap<u64, GenerationUsage>,
+}
+
+/// Blob bytes a generation holds, and how many of them are still live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GenerationUsage {
+    /// Stripes of the generation that are visible.
+    pub stripes: u64,
+    /// Column bytes stored per node summed over all columns (data + parity).
+    pub column_bytes: u64,
+    /// Bytes of blob parts written into the generation.
+    pub blob_bytes: u64,
+    /// Bytes of blob parts the index still points to.
+    pub live_bytes: u64,
+}
+
+impl State {
+    pub fn add_stripe(&mut self, info: stripes::StripeInfo) {
+        let usage = self.generations.entry(info.generation).or_default();
+        usage.stripes += 1;
+        usage.column_bytes += info.columns.iter().map(|c| u64::from(c.len)).sum::<u64>();
+        self.stripes.insert(info);
+    }
+
+    fn generation_of(&self, stripe_id: u64) -> Option<u64> {
+        self.stripes.get(stripe_id).map(|s| s.generation)
+    }
+
+    /// Adds `delta` (positive or negative) to the live bytes of every
+    /// generation the blob has parts in.
+    fn account(&mut self, loc: &BlobLoc, live: bool, written: bool) {
+        for part in loc.parts() {
+            let Some(generation) = self.generation_of(part.stripe_id) else {
+                continue;
+            };
+            let usage = self.generations.entry(generation).or_default();
+            let len = u64::from(part.len);
+            if written {
+                usage.blob_bytes += len;
+            }
+            if live {
+                usage.live_bytes += len;
+            } else {
+                usage.live_bytes = usage.live_bytes.saturating_sub(len);
+            }
+        }
+    }
+
+    /// A newly written blob becomes the key's value.
+    pub fn insert_blob(&mut self, key: &[u8], loc: BlobLoc) {
+        self.account(&loc, true, true);
+        if let Some(old) = self.index.insert(key, loc) {
+            self.account(&old, false, false);
+        }
+    }
+
+    pub fn remove_blob(&mut self, key: &[u8]) {
+        if let Some(old) = self.index.remove(key) {
+            self.account(&old, false, false);
+        }
+    }
+
+    /// Forgets a retired generation's stripes.
+    pub fn drop_generation(&mut self, generation: u64) {
+        self.stripes.retain(|s| s.generation != generation);
+        self.generations.remove(&generation);
+    }
 }
 
 /// Everything the public handle and the committer share.
@@ -136,6 +206,8 @@ pub(crate) struct Inner {
     pub stats: Counters,
     repair_queue: Mutex<BTreeSet<(u64, u16)>>,
     open_report: Mutex<OpenReport>,
+    /// Held by the one compaction that may run at a time.
+    compaction: Mutex<()>,
 }
 
 impl Inner {
@@ -279,6 +351,7 @@ impl Store {
             stats: Counters::default(),
             repair_queue: Mutex::new(BTreeSet::new()),
             open_report: Mutex::new(OpenReport::default()),
+            compaction: Mutex::new(()),
         });
         let (state, start, report) = inner.recover()?;
         *inner.write_state() = state;

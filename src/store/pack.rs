@@ -44,7 +44,7 @@ pub(crate) struct OpenStripe {
     column_len_target: usize,
 }
 
-/// What `place` did with a blob: the parts, each as (column, entry index).
+/// What `place` did with a blob.
 pub(crate) enum Placed {
     /// Every part fitted in the open stripe.
     Done,
@@ -91,6 +91,7 @@ impl OpenStripe {
         request: usize,
         key: &[u8],
         value: Option<&[u8]>,
+        flags: EntryFlags,
         first_part: u32,
     ) -> Placed {
         let cost = entry_cost(key.len());
@@ -124,11 +125,7 @@ impl OpenStripe {
                 request,
                 entry: Entry {
                     key: key.to_vec().into(),
-                    flags: if value.is_none() {
-                        EntryFlags::TOMBSTONE
-                    } else {
-                        EntryFlags::empty()
-                    },
+                    flags,
                     offset,
                     len: bytes.len() as u32,
                     checksum: crc32fast::hash(bytes),
@@ -146,7 +143,7 @@ impl OpenStripe {
 pub(crate) fn entry_cost(key_len: usize) -> usize {
     let probe = Entry {
         key: vec![0u8; key_len].into(),
-        flags: EntryFlags::empty(),
+        flags: EntryFlags::NONE,
         offset: 0,
         len: 0,
         checksum: 0,

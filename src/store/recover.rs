@@ -17,7 +17,7 @@
 //! at most one operation per key (see `commit.rs`), so a blob's parts are all
 //! in one commit; a blob whose parts are not all visible is not applied.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Inner;
 use super::State;
@@ -136,7 +136,7 @@ impl Inner {
         // 3. Decide visibility, stripe by stripe.
         let mut stripes: Vec<StripeInfo> = Vec::new();
         let mut commit_of: HashMap<u64, u64> = HashMap::new();
-        let mut lost: Vec<u64> = Vec::new();
+        let mut lost: Vec<(u64, u64)> = Vec::new();
         let mut lost_nodes: Vec<String> = Vec::new();
         let max_seen = by_stripe.keys().next_back().copied().unwrap_or(0);
         for (stripe_id, found) in &by_stripe {
@@ -149,7 +149,7 @@ impl Inner {
             let decodable = present >= k;
             let named_here = is_named(*stripe_id);
             if named_here && !decodable {
-                lost.push(*stripe_id);
+                lost.push((*stripe_id, found.header.generation));
                 for (c, col) in info.columns.iter().enumerate() {
                     if col.len > 0 && col.stored.is_none() {
                         let name = &found.header.placement[c];
@@ -167,21 +167,25 @@ impl Inner {
             commit_of.insert(*stripe_id, found.header.commit_first_stripe_id);
             stripes.push(info);
         }
-        if !lost.is_empty() {
-            return Err(Error::StripesUnrecoverable {
-                stripe_ids: lost,
-                missing_nodes: lost_nodes,
-            });
-        }
 
-        // 4. The index, commit by commit.
+        // 4. The index, commit by commit. Stripes are in the table first so
+        //    per-generation usage can be counted as blobs are applied.
         let mut state = State::default();
-        let mut commit_entries: Vec<(u64, Vec<u8>, Option<PartLoc>, u32, u32, u64)> = Vec::new();
+        stripes.sort_by_key(|s| s.stripe_id);
+        let order: Vec<(u64, u64)> = stripes
+            .iter()
+            .map(|s| (s.stripe_id, commit_of.get(&s.stripe_id).copied().unwrap_or(s.stripe_id)))
+            .collect();
+        for info in stripes {
+            state.add_stripe(info);
+        }
+        let mut retired: BTreeSet<u64> = BTreeSet::new();
+        let mut commit_entries: Vec<Pending> = Vec::new();
         let mut current_commit = None;
-        let mut stripes_sorted = stripes;
-        stripes_sorted.sort_by_key(|s| s.stripe_id);
-        for info in &stripes_sorted {
-            let commit = commit_of.get(&info.stripe_id).copied().unwrap_or(info.stripe_id);
+        for (stripe_id, commit) in order {
+            let Some(info) = state.stripes.get(stripe_id) else {
+                continue;
+            };
             if current_commit != Some(commit) {
                 apply_commit(&mut state, &mut commit_entries);
                 current_commit = Some(commit);
@@ -191,43 +195,67 @@ impl Inner {
                 if table_len == 0 {
                     continue;
                 }
-                let entries = self.entry_table(info, c, table_len, &mut report)?;
+                let (entries, rebuilt) = self.entry_table(&info, c, table_len)?;
+                report.entry_tables_rebuilt += usize::from(rebuilt);
                 for e in entries {
-                    let loc = if e.flags.contains(EntryFlags::TOMBSTONE) {
-                        None
-                    } else {
-                        Some(PartLoc {
-                            stripe_id: info.stripe_id,
-                            offset: e.offset,
-                            len: e.len,
-                            checksum: e.checksum,
-                            column_index: c as u16,
-                        })
+                    let loc = PartLoc {
+                        stripe_id,
+                        offset: e.offset,
+                        len: e.len,
+                        checksum: e.checksum,
+                        column_index: c as u16,
                     };
-                    commit_entries.push((
-                        info.stripe_id,
-                        e.key.to_vec(),
-                        loc,
-                        e.part_index,
-                        e.part_count,
-                        e.blob_len,
-                    ));
+                    if e.flags.contains(EntryFlags::RETIRE) {
+                        retired.extend(self.retired_generations(&info, &loc)?);
+                        continue;
+                    }
+                    commit_entries.push(Pending {
+                        key: e.key,
+                        loc: (!e.flags.contains(EntryFlags::TOMBSTONE)).then_some(loc),
+                        part_index: e.part_index,
+                        part_count: e.part_count,
+                        blob_len: e.blob_len,
+                    });
                 }
             }
         }
         apply_commit(&mut state, &mut commit_entries);
 
-        for info in &stripes_sorted {
+        // 5. Retired generations are gone, whatever is left of them.
+        for &generation in &retired {
+            let stale: Vec<Vec<u8>> = state
+                .index
+                .iter()
+                .filter(|(_, loc)| {
+                    loc.parts()
+                        .iter()
+                        .any(|p| state.stripes.get(p.stripe_id).is_some_and(|s| s.generation == generation))
+                })
+                .map(|(k, _)| k.to_vec())
+                .collect();
+            for key in stale {
+                tracing::warn!(generation, "index entry pointing into a retired generation dropped");
+                state.remove_blob(&key);
+            }
+            state.drop_generation(generation);
+        }
+        lost.retain(|(_, generation)| !retired.contains(generation));
+        if !lost.is_empty() {
+            return Err(Error::StripesUnrecoverable {
+                stripe_ids: lost.iter().map(|(id, _)| *id).collect(),
+                missing_nodes: lost_nodes,
+            });
+        }
+        self.remove_retired_leftovers(&retired);
+
+        for info in state.stripes.values() {
             for (c, col) in info.columns.iter().enumerate() {
                 if col.len > 0 && (col.stored.is_none() || col.is_away()) {
                     self.queue_repair(info.stripe_id, c as u16);
                 }
             }
         }
-        report.stripes_visible = stripes_sorted.len();
-        for info in stripes_sorted {
-            state.stripes.insert(info);
-        }
+        report.stripes_visible = state.stripes.len();
         report.blobs = state.index.len();
 
         let acked = by_stripe
@@ -247,6 +275,40 @@ impl Inner {
             acked,
         };
         Ok((state, start, report))
+    }
+
+    /// The generations a retire marker lists.
+    fn retired_generations(&self, info: &StripeInfo, loc: &PartLoc) -> Result<Vec<u64>> {
+        let bytes = self.read_part(info, loc)?;
+        if bytes.len() % 8 != 0 {
+            return Err(Error::Corrupt {
+                location: format!("stripe {} column {}", info.stripe_id, loc.column_index),
+                reason: format!("retire marker of {} bytes is not a list of u64", bytes.len()),
+            });
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect())
+    }
+
+    /// Removes what is left of retired generations on reachable nodes (a
+    /// compaction cut short, or a node that was down when it ran).
+    fn remove_retired_leftovers(&self, retired: &BTreeSet<u64>) {
+        for id in self.nodes.ids() {
+            let Some(node) = self.nodes.get(id) else {
+                continue;
+            };
+            let Ok(generations) = node.generations() else {
+                continue;
+            };
+            for g in generations.into_iter().filter(|g| retired.contains(g)) {
+                if let Err(e) = node.remove_generation(g) {
+                    tracing::warn!(node = %node.name(), generation = g, error = %e,
+                        "could not remove a retired generation");
+                }
+            }
+        }
     }
 
     /// The stripe as its headers describe it, with the records found.
@@ -283,17 +345,16 @@ impl Inner {
     }
 
     /// A data column's entry table: from its node, or rebuilt from k others
-    /// when the node is down or the table does not decode.
-    fn entry_table(
+    /// when the node is down or the table does not decode (then `true`).
+    pub(crate) fn entry_table(
         &self,
         info: &StripeInfo,
         column: usize,
         table_len: u32,
-        report: &mut OpenReport,
-    ) -> Result<Vec<format::Entry>> {
+    ) -> Result<(Vec<format::Entry>, bool)> {
         if let Some(bytes) = self.read_column_range(info, column, 0, table_len) {
             match format::decode_entry_table(&bytes) {
-                Ok(entries) => return Ok(entries),
+                Ok(entries) => return Ok((entries, false)),
                 Err(e) => {
                     self.stats.checksum_failures.inc();
                     tracing::warn!(stripe = info.stripe_id, column, error = %e,
@@ -301,10 +362,9 @@ impl Inner {
                 }
             }
         }
-        report.entry_tables_rebuilt += 1;
         self.queue_repair(info.stripe_id, column as u16);
         let bytes = self.rebuild_range(info, column, 0, table_len)?;
-        format::decode_entry_table(&bytes)
+        Ok((format::decode_entry_table(&bytes)?, true))
     }
 }
 
@@ -323,29 +383,32 @@ fn same_stripe(a: &ColumnHeader, b: &ColumnHeader) -> bool {
         && a.commit_first_stripe_id == b.commit_first_stripe_id
 }
 
+/// One entry of the commit being gathered.
+struct Pending {
+    key: Vec<u8>,
+    /// `None` for a tombstone.
+    loc: Option<PartLoc>,
+    part_index: u32,
+    part_count: u32,
+    blob_len: u64,
+}
+
 /// Applies one commit's entries: a tombstone removes its key, a whole blob
 /// replaces it, a split blob replaces it only if all its parts are here.
-fn apply_commit(
-    state: &mut State,
-    entries: &mut Vec<(u64, Vec<u8>, Option<PartLoc>, u32, u32, u64)>,
-) {
+fn apply_commit(state: &mut State, entries: &mut Vec<Pending>) {
     let mut split: HashMap<Vec<u8>, (u64, Vec<Option<PartLoc>>)> = HashMap::new();
-    for (_stripe, key, loc, part_index, part_count, blob_len) in entries.drain(..) {
-        match loc {
-            None => {
-                state.index.remove(&key);
-            }
-            Some(loc) if part_count <= 1 => {
-                state.index.insert(&key, BlobLoc::Whole(loc));
-            }
-            Some(_) if u64::from(part_count) > super::PARTS_PER_BLOB_MAX => {
-                tracing::warn!(part_count, "entry with an impossible part count skipped");
+    for e in entries.drain(..) {
+        match e.loc {
+            None => state.remove_blob(&e.key),
+            Some(loc) if e.part_count <= 1 => state.insert_blob(&e.key, BlobLoc::Whole(loc)),
+            Some(_) if u64::from(e.part_count) > super::PARTS_PER_BLOB_MAX => {
+                tracing::warn!(part_count = e.part_count, "entry with an impossible part count skipped");
             }
             Some(loc) => {
                 let slot = split
-                    .entry(key)
-                    .or_insert_with(|| (blob_len, vec![None; part_count as usize]));
-                if let Some(p) = slot.1.get_mut(part_index as usize) {
+                    .entry(e.key)
+                    .or_insert_with(|| (e.blob_len, vec![None; e.part_count as usize]));
+                if let Some(p) = slot.1.get_mut(e.part_index as usize) {
                     *p = Some(loc);
                 }
             }
@@ -354,7 +417,7 @@ fn apply_commit(
     for (key, (blob_len, parts)) in split {
         let parts: Option<Vec<PartLoc>> = parts.into_iter().collect();
         if let Some(parts) = parts {
-            state.index.insert(
+            state.insert_blob(
                 &key,
                 BlobLoc::Split {
                     len: blob_len,

@@ -73,4 +73,8 @@ impl StripeTable {
     pub fn values(&self) -> impl Iterator<Item = &Arc<StripeInfo>> {
         self.map.values()
     }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&StripeInfo) -> bool) {
+        self.map.retain(|_, s| keep(s));
+    }
 }
