@@ -1,0 +1,307 @@
+//! Where the columns of a stripe go.
+
+use std::fmt;
+
+use super::hash::{self, HANDOFF_SEED, RENDEZVOUS_SEED, STRIPE_SEED, mix64};
+use super::types::{NodeId, SiteId};
+use super::{COLUMN_COUNT_MAX, Layout, SITE_COUNT_MAX};
+use crate::{Error, Result};
+
+/// The nodes of the k + m columns of one stripe: column `c < k` is a data
+/// column, `c >= k` a parity column. No two columns share a node.
+///
+/// Held inline (no heap allocation), so computing one is cheap.
+///
+/// ```
+/// use geoshard::layout::Layout;
+///
+/// let layout = Layout::builder()
+///     .code(2, 1)
+///     .site("a", |s| s.node("a1", "/srv/a1"))
+///     .site("b", |s| s.node("b1", "/srv/b1"))
+///     .site("c", |s| s.node("c1", "/srv/c1"))
+///     .build()?;
+/// let placement = layout.placement(7);
+/// assert_eq!(placement.columns().len(), 3);
+/// let node = placement.columns()[0];
+/// assert_eq!(placement.column_of(node), Some(0));
+/// # Ok::<(), geoshard::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    stripe_id: u64,
+    column_count: u16,
+    columns: [NodeId; COLUMN_COUNT_MAX],
+}
+
+impl Placement {
+    /// A placement from the nodes its columns are on, e.g. as read back from
+    /// a column header (see [`Layout::placement_from_names`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if there are more than
+    /// [`COLUMN_COUNT_MAX`] columns or two columns share a node.
+    pub fn from_columns(stripe_id: u64, columns: &[NodeId]) -> Result<Placement> {
+        if columns.len() > COLUMN_COUNT_MAX {
+            return Err(Error::invalid(format!(
+                "a placement of {} columns, over the limit of {COLUMN_COUNT_MAX}",
+                columns.len()
+            )));
+        }
+        for (index, node) in columns.iter().enumerate() {
+            if columns[..index].contains(node) {
+                return Err(Error::invalid(format!(
+                    "two columns of stripe {stripe_id} are on node {}",
+                    node.0
+                )));
+            }
+        }
+        let mut placement = Placement::empty(stripe_id, columns.len());
+        placement.columns[..columns.len()].copy_from_slice(columns);
+        Ok(placement)
+    }
+
+    fn empty(stripe_id: u64, column_count: usize) -> Placement {
+        Placement {
+            stripe_id,
+            column_count: column_count as u16,
+            columns: [NodeId(0); COLUMN_COUNT_MAX],
+        }
+    }
+
+    /// The stripe this placement is for.
+    pub fn stripe_id(&self) -> u64 {
+        self.stripe_id
+    }
+
+    /// The node of each column, by column index.
+    pub fn columns(&self) -> &[NodeId] {
+        &self.columns[..usize::from(self.column_count)]
+    }
+
+    /// The column index held by `node` in this stripe, if any.
+    pub fn column_of(&self, node: NodeId) -> Option<usize> {
+        self.columns().iter().position(|&n| n == node)
+    }
+}
+
+impl fmt::Debug for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Placement")
+            .field("stripe_id", &self.stripe_id)
+            .field("columns", &self.columns())
+            .finish()
+    }
+}
+
+/// Scores of (slot, node) pairs kept on the stack; bigger sites recompute.
+const PAIR_SCRATCH_LEN: usize = 256;
+
+impl Layout {
+    /// Where the columns of stripe `stripe_id` go. Pure and deterministic:
+    /// the same layout description and id give the same placement on every
+    /// machine.
+    ///
+    /// 1. The stripe id picks a *rotation* (which sites hold one column more
+    ///    when k + m does not divide evenly) and a cyclic *shift*; the
+    ///    columns are dealt round-robin over the sites and shifted, so
+    ///    which columns each site holds, and so which are data, rotates.
+    /// 2. Within a site, its columns (slots) are matched to distinct nodes
+    ///    by weighted rendezvous: each (slot, node) pair scores
+    ///    `-w / ln(u)` with `u` a hash of (stripe id, slot, node name), and
+    ///    pairs are taken best first. Adding a node to a site moves about
+    ///    its share of that site's columns and nothing elsewhere.
+    pub fn placement(&self, stripe_id: u64) -> Placement {
+        let column_count = self.code.column_count();
+        let site_count = self.sites.len();
+        let mixed = mix64(stripe_id ^ STRIPE_SEED);
+        let rotation = (mixed % site_count as u64) as usize;
+        let shift = (mix64(mixed) % column_count as u64) as usize;
+        let stripe_key = mix64(stripe_id ^ RENDEZVOUS_SEED);
+        let sequence = &self.spread.sequences[rotation];
+        let counts = &self.spread.counts[rotation];
+
+        // Group column indexes by site (counting sort, on the stack).
+        let mut start = [0u16; SITE_COUNT_MAX + 1];
+        for site in 0..site_count {
+            start[site + 1] = start[site] + counts[site] as u16;
+        }
+        let mut cursor = start;
+        let mut by_site = [0u16; COLUMN_COUNT_MAX];
+        for column in 0..column_count {
+            let site = sequence[(column + shift) % column_count].index();
+            by_site[usize::from(cursor[site])] = column as u16;
+            cursor[site] += 1;
+        }
+
+        let mut placement = Placement::empty(stripe_id, column_count);
+        for site in 0..site_count {
+            let columns = &by_site[usize::from(start[site])..usize::from(start[site + 1])];
+            if !columns.is_empty() {
+                self.assign_site(site, stripe_key, columns, &mut placement.columns);
+            }
+        }
+        placement
+    }
+
+    /// Matches the site's `columns` (its slots, in column order) to distinct
+    /// nodes of the site, best-scoring (slot, node) pair first.
+    fn assign_site(&self, site: usize, stripe_key: u64, columns: &[u16], out: &mut [NodeId]) {
+        let nodes = &self.sites[site].nodes;
+        let weights = &self.site_weights[site];
+        let inverse = weights.inverse(columns.len());
+        let score = |slot: usize, member: usize| -> f64 {
+            let node = nodes[member];
+            let h = hash::pair_hash(stripe_key, hash::slot_key(slot), self.node_hashes[node.index()]);
+            if weights.uniform {
+                // Same order as -ln(u) / w with equal weights, without the log.
+                (h >> 12) as f64
+            } else {
+                -hash::exponential(h) * inverse[member]
+            }
+        };
+        let slot_count = columns.len();
+        let node_count = nodes.len();
+        if slot_count * node_count <= PAIR_SCRATCH_LEN {
+            let mut scores = [f64::NEG_INFINITY; PAIR_SCRATCH_LEN];
+            for slot in 0..slot_count {
+                for member in 0..node_count {
+                    scores[slot * node_count + member] = score(slot, member);
+                }
+            }
+            for _ in 0..slot_count {
+                let mut best = 0;
+                for pair in 1..slot_count * node_count {
+                    if scores[pair] > scores[best] {
+                        best = pair;
+                    }
+                }
+                let (slot, member) = (best / node_count, best % node_count);
+                out[usize::from(columns[slot])] = nodes[member];
+                for other in 0..node_count {
+                    scores[slot * node_count + other] = f64::NEG_INFINITY;
+                }
+                for other in 0..slot_count {
+                    scores[other * node_count + member] = f64::NEG_INFINITY;
+                }
+            }
+        } else {
+            // Large site: same matching, scores recomputed each round.
+            let mut slot_taken = [false; COLUMN_COUNT_MAX];
+            let mut node_taken = [false; super::NODE_COUNT_MAX];
+            for _ in 0..slot_count {
+                let mut best = (f64::NEG_INFINITY, 0, 0);
+                for (slot, _) in slot_taken[..slot_count].iter().enumerate().filter(|(_, t)| !**t) {
+                    for member in (0..node_count).filter(|&m| !node_taken[m]) {
+                        let s = score(slot, member);
+                        if s > best.0 {
+                            best = (s, slot, member);
+                        }
+                    }
+                }
+                let (_, slot, member) = best;
+                slot_taken[slot] = true;
+                node_taken[member] = true;
+                out[usize::from(columns[slot])] = nodes[member];
+            }
+        }
+    }
+
+    /// Nodes that may take column `column_index` of `placement` while its
+    /// home node is down, best first.
+    ///
+    /// Candidates are up (`down` says false) and hold no column of the
+    /// stripe yet. First come the other nodes of the home node's site,
+    /// ranked by weighted rendezvous on (stripe id, column index), so
+    /// every writer picks the same one; then nodes of the other sites,
+    /// sites holding fewer columns of the stripe first (ties by a
+    /// rendezvous rank of the site), nodes within a site ranked as above.
+    ///
+    /// A column written to its own site keeps the stripe's promise. A column
+    /// moved to another site is still better than no column (losing that
+    /// site loses it, as not writing it would), but the stripe may then
+    /// depend on more than the promised sites: check the result with
+    /// [`Layout::placement_keeps_promise`] and record the stripe for
+    /// repair.
+    ///
+    /// # Panics
+    ///
+    /// If `column_index` is not a column of `placement`.
+    pub fn handoff_candidates(
+        &self,
+        placement: &Placement,
+        column_index: usize,
+        down: &dyn Fn(NodeId) -> bool,
+    ) -> Vec<NodeId> {
+        let columns = placement.columns();
+        let home_site = self.node(columns[column_index]).site;
+        let key = mix64(placement.stripe_id() ^ HANDOFF_SEED) ^ hash::slot_key(column_index);
+        let rank = |node: NodeId| -> f64 {
+            let h = mix64(key ^ self.node_hashes[node.index()]);
+            -hash::exponential(h) / f64::from(self.node(node).weight)
+        };
+        let free = |node: &NodeId| !columns.contains(node) && !down(*node);
+        let ranked = |site: SiteId| -> Vec<NodeId> {
+            let mut nodes: Vec<(f64, NodeId)> = self.sites[site.index()]
+                .nodes
+                .iter()
+                .filter(|n| free(n))
+                .map(|&n| (rank(n), n))
+                .collect();
+            nodes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            nodes.into_iter().map(|(_, n)| n).collect()
+        };
+        let mut held = vec![0usize; self.sites.len()];
+        for &node in columns {
+            held[self.node(node).site.index()] += 1;
+        }
+        let mut other_sites: Vec<(usize, u64, SiteId)> = (0..self.sites.len())
+            .map(|s| SiteId(s as u16))
+            .filter(|&s| s != home_site)
+            .map(|s| (held[s.index()], mix64(key ^ hash::name_hash(&self.sites[s.index()].name)), s))
+            .collect();
+        other_sites.sort_unstable();
+        let mut candidates = ranked(home_site);
+        for (_, _, site) in other_sites {
+            candidates.extend(ranked(site));
+        }
+        candidates
+    }
+
+    /// The node names of `placement`'s columns, by column index: the value
+    /// a column header stores so the stripe stays findable after the
+    /// topology changes.
+    pub fn placement_names(&self, placement: &Placement) -> Vec<&str> {
+        placement
+            .columns()
+            .iter()
+            .map(|&node| self.node(node).name.as_str())
+            .collect()
+    }
+
+    /// The placement whose columns are on the nodes named `names`, e.g. as
+    /// read from a column header.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if a name is not a node of this layout
+    /// (it was removed), if two columns name the same node, or if there are
+    /// more than [`COLUMN_COUNT_MAX`] names.
+    pub fn placement_from_names<S: AsRef<str>>(&self, stripe_id: u64, names: &[S]) -> Result<Placement> {
+        if names.len() > COLUMN_COUNT_MAX {
+            return Err(Error::invalid(format!(
+                "a placement of {} columns, over the limit of {COLUMN_COUNT_MAX}",
+                names.len()
+            )));
+        }
+        let mut columns = [NodeId(0); COLUMN_COUNT_MAX];
+        for (slot, name) in columns.iter_mut().zip(names) {
+            let name = name.as_ref();
+            *slot = self
+                .node_by_name(name)
+                .ok_or_else(|| Error::invalid(format!("node \"{name}\" is not in the layout")))?;
+        }
+        Placement::from_columns(stripe_id, &columns[..names.len()])
+    }
+}
