@@ -2,7 +2,7 @@
 //! `column_index`; see `docs/FORMAT.md` for the byte table.
 
 use super::wire::{
-    MAGIC_LEN, Reader, U8_LEN, U16_LEN, U32_LEN, U64_LEN, corrupt, put_u16, put_u32, put_u64,
+    MAGIC_LEN, Reader, U8_LEN, U16_LEN, U32_LEN, corrupt, put_u16, put_u32, put_u64,
 };
 use super::{
     COLUMN_COUNT_MAX, COLUMN_LEN_MAX, FORMAT_VERSION, HEADER_FIXED_LEN, HEADER_LEN_MAX,
