@@ -20,12 +20,17 @@ use bytes::Bytes;
 
 use super::{Node, NodeExt, RecordLocation, RecordRef, append_all};
 use crate::Error;
-use crate::format::ColumnHeader;
 use crate::Result;
+use crate::format::ColumnHeader;
 
 /// Builds a valid header for a record of `payload` in a RS(2, 1) stripe: the
 /// payload is column `column_index` and every column has its length.
-pub fn sample_header(stripe_id: u64, generation: u64, column_index: u16, payload: &[u8]) -> ColumnHeader {
+pub fn sample_header(
+    stripe_id: u64,
+    generation: u64,
+    column_index: u16,
+    payload: &[u8],
+) -> ColumnHeader {
     let len = payload.len() as u32;
     let checksum = crc32fast::hash(payload);
     ColumnHeader {
@@ -63,9 +68,20 @@ pub fn sample_payload(seed: u64, len: usize) -> Vec<u8> {
 pub fn run<N: Node + 'static>(mut open: impl FnMut() -> Result<N>) {
     let node = open().expect("open a fresh node");
     assert!(!node.name().is_empty(), "a node has a name");
-    assert_eq!(node.generations().expect("generations"), Vec::<u64>::new(), "fresh node is empty");
-    assert_eq!(node.scan(9).expect("scan"), super::Scan::default(), "missing generation scans empty");
-    assert!(node.read(9, 0, 1).is_err(), "read of a missing generation fails");
+    assert_eq!(
+        node.generations().expect("generations"),
+        Vec::<u64>::new(),
+        "fresh node is empty"
+    );
+    assert_eq!(
+        node.scan(9).expect("scan"),
+        super::Scan::default(),
+        "missing generation scans empty"
+    );
+    assert!(
+        node.read(9, 0, 1).is_err(),
+        "read of a missing generation fails"
+    );
 
     let payloads: Vec<Vec<u8>> = vec![sample_payload(1, 1000), Vec::new(), sample_payload(3, 4096)];
     let headers: Vec<ColumnHeader> = payloads
@@ -87,12 +103,29 @@ pub fn run<N: Node + 'static>(mut open: impl FnMut() -> Result<N>) {
     let first = locations[0];
     let tail = node.read(1, first.offset + 10, 20).expect("sub-range read");
     assert_eq!(&tail[..], &payloads[0][10..30]);
-    assert!(node.read(1, u64::MAX, 1).is_err(), "offset overflow is an error");
+    assert!(
+        node.read(1, u64::MAX, 1).is_err(),
+        "offset overflow is an error"
+    );
     let end = locations[2].offset + u64::from(locations[2].len);
-    assert!(node.read(1, end, 1).is_err(), "read past the durable end is an error");
-    assert!(node.read(1, end - 1, 1).is_ok(), "last durable byte is readable");
-    assert_eq!(node.read(1, end, 0).expect("empty read at the end").len(), 0);
-    match node.read_checked(1, first.offset, first.len, headers[0].payload_checksum() ^ 1) {
+    assert!(
+        node.read(1, end, 1).is_err(),
+        "read past the durable end is an error"
+    );
+    assert!(
+        node.read(1, end - 1, 1).is_ok(),
+        "last durable byte is readable"
+    );
+    assert_eq!(
+        node.read(1, end, 0).expect("empty read at the end").len(),
+        0
+    );
+    match node.read_checked(
+        1,
+        first.offset,
+        first.len,
+        headers[0].payload_checksum() ^ 1,
+    ) {
         Err(Error::ChecksumMismatch { .. }) => {}
         other => panic!("wrong checksum must be ChecksumMismatch, got {other:?}"),
     }
@@ -106,17 +139,34 @@ pub fn run<N: Node + 'static>(mut open: impl FnMut() -> Result<N>) {
     wrong_checksum.column_checksums[0] ^= 1;
     let mut invalid_header = sample_header(53, 1, 0, good);
     invalid_header.placement.pop();
-    for header in [&wrong_generation, &wrong_len, &wrong_checksum, &invalid_header] {
-        let batch = [records[2], RecordRef { header, payload: good }];
+    for header in [
+        &wrong_generation,
+        &wrong_len,
+        &wrong_checksum,
+        &invalid_header,
+    ] {
+        let batch = [
+            records[2],
+            RecordRef {
+                header,
+                payload: good,
+            },
+        ];
         match node.append(1, &batch) {
             Err(Error::InvalidArgument { .. } | Error::LimitExceeded { .. }) => {}
             other => panic!("invalid record must be refused, got {other:?}"),
         }
     }
-    assert_eq!(node.scan(1).expect("scan"), scan_before, "refused appends leave nothing");
+    assert_eq!(
+        node.scan(1).expect("scan"),
+        scan_before,
+        "refused appends leave nothing"
+    );
 
     // More batches, more generations, out of order.
-    let more_payloads: Vec<Vec<u8>> = (0..8).map(|i| sample_payload(100 + i, 300 * i as usize)).collect();
+    let more_payloads: Vec<Vec<u8>> = (0..8)
+        .map(|i| sample_payload(100 + i, 300 * i as usize))
+        .collect();
     let mut expected_gen2 = Vec::new();
     for generation in [2u64, 0, 2] {
         let headers: Vec<ColumnHeader> = more_payloads
@@ -124,8 +174,11 @@ pub fn run<N: Node + 'static>(mut open: impl FnMut() -> Result<N>) {
             .enumerate()
             .map(|(i, p)| sample_header(1000 + i as u64, generation, (i % 3) as u16, p))
             .collect();
-        let batch: Vec<RecordRef<'_>> =
-            headers.iter().zip(&more_payloads).map(|(header, payload)| RecordRef { header, payload }).collect();
+        let batch: Vec<RecordRef<'_>> = headers
+            .iter()
+            .zip(&more_payloads)
+            .map(|(header, payload)| RecordRef { header, payload })
+            .collect();
         let locations = node.append(generation, &batch).expect("append");
         check_locations(&node, &locations, &headers, &more_payloads);
         if generation == 2 {
@@ -133,22 +186,38 @@ pub fn run<N: Node + 'static>(mut open: impl FnMut() -> Result<N>) {
         }
     }
     assert_eq!(node.generations().expect("generations"), vec![0, 1, 2]);
-    let gen2: Vec<RecordLocation> =
-        node.scan(2).expect("scan").records.iter().map(|r| r.location).collect();
+    let gen2: Vec<RecordLocation> = node
+        .scan(2)
+        .expect("scan")
+        .records
+        .iter()
+        .map(|r| r.location)
+        .collect();
     assert_eq!(gen2, expected_gen2, "scan lists records in append order");
 
     // Parallel appends through append_all (two batches on one node too).
-    let parallel_headers: Vec<ColumnHeader> =
-        (0..3).map(|i| sample_header(2000 + i, 3, i as u16, &payloads[0])).collect();
+    let parallel_headers: Vec<ColumnHeader> = (0..3)
+        .map(|i| sample_header(2000 + i, 3, i as u16, &payloads[0]))
+        .collect();
     let parallel: Vec<[RecordRef<'_>; 1]> = parallel_headers
         .iter()
-        .map(|header| [RecordRef { header, payload: &payloads[0] }])
+        .map(|header| {
+            [RecordRef {
+                header,
+                payload: &payloads[0],
+            }]
+        })
         .collect();
-    let batches: Vec<super::AppendBatch<'_>> =
-        parallel.iter().map(|batch| (&node as &dyn Node, 3, &batch[..])).collect();
+    let batches: Vec<super::AppendBatch<'_>> = parallel
+        .iter()
+        .map(|batch| (&node as &dyn Node, 3, &batch[..]))
+        .collect();
     for result in append_all(&batches) {
         let location = result.expect("append_all")[0];
-        assert_eq!(&node.read(3, location.offset, location.len).expect("read")[..], &payloads[0][..]);
+        assert_eq!(
+            &node.read(3, location.offset, location.len).expect("read")[..],
+            &payloads[0][..]
+        );
     }
     assert_eq!(node.scan(3).expect("scan").records.len(), 3);
 
@@ -166,25 +235,45 @@ pub fn run<N: Node + 'static>(mut open: impl FnMut() -> Result<N>) {
         assert_eq!(after.records, before.records, "records survive a reopen");
         assert!(after.corrupt.is_empty());
         for record in &after.records {
-            node.read_payload(record).expect("payload survives a reopen");
+            node.read_payload(record)
+                .expect("payload survives a reopen");
         }
     }
-    assert_eq!(&held[..], &payloads[0][..], "bytes read before a reopen stay valid");
+    assert_eq!(
+        &held[..],
+        &payloads[0][..],
+        "bytes read before a reopen stay valid"
+    );
 
     // Removal: gone, idempotent, bytes already read stay valid.
     let held = node.read(1, first.offset, first.len).expect("read");
     node.remove_generation(1).expect("remove");
     node.remove_generation(1).expect("remove again");
-    node.remove_generation(77).expect("remove a missing generation");
+    node.remove_generation(77)
+        .expect("remove a missing generation");
     assert_eq!(node.generations().expect("generations"), vec![0, 2, 3]);
-    assert!(node.read(1, first.offset, first.len).is_err(), "removed generation is gone");
+    assert!(
+        node.read(1, first.offset, first.len).is_err(),
+        "removed generation is gone"
+    );
     assert_eq!(node.scan(1).expect("scan").records.len(), 0);
-    assert_eq!(&held[..], &payloads[0][..], "bytes outlive their generation");
+    assert_eq!(
+        &held[..],
+        &payloads[0][..],
+        "bytes outlive their generation"
+    );
     let after_removal = node.capacity().expect("capacity");
-    assert!(after_removal.used_bytes < capacity.used_bytes, "removal frees space");
+    assert!(
+        after_removal.used_bytes < capacity.used_bytes,
+        "removal frees space"
+    );
     drop(node);
     let node = open().expect("reopen");
-    assert_eq!(node.generations().expect("generations"), vec![0, 2, 3], "removal is durable");
+    assert_eq!(
+        node.generations().expect("generations"),
+        vec![0, 2, 3],
+        "removal is durable"
+    );
 
     concurrent_readers_and_writer(Arc::new(node));
 }
@@ -200,7 +289,12 @@ fn check_locations<N: Node + ?Sized>(
         assert_eq!(location.generation, header.generation);
         assert_eq!(location.len as usize, payload.len());
         let bytes = node
-            .read_checked(location.generation, location.offset, location.len, header.payload_checksum())
+            .read_checked(
+                location.generation,
+                location.offset,
+                location.len,
+                header.payload_checksum(),
+            )
             .expect("read back what was appended");
         assert_eq!(&bytes[..], &payload[..]);
     }
@@ -225,7 +319,8 @@ fn concurrent_readers_and_writer<N: Node + 'static>(node: Arc<N>) {
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..3)
         .map(|reader| {
-            let (node, published, done) = (Arc::clone(&node), Arc::clone(&published), Arc::clone(&done));
+            let (node, published, done) =
+                (Arc::clone(&node), Arc::clone(&published), Arc::clone(&done));
             std::thread::spawn(move || {
                 let mut held: Vec<(Bytes, u32)> = Vec::new();
                 let mut reads = 0u64;
@@ -235,7 +330,12 @@ fn concurrent_readers_and_writer<N: Node + 'static>(node: Arc<N>) {
                     let snapshot = published.lock().expect("lock").clone();
                     for (location, checksum) in snapshot.iter().skip(turn % 3) {
                         let bytes = node
-                            .read_checked(location.generation, location.offset, location.len, *checksum)
+                            .read_checked(
+                                location.generation,
+                                location.offset,
+                                location.len,
+                                *checksum,
+                            )
                             .expect("a published record reads back intact");
                         reads += 1;
                         if held.len() < 64 {
@@ -256,16 +356,27 @@ fn concurrent_readers_and_writer<N: Node + 'static>(node: Arc<N>) {
         })
         .collect();
     for batch in 0..BATCHES {
-        let payloads: Vec<Vec<u8>> =
-            (0..4).map(|i| sample_payload(batch * 10 + i, 64 + (batch as usize * 997 + i as usize * 31) % 16_000)).collect();
+        let payloads: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                sample_payload(
+                    batch * 10 + i,
+                    64 + (batch as usize * 997 + i as usize * 31) % 16_000,
+                )
+            })
+            .collect();
         let headers: Vec<ColumnHeader> = payloads
             .iter()
             .enumerate()
             .map(|(i, p)| sample_header(batch * 10 + i as u64, GENERATION, (i % 3) as u16, p))
             .collect();
-        let records: Vec<RecordRef<'_>> =
-            headers.iter().zip(&payloads).map(|(header, payload)| RecordRef { header, payload }).collect();
-        let locations = node.append(GENERATION, &records).expect("append while reading");
+        let records: Vec<RecordRef<'_>> = headers
+            .iter()
+            .zip(&payloads)
+            .map(|(header, payload)| RecordRef { header, payload })
+            .collect();
+        let locations = node
+            .append(GENERATION, &records)
+            .expect("append while reading");
         let mut published = published.lock().expect("lock");
         for (location, header) in locations.into_iter().zip(&headers) {
             published.push((location, header.payload_checksum()));

@@ -307,12 +307,18 @@ pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>
     std::thread::scope(|scope| {
         let handles: Vec<_> = rest
             .iter()
-            .map(|&(node, generation, records)| scope.spawn(move || node.append(generation, records)))
+            .map(|&(node, generation, records)| {
+                scope.spawn(move || node.append(generation, records))
+            })
             .collect();
         let mut results = Vec::with_capacity(batches.len());
         results.push(first_node.append(*first_generation, first_records));
         for handle in handles {
-            results.push(handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            results.push(
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
         }
         results
     })

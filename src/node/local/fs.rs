@@ -27,6 +27,9 @@ pub(super) fn available_bytes(dir: &Path) -> io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it initialised the whole struct.
     let stat = unsafe { stat.assume_init() };
-    #[allow(clippy::useless_conversion, reason = "the field widths differ between platforms")]
+    #[allow(
+        clippy::useless_conversion,
+        reason = "the field widths differ between platforms"
+    )]
     Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }

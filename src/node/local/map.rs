@@ -29,7 +29,13 @@ impl MapCache {
 
     /// Returns bytes `start..end` of `file`, which the caller has checked lie
     /// within `durable_len`, the file's durable (never rewritten) prefix.
-    pub(super) fn slice(&self, file: &File, durable_len: u64, start: u64, end: u64) -> io::Result<Bytes> {
+    pub(super) fn slice(
+        &self,
+        file: &File,
+        durable_len: u64,
+        start: u64,
+        end: u64,
+    ) -> io::Result<Bytes> {
         debug_assert!(start <= end && end <= durable_len);
         if start == end {
             return Ok(Bytes::new());

@@ -111,7 +111,11 @@ impl LocalNode {
     /// the directory; [`Error::Io`] when the directory cannot be created,
     /// listed or recovered, or when [`IoEngineKind::Uring`] is asked for and
     /// the kernel refuses io_uring.
-    pub fn open(name: impl Into<String>, dir: impl AsRef<Path>, options: &LocalOptions) -> Result<LocalNode> {
+    pub fn open(
+        name: impl Into<String>,
+        dir: impl AsRef<Path>,
+        options: &LocalOptions,
+    ) -> Result<LocalNode> {
         let name = name.into();
         if name.is_empty() || name.len() > NODE_NAME_LEN_MAX {
             return Err(Error::invalid(format!(
@@ -123,14 +127,22 @@ impl LocalNode {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating node directory {}", dir.display()), e))?;
         let lock = lock::acquire(&dir, &name)?;
-        let engine = io::Engine::open(options.io_engine)
-            .map_err(|e| Error::io(format!("setting up {:?} for node {name}", options.io_engine), e))?;
+        let engine = io::Engine::open(options.io_engine).map_err(|e| {
+            Error::io(
+                format!("setting up {:?} for node {name}", options.io_engine),
+                e,
+            )
+        })?;
         let mut generations = Vec::new();
         let listing = std::fs::read_dir(&dir)
             .map_err(|e| Error::io(format!("listing node directory {}", dir.display()), e))?;
         for entry in listing {
             let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-            if let Some(generation) = entry.file_name().to_str().and_then(segment::parse_file_name) {
+            if let Some(generation) = entry
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_file_name)
+            {
                 generations.push(generation);
             }
         }
@@ -193,7 +205,10 @@ impl LocalNode {
         if let Some(segment) = self.segment(generation) {
             return Ok(segment);
         }
-        let mut segments = self.segments.write().unwrap_or_else(PoisonError::into_inner);
+        let mut segments = self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(segment) = segments.get(&generation) {
             return Ok(Arc::clone(segment));
         }
@@ -250,7 +265,11 @@ impl Node for LocalNode {
             fenced: &self.fenced,
         };
         #[cfg(test)]
-        let fault = self.fault.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let fault = self
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let result = segment.append(
             &context,
             records,
@@ -276,7 +295,10 @@ impl Node for LocalNode {
             .filter(|&end| end <= durable_len)
             .ok_or_else(|| self.out_of_range(generation, offset, len, durable_len))?;
         segment.read(offset, end).map_err(|e| {
-            Error::io(format!("mapping segment {} of node {}", generation, self.name), e)
+            Error::io(
+                format!("mapping segment {} of node {}", generation, self.name),
+                e,
+            )
         })
     }
 
@@ -284,9 +306,12 @@ impl Node for LocalNode {
         let Some(segment) = self.segment(generation) else {
             return Ok(Scan::default());
         };
-        let (found, scanned_len) = segment
-            .scan()
-            .map_err(|e| Error::io(format!("scanning segment {generation} of node {}", self.name), e))?;
+        let (found, scanned_len) = segment.scan().map_err(|e| {
+            Error::io(
+                format!("scanning segment {generation} of node {}", self.name),
+                e,
+            )
+        })?;
         let records = found
             .records
             .into_iter()
@@ -337,7 +362,10 @@ impl Node for LocalNode {
 
     fn remove_generation(&self, generation: u64) -> Result<()> {
         self.check_fence()?;
-        let mut segments = self.segments.write().unwrap_or_else(PoisonError::into_inner);
+        let mut segments = self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(segment) = segments.remove(&generation) else {
             return Ok(());
         };

@@ -8,8 +8,8 @@
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use super::segment::{self, Segment};
 use super::map::map_whole;
+use super::segment::{self, Segment};
 use crate::format::scan_segment;
 use crate::{Error, Result};
 
@@ -45,7 +45,12 @@ pub(super) fn recover(node_name: &str, dir: &Path, generation: u64) -> Result<Op
         // created when the process died).
         drop(file);
         std::fs::remove_file(&path).map_err(|e| Error::io(context("removing empty"), e))?;
-        tracing::warn!(node = node_name, generation, file_len, "removed a segment without records");
+        tracing::warn!(
+            node = node_name,
+            generation,
+            file_len,
+            "removed a segment without records"
+        );
         return Ok(None);
     }
     let mut truncated = 0;
@@ -66,4 +71,3 @@ pub(super) fn recover(node_name: &str, dir: &Path, generation: u64) -> Result<Op
     segment.cache_scan(scan);
     Ok(Some(segment))
 }
-

@@ -100,13 +100,20 @@ impl Segment {
     }
 
     pub(super) fn cache_scan(&self, scan: SegmentScan) {
-        *self.recovered_scan.lock().unwrap_or_else(PoisonError::into_inner) = Some(scan);
+        *self
+            .recovered_scan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(scan);
     }
 
     /// Scans the durable bytes (or returns recovery's scan, once).
     pub(super) fn scan(&self) -> std::io::Result<(SegmentScan, u64)> {
         let durable_len = self.durable_len();
-        let cached = self.recovered_scan.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let cached = self
+            .recovered_scan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(scan) = cached
             && scan.intact_len == durable_len
         {
@@ -153,10 +160,13 @@ impl Segment {
         let mut position = start + scratch.len() as u64;
         for record in records {
             let header_start = scratch.len();
-            record.header.encode_into(scratch).map_err(|error| AppendFailure {
-                error,
-                fence: false,
-            })?;
+            record
+                .header
+                .encode_into(scratch)
+                .map_err(|error| AppendFailure {
+                    error,
+                    fence: false,
+                })?;
             position += (scratch.len() - header_start) as u64;
             header_ranges.push(header_start..scratch.len());
             locations.push(RecordLocation {
@@ -178,7 +188,9 @@ impl Segment {
         {
             let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(1 + records.len() * 2);
             if writes_segment_header {
-                bufs.push(IoSlice::new(scratch.get(..SEGMENT_HEADER_LEN).unwrap_or_default()));
+                bufs.push(IoSlice::new(
+                    scratch.get(..SEGMENT_HEADER_LEN).unwrap_or_default(),
+                ));
             }
             for (record, range) in records.iter().zip(&header_ranges) {
                 bufs.push(IoSlice::new(scratch.get(range.clone()).unwrap_or_default()));

@@ -15,11 +15,22 @@ fn open(dir: &Path, engine: IoEngineKind) -> LocalNode {
     })
 }
 
-fn append_one(node: &LocalNode, generation: u64, stripe_id: u64, len: usize) -> (RecordLocation, Vec<u8>) {
+fn append_one(
+    node: &LocalNode,
+    generation: u64,
+    stripe_id: u64,
+    len: usize,
+) -> (RecordLocation, Vec<u8>) {
     let payload = sample_payload(stripe_id, len);
     let header = sample_header(stripe_id, generation, 0, &payload);
     let locations = node
-        .append(generation, &[RecordRef { header: &header, payload: &payload }])
+        .append(
+            generation,
+            &[RecordRef {
+                header: &header,
+                payload: &payload,
+            }],
+        )
         .expect("append");
     (locations[0], payload)
 }
@@ -68,16 +79,39 @@ fn a_failed_write_is_cleaned_up_and_the_node_goes_on() {
         });
         let payload = sample_payload(2, 5000);
         let header = sample_header(2, 1, 0, &payload);
-        match node.append(1, &[RecordRef { header: &header, payload: &payload }]) {
+        match node.append(
+            1,
+            &[RecordRef {
+                header: &header,
+                payload: &payload,
+            }],
+        ) {
             Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ENOSPC)),
             other => panic!("expected an ENOSPC Io error, got {other:?}"),
         }
-        assert!(!node.is_fenced(), "a cleaned-up write failure does not fence");
-        assert_eq!(&node.read(1, first.offset, first.len).unwrap()[..], &first_payload[..]);
-        let file_len = std::fs::metadata(dir.path().join(segment::file_name(1))).unwrap().len();
-        assert_eq!(file_len, first.offset + u64::from(first.len), "partial batch cut off");
-        let (third, _) = append_one(&node, 1, 3, 100);
-        assert_eq!(third.offset, file_len + (third.offset - file_len));
+        assert!(
+            !node.is_fenced(),
+            "a cleaned-up write failure does not fence"
+        );
+        assert_eq!(
+            &node.read(1, first.offset, first.len).unwrap()[..],
+            &first_payload[..]
+        );
+        let file_len = std::fs::metadata(dir.path().join(segment::file_name(1)))
+            .unwrap()
+            .len();
+        assert_eq!(
+            file_len,
+            first.offset + u64::from(first.len),
+            "partial batch cut off"
+        );
+        let (third, third_payload) = append_one(&node, 1, 3, 100);
+        let third_header_len = sample_header(3, 1, 0, &third_payload).encoded_len() as u64;
+        assert_eq!(
+            third.offset,
+            file_len + third_header_len,
+            "next append starts at the cut"
+        );
         drop(node);
         let node = open(dir.path(), engine);
         let scan = node.scan(1).unwrap();
@@ -96,22 +130,41 @@ fn a_failed_sync_fences_the_node_until_reopened() {
         node.inject_fault(InjectedFault::SyncError { written: 1500 });
         let payload = sample_payload(2, 2000);
         let header = sample_header(2, 4, 0, &payload);
-        let batch = [RecordRef { header: &header, payload: &payload }];
+        let batch = [RecordRef {
+            header: &header,
+            payload: &payload,
+        }];
         assert!(matches!(node.append(4, &batch), Err(Error::Io { .. })));
         assert!(node.is_fenced());
-        assert!(matches!(node.append(4, &batch), Err(Error::NodeFenced { .. })));
-        assert!(matches!(node.append(5, &batch), Err(Error::NodeFenced { .. })));
-        assert!(matches!(node.remove_generation(4), Err(Error::NodeFenced { .. })));
+        assert!(matches!(
+            node.append(4, &batch),
+            Err(Error::NodeFenced { .. })
+        ));
+        assert!(matches!(
+            node.append(5, &batch),
+            Err(Error::NodeFenced { .. })
+        ));
+        assert!(matches!(
+            node.remove_generation(4),
+            Err(Error::NodeFenced { .. })
+        ));
         // Durable records stay readable on the fenced node.
-        assert_eq!(&node.read(4, first.offset, first.len).unwrap()[..], &first_payload[..]);
+        assert_eq!(
+            &node.read(4, first.offset, first.len).unwrap()[..],
+            &first_payload[..]
+        );
         drop(node);
         let node = open(dir.path(), engine);
         assert!(!node.is_fenced());
         let scan = node.scan(4).unwrap();
         assert_eq!(scan.records.len(), 1);
-        assert_eq!(scan.truncated_tail_bytes, 1500, "the partial tail is cut on open");
+        assert_eq!(
+            scan.truncated_tail_bytes, 1500,
+            "the partial tail is cut on open"
+        );
         assert!(scan.corrupt.is_empty());
-        node.append(4, &batch).expect("writes resume after a reopen");
+        node.append(4, &batch)
+            .expect("writes resume after a reopen");
     }
 }
 
@@ -122,23 +175,34 @@ fn batches_larger_than_one_submission() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
         let node = open(dir.path(), engine);
-        let payloads: Vec<Vec<u8>> = (0..33_000u64).map(|i| vec![i as u8; 1 + (i % 3) as usize]).collect();
+        let payloads: Vec<Vec<u8>> = (0..33_000u64)
+            .map(|i| vec![i as u8; 1 + (i % 3) as usize])
+            .collect();
         let headers: Vec<_> = payloads
             .iter()
             .enumerate()
             .map(|(i, p)| sample_header(i as u64, 2, 0, p))
             .collect();
-        let records: Vec<RecordRef<'_>> =
-            headers.iter().zip(&payloads).map(|(header, payload)| RecordRef { header, payload }).collect();
+        let records: Vec<RecordRef<'_>> = headers
+            .iter()
+            .zip(&payloads)
+            .map(|(header, payload)| RecordRef { header, payload })
+            .collect();
         let locations = node.append(2, &records).unwrap();
         for (index, location) in locations.iter().enumerate().step_by(997) {
-            assert_eq!(&node.read(2, location.offset, location.len).unwrap()[..], &payloads[index][..]);
+            assert_eq!(
+                &node.read(2, location.offset, location.len).unwrap()[..],
+                &payloads[index][..]
+            );
         }
         drop(node);
         let node = open(dir.path(), engine);
         let scan = node.scan(2).unwrap();
         assert_eq!(scan.records.len(), payloads.len());
-        assert_eq!(scan.records.last().map(|r| r.location), locations.last().copied());
+        assert_eq!(
+            scan.records.last().map(|r| r.location),
+            locations.last().copied()
+        );
     }
 }
 
@@ -176,8 +240,16 @@ fn scan_reports_damage_after_open_as_corrupt_not_truncated() {
     let scan = node.scan(0).unwrap();
     let ids: Vec<u64> = scan.records.iter().map(|r| r.header.stripe_id).collect();
     assert_eq!(ids, [2]);
-    assert_eq!(scan.corrupt.len(), 2, "middle damage and a damaged tail: {:?}", scan.corrupt);
-    assert_eq!(scan.corrupt[1].offset + scan.corrupt[1].len, third.offset + u64::from(third.len));
+    assert_eq!(
+        scan.corrupt.len(),
+        2,
+        "middle damage and a damaged tail: {:?}",
+        scan.corrupt
+    );
+    assert_eq!(
+        scan.corrupt[1].offset + scan.corrupt[1].len,
+        third.offset + u64::from(third.len)
+    );
     assert_eq!(scan.truncated_tail_bytes, 0);
     assert!(node.read_checked(0, first.offset, first.len, 0).is_err());
 }

@@ -66,7 +66,10 @@ impl Engine {
 
     #[cfg(not(target_os = "linux"))]
     fn uring() -> io::Result<Engine> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring exists only on Linux"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring exists only on Linux",
+        ))
     }
 
     /// The engine actually in use (never `Auto`).

@@ -2,7 +2,10 @@
 //! kernel linked in one submission, so a batch costs one `io_uring_enter`
 //! instead of a syscall per buffer plus one for the sync.
 
-#![allow(unsafe_code, reason = "io_uring submission entries point at caller buffers")]
+#![allow(
+    unsafe_code,
+    reason = "io_uring submission entries point at caller buffers"
+)]
 
 use std::fs::File;
 use std::io::{self, IoSlice};
@@ -40,7 +43,9 @@ impl UringEngine {
         // A poisoned ring panicked with entries in flight: never submit on
         // it again.
         let mut ring = self.ring.lock().map_err(|_: PoisonError<_>| {
-            WriteFailure::Write(io::Error::other("io_uring ring unusable after an earlier panic"))
+            WriteFailure::Write(io::Error::other(
+                "io_uring ring unusable after an earlier panic",
+            ))
         })?;
         let fd = types::Fd(file.as_raw_fd());
         let chunks: Vec<&[IoSlice<'_>]> = bufs.chunks(IOV_MAX).collect();
@@ -51,17 +56,23 @@ impl UringEngine {
         let mut expected: Vec<u64> = Vec::with_capacity(per_round.min(chunks.len()));
         for round_index in 0..round_count {
             let start = round_index * per_round;
-            let round = chunks.get(start..(start + per_round).min(chunks.len())).unwrap_or_default();
+            let round = chunks
+                .get(start..(start + per_round).min(chunks.len()))
+                .unwrap_or_default();
             let last_round = round_index + 1 == round_count;
             expected.clear();
             let mut pushed = 0usize;
             for (index, chunk) in round.iter().enumerate() {
                 let len: u64 = chunk.iter().map(|b| b.len() as u64).sum();
                 let link = last_round || index + 1 < round.len();
-                let mut entry = opcode::Writev::new(fd, chunk.as_ptr().cast::<libc::iovec>(), chunk.len() as u32)
-                    .offset(position)
-                    .build()
-                    .user_data(index as u64);
+                let mut entry = opcode::Writev::new(
+                    fd,
+                    chunk.as_ptr().cast::<libc::iovec>(),
+                    chunk.len() as u32,
+                )
+                .offset(position)
+                .build()
+                .user_data(index as u64);
                 if link {
                     entry = entry.flags(squeue::Flags::IO_LINK);
                 }
@@ -94,7 +105,10 @@ impl UringEngine {
                     // ring (EBADF, EFAULT, EINVAL) and the entries may still
                     // point at our buffers: unwinding is the only safe exit
                     // (the poisoned ring is never submitted again).
-                    assert!(retry, "io_uring_enter failed with entries in flight: {error}");
+                    assert!(
+                        retry,
+                        "io_uring_enter failed with entries in flight: {error}"
+                    );
                 }
                 for completion in ring.completion() {
                     reaped += 1;
