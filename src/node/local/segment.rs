@@ -1,0 +1,242 @@
+//! One segment file: its durable length, its writer (append + sync) and its
+//! zero-copy reader.
+
+use std::fs::File;
+use std::io::IoSlice;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+
+use super::io::{Engine, WriteFailure};
+use super::map::MapCache;
+use crate::format::{SEGMENT_HEADER_LEN, SegmentScan, encode_segment_header, scan_segment};
+use crate::node::{RecordLocation, RecordRef};
+use crate::{Error, Result};
+
+/// File name of `generation`'s segment.
+pub(super) fn file_name(generation: u64) -> String {
+    format!("{generation:016x}.{SEGMENT_EXTENSION}")
+}
+
+pub(super) const SEGMENT_EXTENSION: &str = "segment";
+
+/// The generation a file name belongs to, if it names a segment.
+pub(super) fn parse_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_EXTENSION)?.strip_suffix('.')?;
+    if stem.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(stem, 16).ok()
+}
+
+pub(super) struct Segment {
+    pub(super) generation: u64,
+    pub(super) path: PathBuf,
+    file: File,
+    /// Bytes that are durable and may be read. Only grows while open.
+    durable_len: AtomicU64,
+    /// Bytes recovery cut off the end when the node was opened.
+    pub(super) truncated_tail_bytes: u64,
+    writer: Mutex<WriterState>,
+    map: MapCache,
+    /// The scan recovery made, handed to the first `scan` if nothing was
+    /// appended since (saves the store a second pass over every payload).
+    recovered_scan: Mutex<Option<SegmentScan>>,
+}
+
+struct WriterState {
+    /// End of the file as far as appends know: equal to `durable_len`
+    /// between appends.
+    len: u64,
+    /// Encoded headers of the batch being written (reused).
+    scratch: Vec<u8>,
+    /// Whether the directory entry of this file is known durable.
+    entry_durable: bool,
+}
+
+/// What an append needs from its node besides the records.
+pub(super) struct AppendContext<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) dir: &'a Path,
+    pub(super) node_name: &'a str,
+    /// Set when a failure fenced the node; checked under the writer lock so
+    /// no append starts after a concurrent one fenced the node.
+    pub(super) fenced: &'a std::sync::atomic::AtomicBool,
+}
+
+/// Why an append failed, and whether the node must be fenced.
+pub(super) struct AppendFailure {
+    pub(super) error: Error,
+    pub(super) fence: bool,
+}
+
+impl Segment {
+    /// A segment whose first `durable_len` bytes are known good.
+    pub(super) fn new(
+        generation: u64,
+        path: PathBuf,
+        file: File,
+        durable_len: u64,
+        truncated_tail_bytes: u64,
+        entry_durable: bool,
+    ) -> Segment {
+        Segment {
+            generation,
+            path,
+            file,
+            durable_len: AtomicU64::new(durable_len),
+            truncated_tail_bytes,
+            writer: Mutex::new(WriterState {
+                len: durable_len,
+                scratch: Vec::new(),
+                entry_durable,
+            }),
+            map: MapCache::new(),
+            recovered_scan: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn cache_scan(&self, scan: SegmentScan) {
+        *self
+            .recovered_scan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(scan);
+    }
+
+    /// Scans the durable bytes (or returns recovery's scan, once).
+    pub(super) fn scan(&self) -> std::io::Result<(SegmentScan, u64)> {
+        let durable_len = self.durable_len();
+        let cached = self
+            .recovered_scan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(scan) = cached
+            && scan.intact_len == durable_len
+        {
+            return Ok((scan, durable_len));
+        }
+        let bytes = self.read(0, durable_len)?;
+        Ok((scan_segment(&bytes, self.generation), durable_len))
+    }
+
+    pub(super) fn durable_len(&self) -> u64 {
+        self.durable_len.load(Ordering::Acquire)
+    }
+
+    /// Reads `start..end` of the durable bytes (the caller checked bounds).
+    pub(super) fn read(&self, start: u64, end: u64) -> std::io::Result<Bytes> {
+        self.map.slice(&self.file, self.durable_len(), start, end)
+    }
+
+    /// Appends already validated records and syncs them.
+    pub(super) fn append(
+        &self,
+        context: &AppendContext<'_>,
+        records: &[RecordRef<'_>],
+        #[cfg(test)] fault: Option<super::InjectedFault>,
+    ) -> Result<Vec<RecordLocation>, AppendFailure> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if context.fenced.load(Ordering::Acquire) {
+            return Err(AppendFailure {
+                error: Error::NodeFenced {
+                    node: context.node_name.to_string(),
+                },
+                fence: false,
+            });
+        }
+        let start = writer.len;
+        let writes_segment_header = start == 0;
+        let WriterState { scratch, .. } = &mut *writer;
+        scratch.clear();
+        if writes_segment_header {
+            scratch.extend_from_slice(&encode_segment_header(self.generation));
+        }
+        let mut header_ranges: Vec<Range<usize>> = Vec::with_capacity(records.len());
+        let mut locations = Vec::with_capacity(records.len());
+        let mut position = start + scratch.len() as u64;
+        for record in records {
+            let header_start = scratch.len();
+            record
+                .header
+                .encode_into(scratch)
+                .map_err(|error| AppendFailure {
+                    error,
+                    fence: false,
+                })?;
+            position += (scratch.len() - header_start) as u64;
+            header_ranges.push(header_start..scratch.len());
+            locations.push(RecordLocation {
+                generation: self.generation,
+                offset: position,
+                len: record.payload.len() as u32,
+            });
+            position += record.payload.len() as u64;
+        }
+        let end = position;
+        let context_text = || {
+            format!(
+                "appending {} records to node {} segment {}",
+                records.len(),
+                context.node_name,
+                self.path.display()
+            )
+        };
+        {
+            let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(1 + records.len() * 2);
+            if writes_segment_header {
+                bufs.push(IoSlice::new(
+                    scratch.get(..SEGMENT_HEADER_LEN).unwrap_or_default(),
+                ));
+            }
+            for (record, range) in records.iter().zip(&header_ranges) {
+                bufs.push(IoSlice::new(scratch.get(range.clone()).unwrap_or_default()));
+                if !record.payload.is_empty() {
+                    bufs.push(IoSlice::new(record.payload));
+                }
+            }
+            #[cfg(test)]
+            let result = match fault {
+                Some(fault) => fault.apply(&self.file, start, &bufs),
+                None => context.engine.write_and_sync(&self.file, start, &bufs),
+            };
+            #[cfg(not(test))]
+            let result = context.engine.write_and_sync(&self.file, start, &bufs);
+            match result {
+                Ok(()) => {}
+                Err(WriteFailure::Write(source)) => {
+                    // Cut the partial batch off so the next append starts at
+                    // the durable end; if even that fails the file's tail is
+                    // unknown and the node must stop writing.
+                    let fence = self.file.set_len(start).is_err();
+                    return Err(AppendFailure {
+                        error: Error::io(context_text(), source),
+                        fence,
+                    });
+                }
+                Err(WriteFailure::Sync(source)) => {
+                    // After a failed fdatasync the kernel may have dropped
+                    // the dirty pages: what is on disk is unknown until the
+                    // next open scans it.
+                    return Err(AppendFailure {
+                        error: Error::io(context_text(), source),
+                        fence: true,
+                    });
+                }
+            }
+        }
+        if !writer.entry_durable {
+            super::fs::sync_dir(context.dir).map_err(|source| AppendFailure {
+                error: Error::io(context_text(), source),
+                fence: true,
+            })?;
+            writer.entry_durable = true;
+        }
+        writer.len = end;
+        self.durable_len.store(end, Ordering::Release);
+        Ok(locations)
+    }
+}
