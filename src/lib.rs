@@ -8,6 +8,8 @@
 //! - [`layout`]: sites, nodes, the promise ("any 1 site") and placement.
 //! - [`format`]: the self-describing column record.
 //! - [`node`]: the I/O seam and the local directory node.
+//! - [`store`]: the [`Store`] services link: packed stripes, durable puts,
+//!   zero-copy gets, degraded reads, failover open, compaction.
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -18,5 +20,10 @@ mod error;
 pub mod format;
 pub mod layout;
 pub mod node;
+pub mod store;
 
 pub use error::{Error, Result};
+pub use store::{
+    BLOB_LEN_MAX, Blob, CompactOptions, CompactReport, Health, NodeHealth, OpenReport, Options,
+    Stats, Store, WritePolicy,
+};

@@ -23,6 +23,7 @@ fn header(stripe_id: u64, generation: u64, payload: &[u8]) -> ColumnHeader {
         column_checksums: vec![0, crc32fast::hash(payload)],
         placement: vec!["n0".into(), "n1".into()],
         entry_table_lens: vec![0],
+        commit: geoshard::format::CommitStamp::default(),
     }
 }
 

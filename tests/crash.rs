@@ -29,6 +29,7 @@ fn header(stripe_id: u64, payload: &[u8]) -> ColumnHeader {
         column_checksums: vec![crc32fast::hash(payload); 3],
         placement: vec!["a/1".into(), "b/1".into(), "c/1".into()],
         entry_table_lens: vec![0; 2],
+        commit: geoshard::format::CommitStamp::default(),
     }
 }
 

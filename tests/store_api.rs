@@ -36,7 +36,10 @@ fn put_get_delete_and_reopen() {
 
     let store = common::open(dir.path());
     assert_eq!(&store.get(b"a/1").unwrap().unwrap().to_bytes()[..], b"uno");
-    assert!(store.get(b"a/2").unwrap().is_none(), "tombstone survives reopen");
+    assert!(
+        store.get(b"a/2").unwrap().is_none(),
+        "tombstone survives reopen"
+    );
     assert!(store.get(b"b/1").unwrap().unwrap().is_empty());
     assert_eq!(store.len(), 2);
 }
@@ -70,16 +73,18 @@ fn large_values_are_split_across_columns_and_stripes() {
     };
     let store = Store::open(layout.clone(), options.clone()).unwrap();
     let mut rng = common::rng(7);
-    let big: Vec<u8> = (0..(64 << 10) * 13 + 17).map(|_| rand::Rng::random(&mut rng)).collect();
+    let big: Vec<u8> = (0..(64 << 10) * 13 + 17)
+        .map(|_| rand::Rng::random(&mut rng))
+        .collect();
     store.put(b"big", big.clone()).unwrap();
     store.put(b"small", &b"s"[..]).unwrap();
     let blob = store.get(b"big").unwrap().unwrap();
     assert!(blob.chunks().len() >= 14, "cut into column-sized parts");
     assert_eq!(blob.len(), big.len());
-    assert_eq!(&blob.to_bytes()[..], &big[..]);
+    assert!(blob.to_bytes() == big[..]);
     drop(store);
     let store = Store::open(layout, options).unwrap();
-    assert_eq!(&store.get(b"big").unwrap().unwrap().to_bytes()[..], &big[..]);
+    assert!(store.get(b"big").unwrap().unwrap().to_bytes() == big[..]);
     assert_eq!(store.len_of(b"big").unwrap(), Some(big.len() as u64));
 }
 
@@ -87,12 +92,19 @@ fn large_values_are_split_across_columns_and_stripes() {
 fn bad_keys_and_second_open_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = common::open(dir.path());
-    assert!(matches!(store.put(b"", &b"v"[..]), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        store.put(b"", &b"v"[..]),
+        Err(Error::InvalidArgument { .. })
+    ));
     assert!(matches!(store.get(b""), Err(Error::InvalidArgument { .. })));
     let long = vec![b'k'; 1025];
     assert!(matches!(
         store.put(&long, &b"v"[..]),
-        Err(Error::LimitExceeded { limit: 1024, actual: 1025, .. })
+        Err(Error::LimitExceeded {
+            limit: 1024,
+            actual: 1025,
+            ..
+        })
     ));
     let max = vec![b'k'; 1024];
     store.put(&max, &b"v"[..]).unwrap();

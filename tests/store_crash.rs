@@ -22,6 +22,13 @@ fn sizes(root: &std::path::Path) -> HashMap<PathBuf, u64> {
         .collect()
 }
 
+fn describe(v: Option<&[u8]>) -> String {
+    match v {
+        None => "absent".into(),
+        Some(v) => format!("{} bytes, crc {:08x}", v.len(), crc32fast::hash(v)),
+    }
+}
+
 #[test]
 fn acknowledged_puts_survive_a_crash_mid_commit() {
     for seed in 0..6u64 {
@@ -82,17 +89,22 @@ fn acknowledged_puts_survive_a_crash_mid_commit() {
                     }
                 }
                 let store = Store::open(layout.clone(), common::options()).unwrap();
-                let new_values: HashMap<&[u8], &[u8]> = in_flight
-                    .iter()
-                    .map(|(k, v)| (&k[..], &v[..]))
-                    .collect();
+                let new_values: HashMap<&[u8], &[u8]> =
+                    in_flight.iter().map(|(k, v)| (&k[..], &v[..])).collect();
                 // Acknowledged values are intact unless the in-flight commit
                 // replaced them whole.
                 for (key, value) in &acked {
                     let got = store.get(key).unwrap().map(|b| b.to_bytes().to_vec());
-                    let replaced = new_values.get(&key[..]).is_some_and(|n| got.as_deref() == Some(*n));
+                    let replaced = new_values
+                        .get(&key[..])
+                        .is_some_and(|n| got.as_deref() == Some(*n));
                     if !replaced {
-                        assert_eq!(got.as_deref(), Some(&value[..]), "seed {seed} key {key:?}");
+                        assert!(
+                            got.as_deref() == Some(&value[..]),
+                            "seed {seed}: acknowledged {:?} is {}",
+                            String::from_utf8_lossy(key),
+                            describe(got.as_deref())
+                        );
                     }
                 }
                 // The in-flight commit is one stripe: all of it or none of it.

@@ -62,7 +62,11 @@ fn any_one_site_can_burn() {
             match expected {
                 Some(v) => {
                     let blob = got.unwrap_or_else(|| panic!("site {site}: {key:?} lost"));
-                    assert_eq!(&blob.to_bytes()[..], &v[..], "site {site}: {key:?}");
+                    assert!(
+                        blob.to_bytes() == v[..],
+                        "site {site}: {:?} differs",
+                        String::from_utf8_lossy(key)
+                    );
                 }
                 None => assert!(got.is_none(), "site {site}: deleted {key:?} came back"),
             }

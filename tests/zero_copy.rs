@@ -16,6 +16,7 @@ fn append(node: &LocalNode, generation: u64, payload: &[u8]) -> RecordLocation {
         column_checksums: vec![crc32fast::hash(payload)],
         placement: vec!["n1".into()],
         entry_table_lens: vec![0],
+        commit: geoshard::format::CommitStamp::default(),
     };
     node.append(
         generation,

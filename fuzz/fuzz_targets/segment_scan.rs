@@ -27,6 +27,7 @@ fn valid_segment() -> Vec<u8> {
             column_checksums: vec![crc32fast::hash(&payload); 3],
             placement: vec!["a".into(), "bb".into(), "ccc".into()],
             entry_table_lens: vec![0; 2],
+            commit: geoshard::format::CommitStamp::default(),
         };
         header.encode_into(&mut bytes).expect("valid header");
         bytes.extend_from_slice(&payload);

@@ -34,7 +34,11 @@ impl EntryFlags {
     pub const NONE: EntryFlags = EntryFlags(0);
     /// The entry deletes its key; it carries no bytes.
     pub const TOMBSTONE: EntryFlags = EntryFlags(1);
-    const KNOWN: u16 = Self::TOMBSTONE.0;
+    /// The entry is the store's own retire marker: its bytes list
+    /// generations (little-endian u64s) that compaction retired. Not a user
+    /// blob; its key is ignored.
+    pub const RETIRE: EntryFlags = EntryFlags(2);
+    const KNOWN: u16 = Self::TOMBSTONE.0 | Self::RETIRE.0;
 
     /// The raw bits as stored.
     pub const fn bits(self) -> u16 {

@@ -26,7 +26,7 @@ pub(crate) const HEADER_LEN_OFFSET: usize = MAGIC_LEN + U16_LEN + U16_LEN;
 ///
 /// # Example
 /// ```
-/// use geoshard::format::ColumnHeader;
+/// use geoshard::format::{ColumnHeader, CommitStamp};
 ///
 /// let header = ColumnHeader {
 ///     stripe_id: 7,
@@ -38,6 +38,7 @@ pub(crate) const HEADER_LEN_OFFSET: usize = MAGIC_LEN + U16_LEN + U16_LEN;
 ///     column_checksums: vec![1, 2, 3],
 ///     placement: vec!["a1".into(), "b1".into(), "c1".into()],
 ///     entry_table_lens: vec![0, 0],
+///     commit: CommitStamp::default(),
 /// };
 /// let mut bytes = Vec::new();
 /// header.encode_into(&mut bytes)?;
@@ -71,6 +72,24 @@ pub struct ColumnHeader {
     /// Byte length of each data column's entry table (k), which starts its
     /// payload.
     pub entry_table_lens: Vec<u32>,
+    /// Where the stripe sits in the store's commit sequence.
+    pub commit: CommitStamp,
+}
+
+/// Where a stripe sits in the store's sequence of group commits.
+///
+/// Every column header of a stripe carries it. On open, the stripe ids named
+/// as acknowledged tell a stripe that was acknowledged (and must be
+/// readable) from one a crash cut short; the commit's first stripe id
+/// groups the stripes written by one commit. Zero means "none".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CommitStamp {
+    /// First stripe id of the commit this stripe belongs to.
+    pub commit_first_stripe_id: u64,
+    /// First stripe id of the commit acknowledged just before this one.
+    pub acked_first_stripe_id: u64,
+    /// Last stripe id of the commit acknowledged just before this one.
+    pub acked_last_stripe_id: u64,
 }
 
 impl ColumnHeader {
@@ -206,6 +225,9 @@ impl ColumnHeader {
         put_u16(out, self.parity_count);
         put_u64(out, self.stripe_id);
         put_u64(out, self.generation);
+        put_u64(out, self.commit.commit_first_stripe_id);
+        put_u64(out, self.commit.acked_first_stripe_id);
+        put_u64(out, self.commit.acked_last_stripe_id);
         put_u16(out, self.column_index);
         put_u16(out, 0); // reserved
         for &len in &self.column_lens {
@@ -300,6 +322,11 @@ impl ColumnHeader {
         let parity_count = reader.u16()?;
         let stripe_id = reader.u64()?;
         let generation = reader.u64()?;
+        let commit = CommitStamp {
+            commit_first_stripe_id: reader.u64()?,
+            acked_first_stripe_id: reader.u64()?,
+            acked_last_stripe_id: reader.u64()?,
+        };
         let column_index = reader.u16()?;
         let _reserved = reader.u16()?;
         debug_assert_eq!(reader.position(), HEADER_FIXED_LEN);
@@ -365,6 +392,7 @@ impl ColumnHeader {
             column_checksums,
             placement,
             entry_table_lens,
+            commit,
         };
         Ok((header, header_len))
     }
@@ -415,6 +443,7 @@ mod tests {
             column_checksums: vec![11, 22, 33, 44, 55],
             placement: ["a1", "a2", "b1", "b2", "c1"].map(String::from).to_vec(),
             entry_table_lens: vec![60, 40, 0],
+            commit: crate::format::CommitStamp::default(),
         }
     }
 
@@ -508,6 +537,7 @@ mod tests {
             column_checksums: vec![u32::MAX; columns],
             placement: vec!["n".repeat(NODE_NAME_LEN_MAX); columns],
             entry_table_lens: vec![0; columns],
+            commit: crate::format::CommitStamp::default(),
         };
         assert_eq!(header.encoded_len(), HEADER_LEN_MAX);
         let mut out = Vec::new();

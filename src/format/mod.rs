@@ -45,7 +45,7 @@ pub use entry::{
     ENTRY_FIXED_LEN, ENTRY_TABLE_PREFIX_LEN, ENTRY_TABLE_SUFFIX_LEN, Entry, EntryFlags,
     decode_entry_table, encode_entry_table, entry_table_len,
 };
-pub use header::ColumnHeader;
+pub use header::{ColumnHeader, CommitStamp};
 pub use segment::{
     SEGMENT_HEADER_LEN, SegmentDamage, SegmentRecord, SegmentScan, decode_segment_header,
     encode_segment_header, scan_segment,
@@ -77,7 +77,7 @@ pub const NODE_NAME_LEN_MAX: usize = 255;
 
 /// Fixed part of a record header, before the per-column arrays.
 pub const HEADER_FIXED_LEN: usize =
-    MAGIC_LEN + U16_LEN * 2 + U32_LEN + U16_LEN * 2 + U64_LEN * 2 + U16_LEN * 2;
+    MAGIC_LEN + U16_LEN * 2 + U32_LEN + U16_LEN * 2 + U64_LEN * 5 + U16_LEN * 2;
 /// Longest possible record header: [`COLUMN_COUNT_MAX`] columns, all data
 /// (m may be 0), each with a length, a checksum, an entry-table length and a
 /// name of [`NODE_NAME_LEN_MAX`] bytes, plus the header checksum.
@@ -100,5 +100,5 @@ const _: () = assert!(
         + ENTRY_TABLE_SUFFIX_LEN) as u64
         <= COLUMN_LEN_MAX
 );
-const _: () = assert!(HEADER_FIXED_LEN == 36);
+const _: () = assert!(HEADER_FIXED_LEN == 60);
 const _: () = assert!(ENTRY_FIXED_LEN == 32);

@@ -248,6 +248,7 @@ mod tests {
             column_checksums: vec![crc32fast::hash(payload), 0],
             placement: vec!["a".into(), "b".into()],
             entry_table_lens: vec![0],
+            commit: crate::format::CommitStamp::default(),
         };
         let mut out = Vec::new();
         header.encode_into(&mut out).unwrap();

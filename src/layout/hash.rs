@@ -96,7 +96,10 @@ mod tests {
                 let expected = v.ln();
                 let got = ln_positive(v);
                 let tolerance = 1e-12 * expected.abs().max(1.0);
-                assert!((got - expected).abs() <= tolerance, "ln({v}) = {got}, std says {expected}");
+                assert!(
+                    (got - expected).abs() <= tolerance,
+                    "ln({v}) = {got}, std says {expected}"
+                );
             }
             x *= 7.3;
         }

@@ -57,7 +57,6 @@ mod types;
 mod validate;
 mod weights;
 
-
 use std::collections::HashMap;
 
 pub use builder::{LayoutBuilder, SiteBuilder};
@@ -171,8 +170,16 @@ impl Layout {
             .iter()
             .enumerate()
             .map(|(site_index, site)| {
-                let weights: Vec<u32> = site.nodes.iter().map(|&id| nodes[id.index()].weight).collect();
-                let mut counts: Vec<usize> = spread.counts.iter().map(|split| split[site_index]).collect();
+                let weights: Vec<u32> = site
+                    .nodes
+                    .iter()
+                    .map(|&id| nodes[id.index()].weight)
+                    .collect();
+                let mut counts: Vec<usize> = spread
+                    .counts
+                    .iter()
+                    .map(|split| split[site_index])
+                    .collect();
                 counts.sort_unstable();
                 counts.dedup();
                 let inverse_by_count = counts
@@ -188,7 +195,10 @@ impl Layout {
                 }
             })
             .collect();
-        let node_hashes = nodes.iter().map(|node| hash::name_hash(&node.name)).collect();
+        let node_hashes = nodes
+            .iter()
+            .map(|node| hash::name_hash(&node.name))
+            .collect();
         let node_by_name = nodes
             .iter()
             .enumerate()

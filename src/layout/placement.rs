@@ -153,7 +153,11 @@ impl Layout {
         let inverse = weights.inverse(columns.len());
         let score = |slot: usize, member: usize| -> f64 {
             let node = nodes[member];
-            let h = hash::pair_hash(stripe_key, hash::slot_key(slot), self.node_hashes[node.index()]);
+            let h = hash::pair_hash(
+                stripe_key,
+                hash::slot_key(slot),
+                self.node_hashes[node.index()],
+            );
             if weights.uniform {
                 // Same order as -ln(u) / w with equal weights, without the log.
                 (h >> 12) as f64
@@ -192,7 +196,11 @@ impl Layout {
             let mut node_taken = [false; super::NODE_COUNT_MAX];
             for _ in 0..slot_count {
                 let mut best = (f64::NEG_INFINITY, 0, 0);
-                for (slot, _) in slot_taken[..slot_count].iter().enumerate().filter(|(_, t)| !**t) {
+                for (slot, _) in slot_taken[..slot_count]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| !**t)
+                {
                     for member in (0..node_count).filter(|&m| !node_taken[m]) {
                         let s = score(slot, member);
                         if s > best.0 {
@@ -259,7 +267,13 @@ impl Layout {
         let mut other_sites: Vec<(usize, u64, SiteId)> = (0..self.sites.len())
             .map(|s| SiteId(s as u16))
             .filter(|&s| s != home_site)
-            .map(|s| (held[s.index()], mix64(key ^ hash::name_hash(&self.sites[s.index()].name)), s))
+            .map(|s| {
+                (
+                    held[s.index()],
+                    mix64(key ^ hash::name_hash(&self.sites[s.index()].name)),
+                    s,
+                )
+            })
             .collect();
         other_sites.sort_unstable();
         let mut candidates = ranked(home_site);
@@ -288,7 +302,11 @@ impl Layout {
     /// [`Error::InvalidArgument`] if a name is not a node of this layout
     /// (it was removed), if two columns name the same node, or if there are
     /// more than [`COLUMN_COUNT_MAX`] names.
-    pub fn placement_from_names<S: AsRef<str>>(&self, stripe_id: u64, names: &[S]) -> Result<Placement> {
+    pub fn placement_from_names<S: AsRef<str>>(
+        &self,
+        stripe_id: u64,
+        names: &[S],
+    ) -> Result<Placement> {
         if names.len() > COLUMN_COUNT_MAX {
             return Err(Error::invalid(format!(
                 "a placement of {} columns, over the limit of {COLUMN_COUNT_MAX}",

@@ -65,7 +65,11 @@ pub(crate) fn top_sum(values: &[usize], count: usize) -> usize {
 /// The most even split of `column_count` columns over sites with `caps`
 /// nodes; the `r` extra columns go to the first sites with room in the
 /// order starting at `rotation`.
-pub(crate) fn water_fill(caps: &[usize], column_count: usize, rotation: usize) -> Option<Vec<usize>> {
+pub(crate) fn water_fill(
+    caps: &[usize],
+    column_count: usize,
+    rotation: usize,
+) -> Option<Vec<usize>> {
     if caps.iter().sum::<usize>() < column_count {
         return None;
     }

@@ -43,6 +43,7 @@ pub fn sample_header(
         column_checksums: vec![checksum; 3],
         placement: vec!["site-a/n1".into(), "site-b/n1".into(), "site-c/n1".into()],
         entry_table_lens: vec![0; 2],
+        commit: crate::format::CommitStamp::default(),
     }
 }
 

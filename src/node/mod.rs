@@ -36,6 +36,7 @@
 //!     column_checksums: vec![0, crc32fast::hash(payload)],
 //!     placement: vec!["b1".into(), "a1".into()],
 //!     entry_table_lens: vec![0],
+//!     commit: geoshard::format::CommitStamp::default(),
 //! };
 //! let locations = node.append(0, &[RecordRef { header: &header, payload }])?;
 //! let scan = node.scan(0)?;
@@ -291,6 +292,7 @@ pub type AppendBatch<'a> = (&'a dyn Node, u64, &'a [RecordRef<'a>]);
 ///     column_checksums: vec![crc32fast::hash(payload); 2],
 ///     placement: vec!["a".into(), "b".into()],
 ///     entry_table_lens: vec![0],
+///     commit: geoshard::format::CommitStamp::default(),
 /// };
 /// let data = [RecordRef { header: &header, payload }];
 /// let mut parity_header = header.clone();

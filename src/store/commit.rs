@@ -26,7 +26,7 @@ use super::WritePolicy;
 use super::index::{BlobLoc, PartLoc};
 use super::pack::{OpenStripe, Placed};
 use super::stripes::{ColumnInfo, StripeInfo};
-use crate::format::{self, ColumnHeader, Entry, EntryFlags};
+use crate::format::{self, ColumnHeader, CommitStamp, Entry, EntryFlags};
 use crate::layout::NodeId;
 use crate::node::{RecordLocation, RecordRef};
 use crate::{Error, Result};
@@ -213,7 +213,7 @@ impl Committer {
                 if let (Some(first), Some(last)) = (written.first(), written.last()) {
                     self.acked = Some((first.info.stripe_id, last.info.stripe_id));
                 }
-                self.publish(&batch, &answers, written);
+                self.publish(&batch, written);
                 for (i, req) in batch.iter().enumerate() {
                     let answer = match req {
                         Request::Delete { .. }
@@ -283,7 +283,8 @@ impl Committer {
                     (key, None, EntryFlags::TOMBSTONE)
                 }
                 Request::Retire { generations, .. } => {
-                    let payload: Vec<u8> = generations.iter().flat_map(|g| g.to_le_bytes()).collect();
+                    let payload: Vec<u8> =
+                        generations.iter().flat_map(|g| g.to_le_bytes()).collect();
                     self.place_all(i, RETIRE_KEY, Some(&payload), EntryFlags::RETIRE, written)?;
                     continue;
                 }
@@ -334,8 +335,7 @@ impl Committer {
         let (k, m) = (code.data_count, code.parity_count);
         let stripe_id = self.next_stripe_id;
         self.next_stripe_id += 1;
-        if self.generation == 0 || self.generation_bytes >= self.inner.options.segment_len_target
-        {
+        if self.generation == 0 || self.generation_bytes >= self.inner.options.segment_len_target {
             self.generation = stripe_id;
             self.generation_bytes = 0;
         }
@@ -363,7 +363,13 @@ impl Committer {
             table_lens[c] = col.table_len as u32;
         }
         let lens: Vec<u32> = (0..k + m)
-            .map(|c| if c < k { self.payloads[c].len() as u32 } else { 0 })
+            .map(|c| {
+                if c < k {
+                    self.payloads[c].len() as u32
+                } else {
+                    0
+                }
+            })
             .collect();
         let stripe_len = lens.iter().copied().max().unwrap_or(0) as usize;
 
@@ -388,8 +394,7 @@ impl Committer {
         for (c, buf) in self.payloads.iter_mut().enumerate().take(k) {
             buf.truncate(column_lens[c] as usize);
         }
-        let column_checksums: Vec<u32> =
-            self.payloads.iter().map(|b| crc32fast::hash(b)).collect();
+        let column_checksums: Vec<u32> = self.payloads.iter().map(|b| crc32fast::hash(b)).collect();
 
         let placement = self.inner.layout.placement(stripe_id);
         let homes: Vec<NodeId> = placement.columns().to_vec();
@@ -406,9 +411,11 @@ impl Committer {
                 .map(|id| self.inner.layout.node(*id).name.clone())
                 .collect(),
             entry_table_lens: table_lens.clone(),
-            acked_first_stripe_id: self.acked.map_or(0, |a| a.0),
-            acked_last_stripe_id: self.acked.map_or(0, |a| a.1),
-            commit_first_stripe_id: self.commit_first,
+            commit: CommitStamp {
+                commit_first_stripe_id: self.commit_first,
+                acked_first_stripe_id: self.acked.map_or(0, |a| a.0),
+                acked_last_stripe_id: self.acked.map_or(0, |a| a.1),
+            },
         };
         let stored = self.write_columns(stripe_id, &header, &homes, &column_lens)?;
         self.generation_bytes += stripe_len as u64;
@@ -469,7 +476,8 @@ impl Committer {
         let code = inner.layout.code();
         let m = code.parity_count;
         let column_count = homes.len();
-        let stored_columns: Vec<usize> = (0..column_count).filter(|&c| column_lens[c] > 0).collect();
+        let stored_columns: Vec<usize> =
+            (0..column_count).filter(|&c| column_lens[c] > 0).collect();
         let required = stored_columns.len().saturating_sub(m - 1).max(1);
 
         let mut result: Vec<Option<(NodeId, RecordLocation)>> = vec![None; column_count];
@@ -477,7 +485,7 @@ impl Committer {
         let mut used: Vec<NodeId> = Vec::with_capacity(column_count);
         let mut pending: Vec<(usize, NodeId)> = Vec::with_capacity(column_count);
         for &c in &stored_columns {
-            match self.pick_node(homes, c, &used) {
+            match self.pick_node(stripe_id, homes, c, &used) {
                 Some(n) => {
                     used.push(n);
                     pending.push((c, n));
@@ -555,19 +563,28 @@ impl Committer {
                     Ok(locations) => {
                         inner.nodes.mark_down(
                             n,
-                            format!("append returned {} locations for {}", locations.len(), cols.len()),
+                            format!(
+                                "append returned {} locations for {}",
+                                locations.len(),
+                                cols.len()
+                            ),
                         );
-                        self.retry_elsewhere(homes, &cols, &mut used, &mut pending);
+                        self.retry_elsewhere(stripe_id, homes, &cols, &mut used, &mut pending);
                     }
                     Err(e) => {
-                        inner.nodes.mark_down(n, format!("append of stripe {stripe_id} failed: {e}"));
-                        self.retry_elsewhere(homes, &cols, &mut used, &mut pending);
+                        inner
+                            .nodes
+                            .mark_down(n, format!("append of stripe {stripe_id} failed: {e}"));
+                        self.retry_elsewhere(stripe_id, homes, &cols, &mut used, &mut pending);
                     }
                 }
             }
         }
 
-        let written = stored_columns.iter().filter(|&&c| result[c].is_some()).count();
+        let written = stored_columns
+            .iter()
+            .filter(|&&c| result[c].is_some())
+            .count();
         if written < required {
             return Err(Failure::NotEnoughColumns {
                 needed: required,
@@ -582,20 +599,24 @@ impl Committer {
             self.check_strict(homes, &actual, &stored_columns)?;
         }
         if written < stored_columns.len() {
-            inner.stats.columns_unwritten.add((stored_columns.len() - written) as u64);
+            inner
+                .stats
+                .columns_unwritten
+                .add((stored_columns.len() - written) as u64);
         }
         Ok(result)
     }
 
     fn retry_elsewhere(
         &self,
+        stripe_id: u64,
         homes: &[NodeId],
         cols: &[usize],
         used: &mut Vec<NodeId>,
         pending: &mut Vec<(usize, NodeId)>,
     ) {
         for &c in cols {
-            if let Some(n) = self.pick_node(homes, c, used) {
+            if let Some(n) = self.pick_node(stripe_id, homes, c, used) {
                 used.push(n);
                 pending.push((c, n));
             }
@@ -605,19 +626,25 @@ impl Committer {
     /// The node column `c` goes to: its home if up, else a handoff the layout
     /// ranks first among up nodes the stripe does not use yet, else (only
     /// when every up node is taken) the up node holding the fewest columns.
-    fn pick_node(&self, homes: &[NodeId], c: usize, used: &[NodeId]) -> Option<NodeId> {
+    fn pick_node(
+        &self,
+        stripe_id: u64,
+        homes: &[NodeId],
+        c: usize,
+        used: &[NodeId],
+    ) -> Option<NodeId> {
         let nodes = &self.inner.nodes;
         let home = homes[c];
         if nodes.is_up(home) && !used.contains(&home) {
             return Some(home);
         }
-        let placement = self.inner.layout.placement_of(homes);
+        let placement = self.inner.layout.placement(stripe_id);
         let free = self
             .inner
             .layout
             .handoff_candidates(&placement, c, &|n| !nodes.is_up(n) || used.contains(&n))
-            .into_iter()
-            .next();
+            .first()
+            .copied();
         if free.is_some() || self.inner.options.write_policy == WritePolicy::Strict {
             return free;
         }
@@ -663,7 +690,7 @@ impl Committer {
     }
 
     /// Makes a durable commit visible: stripes first, then the index.
-    fn publish(&self, batch: &[Request], answers: &[bool], written: Vec<Written>) {
+    fn publish(&self, batch: &[Request], written: Vec<Written>) {
         let mut parts_by_request: HashMap<usize, Vec<(u32, PartLoc)>> = HashMap::new();
         let mut infos = Vec::with_capacity(written.len());
         for w in written {

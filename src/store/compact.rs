@@ -68,10 +68,7 @@ impl Store {
     /// compacted is retired; nothing is lost and a later call resumes.
     pub fn compact(&self, options: &CompactOptions) -> Result<CompactReport> {
         let inner = &self.inner;
-        let _only_one = inner
-            .compaction
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _only_one = inner.compaction.lock().unwrap_or_else(|p| p.into_inner());
         self.flush()?;
         let candidates: Vec<u64> = {
             let state = inner.read_state();
@@ -218,12 +215,14 @@ impl Store {
         let mut out = BytesMut::new();
         let mut single = None;
         for part in loc.parts() {
-            let stripe = inner.read_state().stripes.get(part.stripe_id).ok_or_else(|| {
-                Error::Corrupt {
+            let stripe = inner
+                .read_state()
+                .stripes
+                .get(part.stripe_id)
+                .ok_or_else(|| Error::Corrupt {
                     location: format!("stripe {}", part.stripe_id),
                     reason: "indexed stripe is missing from the stripe table".into(),
-                }
-            })?;
+                })?;
             let bytes = inner.read_part(&stripe, part)?;
             if loc.parts().len() == 1 {
                 single = Some(bytes);

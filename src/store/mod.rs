@@ -253,7 +253,7 @@ impl Inner {
 /// let root = dir.path();
 /// let layout = Layout::from_toml_str(&format!(
 ///     r#"
-///     code = {{ data = 2, parity = 1 }}
+///     code = {{ data_count = 2, parity_count = 1 }}
 ///     [[sites]]
 ///     name = "seoul"
 ///     nodes = [{{ name = "s1", path = "{0}/s1" }}]
@@ -634,7 +634,9 @@ impl Iterator for KeysWithPrefix<'_> {
 
 fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
-        return Err(Error::invalid("keys are 1 to 1024 bytes; this one is empty"));
+        return Err(Error::invalid(
+            "keys are 1 to 1024 bytes; this one is empty",
+        ));
     }
     if key.len() > KEY_LEN_MAX {
         return Err(Error::LimitExceeded {

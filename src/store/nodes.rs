@@ -5,12 +5,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::layout::{Layout, NodeId, SiteId};
+use crate::layout::{Layout, NodeId};
 use crate::node::Node;
 
 pub(crate) struct NodeSlot {
     pub name: String,
-    pub site: SiteId,
     node: Option<Arc<dyn Node>>,
     down: AtomicBool,
     reason: Mutex<Option<String>>,
@@ -25,7 +24,11 @@ impl NodeSet {
     /// `nodes[i]` is the open handle of `layout.nodes()[i]`, or the reason it
     /// could not be opened.
     pub fn new(layout: &Layout, nodes: Vec<Result<Arc<dyn Node>, String>>) -> NodeSet {
-        assert_eq!(nodes.len(), layout.nodes().len(), "one handle per layout node");
+        assert_eq!(
+            nodes.len(),
+            layout.nodes().len(),
+            "one handle per layout node"
+        );
         let slots = layout
             .nodes()
             .iter()
@@ -37,7 +40,6 @@ impl NodeSet {
                 };
                 NodeSlot {
                     name: spec.name.clone(),
-                    site: spec.site,
                     down: AtomicBool::new(node.is_none()),
                     node,
                     reason: Mutex::new(reason),

@@ -68,8 +68,10 @@ impl Inner {
             Err(e) => {
                 self.stats.read_errors.inc();
                 if !matches!(e, Error::ChecksumMismatch { .. } | Error::Corrupt { .. }) {
-                    self.nodes
-                        .mark_down(node_id, format!("read of stripe {} failed: {e}", stripe.stripe_id));
+                    self.nodes.mark_down(
+                        node_id,
+                        format!("read of stripe {} failed: {e}", stripe.stripe_id),
+                    );
                 }
                 None
             }

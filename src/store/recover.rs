@@ -38,6 +38,9 @@ pub struct OpenReport {
     pub stripes_discarded: usize,
     /// Regions of segments that failed their checksums and were skipped.
     pub corrupt_regions: usize,
+    /// Bytes cut from the end of segments: a torn write, or damage at the
+    /// very end that cannot be told from one.
+    pub tail_bytes_truncated: u64,
     /// Column records whose header disagreed with the rest of their stripe.
     pub inconsistent_records: usize,
     /// Entry tables rebuilt from other columns (their node was down or the
@@ -81,13 +84,15 @@ impl Inner {
             };
             for scan in scans {
                 report.corrupt_regions += scan.corrupt.len();
+                report.tail_bytes_truncated += scan.truncated_tail_bytes;
                 for region in &scan.corrupt {
                     tracing::warn!(node = %node.name(), generation = region.generation,
                         offset = region.offset, reason = %region.reason, "corrupt region skipped");
                 }
                 for rec in scan.records {
                     let header = &rec.header;
-                    if usize::from(header.data_count) != k || usize::from(header.parity_count) != m {
+                    if usize::from(header.data_count) != k || usize::from(header.parity_count) != m
+                    {
                         return Err(Error::InvalidLayout {
                             reason: format!(
                                 "node {} holds stripe {} coded RS({}, {}), but the layout says RS({k}, {m})",
@@ -125,7 +130,12 @@ impl Inner {
         let mut named: Vec<(u64, u64)> = by_stripe
             .values()
             .flat_map(|f| f.records.iter())
-            .map(|(_, r)| (r.header.acked_first_stripe_id, r.header.acked_last_stripe_id))
+            .map(|(_, r)| {
+                (
+                    r.header.commit.acked_first_stripe_id,
+                    r.header.commit.acked_last_stripe_id,
+                )
+            })
             .filter(|(first, _)| *first != 0)
             .collect();
         named.sort_unstable();
@@ -133,12 +143,16 @@ impl Inner {
         let max_named = named.iter().map(|r| r.1).max().unwrap_or(0);
         let is_named = |id: u64| named.iter().any(|&(a, b)| a <= id && id <= b);
 
-        // 3. Decide visibility, stripe by stripe.
+        // 3. Decide visibility. A named stripe must be decodable. An unnamed
+        //    commit is all or nothing: visible only if its stripes are
+        //    contiguous from its first id and every one is decodable.
         let mut stripes: Vec<StripeInfo> = Vec::new();
         let mut commit_of: HashMap<u64, u64> = HashMap::new();
         let mut lost: Vec<(u64, u64)> = Vec::new();
         let mut lost_nodes: Vec<String> = Vec::new();
         let max_seen = by_stripe.keys().next_back().copied().unwrap_or(0);
+        // Unnamed candidates grouped by commit: (stripe id, decodable, info).
+        let mut unnamed: BTreeMap<u64, Vec<(u64, bool, StripeInfo)>> = BTreeMap::new();
         for (stripe_id, found) in &by_stripe {
             let info = self.stripe_info(&found.header, &found.records);
             let present = info
@@ -147,8 +161,13 @@ impl Inner {
                 .filter(|c| c.len == 0 || c.stored.is_some())
                 .count();
             let decodable = present >= k;
-            let named_here = is_named(*stripe_id);
-            if named_here && !decodable {
+            let commit = found.header.commit.commit_first_stripe_id;
+            if is_named(*stripe_id) {
+                if decodable {
+                    commit_of.insert(*stripe_id, commit);
+                    stripes.push(info);
+                    continue;
+                }
                 lost.push((*stripe_id, found.header.generation));
                 for (c, col) in info.columns.iter().enumerate() {
                     if col.len > 0 && col.stored.is_none() {
@@ -158,14 +177,30 @@ impl Inner {
                         }
                     }
                 }
-                continue;
-            }
-            if !decodable || (!named_here && *stripe_id < max_named) {
+            } else if *stripe_id < max_named {
+                // A commit that failed: no later commit acknowledged it.
                 report.stripes_discarded += 1;
+            } else {
+                unnamed
+                    .entry(commit)
+                    .or_default()
+                    .push((*stripe_id, decodable, info));
+            }
+        }
+        let mut newest_visible: Option<(u64, u64)> = None;
+        for (commit, members) in unnamed {
+            let whole = members.iter().enumerate().all(|(i, (id, decodable, _))| {
+                *decodable && commit.checked_add(i as u64) == Some(*id)
+            });
+            if !whole {
+                report.stripes_discarded += members.len();
                 continue;
             }
-            commit_of.insert(*stripe_id, found.header.commit_first_stripe_id);
-            stripes.push(info);
+            for (id, _, info) in members {
+                newest_visible = Some((commit, id));
+                commit_of.insert(id, commit);
+                stripes.push(info);
+            }
         }
 
         // 4. The index, commit by commit. Stripes are in the table first so
@@ -174,7 +209,12 @@ impl Inner {
         stripes.sort_by_key(|s| s.stripe_id);
         let order: Vec<(u64, u64)> = stripes
             .iter()
-            .map(|s| (s.stripe_id, commit_of.get(&s.stripe_id).copied().unwrap_or(s.stripe_id)))
+            .map(|s| {
+                (
+                    s.stripe_id,
+                    commit_of.get(&s.stripe_id).copied().unwrap_or(s.stripe_id),
+                )
+            })
             .collect();
         for info in stripes {
             state.add_stripe(info);
@@ -227,14 +267,20 @@ impl Inner {
                 .index
                 .iter()
                 .filter(|(_, loc)| {
-                    loc.parts()
-                        .iter()
-                        .any(|p| state.stripes.get(p.stripe_id).is_some_and(|s| s.generation == generation))
+                    loc.parts().iter().any(|p| {
+                        state
+                            .stripes
+                            .get(p.stripe_id)
+                            .is_some_and(|s| s.generation == generation)
+                    })
                 })
                 .map(|(k, _)| k.to_vec())
                 .collect();
             for key in stale {
-                tracing::warn!(generation, "index entry pointing into a retired generation dropped");
+                tracing::warn!(
+                    generation,
+                    "index entry pointing into a retired generation dropped"
+                );
                 state.remove_blob(&key);
             }
             state.drop_generation(generation);
@@ -258,12 +304,12 @@ impl Inner {
         report.stripes_visible = state.stripes.len();
         report.blobs = state.index.len();
 
-        let acked = by_stripe
-            .values()
-            .flat_map(|f| f.records.iter())
-            .map(|(_, r)| (r.header.acked_first_stripe_id, r.header.acked_last_stripe_id))
-            .max_by_key(|r| r.1)
-            .filter(|r| r.0 != 0);
+        // The next commit acknowledges the newest visible one: everything
+        // visible now is served, so it must stay readable.
+        let acked = newest_visible.or_else(|| {
+            let newest_named = named.iter().copied().max_by_key(|r| r.1)?;
+            Some(newest_named)
+        });
         // Stripe ids never repeat across opens: start past everything seen and
         // past a clock-derived floor, so a stripe written by an earlier process
         // onto a node that is unreachable now cannot share an id with a new one.
@@ -278,12 +324,15 @@ impl Inner {
     }
 
     /// The generations a retire marker lists.
-    fn retired_generations(&self, info: &StripeInfo, loc: &PartLoc) -> Result<Vec<u64>> {
+    pub(crate) fn retired_generations(&self, info: &StripeInfo, loc: &PartLoc) -> Result<Vec<u64>> {
         let bytes = self.read_part(info, loc)?;
         if bytes.len() % 8 != 0 {
             return Err(Error::Corrupt {
                 location: format!("stripe {} column {}", info.stripe_id, loc.column_index),
-                reason: format!("retire marker of {} bytes is not a list of u64", bytes.len()),
+                reason: format!(
+                    "retire marker of {} bytes is not a list of u64",
+                    bytes.len()
+                ),
             });
         }
         Ok(bytes
@@ -312,7 +361,11 @@ impl Inner {
     }
 
     /// The stripe as its headers describe it, with the records found.
-    fn stripe_info(&self, header: &ColumnHeader, records: &[(NodeId, ScannedRecord)]) -> StripeInfo {
+    fn stripe_info(
+        &self,
+        header: &ColumnHeader,
+        records: &[(NodeId, ScannedRecord)],
+    ) -> StripeInfo {
         let columns = (0..header.column_lens.len())
             .map(|c| {
                 let home = header
@@ -378,9 +431,7 @@ fn same_stripe(a: &ColumnHeader, b: &ColumnHeader) -> bool {
         && a.column_checksums == b.column_checksums
         && a.placement == b.placement
         && a.entry_table_lens == b.entry_table_lens
-        && a.acked_first_stripe_id == b.acked_first_stripe_id
-        && a.acked_last_stripe_id == b.acked_last_stripe_id
-        && a.commit_first_stripe_id == b.commit_first_stripe_id
+        && a.commit == b.commit
 }
 
 /// One entry of the commit being gathered.
@@ -402,7 +453,10 @@ fn apply_commit(state: &mut State, entries: &mut Vec<Pending>) {
             None => state.remove_blob(&e.key),
             Some(loc) if e.part_count <= 1 => state.insert_blob(&e.key, BlobLoc::Whole(loc)),
             Some(_) if u64::from(e.part_count) > super::PARTS_PER_BLOB_MAX => {
-                tracing::warn!(part_count = e.part_count, "entry with an impossible part count skipped");
+                tracing::warn!(
+                    part_count = e.part_count,
+                    "entry with an impossible part count skipped"
+                );
             }
             Some(loc) => {
                 let slot = split

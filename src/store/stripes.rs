@@ -44,13 +44,6 @@ pub(crate) struct StripeInfo {
     pub entry_table_lens: Box<[u32]>,
 }
 
-impl StripeInfo {
-    /// The stripe's length L: the longest column.
-    pub fn stripe_len(&self) -> u32 {
-        self.columns.iter().map(|c| c.len).max().unwrap_or(0)
-    }
-}
-
 /// All visible stripes by id.
 #[derive(Debug, Default)]
 pub(crate) struct StripeTable {

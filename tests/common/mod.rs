@@ -15,11 +15,16 @@ pub fn layout(root: &Path, sites: usize, nodes_per_site: usize, k: usize, m: usi
     for s in 0..sites {
         let site = format!("site{s}");
         let nodes: Vec<(String, PathBuf)> = (0..nodes_per_site)
-            .map(|n| (format!("s{s}n{n}"), root.join(format!("site{s}")).join(format!("n{n}"))))
+            .map(|n| {
+                (
+                    format!("s{s}n{n}"),
+                    root.join(format!("site{s}")).join(format!("n{n}")),
+                )
+            })
             .collect();
         builder = builder.site(&site, |mut b| {
             for (name, path) in &nodes {
-                b = b.node(name, path);
+                b = b.node(name, path.as_path());
             }
             b
         });
