@@ -28,6 +28,9 @@ use bytes::{Buf, Bytes, BytesMut};
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Blob {
+    /// The common case, a blob in one chunk, needs no allocation: `one`
+    /// holds it and `chunks` stays empty.
+    one: Option<Bytes>,
     chunks: Vec<Bytes>,
     /// Index of the first chunk not yet fully consumed through `Buf`/`Read`.
     head: usize,
@@ -38,9 +41,13 @@ pub struct Blob {
 impl Blob {
     /// A blob made of the given chunks, in order. Empty chunks are dropped.
     pub fn from_chunks(chunks: Vec<Bytes>) -> Blob {
-        let chunks: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let mut chunks: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        if chunks.len() <= 1 {
+            return Blob::from(chunks.pop().unwrap_or_default());
+        }
         let remaining = chunks.iter().map(Bytes::len).sum();
         Blob {
+            one: None,
             chunks,
             head: 0,
             remaining,
@@ -76,11 +83,22 @@ impl Blob {
 
     /// The remaining chunks, in order.
     pub fn chunks(&self) -> &[Bytes] {
-        &self.chunks[self.head..]
+        match &self.one {
+            Some(one) if !one.is_empty() => std::slice::from_ref(one),
+            Some(_) => &[],
+            None => &self.chunks[self.head..],
+        }
     }
 
     /// Consumes the blob and returns its remaining chunks.
     pub fn into_chunks(mut self) -> Vec<Bytes> {
+        if let Some(one) = self.one {
+            return if one.is_empty() {
+                Vec::new()
+            } else {
+                vec![one]
+            };
+        }
         self.chunks.drain(..self.head);
         self.chunks
     }
@@ -92,7 +110,10 @@ impl Buf for Blob {
     }
 
     fn chunk(&self) -> &[u8] {
-        self.chunks.get(self.head).map_or(&[], |c| &c[..])
+        match &self.one {
+            Some(one) => one,
+            None => self.chunks.get(self.head).map_or(&[], |c| &c[..]),
+        }
     }
 
     fn advance(&mut self, mut cnt: usize) {
@@ -102,6 +123,10 @@ impl Buf for Blob {
             self.remaining
         );
         self.remaining -= cnt;
+        if let Some(one) = &mut self.one {
+            one.advance(cnt);
+            return;
+        }
         while cnt > 0 {
             let chunk = &mut self.chunks[self.head];
             if cnt < chunk.len() {
@@ -130,7 +155,12 @@ impl io::Read for Blob {
 
 impl From<Bytes> for Blob {
     fn from(bytes: Bytes) -> Blob {
-        Blob::from_chunks(vec![bytes])
+        Blob {
+            remaining: bytes.len(),
+            one: Some(bytes),
+            chunks: Vec::new(),
+            head: 0,
+        }
     }
 }
 

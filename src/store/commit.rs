@@ -434,7 +434,8 @@ impl Committer {
                     placed.request,
                     placed.entry.part_index,
                     PartLoc {
-                        stripe_id,
+                        // Assigned when the stripe is published.
+                        slot: u32::MAX,
                         offset: placed.entry.offset + col.table_len as u32,
                         len: placed.entry.len,
                         checksum: placed.entry.checksum,
@@ -692,25 +693,22 @@ impl Committer {
     /// Makes a durable commit visible: stripes first, then the index.
     fn publish(&self, batch: &[Request], written: Vec<Written>) {
         let mut parts_by_request: HashMap<usize, Vec<(u32, PartLoc)>> = HashMap::new();
-        let mut infos = Vec::with_capacity(written.len());
+        let last_ops = last_ops(batch);
+        let mut state = self.inner.write_state();
         for w in written {
-            for (request, part_index, loc) in w.parts {
+            for (c, col) in w.info.columns.iter().enumerate() {
+                if col.is_stored_len() && col.stored.is_none() {
+                    self.inner.queue_repair(w.info.stripe_id, c as u16);
+                }
+            }
+            let slot = state.add_stripe(w.info);
+            for (request, part_index, mut loc) in w.parts {
+                loc.slot = slot;
                 parts_by_request
                     .entry(request)
                     .or_default()
                     .push((part_index, loc));
             }
-            infos.push(w.info);
-        }
-        let last_ops = last_ops(batch);
-        let mut state = self.inner.write_state();
-        for info in infos {
-            for (c, col) in info.columns.iter().enumerate() {
-                if col.is_stored_len() && col.stored.is_none() {
-                    self.inner.queue_repair(info.stripe_id, c as u16);
-                }
-            }
-            state.add_stripe(info);
         }
         for (i, req) in batch.iter().enumerate() {
             match req {
@@ -724,10 +722,10 @@ impl Committer {
                     let loc = if parts.len() == 1 {
                         BlobLoc::Whole(parts[0].1)
                     } else {
-                        BlobLoc::Split {
-                            len: value.len() as u64,
-                            parts: parts.into_iter().map(|(_, l)| l).collect(),
-                        }
+                        BlobLoc::split(
+                            value.len() as u64,
+                            parts.into_iter().map(|(_, l)| l).collect(),
+                        )
                     };
                     state.insert_blob(key, loc);
                 }

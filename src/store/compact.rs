@@ -114,7 +114,7 @@ impl Store {
                 loc.parts().iter().any(|p| {
                     state
                         .stripes
-                        .get(p.stripe_id)
+                        .get(p.slot)
                         .is_some_and(|s| s.generation == generation)
                 })
             };
@@ -163,7 +163,8 @@ impl Store {
                 for e in entries {
                     if e.flags.contains(EntryFlags::RETIRE) {
                         let loc = super::index::PartLoc {
-                            stripe_id: stripe.stripe_id,
+                            // Read directly from `stripe`; the slot is unused.
+                            slot: u32::MAX,
                             offset: e.offset,
                             len: e.len,
                             checksum: e.checksum,
@@ -218,9 +219,10 @@ impl Store {
             let stripe = inner
                 .read_state()
                 .stripes
-                .get(part.stripe_id)
+                .get(part.slot)
+                .cloned()
                 .ok_or_else(|| Error::Corrupt {
-                    location: format!("stripe {}", part.stripe_id),
+                    location: format!("stripe slot {}", part.slot),
                     reason: "indexed stripe is missing from the stripe table".into(),
                 })?;
             let bytes = inner.read_part(&stripe, part)?;

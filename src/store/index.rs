@@ -9,7 +9,8 @@ use std::ops::Bound;
 /// Where one part of a blob lives: a byte range of one column's payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PartLoc {
-    pub stripe_id: u64,
+    /// The stripe's slot in the stripe table.
+    pub slot: u32,
     /// Offset of the part's bytes from the start of the column payload.
     pub offset: u32,
     pub len: u32,
@@ -18,25 +19,39 @@ pub(crate) struct PartLoc {
     pub column_index: u16,
 }
 
-/// A blob in the index: whole in one column, or cut into parts.
+/// A blob in the index: whole in one column, or cut into parts. Kept to 24
+/// bytes (the common case inline, the rare split blob boxed) because there
+/// is one per key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum BlobLoc {
     Whole(PartLoc),
-    Split { len: u64, parts: Box<[PartLoc]> },
+    Split(Box<SplitBlob>),
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SplitBlob {
+    pub len: u64,
+    pub parts: Box<[PartLoc]>,
+}
+
+const _: () = assert!(std::mem::size_of::<BlobLoc>() <= 24);
+
 impl BlobLoc {
+    pub fn split(len: u64, parts: Box<[PartLoc]>) -> BlobLoc {
+        BlobLoc::Split(Box::new(SplitBlob { len, parts }))
+    }
+
     pub fn len(&self) -> u64 {
         match self {
             BlobLoc::Whole(p) => u64::from(p.len),
-            BlobLoc::Split { len, .. } => *len,
+            BlobLoc::Split(s) => s.len,
         }
     }
 
     pub fn parts(&self) -> &[PartLoc] {
         match self {
             BlobLoc::Whole(p) => std::slice::from_ref(p),
-            BlobLoc::Split { parts, .. } => parts,
+            BlobLoc::Split(s) => &s.parts,
         }
     }
 }
@@ -103,7 +118,7 @@ mod tests {
 
     fn loc(n: u32) -> BlobLoc {
         BlobLoc::Whole(PartLoc {
-            stripe_id: 1,
+            slot: 1,
             offset: n,
             len: n,
             checksum: 0,

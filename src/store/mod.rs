@@ -41,8 +41,9 @@ pub use recover::OpenReport;
 
 use self::commit::{Committer, Request};
 use self::health::Counters;
-use self::index::{BlobLoc, Index};
+use self::index::{BlobLoc, Index, PartLoc};
 use self::nodes::NodeSet;
+use self::stripes::StripeInfo;
 use self::stripes::StripeTable;
 use crate::codec::Codec;
 use crate::format::KEY_LEN_MAX;
@@ -144,22 +145,23 @@ pub(crate) struct GenerationUsage {
 }
 
 impl State {
-    pub fn add_stripe(&mut self, info: stripes::StripeInfo) {
+    /// Adds a visible stripe; returns its slot.
+    pub fn add_stripe(&mut self, info: stripes::StripeInfo) -> u32 {
         let usage = self.generations.entry(info.generation).or_default();
         usage.stripes += 1;
         usage.column_bytes += info.columns.iter().map(|c| u64::from(c.len)).sum::<u64>();
-        self.stripes.insert(info);
+        self.stripes.insert(info)
     }
 
-    fn generation_of(&self, stripe_id: u64) -> Option<u64> {
-        self.stripes.get(stripe_id).map(|s| s.generation)
+    fn generation_of(&self, slot: u32) -> Option<u64> {
+        self.stripes.get(slot).map(|s| s.generation)
     }
 
     /// Adds `delta` (positive or negative) to the live bytes of every
     /// generation the blob has parts in.
     fn account(&mut self, loc: &BlobLoc, live: bool, written: bool) {
         for part in loc.parts() {
-            let Some(generation) = self.generation_of(part.stripe_id) else {
+            let Some(generation) = self.generation_of(part.slot) else {
                 continue;
             };
             let usage = self.generations.entry(generation).or_default();
@@ -432,27 +434,36 @@ impl Store {
     /// - [`Error::InvalidArgument`] / [`Error::LimitExceeded`] for a bad key.
     pub fn get(&self, key: &[u8]) -> Result<Option<Blob>> {
         check_key(key)?;
-        let (loc, stripes) = {
+        // Resolve slots to stripes under the lock; do the I/O after it.
+        let mut parts: Vec<(PartLoc, Arc<StripeInfo>)> = Vec::new();
+        let whole = {
             let state = self.inner.read_state();
             let Some(loc) = state.index.get(key) else {
                 return Ok(None);
             };
-            let stripes: Vec<_> = loc
-                .parts()
-                .iter()
-                .map(|p| state.stripes.get(p.stripe_id))
-                .collect();
-            (loc.clone(), stripes)
+            let resolve = |p: &PartLoc| -> Result<(PartLoc, Arc<StripeInfo>)> {
+                let stripe = state.stripes.get(p.slot).ok_or_else(|| Error::Corrupt {
+                    location: format!("stripe slot {}", p.slot),
+                    reason: "indexed stripe is missing from the stripe table".into(),
+                })?;
+                Ok((*p, Arc::clone(stripe)))
+            };
+            match loc {
+                BlobLoc::Whole(p) => Some(resolve(p)?),
+                BlobLoc::Split(split) => {
+                    parts = split.parts.iter().map(resolve).collect::<Result<_>>()?;
+                    None
+                }
+            }
         };
         self.inner.stats.gets.inc();
-        let mut chunks = Vec::with_capacity(loc.parts().len());
-        for (part, stripe) in loc.parts().iter().zip(stripes) {
-            let stripe = stripe.ok_or_else(|| Error::Corrupt {
-                location: format!("stripe {}", part.stripe_id),
-                reason: "indexed stripe is missing from the stripe table".into(),
-            })?;
-            chunks.push(self.inner.read_part(&stripe, part)?);
+        if let Some((part, stripe)) = whole {
+            return Ok(Some(Blob::from(self.inner.read_part(&stripe, &part)?)));
         }
+        let chunks = parts
+            .iter()
+            .map(|(part, stripe)| self.inner.read_part(stripe, part))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Some(Blob::from_chunks(chunks)))
     }
 

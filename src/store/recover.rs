@@ -223,7 +223,10 @@ impl Inner {
         let mut commit_entries: Vec<Pending> = Vec::new();
         let mut current_commit = None;
         for (stripe_id, commit) in order {
-            let Some(info) = state.stripes.get(stripe_id) else {
+            let Some(slot) = state.stripes.slot_of(stripe_id) else {
+                continue;
+            };
+            let Some(info) = state.stripes.get(slot).cloned() else {
                 continue;
             };
             if current_commit != Some(commit) {
@@ -239,7 +242,7 @@ impl Inner {
                 report.entry_tables_rebuilt += usize::from(rebuilt);
                 for e in entries {
                     let loc = PartLoc {
-                        stripe_id,
+                        slot,
                         offset: e.offset,
                         len: e.len,
                         checksum: e.checksum,
@@ -270,7 +273,7 @@ impl Inner {
                     loc.parts().iter().any(|p| {
                         state
                             .stripes
-                            .get(p.stripe_id)
+                            .get(p.slot)
                             .is_some_and(|s| s.generation == generation)
                     })
                 })
@@ -471,13 +474,7 @@ fn apply_commit(state: &mut State, entries: &mut Vec<Pending>) {
     for (key, (blob_len, parts)) in split {
         let parts: Option<Vec<PartLoc>> = parts.into_iter().collect();
         if let Some(parts) = parts {
-            state.insert_blob(
-                &key,
-                BlobLoc::Split {
-                    len: blob_len,
-                    parts: parts.into(),
-                },
-            );
+            state.insert_blob(&key, BlobLoc::split(blob_len, parts.into()));
         }
     }
 }

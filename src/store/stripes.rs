@@ -44,30 +44,65 @@ pub(crate) struct StripeInfo {
     pub entry_table_lens: Box<[u32]>,
 }
 
-/// All visible stripes by id.
+/// All visible stripes, in slots: the index refers to a stripe by its
+/// `u32` slot (smaller than its `u64` id), and ids map to slots. A slot is
+/// reused only after its stripe's generation was retired, when nothing in
+/// the index refers to it any more.
 #[derive(Debug, Default)]
 pub(crate) struct StripeTable {
-    map: HashMap<u64, Arc<StripeInfo>>,
+    slots: Vec<Option<Arc<StripeInfo>>>,
+    free: Vec<u32>,
+    by_id: HashMap<u64, u32>,
 }
 
 impl StripeTable {
-    pub fn get(&self, stripe_id: u64) -> Option<Arc<StripeInfo>> {
-        self.map.get(&stripe_id).cloned()
+    pub fn get(&self, slot: u32) -> Option<&Arc<StripeInfo>> {
+        self.slots.get(slot as usize)?.as_ref()
     }
 
-    pub fn insert(&mut self, info: StripeInfo) {
-        self.map.insert(info.stripe_id, Arc::new(info));
+    pub fn slot_of(&self, stripe_id: u64) -> Option<u32> {
+        self.by_id.get(&stripe_id).copied()
+    }
+
+    /// Adds a stripe; returns its slot.
+    pub fn insert(&mut self, info: StripeInfo) -> u32 {
+        let id = info.stripe_id;
+        let info = Some(Arc::new(info));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = info;
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 stripes");
+                self.slots.push(info);
+                slot
+            }
+        };
+        if let Some(old) = self.by_id.insert(id, slot) {
+            // The same stripe published twice would be a committer bug.
+            panic!("stripe {id} already in slot {old}");
+        }
+        slot
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.by_id.len()
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Arc<StripeInfo>> {
-        self.map.values()
+        self.slots.iter().flatten()
     }
 
     pub fn retain(&mut self, mut keep: impl FnMut(&StripeInfo) -> bool) {
-        self.map.retain(|_, s| keep(s));
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            if let Some(info) = entry
+                && !keep(info)
+            {
+                self.by_id.remove(&info.stripe_id);
+                *entry = None;
+                self.free.push(slot as u32);
+            }
+        }
     }
 }
