@@ -28,7 +28,7 @@ use super::pack::{OpenStripe, Placed};
 use super::stripes::{ColumnInfo, StripeInfo};
 use crate::format::{self, ColumnHeader, CommitStamp, Entry, EntryFlags};
 use crate::layout::NodeId;
-use crate::node::{RecordLocation, RecordRef};
+use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all};
 use crate::{Error, Result};
 
 /// A request to the committer; `ack` receives the outcome once durable.
@@ -517,42 +517,40 @@ impl Committer {
                     None => by_node.push((n, vec![c])),
                 }
             }
-            let outcomes: Vec<(NodeId, Vec<usize>, Result<Vec<RecordLocation>>)> =
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = by_node
-                        .into_iter()
-                        .map(|(n, cols)| {
-                            let headers = &headers;
-                            let payloads = &self.payloads;
-                            s.spawn(move || {
-                                let out = match inner.nodes.get(n) {
-                                    Some(node) => {
-                                        let records: Vec<RecordRef<'_>> = cols
-                                            .iter()
-                                            .map(|&c| RecordRef {
-                                                header: &headers[c],
-                                                payload: &payloads[c],
-                                            })
-                                            .collect();
-                                        node.append(generation, &records)
-                                    }
-                                    None => Err(Error::Unavailable {
-                                        node: inner.nodes.slot(n).name.clone(),
-                                        reason: "marked down".into(),
-                                    }),
-                                };
-                                (n, cols, out)
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| match h.join() {
-                            Ok(v) => v,
-                            Err(panic) => std::panic::resume_unwind(panic),
+            // A node marked down since it was picked is retried elsewhere.
+            let mut outcomes: Vec<(NodeId, Vec<usize>, Result<Vec<RecordLocation>>)> = Vec::new();
+            let mut live: Vec<(NodeId, Vec<usize>, &Arc<dyn Node>)> = Vec::new();
+            for (n, cols) in by_node {
+                match inner.nodes.get(n) {
+                    Some(node) => live.push((n, cols, node)),
+                    None => outcomes.push((
+                        n,
+                        cols,
+                        Err(Error::Unavailable {
+                            node: inner.nodes.slot(n).name.clone(),
+                            reason: "marked down".into(),
+                        }),
+                    )),
+                }
+            }
+            let records: Vec<Vec<RecordRef<'_>>> = live
+                .iter()
+                .map(|(_, cols, _)| {
+                    cols.iter()
+                        .map(|&c| RecordRef {
+                            header: &headers[c],
+                            payload: &self.payloads[c],
                         })
                         .collect()
-                });
+                })
+                .collect();
+            let batches: Vec<AppendBatch<'_>> = live
+                .iter()
+                .zip(&records)
+                .map(|((_, _, node), recs)| (&***node, generation, &recs[..]))
+                .collect();
+            let results = append_all(&batches);
+            outcomes.extend(live.into_iter().zip(results).map(|((n, cols, _), r)| (n, cols, r)));
             pending.clear();
             for (n, cols, out) in outcomes {
                 match out {
