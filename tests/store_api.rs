@@ -7,6 +7,7 @@ mod common;
 use std::io::Read;
 
 use bytes::{Buf, Bytes};
+use geoshard::layout::Layout;
 use geoshard::{Error, Store};
 
 #[test]
@@ -126,6 +127,43 @@ fn layout_that_lies_about_the_code_is_refused() {
     let err = Store::open(lying, common::options()).unwrap_err();
     assert!(matches!(err, Error::InvalidLayout { .. }), "{err}");
     assert!(err.to_string().contains("RS(6, 3)"), "{err}");
+}
+
+#[test]
+fn layout_that_swaps_node_paths_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = common::open(dir.path());
+        for i in 0..200 {
+            store
+                .put(format!("k{i}").as_bytes(), vec![i as u8; 3000])
+                .unwrap();
+        }
+    }
+    // The layout names s0n0's directory s1n0 and the other way round.
+    let root = dir.path();
+    let mut builder = Layout::builder().code(6, 3);
+    for s in 0..3 {
+        let nodes: Vec<(String, std::path::PathBuf)> = (0..3)
+            .map(|n| {
+                let (ps, pn) = match (s, n) {
+                    (0, 0) => (1, 0),
+                    (1, 0) => (0, 0),
+                    other => other,
+                };
+                (format!("s{s}n{n}"), root.join(format!("site{ps}/n{pn}")))
+            })
+            .collect();
+        builder = builder.site(format!("site{s}"), |mut b| {
+            for (name, path) in &nodes {
+                b = b.node(name, path.as_path());
+            }
+            b
+        });
+    }
+    let err = Store::open(builder.build().unwrap(), common::options()).unwrap_err();
+    assert!(matches!(err, Error::InvalidLayout { .. }), "{err}");
+    assert!(err.to_string().contains("names and paths"), "{err}");
 }
 
 #[test]

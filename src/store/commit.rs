@@ -550,7 +550,11 @@ impl Committer {
                 .map(|((_, _, node), recs)| (&***node, generation, &recs[..]))
                 .collect();
             let results = append_all(&batches);
-            outcomes.extend(live.into_iter().zip(results).map(|((n, cols, _), r)| (n, cols, r)));
+            outcomes.extend(
+                live.into_iter()
+                    .zip(results)
+                    .map(|((n, cols, _), r)| (n, cols, r)),
+            );
             pending.clear();
             for (n, cols, out) in outcomes {
                 match out {

@@ -50,6 +50,11 @@ pub struct OpenReport {
     pub blobs: usize,
 }
 
+/// Records a node must hold, all placed on one other node and none on
+/// itself, before open calls the layout's names and paths inconsistent
+/// (a node that only took a few handoff columns is not that).
+const LAYOUT_LIE_RECORDS_MIN: usize = 8;
+
 struct Found {
     header: ColumnHeader,
     records: Vec<(NodeId, ScannedRecord)>,
@@ -82,6 +87,38 @@ impl Inner {
                     continue;
                 }
             };
+            // Records placed on this node, and the most named other node.
+            let mut home_here = 0usize;
+            let mut elsewhere: HashMap<&str, usize> = HashMap::new();
+            for scan in &scans {
+                for rec in &scan.records {
+                    let home = rec
+                        .header
+                        .placement
+                        .get(usize::from(rec.header.column_index));
+                    match home {
+                        Some(name) if name == node.name() => home_here += 1,
+                        Some(name) => *elsewhere.entry(name.as_str()).or_default() += 1,
+                        None => {}
+                    }
+                }
+            }
+            if home_here == 0
+                && let Some((other, count)) = elsewhere.iter().max_by_key(|(_, c)| **c)
+                && *count >= LAYOUT_LIE_RECORDS_MIN
+            {
+                return Err(Error::InvalidLayout {
+                    reason: format!(
+                        "the directory of node {} holds {count} column records placed on node \
+                         {other} and none placed on {}",
+                        node.name(),
+                        node.name()
+                    ),
+                    fix: "check the layout's node names and paths: a directory keeps the node \
+                          name it was first written under"
+                        .into(),
+                });
+            }
             for scan in scans {
                 report.corrupt_regions += scan.corrupt.len();
                 report.tail_bytes_truncated += scan.truncated_tail_bytes;
