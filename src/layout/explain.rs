@@ -221,11 +221,7 @@ impl fmt::Display for Explanation {
             worst.columns_lost,
         )?;
         if self.sites_survived < site_count {
-            write!(
-                f,
-                "; or any {} sites at once",
-                self.sites_survived + 1
-            )?;
+            write!(f, "; or any {} sites at once", self.sites_survived + 1)?;
         }
         Ok(())
     }

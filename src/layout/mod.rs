@@ -57,7 +57,6 @@ mod types;
 mod validate;
 mod weights;
 
-
 use std::collections::HashMap;
 
 pub use builder::{LayoutBuilder, SiteBuilder};
@@ -104,6 +103,8 @@ pub struct Layout {
     node_hashes: Vec<u64>,
     /// Rendezvous weights of each site, by site index.
     site_weights: Vec<SiteWeights>,
+    /// Hash key of each column slot within a site.
+    slot_keys: Vec<u64>,
 }
 
 /// The rendezvous weights of one site's nodes.
@@ -171,8 +172,16 @@ impl Layout {
             .iter()
             .enumerate()
             .map(|(site_index, site)| {
-                let weights: Vec<u32> = site.nodes.iter().map(|&id| nodes[id.index()].weight).collect();
-                let mut counts: Vec<usize> = spread.counts.iter().map(|split| split[site_index]).collect();
+                let weights: Vec<u32> = site
+                    .nodes
+                    .iter()
+                    .map(|&id| nodes[id.index()].weight)
+                    .collect();
+                let mut counts: Vec<usize> = spread
+                    .counts
+                    .iter()
+                    .map(|split| split[site_index])
+                    .collect();
                 counts.sort_unstable();
                 counts.dedup();
                 let inverse_by_count = counts
@@ -188,7 +197,10 @@ impl Layout {
                 }
             })
             .collect();
-        let node_hashes = nodes.iter().map(|node| hash::name_hash(&node.name)).collect();
+        let node_hashes = nodes
+            .iter()
+            .map(|node| hash::name_hash(&node.name))
+            .collect();
         let node_by_name = nodes
             .iter()
             .enumerate()
@@ -209,6 +221,7 @@ impl Layout {
             spread,
             node_hashes,
             site_weights,
+            slot_keys: (0..COLUMN_COUNT_MAX).map(hash::slot_key).collect(),
         })
     }
 

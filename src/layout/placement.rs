@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::hash::{self, HANDOFF_SEED, RENDEZVOUS_SEED, STRIPE_SEED, mix64};
 use super::types::{NodeId, SiteId};
-use super::{COLUMN_COUNT_MAX, Layout, SITE_COUNT_MAX};
+use super::{COLUMN_COUNT_MAX, Layout};
 use crate::{Error, Result};
 
 /// The nodes of the k + m columns of one stripe: column `c < k` is a data
@@ -95,8 +95,20 @@ impl fmt::Debug for Placement {
     }
 }
 
-/// Scores of (slot, node) pairs kept on the stack; bigger sites recompute.
-const PAIR_SCRATCH_LEN: usize = 256;
+/// (slot, node) pairs ranked on the stack; bigger sites recompute.
+const PAIR_SCRATCH_LEN: usize = 64;
+const _: () = assert!(
+    PAIR_SCRATCH_LEN <= 64,
+    "slot and node sets are u64 bit masks"
+);
+
+/// Per-placement scratch for the within-site matching.
+struct Scratch {
+    /// Key of each (slot, node) pair, slot-major.
+    keys: [u64; PAIR_SCRATCH_LEN],
+    /// Each free slot's best free node.
+    best: [u8; PAIR_SCRATCH_LEN],
+}
 
 impl Layout {
     /// Where the columns of stripe `stripe_id` go. Pure and deterministic:
@@ -116,94 +128,138 @@ impl Layout {
         let column_count = self.code.column_count();
         let site_count = self.sites.len();
         let mixed = mix64(stripe_id ^ STRIPE_SEED);
-        let rotation = (mixed % site_count as u64) as usize;
-        let shift = (mix64(mixed) % column_count as u64) as usize;
+        let rotation = hash::below(mixed, site_count);
+        let shift = hash::below(mix64(mixed), column_count);
         let stripe_key = mix64(stripe_id ^ RENDEZVOUS_SEED);
-        let sequence = &self.spread.sequences[rotation];
-        let counts = &self.spread.counts[rotation];
-
-        // Group column indexes by site (counting sort, on the stack).
-        let mut start = [0u16; SITE_COUNT_MAX + 1];
-        for site in 0..site_count {
-            start[site + 1] = start[site] + counts[site] as u16;
-        }
-        let mut cursor = start;
-        let mut by_site = [0u16; COLUMN_COUNT_MAX];
-        for column in 0..column_count {
-            let site = sequence[(column + shift) % column_count].index();
-            by_site[usize::from(cursor[site])] = column as u16;
-            cursor[site] += 1;
-        }
-
+        let positions = &self.spread.positions[rotation];
+        let starts = &self.spread.starts[rotation];
         let mut placement = Placement::empty(stripe_id, column_count);
+        // Scratch shared by the sites; every entry read is written first.
+        let mut scratch = Scratch {
+            keys: [0; PAIR_SCRATCH_LEN],
+            best: [0; PAIR_SCRATCH_LEN],
+        };
         for site in 0..site_count {
-            let columns = &by_site[usize::from(start[site])..usize::from(start[site + 1])];
-            if !columns.is_empty() {
-                self.assign_site(site, stripe_key, columns, &mut placement.columns);
+            let slots = &positions[usize::from(starts[site])..usize::from(starts[site + 1])];
+            if !slots.is_empty() {
+                self.assign_site(
+                    site,
+                    stripe_key,
+                    slots,
+                    shift,
+                    &mut scratch,
+                    &mut placement.columns,
+                );
             }
         }
         placement
     }
 
-    /// Matches the site's `columns` (its slots, in column order) to distinct
-    /// nodes of the site, best-scoring (slot, node) pair first.
-    fn assign_site(&self, site: usize, stripe_key: u64, columns: &[u16], out: &mut [NodeId]) {
-        let nodes = &self.sites[site].nodes;
-        let weights = &self.site_weights[site];
-        let inverse = weights.inverse(columns.len());
-        let score = |slot: usize, member: usize| -> f64 {
-            let node = nodes[member];
-            let h = hash::pair_hash(stripe_key, hash::slot_key(slot), self.node_hashes[node.index()]);
-            if weights.uniform {
-                // Same order as -ln(u) / w with equal weights, without the log.
-                (h >> 12) as f64
+    /// Matches the site's column slots (`positions` in the dealt sequence,
+    /// which are columns `position - shift` mod k + m) to distinct nodes of
+    /// the site, best-scoring (slot, node) pair first.
+    fn assign_site(
+        &self,
+        site: usize,
+        stripe_key: u64,
+        positions: &[u16],
+        shift: usize,
+        scratch: &mut Scratch,
+        out: &mut [NodeId],
+    ) {
+        let column_count = self.code.column_count();
+        let column = |slot: usize| {
+            let position = usize::from(positions[slot]);
+            if position >= shift {
+                position - shift
             } else {
-                -hash::exponential(h) * inverse[member]
+                position + column_count - shift
             }
         };
-        let slot_count = columns.len();
+        let nodes = &self.sites[site].nodes;
+        let weights = &self.site_weights[site];
+        let inverse = weights.inverse(positions.len());
+        // Bigger is better. Equal weights rank by hash alone (the order of
+        // -ln(u) / w is the order of u); otherwise -w / ln(u) is ordered as
+        // the bits of the positive float ln(u) / -w, reversed.
+        let key = |slot: usize, member: usize| -> u64 {
+            let node = nodes[member];
+            let h = hash::pair_hash(
+                stripe_key,
+                self.slot_keys[slot],
+                self.node_hashes[node.index()],
+            );
+            if weights.uniform {
+                h
+            } else {
+                !(hash::exponential(h) * inverse[member]).to_bits()
+            }
+        };
+        let slot_count = positions.len();
         let node_count = nodes.len();
         if slot_count * node_count <= PAIR_SCRATCH_LEN {
-            let mut scores = [f64::NEG_INFINITY; PAIR_SCRATCH_LEN];
+            // Greedy matching, best pair first: keep each free slot's best
+            // free node, take the best of those, and rescan only the slots
+            // whose best node was just taken.
+            let Scratch { keys, best } = scratch;
             for slot in 0..slot_count {
-                for member in 0..node_count {
-                    scores[slot * node_count + member] = score(slot, member);
-                }
-            }
-            for _ in 0..slot_count {
-                let mut best = 0;
-                for pair in 1..slot_count * node_count {
-                    if scores[pair] > scores[best] {
-                        best = pair;
+                let row = &mut keys[slot * node_count..(slot + 1) * node_count];
+                let (mut top, mut top_key) = (0, 0);
+                for (member, entry) in row.iter_mut().enumerate() {
+                    *entry = key(slot, member);
+                    if member == 0 || *entry > top_key {
+                        (top, top_key) = (member, *entry);
                     }
                 }
-                let (slot, member) = (best / node_count, best % node_count);
-                out[usize::from(columns[slot])] = nodes[member];
-                for other in 0..node_count {
-                    scores[slot * node_count + other] = f64::NEG_INFINITY;
+                best[slot] = top as u8;
+            }
+            let (mut slots_taken, mut nodes_taken) = (0u64, 0u64);
+            for _ in 0..slot_count {
+                let mut chosen = usize::MAX;
+                let mut chosen_key = 0;
+                for slot in (0..slot_count).filter(|&s| slots_taken & (1 << s) == 0) {
+                    let k = keys[slot * node_count + usize::from(best[slot])];
+                    if chosen == usize::MAX || k > chosen_key {
+                        (chosen, chosen_key) = (slot, k);
+                    }
                 }
-                for other in 0..slot_count {
-                    scores[other * node_count + member] = f64::NEG_INFINITY;
+                let member = usize::from(best[chosen]);
+                slots_taken |= 1 << chosen;
+                nodes_taken |= 1 << member;
+                out[column(chosen)] = nodes[member];
+                for slot in (0..slot_count).filter(|&s| slots_taken & (1 << s) == 0) {
+                    if usize::from(best[slot]) != member {
+                        continue;
+                    }
+                    let row = &keys[slot * node_count..(slot + 1) * node_count];
+                    let mut top = usize::MAX;
+                    for (other, &k) in row.iter().enumerate() {
+                        if nodes_taken & (1 << other) == 0 && (top == usize::MAX || k > row[top]) {
+                            top = other;
+                        }
+                    }
+                    best[slot] = top as u8;
                 }
             }
         } else {
-            // Large site: same matching, scores recomputed each round.
+            // Large site: the same matching, keys recomputed each round.
             let mut slot_taken = [false; COLUMN_COUNT_MAX];
             let mut node_taken = [false; super::NODE_COUNT_MAX];
             for _ in 0..slot_count {
-                let mut best = (f64::NEG_INFINITY, 0, 0);
-                for (slot, _) in slot_taken[..slot_count].iter().enumerate().filter(|(_, t)| !**t) {
+                let mut best: Option<(u64, usize, usize)> = None;
+                for slot in (0..slot_count).filter(|&s| !slot_taken[s]) {
                     for member in (0..node_count).filter(|&m| !node_taken[m]) {
-                        let s = score(slot, member);
-                        if s > best.0 {
-                            best = (s, slot, member);
+                        let candidate = (key(slot, member), usize::MAX - slot, usize::MAX - member);
+                        if best.is_none_or(|b| candidate > b) {
+                            best = Some(candidate);
                         }
                     }
                 }
-                let (_, slot, member) = best;
+                let Some((_, slot, member)) = best else { break };
+                let (slot, member) = (usize::MAX - slot, usize::MAX - member);
                 slot_taken[slot] = true;
                 node_taken[member] = true;
-                out[usize::from(columns[slot])] = nodes[member];
+                out[column(slot)] = nodes[member];
             }
         }
     }
@@ -259,7 +315,13 @@ impl Layout {
         let mut other_sites: Vec<(usize, u64, SiteId)> = (0..self.sites.len())
             .map(|s| SiteId(s as u16))
             .filter(|&s| s != home_site)
-            .map(|s| (held[s.index()], mix64(key ^ hash::name_hash(&self.sites[s.index()].name)), s))
+            .map(|s| {
+                (
+                    held[s.index()],
+                    mix64(key ^ hash::name_hash(&self.sites[s.index()].name)),
+                    s,
+                )
+            })
             .collect();
         other_sites.sort_unstable();
         let mut candidates = ranked(home_site);
@@ -288,7 +350,11 @@ impl Layout {
     /// [`Error::InvalidArgument`] if a name is not a node of this layout
     /// (it was removed), if two columns name the same node, or if there are
     /// more than [`COLUMN_COUNT_MAX`] names.
-    pub fn placement_from_names<S: AsRef<str>>(&self, stripe_id: u64, names: &[S]) -> Result<Placement> {
+    pub fn placement_from_names<S: AsRef<str>>(
+        &self,
+        stripe_id: u64,
+        names: &[S],
+    ) -> Result<Placement> {
         if names.len() > COLUMN_COUNT_MAX {
             return Err(Error::invalid(format!(
                 "a placement of {} columns, over the limit of {COLUMN_COUNT_MAX}",

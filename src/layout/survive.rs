@@ -44,7 +44,9 @@ impl Layout {
         let mut node_lost = vec![false; self.nodes.len()];
         let mut lost_per_site = vec![0usize; site_count];
         for &node in lost_nodes {
-            let Some(flag) = node_lost.get_mut(node.index()) else { continue };
+            let Some(flag) = node_lost.get_mut(node.index()) else {
+                continue;
+            };
             let site = self.nodes[node.index()].site.index();
             if !*flag && !site_lost[site] {
                 *flag = true;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::Layout;
 use super::types::{Location, Promise};
 use super::validate::invalid;
-use super::Layout;
 use crate::{Error, Result};
 
 /// Longest layout file [`Layout::load`] reads.
@@ -105,7 +105,9 @@ impl Layout {
     pub fn load(path: impl AsRef<Path>) -> Result<Layout> {
         let path = path.as_ref();
         let context = || format!("reading layout file {}", path.display());
-        let len = std::fs::metadata(path).map_err(|e| Error::io(context(), e))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(context(), e))?
+            .len();
         if len > LAYOUT_FILE_LEN_MAX {
             return Err(Error::LimitExceeded {
                 what: "layout file length",
@@ -198,7 +200,9 @@ impl Layout {
                 writeln!(out, "name = {}", quote(&node.name))?;
                 match &node.location {
                     // Checked to be UTF-8 when the layout was built.
-                    Location::Dir(path) => writeln!(out, "path = {}", quote(&path.to_string_lossy()))?,
+                    Location::Dir(path) => {
+                        writeln!(out, "path = {}", quote(&path.to_string_lossy()))?
+                    }
                     Location::Url(url) => writeln!(out, "url = {}", quote(url))?,
                 }
                 writeln!(out, "weight = {}", node.weight)?;

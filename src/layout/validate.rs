@@ -69,7 +69,9 @@ fn check_code(code: Code) -> Result<()> {
     }
     if m == 0 {
         return Err(invalid(
-            format!("{code} has no parity columns (parity_count m is 0), so losing any node loses data"),
+            format!(
+                "{code} has no parity columns (parity_count m is 0), so losing any node loses data"
+            ),
             "set parity_count to at least 1; RS(6,3) over 3 sites survives any one site",
         ));
     }
@@ -80,7 +82,9 @@ fn check_code(code: Code) -> Result<()> {
                  GF(2^8) allows",
                 k + m
             ),
-            format!("use at most {COLUMN_COUNT_MAX} columns in all (k + m), e.g. RS(6,3) or RS(12,6)"),
+            format!(
+                "use at most {COLUMN_COUNT_MAX} columns in all (k + m), e.g. RS(6,3) or RS(12,6)"
+            ),
         ));
     }
     Ok(())
@@ -96,13 +100,21 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
     }
     if name.len() > NAME_LEN_MAX {
         return Err(invalid(
-            format!("{kind} name \"{name}\" is {} bytes long, over {NAME_LEN_MAX}", name.len()),
+            format!(
+                "{kind} name \"{name}\" is {} bytes long, over {NAME_LEN_MAX}",
+                name.len()
+            ),
             fix,
         ));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         return Err(invalid(
-            format!("{kind} name {name:?} has characters other than ASCII letters, digits, '-', '_' and '.'"),
+            format!(
+                "{kind} name {name:?} has characters other than ASCII letters, digits, '-', '_' and '.'"
+            ),
             fix,
         ));
     }
@@ -119,7 +131,10 @@ fn check_sites(builder: &LayoutBuilder) -> Result<()> {
     }
     if builder.sites.len() > SITE_COUNT_MAX {
         return Err(invalid(
-            format!("the layout has {} sites, over the limit of {SITE_COUNT_MAX}", builder.sites.len()),
+            format!(
+                "the layout has {} sites, over the limit of {SITE_COUNT_MAX}",
+                builder.sites.len()
+            ),
             format!("use at most {SITE_COUNT_MAX} sites"),
         ));
     }
@@ -156,7 +171,10 @@ fn check_sites(builder: &LayoutBuilder) -> Result<()> {
             }
             if node.weight == 0 {
                 return Err(invalid(
-                    format!("node \"{}\" in site \"{}\" has weight 0", node.name, site.name),
+                    format!(
+                        "node \"{}\" in site \"{}\" has weight 0",
+                        node.name, site.name
+                    ),
                     format!(
                         "give node \"{}\" a weight of at least 1 (weights are relative \
                          capacities: 2 takes twice the columns of 1), or remove the node",
@@ -179,7 +197,9 @@ fn check_sites(builder: &LayoutBuilder) -> Result<()> {
 /// A path with `.` and repeated or trailing separators removed, so that
 /// `/x/a/`, `/x/./a` and `/x//a` compare equal.
 fn normal_path(path: &Path) -> PathBuf {
-    path.components().filter(|c| *c != Component::CurDir).collect()
+    path.components()
+        .filter(|c| *c != Component::CurDir)
+        .collect()
 }
 
 fn check_locations(builder: &LayoutBuilder) -> Result<()> {
@@ -191,7 +211,10 @@ fn check_locations(builder: &LayoutBuilder) -> Result<()> {
                 if path.as_os_str().is_empty() {
                     return Err(invalid(
                         format!("node \"{}\" has an empty directory path", node.name),
-                        format!("give node \"{}\" the directory it stores columns in", node.name),
+                        format!(
+                            "give node \"{}\" the directory it stores columns in",
+                            node.name
+                        ),
                     ));
                 }
                 if path.to_str().is_none() {
@@ -220,7 +243,10 @@ fn check_locations(builder: &LayoutBuilder) -> Result<()> {
                 let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
                 if segments.is_empty() {
                     return Err(invalid(
-                        format!("node \"{}\" has the URL \"{url}\", which names no bucket or path", node.name),
+                        format!(
+                            "node \"{}\" has the URL \"{url}\", which names no bucket or path",
+                            node.name
+                        ),
                         format!("write it as {scheme}://bucket/prefix"),
                     ));
                 }
@@ -232,7 +258,9 @@ fn check_locations(builder: &LayoutBuilder) -> Result<()> {
     // inside it, so comparing neighbours finds every clash.
     dirs.sort();
     for pair in dirs.windows(2) {
-        let [(outer, outer_node), (inner, inner_node)] = pair else { continue };
+        let [(outer, outer_node), (inner, inner_node)] = pair else {
+            continue;
+        };
         if outer == inner {
             return Err(invalid(
                 format!(
@@ -256,7 +284,11 @@ fn check_locations(builder: &LayoutBuilder) -> Result<()> {
     }
     urls.sort();
     for pair in urls.windows(2) {
-        let [(outer, outer_scheme, outer_node), (inner, inner_scheme, inner_node)] = pair else {
+        let [
+            (outer, outer_scheme, outer_node),
+            (inner, inner_scheme, inner_node),
+        ] = pair
+        else {
             continue;
         };
         if outer_scheme != inner_scheme || !inner.starts_with(outer) {
@@ -266,9 +298,14 @@ fn check_locations(builder: &LayoutBuilder) -> Result<()> {
         let reason = if outer == inner {
             format!("nodes \"{outer_node}\" and \"{inner_node}\" both use {url}")
         } else {
-            format!("the URL of node \"{inner_node}\" is inside {url}, the URL of node \"{outer_node}\"")
+            format!(
+                "the URL of node \"{inner_node}\" is inside {url}, the URL of node \"{outer_node}\""
+            )
         };
-        return Err(invalid(reason, "give each node its own prefix, not one inside another node's"));
+        return Err(invalid(
+            reason,
+            "give each node its own prefix, not one inside another node's",
+        ));
     }
     Ok(())
 }
@@ -308,7 +345,10 @@ pub(crate) fn check_promise(
         ));
     }
     let spread = Spread::new(caps, column_count).ok_or_else(|| {
-        invalid("the sites have fewer nodes than a stripe has columns", "add nodes")
+        invalid(
+            "the sites have fewer nodes than a stripe has columns",
+            "add nodes",
+        )
     })?;
     let lost = spread.top_sites_column_count(s);
     if lost + e <= m {
@@ -322,18 +362,21 @@ pub(crate) fn check_promise(
     let reason = too_much_in_too_few_sites(code, promise, site_count, even_lost);
     let mut fixes = Vec::new();
     if s + e <= m
-        && let Some(sites_needed) =
-            (site_count + 1..=column_count).find(|&n| even_spread(n, column_count).top_sites_column_count(s) + e <= m)
+        && let Some(sites_needed) = (site_count + 1..=column_count)
+            .find(|&n| even_spread(n, column_count).top_sites_column_count(s) + e <= m)
     {
         fixes.push(format!(
             "use at least {sites_needed} sites with {} nodes each",
             column_count.div_ceil(sites_needed)
         ));
     }
-    if let Some((parity, per_site)) = (m + 1..=COLUMN_COUNT_MAX - code.data_count).find_map(|parity| {
-        let bigger = even_spread(site_count, code.data_count + parity);
-        (bigger.top_sites_column_count(s) + e <= parity).then(|| (parity, bigger.site_column_count_max()))
-    }) {
+    if let Some((parity, per_site)) =
+        (m + 1..=COLUMN_COUNT_MAX - code.data_count).find_map(|parity| {
+            let bigger = even_spread(site_count, code.data_count + parity);
+            (bigger.top_sites_column_count(s) + e <= parity)
+                .then(|| (parity, bigger.site_column_count_max()))
+        })
+    {
         fixes.push(format!(
             "keep {site_count} {} and use RS({},{parity}) ({per_site} columns per site, so each site \
              needs at least {per_site} nodes)",
@@ -345,7 +388,9 @@ pub(crate) fn check_promise(
         fixes.push(format!("lower extra_nodes_lost to {}", m - even_lost));
     }
     if s > 1
-        && let Some(fewer) = (1..s).rev().find(|&fewer| spread.top_sites_column_count(fewer) + e <= m)
+        && let Some(fewer) = (1..s)
+            .rev()
+            .find(|&fewer| spread.top_sites_column_count(fewer) + e <= m)
     {
         fixes.push(format!("lower sites_lost to {fewer}"));
     }
@@ -361,7 +406,12 @@ fn even_spread(site_count: usize, column_count: usize) -> Spread {
     Spread::new(&caps, column_count).unwrap_or_else(|| unreachable!("uncapped sites always fit"))
 }
 
-fn too_much_in_too_few_sites(code: Code, promise: Promise, site_count: usize, lost: usize) -> String {
+fn too_much_in_too_few_sites(
+    code: Code,
+    promise: Promise,
+    site_count: usize,
+    lost: usize,
+) -> String {
     let Promise {
         sites_lost: s,
         extra_nodes_lost: e,
@@ -408,12 +458,16 @@ fn node_shortage(
     let column_count = code.column_count();
     let m = code.parity_count;
     let holds = |targets: &[usize]| {
-        Spread::new(targets, column_count)
-            .is_some_and(|s| s.top_sites_column_count(promise.sites_lost) + promise.extra_nodes_lost <= m)
+        Spread::new(targets, column_count).is_some_and(|s| {
+            s.top_sites_column_count(promise.sites_lost) + promise.extra_nodes_lost <= m
+        })
     };
     // The fewest nodes to add: raise short sites to the floor of an even
     // share if that is enough, else to its ceiling (which always is).
-    let floor: Vec<usize> = caps.iter().map(|&cap| cap.max(column_count / site_count)).collect();
+    let floor: Vec<usize> = caps
+        .iter()
+        .map(|&cap| cap.max(column_count / site_count))
+        .collect();
     let ceiling: Vec<usize> = caps
         .iter()
         .map(|&cap| cap.max(column_count.div_ceil(site_count)))
@@ -435,7 +489,9 @@ fn node_shortage(
             )
         })
         .collect();
-    let fullest = (0..site_count).max_by_key(|&site| spread.counts[0][site]).unwrap_or(0);
+    let fullest = (0..site_count)
+        .max_by_key(|&site| spread.counts[0][site])
+        .unwrap_or(0);
     let most = spread.site_column_count_max();
     let reason = format!(
         "{} (two columns of a stripe never share a node); the columns it cannot take push up to \

@@ -55,7 +55,8 @@ pub(crate) fn effective_weights(weights: &[u32], count: usize) -> Vec<f64> {
     for _ in 0..ITERATIONS_MAX {
         let inclusion = inclusion_probabilities(&rest_weights, rest_count);
         let mut error_max: f64 = 0.0;
-        for ((weight, &target), &got) in rest_weights.iter_mut().zip(&rest_targets).zip(&inclusion) {
+        for ((weight, &target), &got) in rest_weights.iter_mut().zip(&rest_targets).zip(&inclusion)
+        {
             error_max = error_max.max((target - got).abs());
             *weight *= target / got;
         }
@@ -167,7 +168,10 @@ mod tests {
             let shares = capacity_shares(&raw, count);
             let got = inclusion_probabilities(&effective, count);
             for (share, got) in shares.iter().zip(&got) {
-                assert!((share - got).abs() < 1e-6, "{weights:?} c={count}: {shares:?} vs {got:?}");
+                assert!(
+                    (share - got).abs() < 1e-6,
+                    "{weights:?} c={count}: {shares:?} vs {got:?}"
+                );
             }
         }
     }
