@@ -225,7 +225,7 @@ fn survives_is_exact_for_the_worst_stripe() {
             .filter(|_| rng.random_bool(0.3))
             .collect();
         let lost_nodes: Vec<NodeId> = (0..9)
-            .map(|n| NodeId(n))
+            .map(NodeId)
             .filter(|_| rng.random_bool(0.2))
             .collect();
         let all = layout.survives(&lost_sites, &lost_nodes);

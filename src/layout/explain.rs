@@ -212,7 +212,7 @@ impl fmt::Display for Explanation {
         let what = if names.is_empty() {
             format!("{nodes} anywhere")
         } else {
-            format!("{} plus {nodes} in other sites", names.join(" and "))
+            format!("{} plus {nodes} elsewhere", names.join(" and "))
         };
         write!(
             f,

@@ -108,6 +108,8 @@ struct Scratch {
     keys: [u64; PAIR_SCRATCH_LEN],
     /// Each free slot's best free node.
     best: [u8; PAIR_SCRATCH_LEN],
+    /// Sites with more (slot, node) pairs than this take the large-site way.
+    pair_count_max: usize,
 }
 
 impl Layout {
@@ -125,6 +127,12 @@ impl Layout {
     ///    pairs are taken best first. Adding a node to a site moves about
     ///    its share of that site's columns and nothing elsewhere.
     pub fn placement(&self, stripe_id: u64) -> Placement {
+        self.placement_with(stripe_id, PAIR_SCRATCH_LEN)
+    }
+
+    /// [`placement`](Layout::placement), matching sites of up to
+    /// `pair_scratch_len` (slot, node) pairs on the stack.
+    fn placement_with(&self, stripe_id: u64, pair_scratch_len: usize) -> Placement {
         let column_count = self.code.column_count();
         let site_count = self.sites.len();
         let mixed = mix64(stripe_id ^ STRIPE_SEED);
@@ -138,6 +146,7 @@ impl Layout {
         let mut scratch = Scratch {
             keys: [0; PAIR_SCRATCH_LEN],
             best: [0; PAIR_SCRATCH_LEN],
+            pair_count_max: pair_scratch_len.min(PAIR_SCRATCH_LEN),
         };
         for site in 0..site_count {
             let slots = &positions[usize::from(starts[site])..usize::from(starts[site + 1])];
@@ -197,11 +206,11 @@ impl Layout {
         };
         let slot_count = positions.len();
         let node_count = nodes.len();
-        if slot_count * node_count <= PAIR_SCRATCH_LEN {
+        if slot_count * node_count <= scratch.pair_count_max {
             // Greedy matching, best pair first: keep each free slot's best
             // free node, take the best of those, and rescan only the slots
             // whose best node was just taken.
-            let Scratch { keys, best } = scratch;
+            let Scratch { keys, best, .. } = scratch;
             for slot in 0..slot_count {
                 let row = &mut keys[slot * node_count..(slot + 1) * node_count];
                 let (mut top, mut top_key) = (0, 0);
@@ -242,24 +251,42 @@ impl Layout {
                 }
             }
         } else {
-            // Large site: the same matching, keys recomputed each round.
-            let mut slot_taken = [false; COLUMN_COUNT_MAX];
-            let mut node_taken = [false; super::NODE_COUNT_MAX];
-            for _ in 0..slot_count {
-                let mut best: Option<(u64, usize, usize)> = None;
-                for slot in (0..slot_count).filter(|&s| !slot_taken[s]) {
-                    for member in (0..node_count).filter(|&m| !node_taken[m]) {
-                        let candidate = (key(slot, member), usize::MAX - slot, usize::MAX - member);
-                        if best.is_none_or(|b| candidate > b) {
-                            best = Some(candidate);
-                        }
+            // Large site: the same matching, with only each slot's best
+            // kept and a slot's row recomputed when its best node is taken.
+            let mut best = [(0u64, 0u16); COLUMN_COUNT_MAX];
+            let mut nodes_taken = [0u64; super::NODE_COUNT_MAX / 64];
+            let is_taken =
+                |taken: &[u64], member: usize| taken[member / 64] & (1 << (member % 64)) != 0;
+            let best_free = |slot: usize, taken: &[u64]| {
+                let mut top: Option<(u64, u16)> = None;
+                for member in (0..node_count).filter(|&m| !is_taken(taken, m)) {
+                    let k = key(slot, member);
+                    if top.is_none_or(|(top_key, _)| k > top_key) {
+                        top = Some((k, member as u16));
                     }
                 }
-                let Some((_, slot, member)) = best else { break };
-                let (slot, member) = (usize::MAX - slot, usize::MAX - member);
-                slot_taken[slot] = true;
-                node_taken[member] = true;
-                out[column(slot)] = nodes[member];
+                top.unwrap_or((0, 0))
+            };
+            for (slot, entry) in best[..slot_count].iter_mut().enumerate() {
+                *entry = best_free(slot, &nodes_taken);
+            }
+            let mut slots_taken = [false; COLUMN_COUNT_MAX];
+            for _ in 0..slot_count {
+                let mut chosen = usize::MAX;
+                for slot in (0..slot_count).filter(|&s| !slots_taken[s]) {
+                    if chosen == usize::MAX || best[slot].0 > best[chosen].0 {
+                        chosen = slot;
+                    }
+                }
+                let member = usize::from(best[chosen].1);
+                slots_taken[chosen] = true;
+                nodes_taken[member / 64] |= 1 << (member % 64);
+                out[column(chosen)] = nodes[member];
+                for slot in (0..slot_count).filter(|&s| !slots_taken[s]) {
+                    if usize::from(best[slot].1) == member {
+                        best[slot] = best_free(slot, &nodes_taken);
+                    }
+                }
             }
         }
     }
@@ -369,5 +396,56 @@ impl Layout {
                 .ok_or_else(|| Error::invalid(format!("node \"{name}\" is not in the layout")))?;
         }
         Placement::from_columns(stripe_id, &columns[..names.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(k: usize, m: usize, weights: &[&[u32]]) -> Layout {
+        let mut builder = Layout::builder().code(k, m);
+        for (site, row) in weights.iter().enumerate() {
+            builder = builder.site(format!("s{site}"), |mut s| {
+                for (node, &w) in row.iter().enumerate() {
+                    s = s.node_weighted(
+                        format!("s{site}n{node}"),
+                        format!("/s{site}n{node}").as_str(),
+                        w,
+                    );
+                }
+                s
+            });
+        }
+        builder.build().unwrap()
+    }
+
+    #[test]
+    fn large_site_path_matches_the_stack_path() {
+        for layout in [
+            layout(6, 3, &[&[1; 3], &[1; 3], &[1; 3]]),
+            layout(6, 3, &[&[1; 8], &[1; 5], &[1; 4]]),
+            layout(6, 3, &[&[1, 2, 3, 1, 2], &[5, 1, 1, 1], &[1, 1, 1]]),
+            layout(4, 4, &[&[1; 7], &[2; 3], &[1, 9, 1]]),
+        ] {
+            for stripe_id in 0..2000 {
+                assert_eq!(
+                    layout.placement_with(stripe_id, 0),
+                    layout.placement(stripe_id)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn large_sites_are_placed() {
+        let big = layout(12, 6, &[&[1; 40], &[1; 40], &[1; 40]]);
+        for stripe_id in 0..200 {
+            let placement = big.placement(stripe_id);
+            let mut columns = placement.columns().to_vec();
+            columns.sort_unstable();
+            columns.dedup();
+            assert_eq!(columns.len(), 18);
+        }
     }
 }
