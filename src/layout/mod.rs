@@ -77,6 +77,8 @@ pub const NODE_COUNT_MAX: usize = 4096;
 /// Longest site or node name, in bytes. Node names are stored in every
 /// column header, so they are kept short.
 pub const NAME_LEN_MAX: usize = 64;
+/// Longest layout file [`Layout::load`] reads, in bytes.
+pub const LAYOUT_FILE_LEN_MAX: u64 = 4 << 20;
 /// URL schemes a node location may use.
 pub const URL_SCHEMES: [&str; 4] = ["s3", "gs", "az", "file"];
 
@@ -110,19 +112,20 @@ pub struct Layout {
 /// The rendezvous weights of one site's nodes.
 #[derive(Clone, Debug)]
 struct SiteWeights {
-    /// All nodes weigh the same: rank by hash alone.
-    uniform: bool,
     /// For each column count the site holds in some stripe, the inverse of
-    /// each node's effective weight (in the order of `SiteSpec::nodes`).
-    inverse_by_count: Vec<(usize, Vec<f64>)>,
+    /// each node's effective weight (in the order of `SiteSpec::nodes`), or
+    /// `None` when weights cannot matter: all nodes weigh the same, or the
+    /// site puts a column on every node.
+    inverse_by_count: Vec<(usize, Option<Vec<f64>>)>,
 }
 
 impl SiteWeights {
-    fn inverse(&self, count: usize) -> &[f64] {
+    /// `None`: rank nodes by hash alone.
+    fn inverse(&self, count: usize) -> Option<&[f64]> {
         self.inverse_by_count
             .iter()
             .find(|(c, _)| *c == count)
-            .map_or(&[], |(_, inverse)| inverse.as_slice())
+            .and_then(|(_, inverse)| inverse.as_deref())
     }
 }
 
@@ -184,17 +187,18 @@ impl Layout {
                     .collect();
                 counts.sort_unstable();
                 counts.dedup();
+                let uniform = weights.windows(2).all(|pair| pair[0] == pair[1]);
                 let inverse_by_count = counts
                     .into_iter()
                     .map(|count| {
+                        if uniform || count >= weights.len() {
+                            return (count, None);
+                        }
                         let effective = weights::effective_weights(&weights, count);
-                        (count, effective.iter().map(|w| 1.0 / w).collect())
+                        (count, Some(effective.iter().map(|w| 1.0 / w).collect()))
                     })
                     .collect();
-                SiteWeights {
-                    uniform: weights.windows(2).all(|pair| pair[0] == pair[1]),
-                    inverse_by_count,
-                }
+                SiteWeights { inverse_by_count }
             })
             .collect();
         let node_hashes = nodes

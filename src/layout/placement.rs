@@ -188,9 +188,10 @@ impl Layout {
         let nodes = &self.sites[site].nodes;
         let weights = &self.site_weights[site];
         let inverse = weights.inverse(positions.len());
-        // Bigger is better. Equal weights rank by hash alone (the order of
-        // -ln(u) / w is the order of u); otherwise -w / ln(u) is ordered as
-        // the bits of the positive float ln(u) / -w, reversed.
+        // Bigger is better. Where weights cannot matter, rank by hash alone
+        // (with equal weights the order of -w / ln(u) is the order of u);
+        // otherwise -w / ln(u) is ordered as the bits of the positive float
+        // ln(u) / -w, reversed.
         let key = |slot: usize, member: usize| -> u64 {
             let node = nodes[member];
             let h = hash::pair_hash(
@@ -198,10 +199,9 @@ impl Layout {
                 self.slot_keys[slot],
                 self.node_hashes[node.index()],
             );
-            if weights.uniform {
-                h
-            } else {
-                !(hash::exponential(h) * inverse[member]).to_bits()
+            match inverse {
+                None => h,
+                Some(inverse) => !(hash::exponential(h) * inverse[member]).to_bits(),
             }
         };
         let slot_count = positions.len();
