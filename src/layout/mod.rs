@@ -168,6 +168,12 @@ impl Layout {
                 nodes: members,
             });
         }
+        // Placement slices a site's node hashes by id range.
+        debug_assert!(
+            sites
+                .iter()
+                .all(|site| site.nodes.windows(2).all(|w| w[1].0 == w[0].0 + 1))
+        );
         let caps: Vec<usize> = sites.iter().map(|site| site.nodes.len()).collect();
         let site_names: Vec<&str> = sites.iter().map(|site| site.name.as_str()).collect();
         let spread = validate::check_promise(code, promise, &site_names, &caps)?;

@@ -102,6 +102,15 @@ const _: () = assert!(
     "slot and node sets are u64 bit masks"
 );
 
+/// A set of the `count` lowest bits (`count <= 64`).
+fn low_bits(count: usize) -> u64 {
+    if count >= 64 {
+        u64::MAX
+    } else {
+        (1 << count) - 1
+    }
+}
+
 /// Per-placement scratch for the within-site matching.
 struct Scratch {
     /// Key of each (slot, node) pair, slot-major.
@@ -192,13 +201,11 @@ impl Layout {
         // (with equal weights the order of -w / ln(u) is the order of u);
         // otherwise -w / ln(u) is ordered as the bits of the positive float
         // ln(u) / -w, reversed.
+        // A site's nodes have consecutive ids (see `Layout::from_builder`).
+        let first = nodes.first().map_or(0, |node| node.index());
+        let node_hashes = &self.node_hashes[first..first + nodes.len()];
         let key = |slot: usize, member: usize| -> u64 {
-            let node = nodes[member];
-            let h = hash::pair_hash(
-                stripe_key,
-                self.slot_keys[slot],
-                self.node_hashes[node.index()],
-            );
+            let h = hash::pair_hash(stripe_key, self.slot_keys[slot], node_hashes[member]);
             match inverse {
                 None => h,
                 Some(inverse) => !(hash::exponential(h) * inverse[member]).to_bits(),
@@ -222,28 +229,42 @@ impl Layout {
                 }
                 best[slot] = top as u8;
             }
-            let (mut slots_taken, mut nodes_taken) = (0u64, 0u64);
-            for _ in 0..slot_count {
-                let mut chosen = usize::MAX;
-                let mut chosen_key = 0;
-                for slot in (0..slot_count).filter(|&s| slots_taken & (1 << s) == 0) {
+            // Free slots and nodes as bit sets, walked lowest bit first so
+            // that ties go to the lower slot or node, like the large way.
+            let mut free_slots = low_bits(slot_count);
+            let mut free_nodes = low_bits(node_count);
+            while free_slots != 0 {
+                let mut walk = free_slots;
+                let mut chosen = walk.trailing_zeros() as usize;
+                let mut chosen_key = keys[chosen * node_count + usize::from(best[chosen])];
+                walk &= walk - 1;
+                while walk != 0 {
+                    let slot = walk.trailing_zeros() as usize;
+                    walk &= walk - 1;
                     let k = keys[slot * node_count + usize::from(best[slot])];
-                    if chosen == usize::MAX || k > chosen_key {
+                    if k > chosen_key {
                         (chosen, chosen_key) = (slot, k);
                     }
                 }
                 let member = usize::from(best[chosen]);
-                slots_taken |= 1 << chosen;
-                nodes_taken |= 1 << member;
+                free_slots &= !(1 << chosen);
+                free_nodes &= !(1 << member);
                 out[column(chosen)] = nodes[member];
-                for slot in (0..slot_count).filter(|&s| slots_taken & (1 << s) == 0) {
+                let mut walk = free_slots;
+                while walk != 0 {
+                    let slot = walk.trailing_zeros() as usize;
+                    walk &= walk - 1;
                     if usize::from(best[slot]) != member {
                         continue;
                     }
                     let row = &keys[slot * node_count..(slot + 1) * node_count];
-                    let mut top = usize::MAX;
-                    for (other, &k) in row.iter().enumerate() {
-                        if nodes_taken & (1 << other) == 0 && (top == usize::MAX || k > row[top]) {
+                    let mut candidates = free_nodes;
+                    let mut top = candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
+                    while candidates != 0 {
+                        let other = candidates.trailing_zeros() as usize;
+                        candidates &= candidates - 1;
+                        if row[other] > row[top] {
                             top = other;
                         }
                     }
