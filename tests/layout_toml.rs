@@ -216,3 +216,74 @@ fn a_node_needs_exactly_one_location() {
     ));
     assert_eq!(reason, "node \"a1\" in site \"a\" has weight 0");
 }
+
+#[test]
+fn mangled_files_are_refused_without_panicking() {
+    use rand::{Rng, SeedableRng};
+    let base = readme_block("## Layout file", "toml");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x70_6d1);
+    let numbers = [
+        "0",
+        "1",
+        "255",
+        "256",
+        "65535",
+        "4294967296",
+        "18446744073709551615",
+        "-1",
+    ];
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..1500 {
+        let mut text = base.clone().into_bytes();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..text.len());
+            match rng.random_range(0..4) {
+                0 => {
+                    text.remove(at);
+                }
+                1 => {
+                    let bytes = b"=[]{}\",.#\n x1";
+                    text.insert(at, bytes[rng.random_range(0..bytes.len())]);
+                }
+                2 => text.truncate(at),
+                _ => {
+                    // Swap a number for an extreme one.
+                    let source = String::from_utf8_lossy(&text).into_owned();
+                    let digits: Vec<usize> =
+                        source.match_indices(" = ").map(|(i, _)| i + 3).collect();
+                    let Some(&start) = digits.get(rng.random_range(0..digits.len().max(1))) else {
+                        continue;
+                    };
+                    let end = source[start..]
+                        .find('\n')
+                        .map_or(source.len(), |e| start + e);
+                    if source[start..end]
+                        .trim_start()
+                        .starts_with(|c: char| c.is_ascii_digit())
+                    {
+                        let number = numbers[rng.random_range(0..numbers.len())];
+                        text =
+                            format!("{}{number}{}", &source[..start], &source[end..]).into_bytes();
+                    }
+                }
+            }
+            if text.is_empty() {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
+        match Layout::from_toml_str(&text) {
+            Ok(layout) => {
+                accepted += 1;
+                let _ = layout.placement(1);
+                let _ = layout.explain().to_string();
+            }
+            Err(Error::InvalidLayout { .. } | Error::LayoutCannotSurvive { .. }) => refused += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(
+        accepted > 50 && refused > 500,
+        "{accepted} accepted, {refused} refused"
+    );
+}

@@ -379,3 +379,30 @@ fn bad_names_are_refused() {
         format!("node name \"{long}\" is 65 bytes long, over 64")
     );
 }
+
+#[test]
+fn extreme_numbers_are_refused_not_overflowed() {
+    let (reason, _) = invalid(grid(usize::MAX, 1, &[3, 3, 3]).build());
+    assert!(reason.contains("more than the 256"), "{reason}");
+    let (reason, _) = invalid(grid(1, usize::MAX, &[3, 3, 3]).build());
+    assert!(reason.contains("more than the 256"), "{reason}");
+    let (_, reason, fix) = cannot_survive(grid(6, 3, &[3, 3, 3]).sites_lost(usize::MAX).build());
+    assert!(reason.contains("only 3 sites"), "{reason}");
+    assert!(fix.contains("lower sites_lost to 2"), "{fix}");
+    let (_, reason, fix) =
+        cannot_survive(grid(6, 3, &[3, 3, 3]).extra_nodes_lost(usize::MAX).build());
+    assert!(
+        reason.contains("more than the 3 parity columns"),
+        "{reason}"
+    );
+    assert!(!fix.is_empty());
+    let (_, _, fix) = cannot_survive(
+        grid(6, 3, &[3, 3, 3, 3])
+            .promise(Promise {
+                sites_lost: 2,
+                extra_nodes_lost: usize::MAX,
+            })
+            .build(),
+    );
+    assert!(!fix.is_empty());
+}
