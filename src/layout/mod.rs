@@ -14,6 +14,10 @@
 //! - within a site, nodes are chosen by weighted rendezvous hashing on
 //!   (stripe id, column slot, node name), so load follows capacity weights
 //!   and adding a node to a site moves only about its share of columns.
+//!   Plain weighted rendezvous follows weights exactly only when a site
+//!   holds one column per stripe; for several, the layout solves (once, at
+//!   build, exactly for sites of up to 12 nodes) for rendezvous weights that
+//!   give every node its capacity share, capped at one column per stripe.
 //!
 //! Placement is a pure function of the layout description and the stripe
 //! id, identical on every platform; the node names of a placement

@@ -133,8 +133,16 @@ impl Layout {
     /// 2. Within a site, its columns (slots) are matched to distinct nodes
     ///    by weighted rendezvous: each (slot, node) pair scores
     ///    `-w / ln(u)` with `u` a hash of (stripe id, slot, node name), and
-    ///    pairs are taken best first. Adding a node to a site moves about
-    ///    its share of that site's columns and nothing elsewhere.
+    ///    pairs are taken best first. `w` is the node's capacity weight,
+    ///    adjusted when the site holds several columns so that each node's
+    ///    share of them follows its weight (see the module docs); where
+    ///    every node of the site gets a column, or all weigh the same, the
+    ///    hash alone ranks. Adding a node to a site moves about its share of
+    ///    that site's columns and nothing elsewhere.
+    ///
+    /// Costs one 64-bit hash per (slot, node) pair of each site, plus a
+    /// logarithm where weights matter; about 2,100 instructions for
+    /// 3 sites x 3 nodes RS(6,3) (see `docs/PERFORMANCE.md`).
     pub fn placement(&self, stripe_id: u64) -> Placement {
         self.placement_with(stripe_id, PAIR_SCRATCH_LEN)
     }
