@@ -248,3 +248,24 @@ fn adding_a_node_moves_about_its_share() {
         "moved {moved:.3}, less than the new node's share"
     );
 }
+
+#[test]
+fn adding_a_weighted_node_moves_about_its_share() {
+    // Effective weights are re-solved for the grown site, yet the moves stay
+    // close to the new node's capacity share of the site's columns.
+    let row: &[u32] = &[1, 2, 1, 2];
+    let before = weighted_grid(4, 2, &[row, row, row]).build().unwrap();
+    let after = weighted_grid(4, 2, &[&[1, 2, 1, 2, 2], row, row])
+        .build()
+        .unwrap();
+    let (moved, elsewhere) = moved_fraction(&before, &after, "s0");
+    assert_eq!(elsewhere, 0);
+    // The new node weighs 2 of 8 and the site holds 2 columns: 2 * 2/8 of
+    // 2 columns, a quarter of them, should move.
+    println!("weighted 1:2:1:2 + 2: moved {moved:.4} (ideal 0.25)");
+    assert!(moved <= 1.5 * 0.25, "moved {moved:.3}, ideal 0.25");
+    assert!(
+        moved >= 0.25 * 0.95,
+        "moved {moved:.3}, less than the new node's share"
+    );
+}
