@@ -212,7 +212,7 @@ impl fmt::Display for Explanation {
         let what = if names.is_empty() {
             format!("{nodes} anywhere")
         } else {
-            format!("{} plus {nodes} in other sites", names.join(" and "))
+            format!("{} plus {nodes} elsewhere", names.join(" and "))
         };
         write!(
             f,
@@ -221,8 +221,81 @@ impl fmt::Display for Explanation {
             worst.columns_lost,
         )?;
         if self.sites_survived < site_count {
-            write!(f, "; or any {} sites at once", self.sites_survived + 1)?;
+            let sites = self.sites_survived + 1;
+            write!(
+                f,
+                "; or any {sites} {} at once",
+                plural(sites, "site", "sites")
+            )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(k: usize, m: usize, sizes: &[usize]) -> crate::layout::LayoutBuilder {
+        let mut builder = Layout::builder().code(k, m);
+        for (site, &size) in sizes.iter().enumerate() {
+            builder = builder.site(format!("s{site}"), |mut s| {
+                for node in 0..size {
+                    s = s.node(
+                        format!("s{site}n{node}"),
+                        format!("/s{site}n{node}").as_str(),
+                    );
+                }
+                s
+            });
+        }
+        builder
+    }
+
+    #[test]
+    fn uneven_split_is_explained() {
+        // RS(4,4) over 3 sites: 8 columns split 3/3/2, rotating.
+        let explanation = grid(4, 4, &[3, 3, 3]).build().unwrap().explain();
+        assert_eq!(explanation.storage_overhead, 2.0);
+        for site in &explanation.sites {
+            assert_eq!((site.column_count_min, site.column_count_max), (2, 3));
+            assert!((site.data_column_mean - 4.0 / 3.0).abs() < 1e-9);
+        }
+        assert_eq!(explanation.sites_survived, 1);
+        assert_eq!(explanation.nodes_survived, 4);
+        // After the fullest site (3 columns), one more node.
+        assert_eq!(explanation.extra_nodes_survived, 1);
+        assert_eq!(explanation.worst_case.extra_nodes, 2);
+        assert_eq!(explanation.worst_case.columns_lost, 5);
+        let text = explanation.to_string();
+        assert!(
+            text.contains("site \"s0\" (3 nodes): 2 to 3 columns (1.33 data columns on average)"),
+            "{text}"
+        );
+        assert!(text.contains("any 1 site plus any 1 more node"), "{text}");
+        assert!(
+            text.contains("plus 2 nodes elsewhere: 5 of 8 columns of a stripe lost, only 4 parity"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn node_only_promise_is_explained() {
+        let layout = grid(4, 2, &[6])
+            .sites_lost(0)
+            .extra_nodes_lost(2)
+            .build()
+            .unwrap();
+        let explanation = layout.explain();
+        assert_eq!(explanation.sites_survived, 0);
+        assert_eq!(explanation.worst_case.sites, Vec::<SiteId>::new());
+        assert_eq!(explanation.worst_case.extra_nodes, 3);
+        let text = explanation.to_string();
+        assert!(
+            text.contains("promise: survive the loss of any 2 nodes"),
+            "{text}"
+        );
+        assert!(text.contains("3 nodes anywhere: 3 of 6 columns"), "{text}");
+        assert!(text.contains("or any 1 site at once"), "{text}");
     }
 }

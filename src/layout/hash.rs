@@ -26,6 +26,12 @@ pub(crate) fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Maps a uniform `h` to `0..n` by multiply-shift (no division).
+#[inline]
+pub(crate) fn below(h: u64, n: usize) -> usize {
+    ((u128::from(h) * n as u128) >> 64) as usize
+}
+
 /// A stable 64-bit hash of a name: FNV-1a over the bytes, then mixed.
 pub(crate) fn name_hash(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -14,6 +14,10 @@
 //! - within a site, nodes are chosen by weighted rendezvous hashing on
 //!   (stripe id, column slot, node name), so load follows capacity weights
 //!   and adding a node to a site moves only about its share of columns.
+//!   Plain weighted rendezvous follows weights exactly only when a site
+//!   holds one column per stripe; for several, the layout solves (once, at
+//!   build, exactly for sites of up to 12 nodes) for rendezvous weights that
+//!   give every node its capacity share, capped at one column per stripe.
 //!
 //! Placement is a pure function of the layout description and the stripe
 //! id, identical on every platform; the node names of a placement
@@ -77,6 +81,8 @@ pub const NODE_COUNT_MAX: usize = 4096;
 /// Longest site or node name, in bytes. Node names are stored in every
 /// column header, so they are kept short.
 pub const NAME_LEN_MAX: usize = 64;
+/// Longest layout file [`Layout::load`] reads, in bytes.
+pub const LAYOUT_FILE_LEN_MAX: u64 = 4 << 20;
 /// URL schemes a node location may use.
 pub const URL_SCHEMES: [&str; 4] = ["s3", "gs", "az", "file"];
 
@@ -103,24 +109,27 @@ pub struct Layout {
     node_hashes: Vec<u64>,
     /// Rendezvous weights of each site, by site index.
     site_weights: Vec<SiteWeights>,
+    /// Hash key of each column slot within a site.
+    slot_keys: Vec<u64>,
 }
 
 /// The rendezvous weights of one site's nodes.
 #[derive(Clone, Debug)]
 struct SiteWeights {
-    /// All nodes weigh the same: rank by hash alone.
-    uniform: bool,
     /// For each column count the site holds in some stripe, the inverse of
-    /// each node's effective weight (in the order of `SiteSpec::nodes`).
-    inverse_by_count: Vec<(usize, Vec<f64>)>,
+    /// each node's effective weight (in the order of `SiteSpec::nodes`), or
+    /// `None` when weights cannot matter: all nodes weigh the same, or the
+    /// site puts a column on every node.
+    inverse_by_count: Vec<(usize, Option<Vec<f64>>)>,
 }
 
 impl SiteWeights {
-    fn inverse(&self, count: usize) -> &[f64] {
+    /// `None`: rank nodes by hash alone.
+    fn inverse(&self, count: usize) -> Option<&[f64]> {
         self.inverse_by_count
             .iter()
             .find(|(c, _)| *c == count)
-            .map_or(&[], |(_, inverse)| inverse.as_slice())
+            .and_then(|(_, inverse)| inverse.as_deref())
     }
 }
 
@@ -163,6 +172,12 @@ impl Layout {
                 nodes: members,
             });
         }
+        // Placement slices a site's node hashes by id range.
+        debug_assert!(
+            sites
+                .iter()
+                .all(|site| site.nodes.windows(2).all(|w| w[1].0 == w[0].0 + 1))
+        );
         let caps: Vec<usize> = sites.iter().map(|site| site.nodes.len()).collect();
         let site_names: Vec<&str> = sites.iter().map(|site| site.name.as_str()).collect();
         let spread = validate::check_promise(code, promise, &site_names, &caps)?;
@@ -182,17 +197,18 @@ impl Layout {
                     .collect();
                 counts.sort_unstable();
                 counts.dedup();
+                let uniform = weights.windows(2).all(|pair| pair[0] == pair[1]);
                 let inverse_by_count = counts
                     .into_iter()
                     .map(|count| {
+                        if uniform || count >= weights.len() {
+                            return (count, None);
+                        }
                         let effective = weights::effective_weights(&weights, count);
-                        (count, effective.iter().map(|w| 1.0 / w).collect())
+                        (count, Some(effective.iter().map(|w| 1.0 / w).collect()))
                     })
                     .collect();
-                SiteWeights {
-                    uniform: weights.windows(2).all(|pair| pair[0] == pair[1]),
-                    inverse_by_count,
-                }
+                SiteWeights { inverse_by_count }
             })
             .collect();
         let node_hashes = nodes
@@ -219,6 +235,7 @@ impl Layout {
             spread,
             node_hashes,
             site_weights,
+            slot_keys: (0..COLUMN_COUNT_MAX).map(hash::slot_key).collect(),
         })
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::hash::{self, HANDOFF_SEED, RENDEZVOUS_SEED, STRIPE_SEED, mix64};
 use super::types::{NodeId, SiteId};
-use super::{COLUMN_COUNT_MAX, Layout, SITE_COUNT_MAX};
+use super::{COLUMN_COUNT_MAX, Layout};
 use crate::{Error, Result};
 
 /// The nodes of the k + m columns of one stripe: column `c < k` is a data
@@ -95,8 +95,31 @@ impl fmt::Debug for Placement {
     }
 }
 
-/// Scores of (slot, node) pairs kept on the stack; bigger sites recompute.
-const PAIR_SCRATCH_LEN: usize = 256;
+/// (slot, node) pairs ranked on the stack; bigger sites recompute.
+const PAIR_SCRATCH_LEN: usize = 64;
+const _: () = assert!(
+    PAIR_SCRATCH_LEN <= 64,
+    "slot and node sets are u64 bit masks"
+);
+
+/// A set of the `count` lowest bits (`count <= 64`).
+fn low_bits(count: usize) -> u64 {
+    if count >= 64 {
+        u64::MAX
+    } else {
+        (1 << count) - 1
+    }
+}
+
+/// Per-placement scratch for the within-site matching.
+struct Scratch {
+    /// Key of each (slot, node) pair, slot-major.
+    keys: [u64; PAIR_SCRATCH_LEN],
+    /// Each free slot's best free node.
+    best: [u8; PAIR_SCRATCH_LEN],
+    /// Sites with more (slot, node) pairs than this take the large-site way.
+    pair_count_max: usize,
+}
 
 impl Layout {
     /// Where the columns of stripe `stripe_id` go. Pure and deterministic:
@@ -110,108 +133,189 @@ impl Layout {
     /// 2. Within a site, its columns (slots) are matched to distinct nodes
     ///    by weighted rendezvous: each (slot, node) pair scores
     ///    `-w / ln(u)` with `u` a hash of (stripe id, slot, node name), and
-    ///    pairs are taken best first. Adding a node to a site moves about
-    ///    its share of that site's columns and nothing elsewhere.
+    ///    pairs are taken best first. `w` is the node's capacity weight,
+    ///    adjusted when the site holds several columns so that each node's
+    ///    share of them follows its weight (see the module docs); where
+    ///    every node of the site gets a column, or all weigh the same, the
+    ///    hash alone ranks. Adding a node to a site moves about its share of
+    ///    that site's columns and nothing elsewhere.
+    ///
+    /// Costs one 64-bit hash per (slot, node) pair of each site, plus a
+    /// logarithm where weights matter; about 2,100 instructions for
+    /// 3 sites x 3 nodes RS(6,3) (see `docs/PERFORMANCE.md`).
     pub fn placement(&self, stripe_id: u64) -> Placement {
+        self.placement_with(stripe_id, PAIR_SCRATCH_LEN)
+    }
+
+    /// [`placement`](Layout::placement), matching sites of up to
+    /// `pair_scratch_len` (slot, node) pairs on the stack.
+    fn placement_with(&self, stripe_id: u64, pair_scratch_len: usize) -> Placement {
         let column_count = self.code.column_count();
         let site_count = self.sites.len();
         let mixed = mix64(stripe_id ^ STRIPE_SEED);
-        let rotation = (mixed % site_count as u64) as usize;
-        let shift = (mix64(mixed) % column_count as u64) as usize;
+        let rotation = hash::below(mixed, site_count);
+        let shift = hash::below(mix64(mixed), column_count);
         let stripe_key = mix64(stripe_id ^ RENDEZVOUS_SEED);
-        let sequence = &self.spread.sequences[rotation];
-        let counts = &self.spread.counts[rotation];
-
-        // Group column indexes by site (counting sort, on the stack).
-        let mut start = [0u16; SITE_COUNT_MAX + 1];
-        for site in 0..site_count {
-            start[site + 1] = start[site] + counts[site] as u16;
-        }
-        let mut cursor = start;
-        let mut by_site = [0u16; COLUMN_COUNT_MAX];
-        for column in 0..column_count {
-            let site = sequence[(column + shift) % column_count].index();
-            by_site[usize::from(cursor[site])] = column as u16;
-            cursor[site] += 1;
-        }
-
+        let positions = &self.spread.positions[rotation];
+        let starts = &self.spread.starts[rotation];
         let mut placement = Placement::empty(stripe_id, column_count);
+        // Scratch shared by the sites; every entry read is written first.
+        let mut scratch = Scratch {
+            keys: [0; PAIR_SCRATCH_LEN],
+            best: [0; PAIR_SCRATCH_LEN],
+            pair_count_max: pair_scratch_len.min(PAIR_SCRATCH_LEN),
+        };
         for site in 0..site_count {
-            let columns = &by_site[usize::from(start[site])..usize::from(start[site + 1])];
-            if !columns.is_empty() {
-                self.assign_site(site, stripe_key, columns, &mut placement.columns);
+            let slots = &positions[usize::from(starts[site])..usize::from(starts[site + 1])];
+            if !slots.is_empty() {
+                self.assign_site(
+                    site,
+                    stripe_key,
+                    slots,
+                    shift,
+                    &mut scratch,
+                    &mut placement.columns,
+                );
             }
         }
         placement
     }
 
-    /// Matches the site's `columns` (its slots, in column order) to distinct
-    /// nodes of the site, best-scoring (slot, node) pair first.
-    fn assign_site(&self, site: usize, stripe_key: u64, columns: &[u16], out: &mut [NodeId]) {
-        let nodes = &self.sites[site].nodes;
-        let weights = &self.site_weights[site];
-        let inverse = weights.inverse(columns.len());
-        let score = |slot: usize, member: usize| -> f64 {
-            let node = nodes[member];
-            let h = hash::pair_hash(
-                stripe_key,
-                hash::slot_key(slot),
-                self.node_hashes[node.index()],
-            );
-            if weights.uniform {
-                // Same order as -ln(u) / w with equal weights, without the log.
-                (h >> 12) as f64
+    /// Matches the site's column slots (`positions` in the dealt sequence,
+    /// which are columns `position - shift` mod k + m) to distinct nodes of
+    /// the site, best-scoring (slot, node) pair first.
+    fn assign_site(
+        &self,
+        site: usize,
+        stripe_key: u64,
+        positions: &[u16],
+        shift: usize,
+        scratch: &mut Scratch,
+        out: &mut [NodeId],
+    ) {
+        let column_count = self.code.column_count();
+        let column = |slot: usize| {
+            let position = usize::from(positions[slot]);
+            if position >= shift {
+                position - shift
             } else {
-                -hash::exponential(h) * inverse[member]
+                position + column_count - shift
             }
         };
-        let slot_count = columns.len();
-        let node_count = nodes.len();
-        if slot_count * node_count <= PAIR_SCRATCH_LEN {
-            let mut scores = [f64::NEG_INFINITY; PAIR_SCRATCH_LEN];
-            for slot in 0..slot_count {
-                for member in 0..node_count {
-                    scores[slot * node_count + member] = score(slot, member);
-                }
+        let nodes = &self.sites[site].nodes;
+        let weights = &self.site_weights[site];
+        let inverse = weights.inverse(positions.len());
+        // Bigger is better. Where weights cannot matter, rank by hash alone
+        // (with equal weights the order of -w / ln(u) is the order of u);
+        // otherwise -w / ln(u) is ordered as the bits of the positive float
+        // ln(u) / -w, reversed.
+        // A site's nodes have consecutive ids (see `Layout::from_builder`).
+        let first = nodes.first().map_or(0, |node| node.index());
+        let node_hashes = &self.node_hashes[first..first + nodes.len()];
+        let key = |slot: usize, member: usize| -> u64 {
+            let h = hash::pair_hash(stripe_key, self.slot_keys[slot], node_hashes[member]);
+            match inverse {
+                None => h,
+                Some(inverse) => !(hash::exponential(h) * inverse[member]).to_bits(),
             }
-            for _ in 0..slot_count {
-                let mut best = 0;
-                for pair in 1..slot_count * node_count {
-                    if scores[pair] > scores[best] {
-                        best = pair;
+        };
+        let slot_count = positions.len();
+        let node_count = nodes.len();
+        if slot_count * node_count <= scratch.pair_count_max {
+            // Greedy matching, best pair first: keep each free slot's best
+            // free node, take the best of those, and rescan only the slots
+            // whose best node was just taken.
+            let Scratch { keys, best, .. } = scratch;
+            for slot in 0..slot_count {
+                let row = &mut keys[slot * node_count..(slot + 1) * node_count];
+                let (mut top, mut top_key) = (0, 0);
+                for (member, entry) in row.iter_mut().enumerate() {
+                    *entry = key(slot, member);
+                    if member == 0 || *entry > top_key {
+                        (top, top_key) = (member, *entry);
                     }
                 }
-                let (slot, member) = (best / node_count, best % node_count);
-                out[usize::from(columns[slot])] = nodes[member];
-                for other in 0..node_count {
-                    scores[slot * node_count + other] = f64::NEG_INFINITY;
+                best[slot] = top as u8;
+            }
+            // Free slots and nodes as bit sets, walked lowest bit first so
+            // that ties go to the lower slot or node, like the large way.
+            let mut free_slots = low_bits(slot_count);
+            let mut free_nodes = low_bits(node_count);
+            while free_slots != 0 {
+                let mut walk = free_slots;
+                let mut chosen = walk.trailing_zeros() as usize;
+                let mut chosen_key = keys[chosen * node_count + usize::from(best[chosen])];
+                walk &= walk - 1;
+                while walk != 0 {
+                    let slot = walk.trailing_zeros() as usize;
+                    walk &= walk - 1;
+                    let k = keys[slot * node_count + usize::from(best[slot])];
+                    if k > chosen_key {
+                        (chosen, chosen_key) = (slot, k);
+                    }
                 }
-                for other in 0..slot_count {
-                    scores[other * node_count + member] = f64::NEG_INFINITY;
+                let member = usize::from(best[chosen]);
+                free_slots &= !(1 << chosen);
+                free_nodes &= !(1 << member);
+                out[column(chosen)] = nodes[member];
+                let mut walk = free_slots;
+                while walk != 0 {
+                    let slot = walk.trailing_zeros() as usize;
+                    walk &= walk - 1;
+                    if usize::from(best[slot]) != member {
+                        continue;
+                    }
+                    let row = &keys[slot * node_count..(slot + 1) * node_count];
+                    let mut candidates = free_nodes;
+                    let mut top = candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
+                    while candidates != 0 {
+                        let other = candidates.trailing_zeros() as usize;
+                        candidates &= candidates - 1;
+                        if row[other] > row[top] {
+                            top = other;
+                        }
+                    }
+                    best[slot] = top as u8;
                 }
             }
         } else {
-            // Large site: same matching, scores recomputed each round.
-            let mut slot_taken = [false; COLUMN_COUNT_MAX];
-            let mut node_taken = [false; super::NODE_COUNT_MAX];
-            for _ in 0..slot_count {
-                let mut best = (f64::NEG_INFINITY, 0, 0);
-                for (slot, _) in slot_taken[..slot_count]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| !**t)
-                {
-                    for member in (0..node_count).filter(|&m| !node_taken[m]) {
-                        let s = score(slot, member);
-                        if s > best.0 {
-                            best = (s, slot, member);
-                        }
+            // Large site: the same matching, with only each slot's best
+            // kept and a slot's row recomputed when its best node is taken.
+            let mut best = [(0u64, 0u16); COLUMN_COUNT_MAX];
+            let mut nodes_taken = [0u64; super::NODE_COUNT_MAX / 64];
+            let is_taken =
+                |taken: &[u64], member: usize| taken[member / 64] & (1 << (member % 64)) != 0;
+            let best_free = |slot: usize, taken: &[u64]| {
+                let mut top: Option<(u64, u16)> = None;
+                for member in (0..node_count).filter(|&m| !is_taken(taken, m)) {
+                    let k = key(slot, member);
+                    if top.is_none_or(|(top_key, _)| k > top_key) {
+                        top = Some((k, member as u16));
                     }
                 }
-                let (_, slot, member) = best;
-                slot_taken[slot] = true;
-                node_taken[member] = true;
-                out[usize::from(columns[slot])] = nodes[member];
+                top.unwrap_or((0, 0))
+            };
+            for (slot, entry) in best[..slot_count].iter_mut().enumerate() {
+                *entry = best_free(slot, &nodes_taken);
+            }
+            let mut slots_taken = [false; COLUMN_COUNT_MAX];
+            for _ in 0..slot_count {
+                let mut chosen = usize::MAX;
+                for slot in (0..slot_count).filter(|&s| !slots_taken[s]) {
+                    if chosen == usize::MAX || best[slot].0 > best[chosen].0 {
+                        chosen = slot;
+                    }
+                }
+                let member = usize::from(best[chosen].1);
+                slots_taken[chosen] = true;
+                nodes_taken[member / 64] |= 1 << (member % 64);
+                out[column(chosen)] = nodes[member];
+                for slot in (0..slot_count).filter(|&s| !slots_taken[s]) {
+                    if usize::from(best[slot].1) == member {
+                        best[slot] = best_free(slot, &nodes_taken);
+                    }
+                }
             }
         }
     }
@@ -321,5 +425,56 @@ impl Layout {
                 .ok_or_else(|| Error::invalid(format!("node \"{name}\" is not in the layout")))?;
         }
         Placement::from_columns(stripe_id, &columns[..names.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(k: usize, m: usize, weights: &[&[u32]]) -> Layout {
+        let mut builder = Layout::builder().code(k, m);
+        for (site, row) in weights.iter().enumerate() {
+            builder = builder.site(format!("s{site}"), |mut s| {
+                for (node, &w) in row.iter().enumerate() {
+                    s = s.node_weighted(
+                        format!("s{site}n{node}"),
+                        format!("/s{site}n{node}").as_str(),
+                        w,
+                    );
+                }
+                s
+            });
+        }
+        builder.build().unwrap()
+    }
+
+    #[test]
+    fn large_site_path_matches_the_stack_path() {
+        for layout in [
+            layout(6, 3, &[&[1; 3], &[1; 3], &[1; 3]]),
+            layout(6, 3, &[&[1; 8], &[1; 5], &[1; 4]]),
+            layout(6, 3, &[&[1, 2, 3, 1, 2], &[5, 1, 1, 1], &[1, 1, 1]]),
+            layout(4, 4, &[&[1; 7], &[2; 3], &[1, 9, 1]]),
+        ] {
+            for stripe_id in 0..2000 {
+                assert_eq!(
+                    layout.placement_with(stripe_id, 0),
+                    layout.placement(stripe_id)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn large_sites_are_placed() {
+        let big = layout(12, 6, &[&[1; 40], &[1; 40], &[1; 40]]);
+        for stripe_id in 0..200 {
+            let placement = big.placement(stripe_id);
+            let mut columns = placement.columns().to_vec();
+            columns.sort_unstable();
+            columns.dedup();
+            assert_eq!(columns.len(), 18);
+        }
     }
 }

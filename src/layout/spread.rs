@@ -23,6 +23,13 @@ pub(crate) struct Spread {
     pub counts: Vec<Vec<usize>>,
     /// `sequences[rotation][position]`: the site dealt that position.
     pub sequences: Vec<Vec<SiteId>>,
+    /// `positions[rotation]`: the positions dealt to each site, grouped by
+    /// site in site order, increasing within a site; site `s` has
+    /// `positions[rotation][starts[rotation][s]..starts[rotation][s + 1]]`.
+    /// The j-th position of a site is its column slot j.
+    pub positions: Vec<Vec<u16>>,
+    /// Where each site's positions start, plus the total at the end.
+    pub starts: Vec<Vec<u16>>,
 }
 
 impl Spread {
@@ -32,12 +39,32 @@ impl Spread {
         let site_count = caps.len();
         let mut counts = Vec::with_capacity(site_count);
         let mut sequences = Vec::with_capacity(site_count);
+        let mut positions = Vec::with_capacity(site_count);
+        let mut starts = Vec::with_capacity(site_count);
         for rotation in 0..site_count {
             let split = water_fill(caps, column_count, rotation)?;
-            sequences.push(deal(&split, rotation));
+            let sequence = deal(&split, rotation);
+            let mut start = vec![0u16; site_count + 1];
+            for site in 0..site_count {
+                start[site + 1] = start[site] + split[site] as u16;
+            }
+            let mut grouped = Vec::with_capacity(column_count);
+            for site in 0..site_count {
+                grouped.extend(
+                    (0..column_count as u16).filter(|&p| sequence[usize::from(p)].index() == site),
+                );
+            }
+            positions.push(grouped);
+            starts.push(start);
+            sequences.push(sequence);
             counts.push(split);
         }
-        Some(Spread { counts, sequences })
+        Some(Spread {
+            counts,
+            sequences,
+            positions,
+            starts,
+        })
     }
 
     /// The most columns any one site holds in any stripe.

@@ -13,7 +13,7 @@ impl Layout {
     /// Whether every stripe placed by this layout stays readable (keeps at
     /// least k columns) when the sites `lost_sites` and the nodes
     /// `lost_nodes` are all lost. Duplicates, and nodes inside lost sites,
-    /// count once.
+    /// count once; ids that are not in the layout are ignored.
     ///
     /// Exact: it takes the worst stripe, i.e. the split of columns over
     /// sites that loses most, with every lost node holding a column where
@@ -74,6 +74,10 @@ impl Layout {
     ///
     /// Unlike [`survives`](Layout::survives), this is about one stripe as it
     /// actually is, handoffs and missing columns included.
+    ///
+    /// # Panics
+    ///
+    /// If a node of `columns` is not a node of this layout.
     pub fn placement_survives(
         &self,
         columns: &[NodeId],
@@ -95,6 +99,10 @@ impl Layout {
     /// `extra_nodes_lost` more nodes. Health reporting asks this of each
     /// stripe ("does it survive losing any one site, where its columns
     /// really are").
+    ///
+    /// # Panics
+    ///
+    /// If a node of `columns` is not a node of this layout.
     pub fn placement_keeps_promise(&self, columns: &[NodeId]) -> bool {
         let lost_max = self.worst_promised_loss(columns);
         columns.len().saturating_sub(lost_max) >= self.code.data_count

@@ -8,13 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::Layout;
 use super::types::{Location, Promise};
 use super::validate::invalid;
+use super::{LAYOUT_FILE_LEN_MAX, Layout};
 use crate::{Error, Result};
-
-/// Longest layout file [`Layout::load`] reads.
-pub const LAYOUT_FILE_LEN_MAX: u64 = 4 << 20;
 
 const FORMAT_HINT: &str = "see \"Layout file\" in README.md for the format";
 

@@ -75,12 +75,12 @@ fn check_code(code: Code) -> Result<()> {
             "set parity_count to at least 1; RS(6,3) over 3 sites survives any one site",
         ));
     }
-    if k + m > COLUMN_COUNT_MAX {
+    if k.saturating_add(m) > COLUMN_COUNT_MAX {
         return Err(invalid(
             format!(
                 "{code} has {} columns, more than the {COLUMN_COUNT_MAX} that Reed-Solomon over \
                  GF(2^8) allows",
-                k + m
+                k.saturating_add(m)
             ),
             format!(
                 "use at most {COLUMN_COUNT_MAX} columns in all (k + m), e.g. RS(6,3) or RS(12,6)"
@@ -329,11 +329,11 @@ pub(crate) fn check_promise(
         let fix = if site_count > 1 {
             format!(
                 "add sites (at least {}) or lower sites_lost to {}",
-                s + 1,
+                s.saturating_add(1),
                 site_count - 1
             )
         } else {
-            format!("add sites (at least {})", s + 1)
+            format!("add sites (at least {})", s.saturating_add(1))
         };
         return Err(cannot_survive(
             promise,
@@ -351,19 +351,18 @@ pub(crate) fn check_promise(
         )
     })?;
     let lost = spread.top_sites_column_count(s);
-    if lost + e <= m {
+    if lost.saturating_add(e) <= m {
         return Ok(spread);
     }
-    let even = even_spread(site_count, column_count);
-    let even_lost = even.top_sites_column_count(s);
-    if even_lost + e <= m {
+    let even_lost = even_top(site_count, column_count, s);
+    if even_lost.saturating_add(e) <= m {
         return Err(node_shortage(code, promise, site_names, caps, &spread));
     }
     let reason = too_much_in_too_few_sites(code, promise, site_count, even_lost);
     let mut fixes = Vec::new();
-    if s + e <= m
-        && let Some(sites_needed) = (site_count + 1..=column_count)
-            .find(|&n| even_spread(n, column_count).top_sites_column_count(s) + e <= m)
+    if s.saturating_add(e) <= m
+        && let Some(sites_needed) =
+            (site_count + 1..=column_count).find(|&n| even_top(n, column_count, s) + e <= m)
     {
         fixes.push(format!(
             "use at least {sites_needed} sites with {} nodes each",
@@ -372,9 +371,9 @@ pub(crate) fn check_promise(
     }
     if let Some((parity, per_site)) =
         (m + 1..=COLUMN_COUNT_MAX - code.data_count).find_map(|parity| {
-            let bigger = even_spread(site_count, code.data_count + parity);
-            (bigger.top_sites_column_count(s) + e <= parity)
-                .then(|| (parity, bigger.site_column_count_max()))
+            let bigger = code.data_count + parity;
+            (even_top(site_count, bigger, s).saturating_add(e) <= parity)
+                .then(|| (parity, even_top(site_count, bigger, 1)))
         })
     {
         fixes.push(format!(
@@ -390,7 +389,7 @@ pub(crate) fn check_promise(
     if s > 1
         && let Some(fewer) = (1..s)
             .rev()
-            .find(|&fewer| spread.top_sites_column_count(fewer) + e <= m)
+            .find(|&fewer| spread.top_sites_column_count(fewer).saturating_add(e) <= m)
     {
         fixes.push(format!("lower sites_lost to {fewer}"));
     }
@@ -400,10 +399,13 @@ pub(crate) fn check_promise(
     Err(cannot_survive(promise, reason, fixes.join("; or ")))
 }
 
-fn even_spread(site_count: usize, column_count: usize) -> Spread {
-    let caps = vec![column_count; site_count];
-    // Each site may take every column, so there is always room.
-    Spread::new(&caps, column_count).unwrap_or_else(|| unreachable!("uncapped sites always fit"))
+/// The most columns `sites_lost` sites hold together when `column_count`
+/// columns are split as evenly as possible over `site_count` sites with
+/// room for all (what the water-fill gives without node limits).
+fn even_top(site_count: usize, column_count: usize, sites_lost: usize) -> usize {
+    let (share, extra) = (column_count / site_count, column_count % site_count);
+    let sites_lost = sites_lost.min(site_count);
+    sites_lost * share + sites_lost.min(extra)
 }
 
 fn too_much_in_too_few_sites(
@@ -430,7 +432,7 @@ fn too_much_in_too_few_sites(
             "with {site_count} {sites} a site would hold at least {lost} of the {n} columns of a \
              stripe; with {e} more {} lost that is {} columns, more than the {parity}",
             plural(e, "node", "nodes"),
-            lost + e
+            lost.saturating_add(e)
         ),
         (_, 0) => format!(
             "with {site_count} sites, {s} sites would hold at least {lost} of the {n} columns of a \
@@ -440,7 +442,7 @@ fn too_much_in_too_few_sites(
             "with {site_count} sites, {s} sites would hold at least {lost} of the {n} columns of a \
              stripe together; with {e} more {} lost that is {} columns, more than the {parity}",
             plural(e, "node", "nodes"),
-            lost + e
+            lost.saturating_add(e)
         ),
     }
 }
@@ -514,4 +516,25 @@ fn node_shortage(
         .collect::<Vec<_>>()
         .join(" and ");
     cannot_survive(promise, reason, fix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_top_matches_an_uncapped_water_fill() {
+        for site_count in 1..=9 {
+            for column_count in 1..=30 {
+                let spread = Spread::new(&vec![column_count; site_count], column_count).unwrap();
+                for sites_lost in 0..=site_count {
+                    assert_eq!(
+                        even_top(site_count, column_count, sites_lost),
+                        spread.top_sites_column_count(sites_lost),
+                        "{column_count} columns over {site_count} sites, {sites_lost} lost"
+                    );
+                }
+            }
+        }
+    }
 }
