@@ -6,7 +6,7 @@
 //! - [`codec`]: systematic RS(k, m) over GF(2^8), SIMD engines picked at run
 //!   time, bit-exact with `reed-solomon-erasure`.
 //! - [`layout`]: sites, nodes, the promise ("any 1 site") and placement.
-//! - [`format`]: the self-describing column record.
+//! - [`format`](mod@format): the self-describing column record.
 //! - [`node`]: the I/O seam and the local directory node.
 
 #![deny(unsafe_code)]

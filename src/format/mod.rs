@@ -101,4 +101,5 @@ const _: () = assert!(
         <= COLUMN_LEN_MAX
 );
 const _: () = assert!(HEADER_FIXED_LEN == 36);
+const _: () = assert!(HEADER_LEN_MAX == 68_648);
 const _: () = assert!(ENTRY_FIXED_LEN == 32);

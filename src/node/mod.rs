@@ -17,7 +17,7 @@
 //!   it found, so the store can rebuild its index from the columns alone.
 //!
 //! Conveniences live in [`NodeExt`] (checked reads), fan-out in
-//! [`append_all`].
+//! [`append_all`], fault injection in the [`FaultyNode`] wrapper.
 //!
 //! ```
 //! use geoshard::format::ColumnHeader;
@@ -51,8 +51,10 @@ use crate::{Error, Result};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod faulty;
 mod local;
 
+pub use faulty::FaultyNode;
 pub use local::{IoEngineKind, LocalNode, LocalOptions};
 
 /// Where a record's payload is: its generation, the offset of the payload in

@@ -32,7 +32,7 @@ pub(super) enum WriteFailure {
 /// The engine one node writes with.
 pub(super) enum Engine {
     #[cfg(target_os = "linux")]
-    Uring(uring::UringEngine),
+    Uring(Box<uring::UringEngine>),
     Pwrite,
 }
 
@@ -61,7 +61,7 @@ impl Engine {
 
     #[cfg(target_os = "linux")]
     fn uring() -> io::Result<Engine> {
-        uring::UringEngine::new().map(Engine::Uring)
+        uring::UringEngine::new().map(|engine| Engine::Uring(Box::new(engine)))
     }
 
     #[cfg(not(target_os = "linux"))]
