@@ -81,6 +81,12 @@ impl Engine {
         }
     }
 
+    /// The process-wide io_uring engine for writes shared by many nodes.
+    #[cfg(target_os = "linux")]
+    pub(super) fn shared_uring() -> Option<&'static uring::UringEngine> {
+        uring::UringEngine::shared()
+    }
+
     /// Writes `bufs` back to back at `offset` of `file`, then makes them
     /// durable with `fdatasync`. Returns only when both are done.
     pub(super) fn write_and_sync(
