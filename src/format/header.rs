@@ -278,7 +278,7 @@ impl ColumnHeader {
         }
         let flags = fixed.u16()?;
         let header_len = fixed.u32()? as usize;
-        if header_len > HEADER_LEN_MAX || header_len < HEADER_FIXED_LEN + U32_LEN {
+        if !(HEADER_FIXED_LEN + U32_LEN..=HEADER_LEN_MAX).contains(&header_len) {
             return Err(corrupt(
                 WHAT,
                 format!("header length {header_len} out of range"),
@@ -488,7 +488,8 @@ mod tests {
 
     #[test]
     fn encode_refuses_what_decode_would_refuse() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut ColumnHeader)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut ColumnHeader)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("k = 0", Box::new(|h| h.data_count = 0)),
             ("index", Box::new(|h| h.column_index = 5)),
             ("lens count", Box::new(|h| h.column_lens.push(1))),

@@ -101,4 +101,5 @@ const _: () = assert!(
         <= COLUMN_LEN_MAX
 );
 const _: () = assert!(HEADER_FIXED_LEN == 60);
+const _: () = assert!(HEADER_LEN_MAX == 68_672);
 const _: () = assert!(ENTRY_FIXED_LEN == 32);

@@ -17,7 +17,7 @@
 //!   it found, so the store can rebuild its index from the columns alone.
 //!
 //! Conveniences live in [`NodeExt`] (checked reads), fan-out in
-//! [`append_all`].
+//! [`append_all`], fault injection in the [`FaultyNode`] wrapper.
 //!
 //! ```
 //! use geoshard::format::ColumnHeader;
@@ -45,6 +45,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::any::Any;
+use std::collections::HashSet;
+
 use bytes::Bytes;
 
 use crate::format::ColumnHeader;
@@ -52,8 +55,10 @@ use crate::{Error, Result};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod faulty;
 mod local;
 
+pub use faulty::FaultyNode;
 pub use local::{IoEngineKind, LocalNode, LocalOptions};
 
 /// Where a record's payload is: its generation, the offset of the payload in
@@ -166,7 +171,11 @@ impl RecordRef<'_> {
 /// Implementations are shared between threads (`Send + Sync`); appends to
 /// one generation are serialised by the node, reads run concurrently with
 /// them. See the [module docs](self) for the contract and an example.
-pub trait Node: Send + Sync + std::fmt::Debug {
+///
+/// `Any` lets [`append_all`] recognise local nodes and put their writes in
+/// one shared io_uring submission; implementations own their state
+/// (`'static`), which every node does anyway.
+pub trait Node: Any + Send + Sync + std::fmt::Debug {
     /// The node's stable name (what a stripe's placement names).
     fn name(&self) -> &str;
 
@@ -261,16 +270,23 @@ impl<N: Node + ?Sized> NodeExt for N {}
 
 /// One batch for [`append_all`]: a node, a generation, and the records to
 /// append there.
-pub type AppendBatch<'a> = (&'a dyn Node, u64, &'a [RecordRef<'a>]);
+pub type AppendBatch<'a> = (&'a (dyn Node + 'static), u64, &'a [RecordRef<'a>]);
 
 /// Appends several batches, usually one per node of a stripe, in parallel,
 /// and returns each batch's result in order.
 ///
-/// Each batch runs on its own scoped thread (the first on the calling
-/// thread), so the syncs of different nodes overlap: a commit of k + m
-/// columns costs about one sync, not k + m. Batches for the same node and
-/// generation are serialised by that node. A failed batch does not stop the
-/// others; the caller decides what the successes are worth.
+/// - Batches for [`LocalNode`]s that write with io_uring go into **one
+///   shared io_uring submission**: each batch is a linked chain (its writes,
+///   then its `fdatasync`), and the kernel runs the chains and their syncs
+///   in parallel. One `io_uring_enter` for the whole commit, no thread.
+/// - Every other batch (other engines, other node kinds, wrappers such as
+///   [`FaultyNode`], a second batch for the same node and generation) runs
+///   on its own scoped thread, so syncs of different nodes overlap.
+///
+/// A commit of k + m columns thus costs about one sync, not k + m. A failed
+/// batch does not stop the others; the caller decides what the successes
+/// are worth. Each batch keeps the [`Node::append`] contract (durable when
+/// `Ok`, one sync per batch).
 ///
 /// ```
 /// use geoshard::format::ColumnHeader;
@@ -282,7 +298,7 @@ pub type AppendBatch<'a> = (&'a dyn Node, u64, &'a [RecordRef<'a>]);
 ///     LocalNode::open("b", dirs[1].path(), &LocalOptions::default())?,
 /// ];
 /// let payload = b"parity";
-/// let mut header = ColumnHeader {
+/// let header = ColumnHeader {
 ///     stripe_id: 1,
 ///     generation: 0,
 ///     data_count: 1,
@@ -303,25 +319,76 @@ pub type AppendBatch<'a> = (&'a dyn Node, u64, &'a [RecordRef<'a>]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>>> {
-    let Some(((first_node, first_generation, first_records), rest)) = batches.split_first() else {
-        return Vec::new();
-    };
+    let mut results: Vec<Option<Result<Vec<RecordLocation>>>> =
+        batches.iter().map(|_| None).collect();
+    let mut shared: Vec<(usize, &LocalNode, u64, &[RecordRef<'_>])> = Vec::new();
+    let mut threaded: Vec<usize> = Vec::new();
+    let mut seen: HashSet<(*const LocalNode, u64)> = HashSet::new();
+    for (index, &(node, generation, records)) in batches.iter().enumerate() {
+        let any: &dyn Any = node;
+        match any.downcast_ref::<LocalNode>() {
+            Some(local)
+                if local.joins_shared_submission()
+                    && seen.insert((local as *const _, generation)) =>
+            {
+                shared.push((index, local, generation, records));
+            }
+            _ => threaded.push(index),
+        }
+    }
     std::thread::scope(|scope| {
-        let handles: Vec<_> = rest
+        // With nothing to submit, the calling thread takes a batch itself.
+        let inline = if shared.is_empty() {
+            threaded.pop()
+        } else {
+            None
+        };
+        let handles: Vec<_> = threaded
             .iter()
-            .map(|&(node, generation, records)| {
-                scope.spawn(move || node.append(generation, records))
+            .map(|&index| {
+                let (node, generation, records) = batches[index];
+                (index, scope.spawn(move || node.append(generation, records)))
             })
             .collect();
-        let mut results = Vec::with_capacity(batches.len());
-        results.push(first_node.append(*first_generation, first_records));
-        for handle in handles {
-            results.push(
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
+        if let Some(index) = inline {
+            let (node, generation, records) = batches[index];
+            results[index] = Some(node.append(generation, records));
         }
-        results
-    })
+        if !shared.is_empty() {
+            let local: Vec<(&LocalNode, u64, &[RecordRef<'_>])> = shared
+                .iter()
+                .map(|&(_, node, generation, records)| (node, generation, records))
+                .collect();
+            for ((index, ..), result) in shared.iter().zip(append_shared(&local)) {
+                results[*index] = Some(result);
+            }
+        }
+        for (index, handle) in handles {
+            let result = handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            results[index] = Some(result);
+        }
+    });
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(Error::invalid("batch was not appended"))))
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+fn append_shared(
+    batches: &[(&LocalNode, u64, &[RecordRef<'_>])],
+) -> Vec<Result<Vec<RecordLocation>>> {
+    LocalNode::append_shared(batches)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn append_shared(
+    batches: &[(&LocalNode, u64, &[RecordRef<'_>])],
+) -> Vec<Result<Vec<RecordLocation>>> {
+    batches
+        .iter()
+        .map(|(node, generation, records)| node.append(*generation, records))
+        .collect()
 }

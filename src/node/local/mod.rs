@@ -221,9 +221,17 @@ impl LocalNode {
             .open(&path)
             .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
         // A file that is not in the map was either removed by recovery or
-        // never existed; anything in it now was never acknowledged.
-        file.set_len(0)
-            .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
+        // never existed; anything in it now was never acknowledged. (Only
+        // truncate when needed: ext4 treats truncate-then-write files
+        // specially, and a fresh file is empty anyway.)
+        let existing_len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?
+            .len();
+        if existing_len > 0 {
+            file.set_len(0)
+                .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
+        }
         let segment = Arc::new(Segment::new(generation, path, file, 0, 0, false));
         segments.insert(generation, Arc::clone(&segment));
         Ok(segment)
@@ -233,6 +241,113 @@ impl LocalNode {
     #[cfg(test)]
     pub(crate) fn inject_fault(&self, fault: InjectedFault) {
         *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(fault);
+    }
+
+    fn context(&self) -> AppendContext<'_> {
+        AppendContext {
+            engine: &self.engine,
+            dir: &self.dir,
+            node_name: &self.name,
+            fenced: &self.fenced,
+        }
+    }
+
+    /// Fences the node if the failure calls for it; returns the error.
+    fn record_failure(&self, failure: segment::AppendFailure) -> Error {
+        if failure.fence {
+            self.fenced.store(true, Ordering::Release);
+            tracing::error!(node = %self.name, error = %failure.error, "node fenced after a failed append");
+        }
+        failure.error
+    }
+
+    /// Validates a batch and finds (or creates) its segment.
+    fn start_append(&self, generation: u64, records: &[RecordRef<'_>]) -> Result<Arc<Segment>> {
+        self.check_fence()?;
+        for record in records {
+            record.validate(generation)?;
+        }
+        self.segment_for_append(generation)
+    }
+
+    /// Whether this node's appends can join a shared io_uring submission.
+    pub(crate) fn joins_shared_submission(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.engine.kind() == IoEngineKind::Uring && io::Engine::shared_uring().is_some()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// Appends batches of several io_uring local nodes with one shared
+    /// submission: every batch is its own linked chain of writes and sync,
+    /// and the kernel runs the chains in parallel. No two batches may name
+    /// the same node and generation (the caller, `append_all`, ensures it).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn append_shared(
+        batches: &[(&LocalNode, u64, &[RecordRef<'_>])],
+    ) -> Vec<Result<Vec<RecordLocation>>> {
+        let mut results: Vec<Option<Result<Vec<RecordLocation>>>> =
+            batches.iter().map(|_| None).collect();
+        let Some(engine) = io::Engine::shared_uring() else {
+            return batches
+                .iter()
+                .map(|(node, generation, records)| node.append(*generation, records))
+                .collect();
+        };
+        let mut ready: Vec<(usize, &LocalNode, Arc<Segment>, &[RecordRef<'_>])> = Vec::new();
+        for (index, &(node, generation, records)) in batches.iter().enumerate() {
+            if records.is_empty() {
+                results[index] = Some(node.check_fence().map(|()| Vec::new()));
+                continue;
+            }
+            match node.start_append(generation, records) {
+                Ok(segment) => ready.push((index, node, segment, records)),
+                Err(error) => results[index] = Some(Err(error)),
+            }
+        }
+        // Writer locks are taken in one global order (by segment address)
+        // so that concurrent callers can never deadlock.
+        ready.sort_by_key(|(_, _, segment, _)| Arc::as_ptr(segment) as usize);
+        let contexts: Vec<AppendContext<'_>> =
+            ready.iter().map(|(_, node, _, _)| node.context()).collect();
+        let mut prepared = Vec::with_capacity(ready.len());
+        for ((index, node, segment, records), context) in ready.iter().zip(&contexts) {
+            match segment.prepare(context, records) {
+                Ok(batch) => prepared.push((*index, *node, context, batch)),
+                Err(failure) => results[*index] = Some(Err(node.record_failure(failure))),
+            }
+        }
+        let bufs: Vec<Vec<std::io::IoSlice<'_>>> = prepared
+            .iter()
+            .map(|(_, _, _, batch)| batch.bufs())
+            .collect();
+        let jobs: Vec<io::uring::Job<'_>> = prepared
+            .iter()
+            .zip(&bufs)
+            .map(|((_, _, _, batch), bufs)| io::uring::Job {
+                file: batch.segment().file(),
+                offset: batch.start,
+                bufs,
+            })
+            .collect();
+        let outcomes = engine.run(&jobs);
+        drop(jobs);
+        drop(bufs);
+        for ((index, node, context, batch), outcome) in prepared.into_iter().zip(outcomes) {
+            results[index] = Some(
+                batch
+                    .finish(context, outcome)
+                    .map_err(|failure| node.record_failure(failure)),
+            );
+        }
+        results
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|| Err(Error::invalid("batch was not appended"))))
+            .collect()
     }
 
     fn out_of_range(&self, generation: u64, offset: u64, len: u32, durable_len: u64) -> Error {
@@ -250,39 +365,25 @@ impl Node for LocalNode {
     }
 
     fn append(&self, generation: u64, records: &[RecordRef<'_>]) -> Result<Vec<RecordLocation>> {
-        self.check_fence()?;
         if records.is_empty() {
-            return Ok(Vec::new());
+            return self.check_fence().map(|()| Vec::new());
         }
-        for record in records {
-            record.validate(generation)?;
-        }
-        let segment = self.segment_for_append(generation)?;
-        let context = AppendContext {
-            engine: &self.engine,
-            dir: &self.dir,
-            node_name: &self.name,
-            fenced: &self.fenced,
-        };
+        let segment = self.start_append(generation, records)?;
+        let context = self.context();
         #[cfg(test)]
         let fault = self
             .fault
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let result = segment.append(
-            &context,
-            records,
-            #[cfg(test)]
-            fault,
-        );
-        result.map_err(|failure| {
-            if failure.fence {
-                self.fenced.store(true, Ordering::Release);
-                tracing::error!(node = %self.name, error = %failure.error, "node fenced after a failed append");
-            }
-            failure.error
-        })
+        segment
+            .append(
+                &context,
+                records,
+                #[cfg(test)]
+                fault,
+            )
+            .map_err(|failure| self.record_failure(failure))
     }
 
     fn read(&self, generation: u64, offset: u64, len: u32) -> Result<Bytes> {

@@ -6,7 +6,7 @@ use std::io::IoSlice;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
@@ -132,13 +132,39 @@ impl Segment {
         self.map.slice(&self.file, self.durable_len(), start, end)
     }
 
-    /// Appends already validated records and syncs them.
+    /// Appends already validated records and syncs them with `engine`.
     pub(super) fn append(
         &self,
         context: &AppendContext<'_>,
         records: &[RecordRef<'_>],
         #[cfg(test)] fault: Option<super::InjectedFault>,
     ) -> Result<Vec<RecordLocation>, AppendFailure> {
+        let prepared = self.prepare(context, records)?;
+        let bufs = prepared.bufs();
+        #[cfg(test)]
+        let result = match fault {
+            Some(fault) => fault.apply(&self.file, prepared.start, &bufs),
+            None => context
+                .engine
+                .write_and_sync(&self.file, prepared.start, &bufs),
+        };
+        #[cfg(not(test))]
+        let result = context
+            .engine
+            .write_and_sync(&self.file, prepared.start, &bufs);
+        drop(bufs);
+        prepared.finish(context, result)
+    }
+
+    /// First half of an append: takes the writer lock, encodes the headers
+    /// and works out where every record goes. The writes happen in between
+    /// (here or in a submission shared with other segments), then
+    /// [`Prepared::finish`].
+    pub(super) fn prepare<'s, 'r>(
+        &'s self,
+        context: &AppendContext<'_>,
+        records: &'r [RecordRef<'r>],
+    ) -> Result<Prepared<'s, 'r>, AppendFailure> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if context.fenced.load(Ordering::Acquire) {
             return Err(AppendFailure {
@@ -150,7 +176,7 @@ impl Segment {
         }
         let start = writer.len;
         let writes_segment_header = start == 0;
-        let WriterState { scratch, .. } = &mut *writer;
+        let scratch = &mut writer.scratch;
         scratch.clear();
         if writes_segment_header {
             scratch.extend_from_slice(&encode_segment_header(self.generation));
@@ -176,67 +202,108 @@ impl Segment {
             });
             position += record.payload.len() as u64;
         }
-        let end = position;
+        Ok(Prepared {
+            segment: self,
+            writer,
+            records,
+            header_ranges,
+            locations,
+            writes_segment_header,
+            start,
+            end: position,
+        })
+    }
+
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// An append between [`Segment::prepare`] and [`Prepared::finish`]: holds
+/// the segment's writer lock, so nothing else writes to the segment.
+pub(super) struct Prepared<'s, 'r> {
+    segment: &'s Segment,
+    writer: MutexGuard<'s, WriterState>,
+    records: &'r [RecordRef<'r>],
+    header_ranges: Vec<Range<usize>>,
+    locations: Vec<RecordLocation>,
+    writes_segment_header: bool,
+    /// Where the batch starts: the durable end of the segment.
+    pub(super) start: u64,
+    end: u64,
+}
+
+impl Prepared<'_, '_> {
+    pub(super) fn segment(&self) -> &Segment {
+        self.segment
+    }
+
+    /// The buffers to write back to back at `start`: segment header (for a
+    /// new file), then each record's header and payload.
+    pub(super) fn bufs(&self) -> Vec<IoSlice<'_>> {
+        let scratch = &self.writer.scratch;
+        let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(1 + self.records.len() * 2);
+        if self.writes_segment_header {
+            bufs.push(IoSlice::new(
+                scratch.get(..SEGMENT_HEADER_LEN).unwrap_or_default(),
+            ));
+        }
+        for (record, range) in self.records.iter().zip(&self.header_ranges) {
+            bufs.push(IoSlice::new(scratch.get(range.clone()).unwrap_or_default()));
+            if !record.payload.is_empty() {
+                bufs.push(IoSlice::new(record.payload));
+            }
+        }
+        bufs
+    }
+
+    /// Second half of an append: cleans up after a failed write (or says
+    /// to fence), or publishes the new durable length.
+    pub(super) fn finish(
+        mut self,
+        context: &AppendContext<'_>,
+        result: Result<(), WriteFailure>,
+    ) -> Result<Vec<RecordLocation>, AppendFailure> {
+        let segment = self.segment;
         let context_text = || {
             format!(
                 "appending {} records to node {} segment {}",
-                records.len(),
+                self.records.len(),
                 context.node_name,
-                self.path.display()
+                segment.path.display()
             )
         };
-        {
-            let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(1 + records.len() * 2);
-            if writes_segment_header {
-                bufs.push(IoSlice::new(
-                    scratch.get(..SEGMENT_HEADER_LEN).unwrap_or_default(),
-                ));
+        match result {
+            Ok(()) => {}
+            Err(WriteFailure::Write(source)) => {
+                // Cut the partial batch off so the next append starts at the
+                // durable end; if even that fails the file's tail is unknown
+                // and the node must stop writing.
+                let fence = segment.file.set_len(self.start).is_err();
+                return Err(AppendFailure {
+                    error: Error::io(context_text(), source),
+                    fence,
+                });
             }
-            for (record, range) in records.iter().zip(&header_ranges) {
-                bufs.push(IoSlice::new(scratch.get(range.clone()).unwrap_or_default()));
-                if !record.payload.is_empty() {
-                    bufs.push(IoSlice::new(record.payload));
-                }
-            }
-            #[cfg(test)]
-            let result = match fault {
-                Some(fault) => fault.apply(&self.file, start, &bufs),
-                None => context.engine.write_and_sync(&self.file, start, &bufs),
-            };
-            #[cfg(not(test))]
-            let result = context.engine.write_and_sync(&self.file, start, &bufs);
-            match result {
-                Ok(()) => {}
-                Err(WriteFailure::Write(source)) => {
-                    // Cut the partial batch off so the next append starts at
-                    // the durable end; if even that fails the file's tail is
-                    // unknown and the node must stop writing.
-                    let fence = self.file.set_len(start).is_err();
-                    return Err(AppendFailure {
-                        error: Error::io(context_text(), source),
-                        fence,
-                    });
-                }
-                Err(WriteFailure::Sync(source)) => {
-                    // After a failed fdatasync the kernel may have dropped
-                    // the dirty pages: what is on disk is unknown until the
-                    // next open scans it.
-                    return Err(AppendFailure {
-                        error: Error::io(context_text(), source),
-                        fence: true,
-                    });
-                }
+            Err(WriteFailure::Sync(source)) => {
+                // After a failed fdatasync the kernel may have dropped the
+                // dirty pages: what is on disk is unknown until the next
+                // open scans it.
+                return Err(AppendFailure {
+                    error: Error::io(context_text(), source),
+                    fence: true,
+                });
             }
         }
-        if !writer.entry_durable {
+        if !self.writer.entry_durable {
             super::fs::sync_dir(context.dir).map_err(|source| AppendFailure {
                 error: Error::io(context_text(), source),
                 fence: true,
             })?;
-            writer.entry_durable = true;
+            self.writer.entry_durable = true;
         }
-        writer.len = end;
-        self.durable_len.store(end, Ordering::Release);
-        Ok(locations)
+        self.writer.len = self.end;
+        segment.durable_len.store(self.end, Ordering::Release);
+        Ok(std::mem::take(&mut self.locations))
     }
 }

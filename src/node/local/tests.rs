@@ -253,3 +253,148 @@ fn scan_reports_damage_after_open_as_corrupt_not_truncated() {
     assert_eq!(scan.truncated_tail_bytes, 0);
     assert!(node.read_checked(0, first.offset, first.len, 0).is_err());
 }
+
+#[test]
+fn append_all_shares_one_submission_and_keeps_results_apart() {
+    use crate::node::{FaultyNode, append_all};
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let uring: Vec<LocalNode> = dirs[..3]
+        .iter()
+        .map(|d| open(d.path(), IoEngineKind::Uring))
+        .collect();
+    assert!(uring[0].joins_shared_submission());
+    let pwrite = open(dirs[3].path(), IoEngineKind::Pwrite);
+    assert!(!pwrite.joins_shared_submission());
+    let faulty = FaultyNode::new(open(dirs[4].path(), IoEngineKind::Uring));
+    faulty.fail_next_appends(1, libc::EIO);
+
+    let payloads: Vec<Vec<u8>> = (0..7u64)
+        .map(|i| sample_payload(i, 3000 + i as usize * 1000))
+        .collect();
+    let generations = [1u64, 1, 1, 2, 1, 1, 1];
+    let mut headers: Vec<_> = payloads
+        .iter()
+        .zip(generations)
+        .enumerate()
+        .map(|(i, (p, g))| sample_header(i as u64, g, 0, p))
+        .collect();
+    headers[2].generation = 9; // refused: does not match its batch
+    let batches_records: Vec<[RecordRef<'_>; 1]> = headers
+        .iter()
+        .zip(&payloads)
+        .map(|(header, payload)| [RecordRef { header, payload }])
+        .collect();
+    let targets: [&dyn Node; 7] = [
+        &uring[0], &uring[1], &uring[2], &uring[0], &uring[0], &pwrite, &faulty,
+    ];
+    let batches: Vec<crate::node::AppendBatch<'_>> = targets
+        .iter()
+        .zip(generations)
+        .zip(&batches_records)
+        .map(|((node, generation), records)| (*node, generation, &records[..]))
+        .collect();
+    let results = append_all(&batches);
+    assert_eq!(results.len(), 7);
+    for (index, result) in results.iter().enumerate() {
+        match (index, result) {
+            (2, Err(Error::InvalidArgument { .. })) => {}
+            (6, Err(Error::Io { source, .. })) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EIO))
+            }
+            (2 | 6, other) => panic!("batch {index}: unexpected {other:?}"),
+            (_, Ok(locations)) => {
+                let location = locations[0];
+                let bytes = targets[index]
+                    .read(location.generation, location.offset, location.len)
+                    .unwrap();
+                assert_eq!(&bytes[..], &payloads[index][..], "batch {index}");
+            }
+            (_, Err(error)) => panic!("batch {index} failed: {error}"),
+        }
+    }
+    // Node 0 got two batches in generation 1 (one shared, one threaded).
+    assert_eq!(uring[0].scan(1).unwrap().records.len(), 2);
+    assert_eq!(uring[0].generations().unwrap(), vec![1, 2]);
+    assert!(uring[2].generations().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_append_all_calls_in_opposite_orders_do_not_deadlock() {
+    use crate::node::append_all;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<LocalNode> = dirs
+        .iter()
+        .map(|d| open(d.path(), IoEngineKind::Uring))
+        .collect();
+    std::thread::scope(|scope| {
+        for reverse in [false, true] {
+            let nodes = &nodes;
+            scope.spawn(move || {
+                let payload = sample_payload(reverse as u64, 512);
+                let header = sample_header(1, 0, 0, &payload);
+                let records = [RecordRef {
+                    header: &header,
+                    payload: &payload,
+                }];
+                for _ in 0..30 {
+                    let mut batches: Vec<crate::node::AppendBatch<'_>> = nodes
+                        .iter()
+                        .map(|node| (node as &dyn Node, 0, &records[..]))
+                        .collect();
+                    if reverse {
+                        batches.reverse();
+                    }
+                    for result in append_all(&batches) {
+                        result.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    for node in &nodes {
+        assert_eq!(node.scan(0).unwrap().records.len(), 60);
+    }
+}
+
+#[test]
+fn shared_submission_split_over_several_rounds() {
+    // 5 nodes x 33,000 records: 66 ring entries per batch, 330 in all, more
+    // than the shared ring holds, so batches are split across rounds.
+    use crate::node::append_all;
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<LocalNode> = dirs
+        .iter()
+        .map(|d| open(d.path(), IoEngineKind::Uring))
+        .collect();
+    let payloads: Vec<Vec<u8>> = (0..33_000u64)
+        .map(|i| vec![i as u8; 1 + (i % 2) as usize])
+        .collect();
+    let headers: Vec<_> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| sample_header(i as u64, 0, 0, p))
+        .collect();
+    let records: Vec<RecordRef<'_>> = headers
+        .iter()
+        .zip(&payloads)
+        .map(|(header, payload)| RecordRef { header, payload })
+        .collect();
+    let batches: Vec<crate::node::AppendBatch<'_>> = nodes
+        .iter()
+        .map(|node| (node as &dyn Node, 0, &records[..]))
+        .collect();
+    for (node, result) in nodes.iter().zip(append_all(&batches)) {
+        let locations = result.unwrap();
+        for (index, location) in locations.iter().enumerate().step_by(1999) {
+            assert_eq!(
+                &node.read(0, location.offset, location.len).unwrap()[..],
+                &payloads[index][..]
+            );
+        }
+    }
+    drop(nodes);
+    for dir in &dirs {
+        let node = open(dir.path(), IoEngineKind::Pwrite);
+        assert_eq!(node.scan(0).unwrap().records.len(), payloads.len());
+    }
+}

@@ -32,7 +32,7 @@ pub(super) enum WriteFailure {
 /// The engine one node writes with.
 pub(super) enum Engine {
     #[cfg(target_os = "linux")]
-    Uring(uring::UringEngine),
+    Uring(Box<uring::UringEngine>),
     Pwrite,
 }
 
@@ -61,7 +61,7 @@ impl Engine {
 
     #[cfg(target_os = "linux")]
     fn uring() -> io::Result<Engine> {
-        uring::UringEngine::new().map(Engine::Uring)
+        uring::UringEngine::new().map(|engine| Engine::Uring(Box::new(engine)))
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -79,6 +79,12 @@ impl Engine {
             Engine::Uring(_) => IoEngineKind::Uring,
             Engine::Pwrite => IoEngineKind::Pwrite,
         }
+    }
+
+    /// The process-wide io_uring engine for writes shared by many nodes.
+    #[cfg(target_os = "linux")]
+    pub(super) fn shared_uring() -> Option<&'static uring::UringEngine> {
+        uring::UringEngine::shared()
     }
 
     /// Writes `bufs` back to back at `offset` of `file`, then makes them
