@@ -521,7 +521,7 @@ impl Committer {
             let mut outcomes: Vec<(NodeId, Vec<usize>, Result<Vec<RecordLocation>>)> = Vec::new();
             let mut live: Vec<(NodeId, Vec<usize>, &Arc<dyn Node>)> = Vec::new();
             for (n, cols) in by_node {
-                match inner.nodes.get(n) {
+                match inner.nodes.get_writable(n) {
                     Some(node) => live.push((n, cols, node)),
                     None => outcomes.push((
                         n,
@@ -564,7 +564,7 @@ impl Committer {
                         }
                     }
                     Ok(locations) => {
-                        inner.nodes.mark_down(
+                        inner.nodes.mark_unwritable(
                             n,
                             format!(
                                 "append returned {} locations for {}",
@@ -575,9 +575,14 @@ impl Committer {
                         self.retry_elsewhere(stripe_id, homes, &cols, &mut used, &mut pending);
                     }
                     Err(e) => {
-                        inner
-                            .nodes
-                            .mark_down(n, format!("append of stripe {stripe_id} failed: {e}"));
+                        let reason = format!("append of stripe {stripe_id} failed: {e}");
+                        if matches!(e, Error::Unavailable { .. }) {
+                            inner.nodes.mark_down(n, reason);
+                        } else {
+                            // A full disk or an I/O error: its earlier
+                            // records are durable, so keep reading them.
+                            inner.nodes.mark_unwritable(n, reason);
+                        }
                         self.retry_elsewhere(stripe_id, homes, &cols, &mut used, &mut pending);
                     }
                 }
@@ -638,14 +643,16 @@ impl Committer {
     ) -> Option<NodeId> {
         let nodes = &self.inner.nodes;
         let home = homes[c];
-        if nodes.is_up(home) && !used.contains(&home) {
+        if nodes.is_writable(home) && !used.contains(&home) {
             return Some(home);
         }
         let placement = self.inner.layout.placement(stripe_id);
         let free = self
             .inner
             .layout
-            .handoff_candidates(&placement, c, &|n| !nodes.is_up(n) || used.contains(&n))
+            .handoff_candidates(&placement, c, &|n| {
+                !nodes.is_writable(n) || used.contains(&n)
+            })
             .first()
             .copied();
         if free.is_some() || self.inner.options.write_policy == WritePolicy::Strict {
@@ -653,7 +660,7 @@ impl Committer {
         }
         nodes
             .ids()
-            .filter(|&n| nodes.is_up(n))
+            .filter(|&n| nodes.is_writable(n))
             .min_by_key(|n| used.iter().filter(|u| *u == n).count())
     }
 

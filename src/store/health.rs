@@ -93,9 +93,12 @@ pub struct NodeHealth {
     pub name: String,
     /// Its site's name.
     pub site: String,
-    /// False when the node could not be opened or failed since.
+    /// False when the node could not be opened or a read from it failed.
     pub reachable: bool,
-    /// Why it is down, when it is.
+    /// False when the node takes no more writes (an append failed, e.g. a
+    /// full disk); its records are still read while it is reachable.
+    pub writable: bool,
+    /// Why it is down or takes no writes, when it is or does not.
     pub down_reason: Option<String>,
     /// Column records of visible stripes that this node holds.
     pub columns: usize,
@@ -141,6 +144,7 @@ impl Inner {
                     name: spec.name.clone(),
                     site: layout.sites()[usize::from(spec.site.0)].name.clone(),
                     reachable: self.nodes.is_up(id),
+                    writable: self.nodes.is_writable(id),
                     down_reason: self.nodes.down_reason(id),
                     columns: 0,
                     bytes: 0,

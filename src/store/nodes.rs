@@ -1,6 +1,8 @@
 //! The store's view of its nodes: the open handle (if any) and whether the
-//! node is up. A node that fails an I/O call is marked down and skipped by
-//! reads and writes until the store is reopened or repaired.
+//! node is up. A node that fails a read is marked down and skipped by reads
+//! and writes until the store is reopened or repaired. A node that fails an
+//! append (a full disk, an I/O error) stops taking writes but keeps serving
+//! the records it already holds durably.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,7 @@ pub(crate) struct NodeSlot {
     pub name: String,
     node: Option<Arc<dyn Node>>,
     down: AtomicBool,
+    unwritable: AtomicBool,
     reason: Mutex<Option<String>>,
 }
 
@@ -41,6 +44,7 @@ impl NodeSet {
                 NodeSlot {
                     name: spec.name.clone(),
                     down: AtomicBool::new(node.is_none()),
+                    unwritable: AtomicBool::new(node.is_none()),
                     node,
                     reason: Mutex::new(reason),
                 }
@@ -70,29 +74,62 @@ impl NodeSet {
         slot.node.as_ref()
     }
 
+    /// True when reads may go to the node.
     pub fn is_up(&self, id: NodeId) -> bool {
         self.get(id).is_some()
     }
 
+    /// The node's handle if it takes appends.
+    pub fn get_writable(&self, id: NodeId) -> Option<&Arc<dyn Node>> {
+        let slot = self.slots.get(usize::from(id.0))?;
+        if slot.unwritable.load(Ordering::Acquire) {
+            return None;
+        }
+        self.get(id)
+    }
+
+    pub fn is_writable(&self, id: NodeId) -> bool {
+        self.get_writable(id).is_some()
+    }
+
+    /// No more reads or writes go to the node.
     pub fn mark_down(&self, id: NodeId, reason: impl Into<String>) {
         let Some(slot) = self.slots.get(usize::from(id.0)) else {
             return;
         };
+        slot.unwritable.store(true, Ordering::Release);
         if !slot.down.swap(true, Ordering::AcqRel) {
             let reason = reason.into();
             tracing::warn!(node = %slot.name, %reason, "node marked down");
-            if let Ok(mut r) = slot.reason.lock() {
-                *r = Some(reason);
-            }
+            set_reason(slot, reason);
         }
     }
 
+    /// No more writes go to the node; reads of what it holds go on.
+    pub fn mark_unwritable(&self, id: NodeId, reason: impl Into<String>) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        if !slot.unwritable.swap(true, Ordering::AcqRel) {
+            let reason = reason.into();
+            tracing::warn!(node = %slot.name, %reason, "node takes no more writes");
+            set_reason(slot, reason);
+        }
+    }
+
+    /// Why the node is down or takes no writes, if it is or does not.
     pub fn down_reason(&self, id: NodeId) -> Option<String> {
         let slot = self.slots.get(usize::from(id.0))?;
-        if !slot.down.load(Ordering::Acquire) {
+        if !slot.unwritable.load(Ordering::Acquire) && !slot.down.load(Ordering::Acquire) {
             return None;
         }
         slot.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+fn set_reason(slot: &NodeSlot, reason: String) {
+    if let Ok(mut r) = slot.reason.lock() {
+        *r = Some(reason);
     }
 }
 

@@ -33,17 +33,48 @@ impl Inner {
             None => {}
         }
         self.queue_repair(stripe.stripe_id, part.column_index);
-        let bytes = self.rebuild_range(stripe, column, part.offset, part.len)?;
-        let actual = crc32fast::hash(&bytes);
-        if actual != part.checksum {
-            return Err(Error::ChecksumMismatch {
-                what: "blob rebuilt from other columns",
-                expected: part.checksum,
-                actual,
-            });
+        let bytes = self.rebuild_range(stripe, column, part.offset, part.len, &[])?;
+        let mut actual = crc32fast::hash(&bytes);
+        if actual == part.checksum {
+            self.stats.degraded_reads.inc();
+            return Ok(bytes);
         }
-        self.stats.degraded_reads.inc();
-        Ok(bytes)
+        // A source column was bad too. Find the bad ones by their whole
+        // checksums, and rebuild from the others if k of them are left.
+        let bad = self.bad_columns(stripe, column);
+        if !bad.is_empty() {
+            let bytes = self.rebuild_range(stripe, column, part.offset, part.len, &bad)?;
+            actual = crc32fast::hash(&bytes);
+            if actual == part.checksum {
+                self.stats.degraded_reads.inc();
+                return Ok(bytes);
+            }
+        }
+        Err(Error::ChecksumMismatch {
+            what: "blob rebuilt from other columns",
+            expected: part.checksum,
+            actual,
+        })
+    }
+
+    /// Stored columns of `stripe` other than `skip` whose whole bytes fail
+    /// their checksum or cannot be read; queued for repair.
+    fn bad_columns(&self, stripe: &StripeInfo, skip: usize) -> Vec<usize> {
+        let mut bad = Vec::new();
+        for (c, info) in stripe.columns.iter().enumerate() {
+            if c == skip || info.len == 0 {
+                continue;
+            }
+            let intact = self
+                .read_column_range(stripe, c, 0, info.len)
+                .is_some_and(|bytes| crc32fast::hash(&bytes) == info.checksum);
+            if !intact {
+                self.stats.checksum_failures.inc();
+                self.queue_repair(stripe.stripe_id, c as u16);
+                bad.push(c);
+            }
+        }
+        bad
     }
 
     /// Bytes `[offset, offset + len)` of a column's payload from the node
@@ -91,6 +122,7 @@ impl Inner {
         column: usize,
         offset: u32,
         len: u32,
+        exclude: &[usize],
     ) -> Result<Bytes> {
         let code = self.layout.code();
         let k = code.data_count;
@@ -98,9 +130,22 @@ impl Inner {
         let end = u64::from(offset) + u64::from(len);
         // Sources: (column index, bytes of the range, zero padded).
         let mut sources: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
-        // Columns that are all padding in this range are free: try them first.
-        let mut order: Vec<usize> = (0..stripe.columns.len()).filter(|&c| c != column).collect();
-        order.sort_by_key(|&c| u64::from(stripe.columns[c].len) > u64::from(offset));
+        // Columns that are all padding in this range are free: try them
+        // first; columns on the failed column's own node last.
+        let failed_node = stripe
+            .columns
+            .get(column)
+            .and_then(|c| c.stored)
+            .map(|(n, _)| n);
+        let mut order: Vec<usize> = (0..stripe.columns.len())
+            .filter(|&c| c != column && !exclude.contains(&c))
+            .collect();
+        order.sort_by_key(|&c| {
+            let info = &stripe.columns[c];
+            let costs_io = u64::from(info.len) > u64::from(offset);
+            let same_node = failed_node.is_some() && info.stored.map(|(n, _)| n) == failed_node;
+            (costs_io, same_node)
+        });
         for c in order {
             if sources.len() == k {
                 break;

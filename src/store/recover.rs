@@ -456,7 +456,7 @@ impl Inner {
             }
         }
         self.queue_repair(info.stripe_id, column as u16);
-        let bytes = self.rebuild_range(info, column, 0, table_len)?;
+        let bytes = self.rebuild_range(info, column, 0, table_len, &[])?;
         Ok((format::decode_entry_table(&bytes)?, true))
     }
 }
