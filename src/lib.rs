@@ -25,5 +25,6 @@ pub mod store;
 pub use error::{Error, Result};
 pub use store::{
     BLOB_LEN_MAX, Blob, CompactOptions, CompactReport, Health, NodeHealth, OpenReport, Options,
-    Stats, Store, WritePolicy,
+    Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport, Stats, Store,
+    WritePolicy,
 };

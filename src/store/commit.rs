@@ -103,6 +103,9 @@ impl Request {
 /// this never collides with a user key.
 pub(crate) const RETIRE_KEY: &[u8] = b"geoshard:retire";
 
+/// How often an idle committer checks that local node directories exist.
+const NODE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a commit failed; rebuilt into an `Error` for every waiting caller.
 #[derive(Clone, Debug)]
 enum Failure {
@@ -179,7 +182,17 @@ impl Committer {
         let interval = self.inner.options.commit_interval;
         let code = self.inner.layout.code();
         let stripe_capacity = self.inner.options.column_len_target * code.data_count;
-        while let Ok(first) = self.rx.recv() {
+        loop {
+            // Idle wake-ups double as the node watchdog: a directory deleted
+            // under a running store is noticed within a second.
+            let first = match self.rx.recv_timeout(NODE_CHECK_INTERVAL) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.inner.check_nodes();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let deadline = Instant::now() + interval;
             let mut flush = matches!(first, Request::Flush { .. });
             let mut weight = first.weight();
@@ -459,6 +472,7 @@ impl Committer {
                 generation: self.generation,
                 columns,
                 entry_table_lens: table_lens.into(),
+                header,
             },
             parts,
         })
@@ -519,7 +533,7 @@ impl Committer {
             }
             // A node marked down since it was picked is retried elsewhere.
             let mut outcomes: Vec<(NodeId, Vec<usize>, Result<Vec<RecordLocation>>)> = Vec::new();
-            let mut live: Vec<(NodeId, Vec<usize>, &Arc<dyn Node>)> = Vec::new();
+            let mut live: Vec<(NodeId, Vec<usize>, Arc<dyn Node>)> = Vec::new();
             for (n, cols) in by_node {
                 match inner.nodes.get_writable(n) {
                     Some(node) => live.push((n, cols, node)),
@@ -547,7 +561,7 @@ impl Committer {
             let batches: Vec<AppendBatch<'_>> = live
                 .iter()
                 .zip(&records)
-                .map(|((_, _, node), recs)| (&***node, generation, &recs[..]))
+                .map(|((_, _, node), recs)| (&**node, generation, &recs[..]))
                 .collect();
             let results = append_all(&batches);
             outcomes.extend(

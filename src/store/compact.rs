@@ -68,7 +68,7 @@ impl Store {
     /// compacted is retired; nothing is lost and a later call resumes.
     pub fn compact(&self, options: &CompactOptions) -> Result<CompactReport> {
         let inner = &self.inner;
-        let _only_one = inner.compaction.lock().unwrap_or_else(|p| p.into_inner());
+        let _only_one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         self.flush()?;
         let candidates: Vec<u64> = {
             let state = inner.read_state();

@@ -23,6 +23,7 @@ mod nodes;
 mod pack;
 mod read;
 mod recover;
+mod repair;
 mod stripes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +39,7 @@ pub use blob::Blob;
 pub use compact::{CompactOptions, CompactReport};
 pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
+pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
 
 use self::commit::{Committer, Request};
 use self::health::Counters;
@@ -208,8 +210,11 @@ pub(crate) struct Inner {
     pub stats: Counters,
     repair_queue: Mutex<BTreeSet<(u64, u16)>>,
     open_report: Mutex<OpenReport>,
-    /// Held by the one compaction that may run at a time.
-    compaction: Mutex<()>,
+    /// Held by the one compaction, repair or scrub that may run at a time.
+    maintenance: Mutex<()>,
+    /// The nodes are local directories this store opened itself (so repair
+    /// may recreate and reopen them).
+    local_nodes: bool,
 }
 
 impl Inner {
@@ -236,6 +241,14 @@ impl Inner {
 
     pub(crate) fn repair_queue_len(&self) -> usize {
         self.repair_queue.lock().map_or(0, |q| q.len())
+    }
+
+    /// Empties the repair queue and returns what was in it.
+    pub(crate) fn take_repair_queue(&self) -> BTreeSet<(u64, u16)> {
+        self.repair_queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
     }
 }
 
@@ -309,7 +322,7 @@ impl Store {
     /// - [`Error::InvalidArgument`] for options out of range.
     pub fn open(layout: Layout, options: Options) -> Result<Store> {
         let nodes = open_local_nodes(&layout, &options)?;
-        Store::open_with_nodes(layout, options, nodes)
+        Store::open_inner(layout, options, nodes, true)
     }
 
     /// Opens a store over nodes the caller opened: `nodes[i]` serves
@@ -323,6 +336,15 @@ impl Store {
         layout: Layout,
         options: Options,
         nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
+    ) -> Result<Store> {
+        Store::open_inner(layout, options, nodes, false)
+    }
+
+    fn open_inner(
+        layout: Layout,
+        options: Options,
+        nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
+        local_nodes: bool,
     ) -> Result<Store> {
         if options.column_len_target < COLUMN_LEN_TARGET_MIN
             || options.column_len_target as u64 > crate::format::COLUMN_LEN_MAX / 2
@@ -353,7 +375,8 @@ impl Store {
             stats: Counters::default(),
             repair_queue: Mutex::new(BTreeSet::new()),
             open_report: Mutex::new(OpenReport::default()),
-            compaction: Mutex::new(()),
+            maintenance: Mutex::new(()),
+            local_nodes,
         });
         let (state, start, report) = inner.recover()?;
         *inner.write_state() = state;
@@ -564,6 +587,7 @@ impl Store {
     /// Per node: reachable or not, columns and bytes held, columns missing
     /// or away; whether the store survives losing any one more site now.
     pub fn health(&self) -> Health {
+        self.inner.check_nodes();
         self.inner.health()
     }
 

@@ -5,14 +5,15 @@
 //! the records it already holds durably.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::layout::{Layout, NodeId};
 use crate::node::Node;
 
 pub(crate) struct NodeSlot {
     pub name: String,
-    node: Option<Arc<dyn Node>>,
+    /// Replaced when repair reopens a lost node.
+    node: RwLock<Option<Arc<dyn Node>>>,
     down: AtomicBool,
     unwritable: AtomicBool,
     reason: Mutex<Option<String>>,
@@ -45,7 +46,7 @@ impl NodeSet {
                     name: spec.name.clone(),
                     down: AtomicBool::new(node.is_none()),
                     unwritable: AtomicBool::new(node.is_none()),
-                    node,
+                    node: RwLock::new(node),
                     reason: Mutex::new(reason),
                 }
             })
@@ -65,31 +66,70 @@ impl NodeSet {
         (0..self.slots.len()).map(|i| NodeId(i as u16))
     }
 
-    /// The node's handle if it is up.
-    pub fn get(&self, id: NodeId) -> Option<&Arc<dyn Node>> {
+    /// The node's handle whether it is up or not.
+    pub fn handle(&self, id: NodeId) -> Option<Arc<dyn Node>> {
         let slot = self.slots.get(usize::from(id.0))?;
-        if slot.down.load(Ordering::Acquire) {
+        slot.node
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The node's handle if it is up.
+    pub fn get(&self, id: NodeId) -> Option<Arc<dyn Node>> {
+        if !self.is_up(id) {
             return None;
         }
-        slot.node.as_ref()
+        self.handle(id)
     }
 
     /// True when reads may go to the node.
     pub fn is_up(&self, id: NodeId) -> bool {
-        self.get(id).is_some()
+        self.slots
+            .get(usize::from(id.0))
+            .is_some_and(|s| !s.down.load(Ordering::Acquire))
     }
 
     /// The node's handle if it takes appends.
-    pub fn get_writable(&self, id: NodeId) -> Option<&Arc<dyn Node>> {
-        let slot = self.slots.get(usize::from(id.0))?;
-        if slot.unwritable.load(Ordering::Acquire) {
+    pub fn get_writable(&self, id: NodeId) -> Option<Arc<dyn Node>> {
+        if !self.is_writable(id) {
             return None;
         }
-        self.get(id)
+        self.handle(id)
     }
 
     pub fn is_writable(&self, id: NodeId) -> bool {
-        self.get_writable(id).is_some()
+        self.slots.get(usize::from(id.0)).is_some_and(|s| {
+            !s.down.load(Ordering::Acquire) && !s.unwritable.load(Ordering::Acquire)
+        })
+    }
+
+    /// Puts a (re)opened node in service.
+    pub fn replace(&self, id: NodeId, node: Arc<dyn Node>) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        *slot.node.write().unwrap_or_else(PoisonError::into_inner) = Some(node);
+        self.revive(id);
+    }
+
+    /// Puts a node back in service after it answered again.
+    pub fn revive(&self, id: NodeId) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        if slot
+            .node
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            return;
+        }
+        if slot.down.swap(false, Ordering::AcqRel) | slot.unwritable.swap(false, Ordering::AcqRel) {
+            tracing::info!(node = %slot.name, "node back in service");
+        }
+        *slot.reason.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// No more reads or writes go to the node.

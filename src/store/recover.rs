@@ -70,7 +70,7 @@ impl Inner {
         // 1. Scan every reachable node.
         let mut by_stripe: BTreeMap<u64, Found> = BTreeMap::new();
         for id in self.nodes.ids() {
-            let Some(node) = self.nodes.get(id).cloned() else {
+            let Some(node) = self.nodes.get(id) else {
                 continue;
             };
             let scanned = node.generations().and_then(|gens| {
@@ -434,6 +434,7 @@ impl Inner {
             generation: header.generation,
             columns,
             entry_table_lens: header.entry_table_lens.clone().into(),
+            header: header.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::format::ColumnHeader;
 use crate::layout::NodeId;
 use crate::node::RecordLocation;
 
@@ -42,6 +43,10 @@ pub(crate) struct StripeInfo {
     pub columns: Box<[ColumnInfo]>,
     /// Byte length of each data column's entry table (k values).
     pub entry_table_lens: Box<[u32]>,
+    /// The header every column record of the stripe carries (with the
+    /// column index of whichever record it was taken from): repair writes
+    /// rebuilt columns with it.
+    pub header: ColumnHeader,
 }
 
 /// All visible stripes, in slots: the index refers to a stripe by its
@@ -88,6 +93,24 @@ impl StripeTable {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Replaces the stripe in `slot` with a changed copy, if it is still
+    /// the stripe `stripe_id`.
+    pub fn update(&mut self, slot: u32, stripe_id: u64, change: impl FnOnce(&mut StripeInfo)) {
+        if let Some(Some(entry)) = self.slots.get_mut(slot as usize)
+            && entry.stripe_id == stripe_id
+        {
+            change(Arc::make_mut(entry));
+        }
+    }
+
+    /// Every stripe with its slot.
+    pub fn slots(&self) -> impl Iterator<Item = (u32, &Arc<StripeInfo>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u32, s.as_ref()?)))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Arc<StripeInfo>> {
