@@ -33,6 +33,8 @@ pub(crate) struct Counters {
     pub write_failures: Counter,
     pub columns_unwritten: Counter,
     pub bytes_written: Counter,
+    /// Bytes read by repairs, for progress reports.
+    pub repair_bytes_read: Counter,
 }
 
 impl Counters {

@@ -17,7 +17,7 @@
 //! what is wrong for repair (and repairs it, unless told not to).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -183,12 +183,48 @@ struct Pending {
     home: NodeId,
     generation: u64,
     header: ColumnHeader,
-    payload: Bytes,
+    payload: Payload,
     moved_home: bool,
 }
 
+/// A column's bytes to write: a copy of an intact column (zero-copy) or a
+/// rebuilt one in a pooled buffer.
+enum Payload {
+    Copied(Bytes),
+    Rebuilt(Vec<u8>),
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Copied(b) => b,
+            Payload::Rebuilt(v) => v,
+        }
+    }
+}
+
+/// Buffers reused across stripes and batches: fresh memory is slow to
+/// touch, so repair keeps writing into the same pages.
+#[derive(Default)]
+struct Buffers {
+    /// Output buffers, returned here after their batch is written.
+    pool: Vec<Vec<u8>>,
+    /// Zero-padded copies of short source columns.
+    padded: Vec<Vec<u8>>,
+}
+
+impl Buffers {
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let mut v = self.pool.pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, 0);
+        v
+    }
+}
+
 /// Bytes of rebuilt columns gathered before they are written.
-const REPAIR_BATCH_BYTES: usize = 64 << 20;
+const REPAIR_BATCH_BYTES: usize = 8 << 20;
 
 impl Inner {
     /// Marks down local nodes whose directory is gone (a fire while the
@@ -325,48 +361,87 @@ impl Store {
         report.stripes_needing_repair = plan.len() as u64;
 
         let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
-        let mut progress = Progress {
-            stripes_total: plan.len() as u64,
-            ..Progress::default()
-        };
-        let mut batch: Vec<Pending> = Vec::new();
-        let mut batch_bytes = 0usize;
-        let mut stripes_in_batch: Vec<(u64, usize)> = Vec::new();
-        for (_, slot, stripe, fix) in plan {
-            match self.rebuild_stripe(slot, &stripe, &fix, &mut report) {
-                Some(pending) => {
-                    batch_bytes += pending.iter().map(|p| p.payload.len()).sum::<usize>();
-                    stripes_in_batch.push((stripe.stripe_id, pending.len()));
-                    batch.extend(pending);
+        let stripes_total = plan.len() as u64;
+        // Rebuilding (CPU) and writing (disk) overlap: a writer thread
+        // appends one batch while the next is rebuilt. Written buffers come
+        // back for reuse.
+        let (to_writer, batches) = mpsc::sync_channel::<(Vec<Pending>, Vec<(u64, usize)>, u64)>(1);
+        let (return_buffers, returned) = mpsc::channel::<Vec<Vec<u8>>>();
+        let written = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut written = RepairReport::default();
+                let mut buffers = Buffers::default();
+                let mut progress = Progress {
+                    stripes_total,
+                    ..Progress::default()
+                };
+                for (mut batch, mut stripes_in_batch, stripes_done) in batches {
+                    self.write_batch(
+                        &mut batch,
+                        &mut stripes_in_batch,
+                        &mut written,
+                        &mut buffers,
+                    );
+                    let _ = return_buffers.send(std::mem::take(&mut buffers.pool));
+                    progress.stripes_done = stripes_done;
+                    progress.bytes_written = written.bytes_written;
+                    progress.bytes_read = self.inner.stats.repair_bytes_read.get();
+                    if let Some(callback) = &options.progress {
+                        callback(&progress);
+                    }
+                    throttle.pace(progress.bytes_read + progress.bytes_written);
                 }
-                None => report.stripes_unrepairable += 1,
+                written
+            });
+            let mut batch: Vec<Pending> = Vec::new();
+            let mut batch_bytes = 0usize;
+            let mut stripes_in_batch: Vec<(u64, usize)> = Vec::new();
+            let mut buffers = Buffers::default();
+            let mut stripes_done = 0u64;
+            for (_, slot, stripe, fix) in plan {
+                while let Ok(pool) = returned.try_recv() {
+                    buffers.pool.extend(pool);
+                }
+                let read_before = report.bytes_read;
+                match self.rebuild_stripe(slot, &stripe, &fix, &mut report, &mut buffers) {
+                    Some(pending) => {
+                        batch_bytes += pending.iter().map(|p| p.payload.len()).sum::<usize>();
+                        stripes_in_batch.push((stripe.stripe_id, pending.len()));
+                        batch.extend(pending);
+                    }
+                    None => report.stripes_unrepairable += 1,
+                }
+                self.inner
+                    .stats
+                    .repair_bytes_read
+                    .add(report.bytes_read - read_before);
+                stripes_done += 1;
+                if batch_bytes >= REPAIR_BATCH_BYTES {
+                    let full = (
+                        std::mem::take(&mut batch),
+                        std::mem::take(&mut stripes_in_batch),
+                        stripes_done,
+                    );
+                    if to_writer.send(full).is_err() {
+                        break;
+                    }
+                    batch_bytes = 0;
+                }
             }
-            progress.stripes_done += 1;
-            if batch_bytes >= REPAIR_BATCH_BYTES {
-                self.write_batch(&mut batch, &mut stripes_in_batch, &mut report);
-                batch_bytes = 0;
-                self.after_batch(&throttle, &report, &mut progress, options.progress.as_ref());
+            let _ = to_writer.send((batch, stripes_in_batch, stripes_done));
+            drop(to_writer);
+            match writer.join() {
+                Ok(written) => written,
+                Err(panic) => std::panic::resume_unwind(panic),
             }
-        }
-        self.write_batch(&mut batch, &mut stripes_in_batch, &mut report);
-        self.after_batch(&throttle, &report, &mut progress, options.progress.as_ref());
+        });
+        report.stripes_repaired += written.stripes_repaired;
+        report.stripes_unrepairable += written.stripes_unrepairable;
+        report.columns_rebuilt += written.columns_rebuilt;
+        report.columns_moved_home += written.columns_moved_home;
+        report.bytes_written += written.bytes_written;
         report.elapsed = started.elapsed();
         Ok(report)
-    }
-
-    fn after_batch(
-        &self,
-        throttle: &Throttle,
-        report: &RepairReport,
-        progress: &mut Progress,
-        callback: Option<&ProgressFn>,
-    ) {
-        progress.bytes_read = report.bytes_read;
-        progress.bytes_written = report.bytes_written;
-        if let Some(callback) = callback {
-            callback(progress);
-        }
-        throttle.pace(report.bytes_read + report.bytes_written);
     }
 
     /// The columns of one stripe to write home, or `None` if it cannot be
@@ -377,6 +452,7 @@ impl Store {
         stripe: &StripeInfo,
         fix: &[usize],
         report: &mut RepairReport,
+        buffers: &mut Buffers,
     ) -> Option<Vec<Pending>> {
         let inner = &self.inner;
         let k = inner.layout.code().data_count;
@@ -410,7 +486,8 @@ impl Store {
             match (&intact[c], stripe.columns[c].is_away()) {
                 // Intact but away from home: copy it home.
                 (Some(bytes), true) => {
-                    out.push(self.pending(slot, stripe, c, home, bytes.clone(), true))
+                    let payload = Payload::Copied(bytes.clone());
+                    out.push(self.pending(slot, stripe, c, home, payload, true));
                 }
                 // Intact where the placement wants it (queued on suspicion).
                 (Some(_), false) => {}
@@ -430,25 +507,32 @@ impl Store {
                 );
                 return None;
             }
-            // RS works on equal lengths: pad shorter columns with the zeros
-            // that are never stored.
-            let padded: Vec<Vec<u8>> = available
-                .iter()
-                .map(|&c| {
-                    let mut v = vec![0u8; stripe_len];
-                    if let Some(bytes) = &intact[c] {
-                        v[..bytes.len()].copy_from_slice(bytes);
-                    }
-                    v
-                })
-                .collect();
+            // RS works on equal lengths: short columns are padded with the
+            // zeros that are never stored (into reused scratch); full-length
+            // ones are used where they are mapped.
+            buffers.padded.resize_with(available.len(), Vec::new);
+            for (i, &c) in available.iter().enumerate() {
+                let stored = intact[c].as_deref().unwrap_or(&[]);
+                if stored.len() < stripe_len {
+                    let pad = &mut buffers.padded[i];
+                    pad.clear();
+                    pad.extend_from_slice(stored);
+                    pad.resize(stripe_len, 0);
+                }
+            }
+            let mut rebuilt: Vec<Vec<u8>> = Vec::with_capacity(to_rebuild.len());
+            for _ in &to_rebuild {
+                let v = buffers.take(stripe_len);
+                rebuilt.push(v);
+            }
             let present: Vec<(usize, &[u8])> = available
                 .iter()
-                .zip(&padded)
-                .map(|(&c, v)| (c, &v[..]))
+                .enumerate()
+                .map(|(i, &c)| match intact[c].as_deref() {
+                    Some(b) if b.len() == stripe_len => (c, b),
+                    _ => (c, &buffers.padded[i][..]),
+                })
                 .collect();
-            let mut rebuilt: Vec<Vec<u8>> =
-                to_rebuild.iter().map(|_| vec![0u8; stripe_len]).collect();
             {
                 let mut missing: Vec<(usize, &mut [u8])> = to_rebuild
                     .iter()
@@ -457,22 +541,44 @@ impl Store {
                     .collect();
                 if let Err(e) = inner.codec.reconstruct(&present, &mut missing) {
                     tracing::warn!(stripe = stripe.stripe_id, error = %e, "rebuild failed");
+                    buffers.pool.extend(rebuilt);
                     return None;
                 }
             }
-            for (&c, mut bytes) in to_rebuild.iter().zip(rebuilt) {
+            let mut rebuilt = rebuilt.into_iter();
+            for &c in &to_rebuild {
+                let Some(mut bytes) = rebuilt.next() else {
+                    break;
+                };
                 let col = &stripe.columns[c];
                 bytes.truncate(col.len as usize);
-                if crc32fast::hash(&bytes) != col.checksum {
-                    tracing::warn!(
-                        stripe = stripe.stripe_id,
-                        column = c,
-                        "rebuilt column fails its checksum; a source column is bad"
-                    );
-                    return None;
+                match col.home {
+                    Some(home) if crc32fast::hash(&bytes) == col.checksum => {
+                        out.push(self.pending(
+                            slot,
+                            stripe,
+                            c,
+                            home,
+                            Payload::Rebuilt(bytes),
+                            false,
+                        ));
+                    }
+                    _ => {
+                        tracing::warn!(
+                            stripe = stripe.stripe_id,
+                            column = c,
+                            "rebuilt column fails its checksum; a source column is bad"
+                        );
+                        buffers.pool.push(bytes);
+                        buffers.pool.extend(rebuilt);
+                        for p in out {
+                            if let Payload::Rebuilt(v) = p.payload {
+                                buffers.pool.push(v);
+                            }
+                        }
+                        return None;
+                    }
                 }
-                let home = col.home?;
-                out.push(self.pending(slot, stripe, c, home, Bytes::from(bytes), false));
             }
         }
         Some(out)
@@ -484,7 +590,7 @@ impl Store {
         stripe: &StripeInfo,
         column: usize,
         home: NodeId,
-        payload: Bytes,
+        payload: Payload,
         moved_home: bool,
     ) -> Pending {
         let mut header = stripe.header.clone();
@@ -508,6 +614,7 @@ impl Store {
         batch: &mut Vec<Pending>,
         stripes_in_batch: &mut Vec<(u64, usize)>,
         report: &mut RepairReport,
+        buffers: &mut Buffers,
     ) {
         if batch.is_empty() {
             stripes_in_batch.clear();
@@ -582,7 +689,11 @@ impl Store {
                 inner.queue_repair(p.stripe_id, p.column as u16);
             }
         }
-        batch.clear();
+        for p in batch.drain(..) {
+            if let Payload::Rebuilt(v) = p.payload {
+                buffers.pool.push(v);
+            }
+        }
     }
 
     /// Reads every column of every stripe, checks checksums and parity, and
