@@ -216,7 +216,8 @@ pub trait Node: Any + Send + Sync + std::fmt::Debug {
     fn generations(&self) -> Result<Vec<u64>>;
 
     /// Removes `generation`'s segment (idempotent). [`Bytes`] already read
-    /// from it stay valid.
+    /// from it stay valid. The caller must not append to a generation while
+    /// it removes it (the store only removes sealed generations).
     ///
     /// # Errors
     /// [`Error::Io`] when removal fails; [`Error::NodeFenced`] on a fenced

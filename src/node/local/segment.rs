@@ -53,6 +53,8 @@ struct WriterState {
     len: u64,
     /// Encoded headers of the batch being written (reused).
     scratch: Vec<u8>,
+    /// Where each record's header is in `scratch` (reused).
+    header_ranges: Vec<Range<usize>>,
     /// Whether the directory entry of this file is known durable.
     entry_durable: bool,
 }
@@ -92,6 +94,7 @@ impl Segment {
             writer: Mutex::new(WriterState {
                 len: durable_len,
                 scratch: Vec::new(),
+                header_ranges: Vec::new(),
                 entry_durable,
             }),
             map: MapCache::new(),
@@ -176,12 +179,16 @@ impl Segment {
         }
         let start = writer.len;
         let writes_segment_header = start == 0;
-        let scratch = &mut writer.scratch;
+        let WriterState {
+            scratch,
+            header_ranges,
+            ..
+        } = &mut *writer;
         scratch.clear();
+        header_ranges.clear();
         if writes_segment_header {
             scratch.extend_from_slice(&encode_segment_header(self.generation));
         }
-        let mut header_ranges: Vec<Range<usize>> = Vec::with_capacity(records.len());
         let mut locations = Vec::with_capacity(records.len());
         let mut position = start + scratch.len() as u64;
         for record in records {
@@ -206,7 +213,6 @@ impl Segment {
             segment: self,
             writer,
             records,
-            header_ranges,
             locations,
             writes_segment_header,
             start,
@@ -225,7 +231,6 @@ pub(super) struct Prepared<'s, 'r> {
     segment: &'s Segment,
     writer: MutexGuard<'s, WriterState>,
     records: &'r [RecordRef<'r>],
-    header_ranges: Vec<Range<usize>>,
     locations: Vec<RecordLocation>,
     writes_segment_header: bool,
     /// Where the batch starts: the durable end of the segment.
@@ -248,7 +253,7 @@ impl Prepared<'_, '_> {
                 scratch.get(..SEGMENT_HEADER_LEN).unwrap_or_default(),
             ));
         }
-        for (record, range) in self.records.iter().zip(&self.header_ranges) {
+        for (record, range) in self.records.iter().zip(&self.writer.header_ranges) {
             bufs.push(IoSlice::new(scratch.get(range.clone()).unwrap_or_default()));
             if !record.payload.is_empty() {
                 bufs.push(IoSlice::new(record.payload));

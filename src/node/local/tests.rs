@@ -398,3 +398,29 @@ fn shared_submission_split_over_several_rounds() {
         assert_eq!(node.scan(0).unwrap().records.len(), payloads.len());
     }
 }
+
+#[test]
+fn auto_falls_back_to_pwrite_when_io_uring_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    io::REFUSE_URING.with(|refuse| refuse.set(true));
+    let auto = LocalNode::open("n", dir.path(), &LocalOptions::default());
+    let forced = {
+        let other = tempfile::tempdir().unwrap();
+        LocalNode::open(
+            "n",
+            other.path(),
+            &LocalOptions::with_io_engine(IoEngineKind::Uring),
+        )
+        .map(drop)
+    };
+    io::REFUSE_URING.with(|refuse| refuse.set(false));
+    let auto = auto.unwrap();
+    assert_eq!(auto.io_engine(), IoEngineKind::Pwrite, "Auto falls back");
+    assert!(!auto.joins_shared_submission());
+    match forced {
+        Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ENOSYS)),
+        other => panic!("forcing io_uring must fail when it is refused, got {other:?}"),
+    }
+    append_one(&auto, 0, 1, 100);
+    assert_eq!(auto.scan(0).unwrap().records.len(), 1);
+}

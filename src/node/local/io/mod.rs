@@ -38,6 +38,13 @@ pub(super) enum Engine {
 
 static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
+#[cfg(test)]
+thread_local! {
+    /// Makes io_uring setup fail with ENOSYS on this thread, as a kernel
+    /// without io_uring (or a seccomp filter) would.
+    pub(super) static REFUSE_URING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 impl Engine {
     /// Builds the engine `kind` asks for.
     pub(super) fn open(kind: IoEngineKind) -> io::Result<Engine> {
@@ -61,6 +68,10 @@ impl Engine {
 
     #[cfg(target_os = "linux")]
     fn uring() -> io::Result<Engine> {
+        #[cfg(test)]
+        if REFUSE_URING.with(std::cell::Cell::get) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
         uring::UringEngine::new().map(|engine| Engine::Uring(Box::new(engine)))
     }
 
