@@ -122,6 +122,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// A put was refused because it could not be written so that the
+    /// layout's promise holds (see `WritePolicy::Strict`).
+    #[error("write refused: {reason}")]
+    WriteRefused {
+        /// Why, and what would let it through.
+        reason: String,
+    },
+
+    /// Some acknowledged stripes have fewer than k reachable columns: more
+    /// is missing than the layout's promise covers, and blobs would be lost.
+    #[error(
+        "{} stripe(s) cannot be read: fewer than k of their columns are reachable          (stripes {stripe_ids:?}; missing nodes: {}). Bring those nodes back, or          restore their directories, before opening the store",
+        stripe_ids.len(),
+        missing_nodes.join(", ")
+    )]
+    StripesUnrecoverable {
+        /// The stripes (the first few hundred at most are listed).
+        stripe_ids: Vec<u64>,
+        /// Nodes whose columns of those stripes are missing.
+        missing_nodes: Vec<String>,
+    },
+
     /// The store has been closed.
     #[error("the store is closed")]
     Closed,

@@ -8,8 +8,33 @@
 //! - [`layout`]: sites, nodes, the promise ("any 1 site") and placement.
 //! - [`format`](mod@format): the self-describing column record.
 //! - [`node`]: the I/O seam and the local directory node.
+//! - [`store`]: the [`Store`] services link: packed stripes, durable puts,
+//!   zero-copy gets, degraded reads, failover open, compaction.
 //!
 //! # Example
+//!
+//! A store over three sites (here: three directories) with RS(2, 1): any one
+//! site can be lost.
+//!
+//! ```
+//! use geoshard::layout::Layout;
+//! use geoshard::{Options, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let layout = Layout::builder()
+//!     .code(2, 1)
+//!     .site("seoul", |s| s.node("s1", dir.path().join("s1").as_path()))
+//!     .site("busan", |s| s.node("b1", dir.path().join("b1").as_path()))
+//!     .site("daejeon", |s| s.node("d1", dir.path().join("d1").as_path()))
+//!     .build()?;
+//! let store = Store::open(layout, Options::default())?;
+//! store.put(b"chat/1", &b"hello"[..])?; // durable on all three sites
+//! let blob = store.get(b"chat/1")?.expect("just written");
+//! assert_eq!(&blob.to_bytes()[..], b"hello"); // a slice of an mmap'd segment
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## The codec alone
 //!
 //! Code four data columns into RS(4, 2), lose two columns (data column 1
 //! and parity column 4), and rebuild them from the other four:
@@ -52,5 +77,11 @@ mod error;
 pub mod format;
 pub mod layout;
 pub mod node;
+pub mod store;
 
 pub use error::{Error, Result};
+pub use store::{
+    BLOB_LEN_MAX, Blob, CompactOptions, CompactReport, Health, NodeHealth, OpenReport, Options,
+    Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport, Stats, Store,
+    WritePolicy,
+};

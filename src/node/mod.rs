@@ -1,1 +1,395 @@
-//! node (being built).
+//! The node seam: where column records are stored.
+//!
+//! A [`Node`] is one place that stores columns: a local directory
+//! ([`LocalNode`]) or, later, an object-store prefix. The store engine talks
+//! only to this small trait, so tests can put a fault-injecting node under it
+//! and remote backends fit behind it too:
+//!
+//! - [`Node::append`] writes a batch of records to a generation's segment and
+//!   returns once they are durable (group commit: one sync per call). A remote
+//!   node may buffer the segment and upload it as an object when the commit
+//!   needs durability; the contract is only "durable when `Ok`".
+//! - [`Node::read`] returns a byte range as [`Bytes`]; a local node hands out
+//!   slices of its memory map (no copy), a remote node the body of a range
+//!   request. A read may fail with a retryable error
+//!   ([`Error::is_retryable`](crate::Error::is_retryable)).
+//! - [`Node::scan`] lists the intact records of a generation, and the damage
+//!   it found, so the store can rebuild its index from the columns alone.
+//!
+//! Conveniences live in [`NodeExt`] (checked reads), fan-out in
+//! [`append_all`], fault injection in the [`FaultyNode`] wrapper.
+//!
+//! ```
+//! use geoshard::format::ColumnHeader;
+//! use geoshard::node::{LocalNode, LocalOptions, Node, NodeExt, RecordRef};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let node = LocalNode::open("a1", dir.path(), &LocalOptions::default())?;
+//! let payload = b"column bytes";
+//! let header = ColumnHeader {
+//!     stripe_id: 1,
+//!     generation: 0,
+//!     data_count: 1,
+//!     parity_count: 1,
+//!     column_index: 1,
+//!     column_lens: vec![payload.len() as u32; 2],
+//!     column_checksums: vec![0, crc32fast::hash(payload)],
+//!     placement: vec!["b1".into(), "a1".into()],
+//!     entry_table_lens: vec![0],
+//!     commit: geoshard::format::CommitStamp::default(),
+//! };
+//! let locations = node.append(0, &[RecordRef { header: &header, payload }])?;
+//! let scan = node.scan(0)?;
+//! assert_eq!(scan.records[0].location, locations[0]);
+//! assert_eq!(&node.read_payload(&scan.records[0])?[..], payload);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::any::Any;
+use std::collections::HashSet;
+
+use bytes::Bytes;
+
+use crate::format::ColumnHeader;
+use crate::{Error, Result};
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+mod faulty;
+mod local;
+
+pub use faulty::FaultyNode;
+pub use local::{IoEngineKind, LocalNode, LocalOptions};
+
+/// Where a record's payload is: its generation, the offset of the payload in
+/// that generation's segment (or object), and the payload length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RecordLocation {
+    /// The generation (segment) holding the record.
+    pub generation: u64,
+    /// Offset of the payload (not the header) in the segment.
+    pub offset: u64,
+    /// Payload length.
+    pub len: u32,
+}
+
+/// An intact record found by [`Node::scan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScannedRecord {
+    /// The record's header (its checksum verified).
+    pub header: ColumnHeader,
+    /// Where its payload is (its checksum verified when scanned).
+    pub location: RecordLocation,
+}
+
+/// Bytes of a segment that do not hold an intact record, reported by
+/// [`Node::scan`] so the store can count and repair them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptRegion {
+    /// The generation (segment).
+    pub generation: u64,
+    /// Offset of the first bad byte.
+    pub offset: u64,
+    /// Number of bad bytes.
+    pub len: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The result of [`Node::scan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Intact records in segment order.
+    pub records: Vec<ScannedRecord>,
+    /// Damaged regions (skipped records), in segment order. Never fatal.
+    pub corrupt: Vec<CorruptRegion>,
+    /// Bytes of an incomplete tail that recovery cut off this segment when
+    /// the node was opened (a write torn by a crash: never acknowledged).
+    pub truncated_tail_bytes: u64,
+}
+
+/// Space used and left on a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes of segments stored.
+    pub used_bytes: u64,
+    /// Bytes that can still be written (free space of the file system, or
+    /// a quota).
+    pub available_bytes: u64,
+}
+
+/// One record to append: a header and its payload.
+///
+/// The payload is one slice; a local node writes the encoded header and the
+/// payload with one vectored write, so the payload is never copied.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordRef<'a> {
+    /// The header; `header.generation` must be the generation appended to,
+    /// and `payload` must match `header.payload_len()` and
+    /// `header.payload_checksum()`.
+    pub header: &'a ColumnHeader,
+    /// The column bytes.
+    pub payload: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// Checks that the record can be appended to `generation`: a valid
+    /// header of that generation, a payload of the length and checksum the
+    /// header gives.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] or [`Error::LimitExceeded`] for the first
+    /// rule broken.
+    pub fn validate(&self, generation: u64) -> Result<()> {
+        self.header.validate()?;
+        if self.header.generation != generation {
+            return Err(Error::invalid(format!(
+                "record of generation {} appended to generation {generation}",
+                self.header.generation
+            )));
+        }
+        if self.payload.len() != self.header.payload_len() as usize {
+            return Err(Error::invalid(format!(
+                "payload is {} bytes, the header says {}",
+                self.payload.len(),
+                self.header.payload_len()
+            )));
+        }
+        let checksum = crc32fast::hash(self.payload);
+        if checksum != self.header.payload_checksum() {
+            return Err(Error::invalid(format!(
+                "payload checksum {checksum:#010x}, the header says {:#010x}",
+                self.header.payload_checksum()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One place that stores column records.
+///
+/// Implementations are shared between threads (`Send + Sync`); appends to
+/// one generation are serialised by the node, reads run concurrently with
+/// them. See the [module docs](self) for the contract and an example.
+///
+/// `Any` lets [`append_all`] recognise local nodes and put their writes in
+/// one shared io_uring submission; implementations own their state
+/// (`'static`), which every node does anyway.
+pub trait Node: Any + Send + Sync + std::fmt::Debug {
+    /// The node's stable name (what a stripe's placement names).
+    fn name(&self) -> &str;
+
+    /// Appends `records` to `generation`'s segment (creating it if needed)
+    /// and makes them durable with one sync. Returns where each payload is,
+    /// in order. An empty batch is a no-op.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if a record fails
+    /// [`RecordRef::validate`] (nothing is written); [`Error::Io`] if a write
+    /// or the sync fails (no record of the batch is acknowledged; earlier
+    /// durable records stay readable); [`Error::NodeFenced`] after a failure
+    /// that left the node in an unknown state; [`Error::Unavailable`] for a
+    /// node that cannot be reached now.
+    fn append(&self, generation: u64, records: &[RecordRef<'_>]) -> Result<Vec<RecordLocation>>;
+
+    /// Reads `len` bytes at `offset` of `generation`'s segment. The bytes
+    /// are not checked; see [`NodeExt::read_checked`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the generation does not exist or the
+    /// range is not inside its durable bytes; [`Error::Io`] or
+    /// [`Error::Unavailable`] when the bytes cannot be read now.
+    fn read(&self, generation: u64, offset: u64, len: u32) -> Result<Bytes>;
+
+    /// Lists the intact records of `generation` and reports damaged bytes.
+    /// A generation that does not exist scans as empty.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Unavailable`] when the segment cannot be
+    /// read; damage inside it is reported in the [`Scan`], never an error.
+    fn scan(&self, generation: u64) -> Result<Scan>;
+
+    /// The generations that hold at least one durable record, ascending.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Unavailable`] when the node cannot list.
+    fn generations(&self) -> Result<Vec<u64>>;
+
+    /// Removes `generation`'s segment (idempotent). [`Bytes`] already read
+    /// from it stay valid. The caller must not append to a generation while
+    /// it removes it (the store only removes sealed generations).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when removal fails; [`Error::NodeFenced`] on a fenced
+    /// node.
+    fn remove_generation(&self, generation: u64) -> Result<()>;
+
+    /// Space used and left.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Unavailable`] when it cannot be measured.
+    fn capacity(&self) -> Result<Capacity>;
+}
+
+/// Conveniences over any [`Node`], implemented for all of them.
+pub trait NodeExt: Node {
+    /// Reads a range and verifies it against `checksum` (`crc32fast` of the
+    /// range: a payload's checksum, or a blob's checksum from an entry).
+    ///
+    /// # Errors
+    /// As [`Node::read`], plus [`Error::ChecksumMismatch`] when the bytes
+    /// do not match.
+    fn read_checked(&self, generation: u64, offset: u64, len: u32, checksum: u32) -> Result<Bytes> {
+        let bytes = self.read(generation, offset, len)?;
+        let actual = crc32fast::hash(&bytes);
+        if actual != checksum {
+            return Err(Error::ChecksumMismatch {
+                what: "node read",
+                expected: checksum,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Reads a scanned record's whole payload and verifies its checksum.
+    ///
+    /// # Errors
+    /// As [`read_checked`](Self::read_checked).
+    fn read_payload(&self, record: &ScannedRecord) -> Result<Bytes> {
+        let location = record.location;
+        self.read_checked(
+            location.generation,
+            location.offset,
+            location.len,
+            record.header.payload_checksum(),
+        )
+    }
+}
+
+impl<N: Node + ?Sized> NodeExt for N {}
+
+/// One batch for [`append_all`]: a node, a generation, and the records to
+/// append there.
+pub type AppendBatch<'a> = (&'a (dyn Node + 'static), u64, &'a [RecordRef<'a>]);
+
+/// Appends several batches, usually one per node of a stripe, in parallel,
+/// and returns each batch's result in order.
+///
+/// - Batches for [`LocalNode`]s that write with io_uring go into **one
+///   shared io_uring submission**: each batch is a linked chain (its writes,
+///   then its `fdatasync`), and the kernel runs the chains and their syncs
+///   in parallel. One `io_uring_enter` for the whole commit, no thread.
+/// - Every other batch (other engines, other node kinds, wrappers such as
+///   [`FaultyNode`], a second batch for the same node and generation) runs
+///   on its own scoped thread, so syncs of different nodes overlap.
+///
+/// A commit of k + m columns thus costs about one sync, not k + m. A failed
+/// batch does not stop the others; the caller decides what the successes
+/// are worth. Each batch keeps the [`Node::append`] contract (durable when
+/// `Ok`, one sync per batch).
+///
+/// ```
+/// use geoshard::format::ColumnHeader;
+/// use geoshard::node::{append_all, LocalNode, LocalOptions, Node, RecordRef};
+///
+/// let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+/// let nodes = [
+///     LocalNode::open("a", dirs[0].path(), &LocalOptions::default())?,
+///     LocalNode::open("b", dirs[1].path(), &LocalOptions::default())?,
+/// ];
+/// let payload = b"parity";
+/// let header = ColumnHeader {
+///     stripe_id: 1,
+///     generation: 0,
+///     data_count: 1,
+///     parity_count: 1,
+///     column_index: 0,
+///     column_lens: vec![6, 6],
+///     column_checksums: vec![crc32fast::hash(payload); 2],
+///     placement: vec!["a".into(), "b".into()],
+///     entry_table_lens: vec![0],
+///     commit: geoshard::format::CommitStamp::default(),
+/// };
+/// let data = [RecordRef { header: &header, payload }];
+/// let mut parity_header = header.clone();
+/// parity_header.column_index = 1;
+/// let parity = [RecordRef { header: &parity_header, payload }];
+/// let results = append_all(&[(&nodes[0], 0, &data), (&nodes[1], 0, &parity)]);
+/// assert!(results.iter().all(|result| result.is_ok()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>>> {
+    let mut results: Vec<Option<Result<Vec<RecordLocation>>>> =
+        batches.iter().map(|_| None).collect();
+    let mut shared: Vec<(usize, &LocalNode, u64, &[RecordRef<'_>])> = Vec::new();
+    let mut threaded: Vec<usize> = Vec::new();
+    let mut seen: HashSet<(*const LocalNode, u64)> = HashSet::new();
+    for (index, &(node, generation, records)) in batches.iter().enumerate() {
+        let any: &dyn Any = node;
+        match any.downcast_ref::<LocalNode>() {
+            Some(local)
+                if local.joins_shared_submission()
+                    && seen.insert((local as *const _, generation)) =>
+            {
+                shared.push((index, local, generation, records));
+            }
+            _ => threaded.push(index),
+        }
+    }
+    std::thread::scope(|scope| {
+        // With nothing to submit, the calling thread takes a batch itself.
+        let inline = if shared.is_empty() {
+            threaded.pop()
+        } else {
+            None
+        };
+        let handles: Vec<_> = threaded
+            .iter()
+            .map(|&index| {
+                let (node, generation, records) = batches[index];
+                (index, scope.spawn(move || node.append(generation, records)))
+            })
+            .collect();
+        if let Some(index) = inline {
+            let (node, generation, records) = batches[index];
+            results[index] = Some(node.append(generation, records));
+        }
+        if !shared.is_empty() {
+            let local: Vec<(&LocalNode, u64, &[RecordRef<'_>])> = shared
+                .iter()
+                .map(|&(_, node, generation, records)| (node, generation, records))
+                .collect();
+            for ((index, ..), result) in shared.iter().zip(append_shared(&local)) {
+                results[*index] = Some(result);
+            }
+        }
+        for (index, handle) in handles {
+            let result = handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            results[index] = Some(result);
+        }
+    });
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(Error::invalid("batch was not appended"))))
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+fn append_shared(
+    batches: &[(&LocalNode, u64, &[RecordRef<'_>])],
+) -> Vec<Result<Vec<RecordLocation>>> {
+    LocalNode::append_shared(batches)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn append_shared(
+    batches: &[(&LocalNode, u64, &[RecordRef<'_>])],
+) -> Vec<Result<Vec<RecordLocation>>> {
+    batches
+        .iter()
+        .map(|(node, generation, records)| node.append(*generation, records))
+        .collect()
+}

@@ -1,0 +1,625 @@
+//! Store benchmarks against the designs a user would otherwise build, all
+//! on the same local node directories and the same machine in one run:
+//!
+//! - geoshard: RS(6,3) over 3 sites x 3 nodes, packed stripes, group commit;
+//! - replication: the same group commit, each commit's values appended
+//!   whole to one node in each of 3 sites (3x the bytes);
+//! - naive RS: each blob coded alone into 6+3 records, one per node, each
+//!   synced (no packing, no group commit).
+//!
+//! Besides criterion's throughput lines it prints put latency percentiles
+//! (64 threads), open time for a store of many small blobs (healthy and
+//! with a site gone) and index memory per blob. `GEOSHARD_BENCH_OPEN_BLOBS`
+//! sets the open benchmark's size (default 1,000,000).
+
+use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use geoshard::codec::Codec;
+use geoshard::format::{ColumnHeader, CommitStamp};
+use geoshard::layout::{Layout, Location, SiteId};
+use geoshard::node::{LocalNode, LocalOptions, Node, RecordRef};
+use geoshard::{Options, Store};
+
+/// Counts live heap bytes, for the index-memory figure.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const THREADS_SMALL: usize = 64;
+const THREADS_LARGE: usize = 8;
+
+fn layout(root: &Path) -> Layout {
+    let mut b = Layout::builder().code(6, 3);
+    for s in 0..3 {
+        let dirs: Vec<(String, PathBuf)> = (0..3)
+            .map(|n| (format!("s{s}n{n}"), root.join(format!("site{s}/n{n}"))))
+            .collect();
+        b = b.site(format!("site{s}"), |mut site| {
+            for (name, dir) in &dirs {
+                site = site.node(name, dir.as_path());
+            }
+            site
+        });
+    }
+    b.build().expect("bench layout")
+}
+
+fn value(len: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// The systems under test, behind one interface.
+trait System2: Sync {
+    fn put(&self, key: &[u8], value: Bytes);
+    fn get(&self, key: &[u8]) -> Bytes;
+}
+
+impl System2 for Store {
+    fn put(&self, key: &[u8], value: Bytes) {
+        Store::put(self, key, value).expect("put");
+    }
+    fn get(&self, key: &[u8]) -> Bytes {
+        Store::get(self, key)
+            .expect("get")
+            .expect("present")
+            .to_bytes()
+    }
+}
+
+// ---- baseline (a): 3-way replication with the same group commit ----
+
+struct Replicated {
+    tx: Option<Sender<(Vec<u8>, Bytes, SyncSender<()>)>>,
+    index: Arc<RwLock<HashMap<Vec<u8>, (u64, u64, u32, u32)>>>,
+    nodes: Arc<Vec<LocalNode>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Replicated {
+    fn open(root: &Path, options: &Options) -> Replicated {
+        let nodes: Arc<Vec<LocalNode>> = Arc::new(
+            (0..3)
+                .map(|s| {
+                    LocalNode::open(
+                        format!("r{s}"),
+                        root.join(format!("rep{s}")),
+                        &LocalOptions::default(),
+                    )
+                    .expect("replica node")
+                })
+                .collect(),
+        );
+        let index = Arc::new(RwLock::new(HashMap::new()));
+        let (tx, rx) = mpsc::channel();
+        let interval = options.commit_interval;
+        let capacity = options.column_len_target * 6;
+        let thread = {
+            let (nodes, index) = (Arc::clone(&nodes), Arc::clone(&index));
+            std::thread::spawn(move || replicate(rx, &nodes, &index, interval, capacity))
+        };
+        Replicated {
+            tx: Some(tx),
+            index,
+            nodes,
+            thread: Some(thread),
+        }
+    }
+}
+
+type RepIndex = RwLock<HashMap<Vec<u8>, (u64, u64, u32, u32)>>;
+
+fn replicate(
+    rx: Receiver<(Vec<u8>, Bytes, SyncSender<()>)>,
+    nodes: &[LocalNode],
+    index: &RepIndex,
+    interval: Duration,
+    capacity: usize,
+) {
+    let mut payload = Vec::new();
+    let mut stripe_id = 1u64;
+    let names: Vec<String> = (0..3).map(|s| format!("r{s}")).collect();
+    while let Ok(first) = rx.recv() {
+        let deadline = Instant::now() + interval;
+        let mut weight = first.1.len();
+        let mut batch = vec![first];
+        while weight < capacity {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(r) if !left.is_zero() => {
+                    weight += r.1.len();
+                    batch.push(r);
+                }
+                Ok(r) => {
+                    batch.push(r);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        payload.clear();
+        let mut spans = Vec::with_capacity(batch.len());
+        for (_, v, _) in &batch {
+            spans.push((payload.len() as u64, v.len() as u32, crc32fast::hash(v)));
+            payload.extend_from_slice(v);
+        }
+        let crc = crc32fast::hash(&payload);
+        let len = payload.len() as u32;
+        let headers: Vec<ColumnHeader> = (0..3u16)
+            .map(|c| ColumnHeader {
+                stripe_id,
+                generation: 1,
+                data_count: 1,
+                parity_count: 2,
+                column_index: c,
+                column_lens: vec![len; 3],
+                column_checksums: vec![crc; 3],
+                placement: names.clone(),
+                entry_table_lens: vec![0],
+                commit: CommitStamp::default(),
+            })
+            .collect();
+        stripe_id += 1;
+        let locs: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = nodes
+                .iter()
+                .zip(&headers)
+                .map(|(node, header)| {
+                    let payload = &payload;
+                    s.spawn(move || {
+                        node.append(1, &[RecordRef { header, payload }])
+                            .expect("append")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
+        });
+        let base = locs[0][0];
+        let mut ix = index.write().expect("index");
+        for ((key, _, ack), (off, len, crc)) in batch.into_iter().zip(spans) {
+            ix.insert(key, (base.generation, base.offset + off, len, crc));
+            let _ = ack.send(());
+        }
+    }
+}
+
+impl System2 for Replicated {
+    fn put(&self, key: &[u8], value: Bytes) {
+        let (ack, rx) = mpsc::sync_channel(1);
+        self.tx
+            .as_ref()
+            .expect("open")
+            .send((key.to_vec(), value, ack))
+            .expect("send");
+        rx.recv().expect("ack");
+    }
+    fn get(&self, key: &[u8]) -> Bytes {
+        let (generation, offset, len, crc) =
+            *self.index.read().expect("index").get(key).expect("present");
+        let bytes = self.nodes[0].read(generation, offset, len).expect("read");
+        assert_eq!(crc32fast::hash(&bytes), crc);
+        bytes
+    }
+}
+
+impl Drop for Replicated {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---- baseline (b): naive per-blob Reed-Solomon ----
+
+struct NaiveRs {
+    codec: Codec,
+    nodes: Vec<LocalNode>,
+    next: AtomicUsize,
+    index: RwLock<HashMap<Vec<u8>, (usize, Vec<(u64, u64)>)>>,
+}
+
+impl NaiveRs {
+    fn open(root: &Path) -> NaiveRs {
+        NaiveRs {
+            codec: Codec::new(6, 3).expect("codec"),
+            nodes: (0..9)
+                .map(|n| {
+                    LocalNode::open(
+                        format!("n{n}"),
+                        root.join(format!("naive{n}")),
+                        &LocalOptions::default(),
+                    )
+                    .expect("naive node")
+                })
+                .collect(),
+            next: AtomicUsize::new(1),
+            index: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl System2 for NaiveRs {
+    fn put(&self, key: &[u8], value: Bytes) {
+        let column_len = value.len().div_ceil(6).max(1);
+        let mut columns: Vec<Vec<u8>> = (0..9).map(|_| vec![0u8; column_len]).collect();
+        for (c, chunk) in value.chunks(column_len).enumerate() {
+            columns[c][..chunk.len()].copy_from_slice(chunk);
+        }
+        {
+            let (data, parity) = columns.split_at_mut(6);
+            let d: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+            let mut p: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+            self.codec.encode(&d, &mut p).expect("encode");
+        }
+        let stripe_id = self.next.fetch_add(1, Ordering::Relaxed) as u64;
+        let lens = vec![column_len as u32; 9];
+        let crcs: Vec<u32> = columns.iter().map(|c| crc32fast::hash(c)).collect();
+        let names: Vec<String> = (0..9).map(|n| format!("n{n}")).collect();
+        let locs: Vec<(u64, u64)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..9)
+                .map(|c| {
+                    let header = ColumnHeader {
+                        stripe_id,
+                        generation: 1,
+                        data_count: 6,
+                        parity_count: 3,
+                        column_index: c as u16,
+                        column_lens: lens.clone(),
+                        column_checksums: crcs.clone(),
+                        placement: names.clone(),
+                        entry_table_lens: vec![0; 6],
+                        commit: CommitStamp::default(),
+                    };
+                    let (node, payload) = (&self.nodes[c], &columns[c]);
+                    s.spawn(move || {
+                        let l = node
+                            .append(
+                                1,
+                                &[RecordRef {
+                                    header: &header,
+                                    payload,
+                                }],
+                            )
+                            .expect("append");
+                        (l[0].generation, l[0].offset)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
+        });
+        self.index
+            .write()
+            .expect("index")
+            .insert(key.to_vec(), (value.len(), locs));
+    }
+    fn get(&self, key: &[u8]) -> Bytes {
+        let (len, locs) = self
+            .index
+            .read()
+            .expect("index")
+            .get(key)
+            .cloned()
+            .expect("present");
+        let column_len = len.div_ceil(6).max(1);
+        let mut out = Vec::with_capacity(len);
+        for (c, (generation, offset)) in locs.iter().take(6).enumerate() {
+            let want = (len - (c * column_len).min(len)).min(column_len);
+            let bytes = self.nodes[c]
+                .read(*generation, *offset, want as u32)
+                .expect("read");
+            out.extend_from_slice(&bytes);
+        }
+        out.into()
+    }
+}
+
+// ---- drivers ----
+
+/// Puts `count` values of `len` bytes from `threads` threads; returns the
+/// elapsed time and every put's latency.
+fn put_many(
+    sys: &dyn System2,
+    threads: usize,
+    count: usize,
+    len: usize,
+    tag: &str,
+) -> (Duration, Vec<Duration>) {
+    let per_thread = count.div_ceil(threads);
+    let payloads: Vec<Bytes> = (0..threads).map(|t| value(len, t as u64)).collect();
+    let started = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let v = payloads[t].clone();
+                s.spawn(move || {
+                    let mut lat = Vec::with_capacity(per_thread);
+                    for i in 0..per_thread {
+                        let key = format!("{tag}/{t}/{i}");
+                        let t0 = Instant::now();
+                        sys.put(key.as_bytes(), v.clone());
+                        lat.push(t0.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("join"))
+            .collect()
+    });
+    (started.elapsed(), latencies)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p) as usize]
+}
+
+struct Systems {
+    _dir: tempfile::TempDir,
+    geoshard: Store,
+    replicated: Replicated,
+    naive: NaiveRs,
+}
+
+fn systems() -> Systems {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options::default();
+    Systems {
+        geoshard: Store::open(layout(&dir.path().join("geoshard")), options.clone())
+            .expect("store"),
+        replicated: Replicated::open(&dir.path().join("replicated"), &options),
+        naive: NaiveRs::open(&dir.path().join("naive")),
+        _dir: dir,
+    }
+}
+
+fn bench_puts(c: &mut Criterion, sys: &Systems) {
+    let mut g = c.benchmark_group("put_1KiB_64_threads");
+    g.throughput(Throughput::Elements(1)).sample_size(10);
+    let named: [(&str, &dyn System2); 3] = [
+        ("geoshard", &sys.geoshard),
+        ("replication_3x", &sys.replicated),
+        ("naive_rs", &sys.naive),
+    ];
+    for (name, s) in named {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| put_many(s, THREADS_SMALL, iters as usize, 1024, "p1k").0)
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("put_1MiB_8_threads");
+    g.throughput(Throughput::Bytes(1 << 20)).sample_size(10);
+    for (name, s) in named {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| put_many(s, THREADS_LARGE, iters as usize, 1 << 20, "p1m").0)
+        });
+    }
+    g.finish();
+
+    println!("put latency, 1 KiB values, {THREADS_SMALL} threads, 6,400 puts:");
+    for (name, s) in named {
+        let (elapsed, mut lat) = put_many(s, THREADS_SMALL, 6_400, 1024, "lat");
+        lat.sort_unstable();
+        println!(
+            "  {name:15} {:8.0} puts/s  p50 {:6.2} ms  p99 {:6.2} ms",
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            percentile(&lat, 0.50).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+}
+
+fn bench_gets(c: &mut Criterion, sys: &Systems) {
+    const KEYS: usize = 10_000;
+    for (len, tag) in [(1024usize, "1KiB"), (1 << 20, "1MiB")] {
+        let count = if len == 1024 { KEYS } else { 64 };
+        let named: [(&str, &dyn System2); 2] = [
+            ("geoshard", &sys.geoshard),
+            ("replication_3x", &sys.replicated),
+        ];
+        for (_, s) in named {
+            put_many(s, THREADS_SMALL.min(count), count, len, &format!("g{tag}"));
+        }
+        let mut g = c.benchmark_group(format!("get_{tag}_1_thread"));
+        g.throughput(if len == 1024 {
+            Throughput::Elements(1)
+        } else {
+            Throughput::Bytes(len as u64)
+        });
+        for (name, s) in named {
+            let per = count.div_ceil(THREADS_SMALL.min(count));
+            let keys: Vec<String> = (0..count)
+                .map(|i| format!("g{tag}/{}/{}", i / per, i % per))
+                .collect();
+            let mut i = 0;
+            g.bench_function(BenchmarkId::new(name, "healthy"), |b| {
+                b.iter(|| {
+                    i = (i + 7919) % keys.len();
+                    s.get(keys[i].as_bytes())
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn bench_degraded_get(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = layout(dir.path());
+    let count = 10_000;
+    {
+        let store = Store::open(layout.clone(), Options::default()).expect("store");
+        put_many(&store, THREADS_SMALL, count, 1024, "d");
+    }
+    // The fire: one site's directories are gone when the store reopens.
+    for id in &layout.sites()[1].nodes {
+        if let Location::Dir(p) = &layout.node(*id).location {
+            std::fs::remove_dir_all(p).expect("burn");
+        }
+    }
+    let store = Store::open(layout, Options::default()).expect("reopen");
+    let per = count / THREADS_SMALL + 1;
+    let keys: Vec<String> = (0..count)
+        .map(|i| format!("d/{}/{}", i / per, i % per))
+        .filter(|k| store.contains(k.as_bytes()).unwrap_or(false))
+        .collect();
+    let mut g = c.benchmark_group("get_1KiB_1_thread");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function(BenchmarkId::new("geoshard", "site_gone"), |b| {
+        b.iter(|| {
+            i = (i + 7919) % keys.len();
+            store
+                .get(keys[i].as_bytes())
+                .expect("get")
+                .expect("present")
+        })
+    });
+    g.finish();
+    let stats = store.stats();
+    println!(
+        "degraded get: {} of {} gets rebuilt from other columns",
+        stats.degraded_reads, stats.gets
+    );
+}
+
+fn bench_open(c: &mut Criterion) {
+    let blobs: usize = std::env::var("GEOSHARD_BENCH_OPEN_BLOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = layout(dir.path());
+    let started = Instant::now();
+    {
+        let store = Store::open(layout.clone(), Options::default()).expect("store");
+        put_many(&store, THREADS_SMALL, blobs, 100, "o");
+    }
+    println!(
+        "open: wrote {blobs} blobs of 100 B in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let store = Store::open(layout.clone(), Options::default()).expect("open");
+    let after = LIVE.load(Ordering::Relaxed);
+    let key_bytes: usize = store.keys_with_prefix(b"").map(|k| k.len()).sum();
+    println!(
+        "index memory: {} blobs, {:.1} B/blob beyond the key bytes (all store heap after open)",
+        store.len(),
+        (after - before).saturating_sub(key_bytes) as f64 / store.len() as f64
+    );
+    drop(store);
+
+    let mut g = c.benchmark_group(format!("open_{blobs}_blobs"));
+    g.sample_size(10);
+    g.bench_function("healthy", |b| {
+        b.iter(|| Store::open(layout.clone(), Options::default()).expect("open"))
+    });
+    let gone = dir.path().join("gone");
+    for (i, spec) in layout.nodes().iter().enumerate() {
+        if spec.site == SiteId(2) {
+            continue;
+        }
+        if let Location::Dir(p) = &spec.location {
+            copy_dir(p, &gone.join(format!("{i}")));
+        }
+    }
+    let mut b2 = Layout::builder().code(6, 3);
+    for s in 0..3u16 {
+        let dirs: Vec<(String, PathBuf)> = layout.sites()[usize::from(s)]
+            .nodes
+            .iter()
+            .map(|id| {
+                (
+                    layout.node(*id).name.clone(),
+                    gone.join(format!("{}", id.0)),
+                )
+            })
+            .collect();
+        b2 = b2.site(format!("site{s}"), |mut site| {
+            for (name, dir) in &dirs {
+                site = site.node(name, dir.as_path());
+            }
+            site
+        });
+    }
+    let gone_layout = b2.build().expect("layout");
+    g.bench_function("one_site_gone", |b| {
+        b.iter(|| Store::open(gone_layout.clone(), Options::default()).expect("open"))
+    });
+    g.finish();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    {
+        let sys = systems();
+        bench_puts(&mut c, &sys);
+        bench_gets(&mut c, &sys);
+    }
+    bench_degraded_get(&mut c);
+    bench_open(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,232 @@
+//! The io_uring engine: the writes of a batch and its `fdatasync` go to the
+//! kernel linked in one submission, so a batch costs one `io_uring_enter`
+//! instead of a syscall per buffer plus one for the sync. Several batches
+//! (of several nodes) can share one submission: each is its own linked
+//! chain, and the kernel runs the chains, and their syncs, in parallel.
+
+#![allow(
+    unsafe_code,
+    reason = "io_uring submission entries point at caller buffers"
+)]
+
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::sync::{Mutex, OnceLock};
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use super::{IOV_MAX, WriteFailure, pwrite};
+
+/// Submission queue size of a node's own ring: a batch of up to 63 vectored
+/// writes (63 * 1,024 buffers) and its sync fit in one submission; larger
+/// batches go in several rounds.
+const NODE_RING_ENTRIES: u32 = 64;
+/// Submission queue size of the ring shared by `append_all`.
+const SHARED_RING_ENTRIES: u32 = 256;
+
+/// One batch: buffers to write back to back at `offset` of `file`, then
+/// sync.
+pub(in crate::node::local) struct Job<'a> {
+    pub(in crate::node::local) file: &'a File,
+    pub(in crate::node::local) offset: u64,
+    pub(in crate::node::local) bufs: &'a [IoSlice<'a>],
+}
+
+pub(in crate::node::local) struct UringEngine {
+    ring: Mutex<IoUring>,
+    capacity: usize,
+}
+
+impl UringEngine {
+    pub(in crate::node::local) fn new() -> io::Result<Self> {
+        Self::with_entries(NODE_RING_ENTRIES)
+    }
+
+    fn with_entries(entries: u32) -> io::Result<Self> {
+        let ring = IoUring::new(entries)?;
+        let capacity = ring.params().sq_entries() as usize;
+        Ok(UringEngine {
+            ring: Mutex::new(ring),
+            capacity,
+        })
+    }
+
+    /// The process-wide ring that `append_all` submits the batches of many
+    /// local nodes to, or `None` if io_uring cannot be set up.
+    pub(in crate::node::local) fn shared() -> Option<&'static UringEngine> {
+        static SHARED: OnceLock<Option<UringEngine>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| UringEngine::with_entries(SHARED_RING_ENTRIES).ok())
+            .as_ref()
+    }
+
+    pub(in crate::node::local) fn write_and_sync(
+        &self,
+        file: &File,
+        offset: u64,
+        bufs: &[IoSlice<'_>],
+    ) -> Result<(), WriteFailure> {
+        let job = Job { file, offset, bufs };
+        self.run(std::slice::from_ref(&job)).pop().unwrap_or(Ok(()))
+    }
+
+    /// Writes and syncs every job; returns each job's result in order.
+    pub(in crate::node::local) fn run(&self, jobs: &[Job<'_>]) -> Vec<Result<(), WriteFailure>> {
+        let mut results: Vec<Result<(), WriteFailure>> = jobs.iter().map(|_| Ok(())).collect();
+        // A poisoned ring panicked with entries in flight: never submit on
+        // it again.
+        let Ok(mut ring) = self.ring.lock() else {
+            for result in &mut results {
+                *result = Err(WriteFailure::Write(io::Error::other(
+                    "io_uring ring unusable after an earlier panic",
+                )));
+            }
+            return results;
+        };
+        let ops = plan(jobs);
+        let mut write_failed = vec![false; jobs.len()];
+        let mut round_start = 0;
+        while round_start < ops.len() {
+            let round_end = (round_start + self.capacity).min(ops.len());
+            let round = &ops[round_start..round_end];
+            let mut pushed = 0usize;
+            for (index, op) in round.iter().enumerate() {
+                if write_failed[op.job] {
+                    continue;
+                }
+                // Chain each op to the next one of the same job in this
+                // round, so a job's sync runs only after its writes succeed.
+                let link = round.get(index + 1).is_some_and(|next| next.job == op.job);
+                let fd = types::Fd(jobs[op.job].file.as_raw_fd());
+                let mut entry = match op.chunk {
+                    Some(chunk) => opcode::Writev::new(
+                        fd,
+                        chunk.as_ptr().cast::<libc::iovec>(),
+                        chunk.len() as u32,
+                    )
+                    .offset(op.offset)
+                    .build(),
+                    None => opcode::Fsync::new(fd)
+                        .flags(types::FsyncFlags::DATASYNC)
+                        .build(),
+                };
+                entry = entry.user_data(index as u64);
+                if link {
+                    entry = entry.flags(squeue::Flags::IO_LINK);
+                }
+                // SAFETY: a write entry points at iovecs and buffers borrowed
+                // from `jobs` for this whole call, a sync entry at nothing;
+                // the loop below reaps every entry of this round before the
+                // next round or the return, so the kernel never touches
+                // freed memory. A round never exceeds the queue's capacity.
+                unsafe { push(&mut ring, &entry) };
+                pushed += 1;
+            }
+            let mut reaped = 0usize;
+            while reaped < pushed {
+                if let Err(error) = ring.submit_and_wait(pushed - reaped) {
+                    // Any failure but these is a misuse of the ring (EBADF,
+                    // EFAULT, EINVAL) with entries that may still point at our
+                    // buffers: unwinding, which poisons the ring so that it is
+                    // never submitted again, is the only safe exit.
+                    assert!(
+                        is_transient(&error),
+                        "io_uring_enter failed with entries in flight: {error}"
+                    );
+                }
+                for completion in ring.completion() {
+                    reaped += 1;
+                    let Some(op) = round.get(completion.user_data() as usize) else {
+                        continue;
+                    };
+                    let result = completion.result();
+                    match op.chunk {
+                        Some(_) if result < 0 || result as u64 != op.len => {
+                            write_failed[op.job] = true;
+                        }
+                        Some(_) => {}
+                        None if result == -libc::ECANCELED => write_failed[op.job] = true,
+                        None if result < 0 => {
+                            results[op.job] =
+                                Err(WriteFailure::Sync(io::Error::from_raw_os_error(-result)));
+                        }
+                        None => {}
+                    }
+                }
+            }
+            round_start = round_end;
+        }
+        drop(ring);
+        for ((job, result), failed) in jobs.iter().zip(&mut results).zip(write_failed) {
+            if failed {
+                // A short or failed write broke the chain (the sync was
+                // cancelled). Rewrite the batch the plain way: it either
+                // completes (a short write was transient) or returns the real
+                // error (ENOSPC, EIO) for the caller to clean up.
+                *result = pwrite::write_all_at(job.file, job.offset, job.bufs)
+                    .map_err(WriteFailure::Write)
+                    .and_then(|()| job.file.sync_data().map_err(WriteFailure::Sync));
+            }
+        }
+        results
+    }
+}
+
+/// One submission entry to be: a vectored write of `chunk` at `offset`, or
+/// (`chunk` = None) the sync of job `job`.
+struct Op<'a> {
+    job: usize,
+    chunk: Option<&'a [IoSlice<'a>]>,
+    offset: u64,
+    len: u64,
+}
+
+/// Every job's writes (1,024 buffers each) followed by its sync, in order.
+fn plan<'a>(jobs: &'a [Job<'a>]) -> Vec<Op<'a>> {
+    let mut ops = Vec::new();
+    for (job_index, job) in jobs.iter().enumerate() {
+        let mut offset = job.offset;
+        for chunk in job.bufs.chunks(IOV_MAX) {
+            let len: u64 = chunk.iter().map(|buf| buf.len() as u64).sum();
+            ops.push(Op {
+                job: job_index,
+                chunk: Some(chunk),
+                offset,
+                len,
+            });
+            offset += len;
+        }
+        ops.push(Op {
+            job: job_index,
+            chunk: None,
+            offset,
+            len: 0,
+        });
+    }
+    ops
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Interrupted
+        || matches!(error.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY))
+}
+
+/// Pushes one entry, submitting first if the queue is full.
+///
+/// # Safety
+/// Whatever memory `entry` points at must stay valid until its completion
+/// has been reaped.
+unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) {
+    loop {
+        // SAFETY: forwarded from the caller.
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return;
+        }
+        // A round never has more entries than the queue, so it is only full
+        // while the kernel has not consumed earlier ones yet.
+        if let Err(error) = ring.submit() {
+            assert!(is_transient(&error), "io_uring_enter failed: {error}");
+        }
+    }
+}

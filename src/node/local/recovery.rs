@@ -1,0 +1,73 @@
+//! Recovery when a node opens: scan every segment, cut torn tails, drop
+//! segments that hold nothing.
+//!
+//! Every segment is checked, not only the newest: the store may append to
+//! more than one generation (compaction writes a new one while the active
+//! one grows), so any of them can end in a torn write after a crash.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use super::map::map_whole;
+use super::segment::{self, Segment};
+use crate::format::scan_segment;
+use crate::{Error, Result};
+
+/// Opens and recovers `generation`'s segment at `path`; `None` if the file
+/// held no intact record and was removed.
+pub(super) fn recover(node_name: &str, dir: &Path, generation: u64) -> Result<Option<Segment>> {
+    let path = dir.join(segment::file_name(generation));
+    let context = |what: &str| format!("{what} segment {} of node {node_name}", path.display());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(context("opening"), e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::io(context("measuring"), e))?
+        .len();
+    let map = map_whole(&file, file_len).map_err(|e| Error::io(context("mapping"), e))?;
+    let scan = scan_segment(map.as_deref().unwrap_or_default(), generation);
+    drop(map);
+    for damage in &scan.damaged {
+        tracing::warn!(
+            node = node_name,
+            generation,
+            offset = damage.offset,
+            len = damage.len,
+            reason = %damage.reason,
+            "damaged bytes in a segment; skipped and reported for repair"
+        );
+    }
+    if scan.records.is_empty() && scan.damaged.is_empty() {
+        // Nothing intact was ever acknowledged from this file (it was being
+        // created when the process died).
+        drop(file);
+        std::fs::remove_file(&path).map_err(|e| Error::io(context("removing empty"), e))?;
+        tracing::warn!(
+            node = node_name,
+            generation,
+            file_len,
+            "removed a segment without records"
+        );
+        return Ok(None);
+    }
+    let mut truncated = 0;
+    if file_len > scan.intact_len {
+        truncated = file_len - scan.intact_len;
+        tracing::warn!(
+            node = node_name,
+            generation,
+            truncated,
+            reason = scan.tail_reason.as_deref().unwrap_or(""),
+            "cutting a torn tail off a segment"
+        );
+        file.set_len(scan.intact_len)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(context("truncating the torn tail of"), e))?;
+    }
+    let segment = Segment::new(generation, path, file, scan.intact_len, truncated, true);
+    segment.cache_scan(scan);
+    Ok(Some(segment))
+}

@@ -1,0 +1,314 @@
+//! One segment file: its durable length, its writer (append + sync) and its
+//! zero-copy reader.
+
+use std::fs::File;
+use std::io::IoSlice;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+
+use super::io::{Engine, WriteFailure};
+use super::map::MapCache;
+use crate::format::{SEGMENT_HEADER_LEN, SegmentScan, encode_segment_header, scan_segment};
+use crate::node::{RecordLocation, RecordRef};
+use crate::{Error, Result};
+
+/// File name of `generation`'s segment.
+pub(super) fn file_name(generation: u64) -> String {
+    format!("{generation:016x}.{SEGMENT_EXTENSION}")
+}
+
+pub(super) const SEGMENT_EXTENSION: &str = "segment";
+
+/// The generation a file name belongs to, if it names a segment.
+pub(super) fn parse_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_EXTENSION)?.strip_suffix('.')?;
+    if stem.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(stem, 16).ok()
+}
+
+pub(super) struct Segment {
+    pub(super) generation: u64,
+    pub(super) path: PathBuf,
+    file: File,
+    /// Bytes that are durable and may be read. Only grows while open.
+    durable_len: AtomicU64,
+    /// Bytes recovery cut off the end when the node was opened.
+    pub(super) truncated_tail_bytes: u64,
+    writer: Mutex<WriterState>,
+    map: MapCache,
+    /// The scan recovery made, handed to the first `scan` if nothing was
+    /// appended since (saves the store a second pass over every payload).
+    recovered_scan: Mutex<Option<SegmentScan>>,
+}
+
+struct WriterState {
+    /// End of the file as far as appends know: equal to `durable_len`
+    /// between appends.
+    len: u64,
+    /// Encoded headers of the batch being written (reused).
+    scratch: Vec<u8>,
+    /// Where each record's header is in `scratch` (reused).
+    header_ranges: Vec<Range<usize>>,
+    /// Whether the directory entry of this file is known durable.
+    entry_durable: bool,
+}
+
+/// What an append needs from its node besides the records.
+pub(super) struct AppendContext<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) dir: &'a Path,
+    pub(super) node_name: &'a str,
+    /// Set when a failure fenced the node; checked under the writer lock so
+    /// no append starts after a concurrent one fenced the node.
+    pub(super) fenced: &'a std::sync::atomic::AtomicBool,
+}
+
+/// Why an append failed, and whether the node must be fenced.
+pub(super) struct AppendFailure {
+    pub(super) error: Error,
+    pub(super) fence: bool,
+}
+
+impl Segment {
+    /// A segment whose first `durable_len` bytes are known good.
+    pub(super) fn new(
+        generation: u64,
+        path: PathBuf,
+        file: File,
+        durable_len: u64,
+        truncated_tail_bytes: u64,
+        entry_durable: bool,
+    ) -> Segment {
+        Segment {
+            generation,
+            path,
+            file,
+            durable_len: AtomicU64::new(durable_len),
+            truncated_tail_bytes,
+            writer: Mutex::new(WriterState {
+                len: durable_len,
+                scratch: Vec::new(),
+                header_ranges: Vec::new(),
+                entry_durable,
+            }),
+            map: MapCache::new(),
+            recovered_scan: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn cache_scan(&self, scan: SegmentScan) {
+        *self
+            .recovered_scan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(scan);
+    }
+
+    /// Scans the durable bytes (or returns recovery's scan, once).
+    pub(super) fn scan(&self) -> std::io::Result<(SegmentScan, u64)> {
+        let durable_len = self.durable_len();
+        let cached = self
+            .recovered_scan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(scan) = cached
+            && scan.intact_len == durable_len
+        {
+            return Ok((scan, durable_len));
+        }
+        let bytes = self.read(0, durable_len)?;
+        Ok((scan_segment(&bytes, self.generation), durable_len))
+    }
+
+    pub(super) fn durable_len(&self) -> u64 {
+        self.durable_len.load(Ordering::Acquire)
+    }
+
+    /// Reads `start..end` of the durable bytes (the caller checked bounds).
+    pub(super) fn read(&self, start: u64, end: u64) -> std::io::Result<Bytes> {
+        self.map.slice(&self.file, self.durable_len(), start, end)
+    }
+
+    /// Appends already validated records and syncs them with `engine`.
+    pub(super) fn append(
+        &self,
+        context: &AppendContext<'_>,
+        records: &[RecordRef<'_>],
+        #[cfg(test)] fault: Option<super::InjectedFault>,
+    ) -> Result<Vec<RecordLocation>, AppendFailure> {
+        let prepared = self.prepare(context, records)?;
+        let bufs = prepared.bufs();
+        #[cfg(test)]
+        let result = match fault {
+            Some(fault) => fault.apply(&self.file, prepared.start, &bufs),
+            None => context
+                .engine
+                .write_and_sync(&self.file, prepared.start, &bufs),
+        };
+        #[cfg(not(test))]
+        let result = context
+            .engine
+            .write_and_sync(&self.file, prepared.start, &bufs);
+        drop(bufs);
+        prepared.finish(context, result)
+    }
+
+    /// First half of an append: takes the writer lock, encodes the headers
+    /// and works out where every record goes. The writes happen in between
+    /// (here or in a submission shared with other segments), then
+    /// [`Prepared::finish`].
+    pub(super) fn prepare<'s, 'r>(
+        &'s self,
+        context: &AppendContext<'_>,
+        records: &'r [RecordRef<'r>],
+    ) -> Result<Prepared<'s, 'r>, AppendFailure> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if context.fenced.load(Ordering::Acquire) {
+            return Err(AppendFailure {
+                error: Error::NodeFenced {
+                    node: context.node_name.to_string(),
+                },
+                fence: false,
+            });
+        }
+        let start = writer.len;
+        let writes_segment_header = start == 0;
+        let WriterState {
+            scratch,
+            header_ranges,
+            ..
+        } = &mut *writer;
+        scratch.clear();
+        header_ranges.clear();
+        if writes_segment_header {
+            scratch.extend_from_slice(&encode_segment_header(self.generation));
+        }
+        let mut locations = Vec::with_capacity(records.len());
+        let mut position = start + scratch.len() as u64;
+        for record in records {
+            let header_start = scratch.len();
+            record
+                .header
+                .encode_into(scratch)
+                .map_err(|error| AppendFailure {
+                    error,
+                    fence: false,
+                })?;
+            position += (scratch.len() - header_start) as u64;
+            header_ranges.push(header_start..scratch.len());
+            locations.push(RecordLocation {
+                generation: self.generation,
+                offset: position,
+                len: record.payload.len() as u32,
+            });
+            position += record.payload.len() as u64;
+        }
+        Ok(Prepared {
+            segment: self,
+            writer,
+            records,
+            locations,
+            writes_segment_header,
+            start,
+            end: position,
+        })
+    }
+
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// An append between [`Segment::prepare`] and [`Prepared::finish`]: holds
+/// the segment's writer lock, so nothing else writes to the segment.
+pub(super) struct Prepared<'s, 'r> {
+    segment: &'s Segment,
+    writer: MutexGuard<'s, WriterState>,
+    records: &'r [RecordRef<'r>],
+    locations: Vec<RecordLocation>,
+    writes_segment_header: bool,
+    /// Where the batch starts: the durable end of the segment.
+    pub(super) start: u64,
+    end: u64,
+}
+
+impl Prepared<'_, '_> {
+    pub(super) fn segment(&self) -> &Segment {
+        self.segment
+    }
+
+    /// The buffers to write back to back at `start`: segment header (for a
+    /// new file), then each record's header and payload.
+    pub(super) fn bufs(&self) -> Vec<IoSlice<'_>> {
+        let scratch = &self.writer.scratch;
+        let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(1 + self.records.len() * 2);
+        if self.writes_segment_header {
+            bufs.push(IoSlice::new(
+                scratch.get(..SEGMENT_HEADER_LEN).unwrap_or_default(),
+            ));
+        }
+        for (record, range) in self.records.iter().zip(&self.writer.header_ranges) {
+            bufs.push(IoSlice::new(scratch.get(range.clone()).unwrap_or_default()));
+            if !record.payload.is_empty() {
+                bufs.push(IoSlice::new(record.payload));
+            }
+        }
+        bufs
+    }
+
+    /// Second half of an append: cleans up after a failed write (or says
+    /// to fence), or publishes the new durable length.
+    pub(super) fn finish(
+        mut self,
+        context: &AppendContext<'_>,
+        result: Result<(), WriteFailure>,
+    ) -> Result<Vec<RecordLocation>, AppendFailure> {
+        let segment = self.segment;
+        let context_text = || {
+            format!(
+                "appending {} records to node {} segment {}",
+                self.records.len(),
+                context.node_name,
+                segment.path.display()
+            )
+        };
+        match result {
+            Ok(()) => {}
+            Err(WriteFailure::Write(source)) => {
+                // Cut the partial batch off so the next append starts at the
+                // durable end; if even that fails the file's tail is unknown
+                // and the node must stop writing.
+                let fence = segment.file.set_len(self.start).is_err();
+                return Err(AppendFailure {
+                    error: Error::io(context_text(), source),
+                    fence,
+                });
+            }
+            Err(WriteFailure::Sync(source)) => {
+                // After a failed fdatasync the kernel may have dropped the
+                // dirty pages: what is on disk is unknown until the next
+                // open scans it.
+                return Err(AppendFailure {
+                    error: Error::io(context_text(), source),
+                    fence: true,
+                });
+            }
+        }
+        if !self.writer.entry_durable {
+            super::fs::sync_dir(context.dir).map_err(|source| AppendFailure {
+                error: Error::io(context_text(), source),
+                fence: true,
+            })?;
+            self.writer.entry_durable = true;
+        }
+        self.writer.len = self.end;
+        segment.durable_len.store(self.end, Ordering::Release);
+        Ok(std::mem::take(&mut self.locations))
+    }
+}

@@ -1,0 +1,426 @@
+//! Unit tests of the local node: both engines through the conformance
+//! suite, injected write and sync failures, many-buffer batches, remapping.
+
+use super::*;
+use crate::node::conformance::{run, sample_header, sample_payload};
+use crate::node::{NodeExt, RecordRef};
+
+fn engines() -> Vec<IoEngineKind> {
+    vec![IoEngineKind::Uring, IoEngineKind::Pwrite]
+}
+
+fn open(dir: &Path, engine: IoEngineKind) -> LocalNode {
+    LocalNode::open("site-a/n1", dir, &LocalOptions::with_io_engine(engine)).unwrap_or_else(|e| {
+        panic!("opening with {engine:?} failed: {e}; io_uring must be available to the tests")
+    })
+}
+
+fn append_one(
+    node: &LocalNode,
+    generation: u64,
+    stripe_id: u64,
+    len: usize,
+) -> (RecordLocation, Vec<u8>) {
+    let payload = sample_payload(stripe_id, len);
+    let header = sample_header(stripe_id, generation, 0, &payload);
+    let locations = node
+        .append(
+            generation,
+            &[RecordRef {
+                header: &header,
+                payload: &payload,
+            }],
+        )
+        .expect("append");
+    (locations[0], payload)
+}
+
+#[test]
+fn conformance_with_each_engine() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node");
+        run(|| LocalNode::open("site-a/n1", &path, &LocalOptions::with_io_engine(engine)));
+    }
+}
+
+#[test]
+fn engines_are_what_was_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    for engine in engines() {
+        assert_eq!(open(dir.path(), engine).io_engine(), engine);
+    }
+    let auto = open(dir.path(), IoEngineKind::Auto);
+    assert_ne!(auto.io_engine(), IoEngineKind::Auto);
+}
+
+#[test]
+fn a_second_owner_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), IoEngineKind::Pwrite);
+    match LocalNode::open("other", dir.path(), &LocalOptions::default()) {
+        Err(Error::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(first);
+    open(dir.path(), IoEngineKind::Pwrite);
+    assert!(LocalNode::open("", dir.path(), &LocalOptions::default()).is_err());
+}
+
+#[test]
+fn a_failed_write_is_cleaned_up_and_the_node_goes_on() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open(dir.path(), engine);
+        let (first, first_payload) = append_one(&node, 1, 1, 5000);
+        node.inject_fault(InjectedFault::WriteError {
+            written: 3000,
+            errno: libc::ENOSPC,
+        });
+        let payload = sample_payload(2, 5000);
+        let header = sample_header(2, 1, 0, &payload);
+        match node.append(
+            1,
+            &[RecordRef {
+                header: &header,
+                payload: &payload,
+            }],
+        ) {
+            Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ENOSPC)),
+            other => panic!("expected an ENOSPC Io error, got {other:?}"),
+        }
+        assert!(
+            !node.is_fenced(),
+            "a cleaned-up write failure does not fence"
+        );
+        assert_eq!(
+            &node.read(1, first.offset, first.len).unwrap()[..],
+            &first_payload[..]
+        );
+        let file_len = std::fs::metadata(dir.path().join(segment::file_name(1)))
+            .unwrap()
+            .len();
+        assert_eq!(
+            file_len,
+            first.offset + u64::from(first.len),
+            "partial batch cut off"
+        );
+        let (third, third_payload) = append_one(&node, 1, 3, 100);
+        let third_header_len = sample_header(3, 1, 0, &third_payload).encoded_len() as u64;
+        assert_eq!(
+            third.offset,
+            file_len + third_header_len,
+            "next append starts at the cut"
+        );
+        drop(node);
+        let node = open(dir.path(), engine);
+        let scan = node.scan(1).unwrap();
+        let ids: Vec<u64> = scan.records.iter().map(|r| r.header.stripe_id).collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!(scan.truncated_tail_bytes, 0);
+    }
+}
+
+#[test]
+fn a_failed_sync_fences_the_node_until_reopened() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open(dir.path(), engine);
+        let (first, first_payload) = append_one(&node, 4, 1, 2000);
+        node.inject_fault(InjectedFault::SyncError { written: 1500 });
+        let payload = sample_payload(2, 2000);
+        let header = sample_header(2, 4, 0, &payload);
+        let batch = [RecordRef {
+            header: &header,
+            payload: &payload,
+        }];
+        assert!(matches!(node.append(4, &batch), Err(Error::Io { .. })));
+        assert!(node.is_fenced());
+        assert!(matches!(
+            node.append(4, &batch),
+            Err(Error::NodeFenced { .. })
+        ));
+        assert!(matches!(
+            node.append(5, &batch),
+            Err(Error::NodeFenced { .. })
+        ));
+        assert!(matches!(
+            node.remove_generation(4),
+            Err(Error::NodeFenced { .. })
+        ));
+        // Durable records stay readable on the fenced node.
+        assert_eq!(
+            &node.read(4, first.offset, first.len).unwrap()[..],
+            &first_payload[..]
+        );
+        drop(node);
+        let node = open(dir.path(), engine);
+        assert!(!node.is_fenced());
+        let scan = node.scan(4).unwrap();
+        assert_eq!(scan.records.len(), 1);
+        assert_eq!(
+            scan.truncated_tail_bytes, 1500,
+            "the partial tail is cut on open"
+        );
+        assert!(scan.corrupt.is_empty());
+        node.append(4, &batch)
+            .expect("writes resume after a reopen");
+    }
+}
+
+#[test]
+fn batches_larger_than_one_submission() {
+    // 33,000 records = 66,000 buffers: more than one vectored write
+    // (1,024 buffers) per ring entry and more than one ring's worth.
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open(dir.path(), engine);
+        let payloads: Vec<Vec<u8>> = (0..33_000u64)
+            .map(|i| vec![i as u8; 1 + (i % 3) as usize])
+            .collect();
+        let headers: Vec<_> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| sample_header(i as u64, 2, 0, p))
+            .collect();
+        let records: Vec<RecordRef<'_>> = headers
+            .iter()
+            .zip(&payloads)
+            .map(|(header, payload)| RecordRef { header, payload })
+            .collect();
+        let locations = node.append(2, &records).unwrap();
+        for (index, location) in locations.iter().enumerate().step_by(997) {
+            assert_eq!(
+                &node.read(2, location.offset, location.len).unwrap()[..],
+                &payloads[index][..]
+            );
+        }
+        drop(node);
+        let node = open(dir.path(), engine);
+        let scan = node.scan(2).unwrap();
+        assert_eq!(scan.records.len(), payloads.len());
+        assert_eq!(
+            scan.records.last().map(|r| r.location),
+            locations.last().copied()
+        );
+    }
+}
+
+#[test]
+fn growth_remaps_without_invalidating_earlier_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), IoEngineKind::Pwrite);
+    let mut held = Vec::new();
+    for stripe_id in 0..20u64 {
+        let (location, payload) = append_one(&node, 0, stripe_id, 70_000);
+        let bytes = node.read(0, location.offset, location.len).unwrap();
+        assert_eq!(&bytes[..], &payload[..]);
+        held.push((bytes, payload));
+    }
+    for (bytes, payload) in &held {
+        assert_eq!(&bytes[..], &payload[..]);
+    }
+}
+
+#[test]
+fn scan_reports_damage_after_open_as_corrupt_not_truncated() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), IoEngineKind::Pwrite);
+    let (first, _) = append_one(&node, 0, 1, 1000);
+    append_one(&node, 0, 2, 1000);
+    let (third, _) = append_one(&node, 0, 3, 1000);
+    // Rot one byte of the first and last payloads behind the node's back.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(segment::file_name(0)))
+        .unwrap();
+    file.write_at(&[0xEE], first.offset + 5).unwrap();
+    file.write_at(&[0xEE], third.offset + 5).unwrap();
+    let scan = node.scan(0).unwrap();
+    let ids: Vec<u64> = scan.records.iter().map(|r| r.header.stripe_id).collect();
+    assert_eq!(ids, [2]);
+    assert_eq!(
+        scan.corrupt.len(),
+        2,
+        "middle damage and a damaged tail: {:?}",
+        scan.corrupt
+    );
+    assert_eq!(
+        scan.corrupt[1].offset + scan.corrupt[1].len,
+        third.offset + u64::from(third.len)
+    );
+    assert_eq!(scan.truncated_tail_bytes, 0);
+    assert!(node.read_checked(0, first.offset, first.len, 0).is_err());
+}
+
+#[test]
+fn append_all_shares_one_submission_and_keeps_results_apart() {
+    use crate::node::{FaultyNode, append_all};
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let uring: Vec<LocalNode> = dirs[..3]
+        .iter()
+        .map(|d| open(d.path(), IoEngineKind::Uring))
+        .collect();
+    assert!(uring[0].joins_shared_submission());
+    let pwrite = open(dirs[3].path(), IoEngineKind::Pwrite);
+    assert!(!pwrite.joins_shared_submission());
+    let faulty = FaultyNode::new(open(dirs[4].path(), IoEngineKind::Uring));
+    faulty.fail_next_appends(1, libc::EIO);
+
+    let payloads: Vec<Vec<u8>> = (0..7u64)
+        .map(|i| sample_payload(i, 3000 + i as usize * 1000))
+        .collect();
+    let generations = [1u64, 1, 1, 2, 1, 1, 1];
+    let mut headers: Vec<_> = payloads
+        .iter()
+        .zip(generations)
+        .enumerate()
+        .map(|(i, (p, g))| sample_header(i as u64, g, 0, p))
+        .collect();
+    headers[2].generation = 9; // refused: does not match its batch
+    let batches_records: Vec<[RecordRef<'_>; 1]> = headers
+        .iter()
+        .zip(&payloads)
+        .map(|(header, payload)| [RecordRef { header, payload }])
+        .collect();
+    let targets: [&dyn Node; 7] = [
+        &uring[0], &uring[1], &uring[2], &uring[0], &uring[0], &pwrite, &faulty,
+    ];
+    let batches: Vec<crate::node::AppendBatch<'_>> = targets
+        .iter()
+        .zip(generations)
+        .zip(&batches_records)
+        .map(|((node, generation), records)| (*node, generation, &records[..]))
+        .collect();
+    let results = append_all(&batches);
+    assert_eq!(results.len(), 7);
+    for (index, result) in results.iter().enumerate() {
+        match (index, result) {
+            (2, Err(Error::InvalidArgument { .. })) => {}
+            (6, Err(Error::Io { source, .. })) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EIO))
+            }
+            (2 | 6, other) => panic!("batch {index}: unexpected {other:?}"),
+            (_, Ok(locations)) => {
+                let location = locations[0];
+                let bytes = targets[index]
+                    .read(location.generation, location.offset, location.len)
+                    .unwrap();
+                assert_eq!(&bytes[..], &payloads[index][..], "batch {index}");
+            }
+            (_, Err(error)) => panic!("batch {index} failed: {error}"),
+        }
+    }
+    // Node 0 got two batches in generation 1 (one shared, one threaded).
+    assert_eq!(uring[0].scan(1).unwrap().records.len(), 2);
+    assert_eq!(uring[0].generations().unwrap(), vec![1, 2]);
+    assert!(uring[2].generations().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_append_all_calls_in_opposite_orders_do_not_deadlock() {
+    use crate::node::append_all;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<LocalNode> = dirs
+        .iter()
+        .map(|d| open(d.path(), IoEngineKind::Uring))
+        .collect();
+    std::thread::scope(|scope| {
+        for reverse in [false, true] {
+            let nodes = &nodes;
+            scope.spawn(move || {
+                let payload = sample_payload(reverse as u64, 512);
+                let header = sample_header(1, 0, 0, &payload);
+                let records = [RecordRef {
+                    header: &header,
+                    payload: &payload,
+                }];
+                for _ in 0..30 {
+                    let mut batches: Vec<crate::node::AppendBatch<'_>> = nodes
+                        .iter()
+                        .map(|node| (node as &dyn Node, 0, &records[..]))
+                        .collect();
+                    if reverse {
+                        batches.reverse();
+                    }
+                    for result in append_all(&batches) {
+                        result.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    for node in &nodes {
+        assert_eq!(node.scan(0).unwrap().records.len(), 60);
+    }
+}
+
+#[test]
+fn shared_submission_split_over_several_rounds() {
+    // 5 nodes x 33,000 records: 66 ring entries per batch, 330 in all, more
+    // than the shared ring holds, so batches are split across rounds.
+    use crate::node::append_all;
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<LocalNode> = dirs
+        .iter()
+        .map(|d| open(d.path(), IoEngineKind::Uring))
+        .collect();
+    let payloads: Vec<Vec<u8>> = (0..33_000u64)
+        .map(|i| vec![i as u8; 1 + (i % 2) as usize])
+        .collect();
+    let headers: Vec<_> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| sample_header(i as u64, 0, 0, p))
+        .collect();
+    let records: Vec<RecordRef<'_>> = headers
+        .iter()
+        .zip(&payloads)
+        .map(|(header, payload)| RecordRef { header, payload })
+        .collect();
+    let batches: Vec<crate::node::AppendBatch<'_>> = nodes
+        .iter()
+        .map(|node| (node as &dyn Node, 0, &records[..]))
+        .collect();
+    for (node, result) in nodes.iter().zip(append_all(&batches)) {
+        let locations = result.unwrap();
+        for (index, location) in locations.iter().enumerate().step_by(1999) {
+            assert_eq!(
+                &node.read(0, location.offset, location.len).unwrap()[..],
+                &payloads[index][..]
+            );
+        }
+    }
+    drop(nodes);
+    for dir in &dirs {
+        let node = open(dir.path(), IoEngineKind::Pwrite);
+        assert_eq!(node.scan(0).unwrap().records.len(), payloads.len());
+    }
+}
+
+#[test]
+fn auto_falls_back_to_pwrite_when_io_uring_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    io::REFUSE_URING.with(|refuse| refuse.set(true));
+    let auto = LocalNode::open("n", dir.path(), &LocalOptions::default());
+    let forced = {
+        let other = tempfile::tempdir().unwrap();
+        LocalNode::open(
+            "n",
+            other.path(),
+            &LocalOptions::with_io_engine(IoEngineKind::Uring),
+        )
+        .map(drop)
+    };
+    io::REFUSE_URING.with(|refuse| refuse.set(false));
+    let auto = auto.unwrap();
+    assert_eq!(auto.io_engine(), IoEngineKind::Pwrite, "Auto falls back");
+    assert!(!auto.joins_shared_submission());
+    match forced {
+        Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ENOSYS)),
+        other => panic!("forcing io_uring must fail when it is refused, got {other:?}"),
+    }
+    append_one(&auto, 0, 1, 100);
+    assert_eq!(auto.scan(0).unwrap().records.len(), 1);
+}

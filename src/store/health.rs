@@ -1,0 +1,211 @@
+//! Counters (`stats`) and the health report (`health`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Inner;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub puts: Counter,
+    pub gets: Counter,
+    pub deletes: Counter,
+    pub degraded_reads: Counter,
+    pub checksum_failures: Counter,
+    pub read_errors: Counter,
+    pub write_failures: Counter,
+    pub columns_unwritten: Counter,
+    pub bytes_written: Counter,
+    /// Bytes read by repairs, for progress reports.
+    pub repair_bytes_read: Counter,
+}
+
+impl Counters {
+    pub fn snapshot(&self, blobs: usize, stripes: usize, repair_queue: usize) -> Stats {
+        Stats {
+            blobs,
+            stripes,
+            puts: self.puts.get(),
+            gets: self.gets.get(),
+            deletes: self.deletes.get(),
+            degraded_reads: self.degraded_reads.get(),
+            checksum_failures: self.checksum_failures.get(),
+            read_errors: self.read_errors.get(),
+            write_failures: self.write_failures.get(),
+            columns_unwritten: self.columns_unwritten.get(),
+            bytes_written: self.bytes_written.get(),
+            repair_queue,
+        }
+    }
+}
+
+/// Counters since the store was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Keys with a value.
+    pub blobs: usize,
+    /// Visible stripes.
+    pub stripes: usize,
+    /// Successful puts.
+    pub puts: u64,
+    /// Gets of keys that exist.
+    pub gets: u64,
+    /// Deletes.
+    pub deletes: u64,
+    /// Blob parts rebuilt from other columns because their own column could
+    /// not be read or failed its checksum.
+    pub degraded_reads: u64,
+    /// Blob parts and entry tables whose bytes failed their checksum.
+    pub checksum_failures: u64,
+    /// Node reads that failed.
+    pub read_errors: u64,
+    /// Commits that failed (their puts got an error).
+    pub write_failures: u64,
+    /// Columns of acknowledged stripes that no node could take.
+    pub columns_unwritten: u64,
+    /// Column bytes appended to nodes (data and parity).
+    pub bytes_written: u64,
+    /// Columns waiting for repair (missing, damaged, or away from home).
+    pub repair_queue: usize,
+}
+
+/// One node, as [`Health`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeHealth {
+    /// The node's name in the layout.
+    pub name: String,
+    /// Its site's name.
+    pub site: String,
+    /// False when the node could not be opened or a read from it failed.
+    pub reachable: bool,
+    /// False when the node takes no more writes (an append failed, e.g. a
+    /// full disk); its records are still read while it is reachable.
+    pub writable: bool,
+    /// Why it is down or takes no writes, when it is or does not.
+    pub down_reason: Option<String>,
+    /// Column records of visible stripes that this node holds.
+    pub columns: usize,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Columns whose home is this node but that are not here.
+    pub columns_missing: usize,
+    /// Columns held here whose home is another node (handoffs).
+    pub columns_away: usize,
+}
+
+/// The state of the store's redundancy, computed from where the columns
+/// actually are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Every node of the layout.
+    pub nodes: Vec<NodeHealth>,
+    /// Visible stripes.
+    pub stripes: usize,
+    /// Stripe count by margin: how many more columns each stripe can lose
+    /// and still be read (a negative margin would be a lost stripe).
+    pub stripes_by_margin: BTreeMap<i64, usize>,
+    /// Columns that are not on any reachable node.
+    pub columns_missing: usize,
+    /// Columns held away from their home node.
+    pub columns_away: usize,
+    /// If one more site burned now, would every blob still be readable?
+    pub survives_any_site_loss: bool,
+}
+
+impl Inner {
+    pub(crate) fn health(&self) -> Health {
+        let layout = &self.layout;
+        let k = layout.code().data_count;
+        let mut nodes: Vec<NodeHealth> = layout
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let id = crate::layout::NodeId(i as u16);
+                NodeHealth {
+                    name: spec.name.clone(),
+                    site: layout.sites()[usize::from(spec.site.0)].name.clone(),
+                    reachable: self.nodes.is_up(id),
+                    writable: self.nodes.is_writable(id),
+                    down_reason: self.nodes.down_reason(id),
+                    columns: 0,
+                    bytes: 0,
+                    columns_missing: 0,
+                    columns_away: 0,
+                }
+            })
+            .collect();
+        let site_count = layout.sites().len();
+        let mut by_margin: BTreeMap<i64, usize> = BTreeMap::new();
+        let mut columns_missing = 0;
+        let mut columns_away = 0;
+        let mut survives = true;
+        let state = self.read_state();
+        let mut alive_per_site = vec![0usize; site_count];
+        for stripe in state.stripes.values() {
+            alive_per_site.iter_mut().for_each(|n| *n = 0);
+            let mut alive = 0usize;
+            let mut virtual_zero = 0usize;
+            for col in stripe.columns.iter() {
+                if col.len == 0 {
+                    virtual_zero += 1;
+                    continue;
+                }
+                match col.stored {
+                    Some((at, _)) if self.nodes.is_up(at) => {
+                        alive += 1;
+                        let n = &mut nodes[usize::from(at.0)];
+                        n.columns += 1;
+                        n.bytes += u64::from(col.len);
+                        if col.is_away() {
+                            n.columns_away += 1;
+                            columns_away += 1;
+                        }
+                        let site = usize::from(layout.node(at).site.0);
+                        alive_per_site[site] += 1;
+                    }
+                    _ => {
+                        columns_missing += 1;
+                        if let Some(home) = col.home {
+                            nodes[usize::from(home.0)].columns_missing += 1;
+                        }
+                    }
+                }
+            }
+            let present = alive + virtual_zero;
+            *by_margin.entry(present as i64 - k as i64).or_default() += 1;
+            let worst_site = alive_per_site.iter().copied().max().unwrap_or(0);
+            if present - worst_site < k {
+                survives = false;
+            }
+        }
+        Health {
+            nodes,
+            stripes: state.stripes.len(),
+            stripes_by_margin: by_margin,
+            columns_missing,
+            columns_away,
+            survives_any_site_loss: survives,
+        }
+    }
+}

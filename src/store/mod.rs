@@ -1,0 +1,751 @@
+//! The store engine: packed stripes, durable puts, zero-copy gets, degraded
+//! reads, failover open.
+//!
+//! A [`Store`] ties the [codec](crate::codec), the [layout](crate::layout)
+//! and the [nodes](crate::node) together:
+//! - `put` queues the blob for the committer thread, which packs many blobs
+//!   into one stripe (a small blob whole into one data column), computes
+//!   parity and appends the k+m column records to their nodes in parallel
+//!   (group commit). `put` returns once the stripe is durable as the
+//!   [`WritePolicy`] requires.
+//! - `get` reads the blob's byte range from one node's mmap'd segment without
+//!   copying; when that node is down or the bytes fail their checksum, it
+//!   rebuilds just that range from k other columns.
+//! - `open` rebuilds the index from whatever nodes are reachable, as long as
+//!   every acknowledged stripe still has k columns.
+
+mod blob;
+mod commit;
+mod compact;
+mod health;
+mod index;
+mod nodes;
+mod pack;
+mod read;
+mod recover;
+mod repair;
+mod stripes;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use blob::Blob;
+pub use compact::{CompactOptions, CompactReport};
+pub use health::{Health, NodeHealth, Stats};
+pub use recover::OpenReport;
+pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
+
+use self::commit::{Committer, Request};
+use self::health::Counters;
+use self::index::{BlobLoc, Index, PartLoc};
+use self::nodes::NodeSet;
+use self::stripes::StripeInfo;
+use self::stripes::StripeTable;
+use crate::codec::Codec;
+use crate::format::KEY_LEN_MAX;
+use crate::layout::{Layout, Location};
+use crate::node::{LocalNode, LocalOptions, Node};
+use crate::{Error, Result};
+
+/// The largest value `put` accepts: 64 GiB.
+pub const BLOB_LEN_MAX: u64 = 64 << 30;
+/// The most parts one blob may be cut into (a 64 GiB blob in 64 KiB columns).
+pub const PARTS_PER_BLOB_MAX: u64 = BLOB_LEN_MAX / COLUMN_LEN_TARGET_MIN as u64;
+/// The smallest column target `Options` accepts.
+pub const COLUMN_LEN_TARGET_MIN: usize = 64 << 10;
+
+const _: () = assert!(KEY_LEN_MAX < COLUMN_LEN_TARGET_MIN);
+const _: () = assert!(PARTS_PER_BLOB_MAX <= u32::MAX as u64);
+
+/// What a put needs before it returns `Ok` while nodes or sites are down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WritePolicy {
+    /// Keep accepting writes through an outage: a column whose node is down
+    /// goes to a handoff node in a surviving site (never two columns of a
+    /// stripe on one node while another node is free); the stripe is
+    /// recorded as away from home for repair to move back. A put fails only
+    /// if fewer than k + 1 columns can be written anywhere.
+    #[default]
+    Available,
+    /// Refuse (with [`Error::WriteRefused`]) a put whose columns could not
+    /// be placed so that the layout's promise holds.
+    Strict,
+}
+
+/// How a store behaves. `Options::default()` suits most uses.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use geoshard::{Options, WritePolicy};
+///
+/// let options = Options {
+///     commit_interval: Duration::from_millis(1),
+///     write_policy: WritePolicy::Strict,
+///     ..Options::default()
+/// };
+/// assert_eq!(options.column_len_target, 1 << 20);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Target length of a data column: a stripe is sealed when its columns
+    /// reach it. Blobs larger than this are cut into parts. Default 1 MiB;
+    /// at least [`COLUMN_LEN_TARGET_MIN`].
+    pub column_len_target: usize,
+    /// How long the oldest waiting put may wait for others to share its
+    /// commit. Default 2 ms.
+    pub commit_interval: Duration,
+    /// What a put needs while nodes are down. Default
+    /// [`WritePolicy::Available`].
+    pub write_policy: WritePolicy,
+    /// A new generation (segment file on every node) starts when the
+    /// current one holds this many bytes per node. Default 256 MiB.
+    pub segment_len_target: u64,
+    /// Options for local directory nodes.
+    pub local: LocalOptions,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            column_len_target: 1 << 20,
+            commit_interval: Duration::from_millis(2),
+            write_policy: WritePolicy::Available,
+            segment_len_target: 256 << 20,
+            local: LocalOptions::default(),
+        }
+    }
+}
+
+/// The index and the stripe table, read and updated together, with the
+/// per-generation byte counts compaction chooses by.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub index: Index,
+    pub stripes: StripeTable,
+    pub generations: BTreeMap<u64, GenerationUsage>,
+}
+
+/// Blob bytes a generation holds, and how many of them are still live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GenerationUsage {
+    /// Stripes of the generation that are visible.
+    pub stripes: u64,
+    /// Column bytes stored per node summed over all columns (data + parity).
+    pub column_bytes: u64,
+    /// Bytes of blob parts written into the generation.
+    pub blob_bytes: u64,
+    /// Bytes of blob parts the index still points to.
+    pub live_bytes: u64,
+}
+
+impl State {
+    /// Adds a visible stripe; returns its slot.
+    pub fn add_stripe(&mut self, info: stripes::StripeInfo) -> u32 {
+        let usage = self.generations.entry(info.generation).or_default();
+        usage.stripes += 1;
+        usage.column_bytes += info.columns.iter().map(|c| u64::from(c.len)).sum::<u64>();
+        self.stripes.insert(info)
+    }
+
+    fn generation_of(&self, slot: u32) -> Option<u64> {
+        self.stripes.get(slot).map(|s| s.generation)
+    }
+
+    /// Adds `delta` (positive or negative) to the live bytes of every
+    /// generation the blob has parts in.
+    fn account(&mut self, loc: &BlobLoc, live: bool, written: bool) {
+        for part in loc.parts() {
+            let Some(generation) = self.generation_of(part.slot) else {
+                continue;
+            };
+            let usage = self.generations.entry(generation).or_default();
+            let len = u64::from(part.len);
+            if written {
+                usage.blob_bytes += len;
+            }
+            if live {
+                usage.live_bytes += len;
+            } else {
+                usage.live_bytes = usage.live_bytes.saturating_sub(len);
+            }
+        }
+    }
+
+    /// A newly written blob becomes the key's value.
+    pub fn insert_blob(&mut self, key: &[u8], loc: BlobLoc) {
+        self.account(&loc, true, true);
+        if let Some(old) = self.index.insert(key, loc) {
+            self.account(&old, false, false);
+        }
+    }
+
+    pub fn remove_blob(&mut self, key: &[u8]) {
+        if let Some(old) = self.index.remove(key) {
+            self.account(&old, false, false);
+        }
+    }
+
+    /// Forgets a retired generation's stripes.
+    pub fn drop_generation(&mut self, generation: u64) {
+        self.stripes.retain(|s| s.generation != generation);
+        self.generations.remove(&generation);
+    }
+}
+
+/// Everything the public handle and the committer share.
+pub(crate) struct Inner {
+    pub layout: Layout,
+    pub options: Options,
+    pub codec: Codec,
+    pub nodes: NodeSet,
+    state: RwLock<State>,
+    pub stats: Counters,
+    repair_queue: Mutex<BTreeSet<(u64, u16)>>,
+    open_report: Mutex<OpenReport>,
+    /// Held by the one compaction, repair or scrub that may run at a time.
+    maintenance: Mutex<()>,
+    /// The nodes are local directories this store opened itself (so repair
+    /// may recreate and reopen them).
+    local_nodes: bool,
+}
+
+impl Inner {
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave the index half
+        // updated in a way readers could observe: publishing is a sequence
+        // of whole-entry inserts. So a poisoned lock is still usable.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn index_contains(&self, key: &[u8]) -> bool {
+        self.read_state().index.contains(key)
+    }
+
+    pub(crate) fn queue_repair(&self, stripe_id: u64, column_index: u16) {
+        if let Ok(mut q) = self.repair_queue.lock() {
+            q.insert((stripe_id, column_index));
+        }
+    }
+
+    pub(crate) fn repair_queue_len(&self) -> usize {
+        self.repair_queue.lock().map_or(0, |q| q.len())
+    }
+
+    /// Empties the repair queue and returns what was in it.
+    pub(crate) fn take_repair_queue(&self) -> BTreeSet<(u64, u16)> {
+        self.repair_queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+}
+
+/// A geoshard store: blobs under keys, Reed-Solomon coded across the sites
+/// and nodes of a [`Layout`].
+///
+/// `Store` is `Send + Sync`; share it between threads in an `Arc`. Dropping
+/// it closes it (see [`Store::close`]).
+///
+/// # Example
+///
+/// ```
+/// use geoshard::layout::Layout;
+/// use geoshard::{Options, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let root = dir.path();
+/// let layout = Layout::from_toml_str(&format!(
+///     r#"
+///     code = {{ data_count = 2, parity_count = 1 }}
+///     [[sites]]
+///     name = "seoul"
+///     nodes = [{{ name = "s1", path = "{0}/s1" }}]
+///     [[sites]]
+///     name = "busan"
+///     nodes = [{{ name = "b1", path = "{0}/b1" }}]
+///     [[sites]]
+///     name = "daejeon"
+///     nodes = [{{ name = "d1", path = "{0}/d1" }}]
+///     "#,
+///     root.display()
+/// ))?;
+/// let store = Store::open(layout, Options::default())?;
+/// store.put(b"chat/1", &b"hello"[..])?;
+/// let blob = store.get(b"chat/1")?.expect("just written");
+/// assert_eq!(&blob.to_bytes()[..], b"hello");
+/// assert!(store.delete(b"chat/1")?);
+/// assert!(store.get(b"chat/1")?.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Store {
+    inner: Arc<Inner>,
+    sender: RwLock<Option<Sender<Request>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("code", &self.inner.layout.code())
+            .field("nodes", &self.inner.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store the layout describes.
+    ///
+    /// Local node directories are created on first use. On a store that
+    /// already holds data, a node whose directory is missing or unreadable
+    /// is left down (reported by [`Store::health`], rebuilt by repair), as
+    /// long as the layout's promise covers it.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Locked`] when another process has the store open;
+    /// - [`Error::StripesUnrecoverable`] when so much is missing that some
+    ///   acknowledged stripe has fewer than k reachable columns;
+    /// - [`Error::InvalidLayout`] when the nodes hold data coded differently
+    ///   from what the layout says, or a node location is not supported;
+    /// - [`Error::InvalidArgument`] for options out of range.
+    pub fn open(layout: Layout, options: Options) -> Result<Store> {
+        let nodes = open_local_nodes(&layout, &options)?;
+        Store::open_inner(layout, options, nodes, true)
+    }
+
+    /// Opens a store over nodes the caller opened: `nodes[i]` serves
+    /// `layout.nodes()[i]`, or says why it could not be opened. This is the
+    /// seam for custom [`Node`] implementations and fault-injecting wrappers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    pub fn open_with_nodes(
+        layout: Layout,
+        options: Options,
+        nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
+    ) -> Result<Store> {
+        Store::open_inner(layout, options, nodes, false)
+    }
+
+    fn open_inner(
+        layout: Layout,
+        options: Options,
+        nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
+        local_nodes: bool,
+    ) -> Result<Store> {
+        if options.column_len_target < COLUMN_LEN_TARGET_MIN
+            || options.column_len_target as u64 > crate::format::COLUMN_LEN_MAX / 2
+        {
+            return Err(Error::invalid(format!(
+                "column_len_target is {}; it must be between {} and {}",
+                options.column_len_target,
+                COLUMN_LEN_TARGET_MIN,
+                crate::format::COLUMN_LEN_MAX / 2
+            )));
+        }
+        if nodes.len() != layout.nodes().len() {
+            return Err(Error::invalid(format!(
+                "{} node handles for a layout of {} nodes",
+                nodes.len(),
+                layout.nodes().len()
+            )));
+        }
+        let code = layout.code();
+        let codec = Codec::new(code.data_count, code.parity_count)?;
+        let started = Instant::now();
+        let inner = Arc::new(Inner {
+            nodes: NodeSet::new(&layout, nodes),
+            layout,
+            options,
+            codec,
+            state: RwLock::new(State::default()),
+            stats: Counters::default(),
+            repair_queue: Mutex::new(BTreeSet::new()),
+            open_report: Mutex::new(OpenReport::default()),
+            maintenance: Mutex::new(()),
+            local_nodes,
+        });
+        let (state, start, report) = inner.recover()?;
+        *inner.write_state() = state;
+        tracing::info!(
+            blobs = report.blobs,
+            stripes = report.stripes_visible,
+            discarded = report.stripes_discarded,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
+        if let Ok(mut r) = inner.open_report.lock() {
+            *r = report;
+        }
+        let (tx, rx) = mpsc::channel();
+        let committer = Committer::new(Arc::clone(&inner), rx, start);
+        let handle = std::thread::Builder::new()
+            .name("geoshard-committer".into())
+            .spawn(move || committer.run())
+            .map_err(|e| Error::io("starting the committer thread", e))?;
+        Ok(Store {
+            inner,
+            sender: RwLock::new(Some(tx)),
+            committer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The layout this store was opened with.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// Stores `value` under `key`, replacing any earlier value. Returns once
+    /// the blob is durable as the write policy requires.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`] for an empty key;
+    /// - [`Error::LimitExceeded`] for a key over [`KEY_LEN_MAX`] bytes or a
+    ///   value over [`BLOB_LEN_MAX`];
+    /// - [`Error::NotEnoughColumns`] when fewer than k + 1 columns could be
+    ///   written anywhere, or [`Error::WriteRefused`] under
+    ///   [`WritePolicy::Strict`]: the put did not happen (a failed put may
+    ///   still appear after a crash and reopen, but only whole);
+    /// - [`Error::Closed`] after [`Store::close`].
+    pub fn put(&self, key: &[u8], value: impl Into<Bytes>) -> Result<()> {
+        check_key(key)?;
+        let value = value.into();
+        if value.len() as u64 > BLOB_LEN_MAX {
+            return Err(Error::LimitExceeded {
+                what: "value length",
+                limit: BLOB_LEN_MAX,
+                actual: value.len() as u64,
+            });
+        }
+        let (ack, rx) = mpsc::sync_channel(1);
+        self.submit(Request::Put {
+            key: key.into(),
+            value,
+            ack,
+        })?;
+        let out = rx.recv().map_err(|_| Error::Closed)?;
+        self.inner.stats.puts.inc();
+        out.map(|_| ())
+    }
+
+    /// The value under `key`, or `None`.
+    ///
+    /// A healthy read returns slices of the nodes' memory-mapped segments
+    /// (no copy), checksum-verified. If a node is down or its bytes fail
+    /// their checksum, the blob's range is rebuilt from k other columns.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotEnoughColumns`] when fewer than k columns of a stripe
+    ///   the blob lives in can be read;
+    /// - [`Error::ChecksumMismatch`] when even the rebuilt bytes fail their
+    ///   checksum (more damage than the code can correct);
+    /// - [`Error::InvalidArgument`] / [`Error::LimitExceeded`] for a bad key.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Blob>> {
+        check_key(key)?;
+        // Resolve slots to stripes under the lock; do the I/O after it.
+        let mut parts: Vec<(PartLoc, Arc<StripeInfo>)> = Vec::new();
+        let whole = {
+            let state = self.inner.read_state();
+            let Some(loc) = state.index.get(key) else {
+                return Ok(None);
+            };
+            let resolve = |p: &PartLoc| -> Result<(PartLoc, Arc<StripeInfo>)> {
+                let stripe = state.stripes.get(p.slot).ok_or_else(|| Error::Corrupt {
+                    location: format!("stripe slot {}", p.slot),
+                    reason: "indexed stripe is missing from the stripe table".into(),
+                })?;
+                Ok((*p, Arc::clone(stripe)))
+            };
+            match loc {
+                BlobLoc::Whole(p) => Some(resolve(p)?),
+                BlobLoc::Split(split) => {
+                    parts = split.parts.iter().map(resolve).collect::<Result<_>>()?;
+                    None
+                }
+            }
+        };
+        self.inner.stats.gets.inc();
+        if let Some((part, stripe)) = whole {
+            return Ok(Some(Blob::from(self.inner.read_part(&stripe, &part)?)));
+        }
+        let chunks = parts
+            .iter()
+            .map(|(part, stripe)| self.inner.read_part(stripe, part))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Blob::from_chunks(chunks)))
+    }
+
+    /// Length of the value under `key`, without reading it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::get`] for a bad key.
+    pub fn len_of(&self, key: &[u8]) -> Result<Option<u64>> {
+        check_key(key)?;
+        Ok(self.inner.read_state().index.get(key).map(BlobLoc::len))
+    }
+
+    /// Removes `key`. The tombstone is durable, like a put, when this
+    /// returns. Returns whether the key existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::put`].
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        let (ack, rx) = mpsc::sync_channel(1);
+        self.submit(Request::Delete {
+            key: key.into(),
+            ack,
+        })?;
+        let out = rx.recv().map_err(|_| Error::Closed)?;
+        self.inner.stats.deletes.inc();
+        out
+    }
+
+    /// True when `key` has a value.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::get`] for a bad key.
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        Ok(self.inner.index_contains(key))
+    }
+
+    /// The keys that start with `prefix`, in byte order. The iterator reads
+    /// the index in batches, so it sees a consistent prefix of each batch
+    /// but not one snapshot of the whole store.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> KeysWithPrefix<'_> {
+        KeysWithPrefix {
+            store: self,
+            prefix: prefix.to_vec(),
+            batch: Vec::new().into_iter(),
+            last: None,
+            done: false,
+        }
+    }
+
+    /// Number of keys with a value.
+    pub fn len(&self) -> usize {
+        self.inner.read_state().index.len()
+    }
+
+    /// True when the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes everything queued so far durable now, without waiting for the
+    /// commit interval.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after close; otherwise the error of the commit that
+    /// carried the flush.
+    pub fn flush(&self) -> Result<()> {
+        let (ack, rx) = mpsc::sync_channel(1);
+        self.submit(Request::Flush { ack })?;
+        rx.recv().map_err(|_| Error::Closed)?.map(|_| ())
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> Stats {
+        let state = self.inner.read_state();
+        self.inner.stats.snapshot(
+            state.index.len(),
+            state.stripes.len(),
+            self.inner.repair_queue_len(),
+        )
+    }
+
+    /// What open found (stripes visible and discarded, corrupt regions,
+    /// entry tables rebuilt).
+    pub fn open_report(&self) -> OpenReport {
+        self.inner
+            .open_report
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Per node: reachable or not, columns and bytes held, columns missing
+    /// or away; whether the store survives losing any one more site now.
+    pub fn health(&self) -> Health {
+        self.inner.check_nodes();
+        self.inner.health()
+    }
+
+    /// Stops accepting writes, makes everything queued durable and stops the
+    /// committer. Dropping the store does the same. Later calls fail with
+    /// [`Error::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` leaves room for reporting a failed final
+    /// commit.
+    pub fn close(&self) -> Result<()> {
+        let sender = self
+            .sender
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(sender);
+        let handle = self
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the committer thread panicked");
+        }
+        Ok(())
+    }
+
+    fn submit(&self, request: Request) -> Result<()> {
+        let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
+        let sender = guard.as_ref().ok_or(Error::Closed)?;
+        sender.send(request).map_err(|_| Error::Closed)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Iterator over the keys with a prefix; see [`Store::keys_with_prefix`].
+#[derive(Debug)]
+pub struct KeysWithPrefix<'a> {
+    store: &'a Store,
+    prefix: Vec<u8>,
+    batch: std::vec::IntoIter<Box<[u8]>>,
+    last: Option<Box<[u8]>>,
+    done: bool,
+}
+
+impl Iterator for KeysWithPrefix<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        const BATCH: usize = 1024;
+        if let Some(k) = self.batch.next() {
+            self.last = Some(k.clone());
+            return Some(k.into_vec());
+        }
+        if self.done {
+            return None;
+        }
+        let keys = self.store.inner.read_state().index.keys_with_prefix(
+            &self.prefix,
+            self.last.as_deref(),
+            BATCH,
+        );
+        self.done = keys.len() < BATCH;
+        self.batch = keys.into_iter();
+        let k = self.batch.next()?;
+        self.last = Some(k.clone());
+        Some(k.into_vec())
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid(
+            "keys are 1 to 1024 bytes; this one is empty",
+        ));
+    }
+    if key.len() > KEY_LEN_MAX {
+        return Err(Error::LimitExceeded {
+            what: "key length",
+            limit: KEY_LEN_MAX as u64,
+            actual: key.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Opens every local directory node of the layout.
+///
+/// On a new store (no node holds any generation) missing directories are
+/// created. On an existing store a missing directory means the node was
+/// lost (a burned site, a replaced disk): it is left down for repair rather
+/// than silently recreated empty.
+fn open_local_nodes(
+    layout: &Layout,
+    options: &Options,
+) -> Result<Vec<std::result::Result<Arc<dyn Node>, String>>> {
+    let mut out: Vec<std::result::Result<Arc<dyn Node>, String>> = Vec::new();
+    let mut missing = Vec::new();
+    for (i, spec) in layout.nodes().iter().enumerate() {
+        let dir = match &spec.location {
+            Location::Dir(dir) => dir,
+            Location::Url(url) => {
+                return Err(Error::InvalidLayout {
+                    reason: format!(
+                        "node {} is at {url}; this build serves only local directory nodes",
+                        spec.name
+                    ),
+                    fix: "give the node a local `path`".into(),
+                });
+            }
+        };
+        if !dir_exists(dir) {
+            missing.push(i);
+            out.push(Err(format!("directory {} is missing", dir.display())));
+            continue;
+        }
+        out.push(open_one(&spec.name, dir, &options.local)?);
+    }
+    let fresh = out.iter().all(|n| match n {
+        Ok(node) => node.generations().map(|g| g.is_empty()).unwrap_or(false),
+        Err(_) => true,
+    });
+    if fresh {
+        for i in missing {
+            let spec = &layout.nodes()[i];
+            if let Location::Dir(dir) = &spec.location {
+                out[i] = open_one(&spec.name, dir, &options.local)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn open_one(
+    name: &str,
+    dir: &Path,
+    options: &LocalOptions,
+) -> Result<std::result::Result<Arc<dyn Node>, String>> {
+    match LocalNode::open(name, dir, options) {
+        Ok(node) => Ok(Ok(Arc::new(node))),
+        // Another process owns the store: opening anyway would mean two writers.
+        Err(e @ Error::Locked { .. }) => Err(e),
+        Err(e) => {
+            tracing::warn!(node = name, error = %e, "node could not be opened; left down");
+            Ok(Err(e.to_string()))
+        }
+    }
+}
+
+fn dir_exists(dir: &Path) -> bool {
+    std::fs::metadata(dir).map(|m| m.is_dir()).unwrap_or(false)
+}

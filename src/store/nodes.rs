@@ -1,0 +1,186 @@
+//! The store's view of its nodes: the open handle (if any) and whether the
+//! node is up. A node that fails a read is marked down and skipped by reads
+//! and writes until the store is reopened or repaired. A node that fails an
+//! append (a full disk, an I/O error) stops taking writes but keeps serving
+//! the records it already holds durably.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::layout::{Layout, NodeId};
+use crate::node::Node;
+
+pub(crate) struct NodeSlot {
+    pub name: String,
+    /// Replaced when repair reopens a lost node.
+    node: RwLock<Option<Arc<dyn Node>>>,
+    down: AtomicBool,
+    unwritable: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+/// Every node of the layout, indexed by `NodeId`.
+pub(crate) struct NodeSet {
+    slots: Vec<NodeSlot>,
+}
+
+impl NodeSet {
+    /// `nodes[i]` is the open handle of `layout.nodes()[i]`, or the reason it
+    /// could not be opened.
+    pub fn new(layout: &Layout, nodes: Vec<Result<Arc<dyn Node>, String>>) -> NodeSet {
+        assert_eq!(
+            nodes.len(),
+            layout.nodes().len(),
+            "one handle per layout node"
+        );
+        let slots = layout
+            .nodes()
+            .iter()
+            .zip(nodes)
+            .map(|(spec, node)| {
+                let (node, reason) = match node {
+                    Ok(n) => (Some(n), None),
+                    Err(why) => (None, Some(why)),
+                };
+                NodeSlot {
+                    name: spec.name.clone(),
+                    down: AtomicBool::new(node.is_none()),
+                    unwritable: AtomicBool::new(node.is_none()),
+                    node: RwLock::new(node),
+                    reason: Mutex::new(reason),
+                }
+            })
+            .collect();
+        NodeSet { slots }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn slot(&self, id: NodeId) -> &NodeSlot {
+        &self.slots[usize::from(id.0)]
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (0..self.slots.len()).map(|i| NodeId(i as u16))
+    }
+
+    /// The node's handle whether it is up or not.
+    pub fn handle(&self, id: NodeId) -> Option<Arc<dyn Node>> {
+        let slot = self.slots.get(usize::from(id.0))?;
+        slot.node
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The node's handle if it is up.
+    pub fn get(&self, id: NodeId) -> Option<Arc<dyn Node>> {
+        if !self.is_up(id) {
+            return None;
+        }
+        self.handle(id)
+    }
+
+    /// True when reads may go to the node.
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.slots
+            .get(usize::from(id.0))
+            .is_some_and(|s| !s.down.load(Ordering::Acquire))
+    }
+
+    /// The node's handle if it takes appends.
+    pub fn get_writable(&self, id: NodeId) -> Option<Arc<dyn Node>> {
+        if !self.is_writable(id) {
+            return None;
+        }
+        self.handle(id)
+    }
+
+    pub fn is_writable(&self, id: NodeId) -> bool {
+        self.slots.get(usize::from(id.0)).is_some_and(|s| {
+            !s.down.load(Ordering::Acquire) && !s.unwritable.load(Ordering::Acquire)
+        })
+    }
+
+    /// Puts a (re)opened node in service.
+    pub fn replace(&self, id: NodeId, node: Arc<dyn Node>) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        *slot.node.write().unwrap_or_else(PoisonError::into_inner) = Some(node);
+        self.revive(id);
+    }
+
+    /// Puts a node back in service after it answered again.
+    pub fn revive(&self, id: NodeId) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        if slot
+            .node
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            return;
+        }
+        if slot.down.swap(false, Ordering::AcqRel) | slot.unwritable.swap(false, Ordering::AcqRel) {
+            tracing::info!(node = %slot.name, "node back in service");
+        }
+        *slot.reason.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// No more reads or writes go to the node.
+    pub fn mark_down(&self, id: NodeId, reason: impl Into<String>) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        slot.unwritable.store(true, Ordering::Release);
+        if !slot.down.swap(true, Ordering::AcqRel) {
+            let reason = reason.into();
+            tracing::warn!(node = %slot.name, %reason, "node marked down");
+            set_reason(slot, reason);
+        }
+    }
+
+    /// No more writes go to the node; reads of what it holds go on.
+    pub fn mark_unwritable(&self, id: NodeId, reason: impl Into<String>) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        if !slot.unwritable.swap(true, Ordering::AcqRel) {
+            let reason = reason.into();
+            tracing::warn!(node = %slot.name, %reason, "node takes no more writes");
+            set_reason(slot, reason);
+        }
+    }
+
+    /// Why the node is down or takes no writes, if it is or does not.
+    pub fn down_reason(&self, id: NodeId) -> Option<String> {
+        let slot = self.slots.get(usize::from(id.0))?;
+        if !slot.unwritable.load(Ordering::Acquire) && !slot.down.load(Ordering::Acquire) {
+            return None;
+        }
+        slot.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+fn set_reason(slot: &NodeSlot, reason: String) {
+    if let Ok(mut r) = slot.reason.lock() {
+        *r = Some(reason);
+    }
+}
+
+impl std::fmt::Debug for NodeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.slots
+                    .iter()
+                    .map(|s| (&s.name, !s.down.load(Ordering::Relaxed))),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,155 @@
+//! Packing blobs into the data columns of an open stripe.
+//!
+//! A small blob goes whole into the least-filled data column that has room;
+//! a blob larger than a column is cut into parts that each fill a column, over
+//! as many stripes as it needs. Packing only arranges bytes: sealing (entry
+//! tables, parity) and writing happen in `commit.rs`.
+
+use crate::format::{self, Entry, EntryFlags};
+
+/// One entry placed in a column, with its offset still relative to the
+/// column's blob area (the entry table's length is known only at seal).
+#[derive(Clone, Debug)]
+pub(crate) struct PlacedEntry {
+    pub entry: Entry,
+    /// Which request of the commit it belongs to.
+    pub request: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ColumnBuf {
+    pub entries: Vec<PlacedEntry>,
+    /// Blob bytes, in entry order.
+    pub blobs: Vec<u8>,
+    /// Encoded length of the entry table for `entries`.
+    pub table_len: usize,
+}
+
+impl ColumnBuf {
+    fn fill(&self) -> usize {
+        self.table_len + self.blobs.len()
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.blobs.clear();
+        self.table_len = format::entry_table_len(&[]);
+    }
+}
+
+/// The stripe being filled.
+#[derive(Debug)]
+pub(crate) struct OpenStripe {
+    pub columns: Vec<ColumnBuf>,
+    column_len_target: usize,
+}
+
+/// What `place` did with a blob.
+pub(crate) enum Placed {
+    /// Every part fitted in the open stripe.
+    Done,
+    /// The open stripe is full: seal it, then call `place` again with
+    /// `resume_part` as the first part to place.
+    StripeFull { resume_part: u32 },
+}
+
+impl OpenStripe {
+    pub fn new(data_count: usize, column_len_target: usize) -> OpenStripe {
+        let mut columns: Vec<ColumnBuf> = (0..data_count).map(|_| ColumnBuf::default()).collect();
+        for c in &mut columns {
+            c.clear();
+        }
+        OpenStripe {
+            columns,
+            column_len_target,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.columns.iter().all(|c| c.entries.is_empty())
+    }
+
+    pub fn clear(&mut self) {
+        for c in &mut self.columns {
+            c.clear();
+        }
+    }
+
+    /// How many parts a blob of `blob_len` bytes is cut into: a blob up to
+    /// the column target stays whole (its column may then exceed the target
+    /// by the entry table), a larger one is cut into target-sized parts.
+    pub fn part_count(&self, blob_len: u64) -> u32 {
+        let target = self.column_len_target as u64;
+        u32::try_from(blob_len.div_ceil(target).max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Places parts `first_part..` of a blob (or a tombstone when `value` is
+    /// `None`). Returns `StripeFull` when the open stripe has no room left for
+    /// the next part.
+    pub fn place(
+        &mut self,
+        request: usize,
+        key: &[u8],
+        value: Option<&[u8]>,
+        flags: EntryFlags,
+        first_part: u32,
+    ) -> Placed {
+        let cost = entry_cost(key.len());
+        let blob_len = value.map_or(0, <[u8]>::len);
+        let part_count = self.part_count(blob_len as u64);
+        let part_len_max = self.column_len_target;
+        for part_index in first_part..part_count {
+            let start = part_index as usize * part_len_max;
+            let end = (start + part_len_max).min(blob_len);
+            let bytes = value.map_or(&[][..], |v| &v[start..end]);
+            let need = cost + bytes.len();
+            // Least-filled column with room; an empty column takes any part,
+            // since parts are at most the column target.
+            let choice = self
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.entries.is_empty() || c.fill() + need <= self.column_len_target)
+                .min_by_key(|(_, c)| c.fill())
+                .map(|(i, _)| i);
+            let Some(column) = choice else {
+                return Placed::StripeFull {
+                    resume_part: part_index,
+                };
+            };
+            let col = &mut self.columns[column];
+            let offset = col.blobs.len() as u32;
+            col.blobs.extend_from_slice(bytes);
+            col.table_len += cost;
+            col.entries.push(PlacedEntry {
+                request,
+                entry: Entry {
+                    key: key.to_vec().into(),
+                    flags,
+                    offset,
+                    len: bytes.len() as u32,
+                    checksum: crc32fast::hash(bytes),
+                    part_index,
+                    part_count,
+                    blob_len: blob_len as u64,
+                },
+            });
+        }
+        Placed::Done
+    }
+}
+
+/// Encoded bytes one entry with a key of `key_len` adds to an entry table.
+pub(crate) fn entry_cost(key_len: usize) -> usize {
+    let probe = Entry {
+        key: vec![0u8; key_len].into(),
+        flags: EntryFlags::NONE,
+        offset: 0,
+        len: 0,
+        checksum: 0,
+        part_index: 0,
+        part_count: 1,
+        blob_len: 0,
+    };
+    format::entry_table_len(std::slice::from_ref(&probe)) - format::entry_table_len(&[])
+}

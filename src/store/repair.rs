@@ -1,0 +1,796 @@
+//! Repair and scrub: back to full protection after a fire, and proof that
+//! the next fire would be survived.
+//!
+//! **Repair** rebuilds every column that is missing (its node burned, its
+//! disk replaced), damaged (a checksum failed), or away from home (written
+//! to a handoff node during an outage), onto the node the stripe's placement
+//! names. A rebuilt column is an ordinary column record with the stripe's
+//! own header, appended to the stripe's generation on that node, so nothing
+//! but the columns records what was repaired: a repair that stops halfway
+//! (crash, error) leaves every finished column in place, and running repair
+//! again finds and does only what is left. Stripes with the least margin go
+//! first. Columns are written in batches, one append (one sync) per node
+//! per batch.
+//!
+//! **Scrub** reads every column of every stripe, parity included, checks
+//! each against its checksum and the parity against the data, and queues
+//! what is wrong for repair (and repairs it, unless told not to).
+
+use std::collections::HashMap;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::stripes::StripeInfo;
+use super::{Inner, Store};
+use crate::codec::VerifyScratch;
+use crate::format::ColumnHeader;
+use crate::layout::{Location, NodeId};
+use crate::node::{AppendBatch, LocalNode, Node, RecordLocation, RecordRef, append_all};
+use crate::{Error, Result};
+
+/// Called with progress as repair or scrub goes.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How far a repair or scrub has come.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Stripes done so far.
+    pub stripes_done: u64,
+    /// Stripes to do in all.
+    pub stripes_total: u64,
+    /// Column bytes read so far.
+    pub bytes_read: u64,
+    /// Column bytes written so far.
+    pub bytes_written: u64,
+}
+
+/// Options for [`Store::repair`].
+#[derive(Clone, Default)]
+pub struct RepairOptions {
+    /// Limit on bytes read plus written per second; `None` for no limit.
+    pub bandwidth_bytes_per_sec: Option<u64>,
+    /// Called after every batch.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for RepairOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepairOptions")
+            .field("bandwidth_bytes_per_sec", &self.bandwidth_bytes_per_sec)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// What [`Store::repair`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// Stripes that needed work.
+    pub stripes_needing_repair: u64,
+    /// Stripes fully repaired.
+    pub stripes_repaired: u64,
+    /// Columns rebuilt from other columns.
+    pub columns_rebuilt: u64,
+    /// Columns copied home from a handoff node.
+    pub columns_moved_home: u64,
+    /// Stripes that could not be repaired now (fewer than k intact columns,
+    /// or their home node takes no writes); a later repair retries them.
+    pub stripes_unrepairable: u64,
+    /// Nodes put back in service (reopened or answering again).
+    pub nodes_revived: Vec<String>,
+    /// Column bytes read.
+    pub bytes_read: u64,
+    /// Column bytes written.
+    pub bytes_written: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Options for [`Store::scrub`].
+#[derive(Clone)]
+pub struct ScrubOptions {
+    /// Repair what the scrub finds. Default true.
+    pub repair: bool,
+    /// Limit on bytes read (and written by repair) per second.
+    pub bandwidth_bytes_per_sec: Option<u64>,
+    /// Called every few stripes.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for ScrubOptions {
+    fn default() -> ScrubOptions {
+        ScrubOptions {
+            repair: true,
+            bandwidth_bytes_per_sec: None,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ScrubOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrubOptions")
+            .field("repair", &self.repair)
+            .field("bandwidth_bytes_per_sec", &self.bandwidth_bytes_per_sec)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// What [`Store::scrub`] found (and, when asked, repaired).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScrubReport {
+    /// Stripes read.
+    pub stripes_checked: u64,
+    /// Column records read and checked.
+    pub columns_checked: u64,
+    /// Columns whose bytes failed their checksum.
+    pub columns_corrupt: u64,
+    /// Columns not on any reachable node.
+    pub columns_missing: u64,
+    /// Stripes whose every column passed its checksum but whose parity did
+    /// not match the data (a writer bug, never expected).
+    pub parity_mismatches: u64,
+    /// Column bytes read.
+    pub bytes_read: u64,
+    /// The repair that followed, if the scrub repaired.
+    pub repair: Option<RepairReport>,
+    /// How long the scrub took (repair included).
+    pub elapsed: Duration,
+}
+
+impl ScrubReport {
+    /// True when nothing was wrong.
+    pub fn is_clean(&self) -> bool {
+        self.columns_corrupt == 0 && self.columns_missing == 0 && self.parity_mismatches == 0
+    }
+}
+
+/// Keeps bytes per second under a limit by sleeping.
+struct Throttle {
+    limit: Option<u64>,
+    started: Instant,
+}
+
+impl Throttle {
+    fn new(limit: Option<u64>) -> Throttle {
+        Throttle {
+            limit: limit.filter(|l| *l > 0),
+            started: Instant::now(),
+        }
+    }
+
+    fn pace(&self, bytes_so_far: u64) {
+        if let Some(limit) = self.limit {
+            let due = Duration::from_secs_f64(bytes_so_far as f64 / limit as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// A rebuilt or copied column waiting to be written home.
+struct Pending {
+    slot: u32,
+    stripe_id: u64,
+    column: usize,
+    home: NodeId,
+    generation: u64,
+    header: ColumnHeader,
+    payload: Payload,
+    moved_home: bool,
+}
+
+/// A column's bytes to write: a copy of an intact column (zero-copy) or a
+/// rebuilt one in a pooled buffer.
+enum Payload {
+    Copied(Bytes),
+    Rebuilt(Vec<u8>),
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Copied(b) => b,
+            Payload::Rebuilt(v) => v,
+        }
+    }
+}
+
+/// Buffers reused across stripes and batches: fresh memory is slow to
+/// touch, so repair keeps writing into the same pages.
+#[derive(Default)]
+struct Buffers {
+    /// Output buffers, returned here after their batch is written.
+    pool: Vec<Vec<u8>>,
+    /// Zero-padded copies of short source columns.
+    padded: Vec<Vec<u8>>,
+}
+
+impl Buffers {
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let mut v = self.pool.pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, 0);
+        v
+    }
+}
+
+/// Bytes of rebuilt columns gathered before they are written.
+const REPAIR_BATCH_BYTES: usize = 8 << 20;
+
+impl Inner {
+    /// Marks down local nodes whose directory is gone (a fire while the
+    /// store runs); the open files of a deleted directory would otherwise
+    /// keep answering.
+    pub(crate) fn check_nodes(&self) {
+        for (i, spec) in self.layout.nodes().iter().enumerate() {
+            let id = NodeId(i as u16);
+            if let Location::Dir(dir) = &spec.location
+                && self.nodes.is_up(id)
+                && self.local_nodes
+                && !dir.is_dir()
+            {
+                self.nodes
+                    .mark_down(id, format!("directory {} is gone", dir.display()));
+            }
+        }
+    }
+
+    /// Puts nodes back in service: local nodes whose directory is missing
+    /// are recreated empty and reopened (repair then fills them); other down
+    /// nodes are asked to list their generations and revived if they answer.
+    fn revive_nodes(&self) -> Vec<String> {
+        self.check_nodes();
+        let mut revived = Vec::new();
+        for (i, spec) in self.layout.nodes().iter().enumerate() {
+            let id = NodeId(i as u16);
+            if self.nodes.is_writable(id) {
+                continue;
+            }
+            let reopened = match &spec.location {
+                Location::Dir(dir) if self.local_nodes => {
+                    if self.nodes.is_up(id) {
+                        // Up but not writable (a full disk, an I/O error):
+                        // let it try again.
+                        self.nodes.revive(id);
+                        revived.push(spec.name.clone());
+                        continue;
+                    }
+                    // Drop the old handle (and its lock) before reopening.
+                    self.nodes.mark_down(id, "reopening");
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io(format!("recreating {}", dir.display()), e))
+                        .and_then(|()| LocalNode::open(spec.name.clone(), dir, &self.options.local))
+                        .map(|n| Arc::new(n) as Arc<dyn Node>)
+                }
+                _ => match self.nodes.handle(id) {
+                    Some(node) => node.generations().map(|_| node),
+                    None => continue,
+                },
+            };
+            match reopened {
+                Ok(node) => {
+                    self.nodes.replace(id, node);
+                    revived.push(spec.name.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(node = %spec.name, error = %e, "node still unavailable");
+                }
+            }
+        }
+        revived
+    }
+
+    /// Whole column bytes from wherever the column is stored, if they pass
+    /// their checksum.
+    fn intact_column(&self, stripe: &StripeInfo, column: usize) -> Option<Bytes> {
+        let info = stripe.columns.get(column)?;
+        let bytes = self.read_column_range(stripe, column, 0, info.len)?;
+        (crc32fast::hash(&bytes) == info.checksum).then_some(bytes)
+    }
+}
+
+impl Store {
+    /// Rebuilds every missing or damaged column onto the node the
+    /// placement names, and moves columns written to handoff nodes during
+    /// an outage back home. Burned local nodes get their directories
+    /// recreated. Runs while the store serves reads and writes.
+    ///
+    /// Idempotent and resumable: what a repair finished is in the columns
+    /// themselves, so running it again (also after a crash) does only what
+    /// is left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after close. A stripe that cannot be repaired now
+    /// is counted in [`RepairReport::stripes_unrepairable`], not an error.
+    pub fn repair(&self, options: &RepairOptions) -> Result<RepairReport> {
+        let inner = &self.inner;
+        let _one_at_a_time = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let mut report = RepairReport {
+            nodes_revived: inner.revive_nodes(),
+            ..RepairReport::default()
+        };
+        // Wait for in-flight commits so their stripes are in the table.
+        self.flush()?;
+
+        // Plan: stripes with work, least margin first.
+        let queued = inner.take_repair_queue();
+        let mut plan: Vec<(usize, u32, Arc<StripeInfo>, Vec<usize>)> = {
+            let state = inner.read_state();
+            state
+                .stripes
+                .slots()
+                .filter_map(|(slot, stripe)| {
+                    let fix: Vec<usize> = stripe
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .filter(|(c, col)| {
+                            col.len > 0
+                                && (col.is_away()
+                                    || col.stored.is_none_or(|(n, _)| !inner.nodes.is_up(n))
+                                    || queued.contains(&(stripe.stripe_id, *c as u16)))
+                        })
+                        .map(|(c, _)| c)
+                        .collect();
+                    if fix.is_empty() {
+                        return None;
+                    }
+                    let present = stripe
+                        .columns
+                        .iter()
+                        .filter(|c| {
+                            c.len == 0 || c.stored.is_some_and(|(n, _)| inner.nodes.is_up(n))
+                        })
+                        .count();
+                    Some((present, slot, Arc::clone(stripe), fix))
+                })
+                .collect()
+        };
+        plan.sort_by_key(|(present, _, stripe, _)| (*present, stripe.stripe_id));
+        report.stripes_needing_repair = plan.len() as u64;
+
+        let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
+        let stripes_total = plan.len() as u64;
+        // Rebuilding (CPU) and writing (disk) overlap: a writer thread
+        // appends one batch while the next is rebuilt. Written buffers come
+        // back for reuse.
+        let (to_writer, batches) = mpsc::sync_channel::<(Vec<Pending>, Vec<(u64, usize)>, u64)>(1);
+        let (return_buffers, returned) = mpsc::channel::<Vec<Vec<u8>>>();
+        let written = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut written = RepairReport::default();
+                let mut buffers = Buffers::default();
+                let mut progress = Progress {
+                    stripes_total,
+                    ..Progress::default()
+                };
+                for (mut batch, mut stripes_in_batch, stripes_done) in batches {
+                    self.write_batch(
+                        &mut batch,
+                        &mut stripes_in_batch,
+                        &mut written,
+                        &mut buffers,
+                    );
+                    let _ = return_buffers.send(std::mem::take(&mut buffers.pool));
+                    progress.stripes_done = stripes_done;
+                    progress.bytes_written = written.bytes_written;
+                    progress.bytes_read = self.inner.stats.repair_bytes_read.get();
+                    if let Some(callback) = &options.progress {
+                        callback(&progress);
+                    }
+                    throttle.pace(progress.bytes_read + progress.bytes_written);
+                }
+                written
+            });
+            let mut batch: Vec<Pending> = Vec::new();
+            let mut batch_bytes = 0usize;
+            let mut stripes_in_batch: Vec<(u64, usize)> = Vec::new();
+            let mut buffers = Buffers::default();
+            let mut stripes_done = 0u64;
+            for (_, slot, stripe, fix) in plan {
+                while let Ok(pool) = returned.try_recv() {
+                    buffers.pool.extend(pool);
+                }
+                let read_before = report.bytes_read;
+                match self.rebuild_stripe(slot, &stripe, &fix, &mut report, &mut buffers) {
+                    Some(pending) => {
+                        batch_bytes += pending.iter().map(|p| p.payload.len()).sum::<usize>();
+                        stripes_in_batch.push((stripe.stripe_id, pending.len()));
+                        batch.extend(pending);
+                    }
+                    None => report.stripes_unrepairable += 1,
+                }
+                self.inner
+                    .stats
+                    .repair_bytes_read
+                    .add(report.bytes_read - read_before);
+                stripes_done += 1;
+                if batch_bytes >= REPAIR_BATCH_BYTES {
+                    let full = (
+                        std::mem::take(&mut batch),
+                        std::mem::take(&mut stripes_in_batch),
+                        stripes_done,
+                    );
+                    if to_writer.send(full).is_err() {
+                        break;
+                    }
+                    batch_bytes = 0;
+                }
+            }
+            let _ = to_writer.send((batch, stripes_in_batch, stripes_done));
+            drop(to_writer);
+            match writer.join() {
+                Ok(written) => written,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        report.stripes_repaired += written.stripes_repaired;
+        report.stripes_unrepairable += written.stripes_unrepairable;
+        report.columns_rebuilt += written.columns_rebuilt;
+        report.columns_moved_home += written.columns_moved_home;
+        report.bytes_written += written.bytes_written;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// The columns of one stripe to write home, or `None` if it cannot be
+    /// repaired now.
+    fn rebuild_stripe(
+        &self,
+        slot: u32,
+        stripe: &StripeInfo,
+        fix: &[usize],
+        report: &mut RepairReport,
+        buffers: &mut Buffers,
+    ) -> Option<Vec<Pending>> {
+        let inner = &self.inner;
+        let k = inner.layout.code().data_count;
+        let column_count = stripe.columns.len();
+        let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
+        // Every column that is intact where it is now.
+        let mut intact: Vec<Option<Bytes>> = vec![None; column_count];
+        let mut sources = 0usize;
+        for c in 0..column_count {
+            let col = &stripe.columns[c];
+            if col.len == 0 {
+                sources += 1;
+                continue;
+            }
+            if sources >= k && !fix.contains(&c) {
+                continue;
+            }
+            if let Some(bytes) = inner.intact_column(stripe, c) {
+                report.bytes_read += bytes.len() as u64;
+                intact[c] = Some(bytes);
+                sources += 1;
+            }
+        }
+        let mut out = Vec::with_capacity(fix.len());
+        let mut to_rebuild: Vec<usize> = Vec::new();
+        for &c in fix {
+            let home = stripe.columns[c].home?;
+            if !inner.nodes.is_writable(home) {
+                return None;
+            }
+            match (&intact[c], stripe.columns[c].is_away()) {
+                // Intact but away from home: copy it home.
+                (Some(bytes), true) => {
+                    let payload = Payload::Copied(bytes.clone());
+                    out.push(self.pending(slot, stripe, c, home, payload, true));
+                }
+                // Intact where the placement wants it (queued on suspicion).
+                (Some(_), false) => {}
+                (None, _) => to_rebuild.push(c),
+            }
+        }
+        if !to_rebuild.is_empty() {
+            let available: Vec<usize> = (0..column_count)
+                .filter(|&c| !to_rebuild.contains(&c))
+                .filter(|&c| stripe.columns[c].len == 0 || intact[c].is_some())
+                .take(k)
+                .collect();
+            if available.len() < k {
+                tracing::warn!(
+                    stripe = stripe.stripe_id,
+                    "fewer than k intact columns; not repairable now"
+                );
+                return None;
+            }
+            // RS works on equal lengths: short columns are padded with the
+            // zeros that are never stored (into reused scratch); full-length
+            // ones are used where they are mapped.
+            buffers.padded.resize_with(available.len(), Vec::new);
+            for (i, &c) in available.iter().enumerate() {
+                let stored = intact[c].as_deref().unwrap_or(&[]);
+                if stored.len() < stripe_len {
+                    let pad = &mut buffers.padded[i];
+                    pad.clear();
+                    pad.extend_from_slice(stored);
+                    pad.resize(stripe_len, 0);
+                }
+            }
+            let mut rebuilt: Vec<Vec<u8>> = Vec::with_capacity(to_rebuild.len());
+            for _ in &to_rebuild {
+                let v = buffers.take(stripe_len);
+                rebuilt.push(v);
+            }
+            let present: Vec<(usize, &[u8])> = available
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| match intact[c].as_deref() {
+                    Some(b) if b.len() == stripe_len => (c, b),
+                    _ => (c, &buffers.padded[i][..]),
+                })
+                .collect();
+            {
+                let mut missing: Vec<(usize, &mut [u8])> = to_rebuild
+                    .iter()
+                    .copied()
+                    .zip(rebuilt.iter_mut().map(|v| &mut v[..]))
+                    .collect();
+                if let Err(e) = inner.codec.reconstruct(&present, &mut missing) {
+                    tracing::warn!(stripe = stripe.stripe_id, error = %e, "rebuild failed");
+                    buffers.pool.extend(rebuilt);
+                    return None;
+                }
+            }
+            let mut rebuilt = rebuilt.into_iter();
+            for &c in &to_rebuild {
+                let Some(mut bytes) = rebuilt.next() else {
+                    break;
+                };
+                let col = &stripe.columns[c];
+                bytes.truncate(col.len as usize);
+                match col.home {
+                    Some(home) if crc32fast::hash(&bytes) == col.checksum => {
+                        out.push(self.pending(
+                            slot,
+                            stripe,
+                            c,
+                            home,
+                            Payload::Rebuilt(bytes),
+                            false,
+                        ));
+                    }
+                    _ => {
+                        tracing::warn!(
+                            stripe = stripe.stripe_id,
+                            column = c,
+                            "rebuilt column fails its checksum; a source column is bad"
+                        );
+                        buffers.pool.push(bytes);
+                        buffers.pool.extend(rebuilt);
+                        for p in out {
+                            if let Payload::Rebuilt(v) = p.payload {
+                                buffers.pool.push(v);
+                            }
+                        }
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn pending(
+        &self,
+        slot: u32,
+        stripe: &StripeInfo,
+        column: usize,
+        home: NodeId,
+        payload: Payload,
+        moved_home: bool,
+    ) -> Pending {
+        let mut header = stripe.header.clone();
+        header.column_index = column as u16;
+        Pending {
+            slot,
+            stripe_id: stripe.stripe_id,
+            column,
+            home,
+            generation: stripe.generation,
+            header,
+            payload,
+            moved_home,
+        }
+    }
+
+    /// Appends the batch, one append per (node, generation), in parallel;
+    /// then points the stripes at their new columns.
+    fn write_batch(
+        &self,
+        batch: &mut Vec<Pending>,
+        stripes_in_batch: &mut Vec<(u64, usize)>,
+        report: &mut RepairReport,
+        buffers: &mut Buffers,
+    ) {
+        if batch.is_empty() {
+            stripes_in_batch.clear();
+            return;
+        }
+        let inner = &self.inner;
+        let mut groups: HashMap<(NodeId, u64), Vec<usize>> = HashMap::new();
+        for (i, p) in batch.iter().enumerate() {
+            groups.entry((p.home, p.generation)).or_default().push(i);
+        }
+        let groups: Vec<((NodeId, u64), Vec<usize>, Arc<dyn Node>)> = groups
+            .into_iter()
+            .filter_map(|(key, members)| Some((key, members, inner.nodes.get_writable(key.0)?)))
+            .collect();
+        let records: Vec<Vec<RecordRef<'_>>> = groups
+            .iter()
+            .map(|(_, members, _)| {
+                members
+                    .iter()
+                    .map(|&i| RecordRef {
+                        header: &batch[i].header,
+                        payload: &batch[i].payload,
+                    })
+                    .collect()
+            })
+            .collect();
+        let appends: Vec<AppendBatch<'_>> = groups
+            .iter()
+            .zip(&records)
+            .map(|(((_, generation), _, node), recs)| (&**node, *generation, &recs[..]))
+            .collect();
+        let results = append_all(&appends);
+        let mut done: Vec<(usize, RecordLocation)> = Vec::new();
+        for (((home, _), members, _), result) in groups.iter().zip(results) {
+            match result {
+                Ok(locations) if locations.len() == members.len() => {
+                    done.extend(members.iter().copied().zip(locations));
+                }
+                Ok(_) | Err(_) => {
+                    inner.nodes.mark_unwritable(*home, "a repair append failed");
+                }
+            }
+        }
+        let mut fixed_per_stripe: HashMap<u64, usize> = HashMap::new();
+        {
+            let mut state = inner.write_state();
+            for (i, loc) in &done {
+                let p = &batch[*i];
+                state.stripes.update(p.slot, p.stripe_id, |info| {
+                    info.columns[p.column].stored = Some((p.home, *loc));
+                });
+                report.bytes_written += p.payload.len() as u64;
+                if p.moved_home {
+                    report.columns_moved_home += 1;
+                } else {
+                    report.columns_rebuilt += 1;
+                }
+                *fixed_per_stripe.entry(p.stripe_id).or_default() += 1;
+            }
+        }
+        for (stripe_id, wanted) in stripes_in_batch.drain(..) {
+            if fixed_per_stripe.get(&stripe_id).copied().unwrap_or(0) == wanted {
+                report.stripes_repaired += 1;
+            } else {
+                report.stripes_unrepairable += 1;
+            }
+        }
+        // Columns that did not make it are queued for the next repair.
+        let written: std::collections::HashSet<usize> = done.iter().map(|(i, _)| *i).collect();
+        for (i, p) in batch.iter().enumerate() {
+            if !written.contains(&i) {
+                inner.queue_repair(p.stripe_id, p.column as u16);
+            }
+        }
+        for p in batch.drain(..) {
+            if let Payload::Rebuilt(v) = p.payload {
+                buffers.pool.push(v);
+            }
+        }
+    }
+
+    /// Reads every column of every stripe, checks checksums and parity, and
+    /// (unless `options.repair` is false) repairs what it found.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after close; errors of the repair that follows.
+    pub fn scrub(&self, options: &ScrubOptions) -> Result<ScrubReport> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let mut report = ScrubReport::default();
+        {
+            let _one_at_a_time = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+            inner.check_nodes();
+            self.flush()?;
+            let stripes: Vec<Arc<StripeInfo>> =
+                inner.read_state().stripes.values().cloned().collect();
+            let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
+            let mut progress = Progress {
+                stripes_total: stripes.len() as u64,
+                ..Progress::default()
+            };
+            let mut scratch = VerifyScratch::new();
+            let mut padded: Vec<Vec<u8>> = Vec::new();
+            for stripe in &stripes {
+                self.scrub_stripe(stripe, &mut report, &mut scratch, &mut padded);
+                progress.stripes_done += 1;
+                progress.bytes_read = report.bytes_read;
+                if progress.stripes_done % 64 == 0
+                    || progress.stripes_done == progress.stripes_total
+                {
+                    if let Some(callback) = &options.progress {
+                        callback(&progress);
+                    }
+                    throttle.pace(report.bytes_read);
+                }
+            }
+        }
+        if options.repair && !report.is_clean() {
+            report.repair = Some(self.repair(&RepairOptions {
+                bandwidth_bytes_per_sec: options.bandwidth_bytes_per_sec,
+                progress: options.progress.clone(),
+            })?);
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    fn scrub_stripe(
+        &self,
+        stripe: &StripeInfo,
+        report: &mut ScrubReport,
+        scratch: &mut VerifyScratch,
+        padded: &mut Vec<Vec<u8>>,
+    ) {
+        let inner = &self.inner;
+        report.stripes_checked += 1;
+        let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
+        padded.resize_with(stripe.columns.len(), Vec::new);
+        let mut all_intact = true;
+        for (c, col) in stripe.columns.iter().enumerate() {
+            let buf = &mut padded[c];
+            buf.clear();
+            if col.len > 0 {
+                let Some(bytes) = inner.read_column_range(stripe, c, 0, col.len) else {
+                    report.columns_missing += 1;
+                    inner.queue_repair(stripe.stripe_id, c as u16);
+                    all_intact = false;
+                    continue;
+                };
+                report.columns_checked += 1;
+                report.bytes_read += bytes.len() as u64;
+                if crc32fast::hash(&bytes) != col.checksum {
+                    report.columns_corrupt += 1;
+                    inner.stats.checksum_failures.inc();
+                    inner.queue_repair(stripe.stripe_id, c as u16);
+                    all_intact = false;
+                    continue;
+                }
+                buf.extend_from_slice(&bytes);
+            }
+            buf.resize(stripe_len, 0);
+        }
+        if all_intact {
+            let columns: Vec<&[u8]> = padded.iter().map(Vec::as_slice).collect();
+            match inner.codec.verify(&columns, None, scratch) {
+                Ok(verdict) if verdict.parity_matches() => {}
+                Ok(_) => {
+                    report.parity_mismatches += 1;
+                    tracing::error!(
+                        stripe = stripe.stripe_id,
+                        "parity does not match data although every column passes its checksum"
+                    );
+                }
+                Err(e) => tracing::error!(stripe = stripe.stripe_id, error = %e, "verify failed"),
+            }
+        }
+    }
+}

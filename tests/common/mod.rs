@@ -1,0 +1,117 @@
+//! Shared helpers for the store integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use geoshard::layout::{Layout, SiteId};
+use geoshard::{Options, Store};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// `sites` sites of `nodes_per_site` nodes under `root`, RS(k, m), "any 1 site".
+pub fn layout(root: &Path, sites: usize, nodes_per_site: usize, k: usize, m: usize) -> Layout {
+    let mut builder = Layout::builder().code(k, m);
+    for s in 0..sites {
+        let site = format!("site{s}");
+        let nodes: Vec<(String, PathBuf)> = (0..nodes_per_site)
+            .map(|n| {
+                (
+                    format!("s{s}n{n}"),
+                    root.join(format!("site{s}")).join(format!("n{n}")),
+                )
+            })
+            .collect();
+        builder = builder.site(&site, |mut b| {
+            for (name, path) in &nodes {
+                b = b.node(name, path.as_path());
+            }
+            b
+        });
+    }
+    builder.build().expect("valid test layout")
+}
+
+/// The 3 sites x 3 nodes RS(6,3) layout of the fire drill.
+pub fn layout_3x3(root: &Path) -> Layout {
+    layout(root, 3, 3, 6, 3)
+}
+
+/// Options with a short commit interval so tests run fast.
+pub fn options() -> Options {
+    Options {
+        commit_interval: Duration::from_millis(1),
+        ..Options::default()
+    }
+}
+
+pub fn open(root: &Path) -> Store {
+    Store::open(layout_3x3(root), options()).expect("open store")
+}
+
+/// Directory of every node of a site.
+pub fn site_dirs(layout: &Layout, site: SiteId) -> Vec<PathBuf> {
+    layout.sites()[usize::from(site.0)]
+        .nodes
+        .iter()
+        .filter_map(|id| match &layout.node(*id).location {
+            geoshard::layout::Location::Dir(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Deletes every directory of a site: the fire.
+pub fn burn_site(layout: &Layout, site: SiteId) {
+    for dir in site_dirs(layout, site) {
+        std::fs::remove_dir_all(&dir).expect("burn site dir");
+    }
+}
+
+/// Copies a directory tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A chat-like value: mostly 20 B to 2 KiB, `photo_per_mille` of 50 KiB to 3 MiB.
+pub fn chat_value(rng: &mut ChaCha8Rng, photo_per_mille: u32) -> Vec<u8> {
+    let len = if rng.random_range(0..1000) < photo_per_mille {
+        rng.random_range(50 << 10..=3 << 20)
+    } else {
+        rng.random_range(20..=2048)
+    };
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// All regular files below `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in rd.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,101 @@
+//! Zero copy: a read returns a slice that points into the segment's memory
+//! mapping, and such bytes outlive a generation rotation, the removal of
+//! their generation and the node itself.
+
+use geoshard::format::ColumnHeader;
+use geoshard::node::{LocalNode, LocalOptions, Node, RecordLocation, RecordRef};
+
+fn append(node: &LocalNode, generation: u64, payload: &[u8]) -> RecordLocation {
+    let header = ColumnHeader {
+        stripe_id: generation,
+        generation,
+        data_count: 1,
+        parity_count: 0,
+        column_index: 0,
+        column_lens: vec![payload.len() as u32],
+        column_checksums: vec![crc32fast::hash(payload)],
+        placement: vec!["n1".into()],
+        entry_table_lens: vec![0],
+        commit: geoshard::format::CommitStamp::default(),
+    };
+    node.append(
+        generation,
+        &[RecordRef {
+            header: &header,
+            payload,
+        }],
+    )
+    .unwrap()[0]
+}
+
+/// The mapped file backing `address`, from /proc/self/maps.
+fn mapping_of(address: usize) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (low, high) = fields.next()?.split_once('-')?;
+        let (low, high) = (
+            usize::from_str_radix(low, 16).ok()?,
+            usize::from_str_radix(high, 16).ok()?,
+        );
+        let path = fields.nth(4).unwrap_or("").to_string();
+        (low <= address && address < high).then_some(path)
+    })
+}
+
+#[test]
+fn reads_are_slices_of_the_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = LocalNode::open("n1", dir.path(), &LocalOptions::default()).unwrap();
+    let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7) as u8).collect();
+    let location = append(&node, 1, &payload);
+    let whole = node.read(1, location.offset, location.len).unwrap();
+    let again = node.read(1, location.offset, location.len).unwrap();
+    let part = node.read(1, location.offset + 4096, 4096).unwrap();
+    assert_eq!(&whole[..], &payload[..]);
+    assert_eq!(
+        whole.as_ptr(),
+        again.as_ptr(),
+        "two reads share the same memory"
+    );
+    assert_eq!(
+        part.as_ptr(),
+        whole.as_ptr().wrapping_add(4096),
+        "a sub-range points inside it"
+    );
+    let segment = dir.path().join("0000000000000001.segment");
+    let segment = segment.to_str().unwrap();
+    for bytes in [&whole, &part] {
+        let first = bytes.as_ptr() as usize;
+        let last = first + bytes.len() - 1;
+        assert_eq!(
+            mapping_of(first).as_deref(),
+            Some(segment),
+            "first byte is in the segment's map"
+        );
+        assert_eq!(
+            mapping_of(last).as_deref(),
+            Some(segment),
+            "last byte is in the segment's map"
+        );
+    }
+}
+
+#[test]
+fn bytes_outlive_rotation_removal_and_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = LocalNode::open("n1", dir.path(), &LocalOptions::default()).unwrap();
+    let old_payload = vec![0xA5u8; 100_000];
+    let old = append(&node, 1, &old_payload);
+    let held = node.read(1, old.offset, old.len).unwrap();
+    // Rotation: the store moves on to generation 2 and compacts 1 away.
+    let new_payload = vec![0x5Au8; 200_000];
+    let new = append(&node, 2, &new_payload);
+    node.remove_generation(1).unwrap();
+    assert!(!dir.path().join("0000000000000001.segment").exists());
+    assert!(node.read(1, old.offset, old.len).is_err());
+    let held_new = node.read(2, new.offset, new.len).unwrap();
+    drop(node);
+    assert_eq!(&held[..], &old_payload[..]);
+    assert_eq!(&held_new[..], &new_payload[..]);
+}
