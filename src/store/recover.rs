@@ -26,7 +26,9 @@ use super::index::{BlobLoc, PartLoc};
 use super::stripes::{ColumnInfo, StripeInfo};
 use crate::format::{self, ColumnHeader, EntryFlags};
 use crate::layout::NodeId;
-use crate::node::ScannedRecord;
+use std::sync::Arc;
+
+use crate::node::{Node, Scan, ScannedRecord};
 use crate::{Error, Result};
 
 /// What open found, for `health()` and logs.
@@ -69,17 +71,33 @@ impl Inner {
 
         // 1. Scan every reachable node.
         let mut by_stripe: BTreeMap<u64, Found> = BTreeMap::new();
-        for id in self.nodes.ids() {
-            let Some(node) = self.nodes.get(id) else {
-                continue;
-            };
-            let scanned = node.generations().and_then(|gens| {
-                let mut all = Vec::new();
-                for g in gens {
-                    all.push(node.scan(g)?);
-                }
-                Ok(all)
-            });
+        // Nodes are scanned in parallel (a remote node is latency-bound, a
+        // local one verifies every payload checksum).
+        let scanned: Vec<(NodeId, Arc<dyn Node>, Result<Vec<Scan>>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .nodes
+                .ids()
+                .filter_map(|id| Some((id, self.nodes.get(id)?)))
+                .map(|(id, node)| {
+                    s.spawn(move || {
+                        let scans = node.generations().and_then(|gens| {
+                            gens.into_iter()
+                                .map(|g| node.scan(g))
+                                .collect::<Result<Vec<_>>>()
+                        });
+                        (id, node, scans)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for (id, node, scanned) in scanned {
             let scans = match scanned {
                 Ok(s) => s,
                 Err(e) => {
