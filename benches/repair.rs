@@ -45,7 +45,12 @@ fn site_dirs(layout: &Layout, site: SiteId) -> Vec<PathBuf> {
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "segment")).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "segment"))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -66,10 +71,14 @@ fn fill(store: &Store, mib: usize) -> u64 {
             let (photo, message) = (&photo, &message);
             s.spawn(move || {
                 for i in (t..photos).step_by(16) {
-                    store.put(format!("photo/{i}").as_bytes(), photo.clone()).expect("put");
+                    store
+                        .put(format!("photo/{i}").as_bytes(), photo.clone())
+                        .expect("put");
                 }
                 for i in (t..messages).step_by(16) {
-                    store.put(format!("msg/{i}").as_bytes(), message.clone()).expect("put");
+                    store
+                        .put(format!("msg/{i}").as_bytes(), message.clone())
+                        .expect("put");
                 }
             });
         }
@@ -173,7 +182,11 @@ fn main() {
         })
     });
     g.bench_function("baseline_plain_read_write", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| baseline(&survivors, report.bytes_written, &burned)).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| baseline(&survivors, report.bytes_written, &burned))
+                .sum()
+        })
     });
     g.finish();
 
