@@ -108,9 +108,12 @@ impl System2 for Store {
 
 // ---- baseline (a): 3-way replication with the same group commit ----
 
+/// A queued put: key, value, and where to acknowledge it.
+type RepRequest = (Vec<u8>, Bytes, SyncSender<()>);
+
 struct Replicated {
-    tx: Option<Sender<(Vec<u8>, Bytes, SyncSender<()>)>>,
-    index: Arc<RwLock<HashMap<Vec<u8>, (u64, u64, u32, u32)>>>,
+    tx: Option<Sender<RepRequest>>,
+    index: Arc<RepIndex>,
     nodes: Arc<Vec<LocalNode>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -149,7 +152,7 @@ impl Replicated {
 type RepIndex = RwLock<HashMap<Vec<u8>, (u64, u64, u32, u32)>>;
 
 fn replicate(
-    rx: Receiver<(Vec<u8>, Bytes, SyncSender<()>)>,
+    rx: Receiver<RepRequest>,
     nodes: &[LocalNode],
     index: &RepIndex,
     interval: Duration,
@@ -259,8 +262,11 @@ struct NaiveRs {
     codec: Codec,
     nodes: Vec<LocalNode>,
     next: AtomicUsize,
-    index: RwLock<HashMap<Vec<u8>, (usize, Vec<(u64, u64)>)>>,
+    index: RwLock<HashMap<Vec<u8>, NaiveLoc>>,
 }
+
+/// A naive-RS blob: its length and (generation, offset) of each column.
+type NaiveLoc = (usize, Vec<(u64, u64)>);
 
 impl NaiveRs {
     fn open(root: &Path) -> NaiveRs {

@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 use geoshard::Store;
 use geoshard::layout::SiteId;
 
+/// Key -> value, or `None` once deleted.
+type Model = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
 const BLOBS: usize = 20_000;
 const THREADS: usize = 8;
 
@@ -20,7 +23,7 @@ fn any_one_site_can_burn() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("live");
     let store = Arc::new(common::open(&root));
-    let model: Arc<Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>> = Arc::default();
+    let model: Arc<Mutex<Model>> = Arc::default();
     std::thread::scope(|s| {
         for t in 0..THREADS {
             let store = Arc::clone(&store);

@@ -500,12 +500,9 @@ impl Committer {
         let mut used: Vec<NodeId> = Vec::with_capacity(column_count);
         let mut pending: Vec<(usize, NodeId)> = Vec::with_capacity(column_count);
         for &c in &stored_columns {
-            match self.pick_node(stripe_id, homes, c, &used) {
-                Some(n) => {
-                    used.push(n);
-                    pending.push((c, n));
-                }
-                None => {}
+            if let Some(n) = self.pick_node(stripe_id, homes, c, &used) {
+                used.push(n);
+                pending.push((c, n));
             }
         }
         if inner.options.write_policy == WritePolicy::Strict {
@@ -752,10 +749,8 @@ impl Committer {
                     };
                     state.insert_blob(key, loc);
                 }
-                Request::Delete { key, .. } => {
-                    if last_ops.get(&key[..]) == Some(&i) {
-                        state.remove_blob(key);
-                    }
+                Request::Delete { key, .. } if last_ops.get(&key[..]) == Some(&i) => {
+                    state.remove_blob(key);
                 }
                 _ => {}
             }

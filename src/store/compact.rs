@@ -23,6 +23,9 @@ use super::index::BlobLoc;
 use crate::format::EntryFlags;
 use crate::{Error, Result};
 
+/// A live blob of a generation being compacted: its key and where it is.
+type LiveBlob = (Box<[u8]>, BlobLoc);
+
 /// What [`Store::compact`] considers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompactOptions {
@@ -102,7 +105,7 @@ impl Store {
 
     fn compact_one(&self, generation: u64, report: &mut CompactReport) -> Result<()> {
         let inner = &self.inner;
-        let (stripes, live): (Vec<_>, Vec<(Box<[u8]>, BlobLoc)>) = {
+        let (stripes, live): (Vec<_>, Vec<LiveBlob>) = {
             let state = inner.read_state();
             let stripes: Vec<_> = state
                 .stripes

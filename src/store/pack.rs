@@ -124,7 +124,7 @@ impl OpenStripe {
             col.entries.push(PlacedEntry {
                 request,
                 entry: Entry {
-                    key: key.to_vec().into(),
+                    key: key.to_vec(),
                     flags,
                     offset,
                     len: bytes.len() as u32,
@@ -142,7 +142,7 @@ impl OpenStripe {
 /// Encoded bytes one entry with a key of `key_len` adds to an entry table.
 pub(crate) fn entry_cost(key_len: usize) -> usize {
     let probe = Entry {
-        key: vec![0u8; key_len].into(),
+        key: vec![0u8; key_len],
         flags: EntryFlags::NONE,
         offset: 0,
         len: 0,

@@ -17,20 +17,16 @@ impl Inner {
     /// Reads one part of a blob.
     pub(crate) fn read_part(&self, stripe: &StripeInfo, part: &PartLoc) -> Result<Bytes> {
         let column = usize::from(part.column_index);
-        match self.read_column_range(stripe, column, part.offset, part.len) {
-            Some(bytes) => {
-                let actual = crc32fast::hash(&bytes);
-                if actual == part.checksum {
-                    return Ok(bytes);
-                }
-                self.stats.checksum_failures.inc();
-                tracing::warn!(
-                    stripe = stripe.stripe_id,
-                    column,
-                    "blob checksum mismatch; reading degraded"
-                );
+        if let Some(bytes) = self.read_column_range(stripe, column, part.offset, part.len) {
+            if crc32fast::hash(&bytes) == part.checksum {
+                return Ok(bytes);
             }
-            None => {}
+            self.stats.checksum_failures.inc();
+            tracing::warn!(
+                stripe = stripe.stripe_id,
+                column,
+                "blob checksum mismatch; reading degraded"
+            );
         }
         self.queue_repair(stripe.stripe_id, part.column_index);
         let bytes = self.rebuild_range(stripe, column, part.offset, part.len, &[])?;

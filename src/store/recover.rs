@@ -57,6 +57,9 @@ pub struct OpenReport {
 /// (a node that only took a few handoff columns is not that).
 const LAYOUT_LIE_RECORDS_MIN: usize = 8;
 
+/// One node's scan: the node and every generation's records, or why not.
+type NodeScan = (NodeId, Arc<dyn Node>, Result<Vec<Scan>>);
+
 struct Found {
     header: ColumnHeader,
     records: Vec<(NodeId, ScannedRecord)>,
@@ -73,7 +76,7 @@ impl Inner {
         let mut by_stripe: BTreeMap<u64, Found> = BTreeMap::new();
         // Nodes are scanned in parallel (a remote node is latency-bound, a
         // local one verifies every payload checksum).
-        let scanned: Vec<(NodeId, Arc<dyn Node>, Result<Vec<Scan>>)> = std::thread::scope(|s| {
+        let scanned: Vec<NodeScan> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .nodes
                 .ids()

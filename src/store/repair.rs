@@ -223,6 +223,9 @@ impl Buffers {
     }
 }
 
+/// The batch members going to one (node, generation), and the node.
+type AppendGroup = ((NodeId, u64), Vec<usize>, Arc<dyn Node>);
+
 /// Bytes of rebuilt columns gathered before they are written.
 const REPAIR_BATCH_BYTES: usize = 8 << 20;
 
@@ -461,8 +464,7 @@ impl Store {
         // Every column that is intact where it is now.
         let mut intact: Vec<Option<Bytes>> = vec![None; column_count];
         let mut sources = 0usize;
-        for c in 0..column_count {
-            let col = &stripe.columns[c];
+        for (c, col) in stripe.columns.iter().enumerate() {
             if col.len == 0 {
                 sources += 1;
                 continue;
@@ -625,7 +627,7 @@ impl Store {
         for (i, p) in batch.iter().enumerate() {
             groups.entry((p.home, p.generation)).or_default().push(i);
         }
-        let groups: Vec<((NodeId, u64), Vec<usize>, Arc<dyn Node>)> = groups
+        let groups: Vec<AppendGroup> = groups
             .into_iter()
             .filter_map(|(key, members)| Some((key, members, inner.nodes.get_writable(key.0)?)))
             .collect();
@@ -723,7 +725,7 @@ impl Store {
                 self.scrub_stripe(stripe, &mut report, &mut scratch, &mut padded);
                 progress.stripes_done += 1;
                 progress.bytes_read = report.bytes_read;
-                if progress.stripes_done % 64 == 0
+                if progress.stripes_done.is_multiple_of(64)
                     || progress.stripes_done == progress.stripes_total
                 {
                     if let Some(callback) = &options.progress {
