@@ -44,9 +44,16 @@ fn open(layout_path: &Path) -> Result<Store, Failure> {
              (see README, \"Layout file\")",
             layout_path.display()
         )),
-        other => Failure::failed(format!(
-            "{other}. Edit the layout file (see README, \"Layout file\")"
-        )),
+        other => {
+            let message = other.to_string();
+            if message.contains("Fix") {
+                Failure::failed(message)
+            } else {
+                Failure::failed(format!(
+                    "{message}. Fix the layout file (see README, \"Layout file\")"
+                ))
+            }
+        }
     })?;
     Store::open(layout, Options::default()).map_err(|error| match error {
         geoshard::Error::Locked { path } => Failure::failed(format!(
