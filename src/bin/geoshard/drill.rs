@@ -497,8 +497,10 @@ impl Drill<'_> {
 
     fn repair(&mut self, store: &Store, pass: u32) -> Result<RepairReport, Failure> {
         let bar = ui::bar(self.json, 1, &format!("repair pass {pass}"), "stripes");
-        let mut options = RepairOptions::default();
-        options.progress = Some(ui::progress_fn(&bar));
+        let options = RepairOptions {
+            progress: Some(ui::progress_fn(&bar)),
+            ..RepairOptions::default()
+        };
         let report = store.repair(&options);
         bar.finish_and_clear();
         let report = report.map_err(|e| Failure::failed(format!("repair pass {pass}: {e}")))?;
@@ -627,8 +629,10 @@ pub fn run(args: &DrillArgs, json: bool) -> CliResult {
 
     drill.say("scrubbing");
     let bar = ui::bar(json, 1, "scrub", "stripes");
-    let mut scrub_options = ScrubOptions::default();
-    scrub_options.progress = Some(ui::progress_fn(&bar));
+    let scrub_options = ScrubOptions {
+        progress: Some(ui::progress_fn(&bar)),
+        ..ScrubOptions::default()
+    };
     let scrub = store.scrub(&scrub_options);
     bar.finish_and_clear();
     let scrub = scrub.map_err(|e| Failure::failed(format!("scrub: {e}")))?;

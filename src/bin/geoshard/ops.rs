@@ -494,10 +494,11 @@ fn repair_failure(r: &RepairReport) -> CliResult {
 
 fn scrub(store: &Store, json: bool, repair: bool, bandwidth: Option<u64>) -> CliResult {
     let bar = ui::bar(json, 1, "scrub", "stripes");
-    let mut options = ScrubOptions::default();
-    options.repair = repair;
-    options.bandwidth_bytes_per_sec = bandwidth;
-    options.progress = Some(ui::progress_fn(&bar));
+    let options = ScrubOptions {
+        repair,
+        bandwidth_bytes_per_sec: bandwidth,
+        progress: Some(ui::progress_fn(&bar)),
+    };
     let report = store.scrub(&options)?;
     bar.finish_and_clear();
     if json {
@@ -531,9 +532,10 @@ fn scrub(store: &Store, json: bool, repair: bool, bandwidth: Option<u64>) -> Cli
 
 fn repair(store: &Store, json: bool, bandwidth: Option<u64>) -> CliResult {
     let bar = ui::bar(json, 1, "repair", "stripes");
-    let mut options = RepairOptions::default();
-    options.bandwidth_bytes_per_sec = bandwidth;
-    options.progress = Some(ui::progress_fn(&bar));
+    let options = RepairOptions {
+        bandwidth_bytes_per_sec: bandwidth,
+        progress: Some(ui::progress_fn(&bar)),
+    };
     let report = store.repair(&options)?;
     bar.finish_and_clear();
     if json {
