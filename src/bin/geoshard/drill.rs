@@ -807,3 +807,69 @@ fn print_report(r: &DrillReport, repair1: &RepairReport, repair2: &RepairReport)
         println!("    FAILED {}: {}", check.name, check.detail);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_a_pure_function_of_seed_and_index() {
+        let workload = Workload {
+            seed: 7,
+            photo_per_mille: 5,
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in [0, 1, 2, 999, 123_456] {
+            workload.fill(i, &mut a);
+            workload.fill(i, &mut b);
+            assert_eq!(a, b);
+            assert_eq!(a.len(), workload.len(i));
+        }
+        let other = Workload {
+            seed: 8,
+            ..workload
+        };
+        workload.fill(3, &mut a);
+        other.fill(3, &mut b);
+        assert_ne!(a, b, "another seed, other bytes");
+        workload.fill(4, &mut b);
+        assert_ne!(a, b, "another message, other bytes");
+    }
+
+    #[test]
+    fn sizes_follow_the_chat_mix() {
+        let workload = Workload {
+            seed: 1,
+            photo_per_mille: 5,
+        };
+        let lens: Vec<usize> = (0..100_000).map(|i| workload.len(i)).collect();
+        let photos = lens.iter().filter(|&&l| l >= PHOTO_LEN_MIN).count();
+        assert!((350..=650).contains(&photos), "{photos} photos");
+        assert!(lens.iter().all(|&l| {
+            (MESSAGE_LEN_MIN..=MESSAGE_LEN_MAX).contains(&l)
+                || (PHOTO_LEN_MIN..=PHOTO_LEN_MAX).contains(&l)
+        }));
+        let none = Workload {
+            photo_per_mille: 0,
+            ..workload
+        };
+        assert!((0..10_000).all(|i| none.len(i) <= MESSAGE_LEN_MAX));
+        // Every tail length (len % 8) is produced and filled.
+        let mut buf = Vec::new();
+        for i in 0..64 {
+            none.fill(i, &mut buf);
+            assert_eq!(buf.len(), none.len(i));
+        }
+    }
+
+    #[test]
+    fn segment_bytes_counts_only_segment_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("a/b/1.segment"), [0u8; 100]).unwrap();
+        std::fs::write(dir.join("a/2.segment"), [0u8; 20]).unwrap();
+        std::fs::write(dir.join("a/lock"), [0u8; 7]).unwrap();
+        assert_eq!(segment_bytes(dir), 120);
+    }
+}
