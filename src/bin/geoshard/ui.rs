@@ -14,8 +14,9 @@ pub fn bar(json: bool, len: u64, message: &str, unit: &str) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let template =
-        format!("{{msg:>22}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}");
+    let template = format!(
+        "{{msg:>22}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}, {{elapsed}} (eta {{eta}})"
+    );
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
