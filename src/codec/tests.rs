@@ -119,6 +119,14 @@ fn engine_from_env_values() {
     ));
 }
 
+/// The aarch64 run (under qemu in CI) must exercise the NEON engine, not
+/// just the scalar one.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_engine_is_available_on_aarch64() {
+    assert_eq!(EngineKind::best(), EngineKind::Neon);
+}
+
 #[test]
 fn unavailable_engine_is_an_error() {
     let missing = EngineKind::ALL.into_iter().find(|k| !k.is_available());
