@@ -163,7 +163,11 @@ struct Written {
 impl Committer {
     pub fn new(inner: Arc<Inner>, rx: Receiver<Request>, start: WriterStart) -> Committer {
         let code = inner.layout.code();
-        let open = OpenStripe::new(code.data_count, inner.options.column_len_target);
+        let open = OpenStripe::new(
+            code.data_count,
+            inner.options.column_len_target,
+            inner.options.split_len_min,
+        );
         Committer {
             payloads: vec![Vec::new(); code.data_count + code.parity_count],
             inner,

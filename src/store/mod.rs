@@ -99,6 +99,11 @@ pub struct Options {
     /// reach it. Blobs larger than this are cut into parts. Default 1 MiB;
     /// at least [`COLUMN_LEN_TARGET_MIN`].
     pub column_len_target: usize,
+    /// Blobs longer than this are cut into k equal parts, one per data
+    /// column, so the columns of a stripe stay level (parity is as long as
+    /// the longest data column). Shorter blobs stay whole in one column, so
+    /// a healthy read of one is a single slice. Default 64 KiB.
+    pub split_len_min: usize,
     /// How long the oldest waiting put may wait for others to share its
     /// commit. Default 2 ms.
     pub commit_interval: Duration,
@@ -116,6 +121,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             column_len_target: 1 << 20,
+            split_len_min: 64 << 10,
             commit_interval: Duration::from_millis(2),
             write_policy: WritePolicy::Available,
             segment_len_target: 256 << 20,
@@ -346,6 +352,12 @@ impl Store {
         nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
         local_nodes: bool,
     ) -> Result<Store> {
+        if options.split_len_min > options.column_len_target {
+            return Err(Error::invalid(format!(
+                "split_len_min ({}) must not exceed column_len_target ({})",
+                options.split_len_min, options.column_len_target
+            )));
+        }
         if options.column_len_target < COLUMN_LEN_TARGET_MIN
             || options.column_len_target as u64 > crate::format::COLUMN_LEN_MAX / 2
         {

@@ -1,8 +1,11 @@
 //! Packing blobs into the data columns of an open stripe.
 //!
-//! A small blob goes whole into the least-filled data column that has room;
-//! a blob larger than a column is cut into parts that each fill a column, over
-//! as many stripes as it needs. Packing only arranges bytes: sealing (entry
+//! A small blob goes whole into the least-filled data column that has room.
+//! A larger blob (over `split_len_min`) is cut into k equal parts, at most a
+//! column target each, so its parts land in k different columns and the
+//! columns of a stripe stay level: parity is as long as the longest data
+//! column, so one big part next to near-empty columns would cost m times its
+//! size in parity. A blob larger than k columns spans several stripes. Packing only arranges bytes: sealing (entry
 //! tables, parity) and writing happen in `commit.rs`.
 
 use crate::format::{self, Entry, EntryFlags};
@@ -42,6 +45,7 @@ impl ColumnBuf {
 pub(crate) struct OpenStripe {
     pub columns: Vec<ColumnBuf>,
     column_len_target: usize,
+    split_len_min: usize,
 }
 
 /// What `place` did with a blob.
@@ -54,7 +58,7 @@ pub(crate) enum Placed {
 }
 
 impl OpenStripe {
-    pub fn new(data_count: usize, column_len_target: usize) -> OpenStripe {
+    pub fn new(data_count: usize, column_len_target: usize, split_len_min: usize) -> OpenStripe {
         let mut columns: Vec<ColumnBuf> = (0..data_count).map(|_| ColumnBuf::default()).collect();
         for c in &mut columns {
             c.clear();
@@ -62,6 +66,7 @@ impl OpenStripe {
         OpenStripe {
             columns,
             column_len_target,
+            split_len_min,
         }
     }
 
@@ -75,12 +80,22 @@ impl OpenStripe {
         }
     }
 
-    /// How many parts a blob of `blob_len` bytes is cut into: a blob up to
-    /// the column target stays whole (its column may then exceed the target
-    /// by the entry table), a larger one is cut into target-sized parts.
-    pub fn part_count(&self, blob_len: u64) -> u32 {
-        let target = self.column_len_target as u64;
-        u32::try_from(blob_len.div_ceil(target).max(1)).unwrap_or(u32::MAX)
+    /// The length of each part (the last may be shorter) a blob of
+    /// `blob_len` bytes is cut into.
+    pub fn part_len(&self, blob_len: usize) -> usize {
+        if blob_len <= self.split_len_min {
+            return blob_len.max(1);
+        }
+        blob_len
+            .div_ceil(self.columns.len())
+            .min(self.column_len_target)
+            .max(1)
+    }
+
+    /// How many parts a blob of `blob_len` bytes is cut into.
+    pub fn part_count(&self, blob_len: usize) -> u32 {
+        let parts = blob_len.div_ceil(self.part_len(blob_len)).max(1);
+        u32::try_from(parts).unwrap_or(u32::MAX)
     }
 
     /// Places parts `first_part..` of a blob (or a tombstone when `value` is
@@ -96,8 +111,8 @@ impl OpenStripe {
     ) -> Placed {
         let cost = entry_cost(key.len());
         let blob_len = value.map_or(0, <[u8]>::len);
-        let part_count = self.part_count(blob_len as u64);
-        let part_len_max = self.column_len_target;
+        let part_count = self.part_count(blob_len);
+        let part_len_max = self.part_len(blob_len);
         for part_index in first_part..part_count {
             let start = part_index as usize * part_len_max;
             let end = (start + part_len_max).min(blob_len);
