@@ -41,6 +41,8 @@ fn len_label(column_len: usize) -> String {
 /// A stripe: k random data columns and m parity columns, as separate
 /// allocations like a store's buffers.
 struct Stripe {
+    // Read only by the ISA-L baseline.
+    #[cfg_attr(not(feature = "bench-isal"), allow(dead_code))]
     k: usize,
     m: usize,
     columns: Vec<Vec<u8>>,

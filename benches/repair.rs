@@ -8,29 +8,16 @@
 //! The target: repair at least 0.7x the baseline's speed.
 //! `scrub/full` reads and checks every column.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::layout;
 use criterion::{Criterion, Throughput};
 use geoshard::layout::{Layout, Location, SiteId};
 use geoshard::{Options, RepairOptions, ScrubOptions, Store};
-
-fn layout(root: &Path) -> Layout {
-    let mut b = Layout::builder().code(6, 3);
-    for s in 0..3 {
-        let dirs: Vec<(String, PathBuf)> = (0..3)
-            .map(|n| (format!("s{s}n{n}"), root.join(format!("site{s}/n{n}"))))
-            .collect();
-        b = b.site(format!("site{s}"), |mut site| {
-            for (name, dir) in &dirs {
-                site = site.node(name, dir.as_path());
-            }
-            site
-        });
-    }
-    b.build().expect("bench layout")
-}
 
 fn site_dirs(layout: &Layout, site: SiteId) -> Vec<PathBuf> {
     layout.sites()[site.index()]

@@ -12,6 +12,8 @@
 //! with a site gone) and index memory per blob. `GEOSHARD_BENCH_OPEN_BLOBS`
 //! sets the open benchmark's size (default 1,000,000).
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::layout;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use geoshard::codec::Codec;
 use geoshard::format::{ColumnHeader, CommitStamp};
@@ -58,22 +61,6 @@ static ALLOC: Counting = Counting;
 
 const THREADS_SMALL: usize = 64;
 const THREADS_LARGE: usize = 8;
-
-fn layout(root: &Path) -> Layout {
-    let mut b = Layout::builder().code(6, 3);
-    for s in 0..3 {
-        let dirs: Vec<(String, PathBuf)> = (0..3)
-            .map(|n| (format!("s{s}n{n}"), root.join(format!("site{s}/n{n}"))))
-            .collect();
-        b = b.site(format!("site{s}"), |mut site| {
-            for (name, dir) in &dirs {
-                site = site.node(name, dir.as_path());
-            }
-            site
-        });
-    }
-    b.build().expect("bench layout")
-}
 
 fn value(len: usize, seed: u64) -> Bytes {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

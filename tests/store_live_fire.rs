@@ -36,39 +36,9 @@ fn reads_and_writes_go_on_while_a_site_burns() {
 
     let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let write = |store: &Store, prefix: &str, seed: u64, model: &mut HashMap<Vec<u8>, Vec<u8>>| {
-        let batch: Vec<(Vec<u8>, Vec<u8>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8u64)
-                .map(|t| {
-                    s.spawn(move || {
-                        let mut rng = common::rng(seed * 100 + t);
-                        (0..150)
-                            .map(|i| {
-                                let key = format!("{prefix}/{t}/{i}").into_bytes();
-                                let value = common::chat_value(&mut rng, 5);
-                                store.put(&key, value.clone()).unwrap();
-                                (key, value)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        });
-        model.extend(batch);
+        model.extend(common::fill(store, prefix, seed, 150, 5));
     };
-    let read_all = |store: &Store, model: &HashMap<Vec<u8>, Vec<u8>>| {
-        for (key, value) in model {
-            let got = store.get(key).unwrap().expect("acknowledged blob readable");
-            assert!(
-                got.to_bytes() == value[..],
-                "{:?} differs",
-                String::from_utf8_lossy(key)
-            );
-        }
-    };
+    let read_all = common::check_all;
 
     write(&store, "before", 1, &mut model);
 

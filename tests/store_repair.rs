@@ -10,43 +10,13 @@ use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 
+use common::check_all;
 use geoshard::layout::{Layout, Location, SiteId};
 use geoshard::node::{FaultyNode, LocalNode, LocalOptions, Node};
 use geoshard::{RepairOptions, ScrubOptions, Store};
 
 fn fill(store: &Store, prefix: &str, seed: u64) -> HashMap<Vec<u8>, Vec<u8>> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8u64)
-            .map(|t| {
-                s.spawn(move || {
-                    let mut rng = common::rng(seed * 10 + t);
-                    (0..100)
-                        .map(|i| {
-                            let key = format!("{prefix}/{t}/{i}").into_bytes();
-                            let value = common::chat_value(&mut rng, 10);
-                            store.put(&key, value.clone()).unwrap();
-                            (key, value)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    })
-}
-
-fn check_all(store: &Store, model: &HashMap<Vec<u8>, Vec<u8>>) {
-    for (key, value) in model {
-        let got = store.get(key).unwrap().expect("blob present");
-        assert!(
-            got.to_bytes() == value[..],
-            "{:?} differs",
-            String::from_utf8_lossy(key)
-        );
-    }
+    common::fill(store, prefix, seed, 100, 10)
 }
 
 #[test]

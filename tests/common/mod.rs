@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use geoshard::layout::{Layout, SiteId};
+use std::collections::HashMap;
+
 use geoshard::{Options, Store};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -114,4 +116,48 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Puts `per_thread` chat-like values from 8 threads under
+/// `{prefix}/{thread}/{i}`; returns what was written.
+pub fn fill(
+    store: &Store,
+    prefix: &str,
+    seed: u64,
+    per_thread: usize,
+    photo_per_mille: u32,
+) -> HashMap<Vec<u8>, Vec<u8>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8u64)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut rng = rng(seed * 100 + t);
+                    (0..per_thread)
+                        .map(|i| {
+                            let key = format!("{prefix}/{t}/{i}").into_bytes();
+                            let value = chat_value(&mut rng, photo_per_mille);
+                            store.put(&key, value.clone()).unwrap();
+                            (key, value)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+/// Every blob of `model` reads back byte-exact.
+pub fn check_all(store: &Store, model: &HashMap<Vec<u8>, Vec<u8>>) {
+    for (key, value) in model {
+        let got = store.get(key).unwrap().expect("acknowledged blob readable");
+        assert!(
+            got.to_bytes() == value[..],
+            "{:?} differs",
+            String::from_utf8_lossy(key)
+        );
+    }
 }
