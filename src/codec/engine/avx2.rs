@@ -31,9 +31,10 @@ impl Engine for Avx2 {
     fn mul_matrix(&self, tables: &MatrixTables, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) {
         let len = check_shapes(tables, inputs, outputs);
         let vector_len = len & !31;
-        // SAFETY: `self` exists only if `detect` saw avx2 on this CPU;
+        // Why this is sound: `self` exists only if `detect` saw avx2 on this CPU;
         // `check_shapes` proved every column is `len >= vector_len` bytes and
         // the counts match the tables.
+        // SAFETY: the conditions above hold.
         unsafe { mul_matrix(tables, inputs, outputs, vector_len) }
         scalar::mul_matrix_from(tables, inputs, outputs, vector_len);
     }
@@ -77,11 +78,12 @@ unsafe fn group<const G: usize>(
 ) {
     let (nibbles, _) = nibbles.as_chunks::<G>();
     let outputs: &mut [&mut [u8]; G] = outputs.try_into().expect("G outputs");
-    // SAFETY: the caller guarantees avx2; every pointer is `offset` bytes
+    // Why this is sound: the caller guarantees avx2; every pointer is `offset` bytes
     // into a slice of at least `vector_len` bytes and accesses 64 bytes with
     // `offset + 64 <= vector_len` or 32 with `offset + 32 <= vector_len`
     // (`vector_len` is a multiple of 32); table pointers cover their
     // 32-byte arrays.
+    // SAFETY: the conditions above hold.
     unsafe {
         let low_mask = _mm256_set1_epi8(0x0f);
         let mut offset = 0;

@@ -39,9 +39,10 @@ impl Engine for Avx512Gfni {
 
     fn mul_matrix(&self, tables: &MatrixTables, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) {
         let len = check_shapes(tables, inputs, outputs);
-        // SAFETY: `self` exists only if `detect` saw avx512f, avx512bw and
+        // Why this is sound: `self` exists only if `detect` saw avx512f, avx512bw and
         // gfni on this CPU; `check_shapes` proved the slice shapes the kernel
         // relies on (every column `len` bytes, counts match the tables).
+        // SAFETY: the conditions above hold.
         unsafe { mul_matrix(tables, inputs, outputs, len) }
     }
 }
@@ -59,9 +60,10 @@ unsafe fn mul_matrix(
     for (row_start, group_rows) in tables.groups() {
         let matrices = tables.affine_group(row_start, group_rows);
         let group_outputs = &mut outputs[row_start..row_start + group_rows];
-        // SAFETY: forwarded from this function's contract; `matrices` has
+        // Why this is sound: forwarded from this function's contract; `matrices` has
         // `group_rows` entries per input, `group_outputs` has `group_rows`
         // slices of `len` bytes.
+        // SAFETY: the conditions above hold.
         unsafe { dispatch_group!(group_rows, group(matrices, inputs, group_outputs, len)) }
     }
 }
@@ -79,11 +81,12 @@ unsafe fn group<const G: usize>(
     let (matrices, _) = matrices.as_chunks::<G>();
     let outputs: &mut [&mut [u8]; G] = outputs.try_into().expect("G outputs");
     let mut offset = 0;
-    // SAFETY: the caller guarantees the CPU features; every pointer below
+    // Why this is sound: the caller guarantees the CPU features; every pointer below
     // is `offset` bytes into a slice of `len` bytes and reads or writes
     // 128 bytes with `offset + 128 <= len` (pairs), 64 with
     // `offset + 64 <= len` (single vectors), or `len - offset < 64` bytes
     // through a mask (the tail), so no access leaves a slice.
+    // SAFETY: the conditions above hold.
     unsafe {
         // Two vectors per step share each broadcast matrix and halve the
         // loop overhead: ~+8% when the stripe sits in L2, but ~-10% when

@@ -30,9 +30,10 @@ impl Engine for Neon {
     fn mul_matrix(&self, tables: &MatrixTables, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) {
         let len = check_shapes(tables, inputs, outputs);
         let vector_len = len & !15;
-        // SAFETY: `self` exists only if `detect` saw neon on this CPU;
+        // Why this is sound: `self` exists only if `detect` saw neon on this CPU;
         // `check_shapes` proved every column is `len >= vector_len` bytes and
         // the counts match the tables.
+        // SAFETY: the conditions above hold.
         unsafe { mul_matrix(tables, inputs, outputs, vector_len) }
         scalar::mul_matrix_from(tables, inputs, outputs, vector_len);
     }
@@ -76,9 +77,10 @@ unsafe fn group<const G: usize>(
 ) {
     let (nibbles, _) = nibbles.as_chunks::<G>();
     let outputs: &mut [&mut [u8]; G] = outputs.try_into().expect("G outputs");
-    // SAFETY: the caller guarantees neon; every pointer is `offset` bytes
+    // Why this is sound: the caller guarantees neon; every pointer is `offset` bytes
     // into a slice of at least `vector_len` bytes with
     // `offset + 16 <= vector_len`; table pointers cover their 32-byte arrays.
+    // SAFETY: the conditions above hold.
     unsafe {
         let low_mask = vdupq_n_u8(0x0f);
         let mut offset = 0;

@@ -50,13 +50,14 @@ impl MapCache {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if end > current.len() {
             let len = to_usize(durable_len)?;
-            // SAFETY: the mapping covers only the durable prefix of a segment
+            // Why this is sound: the mapping covers only the durable prefix of a segment
             // file. Within a node's lifetime that prefix is never rewritten or
             // truncated (appends go past it; a failed append truncates only
             // back to it; removal unlinks the file, which keeps the mapped
             // pages alive). The node's lock file keeps other geoshard
             // processes out; a foreign process truncating the file would be
             // the only way to fault (SIGBUS), as for any mmap-based store.
+            // SAFETY: the conditions above hold.
             let map = unsafe { MmapOptions::new().len(len).map(file)? };
             *current = Bytes::from_owner(map);
         }
@@ -75,9 +76,10 @@ pub(super) fn map_whole(file: &File, len: u64) -> io::Result<Option<memmap2::Mma
         return Ok(None);
     }
     let len = to_usize(len)?;
-    // SAFETY: recovery runs while the node holds its lock file and before
+    // Why this is sound: recovery runs while the node holds its lock file and before
     // any reader or writer exists; the mapping is dropped before the file is
     // truncated or removed.
+    // SAFETY: the conditions above hold.
     let map = unsafe { MmapOptions::new().len(len).map(file)? };
     Ok(Some(map))
 }

@@ -23,9 +23,10 @@ pub(in crate::node::local) fn write_all_at(
         let count = slices.len().min(IOV_MAX);
         let file_offset = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix (std
+        // Why this is sound: `IoSlice` is ABI-compatible with `iovec` on Unix (std
         // guarantees it); the first `count` slices are initialised and borrow
         // buffers that outlive this call; the kernel only reads them.
+        // SAFETY: the conditions above hold.
         let written = unsafe {
             libc::pwritev(
                 file.as_raw_fd(),

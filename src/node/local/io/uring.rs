@@ -115,11 +115,12 @@ impl UringEngine {
                 if link {
                     entry = entry.flags(squeue::Flags::IO_LINK);
                 }
-                // SAFETY: a write entry points at iovecs and buffers borrowed
+                // Why this is sound: a write entry points at iovecs and buffers borrowed
                 // from `jobs` for this whole call, a sync entry at nothing;
                 // the loop below reaps every entry of this round before the
                 // next round or the return, so the kernel never touches
                 // freed memory. A round never exceeds the queue's capacity.
+                // SAFETY: the conditions above hold.
                 unsafe { push(&mut ring, &entry) };
                 pushed += 1;
             }
