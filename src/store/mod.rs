@@ -469,31 +469,59 @@ impl Store {
     /// - [`Error::InvalidArgument`] / [`Error::LimitExceeded`] for a bad key.
     pub fn get(&self, key: &[u8]) -> Result<Option<Blob>> {
         check_key(key)?;
-        // Resolve slots to stripes under the lock; do the I/O after it.
+        // Resolve under the lock, read after it. The common case (a whole
+        // blob on a reachable node) needs only the node and the record's
+        // location; the stripe itself is fetched only to read degraded.
         let mut parts: Vec<(PartLoc, Arc<StripeInfo>)> = Vec::new();
         let whole = {
             let state = self.inner.read_state();
             let Some(loc) = state.index.get(key) else {
                 return Ok(None);
             };
-            let resolve = |p: &PartLoc| -> Result<(PartLoc, Arc<StripeInfo>)> {
-                let stripe = state.stripes.get(p.slot).ok_or_else(|| Error::Corrupt {
+            let stripe_of = |p: &PartLoc| -> Result<&Arc<StripeInfo>> {
+                state.stripes.get(p.slot).ok_or_else(|| Error::Corrupt {
                     location: format!("stripe slot {}", p.slot),
                     reason: "indexed stripe is missing from the stripe table".into(),
-                })?;
-                Ok((*p, Arc::clone(stripe)))
+                })
             };
             match loc {
-                BlobLoc::Whole(p) => Some(resolve(p)?),
+                BlobLoc::Whole(p) => {
+                    let stripe = stripe_of(p)?;
+                    let stored = stripe
+                        .columns
+                        .get(usize::from(p.column_index))
+                        .and_then(|c| c.stored);
+                    Some((*p, stripe.stripe_id, stored))
+                }
                 BlobLoc::Split(split) => {
-                    parts = split.parts.iter().map(resolve).collect::<Result<_>>()?;
+                    parts = split
+                        .parts
+                        .iter()
+                        .map(|p| Ok((*p, Arc::clone(stripe_of(p)?))))
+                        .collect::<Result<_>>()?;
                     None
                 }
             }
         };
         self.inner.stats.gets.inc();
-        if let Some((part, stripe)) = whole {
-            return Ok(Some(Blob::from(self.inner.read_part(&stripe, &part)?)));
+        if let Some((part, stripe_id, stored)) = whole {
+            if let Some((node, loc)) = stored
+                && let Some(bytes) =
+                    self.inner
+                        .read_stored(stripe_id, node, loc, part.offset, part.len)
+                && crc32fast::hash(&bytes) == part.checksum
+            {
+                return Ok(Some(Blob::from(bytes)));
+            }
+            // Degraded: the full read path, with the stripe.
+            let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
+            return match stripe {
+                Some(stripe) if stripe.stripe_id == stripe_id => {
+                    Ok(Some(Blob::from(self.inner.read_part(&stripe, &part)?)))
+                }
+                // Compaction moved the blob meanwhile: read it where it is now.
+                _ => self.get(key),
+            };
         }
         let chunks = parts
             .iter()

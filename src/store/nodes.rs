@@ -75,6 +75,17 @@ impl NodeSet {
             .clone()
     }
 
+    /// Calls `f` with the node if it is up, without taking a reference
+    /// count (the read path's way to a node).
+    pub fn with_node<R>(&self, id: NodeId, f: impl FnOnce(&dyn Node) -> R) -> Option<R> {
+        if !self.is_up(id) {
+            return None;
+        }
+        let slot = self.slots.get(usize::from(id.0))?;
+        let guard = slot.node.read().unwrap_or_else(PoisonError::into_inner);
+        guard.as_deref().map(f)
+    }
+
     /// The node's handle if it is up.
     pub fn get(&self, id: NodeId) -> Option<Arc<dyn Node>> {
         if !self.is_up(id) {

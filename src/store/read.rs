@@ -11,6 +11,8 @@ use bytes::Bytes;
 use super::Inner;
 use super::index::PartLoc;
 use super::stripes::StripeInfo;
+use crate::layout::NodeId;
+use crate::node::RecordLocation;
 use crate::{Error, Result};
 
 impl Inner {
@@ -85,20 +87,34 @@ impl Inner {
     ) -> Option<Bytes> {
         let info = stripe.columns.get(column)?;
         let (node_id, loc) = info.stored?;
+        self.read_stored(stripe.stripe_id, node_id, loc, offset, len)
+    }
+
+    /// Bytes `[offset, offset + len)` of the column record at `loc` on
+    /// `node_id`, or `None` (the node is then marked down if the failure
+    /// says it is unhealthy).
+    pub(crate) fn read_stored(
+        &self,
+        stripe_id: u64,
+        node_id: NodeId,
+        loc: RecordLocation,
+        offset: u32,
+        len: u32,
+    ) -> Option<Bytes> {
         let end = u64::from(offset) + u64::from(len);
         if end > u64::from(loc.len) {
             return None;
         }
-        let node = self.nodes.get(node_id)?;
-        match node.read(loc.generation, loc.offset + u64::from(offset), len) {
+        let read = self.nodes.with_node(node_id, |node| {
+            node.read(loc.generation, loc.offset + u64::from(offset), len)
+        })?;
+        match read {
             Ok(bytes) => Some(bytes),
             Err(e) => {
                 self.stats.read_errors.inc();
                 if !matches!(e, Error::ChecksumMismatch { .. } | Error::Corrupt { .. }) {
-                    self.nodes.mark_down(
-                        node_id,
-                        format!("read of stripe {} failed: {e}", stripe.stripe_id),
-                    );
+                    self.nodes
+                        .mark_down(node_id, format!("read of stripe {stripe_id} failed: {e}"));
                 }
                 None
             }
