@@ -96,7 +96,7 @@ pub enum WritePolicy {
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Target length of a data column: a stripe is sealed when its columns
-    /// reach it. Blobs larger than this are cut into parts. Default 1 MiB;
+    /// reach it, and no blob part is longer. Default 1 MiB;
     /// at least [`COLUMN_LEN_TARGET_MIN`].
     pub column_len_target: usize,
     /// Blobs longer than this are cut into k equal parts, one per data
