@@ -427,7 +427,7 @@ impl Committer {
                 .iter()
                 .map(|id| self.inner.layout.node(*id).name.clone())
                 .collect(),
-            entry_table_lens: table_lens.clone(),
+            entry_table_lens: table_lens,
             commit: CommitStamp {
                 commit_first_stripe_id: self.commit_first,
                 acked_first_stripe_id: self.acked.map_or(0, |a| a.0),
@@ -475,7 +475,6 @@ impl Committer {
                 stripe_id,
                 generation: self.generation,
                 columns,
-                entry_table_lens: table_lens.into(),
                 header,
             },
             parts,

@@ -158,7 +158,7 @@ impl Store {
         let k = inner.layout.code().data_count;
         for stripe in &stripes {
             for c in 0..k {
-                let table_len = stripe.entry_table_lens.get(c).copied().unwrap_or(0);
+                let table_len = stripe.entry_table_len(c);
                 if table_len == 0 {
                     continue;
                 }

@@ -505,19 +505,18 @@ impl Store {
         };
         self.inner.stats.gets.inc();
         if let Some((part, stripe_id, stored)) = whole {
-            if let Some((node, loc)) = stored
-                && let Some(bytes) =
-                    self.inner
-                        .read_stored(stripe_id, node, loc, part.offset, part.len)
-                && crc32fast::hash(&bytes) == part.checksum
-            {
+            let read = stored.and_then(|(node, loc)| {
+                self.inner
+                    .read_stored(stripe_id, node, loc, part.offset, part.len)
+            });
+            if let Some(bytes) = self.inner.checked(stripe_id, &part, read) {
                 return Ok(Some(Blob::from(bytes)));
             }
-            // Degraded: the full read path, with the stripe.
+            // Degraded: rebuild from the stripe's other columns.
             let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
             return match stripe {
                 Some(stripe) if stripe.stripe_id == stripe_id => {
-                    Ok(Some(Blob::from(self.inner.read_part(&stripe, &part)?)))
+                    Ok(Some(Blob::from(self.inner.read_degraded(&stripe, &part)?)))
                 }
                 // Compaction moved the blob meanwhile: read it where it is now.
                 _ => self.get(key),

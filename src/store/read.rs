@@ -16,20 +16,42 @@ use crate::node::RecordLocation;
 use crate::{Error, Result};
 
 impl Inner {
-    /// Reads one part of a blob.
+    /// Reads one part of a blob: from its own column if that works and the
+    /// bytes pass their checksum, else degraded.
     pub(crate) fn read_part(&self, stripe: &StripeInfo, part: &PartLoc) -> Result<Bytes> {
         let column = usize::from(part.column_index);
-        if let Some(bytes) = self.read_column_range(stripe, column, part.offset, part.len) {
-            if crc32fast::hash(&bytes) == part.checksum {
-                return Ok(bytes);
-            }
-            self.stats.checksum_failures.inc();
-            tracing::warn!(
-                stripe = stripe.stripe_id,
-                column,
-                "blob checksum mismatch; reading degraded"
-            );
+        let bytes = self.read_column_range(stripe, column, part.offset, part.len);
+        if let Some(bytes) = self.checked(stripe.stripe_id, part, bytes) {
+            return Ok(bytes);
         }
+        self.read_degraded(stripe, part)
+    }
+
+    /// `bytes` if they pass the part's checksum; counts a mismatch.
+    pub(crate) fn checked(
+        &self,
+        stripe_id: u64,
+        part: &PartLoc,
+        bytes: Option<Bytes>,
+    ) -> Option<Bytes> {
+        let bytes = bytes?;
+        if crc32fast::hash(&bytes) == part.checksum {
+            return Some(bytes);
+        }
+        self.stats.checksum_failures.inc();
+        tracing::warn!(
+            stripe = stripe_id,
+            column = part.column_index,
+            "blob checksum mismatch; reading degraded"
+        );
+        None
+    }
+
+    /// Rebuilds one part of a blob from other columns of its stripe (its own
+    /// column is down or failed its checksum) and queues that column for
+    /// repair.
+    pub(crate) fn read_degraded(&self, stripe: &StripeInfo, part: &PartLoc) -> Result<Bytes> {
+        let column = usize::from(part.column_index);
         self.queue_repair(stripe.stripe_id, part.column_index);
         let bytes = self.rebuild_range(stripe, column, part.offset, part.len, &[])?;
         let mut actual = crc32fast::hash(&bytes);

@@ -292,7 +292,7 @@ impl Inner {
                 current_commit = Some(commit);
             }
             for c in 0..k {
-                let table_len = info.entry_table_lens.get(c).copied().unwrap_or(0);
+                let table_len = info.entry_table_len(c);
                 if table_len == 0 {
                     continue;
                 }
@@ -454,7 +454,6 @@ impl Inner {
             stripe_id: header.stripe_id,
             generation: header.generation,
             columns,
-            entry_table_lens: header.entry_table_lens.clone().into(),
             header: header.clone(),
         }
     }

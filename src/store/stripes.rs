@@ -41,12 +41,22 @@ pub(crate) struct StripeInfo {
     pub generation: u64,
     /// k+m columns; `columns[c]` for `c < k` are data columns.
     pub columns: Box<[ColumnInfo]>,
-    /// Byte length of each data column's entry table (k values).
-    pub entry_table_lens: Box<[u32]>,
     /// The header every column record of the stripe carries (with the
     /// column index of whichever record it was taken from): repair writes
     /// rebuilt columns with it.
     pub header: ColumnHeader,
+}
+
+impl StripeInfo {
+    /// Byte length of data column `column`'s entry table (0 for an empty or
+    /// a parity column).
+    pub fn entry_table_len(&self, column: usize) -> u32 {
+        self.header
+            .entry_table_lens
+            .get(column)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// All visible stripes, in slots: the index refers to a stripe by its
