@@ -1,6 +1,8 @@
 //! Shared helpers for the store integration tests.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
