@@ -112,6 +112,18 @@ pub enum Error {
         node: String,
     },
 
+    /// Another writer has taken over: it holds the lease on this node (it
+    /// opened the store after this one did, for example after a failover
+    /// across regions). This store stops writing; reopen it to take the
+    /// lease back, once the other writer is gone.
+    #[error("node {node} has a newer writer: {reason}; this store stopped writing")]
+    Superseded {
+        /// The node where the newer lease was found.
+        node: String,
+        /// What was found.
+        reason: String,
+    },
+
     /// A node or remote service cannot be reached now; the same call may
     /// succeed later.
     #[error("node {node} is unavailable: {reason}")]

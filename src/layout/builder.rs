@@ -2,6 +2,7 @@
 //! both are checked by the same code.
 
 use super::Layout;
+use super::remote::Remote;
 use super::types::{Code, Location, Promise};
 use crate::Result;
 
@@ -40,6 +41,7 @@ pub struct LayoutBuilder {
 pub struct SiteBuilder {
     pub(crate) name: String,
     pub(crate) nodes: Vec<NodeDraft>,
+    pub(crate) remote: Option<Remote>,
 }
 
 /// A node as described, before it is checked.
@@ -48,6 +50,7 @@ pub(crate) struct NodeDraft {
     pub name: String,
     pub location: Location,
     pub weight: u32,
+    pub remote: Option<Remote>,
 }
 
 impl LayoutBuilder {
@@ -87,6 +90,7 @@ impl LayoutBuilder {
         let site = SiteBuilder {
             name: name.into(),
             nodes: Vec::new(),
+            remote: None,
         };
         self.sites.push(describe(site));
         self
@@ -127,6 +131,32 @@ impl SiteBuilder {
             name: name.into(),
             location: location.into(),
             weight,
+            remote: None,
+        });
+        self
+    }
+
+    /// How every URL node of this site reaches its object store (endpoint,
+    /// region, credentials), unless the node has its own settings.
+    pub fn remote(mut self, remote: Remote) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Adds a URL node with its own connection settings, which win over
+    /// the site's [`remote`](Self::remote).
+    pub fn node_remote(
+        mut self,
+        name: impl Into<String>,
+        location: impl Into<Location>,
+        weight: u32,
+        remote: Remote,
+    ) -> Self {
+        self.nodes.push(NodeDraft {
+            name: name.into(),
+            location: location.into(),
+            weight,
+            remote: Some(remote),
         });
         self
     }

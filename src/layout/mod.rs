@@ -54,6 +54,7 @@ mod builder;
 mod explain;
 mod hash;
 mod placement;
+mod remote;
 mod spread;
 mod survive;
 mod toml;
@@ -66,6 +67,7 @@ use std::collections::HashMap;
 pub use builder::{LayoutBuilder, SiteBuilder};
 pub use explain::{Explanation, FailureCase, SiteShare};
 pub use placement::Placement;
+pub use remote::{Remote, Secret};
 pub use types::{Code, Location, NodeId, NodeSpec, Promise, SiteId, SiteSpec};
 
 use crate::Result;
@@ -160,11 +162,16 @@ impl Layout {
             let mut members = Vec::with_capacity(site.nodes.len());
             for node in site.nodes {
                 members.push(NodeId(nodes.len() as u16));
+                let remote = match &node.location {
+                    Location::Url(_) => node.remote.or_else(|| site.remote.clone()),
+                    Location::Dir(_) => None,
+                };
                 nodes.push(NodeSpec {
                     name: node.name,
                     site: site_id,
                     location: node.location,
                     weight: node.weight,
+                    remote,
                 });
             }
             sites.push(SiteSpec {

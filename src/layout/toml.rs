@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::remote::{RemoteFile, write_remote};
 use super::types::{Location, Promise};
 use super::validate::invalid;
 use super::{LAYOUT_FILE_LEN_MAX, Layout};
@@ -61,6 +62,7 @@ struct SiteFile {
     name: String,
     #[serde(default)]
     nodes: Vec<NodeFile>,
+    remote: Option<RemoteFile>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +73,7 @@ struct NodeFile {
     url: Option<String>,
     #[serde(default = "default_weight")]
     weight: u32,
+    remote: Option<RemoteFile>,
 }
 
 fn default_weight() -> u32 {
@@ -132,6 +135,10 @@ impl Layout {
                 extra_nodes_lost: file.promise.extra_nodes_lost,
             });
         for site in file.sites {
+            let site_remote = match site.remote {
+                Some(remote) => Some(remote.into_remote(&format!("site \"{}\"", site.name))?),
+                None => None,
+            };
             let mut nodes = Vec::with_capacity(site.nodes.len());
             for node in site.nodes {
                 let location = match (node.path, node.url) {
@@ -157,11 +164,21 @@ impl Layout {
                         ));
                     }
                 };
-                nodes.push((node.name, location, node.weight));
+                let remote = match node.remote {
+                    Some(remote) => Some(remote.into_remote(&format!("node \"{}\"", node.name))?),
+                    None => None,
+                };
+                nodes.push((node.name, location, node.weight, remote));
             }
             builder = builder.site(site.name, |mut s| {
-                for (name, location, weight) in nodes {
-                    s = s.node_weighted(name, location, weight);
+                if let Some(remote) = site_remote {
+                    s = s.remote(remote);
+                }
+                for (name, location, weight, remote) in nodes {
+                    s = match remote {
+                        Some(remote) => s.node_remote(name, location, weight, remote),
+                        None => s.node_weighted(name, location, weight),
+                    };
                 }
                 s
             });
@@ -203,6 +220,11 @@ impl Layout {
                     Location::Url(url) => writeln!(out, "url = {}", quote(url))?,
                 }
                 writeln!(out, "weight = {}", node.weight)?;
+                if let Some(remote) = &node.remote {
+                    writeln!(out)?;
+                    writeln!(out, "[sites.nodes.remote]")?;
+                    write_remote(out, remote)?;
+                }
             }
         }
         Ok(())

@@ -2,6 +2,8 @@
 //! node keeps its columns.
 
 use std::fmt;
+
+use super::remote::Remote;
 use std::path::{Path, PathBuf};
 
 /// A node, as an index into [`Layout::nodes`](super::Layout::nodes).
@@ -194,6 +196,10 @@ pub struct NodeSpec {
     /// Capacity weight: within its site, the node receives columns in
     /// proportion to it (as far as the site's column count allows).
     pub weight: u32,
+    /// How to reach the object store of a [`Location::Url`] node (the
+    /// node's own settings, else its site's); `None` for a directory, or a
+    /// URL node that uses the provider's defaults.
+    pub remote: Option<Remote>,
 }
 
 /// One site (failure domain) of a layout.

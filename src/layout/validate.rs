@@ -208,6 +208,19 @@ fn check_locations(builder: &LayoutBuilder) -> Result<()> {
     for node in builder.sites.iter().flat_map(|site| &site.nodes) {
         match &node.location {
             Location::Dir(path) => {
+                if node.remote.is_some() {
+                    return Err(invalid(
+                        format!(
+                            "node \"{}\" is a local directory but has remote settings",
+                            node.name
+                        ),
+                        format!(
+                            "give node \"{}\" a `url` (s3://bucket/prefix), or drop its \
+                             `remote` table",
+                            node.name
+                        ),
+                    ));
+                }
                 if path.as_os_str().is_empty() {
                     return Err(invalid(
                         format!("node \"{}\" has an empty directory path", node.name),

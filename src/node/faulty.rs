@@ -170,6 +170,15 @@ impl<N: Node> Node for FaultyNode<N> {
         self.enter()?;
         self.inner.capacity()
     }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
+    fn check(&self) -> Result<()> {
+        self.enter()?;
+        self.inner.check()
+    }
 }
 
 #[cfg(test)]

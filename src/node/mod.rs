@@ -57,9 +57,13 @@ use crate::{Error, Result};
 pub mod conformance;
 mod faulty;
 mod local;
+#[cfg(feature = "object-store")]
+mod object;
 
 pub use faulty::FaultyNode;
 pub use local::{IoEngineKind, LocalNode, LocalOptions};
+#[cfg(feature = "object-store")]
+pub use object::{ObjectNode, ObjectOptions};
 
 /// Where a record's payload is: its generation, the offset of the payload in
 /// that generation's segment (or object), and the payload length.
@@ -229,6 +233,24 @@ pub trait Node: Any + Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`Error::Io`] or [`Error::Unavailable`] when it cannot be measured.
     fn capacity(&self) -> Result<Capacity>;
+
+    /// Whether requests to this node cross a network (an object store).
+    /// The store then fetches columns from it in parallel and hedges slow
+    /// reads with degraded ones. Default `false`.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// Checks that the node is still there and still this writer's: an
+    /// object-store node re-reads its lease. The store calls it about once
+    /// a second while idle. Default: nothing to check.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the node cannot be reached or lost its
+    /// contents; [`Error::Superseded`] when another writer holds it.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Conveniences over any [`Node`], implemented for all of them.

@@ -104,12 +104,13 @@ impl Request {
 pub(crate) const RETIRE_KEY: &[u8] = b"geoshard:retire";
 
 /// How often an idle committer checks that local node directories exist.
-const NODE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const NODE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a commit failed; rebuilt into an `Error` for every waiting caller.
 #[derive(Clone, Debug)]
 enum Failure {
     NotEnoughColumns { needed: usize, available: usize },
+    Superseded { node: String, reason: String },
     Refused(String),
     Internal(String),
 }
@@ -120,6 +121,10 @@ impl Failure {
             Failure::NotEnoughColumns { needed, available } => Error::NotEnoughColumns {
                 needed: *needed,
                 available: *available,
+            },
+            Failure::Superseded { node, reason } => Error::Superseded {
+                node: node.clone(),
+                reason: reason.clone(),
             },
             Failure::Refused(reason) => Error::WriteRefused {
                 reason: reason.clone(),
@@ -258,6 +263,9 @@ impl Committer {
         written: &mut Vec<Written>,
         answers: &mut [bool],
     ) -> Result<(), Failure> {
+        if let Some((node, reason)) = self.inner.superseded_by() {
+            return Err(Failure::Superseded { node, reason });
+        }
         self.open.clear();
         self.commit_first = self.next_stripe_id;
         // Only the last operation on a key in a commit is written: no one can
@@ -587,6 +595,14 @@ impl Committer {
                             ),
                         );
                         self.retry_elsewhere(stripe_id, homes, &cols, &mut used, &mut pending);
+                    }
+                    Err(Error::Superseded { node, reason }) => {
+                        // Another writer took over: writing anywhere else
+                        // would fork the store. Stop for good.
+                        inner.supersede(node, reason);
+                        if let Some((node, reason)) = inner.superseded_by() {
+                            return Err(Failure::Superseded { node, reason });
+                        }
                     }
                     Err(e) => {
                         let reason = format!("append of stripe {stripe_id} failed: {e}");

@@ -28,6 +28,7 @@ pub(crate) struct Counters {
     pub gets: Counter,
     pub deletes: Counter,
     pub degraded_reads: Counter,
+    pub hedged_reads: Counter,
     pub checksum_failures: Counter,
     pub read_errors: Counter,
     pub write_failures: Counter,
@@ -46,6 +47,7 @@ impl Counters {
             gets: self.gets.get(),
             deletes: self.deletes.get(),
             degraded_reads: self.degraded_reads.get(),
+            hedged_reads: self.hedged_reads.get(),
             checksum_failures: self.checksum_failures.get(),
             read_errors: self.read_errors.get(),
             write_failures: self.write_failures.get(),
@@ -73,6 +75,9 @@ pub struct Stats {
     /// Blob parts rebuilt from other columns because their own column could
     /// not be read or failed its checksum.
     pub degraded_reads: u64,
+    /// Reads from an object-store node that had not answered after
+    /// `Options::read_hedge_after` and were raced by a degraded read.
+    pub hedged_reads: u64,
     /// Blob parts and entry tables whose bytes failed their checksum.
     pub checksum_failures: u64,
     /// Node reads that failed.

@@ -51,6 +51,8 @@ use crate::codec::Codec;
 use crate::format::KEY_LEN_MAX;
 use crate::layout::{Layout, Location};
 use crate::node::{LocalNode, LocalOptions, Node};
+#[cfg(feature = "object-store")]
+use crate::node::{ObjectNode, ObjectOptions};
 use crate::{Error, Result};
 
 /// The largest value `put` accepts: 64 GiB.
@@ -115,6 +117,15 @@ pub struct Options {
     pub segment_len_target: u64,
     /// Options for local directory nodes.
     pub local: LocalOptions,
+    /// Options for object-store nodes (`s3://`, `gs://`, `az://`,
+    /// `file://` locations): concurrency, timeouts, retries, the lease.
+    #[cfg(feature = "object-store")]
+    pub object: ObjectOptions,
+    /// A healthy read from an object-store node that has not answered
+    /// after this long is raced by a degraded read from k other columns,
+    /// and the first correct answer wins: a slow site does not stall
+    /// reads. Default 200 ms.
+    pub read_hedge_after: Duration,
 }
 
 impl Default for Options {
@@ -126,6 +137,9 @@ impl Default for Options {
             write_policy: WritePolicy::Available,
             segment_len_target: 256 << 20,
             local: LocalOptions::default(),
+            #[cfg(feature = "object-store")]
+            object: ObjectOptions::default(),
+            read_hedge_after: Duration::from_millis(200),
         }
     }
 }
@@ -221,6 +235,11 @@ pub(crate) struct Inner {
     /// The nodes are local directories this store opened itself (so repair
     /// may recreate and reopen them).
     local_nodes: bool,
+    /// Set when a node's lease was taken by another writer: every later
+    /// write fails with [`Error::Superseded`].
+    pub superseded: Mutex<Option<(String, String)>>,
+    /// When the object-store nodes were last checked.
+    pub remote_checked: Mutex<Option<Instant>>,
 }
 
 impl Inner {
@@ -327,7 +346,7 @@ impl Store {
     ///   from what the layout says, or a node location is not supported;
     /// - [`Error::InvalidArgument`] for options out of range.
     pub fn open(layout: Layout, options: Options) -> Result<Store> {
-        let nodes = open_local_nodes(&layout, &options)?;
+        let nodes = open_nodes(&layout, &options)?;
         Store::open_inner(layout, options, nodes, true)
     }
 
@@ -389,6 +408,8 @@ impl Store {
             open_report: Mutex::new(OpenReport::default()),
             maintenance: Mutex::new(()),
             local_nodes,
+            superseded: Mutex::new(None),
+            remote_checked: Mutex::new(None),
         });
         let (state, start, report) = inner.recover()?;
         *inner.write_state() = state;
@@ -504,6 +525,19 @@ impl Store {
             }
         };
         self.inner.stats.gets.inc();
+        if let Some((part, stripe_id, Some((node, _)))) = whole
+            && self.inner.node_is_remote(node)
+        {
+            // Remote: the hedged read needs the stripe; a copy of its Arc
+            // costs nothing next to a network round trip.
+            let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
+            return match stripe {
+                Some(stripe) if stripe.stripe_id == stripe_id => {
+                    Ok(Some(Blob::from(self.inner.read_part(&stripe, &part)?)))
+                }
+                _ => self.get(key),
+            };
+        }
         if let Some((part, stripe_id, stored)) = whole {
             let read = stored.and_then(|(node, loc)| {
                 self.inner
@@ -522,10 +556,36 @@ impl Store {
                 _ => self.get(key),
             };
         }
-        let chunks = parts
-            .iter()
-            .map(|(part, stripe)| self.inner.read_part(stripe, part))
-            .collect::<Result<Vec<_>>>()?;
+        let remote = parts.iter().any(|(part, stripe)| {
+            stripe
+                .columns
+                .get(usize::from(part.column_index))
+                .and_then(|c| c.stored)
+                .is_some_and(|(node, _)| self.inner.node_is_remote(node))
+        });
+        let chunks = if remote && parts.len() > 1 {
+            // Parts on remote nodes are fetched in parallel: a split blob
+            // costs one round trip, not one per part.
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = parts
+                    .iter()
+                    .map(|(part, stripe)| scope.spawn(|| self.inner.read_part(stripe, part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| {
+                        handle
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?
+        } else {
+            parts
+                .iter()
+                .map(|(part, stripe)| self.inner.read_part(stripe, part))
+                .collect::<Result<Vec<_>>>()?
+        };
         Ok(Some(Blob::from_chunks(chunks)))
     }
 
@@ -722,29 +782,31 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Opens every local directory node of the layout.
+/// Opens every node of the layout: local directories, and object-store
+/// prefixes (in parallel: each takes its lease and lists its objects).
 ///
 /// On a new store (no node holds any generation) missing directories are
 /// created. On an existing store a missing directory means the node was
 /// lost (a burned site, a replaced disk): it is left down for repair rather
-/// than silently recreated empty.
-fn open_local_nodes(
+/// than silently recreated empty. An object store that cannot be reached is
+/// left down too; one whose settings cannot work fails the open.
+fn open_nodes(
     layout: &Layout,
     options: &Options,
 ) -> Result<Vec<std::result::Result<Arc<dyn Node>, String>>> {
     let mut out: Vec<std::result::Result<Arc<dyn Node>, String>> = Vec::new();
     let mut missing = Vec::new();
+    let mut remote = open_remote_nodes(layout, options)?;
     for (i, spec) in layout.nodes().iter().enumerate() {
         let dir = match &spec.location {
             Location::Dir(dir) => dir,
-            Location::Url(url) => {
-                return Err(Error::InvalidLayout {
-                    reason: format!(
-                        "node {} is at {url}; this build serves only local directory nodes",
-                        spec.name
-                    ),
-                    fix: "give the node a local `path`".into(),
-                });
+            Location::Url(_) => {
+                out.push(
+                    remote
+                        .remove(&i)
+                        .unwrap_or_else(|| Err("not opened".into())),
+                );
+                continue;
             }
         };
         if !dir_exists(dir) {
@@ -767,6 +829,85 @@ fn open_local_nodes(
         }
     }
     Ok(out)
+}
+
+/// Opens the layout's object-store nodes in parallel, by node index.
+#[cfg(feature = "object-store")]
+fn open_remote_nodes(
+    layout: &Layout,
+    options: &Options,
+) -> Result<std::collections::HashMap<usize, std::result::Result<Arc<dyn Node>, String>>> {
+    let specs: Vec<(usize, &crate::layout::NodeSpec, &str)> = layout
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| match &spec.location {
+            Location::Url(url) => Some((i, spec, url.as_str())),
+            Location::Dir(_) => None,
+        })
+        .collect();
+    let results: Vec<(usize, Result<ObjectNode>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|&(i, spec, url)| {
+                let handle = scope.spawn(move || {
+                    ObjectNode::open(&spec.name, url, spec.remote.as_ref(), &options.object)
+                });
+                (i, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, handle)| {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (i, result)
+            })
+            .collect()
+    });
+    let mut out = std::collections::HashMap::new();
+    for (i, result) in results {
+        let name = &layout.nodes()[i].name;
+        match result {
+            Ok(node) => {
+                out.insert(i, Ok(Arc::new(node) as Arc<dyn Node>));
+            }
+            // Settings that cannot work, or an argument out of range: the
+            // operator must fix the layout or options.
+            Err(e @ (Error::InvalidLayout { .. } | Error::InvalidArgument { .. })) => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "object-store node could not be opened; left down");
+                out.insert(i, Err(e.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "object-store"))]
+fn open_remote_nodes(
+    layout: &Layout,
+    _options: &Options,
+) -> Result<std::collections::HashMap<usize, std::result::Result<Arc<dyn Node>, String>>> {
+    match layout
+        .nodes()
+        .iter()
+        .find(|spec| matches!(spec.location, Location::Url(_)))
+    {
+        Some(spec) => Err(Error::InvalidLayout {
+            reason: format!(
+                "node {} is at {}; this build has no object-store support",
+                spec.name, spec.location
+            ),
+            fix: "build geoshard with the `object-store` cargo feature, or give the node a local \
+                  `path`"
+                .into(),
+        }),
+        None => Ok(std::collections::HashMap::new()),
+    }
 }
 
 fn open_one(

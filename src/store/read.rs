@@ -6,12 +6,14 @@
 //! is read from k other columns of the stripe and only that range is
 //! rebuilt. A read never returns bytes whose checksum failed.
 
+use std::sync::mpsc;
+
 use bytes::Bytes;
 
 use super::Inner;
 use super::index::PartLoc;
 use super::stripes::StripeInfo;
-use crate::layout::NodeId;
+use crate::layout::{Location, NodeId};
 use crate::node::RecordLocation;
 use crate::{Error, Result};
 
@@ -20,11 +22,103 @@ impl Inner {
     /// bytes pass their checksum, else degraded.
     pub(crate) fn read_part(&self, stripe: &StripeInfo, part: &PartLoc) -> Result<Bytes> {
         let column = usize::from(part.column_index);
+        if let Some((node_id, loc)) = stripe.columns.get(column).and_then(|c| c.stored)
+            && self.node_is_remote(node_id)
+        {
+            return self.read_part_hedged(stripe, part, node_id, loc);
+        }
         let bytes = self.read_column_range(stripe, column, part.offset, part.len);
         if let Some(bytes) = self.checked(stripe.stripe_id, part, bytes) {
             return Ok(bytes);
         }
         self.read_degraded(stripe, part)
+    }
+
+    /// Whether `node_id` is an object-store node (reads cross a network).
+    pub(crate) fn node_is_remote(&self, node_id: NodeId) -> bool {
+        matches!(self.layout.node(node_id).location, Location::Url(_))
+    }
+
+    /// [`read_part`](Self::read_part) from a remote node: if the node has
+    /// not answered after [`Options::read_hedge_after`](super::Options),
+    /// the part is rebuilt from k other columns meanwhile, and the first
+    /// correct answer wins. A slow site costs a read the hedge delay, not
+    /// its own latency.
+    fn read_part_hedged(
+        &self,
+        stripe: &StripeInfo,
+        part: &PartLoc,
+        node_id: NodeId,
+        loc: RecordLocation,
+    ) -> Result<Bytes> {
+        let column = usize::from(part.column_index);
+        let end = u64::from(part.offset) + u64::from(part.len);
+        let node = match self.nodes.get(node_id) {
+            Some(node) if end <= u64::from(loc.len) => node,
+            _ => return self.read_degraded(stripe, part),
+        };
+        let (tx, rx) = mpsc::channel();
+        let (offset, len) = (loc.offset + u64::from(part.offset), part.len);
+        let spawned = std::thread::Builder::new()
+            .name("geoshard-read".into())
+            .spawn(move || {
+                let _ = tx.send(node.read(loc.generation, offset, len));
+            });
+        if spawned.is_err() {
+            let bytes = self.read_column_range(stripe, column, part.offset, part.len);
+            return match self.checked(stripe.stripe_id, part, bytes) {
+                Some(bytes) => Ok(bytes),
+                None => self.read_degraded(stripe, part),
+            };
+        }
+        let first = match rx.recv_timeout(self.options.read_hedge_after) {
+            Ok(result) => Some(result),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return self.read_degraded(stripe, part),
+        };
+        let result = match first {
+            Some(result) => result,
+            None => {
+                self.stats.hedged_reads.inc();
+                let rebuilt = self
+                    .rebuild_range(stripe, column, part.offset, part.len, &[])
+                    .ok()
+                    .filter(|bytes| crc32fast::hash(bytes) == part.checksum);
+                if let Some(bytes) = rebuilt {
+                    self.stats.degraded_reads.inc();
+                    return Ok(bytes);
+                }
+                match rx.recv() {
+                    Ok(result) => result,
+                    Err(_) => return self.read_degraded(stripe, part),
+                }
+            }
+        };
+        match result {
+            Ok(bytes) => match self.checked(stripe.stripe_id, part, Some(bytes)) {
+                Some(bytes) => Ok(bytes),
+                None => self.read_degraded(stripe, part),
+            },
+            Err(e) => {
+                self.note_read_error(stripe.stripe_id, node_id, &e);
+                self.read_degraded(stripe, part)
+            }
+        }
+    }
+
+    /// Counts a failed read and marks the node down if the failure says it
+    /// is unhealthy: not for bad bytes (scrub and repair fix them), nor for
+    /// a record the node does not have (a wiped or replaced node that is
+    /// itself fine; repair fills it).
+    fn note_read_error(&self, stripe_id: u64, node_id: NodeId, e: &Error) {
+        self.stats.read_errors.inc();
+        if !matches!(
+            e,
+            Error::ChecksumMismatch { .. } | Error::Corrupt { .. } | Error::InvalidArgument { .. }
+        ) {
+            self.nodes
+                .mark_down(node_id, format!("read of stripe {stripe_id} failed: {e}"));
+        }
     }
 
     /// `bytes` if they pass the part's checksum; counts a mismatch.
@@ -133,14 +227,75 @@ impl Inner {
         match read {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                self.stats.read_errors.inc();
-                if !matches!(e, Error::ChecksumMismatch { .. } | Error::Corrupt { .. }) {
-                    self.nodes
-                        .mark_down(node_id, format!("read of stripe {stripe_id} failed: {e}"));
-                }
+                self.note_read_error(stripe_id, node_id, &e);
                 None
             }
         }
+    }
+
+    /// Reads `[offset, offset + avail)` of candidate columns in parallel:
+    /// asks `wanted + 1` of them, starts another whenever one fails or
+    /// none answers for `read_hedge_after`, and returns as soon as `wanted`
+    /// have answered (fewer if too many fail). A slow column is simply not
+    /// waited for; its read finishes unheard.
+    fn fetch_first(
+        &self,
+        stripe: &StripeInfo,
+        candidates: &[(usize, u32)],
+        offset: u32,
+        wanted: usize,
+    ) -> Vec<(usize, Bytes)> {
+        let (tx, rx) = mpsc::channel::<(usize, NodeId, Result<Bytes>)>();
+        let mut next = candidates.iter();
+        let mut in_flight = 0usize;
+        let mut got: Vec<(usize, Bytes)> = Vec::with_capacity(wanted);
+        let launch = |c: usize, avail: u32| -> bool {
+            let Some((node_id, loc)) = stripe.columns[c].stored else {
+                return false;
+            };
+            let Some(node) = self.nodes.get(node_id) else {
+                return false;
+            };
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("geoshard-read".into())
+                .spawn(move || {
+                    let read = node.read(loc.generation, loc.offset + u64::from(offset), avail);
+                    let _ = tx.send((c, node_id, read));
+                })
+                .is_ok()
+        };
+        let mut extra = 0usize;
+        while got.len() < wanted {
+            while in_flight + got.len() <= wanted + extra {
+                match next.next() {
+                    Some(&(c, avail)) => {
+                        if launch(c, avail) {
+                            in_flight += 1;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            if in_flight == 0 {
+                break;
+            }
+            let (c, node_id, read) = match rx.recv_timeout(self.options.read_hedge_after) {
+                Ok(answer) => answer,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Slow sources: ask one more column.
+                    extra += 1;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            in_flight -= 1;
+            match read {
+                Ok(bytes) => got.push((c, bytes)),
+                Err(e) => self.note_read_error(stripe.stripe_id, node_id, &e),
+            }
+        }
+        got
     }
 
     /// Rebuilds bytes `[offset, offset + len)` of `column` from the same
@@ -180,22 +335,40 @@ impl Inner {
             let same_node = failed_node.is_some() && info.stored.map(|(n, _)| n) == failed_node;
             (costs_io, same_node)
         });
+        let padded = |bytes: &[u8]| {
+            let mut buf = Vec::with_capacity(len_usize);
+            buf.extend_from_slice(bytes);
+            buf.resize(len_usize, 0);
+            buf
+        };
+        let mut io: Vec<(usize, u32)> = Vec::new();
         for c in order {
-            if sources.len() == k {
-                break;
-            }
-            let info = &stripe.columns[c];
-            let stored_len = u64::from(info.len);
+            let stored_len = u64::from(stripe.columns[c].len);
             if stored_len <= u64::from(offset) {
-                sources.push((c, vec![0u8; len_usize]));
+                if sources.len() < k {
+                    sources.push((c, vec![0u8; len_usize]));
+                }
                 continue;
             }
-            let avail = (stored_len.min(end) - u64::from(offset)) as u32;
-            if let Some(bytes) = self.read_column_range(stripe, c, offset, avail) {
-                let mut buf = Vec::with_capacity(len_usize);
-                buf.extend_from_slice(&bytes);
-                buf.resize(len_usize, 0);
-                sources.push((c, buf));
+            io.push((c, (stored_len.min(end) - u64::from(offset)) as u32));
+        }
+        let remote = io.iter().any(|&(c, _)| {
+            stripe.columns[c]
+                .stored
+                .is_some_and(|(n, _)| self.node_is_remote(n))
+        });
+        if remote && sources.len() < k {
+            for (c, bytes) in self.fetch_first(stripe, &io, offset, k - sources.len()) {
+                sources.push((c, padded(&bytes)));
+            }
+        } else {
+            for (c, avail) in io {
+                if sources.len() == k {
+                    break;
+                }
+                if let Some(bytes) = self.read_column_range(stripe, c, offset, avail) {
+                    sources.push((c, padded(&bytes)));
+                }
             }
         }
         if sources.len() < k {

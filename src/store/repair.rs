@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::commit::NODE_CHECK_INTERVAL;
 use super::stripes::StripeInfo;
 use super::{Inner, Store};
 use crate::codec::VerifyScratch;
@@ -233,7 +234,13 @@ impl Inner {
     /// Marks down local nodes whose directory is gone (a fire while the
     /// store runs); the open files of a deleted directory would otherwise
     /// keep answering.
+    ///
+    /// Up remote nodes are asked [`Node::check`] (their lease), in parallel
+    /// and at most once per [`NODE_CHECK_INTERVAL`]: a wiped prefix marks
+    /// the node down, a lease taken by another writer stops this store's
+    /// writes.
     pub(crate) fn check_nodes(&self) {
+        let mut remote = Vec::new();
         for (i, spec) in self.layout.nodes().iter().enumerate() {
             let id = NodeId(i as u16);
             if let Location::Dir(dir) = &spec.location
@@ -244,7 +251,72 @@ impl Inner {
                 self.nodes
                     .mark_down(id, format!("directory {} is gone", dir.display()));
             }
+            if let Some(node) = self.nodes.get(id).filter(|node| node.is_remote()) {
+                remote.push((id, node));
+            }
         }
+        if remote.is_empty() || !self.remote_check_due() {
+            return;
+        }
+        let results: Vec<(NodeId, Result<()>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = remote
+                .iter()
+                .map(|(id, node)| (*id, scope.spawn(move || node.check())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(id, handle)| {
+                    let result = handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (id, result)
+                })
+                .collect()
+        });
+        for (id, result) in results {
+            match result {
+                Ok(()) => {}
+                Err(Error::Superseded { node, reason }) => self.supersede(node, reason),
+                Err(e) => self.nodes.mark_down(id, format!("check failed: {e}")),
+            }
+        }
+    }
+
+    /// Whether the remote nodes are due a check (and notes that they got one).
+    fn remote_check_due(&self) -> bool {
+        let mut last = self
+            .remote_checked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < NODE_CHECK_INTERVAL => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Another writer holds `node`'s lease: stop writing for good.
+    pub(crate) fn supersede(&self, node: String, reason: String) {
+        let mut slot = self
+            .superseded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            tracing::error!(%node, %reason, "another writer took over; this store stops writing");
+            *slot = Some((node, reason));
+        }
+    }
+
+    /// The node and reason every write fails with once another writer
+    /// took over.
+    pub(crate) fn superseded_by(&self) -> Option<(String, String)> {
+        self.superseded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Puts nodes back in service: local nodes whose directory is missing
@@ -255,8 +327,28 @@ impl Inner {
         let mut revived = Vec::new();
         for (i, spec) in self.layout.nodes().iter().enumerate() {
             let id = NodeId(i as u16);
-            if self.nodes.is_writable(id) {
+            let remote = matches!(spec.location, Location::Url(_));
+            if remote && self.superseded_by().is_some() {
+                // Reopening would take the lease back from the writer that
+                // took over.
                 continue;
+            }
+            if self.nodes.is_writable(id) {
+                // A remote node may answer and still have lost its prefix
+                // (a burned site): ask it.
+                let Some(node) = self.nodes.get(id).filter(|_| remote) else {
+                    continue;
+                };
+                match node.check() {
+                    Ok(()) => continue,
+                    Err(Error::Superseded { node, reason }) => {
+                        self.supersede(node, reason);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %spec.name, error = %e, "remote node failed its check; reopening");
+                    }
+                }
             }
             let reopened = match &spec.location {
                 Location::Dir(dir) if self.local_nodes => {
@@ -274,6 +366,19 @@ impl Inner {
                         .and_then(|()| LocalNode::open(spec.name.clone(), dir, &self.options.local))
                         .map(|n| Arc::new(n) as Arc<dyn Node>)
                 }
+                #[cfg(feature = "object-store")]
+                Location::Url(url) if self.local_nodes => {
+                    // Reopen: list afresh (a wiped prefix comes back empty,
+                    // for repair to fill) and take the lease again.
+                    self.nodes.mark_down(id, "reopening");
+                    crate::node::ObjectNode::open(
+                        &spec.name,
+                        url,
+                        spec.remote.as_ref(),
+                        &self.options.object,
+                    )
+                    .map(|n| Arc::new(n) as Arc<dyn Node>)
+                }
                 _ => match self.nodes.handle(id) {
                     Some(node) => node.generations().map(|_| node),
                     None => continue,
@@ -281,6 +386,13 @@ impl Inner {
             };
             match reopened {
                 Ok(node) => {
+                    // Reopened empty (a recreated directory, a wiped
+                    // prefix): the columns it held are gone, whatever their
+                    // old locations say. Forget them so reads go degraded
+                    // at once and this repair rebuilds every one.
+                    if node.generations().is_ok_and(|g| g.is_empty()) {
+                        self.forget_columns_on(id);
+                    }
                     self.nodes.replace(id, node);
                     revived.push(spec.name.clone());
                 }
@@ -290,6 +402,31 @@ impl Inner {
             }
         }
         revived
+    }
+
+    /// Marks every column stored on `id` as missing.
+    fn forget_columns_on(&self, id: NodeId) {
+        let mut state = self.write_state();
+        let held: Vec<(u32, u64)> = state
+            .stripes
+            .slots()
+            .filter(|(_, stripe)| {
+                stripe
+                    .columns
+                    .iter()
+                    .any(|c| c.stored.is_some_and(|(n, _)| n == id))
+            })
+            .map(|(slot, stripe)| (slot, stripe.stripe_id))
+            .collect();
+        for (slot, stripe_id) in held {
+            state.stripes.update(slot, stripe_id, |info| {
+                for column in &mut info.columns {
+                    if column.stored.is_some_and(|(n, _)| n == id) {
+                        column.stored = None;
+                    }
+                }
+            });
+        }
     }
 
     /// Whole column bytes from wherever the column is stored, if they pass
@@ -655,8 +792,16 @@ impl Store {
                 Ok(locations) if locations.len() == members.len() => {
                     done.extend(members.iter().copied().zip(locations));
                 }
-                Ok(_) | Err(_) => {
-                    inner.nodes.mark_unwritable(*home, "a repair append failed");
+                Ok(_) => {
+                    inner
+                        .nodes
+                        .mark_unwritable(*home, "a repair append returned too few locations");
+                }
+                Err(e) => {
+                    tracing::warn!(node = %inner.nodes.slot(*home).name, error = %e, "repair append failed");
+                    inner
+                        .nodes
+                        .mark_unwritable(*home, format!("a repair append failed: {e}"));
                 }
             }
         }

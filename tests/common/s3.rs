@@ -3,7 +3,7 @@
 //!
 //! Integration tests reach it as `common::s3` (`mod common;`); benchmarks
 //! include it with `#[path = "../tests/common/s3.rs"] mod s3;`. It uses only
-//! std, `libc` and `tempfile`, so it compiles whatever features are on.
+//! std and `tempfile`, so it compiles whatever features are on.
 //!
 //! The binary comes from `GEOSHARD_WEED` if set, else from
 //! `scripts/s3-test-server install`. A server that cannot start is a panic,
@@ -21,7 +21,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +58,8 @@ pub struct S3Server {
     pub secret_access_key: String,
     pub region: String,
     base_port: u16,
+    /// The process-wide server: its guard removes the data dir at exit.
+    shared: bool,
     state: Mutex<State>,
     /// Removed on drop, after the process is gone (fields drop after `drop`).
     dir: tempfile::TempDir,
@@ -80,6 +81,12 @@ impl S3Server {
     /// If the server cannot be installed or started, or does not create the
     /// buckets within 30 s; the message carries the tail of the server log.
     pub fn start(buckets: &[&str]) -> S3Server {
+        S3Server::start_with(buckets, false)
+    }
+
+    /// [`start`](Self::start); with `shared`, the guard also removes the
+    /// data dir when the process is gone (a static is never dropped).
+    fn start_with(buckets: &[&str], shared: bool) -> S3Server {
         let weed = weed_path();
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS_MAX {
@@ -94,6 +101,7 @@ impl S3Server {
                 secret_access_key: SECRET_ACCESS_KEY.to_owned(),
                 region: REGION.to_owned(),
                 base_port,
+                shared,
                 state: Mutex::new(State {
                     child: None,
                     buckets: buckets.iter().map(|b| (*b).to_owned()).collect(),
@@ -134,22 +142,9 @@ impl S3Server {
     /// As [`S3Server::start`].
     pub fn shared() -> &'static S3Server {
         static SHARED: OnceLock<S3Server> = OnceLock::new();
-        extern "C" fn kill_shared() {
-            if let Some(server) = SHARED.get() {
-                server.kill_and_clean();
-                // The `TempDir` of a static is never dropped.
-                let _ = std::fs::remove_dir_all(server.dir.path());
-            }
-        }
-        SHARED.get_or_init(|| {
-            let server = S3Server::start(&SHARED_BUCKETS);
-            // SAFETY: registers a plain `extern "C" fn` that takes no
-            // arguments, as `atexit` requires; it runs at `exit`, which the
-            // test harness and `main` returning both go through.
-            let registered = unsafe { libc::atexit(kill_shared) };
-            assert_eq!(registered, 0, "atexit");
-            server
-        })
+        // A static is never dropped: the guard script kills the server and
+        // removes its directory when this process is gone.
+        SHARED.get_or_init(|| S3Server::start_with(&SHARED_BUCKETS, true))
     }
 
     /// Creates `name` (no-op if it exists).
@@ -237,7 +232,19 @@ impl S3Server {
             .expect("open the S3 server's log");
         let log_err = log.try_clone().expect("clone the S3 server's log");
         let p = self.base_port;
-        let mut cmd = Command::new(weed);
+        // The guard ties the server to this process: killed when it is
+        // gone, however it dies (tests must never leak servers).
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-test-server");
+        let mut cmd = Command::new(script);
+        cmd.arg("guard")
+            .arg(std::process::id().to_string())
+            .arg(if self.shared {
+                dir.as_os_str()
+            } else {
+                "".as_ref()
+            })
+            .arg("--")
+            .arg(weed);
         // `-logdir` is a flag of `weed` itself, before the command: without
         // it, glog writes to /tmp.
         cmd.arg(format!("-logdir={}", logs.display()))
@@ -275,7 +282,7 @@ impl S3Server {
         }
         cmd.env("AWS_ACCESS_KEY_ID", &self.access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret_access_key);
-        spawn_tied_to_process(cmd)
+        cmd.spawn()
             .unwrap_or_else(|e| panic!("S3Server: cannot run {}: {e}", weed.display()))
     }
 
@@ -423,6 +430,15 @@ impl S3Server {
             Err(std::sync::TryLockError::WouldBlock) => None,
         };
         if let Some(mut child) = child {
+            // USR1: the guard kills the server at once, then exits.
+            signal(&child, "-USR1");
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -470,10 +486,7 @@ fn curl(args: &[&str], url: &str) -> Result<u16, String> {
 
 /// TERM, then KILL after [`STOP_TIMEOUT`].
 fn terminate(mut child: Child) {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-    // SAFETY: `kill` has no memory effects; `pid` is our child, not yet
-    // reaped, so the pid cannot have been reused.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    signal(&child, "-TERM");
     let deadline = Instant::now() + STOP_TIMEOUT;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -485,53 +498,16 @@ fn terminate(mut child: Child) {
     let _ = child.wait();
 }
 
-/// Spawns `cmd` so that it is killed when this process dies, however it dies.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
-/// not the process: test threads come and go, so every server is forked by
-/// one thread that lives as long as the process.
-fn spawn_tied_to_process(cmd: Command) -> std::io::Result<Child> {
-    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        thread::Builder::new()
-            .name("s3-server-spawner".to_owned())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(spawn_with_death_signal(&mut cmd));
-                }
-            })
-            .expect("start the S3 server spawner thread");
-        Mutex::new(tx)
-    });
-    let (reply_tx, reply_rx) = mpsc::channel();
-    spawner
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((cmd, reply_tx))
-        .expect("S3 server spawner thread alive");
-    reply_rx.recv().expect("S3 server spawner thread replies")
-}
-
-fn spawn_with_death_signal(cmd: &mut Command) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt;
-    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-    // SAFETY: the closure runs between fork and exec and calls only
-    // async-signal-safe functions (prctl, getppid, _exit).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent died before prctl: the signal will never come.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
+/// Sends `sig` (`-TERM`, `-USR1`) to `child` with the `kill` command (no
+/// `unsafe` in the project outside the codec and the mmap/io_uring edges).
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(sig)
+        .arg(child.id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// The `weed` binary: `GEOSHARD_WEED`, else installed by
