@@ -58,7 +58,7 @@ pub mod conformance;
 mod faulty;
 mod local;
 #[cfg(feature = "object-store")]
-mod object;
+pub mod object;
 
 pub use faulty::FaultyNode;
 pub use local::{IoEngineKind, LocalNode, LocalOptions};
@@ -251,6 +251,22 @@ pub trait Node: Any + Send + Sync + std::fmt::Debug {
     fn check(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// Runs `work` on a pooled thread that may block: the object-store
+/// runtime's blocking pool when built with `object-store` (threads are
+/// reused, so a hedged read costs no thread start), else a new thread.
+/// Returns false when no thread could be had.
+pub(crate) fn spawn_blocking(work: impl FnOnce() + Send + 'static) -> bool {
+    #[cfg(feature = "object-store")]
+    if let Ok(handle) = object::runtime::handle() {
+        drop(handle.spawn_blocking(work));
+        return true;
+    }
+    std::thread::Builder::new()
+        .name("geoshard-read".into())
+        .spawn(work)
+        .is_ok()
 }
 
 /// Conveniences over any [`Node`], implemented for all of them.

@@ -335,7 +335,10 @@ impl Store {
     /// Local node directories are created on first use. On a store that
     /// already holds data, a node whose directory is missing or unreadable
     /// is left down (reported by [`Store::health`], rebuilt by repair), as
-    /// long as the layout's promise covers it.
+    /// long as the layout's promise covers it. Object-store nodes
+    /// (`s3://`, `gs://`, `az://`, `file://` URLs; README, "Remote sites")
+    /// are opened in parallel: each lists its prefix and takes the writer
+    /// lease; one that cannot be reached is left down the same way.
     ///
     /// # Errors
     ///
@@ -343,7 +346,9 @@ impl Store {
     /// - [`Error::StripesUnrecoverable`] when so much is missing that some
     ///   acknowledged stripe has fewer than k reachable columns;
     /// - [`Error::InvalidLayout`] when the nodes hold data coded differently
-    ///   from what the layout says, or a node location is not supported;
+    ///   from what the layout says, a node location is not supported, or
+    ///   an object store's settings cannot work (a credential variable
+    ///   that is not set, for example);
     /// - [`Error::InvalidArgument`] for options out of range.
     pub fn open(layout: Layout, options: Options) -> Result<Store> {
         let nodes = open_nodes(&layout, &options)?;
@@ -831,12 +836,12 @@ fn open_nodes(
     Ok(out)
 }
 
+/// Opened object-store nodes by layout index, or why one could not be opened.
+type RemoteHandles = std::collections::HashMap<usize, std::result::Result<Arc<dyn Node>, String>>;
+
 /// Opens the layout's object-store nodes in parallel, by node index.
 #[cfg(feature = "object-store")]
-fn open_remote_nodes(
-    layout: &Layout,
-    options: &Options,
-) -> Result<std::collections::HashMap<usize, std::result::Result<Arc<dyn Node>, String>>> {
+fn open_remote_nodes(layout: &Layout, options: &Options) -> Result<RemoteHandles> {
     let specs: Vec<(usize, &crate::layout::NodeSpec, &str)> = layout
         .nodes()
         .iter()
@@ -888,10 +893,7 @@ fn open_remote_nodes(
 }
 
 #[cfg(not(feature = "object-store"))]
-fn open_remote_nodes(
-    layout: &Layout,
-    _options: &Options,
-) -> Result<std::collections::HashMap<usize, std::result::Result<Arc<dyn Node>, String>>> {
+fn open_remote_nodes(layout: &Layout, _options: &Options) -> Result<RemoteHandles> {
     match layout
         .nodes()
         .iter()

@@ -59,12 +59,10 @@ impl Inner {
         };
         let (tx, rx) = mpsc::channel();
         let (offset, len) = (loc.offset + u64::from(part.offset), part.len);
-        let spawned = std::thread::Builder::new()
-            .name("geoshard-read".into())
-            .spawn(move || {
-                let _ = tx.send(node.read(loc.generation, offset, len));
-            });
-        if spawned.is_err() {
+        let spawned = crate::node::spawn_blocking(move || {
+            let _ = tx.send(node.read(loc.generation, offset, len));
+        });
+        if !spawned {
             let bytes = self.read_column_range(stripe, column, part.offset, part.len);
             return match self.checked(stripe.stripe_id, part, bytes) {
                 Some(bytes) => Ok(bytes),
@@ -257,13 +255,10 @@ impl Inner {
                 return false;
             };
             let tx = tx.clone();
-            std::thread::Builder::new()
-                .name("geoshard-read".into())
-                .spawn(move || {
-                    let read = node.read(loc.generation, loc.offset + u64::from(offset), avail);
-                    let _ = tx.send((c, node_id, read));
-                })
-                .is_ok()
+            crate::node::spawn_blocking(move || {
+                let read = node.read(loc.generation, loc.offset + u64::from(offset), avail);
+                let _ = tx.send((c, node_id, read));
+            })
         };
         let mut extra = 0usize;
         while got.len() < wanted {

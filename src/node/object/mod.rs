@@ -27,8 +27,11 @@
 //!
 //! # Concurrency, retries, failures
 //!
-//! Requests run on the engine's own runtime (see [`runtime`](self) notes in
-//! the crate docs); at most [`ObjectOptions::max_in_flight`] run at once per
+//! Requests run on the engine's own tokio runtime (threads `geoshard-io`,
+//! shared by every node of the process): each call spawns its request
+//! there and waits on a plain channel, so the synchronous API works from
+//! any thread, also from inside a caller's tokio runtime (call it through
+//! `spawn_blocking` there, as any blocking I/O). At most [`ObjectOptions::max_in_flight`] run at once per
 //! node. Retryable failures (connection errors, timeouts, 5xx) are retried
 //! with exponential backoff up to [`ObjectOptions::max_retries`] times
 //! within [`ObjectOptions::retry_timeout`]; what still fails is reported as
@@ -148,6 +151,7 @@ pub struct ObjectNode {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     limit: Arc<Semaphore>,
+    max_in_flight: usize,
     generations: RwLock<BTreeMap<u64, Generation>>,
     /// Our lease object's body, when leasing.
     lease: Option<Bytes>,
@@ -190,6 +194,7 @@ impl ObjectNode {
             store,
             prefix,
             limit: Arc::new(Semaphore::new(options.max_in_flight)),
+            max_in_flight: options.max_in_flight,
             generations: RwLock::new(BTreeMap::new()),
             lease: None,
             superseded: Mutex::new(None),
@@ -572,9 +577,16 @@ impl Node for ObjectNode {
         let store = Arc::clone(&self.store);
         let lease = self.lease.clone().map(|ours| (self.lease_path(), ours));
         let limit = Arc::clone(&self.limit);
+        // The PUT and the lease check, as one unit of the in-flight limit
+        // when the limit allows two.
+        let permits = if self.lease.is_some() && self.max_in_flight >= 2 {
+            2
+        } else {
+            1
+        };
         let put_path = path.clone();
         let (put, lease_check) = runtime::block_on(async move {
-            let _permit = limit.acquire_many_owned(2).await;
+            let _permit = limit.acquire_many_owned(permits).await;
             let put = store.put_opts(
                 &put_path,
                 PutPayload::from(Bytes::from(body)),
