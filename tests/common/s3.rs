@@ -243,6 +243,7 @@ impl S3Server {
             } else {
                 "".as_ref()
             })
+            .arg(self.base_port.to_string())
             .arg("--")
             .arg(weed);
         // `-logdir` is a flag of `weed` itself, before the command: without
