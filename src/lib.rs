@@ -7,9 +7,20 @@
 //!   time, bit-exact with `reed-solomon-erasure`.
 //! - [`layout`]: sites, nodes, the promise ("any 1 site") and placement.
 //! - [`format`](mod@format): the self-describing column record.
-//! - [`node`]: the I/O seam and the local directory node.
+//! - [`node`]: the I/O seam, the local directory node and the object-store
+//!   node (S3 and compatible stores, GCS, Azure; sites in other regions).
 //! - [`store`]: the [`Store`] services link: packed stripes, durable puts,
 //!   zero-copy gets, degraded reads, failover open, compaction.
+//!
+//! # Cargo features
+//!
+//! - `object-store` (default): nodes at `s3://`, `gs://`, `az://` and
+//!   `file://` URLs, through the `object_store` crate, on a tokio runtime
+//!   the engine owns (the API stays synchronous; see
+//!   [`node::object`]). `aws` (default), `gcp` and
+//!   `azure` pick the backends.
+//! - `testing`: exposes [`node::conformance`](crate::node) for other crates.
+//! - `bench-isal`: links ISA-L for the codec benchmark.
 //!
 //! # Example
 //!

@@ -172,3 +172,22 @@ fn store_is_send_and_sync() {
     assert_send_sync::<Store>();
     assert_send_sync::<geoshard::Blob>();
 }
+
+/// `close` releases the nodes: the store opens again at once, in the same
+/// process, while the closed handle still exists; the closed handle
+/// refuses reads and writes.
+#[test]
+fn close_releases_the_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    store.put(b"k", b"v".to_vec()).unwrap();
+    store.close().unwrap();
+    assert!(matches!(store.get(b"k"), Err(Error::Closed)));
+    assert!(matches!(
+        store.put(b"k2", b"v".to_vec()),
+        Err(Error::Closed)
+    ));
+    let again = common::open(dir.path());
+    assert_eq!(&again.get(b"k").unwrap().unwrap().to_bytes()[..], b"v");
+    drop(store);
+}

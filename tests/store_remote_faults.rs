@@ -255,6 +255,11 @@ fn a_second_writer_takes_the_lease_and_the_first_stops() {
         "and stays stopped"
     );
     assert!(
+        first.health().superseded_by.is_some(),
+        "health says another writer took over"
+    );
+    assert!(second.health().superseded_by.is_none());
+    assert!(
         second.get(b"before").expect("get").map(|b| b.to_bytes())
             == Some((&b"the split"[..]).into())
     );

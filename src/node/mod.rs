@@ -1,7 +1,8 @@
 //! The node seam: where column records are stored.
 //!
 //! A [`Node`] is one place that stores columns: a local directory
-//! ([`LocalNode`]) or, later, an object-store prefix. The store engine talks
+//! ([`LocalNode`]) or an object-store prefix ([`ObjectNode`], feature
+//! `object-store`). The store engine talks
 //! only to this small trait, so tests can put a fault-injecting node under it
 //! and remote backends fit behind it too:
 //!

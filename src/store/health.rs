@@ -135,6 +135,10 @@ pub struct Health {
     pub columns_away: usize,
     /// If one more site burned now, would every blob still be readable?
     pub survives_any_site_loss: bool,
+    /// Set when another writer took over (it holds a remote node's lease):
+    /// the node and what was found. This store no longer writes; see
+    /// [`Error::Superseded`](crate::Error::Superseded).
+    pub superseded_by: Option<String>,
 }
 
 impl Inner {
@@ -211,6 +215,9 @@ impl Inner {
             columns_missing,
             columns_away,
             survives_any_site_loss: survives,
+            superseded_by: self
+                .superseded_by()
+                .map(|(node, reason)| format!("node {node}: {reason}")),
         }
     }
 }

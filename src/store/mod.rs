@@ -240,6 +240,8 @@ pub(crate) struct Inner {
     pub superseded: Mutex<Option<(String, String)>>,
     /// When the object-store nodes were last checked.
     pub remote_checked: Mutex<Option<Instant>>,
+    /// Set by `close`: the nodes are released.
+    pub closed: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -415,6 +417,7 @@ impl Store {
             local_nodes,
             superseded: Mutex::new(None),
             remote_checked: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let (state, start, report) = inner.recover()?;
         *inner.write_state() = state;
@@ -492,9 +495,13 @@ impl Store {
     ///   the blob lives in can be read;
     /// - [`Error::ChecksumMismatch`] when even the rebuilt bytes fail their
     ///   checksum (more damage than the code can correct);
-    /// - [`Error::InvalidArgument`] / [`Error::LimitExceeded`] for a bad key.
+    /// - [`Error::InvalidArgument`] / [`Error::LimitExceeded`] for a bad key;
+    /// - [`Error::Closed`] after [`close`](Store::close).
     pub fn get(&self, key: &[u8]) -> Result<Option<Blob>> {
         check_key(key)?;
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         // Resolve under the lock, read after it. The common case (a whole
         // blob on a reachable node) needs only the node and the record's
         // location; the stripe itself is fetched only to read degraded.
@@ -695,9 +702,11 @@ impl Store {
         self.inner.health()
     }
 
-    /// Stops accepting writes, makes everything queued durable and stops the
-    /// committer. Dropping the store does the same. Later calls fail with
-    /// [`Error::Closed`].
+    /// Stops accepting writes, makes everything queued durable, stops the
+    /// committer and releases the nodes (local directory locks, remote
+    /// clients), so the store can be opened again at once, in this process
+    /// or another. Dropping the store does the same. Later puts, deletes,
+    /// gets and repairs fail with [`Error::Closed`].
     ///
     /// # Errors
     ///
@@ -720,6 +729,17 @@ impl Store {
         {
             tracing::error!("the committer thread panicked");
         }
+        // Wait for a running repair, scrub or compaction, then let go of
+        // the nodes.
+        let _maintenance = self
+            .inner
+            .maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.nodes.close_all();
         Ok(())
     }
 

@@ -115,6 +115,17 @@ impl NodeSet {
         })
     }
 
+    /// Drops every node handle (releasing local locks and remote clients)
+    /// and marks every node down: the store is closed.
+    pub fn close_all(&self) {
+        for slot in &self.slots {
+            slot.down.store(true, Ordering::Release);
+            slot.unwritable.store(true, Ordering::Release);
+            *slot.node.write().unwrap_or_else(PoisonError::into_inner) = None;
+            set_reason(slot, "the store is closed".into());
+        }
+    }
+
     /// Puts a (re)opened node in service.
     pub fn replace(&self, id: NodeId, node: Arc<dyn Node>) {
         let Some(slot) = self.slots.get(usize::from(id.0)) else {
