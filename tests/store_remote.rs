@@ -7,66 +7,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use geoshard::layout::{Layout, Location, Remote, Secret, SiteId};
+use geoshard::layout::{Layout, Location, SiteId};
 use geoshard::{Options, RepairOptions, Store};
 use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use common::s3::S3Server;
-
-/// Connection settings for `server`, as a layout file would give them.
-pub fn remote(server: &S3Server) -> Remote {
-    Remote {
-        endpoint: Some(server.endpoint.clone()),
-        region: Some(server.region.clone()),
-        allow_http: true,
-        access_key_id: Some(Secret::Value(server.access_key_id.clone())),
-        secret_access_key: Some(Secret::Value(server.secret_access_key.clone())),
-        ..Remote::default()
-    }
-}
-
-/// A prefix no other test (or earlier run) uses.
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{name}-{}-{nanos}", std::process::id())
-}
-
-/// RS(6,3) over 3 sites x 3 nodes: site 0 local directories under `root`,
-/// sites 1 and 2 prefixes under `s3://<bucket>/<run>/`.
-fn mixed_layout(root: &Path, server: &S3Server, bucket: &str, run: &str) -> Layout {
-    let remote = remote(server);
-    Layout::builder()
-        .code(6, 3)
-        .site("local", |mut s| {
-            for n in 0..3 {
-                s = s.node(format!("l{n}"), root.join(format!("l{n}")).as_path());
-            }
-            s
-        })
-        .site("seoul", |mut s| {
-            s = s.remote(remote.clone());
-            for n in 0..3 {
-                s = s.node(format!("s{n}"), format!("s3://{bucket}/{run}/seoul/s{n}"));
-            }
-            s
-        })
-        .site("tokyo", |mut s| {
-            s = s.remote(remote.clone());
-            for n in 0..3 {
-                s = s.node(format!("t{n}"), format!("s3://{bucket}/{run}/tokyo/t{n}"));
-            }
-            s
-        })
-        .build()
-        .expect("valid mixed layout")
-}
 
 /// Deletes every object under the site's node prefixes: the fire.
 fn wipe_remote_site(server: &S3Server, layout: &Layout, site: SiteId) {
@@ -151,8 +99,8 @@ fn fill(store: &Store, blobs: usize, seed: u64) -> HashMap<Vec<u8>, Vec<u8>> {
 fn mixed_layout_loses_a_remote_site_reads_on_and_repairs_it() {
     let server = S3Server::shared();
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = unique("mixed");
-    let layout = mixed_layout(dir.path(), server, "geoshard-test", &run);
+    let run = common::unique("mixed");
+    let layout = common::mixed_layout(dir.path(), server, "geoshard-test", &run);
     let store = Arc::new(Store::open(layout.clone(), options()).expect("open mixed store"));
     let model = fill(&store, 400, 7);
     assert!(store.health().survives_any_site_loss);
@@ -188,8 +136,8 @@ fn mixed_layout_loses_a_remote_site_reads_on_and_repairs_it() {
 fn all_remote_store_reopens_from_the_buckets_alone() {
     let server = S3Server::shared();
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = unique("reopen");
-    let remote = remote(server);
+    let run = common::unique("reopen");
+    let remote = common::remote(server);
     let layout = Layout::builder()
         .code(4, 2)
         .site("a", |s| {

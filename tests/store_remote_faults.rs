@@ -5,34 +5,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geoshard::layout::{Layout, Remote, Secret};
+use geoshard::layout::Layout;
 use geoshard::node::{FaultyNode, LocalNode, Node, ObjectNode, ObjectOptions};
 use geoshard::{Error, Options, Store};
 
 use common::s3::S3Server;
-
-fn remote(server: &S3Server) -> Remote {
-    Remote {
-        endpoint: Some(server.endpoint.clone()),
-        region: Some(server.region.clone()),
-        allow_http: true,
-        access_key_id: Some(Secret::Value(server.access_key_id.clone())),
-        secret_access_key: Some(Secret::Value(server.secret_access_key.clone())),
-        ..Remote::default()
-    }
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 /// Object-store options that give up quickly, so a stopped server turns
 /// into errors in seconds, not minutes.
@@ -46,40 +26,11 @@ fn impatient() -> ObjectOptions {
     }
 }
 
-/// RS(6,3): one local site under `root`, two sites on `server`.
-fn mixed_layout(root: &Path, server: &S3Server, run: &str) -> Layout {
-    let remote = remote(server);
-    Layout::builder()
-        .code(6, 3)
-        .site("local", |mut s| {
-            for n in 0..3 {
-                s = s.node(format!("l{n}"), root.join(format!("l{n}")).as_path());
-            }
-            s
-        })
-        .site("seoul", |mut s| {
-            s = s.remote(remote.clone());
-            for n in 0..3 {
-                s = s.node(format!("s{n}"), format!("s3://faults/{run}/seoul/s{n}"));
-            }
-            s
-        })
-        .site("tokyo", |mut s| {
-            s = s.remote(remote.clone());
-            for n in 0..3 {
-                s = s.node(format!("t{n}"), format!("s3://faults/{run}/tokyo/t{n}"));
-            }
-            s
-        })
-        .build()
-        .expect("layout")
-}
-
 #[test]
 fn server_stopped_mid_write_leaves_nothing_half_visible() {
     let server = S3Server::start(&["faults"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = mixed_layout(dir.path(), &server, &unique("stop"));
+    let layout = common::mixed_layout(dir.path(), &server, "faults", &common::unique("stop"));
     // Strict: a put must keep the layout's promise, so with two of three
     // sites dark it is refused (typed), never half written.
     let options = Options {
@@ -154,7 +105,7 @@ fn server_stopped_mid_write_leaves_nothing_half_visible() {
 fn a_slow_site_does_not_stall_reads() {
     let server = S3Server::shared();
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = mixed_layout(dir.path(), server, &unique("slow"));
+    let layout = common::mixed_layout(dir.path(), server, "faults", &common::unique("slow"));
     server.create_bucket("faults");
     let options = Options {
         read_hedge_after: Duration::from_millis(100),
@@ -219,8 +170,8 @@ fn a_slow_site_does_not_stall_reads() {
 #[test]
 fn a_second_writer_takes_the_lease_and_the_first_stops() {
     let server = S3Server::shared();
-    let run = unique("lease");
-    let remote = remote(server);
+    let run = common::unique("lease");
+    let remote = common::remote(server);
     server.create_bucket("faults");
     let layout = Layout::builder()
         .code(2, 1)

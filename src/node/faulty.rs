@@ -171,10 +171,6 @@ impl<N: Node> Node for FaultyNode<N> {
         self.inner.capacity()
     }
 
-    fn is_remote(&self) -> bool {
-        self.inner.is_remote()
-    }
-
     fn check(&self) -> Result<()> {
         self.enter()?;
         self.inner.check()

@@ -235,13 +235,6 @@ pub trait Node: Any + Send + Sync + std::fmt::Debug {
     /// [`Error::Io`] or [`Error::Unavailable`] when it cannot be measured.
     fn capacity(&self) -> Result<Capacity>;
 
-    /// Whether requests to this node cross a network (an object store).
-    /// The store then fetches columns from it in parallel and hedges slow
-    /// reads with degraded ones. Default `false`.
-    fn is_remote(&self) -> bool {
-        false
-    }
-
     /// Checks that the node is still there and still this writer's: an
     /// object-store node re-reads its lease. The store calls it about once
     /// a second while idle. Default: nothing to check.

@@ -34,7 +34,9 @@ impl Inner {
         self.read_degraded(stripe, part)
     }
 
-    /// Whether `node_id` is an object-store node (reads cross a network).
+    /// Whether `node_id` is an object-store node (its layout location is a
+    /// URL): reads cross a network, so the store fetches its columns in
+    /// parallel, hedges slow reads, and checks it while idle.
     pub(crate) fn node_is_remote(&self, node_id: NodeId) -> bool {
         matches!(self.layout.node(node_id).location, Location::Url(_))
     }

@@ -251,7 +251,7 @@ impl Inner {
                 self.nodes
                     .mark_down(id, format!("directory {} is gone", dir.display()));
             }
-            if let Some(node) = self.nodes.get(id).filter(|node| node.is_remote()) {
+            if let Some(node) = self.nodes.get(id).filter(|_| self.node_is_remote(id)) {
                 remote.push((id, node));
             }
         }

@@ -163,3 +163,65 @@ pub fn check_all(store: &Store, model: &HashMap<Vec<u8>, Vec<u8>>) {
         );
     }
 }
+
+// Remote-site helpers (tests on the S3 test server).
+
+/// Connection settings for `server`, as a layout file would give them.
+pub fn remote(server: &s3::S3Server) -> geoshard::layout::Remote {
+    geoshard::layout::Remote {
+        endpoint: Some(server.endpoint.clone()),
+        region: Some(server.region.clone()),
+        allow_http: true,
+        access_key_id: Some(geoshard::layout::Secret::Value(
+            server.access_key_id.clone(),
+        )),
+        secret_access_key: Some(geoshard::layout::Secret::Value(
+            server.secret_access_key.clone(),
+        )),
+        ..geoshard::layout::Remote::default()
+    }
+}
+
+/// A prefix no other test (or earlier run) uses.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// RS(6,3) over 3 sites x 3 nodes: site 0 local directories under `root`,
+/// sites 1 and 2 prefixes under `s3://<bucket>/<run>/`.
+pub fn mixed_layout(
+    root: &Path,
+    server: &s3::S3Server,
+    bucket: &str,
+    run: &str,
+) -> geoshard::layout::Layout {
+    let remote = remote(server);
+    geoshard::layout::Layout::builder()
+        .code(6, 3)
+        .site("local", |mut s| {
+            for n in 0..3 {
+                s = s.node(format!("l{n}"), root.join(format!("l{n}")).as_path());
+            }
+            s
+        })
+        .site("seoul", |mut s| {
+            s = s.remote(remote.clone());
+            for n in 0..3 {
+                s = s.node(format!("s{n}"), format!("s3://{bucket}/{run}/seoul/s{n}"));
+            }
+            s
+        })
+        .site("tokyo", |mut s| {
+            s = s.remote(remote.clone());
+            for n in 0..3 {
+                s = s.node(format!("t{n}"), format!("s3://{bucket}/{run}/tokyo/t{n}"));
+            }
+            s
+        })
+        .build()
+        .expect("valid mixed layout")
+}

@@ -786,10 +786,6 @@ impl Node for ObjectNode {
         Ok(())
     }
 
-    fn is_remote(&self) -> bool {
-        true
-    }
-
     fn check(&self) -> Result<()> {
         if let Some(reason) = self.superseded_reason() {
             return Err(Error::Superseded {
