@@ -70,10 +70,12 @@ impl fmt::Debug for Secret {
 ///     region: Some("us-east-1".into()),
 ///     allow_http: true,
 ///     access_key_id: Some(Secret::Env("SEOUL_KEY_ID".into())),
-///     secret_access_key: Some(Secret::Env("SEOUL_SECRET".into())),
+///     secret_access_key: Some(Secret::Value("wJalrXUtnFEMI/K7MDENG".into())),
 ///     ..Remote::default()
 /// };
-/// assert!(!format!("{remote:?}").contains("SECRET\")"));
+/// let shown = format!("{remote:?}");
+/// assert!(shown.contains("SEOUL_KEY_ID"), "variable names are shown");
+/// assert!(!shown.contains("wJalrXUtnFEMI"), "values never are");
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Remote {
