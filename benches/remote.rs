@@ -14,8 +14,11 @@
 //! `GEOSHARD_BENCH_REMOTE_OPS` sets the operations per iteration (default
 //! 16; at least one per caller, 4x for gets).
 
+mod common;
 #[path = "../tests/common/s3.rs"]
 mod s3;
+
+use common::value;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,19 +37,6 @@ const BUCKETS: [&str; 3] = ["geoshard-a", "geoshard-b", "geoshard-c"];
 const CALLERS: [usize; 2] = [1, 32];
 const GET_KEYS: usize = 512;
 const GET_LEN: usize = 4 << 10;
-
-fn value(len: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
-}
 
 fn batch_ops() -> usize {
     std::env::var("GEOSHARD_BENCH_REMOTE_OPS")

@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::value;
+
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,19 +63,6 @@ static ALLOC: Counting = Counting;
 
 const THREADS_SMALL: usize = 64;
 const THREADS_LARGE: usize = 8;
-
-fn value(len: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
-}
 
 /// The systems under test, behind one interface.
 trait System2: Sync {

@@ -1,4 +1,5 @@
-//! Shared by the store and repair benchmarks.
+//! Shared by the store, repair and remote benchmarks.
+#![allow(dead_code, reason = "each benchmark uses a part of this module")]
 
 use std::path::{Path, PathBuf};
 
@@ -19,4 +20,18 @@ pub fn layout(root: &Path) -> Layout {
         });
     }
     b.build().expect("bench layout")
+}
+
+/// `len` deterministic pseudo-random bytes for `seed`.
+pub fn value(len: usize, seed: u64) -> bytes::Bytes {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
 }
