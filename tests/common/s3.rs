@@ -47,7 +47,11 @@ const _: () = assert!(BASE_PORT_MAX + PORT_COUNT + GRPC_PORT_OFFSET <= 32_768);
 /// a port between our check and the server's bind.
 const START_ATTEMPTS_MAX: usize = 3;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a graceful stop may take; a loaded CI machine needs more than
+/// the ~1.2 s it takes when idle.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a restart waits for the old process's ports to be free.
+const PORTS_FREE_TIMEOUT: Duration = Duration::from_secs(30);
 const LOG_TAIL_LEN: u64 = 4096;
 
 /// A SeaweedFS server on `127.0.0.1`; killed and its data dir removed on drop.
@@ -186,6 +190,11 @@ impl S3Server {
             return;
         }
         let started = Instant::now();
+        // The old process's ports must be free again before weed checks them.
+        let deadline = Instant::now() + PORTS_FREE_TIMEOUT;
+        while !ports_free(self.base_port) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+        }
         state.child = Some(self.spawn(weed_path()));
         if let Err(failure) = self.wait_ready(&mut state) {
             panic!("S3Server::restart: SeaweedFS did not start again ({failure})");
@@ -485,15 +494,19 @@ fn curl(args: &[&str], url: &str) -> Result<u16, String> {
     }
 }
 
-/// TERM, then KILL after [`STOP_TIMEOUT`].
+/// TERM (a graceful stop), then after [`STOP_TIMEOUT`] USR1 (the guard
+/// kills the server at once), then KILL for the guard itself. Killing only
+/// the guard would leave the server running and holding its ports.
 fn terminate(mut child: Child) {
-    signal(&child, "-TERM");
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+    for (sig, timeout) in [("-TERM", STOP_TIMEOUT), ("-USR1", Duration::from_secs(5))] {
+        signal(&child, sig);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
         }
-        thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -544,6 +557,14 @@ fn weed_path() -> &'static Path {
 }
 
 /// A base port `P` with `P..P+5` and their gRPC twins all free now.
+/// Whether all ports of the server at `base` (and their gRPC twins) can be
+/// bound now.
+fn ports_free(base: u16) -> bool {
+    (0..PORT_COUNT)
+        .flat_map(|i| [base + i, base + i + GRPC_PORT_OFFSET])
+        .all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
 fn free_base_port() -> u16 {
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = SystemTime::now()
@@ -561,13 +582,18 @@ fn free_base_port() -> u16 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     };
+    // Bases this process handed out: a stopped server's ports are free
+    // but will be wanted again by its restart.
+    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let span = u64::from(BASE_PORT_MAX - BASE_PORT_MIN);
     for _ in 0..1000 {
         let base = BASE_PORT_MIN + u16::try_from(next() % span).expect("below span");
-        let all_free = (0..PORT_COUNT)
-            .flat_map(|i| [base + i, base + i + GRPC_PORT_OFFSET])
-            .all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
-        if all_free {
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        if claimed.iter().any(|&c| c.abs_diff(base) < PORT_COUNT) {
+            continue;
+        }
+        if ports_free(base) {
+            claimed.push(base);
             return base;
         }
     }
