@@ -891,6 +891,29 @@ mod tests {
         });
     }
 
+    /// Appends `payloads` to `generation` as one batch (column `i % 3` of
+    /// stripe `i + 1`); returns the headers and where the records went.
+    fn append_samples(
+        node: &ObjectNode,
+        generation: u64,
+        payloads: &[Vec<u8>],
+    ) -> (Vec<ColumnHeader>, Vec<RecordLocation>) {
+        let headers: Vec<ColumnHeader> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                crate::node::conformance::sample_header(i as u64 + 1, generation, (i % 3) as u16, p)
+            })
+            .collect();
+        let records: Vec<RecordRef<'_>> = headers
+            .iter()
+            .zip(payloads)
+            .map(|(header, payload)| RecordRef { header, payload })
+            .collect();
+        let locations = node.append(generation, &records).expect("append");
+        (headers, locations)
+    }
+
     /// Objects over [`SCAN_WHOLE_MAX`] are scanned by their headers only;
     /// the result must be the whole-object scan's.
     #[test]
@@ -901,19 +924,7 @@ mod tests {
         let payloads: Vec<Vec<u8>> = (0..5)
             .map(|i| crate::node::conformance::sample_payload(i, 90_000 + i as usize * 1000))
             .collect();
-        let headers: Vec<ColumnHeader> = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                crate::node::conformance::sample_header(i as u64 + 1, 4, (i % 3) as u16, p)
-            })
-            .collect();
-        let records: Vec<RecordRef<'_>> = headers
-            .iter()
-            .zip(&payloads)
-            .map(|(header, payload)| RecordRef { header, payload })
-            .collect();
-        let locations = node.append(4, &records).expect("append");
+        let (headers, locations) = append_samples(&node, 4, &payloads);
         let scan = node.scan(4).expect("scan");
         assert_eq!(scan.records.len(), 5);
         assert!(scan.corrupt.is_empty());
@@ -947,19 +958,7 @@ mod tests {
             let payloads: Vec<Vec<u8>> = (0..3)
                 .map(|i| crate::node::conformance::sample_payload(generation * 10 + i, len))
                 .collect();
-            let headers: Vec<ColumnHeader> = payloads
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    crate::node::conformance::sample_header(i as u64 + 1, generation, i as u16, p)
-                })
-                .collect();
-            let records: Vec<RecordRef<'_>> = headers
-                .iter()
-                .zip(&payloads)
-                .map(|(header, payload)| RecordRef { header, payload })
-                .collect();
-            node.append(generation, &records).expect("append");
+            append_samples(&node, generation, &payloads);
         }
         drop(node);
         let objects: Vec<std::path::PathBuf> = [1u64, 2]
