@@ -44,6 +44,7 @@ fn header(stripe_id: u64, generation: u64, payload: &[u8]) -> ColumnHeader {
             .collect(),
         entry_table_lens: vec![0; 6],
         commit: geoshard::format::CommitStamp::default(),
+        handoffs: Vec::new(),
     }
 }
 

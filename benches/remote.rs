@@ -275,7 +275,7 @@ fn main() {
         .configure_from_args();
     let server = s3::S3Server::start(&BUCKETS);
     let run = unique("bench");
-    let store = Store::open(
+    let store = Store::create(
         layout(&server, &run),
         Options {
             commit_interval: Duration::from_millis(2),

@@ -120,7 +120,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = layout(dir.path());
     let user_bytes = {
-        let store = Store::open(layout.clone(), Options::default()).expect("store");
+        let store = Store::create(layout.clone(), Options::default()).expect("store");
         fill(&store, mib)
     };
     let burned = site_dirs(&layout, SiteId(1));

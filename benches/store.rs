@@ -175,6 +175,7 @@ fn replicate(
                 placement: names.clone(),
                 entry_table_lens: vec![0],
                 commit: CommitStamp::default(),
+                handoffs: Vec::new(),
             })
             .collect();
         stripe_id += 1;
@@ -295,6 +296,7 @@ impl System2 for NaiveRs {
                         placement: names.clone(),
                         entry_table_lens: vec![0; 6],
                         commit: CommitStamp::default(),
+                        handoffs: Vec::new(),
                     };
                     let (node, payload) = (&self.nodes[c], &columns[c]);
                     s.spawn(move || {
@@ -395,7 +397,7 @@ fn systems() -> Systems {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = Options::default();
     Systems {
-        geoshard: Store::open(layout(&dir.path().join("geoshard")), options.clone())
+        geoshard: Store::create(layout(&dir.path().join("geoshard")), options.clone())
             .expect("store"),
         replicated: Replicated::open(&dir.path().join("replicated"), &options),
         naive: NaiveRs::open(&dir.path().join("naive")),
@@ -479,7 +481,7 @@ fn bench_degraded_get(c: &mut Criterion) {
     let layout = layout(dir.path());
     let count = 10_000;
     {
-        let store = Store::open(layout.clone(), Options::default()).expect("store");
+        let store = Store::create(layout.clone(), Options::default()).expect("store");
         put_many(&store, THREADS_SMALL, count, 1024, "d");
     }
     // The fire: one site's directories are gone when the store reopens.
@@ -523,7 +525,7 @@ fn bench_open(c: &mut Criterion) {
     let layout = layout(dir.path());
     let started = Instant::now();
     {
-        let store = Store::open(layout.clone(), Options::default()).expect("store");
+        let store = Store::create(layout.clone(), Options::default()).expect("store");
         put_many(&store, THREADS_SMALL, blobs, 100, "o");
     }
     println!(

@@ -142,23 +142,96 @@ pub enum Error {
         reason: String,
     },
 
-    /// Some acknowledged stripes have fewer than k reachable columns: more
-    /// is missing than the layout's promise covers, and blobs would be lost.
+    /// Some stripes that must be visible have fewer than k reachable columns:
+    /// more is missing than the layout's promise covers, and blobs would be
+    /// lost. Open with `Options::salvage` to read what is left.
     #[error(
-        "{} stripe(s) cannot be read: fewer than k of their columns are reachable          (stripes {stripe_ids:?}; missing nodes: {}). Bring those nodes back, or          restore their directories, before opening the store",
-        stripe_ids.len(),
-        missing_nodes.join(", ")
+        "{count} stripe(s) cannot be read: fewer than k of their columns are reachable (first \
+         ids: {}; their missing columns are on {}). Bring those nodes back, or restore their \
+         directories, before opening the store; or open it with Options::salvage to read what \
+         is left",
+        list(stripe_ids),
+        if missing_nodes.is_empty() { "unknown nodes".to_string() } else { missing_nodes.join(", ") }
     )]
     StripesUnrecoverable {
-        /// The stripes (the first few hundred at most are listed).
+        /// How many stripes cannot be read.
+        count: usize,
+        /// The first few of them.
         stripe_ids: Vec<u64>,
         /// Nodes whose columns of those stripes are missing.
         missing_nodes: Vec<String>,
     },
 
+    /// No reachable node holds this store's manifest: the store was never
+    /// created (`Store::create`), or its disks are not mounted, or the
+    /// layout names the wrong places. Open never creates a store.
+    #[error("no store here: {reason}. Fix: {fix}")]
+    NoStore {
+        /// What was found.
+        reason: String,
+        /// What to check.
+        fix: String,
+    },
+
+    /// `Store::create` found a node that already holds a store (a manifest
+    /// or segments).
+    #[error(
+        "node {node} already holds a store: open it with Store::open, or empty its directory \
+         (bucket prefix) to create a new one"
+    )]
+    StoreExists {
+        /// The node's name.
+        node: String,
+    },
+
+    /// More nodes are unreachable (or hold no manifest of this store) than
+    /// the layout's promise tolerates, or a manifest write reached too few
+    /// nodes. Checked before any stripe is judged.
+    #[error(
+        "{} node(s) are missing: {}: {reason}. Bring them back (mount the disks, reach the \
+         buckets), or open with Options::salvage to read what is left",
+        nodes.len(),
+        nodes.join(", ")
+    )]
+    TooManyNodesDown {
+        /// The missing nodes.
+        nodes: Vec<String>,
+        /// Why that matters here.
+        reason: String,
+    },
+
+    /// A store opened with `Options::salvage` lost data beyond the promise,
+    /// and the answer for this key could be one of the losses. Once nothing
+    /// more can be brought back, `Store::accept_loss` ends these errors.
+    #[error("the answer for key {key:?} may have been lost: {reason}")]
+    PossiblyLost {
+        /// The key asked for (lossy UTF-8).
+        key: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A put, delete or flush was not acknowledged within
+    /// `Options::put_timeout`. It may still be written (whole) later.
+    #[error("{what} not acknowledged within {after:?}; it may still be written, whole")]
+    TimedOut {
+        /// The operation.
+        what: &'static str,
+        /// The time waited.
+        after: std::time::Duration,
+    },
+
     /// The store has been closed.
     #[error("the store is closed")]
     Closed,
+}
+
+/// The first stripe ids, and how many more.
+fn list(ids: &[u64]) -> String {
+    ids.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Error {
@@ -185,7 +258,7 @@ impl Error {
     /// unreachable now, an interrupted or timed-out I/O).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unavailable { .. } => true,
+            Error::Unavailable { .. } | Error::TimedOut { .. } => true,
             Error::Io { source, .. } => matches!(
                 source.kind(),
                 io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock

@@ -38,7 +38,7 @@
 //!     .site("busan", |s| s.node("b1", dir.path().join("b1").as_path()))
 //!     .site("daejeon", |s| s.node("d1", dir.path().join("d1").as_path()))
 //!     .build()?;
-//! let store = Store::open(layout, Options::default())?;
+//! let store = Store::create(layout, Options::default())?; // a new store; Store::open opens it later
 //! store.put(b"chat/1", &b"hello"[..])?; // durable on all three sites
 //! let blob = store.get(b"chat/1")?.expect("just written");
 //! assert_eq!(&blob.to_bytes()[..], b"hello"); // a slice of an mmap'd segment

@@ -47,10 +47,59 @@ fn geoshard(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// A layout file and a store created over it with `geoshard create`.
 fn store_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("geoshard.toml"), LAYOUT).unwrap();
+    let out = geoshard(dir.path(), &["create"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("created a RS(6,3) store over 9 nodes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     dir
+}
+
+/// Every command but `create` refuses a layout whose store was never
+/// created (or whose disks are not mounted), and creates nothing; `create`
+/// refuses an existing store.
+#[test]
+fn commands_need_a_created_store_and_create_needs_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("geoshard.toml"), LAYOUT).unwrap();
+    for args in [
+        &["put", "k", "-"][..],
+        &["get", "k"],
+        &["stat"],
+        &["health"],
+        &["repair"],
+    ] {
+        let out = geoshard(d, args)
+            .write_stdin("v")
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        let error = one_line_error(&out);
+        assert!(error.contains("geoshard create"), "{args:?}: {error}");
+    }
+    assert!(!d.join("nodes").exists(), "nothing was created");
+    geoshard(d, &["--json", "create"]).assert().success();
+    let out = geoshard(d, &["create"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(one_line_error(&out).contains("already holds a store"));
+    geoshard(d, &["put", "k", "-"])
+        .write_stdin("v")
+        .assert()
+        .success();
 }
 
 fn json(output: &std::process::Output) -> Value {
@@ -341,6 +390,7 @@ fn bad_input_gets_the_documented_exit_code_and_one_line() {
 
     // Unknown key: exit 3.
     std::fs::write(d.join("geoshard.toml"), LAYOUT).unwrap();
+    geoshard(d, &["create"]).assert().success();
     let out = geoshard(d, &["get", "no/such/key"])
         .assert()
         .code(3)

@@ -35,6 +35,7 @@ fn cli_serves_a_mixed_layout_with_env_credentials() {
             .env("GS_TEST_SECRET", &server.secret_access_key);
         cmd
     };
+    geoshard(&["create"]).assert().success();
     geoshard(&["put", "chat/1", "-"])
         .write_stdin("hello across regions")
         .assert()

@@ -24,6 +24,7 @@ fn header(stripe_id: u64, generation: u64, payload: &[u8]) -> ColumnHeader {
         placement: vec!["n0".into(), "n1".into()],
         entry_table_lens: vec![0],
         commit: geoshard::format::CommitStamp::default(),
+        handoffs: Vec::new(),
     }
 }
 

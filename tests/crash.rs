@@ -30,6 +30,7 @@ fn header(stripe_id: u64, payload: &[u8]) -> ColumnHeader {
         placement: vec!["a/1".into(), "b/1".into(), "c/1".into()],
         entry_table_lens: vec![0; 2],
         commit: geoshard::format::CommitStamp::default(),
+        handoffs: Vec::new(),
     }
 }
 

@@ -72,7 +72,7 @@ fn large_values_are_split_across_columns_and_stripes() {
         column_len_target: 64 << 10,
         ..common::options()
     };
-    let store = Store::open(layout.clone(), options.clone()).unwrap();
+    let store = Store::create(layout.clone(), options.clone()).unwrap();
     let mut rng = common::rng(7);
     let big: Vec<u8> = (0..(64 << 10) * 13 + 17)
         .map(|_| rand::Rng::random(&mut rng))

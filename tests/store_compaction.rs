@@ -25,7 +25,7 @@ fn compaction_reclaims_space_and_keeps_every_live_blob() {
         ..common::options()
     };
     let mut model: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
-    let store = Store::open(layout.clone(), options.clone()).unwrap();
+    let store = Store::create(layout.clone(), options.clone()).unwrap();
     // Old generations: 300 blobs, then most of them overwritten or deleted.
     std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -108,7 +108,7 @@ fn a_retired_generation_left_on_a_node_is_not_mistaken_for_lost_data() {
         segment_len_target: 64 << 10,
         ..common::options()
     };
-    let store = Store::open(layout.clone(), options.clone()).unwrap();
+    let store = Store::create(layout.clone(), options.clone()).unwrap();
     let mut rng = common::rng(3);
     for i in 0..40 {
         store

@@ -40,7 +40,11 @@ fn acknowledged_puts_survive_a_crash_mid_commit() {
 
         // Acknowledged work, over two process lifetimes.
         for round in 0..2 {
-            let store = Store::open(layout.clone(), common::options()).unwrap();
+            let store = if round == 0 {
+                Store::create(layout.clone(), common::options()).unwrap()
+            } else {
+                Store::open(layout.clone(), common::options()).unwrap()
+            };
             for i in 0..40 {
                 let key = format!("k{}", rng.random_range(0..60)).into_bytes();
                 let value = common::chat_value(&mut rng, 20);

@@ -32,7 +32,7 @@ fn reads_and_writes_go_on_while_a_site_burns() {
         .iter()
         .map(|n| Ok(Arc::clone(n) as Arc<dyn Node>))
         .collect();
-    let store = Store::open_with_nodes(layout.clone(), common::options(), handles).unwrap();
+    let store = Store::create_with_nodes(layout.clone(), common::options(), handles).unwrap();
 
     let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let write = |store: &Store, prefix: &str, seed: u64, model: &mut HashMap<Vec<u8>, Vec<u8>>| {

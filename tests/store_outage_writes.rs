@@ -13,7 +13,7 @@ fn available_keeps_writing_strict_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let layout = common::layout_3x3(dir.path());
     {
-        let store = Store::open(layout.clone(), common::options()).unwrap();
+        let store = Store::create(layout.clone(), common::options()).unwrap();
         store.put(b"before", &b"fire"[..]).unwrap();
     }
     common::burn_site(&layout, SiteId(1));

@@ -101,7 +101,7 @@ fn mixed_layout_loses_a_remote_site_reads_on_and_repairs_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = common::unique("mixed");
     let layout = common::mixed_layout(dir.path(), server, "geoshard-test", &run);
-    let store = Arc::new(Store::open(layout.clone(), options()).expect("open mixed store"));
+    let store = Arc::new(Store::create(layout.clone(), options()).expect("create mixed store"));
     let model = fill(&store, 400, 7);
     assert!(store.health().survives_any_site_loss);
 
@@ -163,7 +163,7 @@ fn all_remote_store_reopens_from_the_buckets_alone() {
     let path = dir.path().join("layout.toml");
     std::fs::write(&path, &text).expect("write layout");
 
-    let store = Store::open(layout.clone(), options()).expect("open");
+    let store = Store::create(layout.clone(), options()).expect("create");
     let model = fill(&store, 160, 11);
     assert!(store.delete(b"chat/0/1").expect("delete"));
     store.close().expect("close");

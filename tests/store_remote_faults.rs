@@ -38,7 +38,7 @@ fn server_stopped_mid_write_leaves_nothing_half_visible() {
         write_policy: geoshard::WritePolicy::Strict,
         ..common::options()
     };
-    let store = Store::open(layout.clone(), options.clone()).expect("open");
+    let store = Store::create(layout.clone(), options.clone()).expect("create");
     let mut rng = common::rng(5);
     let mut acked: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut failed: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -134,7 +134,7 @@ fn a_slow_site_does_not_stall_reads() {
         };
         nodes.push(Ok(node));
     }
-    let store = Store::open_with_nodes(layout, options, nodes).expect("open");
+    let store = Store::create_with_nodes(layout, options, nodes).expect("create");
     let mut rng = common::rng(9);
     let mut model = HashMap::new();
     for i in 0..60 {
@@ -189,7 +189,7 @@ fn a_second_writer_takes_the_lease_and_the_first_stops() {
         })
         .build()
         .expect("layout");
-    let first = Store::open(layout.clone(), common::options()).expect("first writer");
+    let first = Store::create(layout.clone(), common::options()).expect("first writer");
     first.put(b"before", b"the split".to_vec()).expect("put");
 
     // Failover: the other region opens the same store.

@@ -17,6 +17,7 @@ fn append(node: &LocalNode, generation: u64, payload: &[u8]) -> RecordLocation {
         placement: vec!["n1".into()],
         entry_table_lens: vec![0],
         commit: geoshard::format::CommitStamp::default(),
+        handoffs: Vec::new(),
     };
     node.append(
         generation,

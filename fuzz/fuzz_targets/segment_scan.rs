@@ -28,6 +28,7 @@ fn valid_segment() -> Vec<u8> {
             placement: vec!["a".into(), "bb".into(), "ccc".into()],
             entry_table_lens: vec![0; 2],
             commit: geoshard::format::CommitStamp::default(),
+            handoffs: Vec::new(),
         };
         header.encode_into(&mut bytes).expect("valid header");
         bytes.extend_from_slice(&payload);

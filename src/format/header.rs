@@ -39,6 +39,7 @@ pub(crate) const HEADER_LEN_OFFSET: usize = MAGIC_LEN + U16_LEN + U16_LEN;
 ///     placement: vec!["a1".into(), "b1".into(), "c1".into()],
 ///     entry_table_lens: vec![0, 0],
 ///     commit: CommitStamp::default(),
+///     handoffs: Vec::new(),
 /// };
 /// let mut bytes = Vec::new();
 /// header.encode_into(&mut bytes)?;
@@ -74,22 +75,25 @@ pub struct ColumnHeader {
     pub entry_table_lens: Vec<u32>,
     /// Where the stripe sits in the store's commit sequence.
     pub commit: CommitStamp,
+    /// Columns planned on a node other than their `placement` node (a
+    /// handoff: the home node took no writes when the stripe was sealed),
+    /// as (column index, node name), by increasing column index. Every
+    /// column of a stripe is written to exactly its planned node: this one,
+    /// or its placement node.
+    pub handoffs: Vec<(u16, String)>,
 }
 
 /// Where a stripe sits in the store's sequence of group commits.
 ///
-/// Every column header of a stripe carries it. On open, the stripe ids named
-/// as acknowledged tell a stripe that was acknowledged (and must be
-/// readable) from one a crash cut short; the commit's first stripe id
-/// groups the stripes written by one commit. Zero means "none".
+/// Every column header of a stripe carries it. The commit's first stripe id
+/// groups the stripes one commit attempt wrote: a commit is acknowledged
+/// whole or not at all, so on open a stripe of a commit that was never
+/// acknowledged takes the whole commit with it (docs/DURABILITY.md,
+/// "Evidence").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CommitStamp {
-    /// First stripe id of the commit this stripe belongs to.
+    /// First stripe id of the commit attempt this stripe belongs to.
     pub commit_first_stripe_id: u64,
-    /// First stripe id of the commit acknowledged just before this one.
-    pub acked_first_stripe_id: u64,
-    /// Last stripe id of the commit acknowledged just before this one.
-    pub acked_last_stripe_id: u64,
 }
 
 impl ColumnHeader {
@@ -127,6 +131,16 @@ impl ColumnHeader {
             .unwrap_or(0)
     }
 
+    /// The name of the node column `column` was planned on: its handoff
+    /// node if it has one, else its placement node.
+    pub fn planned_node(&self, column: usize) -> Option<&str> {
+        self.handoffs
+            .iter()
+            .find(|(c, _)| usize::from(*c) == column)
+            .map(|(_, name)| name.as_str())
+            .or_else(|| self.placement.get(column).map(String::as_str))
+    }
+
     /// The entry-table length of this record's column, if it is a data
     /// column.
     pub fn entry_table_len(&self) -> Option<u32> {
@@ -139,10 +153,16 @@ impl ColumnHeader {
     pub fn encoded_len(&self) -> usize {
         let column_count = self.column_count();
         let names: usize = self.placement.iter().map(|name| U8_LEN + name.len()).sum();
+        let handoffs: usize = self
+            .handoffs
+            .iter()
+            .map(|(_, name)| U16_LEN + U8_LEN + name.len())
+            .sum();
         HEADER_FIXED_LEN
             + column_count * U32_LEN * 2
             + usize::from(self.data_count) * U32_LEN
             + names
+            + handoffs
             + U32_LEN
     }
 
@@ -193,16 +213,27 @@ impl ColumnHeader {
         check_columns(&self.column_lens, &self.entry_table_lens, self.data_count)
             .map_err(Error::invalid)?;
         for (index, name) in self.placement.iter().enumerate() {
-            if name.is_empty() {
-                return Err(Error::invalid(format!("placement name {index} is empty")));
-            }
-            if name.len() > NODE_NAME_LEN_MAX {
-                return Err(Error::LimitExceeded {
+            check_name(name).map_err(|e| match e {
+                NameError::Empty => Error::invalid(format!("placement name {index} is empty")),
+                NameError::TooLong(len) => Error::LimitExceeded {
                     what: "node name length",
                     limit: NODE_NAME_LEN_MAX as u64,
-                    actual: name.len() as u64,
-                });
-            }
+                    actual: len as u64,
+                },
+            })?;
+        }
+        check_handoffs(&self.handoffs, column_count).map_err(Error::invalid)?;
+        for (column, name) in &self.handoffs {
+            check_name(name).map_err(|e| match e {
+                NameError::Empty => {
+                    Error::invalid(format!("handoff name of column {column} is empty"))
+                }
+                NameError::TooLong(len) => Error::LimitExceeded {
+                    what: "node name length",
+                    limit: NODE_NAME_LEN_MAX as u64,
+                    actual: len as u64,
+                },
+            })?;
         }
         Ok(())
     }
@@ -226,10 +257,9 @@ impl ColumnHeader {
         put_u64(out, self.stripe_id);
         put_u64(out, self.generation);
         put_u64(out, self.commit.commit_first_stripe_id);
-        put_u64(out, self.commit.acked_first_stripe_id);
-        put_u64(out, self.commit.acked_last_stripe_id);
         put_u16(out, self.column_index);
-        put_u16(out, 0); // reserved
+        // validate() bounded the handoffs by the column count.
+        put_u16(out, self.handoffs.len() as u16);
         for &len in &self.column_lens {
             put_u32(out, len);
         }
@@ -241,6 +271,11 @@ impl ColumnHeader {
         }
         for name in &self.placement {
             // validate() bounded the name by NODE_NAME_LEN_MAX <= u8::MAX.
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+        }
+        for (column, name) in &self.handoffs {
+            put_u16(out, *column);
             out.push(name.len() as u8);
             out.extend_from_slice(name.as_bytes());
         }
@@ -284,25 +319,23 @@ impl ColumnHeader {
                 format!("header length {header_len} out of range"),
             ));
         }
+        let truncated = || {
+            corrupt(
+                WHAT,
+                format!(
+                    "truncated: header of {header_len} bytes, {} present",
+                    bytes.len()
+                ),
+            )
+        };
         let body_len = header_len - U32_LEN;
-        let body = bytes.get(..body_len).ok_or_else(|| {
-            corrupt(
-                WHAT,
-                format!(
-                    "truncated: header of {header_len} bytes, {} present",
-                    bytes.len()
-                ),
-            )
-        })?;
-        let stored_crc = super::wire::peek_u32(bytes, body_len).ok_or_else(|| {
-            corrupt(
-                WHAT,
-                format!(
-                    "truncated: header of {header_len} bytes, {} present",
-                    bytes.len()
-                ),
-            )
-        })?;
+        let body = bytes.get(..body_len).ok_or_else(truncated)?;
+        let stored_crc = super::wire::peek_u32(bytes, body_len).ok_or_else(truncated)?;
+        // Walk the structure before paying for the checksum: a scanner
+        // resynchronising over garbage that happens to hold the magic then
+        // rejects almost every candidate after a few reads instead of a crc
+        // over up to HEADER_LEN_MAX bytes.
+        let header = Self::decode_body(body)?;
         let actual_crc = crc32fast::hash(body);
         if stored_crc != actual_crc {
             return Err(Error::ChecksumMismatch {
@@ -314,8 +347,12 @@ impl ColumnHeader {
         if flags != 0 {
             return Err(corrupt(WHAT, format!("unknown flags {flags:#06x}")));
         }
-        // From here on the bytes are what the writer wrote; the checks below
-        // guard against a writer bug or a crc collision, not against noise.
+        Ok((header, header_len))
+    }
+
+    /// The fields of a header whose bytes before the crc are `body`: every
+    /// length and count checked, the structure ending exactly at the end.
+    fn decode_body(body: &[u8]) -> Result<ColumnHeader> {
         let mut reader = Reader::new(body, WHAT);
         reader.take(HEADER_LEN_OFFSET + U32_LEN)?;
         let data_count = reader.u16()?;
@@ -324,11 +361,9 @@ impl ColumnHeader {
         let generation = reader.u64()?;
         let commit = CommitStamp {
             commit_first_stripe_id: reader.u64()?,
-            acked_first_stripe_id: reader.u64()?,
-            acked_last_stripe_id: reader.u64()?,
         };
         let column_index = reader.u16()?;
-        let _reserved = reader.u16()?;
+        let handoff_count = usize::from(reader.u16()?);
         debug_assert_eq!(reader.position(), HEADER_FIXED_LEN);
         let column_count = usize::from(data_count) + usize::from(parity_count);
         if data_count == 0 || column_count > COLUMN_COUNT_MAX {
@@ -341,6 +376,12 @@ impl ColumnHeader {
             return Err(corrupt(
                 WHAT,
                 format!("column index {column_index} >= {column_count}"),
+            ));
+        }
+        if handoff_count > column_count {
+            return Err(corrupt(
+                WHAT,
+                format!("{handoff_count} handoffs for {column_count} columns"),
             ));
         }
         let fixed_arrays = (column_count * 2 + usize::from(data_count)) * U32_LEN;
@@ -365,24 +406,24 @@ impl ColumnHeader {
         check_columns(&column_lens, &entry_table_lens, data_count).map_err(|r| corrupt(WHAT, r))?;
         let mut placement = Vec::with_capacity(column_count);
         for index in 0..column_count {
-            let name_len = usize::from(reader.u8()?);
-            if name_len == 0 || name_len > NODE_NAME_LEN_MAX {
-                return Err(corrupt(
-                    WHAT,
-                    format!("placement name {index} has length {name_len}"),
-                ));
-            }
-            let name = std::str::from_utf8(reader.take(name_len)?)
-                .map_err(|_| corrupt(WHAT, format!("placement name {index} is not UTF-8")))?;
-            placement.push(name.to_string());
+            placement.push(read_name(&mut reader, || {
+                format!("placement name {index}")
+            })?);
         }
+        let mut handoffs = Vec::with_capacity(handoff_count);
+        for _ in 0..handoff_count {
+            let column = reader.u16()?;
+            let name = read_name(&mut reader, || format!("handoff name of column {column}"))?;
+            handoffs.push((column, name));
+        }
+        check_handoffs(&handoffs, column_count).map_err(|r| corrupt(WHAT, r))?;
         if reader.remaining() != 0 {
             return Err(corrupt(
                 WHAT,
                 format!("{} unused bytes in header", reader.remaining()),
             ));
         }
-        let header = ColumnHeader {
+        Ok(ColumnHeader {
             stripe_id,
             generation,
             data_count,
@@ -393,9 +434,55 @@ impl ColumnHeader {
             placement,
             entry_table_lens,
             commit,
-        };
-        Ok((header, header_len))
+            handoffs,
+        })
     }
+}
+
+/// Why a node name is not acceptable.
+enum NameError {
+    Empty,
+    TooLong(usize),
+}
+
+fn check_name(name: &str) -> std::result::Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > NODE_NAME_LEN_MAX {
+        return Err(NameError::TooLong(name.len()));
+    }
+    Ok(())
+}
+
+/// Reads a u8-length-prefixed UTF-8 node name of 1 to `NODE_NAME_LEN_MAX`
+/// bytes.
+fn read_name(reader: &mut Reader<'_>, what: impl Fn() -> String) -> Result<String> {
+    let name_len = usize::from(reader.u8()?);
+    if name_len == 0 || name_len > NODE_NAME_LEN_MAX {
+        return Err(corrupt(WHAT, format!("{} has length {name_len}", what())));
+    }
+    let name = std::str::from_utf8(reader.take(name_len)?)
+        .map_err(|_| corrupt(WHAT, format!("{} is not UTF-8", what())))?;
+    Ok(name.to_string())
+}
+
+/// Handoff columns are in range and strictly increasing (so at most one
+/// per column).
+fn check_handoffs(handoffs: &[(u16, String)], column_count: usize) -> Result<(), String> {
+    let mut previous: Option<u16> = None;
+    for (column, _) in handoffs {
+        if usize::from(*column) >= column_count {
+            return Err(format!(
+                "handoff of column {column}, the stripe has {column_count}"
+            ));
+        }
+        if previous.is_some_and(|p| p >= *column) {
+            return Err(format!("handoff of column {column} out of order"));
+        }
+        previous = Some(*column);
+    }
+    Ok(())
 }
 
 /// The rules on column and entry-table lengths shared by encode and decode.
@@ -444,6 +531,7 @@ mod tests {
             placement: ["a1", "a2", "b1", "b2", "c1"].map(String::from).to_vec(),
             entry_table_lens: vec![60, 40, 0],
             commit: crate::format::CommitStamp::default(),
+            handoffs: vec![(3, "c2".into())],
         }
     }
 
@@ -504,6 +592,12 @@ mod tests {
             ("short parity", Box::new(|h| h.column_lens[4] = 99)),
             ("table > column", Box::new(|h| h.entry_table_lens[1] = 41)),
             ("empty name", Box::new(|h| h.placement[0].clear())),
+            ("empty handoff name", Box::new(|h| h.handoffs[0].1.clear())),
+            ("handoff column", Box::new(|h| h.handoffs[0].0 = 5)),
+            (
+                "handoffs out of order",
+                Box::new(|h| h.handoffs = vec![(3, "x".into()), (1, "y".into())]),
+            ),
             (
                 "long name",
                 Box::new(|h| h.placement[0] = "x".repeat(NODE_NAME_LEN_MAX + 1)),
@@ -539,6 +633,9 @@ mod tests {
             placement: vec!["n".repeat(NODE_NAME_LEN_MAX); columns],
             entry_table_lens: vec![0; columns],
             commit: crate::format::CommitStamp::default(),
+            handoffs: (0..columns)
+                .map(|c| (c as u16, "h".repeat(NODE_NAME_LEN_MAX)))
+                .collect(),
         };
         assert_eq!(header.encoded_len(), HEADER_LEN_MAX);
         let mut out = Vec::new();

@@ -38,6 +38,7 @@
 
 mod entry;
 mod header;
+mod manifest;
 mod segment;
 mod wire;
 
@@ -46,6 +47,7 @@ pub use entry::{
     decode_entry_table, encode_entry_table, entry_table_len,
 };
 pub use header::{ColumnHeader, CommitStamp};
+pub use manifest::{DISCARDED_RANGES_MAX, MANIFEST_LEN_MAX, MANIFEST_MAGIC, Manifest, add_range};
 pub use segment::{
     SEGMENT_HEADER_LEN, SegmentDamage, SegmentRecord, SegmentScan, decode_segment_header,
     encode_segment_header, scan_segment,
@@ -55,7 +57,7 @@ use wire::{MAGIC_LEN, U8_LEN, U16_LEN, U32_LEN, U64_LEN};
 
 /// The format version written in every record, entry table and segment
 /// header. Decoders refuse any other version.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Magic that opens every column record.
 pub const RECORD_MAGIC: [u8; 4] = *b"GSCR";
@@ -77,12 +79,15 @@ pub const NODE_NAME_LEN_MAX: usize = 255;
 
 /// Fixed part of a record header, before the per-column arrays.
 pub const HEADER_FIXED_LEN: usize =
-    MAGIC_LEN + U16_LEN * 2 + U32_LEN + U16_LEN * 2 + U64_LEN * 5 + U16_LEN * 2;
+    MAGIC_LEN + U16_LEN * 2 + U32_LEN + U16_LEN * 2 + U64_LEN * 3 + U16_LEN * 2;
 /// Longest possible record header: [`COLUMN_COUNT_MAX`] columns, all data
-/// (m may be 0), each with a length, a checksum, an entry-table length and a
-/// name of [`NODE_NAME_LEN_MAX`] bytes, plus the header checksum.
-pub const HEADER_LEN_MAX: usize =
-    HEADER_FIXED_LEN + COLUMN_COUNT_MAX * (U32_LEN * 3 + U8_LEN + NODE_NAME_LEN_MAX) + U32_LEN;
+/// (m may be 0), each with a length, a checksum, an entry-table length, a
+/// name of [`NODE_NAME_LEN_MAX`] bytes and a handoff (column index and
+/// name), plus the header checksum.
+pub const HEADER_LEN_MAX: usize = HEADER_FIXED_LEN
+    + COLUMN_COUNT_MAX * (U32_LEN * 3 + U8_LEN + NODE_NAME_LEN_MAX)
+    + COLUMN_COUNT_MAX * (U16_LEN + U8_LEN + NODE_NAME_LEN_MAX)
+    + U32_LEN;
 /// Longest possible record: header plus payload.
 pub const RECORD_LEN_MAX: u64 = HEADER_LEN_MAX as u64 + COLUMN_LEN_MAX;
 
@@ -100,6 +105,6 @@ const _: () = assert!(
         + ENTRY_TABLE_SUFFIX_LEN) as u64
         <= COLUMN_LEN_MAX
 );
-const _: () = assert!(HEADER_FIXED_LEN == 60);
-const _: () = assert!(HEADER_LEN_MAX == 68_672);
+const _: () = assert!(HEADER_FIXED_LEN == 44);
+const _: () = assert!(HEADER_LEN_MAX == 134_704);
 const _: () = assert!(ENTRY_FIXED_LEN == 32);

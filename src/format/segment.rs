@@ -249,6 +249,7 @@ mod tests {
             placement: vec!["a".into(), "b".into()],
             entry_table_lens: vec![0],
             commit: crate::format::CommitStamp::default(),
+            handoffs: Vec::new(),
         };
         let mut out = Vec::new();
         header.encode_into(&mut out).unwrap();

@@ -54,6 +54,7 @@ mod builder;
 mod explain;
 mod hash;
 mod placement;
+mod plan;
 mod remote;
 mod spread;
 mod survive;
@@ -67,6 +68,7 @@ use std::collections::HashMap;
 pub use builder::{LayoutBuilder, SiteBuilder};
 pub use explain::{Explanation, FailureCase, SiteShare};
 pub use placement::Placement;
+pub use plan::PromiseRoom;
 pub use remote::{Remote, Secret};
 pub use types::{Code, Location, NodeId, NodeSpec, Promise, SiteId, SiteSpec};
 

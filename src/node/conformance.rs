@@ -44,7 +44,32 @@ pub fn sample_header(
         placement: vec!["site-a/n1".into(), "site-b/n1".into(), "site-c/n1".into()],
         entry_table_lens: vec![0; 2],
         commit: crate::format::CommitStamp::default(),
+        handoffs: Vec::new(),
     }
+}
+
+/// A manifest is absent at first, then always the last one written, also
+/// after a reopen; writes are whole (the largest allowed size included).
+fn check_manifest<N: Node>(node: &N) -> Vec<u8> {
+    assert_eq!(node.read_manifest().expect("read manifest"), None);
+    let big = sample_payload(7, crate::format::MANIFEST_LEN_MAX);
+    for (i, bytes) in [b"first".to_vec(), big, b"third, shorter".to_vec()]
+        .iter()
+        .enumerate()
+    {
+        node.write_manifest(bytes).expect("write manifest");
+        assert_eq!(
+            node.read_manifest().expect("read manifest").as_deref(),
+            Some(&bytes[..]),
+            "manifest {i} reads back"
+        );
+    }
+    assert!(
+        node.write_manifest(&vec![0; crate::format::MANIFEST_LEN_MAX + 1])
+            .is_err(),
+        "an oversized manifest is refused"
+    );
+    b"third, shorter".to_vec()
 }
 
 /// Deterministic payload bytes of `len` for stripe `seed`.
@@ -69,6 +94,14 @@ pub fn sample_payload(seed: u64, len: usize) -> Vec<u8> {
 pub fn run<N: Node + 'static>(mut open: impl FnMut() -> Result<N>) {
     let node = open().expect("open a fresh node");
     assert!(!node.name().is_empty(), "a node has a name");
+    let last = check_manifest(&node);
+    drop(node);
+    let node = open().expect("reopen after the manifest checks");
+    assert_eq!(
+        node.read_manifest().expect("read manifest").as_deref(),
+        Some(&last[..]),
+        "the manifest survives a reopen"
+    );
     assert_eq!(
         node.generations().expect("generations"),
         Vec::<u64>::new(),

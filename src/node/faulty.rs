@@ -175,6 +175,20 @@ impl<N: Node> Node for FaultyNode<N> {
         self.enter()?;
         self.inner.check()
     }
+
+    fn read_manifest(&self) -> Result<Option<Bytes>> {
+        self.enter()?;
+        self.inner.read_manifest()
+    }
+
+    fn write_manifest(&self, manifest: &[u8]) -> Result<()> {
+        self.enter()?;
+        self.inner.write_manifest(manifest)
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.inner.is_fenced()
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@
 //!     placement: vec!["b1".into(), "a1".into()],
 //!     entry_table_lens: vec![0],
 //!     commit: geoshard::format::CommitStamp::default(),
+//!     handoffs: Vec::new(),
 //! };
 //! let locations = node.append(0, &[RecordRef { header: &header, payload }])?;
 //! let scan = node.scan(0)?;
@@ -235,6 +236,31 @@ pub trait Node: Any + Send + Sync + std::fmt::Debug {
     /// [`Error::Io`] or [`Error::Unavailable`] when it cannot be measured.
     fn capacity(&self) -> Result<Capacity>;
 
+    /// The node's manifest (docs/FORMAT.md, "Manifest"): the store's
+    /// identity and the history decisions open made, as opaque bytes the
+    /// store encodes. `None` when the node has none (a new or wiped node).
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Unavailable`] when it cannot be read;
+    /// [`Error::Corrupt`] when one exists but no intact copy is left.
+    fn read_manifest(&self) -> Result<Option<Bytes>>;
+
+    /// Replaces the manifest, durably and atomically: after a crash,
+    /// [`read_manifest`](Node::read_manifest) returns the old bytes or the
+    /// new ones, never a mix. Works on a full disk once a manifest exists
+    /// (a local node rewrites space it already holds).
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Unavailable`] when the write or its sync
+    /// fails; [`Error::LimitExceeded`] over [`MANIFEST_LEN_MAX`](crate::format::MANIFEST_LEN_MAX) bytes.
+    fn write_manifest(&self, manifest: &[u8]) -> Result<()>;
+
+    /// Whether an earlier failure fenced the node (a failed sync: what is
+    /// on disk is unknown until the node is reopened). Default: never.
+    fn is_fenced(&self) -> bool {
+        false
+    }
+
     /// Checks that the node is still there and still this writer's: an
     /// object-store node re-reads its lease. The store calls it about once
     /// a second while idle. Default: nothing to check.
@@ -342,6 +368,7 @@ pub type AppendBatch<'a> = (&'a (dyn Node + 'static), u64, &'a [RecordRef<'a>]);
 ///     placement: vec!["a".into(), "b".into()],
 ///     entry_table_lens: vec![0],
 ///     commit: geoshard::format::CommitStamp::default(),
+///     handoffs: Vec::new(),
 /// };
 /// let data = [RecordRef { header: &header, payload }];
 /// let mut parity_header = header.clone();

@@ -1,18 +1,22 @@
 //! The committer: one thread that turns queued puts and deletes into sealed,
 //! durable stripes (group commit).
 //!
-//! Protocol, per commit:
+//! Protocol, per commit (docs/DURABILITY.md, "The plan and the
+//! acknowledgement rule"; invariants D1, D3, D4):
 //! 1. take the queued requests (until the stripe is full, the oldest has
 //!    waited `commit_interval`, or a flush asks);
-//! 2. pack them into stripes; seal each stripe (entry tables, parity) and
-//!    append its column records to their nodes in parallel, one sync per node;
-//!    a column whose node fails goes to a handoff node, with the same header;
-//! 3. only when every stripe of the commit is durable as the write policy
-//!    requires: publish the stripes and index updates, then acknowledge.
+//! 2. pack them into stripes; seal each stripe (entry tables, parity), plan
+//!    a node for every column (home, or a site-safe handoff), and append the
+//!    columns to exactly those nodes in parallel, one sync per node;
+//! 3. if an append fails, the node is marked and the whole commit is sealed
+//!    again under new stripe ids (a retry; the earlier attempt is never
+//!    acknowledged); a commit that cannot be planned or runs out of time
+//!    fails every request in it;
+//! 4. only when every planned column of every stripe is durable: publish the
+//!    stripes and index updates, then acknowledge.
 //!
-//! Every column header also names the stripe-id range of the previous
-//! acknowledged commit. On open, that is how a stripe that was acknowledged
-//! (and must be readable) is told apart from one a crash cut short.
+//! Every delete writes a tombstone. A commit never changes generation after
+//! its first stripe (a retry stays in the attempt's generation).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,13 +26,12 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Inner;
-use super::WritePolicy;
 use super::index::{BlobLoc, PartLoc};
 use super::pack::{OpenStripe, Placed};
+use super::stripe_io::{PlanRefused, WriteFailed};
 use super::stripes::{ColumnInfo, StripeInfo};
 use crate::format::{self, ColumnHeader, CommitStamp, Entry, EntryFlags};
 use crate::layout::NodeId;
-use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all};
 use crate::{Error, Result};
 
 /// A request to the committer; `ack` receives the outcome once durable.
@@ -54,9 +57,11 @@ pub(crate) enum Request {
         ack: SyncSender<Result<bool>>,
     },
     /// Compaction: carry a tombstone forward out of a generation being
-    /// retired, if the key still has no value.
+    /// retired, if the key still has no value. `hides_generation` is the
+    /// newest generation that may hold a value it hides.
     Tombstone {
         key: Box<[u8]>,
+        hides_generation: u64,
         ack: SyncSender<Result<bool>>,
     },
     /// Compaction: durably mark generations as retired before their
@@ -106,28 +111,36 @@ pub(crate) const RETIRE_KEY: &[u8] = b"geoshard:retire";
 /// How often an idle committer checks that local node directories exist.
 pub(crate) const NODE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Why a commit failed; rebuilt into an `Error` for every waiting caller.
+/// Why a commit attempt failed; rebuilt into an `Error` for every waiting
+/// caller.
 #[derive(Clone, Debug)]
 enum Failure {
-    NotEnoughColumns { needed: usize, available: usize },
-    Superseded { node: String, reason: String },
-    Refused(String),
+    /// The stripe could not be planned (no node, or the strict policy).
+    Plan(PlanRefused),
+    Superseded {
+        node: String,
+        reason: String,
+    },
+    /// Appends failed on these nodes (marked now): another attempt may
+    /// succeed.
+    Retry(Vec<String>),
     Internal(String),
 }
 
 impl Failure {
     fn to_error(&self) -> Error {
         match self {
-            Failure::NotEnoughColumns { needed, available } => Error::NotEnoughColumns {
-                needed: *needed,
-                available: *available,
-            },
+            Failure::Plan(refused) => refused.to_error(),
             Failure::Superseded { node, reason } => Error::Superseded {
                 node: node.clone(),
                 reason: reason.clone(),
             },
-            Failure::Refused(reason) => Error::WriteRefused {
-                reason: reason.clone(),
+            Failure::Retry(nodes) => Error::WriteRefused {
+                reason: format!(
+                    "appends to {} failed and no retry succeeded in time; the put did not \
+                     happen (bring the nodes back, or see Store::health)",
+                    nodes.join(", ")
+                ),
             },
             Failure::Internal(reason) => Error::WriteRefused {
                 reason: reason.clone(),
@@ -139,8 +152,8 @@ impl Failure {
 /// Where the writer continues after open.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WriterStart {
+    /// The first stripe id of the session: `session << 40 | 1`.
     pub next_stripe_id: u64,
-    pub acked: Option<(u64, u64)>,
 }
 
 pub(crate) struct Committer {
@@ -152,10 +165,10 @@ pub(crate) struct Committer {
     next_stripe_id: u64,
     generation: u64,
     generation_bytes: u64,
-    /// Stripe ids of the last acknowledged commit.
-    acked: Option<(u64, u64)>,
-    /// First stripe id of the commit being written.
+    /// First stripe id of the commit attempt being written.
     commit_first: u64,
+    /// When the nodes were last checked while busy.
+    nodes_checked: Instant,
 }
 
 /// A sealed and written stripe, before it is published.
@@ -163,6 +176,8 @@ struct Written {
     info: StripeInfo,
     /// (request, part index, where the part is).
     parts: Vec<(usize, u32, PartLoc)>,
+    /// Written without the promise's margin (docs/DURABILITY.md).
+    degraded: bool,
 }
 
 impl Committer {
@@ -181,8 +196,8 @@ impl Committer {
             next_stripe_id: start.next_stripe_id,
             generation: 0,
             generation_bytes: 0,
-            acked: start.acked,
             commit_first: 0,
+            nodes_checked: Instant::now(),
         }
     }
 
@@ -198,10 +213,17 @@ impl Committer {
                 Ok(first) => first,
                 Err(RecvTimeoutError::Timeout) => {
                     self.inner.check_nodes();
+                    self.nodes_checked = Instant::now();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            // Under steady load there is no idle moment: check the nodes
+            // every interval anyway, so a vanished directory is noticed.
+            if self.nodes_checked.elapsed() >= NODE_CHECK_INTERVAL {
+                self.inner.check_nodes();
+                self.nodes_checked = Instant::now();
+            }
             let deadline = Instant::now() + interval;
             let mut flush = matches!(first, Request::Flush { .. });
             let mut weight = first.weight();
@@ -225,16 +247,30 @@ impl Committer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        let mut written: Vec<Written> = Vec::new();
-        // Per request: whether a delete found its key, whether a relocate or
-        // tombstone was written.
-        let mut answers = vec![false; batch.len()];
-        let outcome = self.pack_and_write(&batch, &mut written, &mut answers);
-        match outcome {
-            Ok(()) => {
-                if let (Some(first), Some(last)) = (written.first(), written.last()) {
-                    self.acked = Some((first.info.stripe_id, last.info.stripe_id));
+        let deadline = Instant::now() + self.inner.options.put_timeout;
+        // A retry per node at most: each failed attempt marks a node.
+        let attempts_max = self.inner.nodes.len() + 1;
+        let mut attempts = 0;
+        let outcome = loop {
+            let mut written: Vec<Written> = Vec::new();
+            // Per request: whether a delete found its key, whether a relocate
+            // or tombstone was written.
+            let mut answers = vec![false; batch.len()];
+            attempts += 1;
+            match self.pack_and_write(&batch, &mut written, &mut answers) {
+                Ok(()) => break Ok((written, answers)),
+                Err(Failure::Retry(nodes))
+                    if attempts < attempts_max && Instant::now() < deadline =>
+                {
+                    tracing::warn!(nodes = ?nodes, attempts, "commit attempt failed; sealing again");
+                    self.inner.stats.commit_retries.inc();
                 }
+                Err(failure) => break Err(failure),
+            }
+        };
+        self.open.clear();
+        match outcome {
+            Ok((written, answers)) => {
                 self.publish(&batch, written);
                 for (i, req) in batch.iter().enumerate() {
                     let answer = match req {
@@ -249,7 +285,6 @@ impl Committer {
             }
             Err(failure) => {
                 self.inner.stats.write_failures.inc();
-                self.open.clear();
                 for req in &batch {
                     let _ = req.ack().send(Err(failure.to_error()));
                 }
@@ -268,6 +303,12 @@ impl Committer {
         }
         self.open.clear();
         self.commit_first = self.next_stripe_id;
+        // A commit stays in one generation, retries included: a new one
+        // starts only with a new commit.
+        if self.generation == 0 || self.generation_bytes >= self.inner.options.segment_len_target {
+            self.generation = self.commit_first;
+            self.generation_bytes = 0;
+        }
         // Only the last operation on a key in a commit is written: no one can
         // have observed an earlier one, since none is acknowledged before the
         // whole commit is durable. So a commit holds at most one entry (or
@@ -275,15 +316,37 @@ impl Committer {
         let last_op = last_ops(batch);
         // Whether each key exists as of this point of the batch.
         let mut exists: HashMap<&[u8], bool> = HashMap::new();
+        // Tombstones compaction carries for keys whose last operation in
+        // this batch is a user delete: that delete's tombstone takes over
+        // what they hide.
+        let mut carried: HashMap<&[u8], u64> = HashMap::new();
+        for req in batch {
+            if let Request::Tombstone {
+                key,
+                hides_generation,
+                ..
+            } = req
+                && let Some(&i) = last_op.get(&key[..])
+                && matches!(batch[i], Request::Delete { .. })
+            {
+                let h = carried.entry(&key[..]).or_default();
+                *h = (*h).max(*hides_generation);
+            }
+        }
         for (i, req) in batch.iter().enumerate() {
-            let (key, value, flags): (&[u8], Option<&[u8]>, EntryFlags) = match req {
-                Request::Put { key, value, .. } => (key, Some(value), EntryFlags::NONE),
+            let (key, value, flags, hides): (&[u8], Option<&[u8]>, EntryFlags, u64) = match req {
+                Request::Put { key, value, .. } => (key, Some(value), EntryFlags::NONE, 0),
                 Request::Delete { key, .. } => {
+                    let visible = self.inner.read_state().hides_generation(key);
                     answers[i] = match exists.get(&key[..]) {
                         Some(e) => *e,
-                        None => self.inner.index_contains(key),
+                        None => visible.is_some(),
                     };
-                    (key, None, EntryFlags::TOMBSTONE)
+                    let hides = visible
+                        .unwrap_or(0)
+                        .max(carried.get(&key[..]).copied().unwrap_or(0))
+                        .max(self.inner.hides_unknown_generations());
+                    (key, None, EntryFlags::TOMBSTONE, hides)
                 }
                 Request::Relocate {
                     key,
@@ -298,19 +361,37 @@ impl Committer {
                         continue;
                     }
                     answers[i] = true;
-                    (key, Some(value), EntryFlags::NONE)
+                    (key, Some(value), EntryFlags::NONE, 0)
                 }
-                Request::Tombstone { key, .. } => {
-                    if last_op.contains_key(&key[..]) || self.inner.index_contains(key) {
+                Request::Tombstone {
+                    key,
+                    hides_generation,
+                    ..
+                } => {
+                    // A user put in this batch hides everything older by
+                    // itself, a user delete took this one's place above, and
+                    // a value in the index is newer than the tombstone.
+                    if last_op.contains_key(&key[..]) {
+                        answers[i] = carried.contains_key(&key[..]);
+                        continue;
+                    }
+                    if self.inner.index_contains(key) {
                         continue;
                     }
                     answers[i] = true;
-                    (key, None, EntryFlags::TOMBSTONE)
+                    (key, None, EntryFlags::TOMBSTONE, *hides_generation)
                 }
                 Request::Retire { generations, .. } => {
                     let payload: Vec<u8> =
                         generations.iter().flat_map(|g| g.to_le_bytes()).collect();
-                    self.place_all(i, RETIRE_KEY, Some(&payload), EntryFlags::RETIRE, written)?;
+                    self.place_all(
+                        i,
+                        RETIRE_KEY,
+                        Some(&payload),
+                        EntryFlags::RETIRE,
+                        0,
+                        written,
+                    )?;
                     continue;
                 }
                 Request::Flush { .. } => continue,
@@ -320,13 +401,8 @@ impl Committer {
                 if last_op.get(key) != Some(&i) {
                     continue;
                 }
-                // A tombstone is needed only if the key is visible before
-                // this commit; otherwise there is nothing to hide.
-                if value.is_none() && !self.inner.index_contains(key) {
-                    continue;
-                }
             }
-            self.place_all(i, key, value, flags, written)?;
+            self.place_all(i, key, value, flags, hides, written)?;
         }
         if !self.open.is_empty() {
             written.push(self.seal_and_write()?);
@@ -334,13 +410,16 @@ impl Committer {
         Ok(())
     }
 
-    /// Places every part of one entry, sealing stripes as they fill.
+    /// Places every part of one entry, sealing stripes as they fill. A
+    /// tombstone records `hides` (the newest generation that may hold a
+    /// value it hides) in its `blob_len`.
     fn place_all(
         &mut self,
         request: usize,
         key: &[u8],
         value: Option<&[u8]>,
         flags: EntryFlags,
+        hides: u64,
         written: &mut Vec<Written>,
     ) -> Result<(), Failure> {
         let mut part = 0;
@@ -349,6 +428,9 @@ impl Committer {
         {
             written.push(self.seal_and_write()?);
             part = resume_part;
+        }
+        if flags.contains(EntryFlags::TOMBSTONE) {
+            self.open.set_last_blob_len(hides);
         }
         Ok(())
     }
@@ -360,10 +442,9 @@ impl Committer {
         let (k, m) = (code.data_count, code.parity_count);
         let stripe_id = self.next_stripe_id;
         self.next_stripe_id += 1;
-        if self.generation == 0 || self.generation_bytes >= self.inner.options.segment_len_target {
-            self.generation = stripe_id;
-            self.generation_bytes = 0;
-        }
+        self.inner
+            .next_stripe_id
+            .store(self.next_stripe_id, std::sync::atomic::Ordering::Release);
 
         // Data column payloads: entry table, then blob bytes. An empty data
         // column has no payload at all and is never stored.
@@ -423,6 +504,10 @@ impl Committer {
 
         let placement = self.inner.layout.placement(stripe_id);
         let homes: Vec<NodeId> = placement.columns().to_vec();
+        let plan = self
+            .inner
+            .plan_stripe(stripe_id, &column_lens)
+            .map_err(Failure::Plan)?;
         let header = ColumnHeader {
             stripe_id,
             generation: self.generation,
@@ -438,11 +523,29 @@ impl Committer {
             entry_table_lens: table_lens,
             commit: CommitStamp {
                 commit_first_stripe_id: self.commit_first,
-                acked_first_stripe_id: self.acked.map_or(0, |a| a.0),
-                acked_last_stripe_id: self.acked.map_or(0, |a| a.1),
             },
+            handoffs: self.inner.handoffs_of(stripe_id, &plan),
         };
-        let stored = self.write_columns(stripe_id, &header, &homes, &column_lens)?;
+        let headers: Vec<ColumnHeader> = (0..k + m)
+            .map(|c| {
+                let mut h = header.clone();
+                h.column_index = c as u16;
+                h
+            })
+            .collect();
+        let payloads: Vec<&[u8]> = self.payloads.iter().map(Vec::as_slice).collect();
+        let stored = self
+            .inner
+            .write_planned(self.generation, &plan, &headers, &payloads)
+            .map_err(|failed| match failed {
+                WriteFailed::Superseded { node, reason } => Failure::Superseded { node, reason },
+                WriteFailed::Nodes(nodes) => Failure::Retry(
+                    nodes
+                        .iter()
+                        .map(|&n| self.inner.layout.node(n).name.clone())
+                        .collect(),
+                ),
+            })?;
         self.generation_bytes += stripe_len as u64;
         self.inner
             .stats
@@ -486,247 +589,8 @@ impl Committer {
                 header,
             },
             parts,
+            degraded: plan.degraded,
         })
-    }
-
-    /// Appends every stored column to its node (or a handoff), in parallel,
-    /// until each is durable somewhere or no node is left to take it.
-    fn write_columns(
-        &self,
-        stripe_id: u64,
-        header: &ColumnHeader,
-        homes: &[NodeId],
-        column_lens: &[u32],
-    ) -> Result<Vec<Option<(NodeId, RecordLocation)>>, Failure> {
-        let inner = &self.inner;
-        let code = inner.layout.code();
-        let m = code.parity_count;
-        let column_count = homes.len();
-        let stored_columns: Vec<usize> =
-            (0..column_count).filter(|&c| column_lens[c] > 0).collect();
-        let required = stored_columns.len().saturating_sub(m - 1).max(1);
-
-        let mut result: Vec<Option<(NodeId, RecordLocation)>> = vec![None; column_count];
-        // Nodes this stripe already uses (a column of a stripe per node).
-        let mut used: Vec<NodeId> = Vec::with_capacity(column_count);
-        let mut pending: Vec<(usize, NodeId)> = Vec::with_capacity(column_count);
-        for &c in &stored_columns {
-            if let Some(n) = self.pick_node(stripe_id, homes, c, &used) {
-                used.push(n);
-                pending.push((c, n));
-            }
-        }
-        if inner.options.write_policy == WritePolicy::Strict {
-            self.check_strict(homes, &pending, &stored_columns)?;
-        }
-
-        let headers: Vec<ColumnHeader> = (0..column_count)
-            .map(|c| {
-                let mut h = header.clone();
-                h.column_index = c as u16;
-                h
-            })
-            .collect();
-        let generation = header.generation;
-        let mut rounds = 0;
-        while !pending.is_empty() && rounds <= inner.nodes.len() {
-            rounds += 1;
-            // One append (one sync) per node.
-            let mut by_node: Vec<(NodeId, Vec<usize>)> = Vec::new();
-            for &(c, n) in &pending {
-                match by_node.iter_mut().find(|(id, _)| *id == n) {
-                    Some((_, cols)) => cols.push(c),
-                    None => by_node.push((n, vec![c])),
-                }
-            }
-            // A node marked down since it was picked is retried elsewhere.
-            let mut outcomes: Vec<(NodeId, Vec<usize>, Result<Vec<RecordLocation>>)> = Vec::new();
-            let mut live: Vec<(NodeId, Vec<usize>, Arc<dyn Node>)> = Vec::new();
-            for (n, cols) in by_node {
-                match inner.nodes.get_writable(n) {
-                    Some(node) => live.push((n, cols, node)),
-                    None => outcomes.push((
-                        n,
-                        cols,
-                        Err(Error::Unavailable {
-                            node: inner.nodes.slot(n).name.clone(),
-                            reason: "marked down".into(),
-                        }),
-                    )),
-                }
-            }
-            let records: Vec<Vec<RecordRef<'_>>> = live
-                .iter()
-                .map(|(_, cols, _)| {
-                    cols.iter()
-                        .map(|&c| RecordRef {
-                            header: &headers[c],
-                            payload: &self.payloads[c],
-                        })
-                        .collect()
-                })
-                .collect();
-            let batches: Vec<AppendBatch<'_>> = live
-                .iter()
-                .zip(&records)
-                .map(|((_, _, node), recs)| (&**node, generation, &recs[..]))
-                .collect();
-            let results = append_all(&batches);
-            outcomes.extend(
-                live.into_iter()
-                    .zip(results)
-                    .map(|((n, cols, _), r)| (n, cols, r)),
-            );
-            pending.clear();
-            for (n, cols, out) in outcomes {
-                match out {
-                    Ok(locations) if locations.len() == cols.len() => {
-                        for (c, loc) in cols.into_iter().zip(locations) {
-                            result[c] = Some((n, loc));
-                        }
-                    }
-                    Ok(locations) => {
-                        inner.nodes.mark_unwritable(
-                            n,
-                            format!(
-                                "append returned {} locations for {}",
-                                locations.len(),
-                                cols.len()
-                            ),
-                        );
-                        self.retry_elsewhere(stripe_id, homes, &cols, &mut used, &mut pending);
-                    }
-                    Err(Error::Superseded { node, reason }) => {
-                        // Another writer took over: writing anywhere else
-                        // would fork the store. Stop for good.
-                        inner.supersede(node, reason);
-                        if let Some((node, reason)) = inner.superseded_by() {
-                            return Err(Failure::Superseded { node, reason });
-                        }
-                    }
-                    Err(e) => {
-                        let reason = format!("append of stripe {stripe_id} failed: {e}");
-                        if matches!(e, Error::Unavailable { .. }) {
-                            inner.nodes.mark_down(n, reason);
-                        } else {
-                            // A full disk or an I/O error: its earlier
-                            // records are durable, so keep reading them.
-                            inner.nodes.mark_unwritable(n, reason);
-                        }
-                        self.retry_elsewhere(stripe_id, homes, &cols, &mut used, &mut pending);
-                    }
-                }
-            }
-        }
-
-        let written = stored_columns
-            .iter()
-            .filter(|&&c| result[c].is_some())
-            .count();
-        if written < required {
-            return Err(Failure::NotEnoughColumns {
-                needed: required,
-                available: written,
-            });
-        }
-        if inner.options.write_policy == WritePolicy::Strict {
-            let actual: Vec<(usize, NodeId)> = stored_columns
-                .iter()
-                .filter_map(|&c| result[c].map(|(n, _)| (c, n)))
-                .collect();
-            self.check_strict(homes, &actual, &stored_columns)?;
-        }
-        if written < stored_columns.len() {
-            inner
-                .stats
-                .columns_unwritten
-                .add((stored_columns.len() - written) as u64);
-        }
-        Ok(result)
-    }
-
-    fn retry_elsewhere(
-        &self,
-        stripe_id: u64,
-        homes: &[NodeId],
-        cols: &[usize],
-        used: &mut Vec<NodeId>,
-        pending: &mut Vec<(usize, NodeId)>,
-    ) {
-        for &c in cols {
-            if let Some(n) = self.pick_node(stripe_id, homes, c, used) {
-                used.push(n);
-                pending.push((c, n));
-            }
-        }
-    }
-
-    /// The node column `c` goes to: its home if up, else a handoff the layout
-    /// ranks first among up nodes the stripe does not use yet, else (only
-    /// when every up node is taken) the up node holding the fewest columns.
-    fn pick_node(
-        &self,
-        stripe_id: u64,
-        homes: &[NodeId],
-        c: usize,
-        used: &[NodeId],
-    ) -> Option<NodeId> {
-        let nodes = &self.inner.nodes;
-        let home = homes[c];
-        if nodes.is_writable(home) && !used.contains(&home) {
-            return Some(home);
-        }
-        let placement = self.inner.layout.placement(stripe_id);
-        let free = self
-            .inner
-            .layout
-            .handoff_candidates(&placement, c, &|n| {
-                !nodes.is_writable(n) || used.contains(&n)
-            })
-            .first()
-            .copied();
-        if free.is_some() || self.inner.options.write_policy == WritePolicy::Strict {
-            return free;
-        }
-        nodes
-            .ids()
-            .filter(|&n| nodes.is_writable(n))
-            .min_by_key(|n| used.iter().filter(|u| *u == n).count())
-    }
-
-    /// Strict policy: the columns' actual nodes must keep the layout's promise.
-    fn check_strict(
-        &self,
-        homes: &[NodeId],
-        actual: &[(usize, NodeId)],
-        stored_columns: &[usize],
-    ) -> Result<(), Failure> {
-        let layout = &self.inner.layout;
-        if actual.len() < stored_columns.len() {
-            let missing: Vec<String> = stored_columns
-                .iter()
-                .filter(|c| !actual.iter().any(|(a, _)| a == *c))
-                .map(|&c| layout.node(homes[c]).name.clone())
-                .collect();
-            return Err(Failure::Refused(format!(
-                "strict write policy: no node can take the columns homed on {} without \
-                 breaking the layout's promise; bring the nodes back or use WritePolicy::Available",
-                missing.join(", ")
-            )));
-        }
-        let mut columns = homes.to_vec();
-        for &(c, n) in actual {
-            columns[c] = n;
-        }
-        if !layout.placement_keeps_promise(&columns) {
-            return Err(Failure::Refused(
-                "strict write policy: with the nodes that are down, the stripe's columns \
-                 would not survive the layout's promise; bring the nodes back or use \
-                 WritePolicy::Available"
-                    .into(),
-            ));
-        }
-        Ok(())
     }
 
     /// Makes a durable commit visible: stripes first, then the index.
@@ -735,9 +599,14 @@ impl Committer {
         let last_ops = last_ops(batch);
         let mut state = self.inner.write_state();
         for w in written {
-            for (c, col) in w.info.columns.iter().enumerate() {
-                if col.is_stored_len() && col.stored.is_none() {
-                    self.inner.queue_repair(w.info.stripe_id, c as u16);
+            if w.degraded {
+                // Acknowledged without the promise's margin: repair moves
+                // its columns where they keep the promise again.
+                self.inner.stats.degraded_writes.inc();
+                for (c, col) in w.info.columns.iter().enumerate() {
+                    if col.is_stored_len() {
+                        self.inner.queue_repair(w.info.stripe_id, c as u16);
+                    }
                 }
             }
             let slot = state.add_stripe(w.info);

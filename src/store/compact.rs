@@ -1,17 +1,21 @@
-//! Compaction: reclaim the space of generations whose blobs are mostly dead.
+//! Compaction: reclaim the space of generations that are mostly dead
+//! (docs/DURABILITY.md, "Compaction": D1, D3).
 //!
-//! For a generation whose live ratio is under the threshold:
+//! For a generation whose useful fraction (live blob bytes, times column
+//! bytes still needed: handoff copies whose column is home again and
+//! stripes open discarded are not) is under the threshold:
 //! 1. every live blob in it is rewritten through the committer, as a
 //!    relocation that applies only if no newer put or delete raced it;
-//! 2. tombstones in it that may still hide a value in an older generation
-//!    are carried forward, and so are the retire markers it holds;
+//! 2. its tombstones that may still hide a value in a live generation are
+//!    carried forward, and so are its retire markers whose generations may
+//!    still have remains on some node;
 //! 3. once all that is durable, a retire marker naming the generation is
 //!    committed (coded and placed like any blob, so it survives a site
 //!    fire), and only then are its segments removed from every node.
 //!
 //! Removing segments can be cut short by a crash or a down node; the retire
 //! marker is what tells a later open that the remains are garbage and not
-//! acknowledged stripes that lost columns.
+//! stripes that lost columns.
 
 use std::sync::mpsc;
 
@@ -29,8 +33,11 @@ type LiveBlob = (Box<[u8]>, BlobLoc);
 /// What [`Store::compact`] considers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompactOptions {
-    /// Compact a generation when its live bytes are under this fraction of
-    /// the blob bytes written to it. Default 0.5.
+    /// Compact a generation when its useful fraction is under this: live
+    /// blob bytes over blob bytes written to it, times the column bytes its
+    /// stripes still need over the column bytes it holds (handoff copies
+    /// whose column is home again, and stripes open discarded, are not
+    /// needed). Default 0.5.
     pub live_ratio_max: f64,
     /// Compact at most this many generations in one call. Default: all.
     pub generations_max: usize,
@@ -57,6 +64,8 @@ pub struct CompactReport {
     pub bytes_moved: u64,
     /// Tombstones carried forward.
     pub tombstones_carried: u64,
+    /// Tombstones dropped: no live generation could hold a value they hide.
+    pub tombstones_dropped: u64,
     /// Column bytes (data and parity, all nodes) of the removed generations.
     pub column_bytes_removed: u64,
 }
@@ -75,19 +84,19 @@ impl Store {
         self.flush()?;
         let candidates: Vec<u64> = {
             let state = inner.read_state();
-            let newest = state.generations.keys().next_back().copied();
+            // The newest generation with visible stripes may be the one
+            // the committer appends to: never touched.
+            let newest = state
+                .generations
+                .iter()
+                .filter(|(_, u)| u.stripes > 0)
+                .map(|(g, _)| *g)
+                .next_back();
             let mut c: Vec<(f64, u64)> = state
                 .generations
                 .iter()
-                .filter(|(g, _)| Some(**g) != newest)
-                .map(|(g, u)| {
-                    let ratio = if u.blob_bytes == 0 {
-                        0.0
-                    } else {
-                        u.live_bytes as f64 / u.blob_bytes as f64
-                    };
-                    (ratio, *g)
-                })
+                .filter(|(g, _)| newest.is_none_or(|n| **g < n))
+                .map(|(g, u)| (u.useful_ratio(), *g))
                 .filter(|(ratio, _)| *ratio < options.live_ratio_max)
                 .collect();
             c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -153,7 +162,20 @@ impl Store {
         }
         report.blobs_moved += wait_all(&mut waiting)?;
 
-        // 2. Carry tombstones and retire markers forward.
+        // 2. Carry forward the tombstones that may still hide something,
+        //    and the retire markers whose generations may have remains.
+        let live_generations: Vec<u64> = inner
+            .read_state()
+            .generations
+            .keys()
+            .copied()
+            .filter(|g| *g != generation)
+            .collect();
+        let pending = inner
+            .retired_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut retire = vec![generation];
         let k = inner.layout.code().data_count;
         for stripe in &stripes {
@@ -173,11 +195,24 @@ impl Store {
                             checksum: e.checksum,
                             column_index: c as u16,
                         };
-                        retire.extend(inner.retired_generations(stripe, &loc)?);
+                        retire.extend(
+                            inner
+                                .retired_generations(stripe, &loc)?
+                                .into_iter()
+                                .filter(|g| pending.contains(g)),
+                        );
                     } else if e.flags.contains(EntryFlags::TOMBSTONE) {
+                        // The tombstone hides values in generations up to
+                        // `blob_len`; with none of those live, it is done.
+                        let hides = e.blob_len;
+                        if !live_generations.iter().any(|&g| g <= hides) {
+                            report.tombstones_dropped += 1;
+                            continue;
+                        }
                         let (ack, rx) = mpsc::sync_channel(1);
                         self.submit(Request::Tombstone {
                             key: e.key.into(),
+                            hides_generation: hides,
                             ack,
                         })?;
                         waiting.push(rx);
@@ -196,13 +231,24 @@ impl Store {
             ack,
         })?;
         rx.recv().map_err(|_| Error::Closed)??;
+        let mut everywhere = true;
         for id in inner.nodes.ids() {
-            if let Some(node) = inner.nodes.get(id)
-                && let Err(e) = node.remove_generation(generation)
-            {
+            let Some(node) = inner.nodes.get(id) else {
+                everywhere = false;
+                continue;
+            };
+            if let Err(e) = node.remove_generation(generation) {
+                everywhere = false;
                 tracing::warn!(node = %node.name(), generation, error = %e,
                     "could not remove a retired generation; the next open retries");
             }
+        }
+        if !everywhere {
+            inner
+                .retired_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(generation);
         }
         let mut state = inner.write_state();
         if let Some(usage) = state.generations.get(&generation) {

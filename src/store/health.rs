@@ -32,7 +32,8 @@ pub(crate) struct Counters {
     pub checksum_failures: Counter,
     pub read_errors: Counter,
     pub write_failures: Counter,
-    pub columns_unwritten: Counter,
+    pub degraded_writes: Counter,
+    pub commit_retries: Counter,
     pub bytes_written: Counter,
     /// Bytes read by repairs, for progress reports.
     pub repair_bytes_read: Counter,
@@ -51,7 +52,8 @@ impl Counters {
             checksum_failures: self.checksum_failures.get(),
             read_errors: self.read_errors.get(),
             write_failures: self.write_failures.get(),
-            columns_unwritten: self.columns_unwritten.get(),
+            degraded_writes: self.degraded_writes.get(),
+            commit_retries: self.commit_retries.get(),
             bytes_written: self.bytes_written.get(),
             repair_queue,
         }
@@ -84,8 +86,12 @@ pub struct Stats {
     pub read_errors: u64,
     /// Commits that failed (their puts got an error).
     pub write_failures: u64,
-    /// Columns of acknowledged stripes that no node could take.
-    pub columns_unwritten: u64,
+    /// Stripes acknowledged without the promise's margin: written while
+    /// the promise was used up (a whole site down) or could not be kept;
+    /// repair restores it.
+    pub degraded_writes: u64,
+    /// Commit attempts sealed again after an append failed.
+    pub commit_retries: u64,
     /// Column bytes appended to nodes (data and parity).
     pub bytes_written: u64,
     /// Columns waiting for repair (missing, damaged, or away from home).
@@ -135,6 +141,9 @@ pub struct Health {
     pub columns_away: usize,
     /// If one more site burned now, would every blob still be readable?
     pub survives_any_site_loss: bool,
+    /// Set while a loss beyond the promise found by a salvage open is not
+    /// accepted yet (see [`Store::accept_loss`](super::Store::accept_loss)).
+    pub loss_pending: bool,
     /// Set when another writer took over (it holds a remote node's lease):
     /// the node and what was found. This store no longer writes; see
     /// [`Error::Superseded`](crate::Error::Superseded).
@@ -215,6 +224,7 @@ impl Inner {
             columns_missing,
             columns_away,
             survives_any_site_loss: survives,
+            loss_pending: self.loss_pending.load(std::sync::atomic::Ordering::Acquire),
             superseded_by: self
                 .superseded_by()
                 .map(|(node, reason)| format!("node {node}: {reason}")),

@@ -19,15 +19,19 @@ mod commit;
 mod compact;
 mod health;
 mod index;
+mod manifest;
 mod nodes;
+mod open;
 mod pack;
 mod read;
 mod recover;
 mod repair;
+mod salvage;
+mod stripe_io;
 mod stripes;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -41,18 +45,21 @@ pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
 pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
 
-use self::commit::{Committer, Request};
+use self::commit::{Committer, Request, WriterStart};
 use self::health::Counters;
 use self::index::{BlobLoc, Index, PartLoc};
+use self::manifest::ManifestState;
 use self::nodes::NodeSet;
+use self::open::{Handle, Mode, SESSION_SHIFT};
+use self::salvage::LossState;
 use self::stripes::StripeInfo;
 use self::stripes::StripeTable;
 use crate::codec::Codec;
 use crate::format::KEY_LEN_MAX;
-use crate::layout::{Layout, Location};
-use crate::node::{LocalNode, LocalOptions, Node};
+use crate::layout::Layout;
 #[cfg(feature = "object-store")]
-use crate::node::{ObjectNode, ObjectOptions};
+use crate::node::ObjectOptions;
+use crate::node::{LocalOptions, Node};
 use crate::{Error, Result};
 
 /// The largest value `put` accepts: 64 GiB.
@@ -68,15 +75,19 @@ const _: () = assert!(PARTS_PER_BLOB_MAX <= u32::MAX as u64);
 /// What a put needs before it returns `Ok` while nodes or sites are down.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WritePolicy {
-    /// Keep accepting writes through an outage: a column whose node is down
-    /// goes to a handoff node in a surviving site (never two columns of a
-    /// stripe on one node while another node is free); the stripe is
-    /// recorded as away from home for repair to move back. A put fails only
-    /// if fewer than k + 1 columns can be written anywhere.
+    /// Keep accepting writes through an outage: a column whose node takes
+    /// no writes goes to a handoff node chosen so the stripe keeps the
+    /// promise given what has failed (within the home site when it can);
+    /// the column is recorded as away from home for repair to move back.
+    /// When the failures use the promise up (a whole site down), a stripe
+    /// is still acknowledged once every column is on a surviving node (a
+    /// degraded write, counted in [`Stats::degraded_writes`]). A put fails
+    /// only if no node takes writes, or it is not acknowledged within
+    /// [`Options::put_timeout`].
     #[default]
     Available,
     /// Refuse (with [`Error::WriteRefused`]) a put whose columns could not
-    /// be placed so that the layout's promise holds.
+    /// be placed so that the layout's whole promise holds.
     Strict,
 }
 
@@ -126,6 +137,17 @@ pub struct Options {
     /// and the first correct answer wins: a slow site does not stall
     /// reads. Default 200 ms.
     pub read_hedge_after: Duration,
+    /// The longest a put, delete or flush waits for its acknowledgement;
+    /// then it fails with [`Error::TimedOut`] (the write may still land,
+    /// whole). Default 30 s.
+    pub put_timeout: Duration,
+    /// Open a store even when more is missing than the promise covers
+    /// (docs/DURABILITY.md, D2). Every `get`, `contains` or `len_of` whose
+    /// answer the loss could change then fails with
+    /// [`Error::PossiblyLost`] until [`Store::accept_loss`];
+    /// [`Store::open_report`] lists the keys known to be lost. Default
+    /// false.
+    pub salvage: bool,
 }
 
 impl Default for Options {
@@ -140,6 +162,8 @@ impl Default for Options {
             #[cfg(feature = "object-store")]
             object: ObjectOptions::default(),
             read_hedge_after: Duration::from_millis(200),
+            put_timeout: Duration::from_secs(30),
+            salvage: false,
         }
     }
 }
@@ -164,6 +188,29 @@ pub(crate) struct GenerationUsage {
     pub blob_bytes: u64,
     /// Bytes of blob parts the index still points to.
     pub live_bytes: u64,
+    /// Column bytes no stripe needs any more: handoff copies whose column
+    /// is home again, and stripes open discarded.
+    pub stale_column_bytes: u64,
+}
+
+impl GenerationUsage {
+    /// The useful fraction of the generation: live blob bytes over blob
+    /// bytes written, times the column bytes still needed over all column
+    /// bytes stored. Compaction rewrites generations where it is low.
+    pub fn useful_ratio(&self) -> f64 {
+        let live = if self.blob_bytes == 0 {
+            0.0
+        } else {
+            self.live_bytes as f64 / self.blob_bytes as f64
+        };
+        let stored = self.column_bytes + self.stale_column_bytes;
+        let needed = if stored == 0 {
+            1.0
+        } else {
+            self.column_bytes as f64 / stored as f64
+        };
+        live * needed
+    }
 }
 
 impl State {
@@ -177,6 +224,27 @@ impl State {
 
     fn generation_of(&self, slot: u32) -> Option<u64> {
         self.stripes.get(slot).map(|s| s.generation)
+    }
+
+    /// The newest generation holding part of `key`'s value, if it has one:
+    /// what a tombstone of the key hides.
+    pub fn hides_generation(&self, key: &[u8]) -> Option<u64> {
+        let loc = self.index.get(key)?;
+        Some(
+            loc.parts()
+                .iter()
+                .filter_map(|p| self.generation_of(p.slot))
+                .max()
+                .unwrap_or(0),
+        )
+    }
+
+    /// Counts `bytes` of a column record as no longer needed.
+    pub fn add_stale(&mut self, generation: u64, bytes: u64) {
+        self.generations
+            .entry(generation)
+            .or_default()
+            .stale_column_bytes += bytes;
     }
 
     /// Adds `delta` (positive or negative) to the live bytes of every
@@ -205,6 +273,14 @@ impl State {
         if let Some(old) = self.index.insert(key, loc) {
             self.account(&old, false, false);
         }
+    }
+
+    /// The id of the newest stripe holding part of `loc`.
+    pub fn stripe_id_of(&self, loc: &BlobLoc) -> Option<u64> {
+        loc.parts()
+            .iter()
+            .filter_map(|p| self.stripes.get(p.slot).map(|s| s.stripe_id))
+            .max()
     }
 
     pub fn remove_blob(&mut self, key: &[u8]) {
@@ -241,7 +317,20 @@ pub(crate) struct Inner {
     /// When the object-store nodes were last checked.
     pub remote_checked: Mutex<Option<Instant>>,
     /// Set by `close`: the nodes are released.
-    pub closed: std::sync::atomic::AtomicBool,
+    pub closed: AtomicBool,
+    /// The manifest as last written (docs/DURABILITY.md, "The manifest").
+    manifest: Mutex<ManifestState>,
+    /// Per layout node: whether it holds this store's manifest.
+    members: Mutex<Vec<bool>>,
+    /// The next stripe id the committer will use.
+    pub next_stripe_id: AtomicU64,
+    /// A loss beyond the promise found by a salvage open, until accepted.
+    loss: RwLock<Option<LossState>>,
+    /// Whether `loss` holds a loss (checked without the lock).
+    loss_pending: AtomicBool,
+    /// Retired generations whose removal is not confirmed on every node:
+    /// compaction carries their retire markers forward.
+    retired_pending: Mutex<BTreeSet<u64>>,
 }
 
 impl Inner {
@@ -308,7 +397,7 @@ impl Inner {
 ///     "#,
 ///     root.display()
 /// ))?;
-/// let store = Store::open(layout, Options::default())?;
+/// let store = Store::create(layout, Options::default())?;
 /// store.put(b"chat/1", &b"hello"[..])?;
 /// let blob = store.get(b"chat/1")?.expect("just written");
 /// assert_eq!(&blob.to_bytes()[..], b"hello");
@@ -332,29 +421,90 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store the layout describes.
+    /// Creates a new store over the layout: every node must be reachable
+    /// and empty (local directories are created). Writes the store's
+    /// identity to every node and opens it.
     ///
-    /// Local node directories are created on first use. On a store that
-    /// already holds data, a node whose directory is missing or unreadable
-    /// is left down (reported by [`Store::health`], rebuilt by repair), as
-    /// long as the layout's promise covers it. Object-store nodes
-    /// (`s3://`, `gs://`, `az://`, `file://` URLs; README, "Remote sites")
-    /// are opened in parallel: each lists its prefix and takes the writer
-    /// lease; one that cannot be reached is left down the same way.
+    /// # Example
+    ///
+    /// ```
+    /// use geoshard::layout::Layout;
+    /// use geoshard::{Error, Options, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let layout = Layout::builder()
+    ///     .code(2, 1)
+    ///     .site("seoul", |s| s.node("s1", dir.path().join("s1").as_path()))
+    ///     .site("busan", |s| s.node("b1", dir.path().join("b1").as_path()))
+    ///     .site("daejeon", |s| s.node("d1", dir.path().join("d1").as_path()))
+    ///     .build()?;
+    /// // Open never creates a store.
+    /// assert!(matches!(Store::open(layout.clone(), Options::default()), Err(Error::NoStore { .. })));
+    /// let store = Store::create(layout.clone(), Options::default())?;
+    /// store.put(b"chat/1", &b"hello"[..])?;
+    /// drop(store);
+    /// assert!(matches!(Store::create(layout.clone(), Options::default()), Err(Error::StoreExists { .. })));
+    /// let store = Store::open(layout, Options::default())?;
+    /// assert!(store.contains(b"chat/1")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
+    /// - [`Error::StoreExists`] when a node already holds a store;
+    /// - [`Error::Unavailable`] when a node cannot be reached;
+    /// - [`Error::Locked`] when another process has a node open;
+    /// - [`Error::InvalidLayout`] / [`Error::InvalidArgument`] as for
+    ///   [`Store::open`].
+    pub fn create(layout: Layout, options: Options) -> Result<Store> {
+        let nodes = open::open_handles(&layout, &options, Mode::Create)?;
+        Store::start(layout, options, nodes, true, Mode::Create)
+    }
+
+    /// Creates a store over nodes the caller opened (as
+    /// [`Store::open_with_nodes`]); every node must be reachable and empty.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::create`].
+    pub fn create_with_nodes(
+        layout: Layout,
+        options: Options,
+        nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
+    ) -> Result<Store> {
+        Store::start(layout, options, nodes, false, Mode::Create)
+    }
+
+    /// Opens the existing store the layout describes. It never creates one
+    /// (see [`Store::create`]).
+    ///
+    /// A node whose directory is missing or empty (a disk that is not
+    /// mounted, a replaced disk, a burned site) is left down, reported by
+    /// [`Store::health`], and adopted and rebuilt by repair, as long as the
+    /// layout's promise covers what is missing. Object-store nodes
+    /// (`s3://`, `gs://`, `az://`, `file://` URLs; README, "Remote sites")
+    /// are opened in parallel: each lists its prefix and takes the writer
+    /// lease; one that cannot be reached is left down the same way.
+    /// docs/DURABILITY.md says what open decides and why.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NoStore`] when no reachable node holds the store's
+    ///   identity (never created, disks not mounted, wrong paths);
+    /// - [`Error::TooManyNodesDown`] when more nodes are missing than the
+    ///   promise tolerates (checked first; [`Options::salvage`] opens
+    ///   anyway);
+    /// - [`Error::StripesUnrecoverable`] when some stripe that must be
+    ///   visible has fewer than k reachable columns (salvage opens anyway);
     /// - [`Error::Locked`] when another process has the store open;
-    /// - [`Error::StripesUnrecoverable`] when so much is missing that some
-    ///   acknowledged stripe has fewer than k reachable columns;
-    /// - [`Error::InvalidLayout`] when the nodes hold data coded differently
-    ///   from what the layout says, a node location is not supported, or
-    ///   an object store's settings cannot work (a credential variable
-    ///   that is not set, for example);
+    /// - [`Error::InvalidLayout`] when the nodes hold another store, data
+    ///   coded differently from what the layout says, or another node's
+    ///   data (swapped paths), a node location is not supported, or an
+    ///   object store's settings cannot work;
     /// - [`Error::InvalidArgument`] for options out of range.
     pub fn open(layout: Layout, options: Options) -> Result<Store> {
-        let nodes = open_nodes(&layout, &options)?;
-        Store::open_inner(layout, options, nodes, true)
+        let nodes = open::open_handles(&layout, &options, Mode::Open)?;
+        Store::start(layout, options, nodes, true, Mode::Open)
     }
 
     /// Opens a store over nodes the caller opened: `nodes[i]` serves
@@ -369,31 +519,17 @@ impl Store {
         options: Options,
         nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
     ) -> Result<Store> {
-        Store::open_inner(layout, options, nodes, false)
+        Store::start(layout, options, nodes, false, Mode::Open)
     }
 
-    fn open_inner(
+    fn start(
         layout: Layout,
         options: Options,
-        nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
+        nodes: Vec<Handle>,
         local_nodes: bool,
+        mode: Mode,
     ) -> Result<Store> {
-        if options.split_len_min > options.column_len_target {
-            return Err(Error::invalid(format!(
-                "split_len_min ({}) must not exceed column_len_target ({})",
-                options.split_len_min, options.column_len_target
-            )));
-        }
-        if options.column_len_target < COLUMN_LEN_TARGET_MIN
-            || options.column_len_target as u64 > crate::format::COLUMN_LEN_MAX / 2
-        {
-            return Err(Error::invalid(format!(
-                "column_len_target is {}; it must be between {} and {}",
-                options.column_len_target,
-                COLUMN_LEN_TARGET_MIN,
-                crate::format::COLUMN_LEN_MAX / 2
-            )));
-        }
+        check_options(&options)?;
         if nodes.len() != layout.nodes().len() {
             return Err(Error::invalid(format!(
                 "{} node handles for a layout of {} nodes",
@@ -404,6 +540,7 @@ impl Store {
         let code = layout.code();
         let codec = Codec::new(code.data_count, code.parity_count)?;
         let started = Instant::now();
+        let node_count = layout.nodes().len();
         let inner = Arc::new(Inner {
             nodes: NodeSet::new(&layout, nodes),
             layout,
@@ -417,14 +554,59 @@ impl Store {
             local_nodes,
             superseded: Mutex::new(None),
             remote_checked: Mutex::new(None),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            manifest: Mutex::new(ManifestState {
+                shared: crate::format::Manifest {
+                    store_id: [0; 16],
+                    data_count: 0,
+                    parity_count: 0,
+                    session: 0,
+                    version: 0,
+                    node_since_stripe_id: 0,
+                    node_name: "-".into(),
+                    discarded: Vec::new(),
+                },
+                node_since: vec![0; node_count],
+            }),
+            members: Mutex::new(vec![false; node_count]),
+            next_stripe_id: AtomicU64::new(0),
+            loss: RwLock::new(None),
+            loss_pending: AtomicBool::new(false),
+            retired_pending: Mutex::new(BTreeSet::new()),
         });
-        let (state, start, report) = inner.recover()?;
-        *inner.write_state() = state;
+        let found = inner.identify(mode)?;
+        inner.check_outage()?;
+        let session = found.shared.session + 1;
+        *inner.manifest.lock().unwrap_or_else(|p| p.into_inner()) = found.clone();
+        let recovered = inner.recover(&found, session)?;
+        inner.update_manifest(|m| {
+            m.shared.session = session;
+            m.shared.version = 0;
+            m.shared.discarded = recovered.discarded_ranges.clone();
+        })?;
+        let report = recovered.report;
+        *inner.write_state() = recovered.state;
+        if let Some(loss) = recovered.loss {
+            *inner.loss.write().unwrap_or_else(|p| p.into_inner()) = Some(loss);
+            inner.loss_pending.store(true, Ordering::Release);
+        }
+        let cleaned = inner.remove_retired_leftovers(&recovered.retired);
+        if !cleaned {
+            *inner
+                .retired_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = recovered.retired;
+        }
+        let first_stripe_id = (session << SESSION_SHIFT) | 1;
+        inner
+            .next_stripe_id
+            .store(first_stripe_id, Ordering::Release);
         tracing::info!(
+            session,
             blobs = report.blobs,
             stripes = report.stripes_visible,
             discarded = report.stripes_discarded,
+            lost = report.stripes_lost,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
@@ -432,7 +614,13 @@ impl Store {
             *r = report;
         }
         let (tx, rx) = mpsc::channel();
-        let committer = Committer::new(Arc::clone(&inner), rx, start);
+        let committer = Committer::new(
+            Arc::clone(&inner),
+            rx,
+            WriterStart {
+                next_stripe_id: first_stripe_id,
+            },
+        );
         let handle = std::thread::Builder::new()
             .name("geoshard-committer".into())
             .spawn(move || committer.run())
@@ -457,10 +645,13 @@ impl Store {
     /// - [`Error::InvalidArgument`] for an empty key;
     /// - [`Error::LimitExceeded`] for a key over [`KEY_LEN_MAX`] bytes or a
     ///   value over [`BLOB_LEN_MAX`];
-    /// - [`Error::NotEnoughColumns`] when fewer than k + 1 columns could be
-    ///   written anywhere, or [`Error::WriteRefused`] under
-    ///   [`WritePolicy::Strict`]: the put did not happen (a failed put may
+    /// - [`Error::NotEnoughColumns`] when no node takes writes, or
+    ///   [`Error::WriteRefused`] (under [`WritePolicy::Strict`], or when
+    ///   every retry failed): the put did not happen (a failed put may
     ///   still appear after a crash and reopen, but only whole);
+    /// - [`Error::TimedOut`] after [`Options::put_timeout`] (the put may
+    ///   still land, whole);
+    /// - [`Error::Superseded`] once another writer took over;
     /// - [`Error::Closed`] after [`Store::close`].
     pub fn put(&self, key: &[u8], value: impl Into<Bytes>) -> Result<()> {
         check_key(key)?;
@@ -478,9 +669,18 @@ impl Store {
             value,
             ack,
         })?;
-        let out = rx.recv().map_err(|_| Error::Closed)?;
+        let out = self.wait(&rx, "put")?;
         self.inner.stats.puts.inc();
         out.map(|_| ())
+    }
+
+    /// Waits for a request's acknowledgement, at most `put_timeout`.
+    fn wait(&self, rx: &mpsc::Receiver<Result<bool>>, what: &'static str) -> Result<Result<bool>> {
+        let after = self.inner.options.put_timeout;
+        rx.recv_timeout(after).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => Error::TimedOut { what, after },
+            mpsc::RecvTimeoutError::Disconnected => Error::Closed,
+        })
     }
 
     /// The value under `key`, or `None`.
@@ -499,16 +699,41 @@ impl Store {
     /// - [`Error::Closed`] after [`close`](Store::close).
     pub fn get(&self, key: &[u8]) -> Result<Option<Blob>> {
         check_key(key)?;
-        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(Error::Closed);
+        // A read of a location compaction removed meanwhile fails; the key
+        // is then resolved again (a few times at most).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.get_once(key) {
+                Ok(found) => return Ok(found),
+                Err(Moved) if attempts < GET_ATTEMPTS_MAX => continue,
+                Err(Moved) => {
+                    return Err(Error::Unavailable {
+                        node: "(all)".into(),
+                        reason: format!(
+                            "the value kept moving ({GET_ATTEMPTS_MAX} tries): compaction is \
+                             rewriting it; try again"
+                        ),
+                    });
+                }
+                Err(Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn get_once(&self, key: &[u8]) -> std::result::Result<Option<Blob>, GetError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Failed(Error::Closed));
         }
         // Resolve under the lock, read after it. The common case (a whole
         // blob on a reachable node) needs only the node and the record's
         // location; the stripe itself is fetched only to read degraded.
         let mut parts: Vec<(PartLoc, Arc<StripeInfo>)> = Vec::new();
-        let whole = {
+        let (whole, resolved) = {
             let state = self.inner.read_state();
             let Some(loc) = state.index.get(key) else {
+                drop(state);
+                self.inner.check_loss(key, None).map_err(Failed)?;
                 return Ok(None);
             };
             let stripe_of = |p: &PartLoc| -> Result<&Arc<StripeInfo>> {
@@ -519,23 +744,32 @@ impl Store {
             };
             match loc {
                 BlobLoc::Whole(p) => {
-                    let stripe = stripe_of(p)?;
+                    let stripe = stripe_of(p).map_err(Failed)?;
                     let stored = stripe
                         .columns
                         .get(usize::from(p.column_index))
                         .and_then(|c| c.stored);
-                    Some((*p, stripe.stripe_id, stored))
+                    (Some((*p, stripe.stripe_id, stored)), None)
                 }
                 BlobLoc::Split(split) => {
                     parts = split
                         .parts
                         .iter()
                         .map(|p| Ok((*p, Arc::clone(stripe_of(p)?))))
-                        .collect::<Result<_>>()?;
-                    None
+                        .collect::<Result<_>>()
+                        .map_err(Failed)?;
+                    (None, Some(loc.clone()))
                 }
             }
         };
+        if self.inner.loss_pending.load(Ordering::Acquire) {
+            let newest = whole
+                .map(|w| w.1)
+                .into_iter()
+                .chain(parts.iter().map(|(_, s)| s.stripe_id))
+                .max();
+            self.inner.check_loss(key, newest).map_err(Failed)?;
+        }
         self.inner.stats.gets.inc();
         if let Some((part, stripe_id, Some((node, _)))) = whole
             && self.inner.node_is_remote(node)
@@ -544,10 +778,10 @@ impl Store {
             // costs nothing next to a network round trip.
             let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
             return match stripe {
-                Some(stripe) if stripe.stripe_id == stripe_id => {
-                    Ok(Some(Blob::from(self.inner.read_part(&stripe, &part)?)))
-                }
-                _ => self.get(key),
+                Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
+                    self.inner.read_part(&stripe, &part).map_err(Failed)?,
+                ))),
+                _ => Err(Moved),
             };
         }
         if let Some((part, stripe_id, stored)) = whole {
@@ -561,13 +795,24 @@ impl Store {
             // Degraded: rebuild from the stripe's other columns.
             let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
             return match stripe {
-                Some(stripe) if stripe.stripe_id == stripe_id => {
-                    Ok(Some(Blob::from(self.inner.read_degraded(&stripe, &part)?)))
-                }
+                Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
+                    self.inner.read_degraded(&stripe, &part).map_err(Failed)?,
+                ))),
                 // Compaction moved the blob meanwhile: read it where it is now.
-                _ => self.get(key),
+                _ => Err(Moved),
             };
         }
+        match self.read_split(&parts) {
+            Ok(chunks) => Ok(Some(Blob::from_chunks(chunks))),
+            // The parts were resolved under the lock and read after it: if
+            // the key points elsewhere now, compaction moved it.
+            Err(_) if self.inner.read_state().index.get(key) != resolved.as_ref() => Err(Moved),
+            Err(e) => Err(Failed(e)),
+        }
+    }
+
+    /// Reads every part of a split blob (in parallel when remote).
+    fn read_split(&self, parts: &[(PartLoc, Arc<StripeInfo>)]) -> Result<Vec<Bytes>> {
         let remote = parts.iter().any(|(part, stripe)| {
             stripe
                 .columns
@@ -575,7 +820,7 @@ impl Store {
                 .and_then(|c| c.stored)
                 .is_some_and(|(node, _)| self.inner.node_is_remote(node))
         });
-        let chunks = if remote && parts.len() > 1 {
+        if remote && parts.len() > 1 {
             // Parts on remote nodes are fetched in parallel: a split blob
             // costs one round trip, not one per part.
             std::thread::scope(|scope| {
@@ -591,24 +836,32 @@ impl Store {
                             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                     })
                     .collect::<Result<Vec<_>>>()
-            })?
+            })
         } else {
             parts
                 .iter()
                 .map(|(part, stripe)| self.inner.read_part(stripe, part))
-                .collect::<Result<Vec<_>>>()?
-        };
-        Ok(Some(Blob::from_chunks(chunks)))
+                .collect()
+        }
     }
 
     /// Length of the value under `key`, without reading it.
     ///
     /// # Errors
     ///
-    /// As [`Store::get`] for a bad key.
+    /// As [`Store::get`] for a bad key; [`Error::PossiblyLost`] while a
+    /// salvage open's loss could change the answer.
     pub fn len_of(&self, key: &[u8]) -> Result<Option<u64>> {
         check_key(key)?;
-        Ok(self.inner.read_state().index.get(key).map(BlobLoc::len))
+        let (len, stripe) = {
+            let state = self.inner.read_state();
+            match state.index.get(key) {
+                Some(loc) => (Some(loc.len()), state.stripe_id_of(loc)),
+                None => (None, None),
+            }
+        };
+        self.inner.check_loss(key, stripe)?;
+        Ok(len)
     }
 
     /// Removes `key`. The tombstone is durable, like a put, when this
@@ -624,7 +877,7 @@ impl Store {
             key: key.into(),
             ack,
         })?;
-        let out = rx.recv().map_err(|_| Error::Closed)?;
+        let out = self.wait(&rx, "delete")?;
         self.inner.stats.deletes.inc();
         out
     }
@@ -633,10 +886,9 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// As [`Store::get`] for a bad key.
+    /// As [`Store::len_of`].
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        check_key(key)?;
-        Ok(self.inner.index_contains(key))
+        Ok(self.len_of(key)?.is_some())
     }
 
     /// The keys that start with `prefix`, in byte order. The iterator reads
@@ -672,7 +924,7 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         let (ack, rx) = mpsc::sync_channel(1);
         self.submit(Request::Flush { ack })?;
-        rx.recv().map_err(|_| Error::Closed)?.map(|_| ())
+        self.wait(&rx, "flush")?.map(|_| ())
     }
 
     /// Counters since open.
@@ -756,6 +1008,17 @@ impl Drop for Store {
     }
 }
 
+/// How often a get resolves a key again after compaction moved it.
+const GET_ATTEMPTS_MAX: usize = 8;
+
+/// Why one try of a get did not answer.
+enum GetError {
+    /// The value moved (compaction) between resolving and reading it.
+    Moved,
+    Failed(Error),
+}
+use GetError::{Failed, Moved};
+
 /// Iterator over the keys with a prefix; see [`Store::keys_with_prefix`].
 #[derive(Debug)]
 pub struct KeysWithPrefix<'a> {
@@ -807,147 +1070,25 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Opens every node of the layout: local directories, and object-store
-/// prefixes (in parallel: each takes its lease and lists its objects).
-///
-/// On a new store (no node holds any generation) missing directories are
-/// created. On an existing store a missing directory means the node was
-/// lost (a burned site, a replaced disk): it is left down for repair rather
-/// than silently recreated empty. An object store that cannot be reached is
-/// left down too; one whose settings cannot work fails the open.
-fn open_nodes(
-    layout: &Layout,
-    options: &Options,
-) -> Result<Vec<std::result::Result<Arc<dyn Node>, String>>> {
-    let mut out: Vec<std::result::Result<Arc<dyn Node>, String>> = Vec::new();
-    let mut missing = Vec::new();
-    let mut remote = open_remote_nodes(layout, options)?;
-    for (i, spec) in layout.nodes().iter().enumerate() {
-        let dir = match &spec.location {
-            Location::Dir(dir) => dir,
-            Location::Url(_) => {
-                out.push(
-                    remote
-                        .remove(&i)
-                        .unwrap_or_else(|| Err("not opened".into())),
-                );
-                continue;
-            }
-        };
-        if !dir_exists(dir) {
-            missing.push(i);
-            out.push(Err(format!("directory {} is missing", dir.display())));
-            continue;
-        }
-        out.push(open_one(&spec.name, dir, &options.local)?);
+fn check_options(options: &Options) -> Result<()> {
+    if options.split_len_min > options.column_len_target {
+        return Err(Error::invalid(format!(
+            "split_len_min ({}) must not exceed column_len_target ({})",
+            options.split_len_min, options.column_len_target
+        )));
     }
-    let fresh = out.iter().all(|n| match n {
-        Ok(node) => node.generations().map(|g| g.is_empty()).unwrap_or(false),
-        Err(_) => true,
-    });
-    if fresh {
-        for i in missing {
-            let spec = &layout.nodes()[i];
-            if let Location::Dir(dir) = &spec.location {
-                out[i] = open_one(&spec.name, dir, &options.local)?;
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Opened object-store nodes by layout index, or why one could not be opened.
-type RemoteHandles = std::collections::HashMap<usize, std::result::Result<Arc<dyn Node>, String>>;
-
-/// Opens the layout's object-store nodes in parallel, by node index.
-#[cfg(feature = "object-store")]
-fn open_remote_nodes(layout: &Layout, options: &Options) -> Result<RemoteHandles> {
-    let specs: Vec<(usize, &crate::layout::NodeSpec, &str)> = layout
-        .nodes()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, spec)| match &spec.location {
-            Location::Url(url) => Some((i, spec, url.as_str())),
-            Location::Dir(_) => None,
-        })
-        .collect();
-    let results: Vec<(usize, Result<ObjectNode>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = specs
-            .iter()
-            .map(|&(i, spec, url)| {
-                let handle = scope.spawn(move || {
-                    ObjectNode::open(&spec.name, url, spec.remote.as_ref(), &options.object)
-                });
-                (i, handle)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(i, handle)| {
-                let result = handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (i, result)
-            })
-            .collect()
-    });
-    let mut out = std::collections::HashMap::new();
-    for (i, result) in results {
-        let name = &layout.nodes()[i].name;
-        match result {
-            Ok(node) => {
-                out.insert(i, Ok(Arc::new(node) as Arc<dyn Node>));
-            }
-            // Settings that cannot work, or an argument out of range: the
-            // operator must fix the layout or options.
-            Err(e @ (Error::InvalidLayout { .. } | Error::InvalidArgument { .. })) => {
-                return Err(e);
-            }
-            Err(e) => {
-                tracing::warn!(node = %name, error = %e, "object-store node could not be opened; left down");
-                out.insert(i, Err(e.to_string()));
-            }
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(not(feature = "object-store"))]
-fn open_remote_nodes(layout: &Layout, _options: &Options) -> Result<RemoteHandles> {
-    match layout
-        .nodes()
-        .iter()
-        .find(|spec| matches!(spec.location, Location::Url(_)))
+    if options.column_len_target < COLUMN_LEN_TARGET_MIN
+        || options.column_len_target as u64 > crate::format::COLUMN_LEN_MAX / 2
     {
-        Some(spec) => Err(Error::InvalidLayout {
-            reason: format!(
-                "node {} is at {}; this build has no object-store support",
-                spec.name, spec.location
-            ),
-            fix: "build geoshard with the `object-store` cargo feature, or give the node a local \
-                  `path`"
-                .into(),
-        }),
-        None => Ok(std::collections::HashMap::new()),
+        return Err(Error::invalid(format!(
+            "column_len_target is {}; it must be between {} and {}",
+            options.column_len_target,
+            COLUMN_LEN_TARGET_MIN,
+            crate::format::COLUMN_LEN_MAX / 2
+        )));
     }
-}
-
-fn open_one(
-    name: &str,
-    dir: &Path,
-    options: &LocalOptions,
-) -> Result<std::result::Result<Arc<dyn Node>, String>> {
-    match LocalNode::open(name, dir, options) {
-        Ok(node) => Ok(Ok(Arc::new(node))),
-        // Another process owns the store: opening anyway would mean two writers.
-        Err(e @ Error::Locked { .. }) => Err(e),
-        Err(e) => {
-            tracing::warn!(node = name, error = %e, "node could not be opened; left down");
-            Ok(Err(e.to_string()))
-        }
+    if options.put_timeout.is_zero() {
+        return Err(Error::invalid("put_timeout must be more than zero"));
     }
-}
-
-fn dir_exists(dir: &Path) -> bool {
-    std::fs::metadata(dir).map(|m| m.is_dir()).unwrap_or(false)
+    Ok(())
 }

@@ -126,6 +126,16 @@ impl NodeSet {
         }
     }
 
+    /// Drops the node's handle (releasing its lock or client) and marks it
+    /// down: the step before reopening it.
+    pub fn release(&self, id: NodeId, reason: impl Into<String>) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        self.mark_down(id, reason);
+        *slot.node.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Puts a (re)opened node in service.
     pub fn replace(&self, id: NodeId, node: Arc<dyn Node>) {
         let Some(slot) = self.slots.get(usize::from(id.0)) else {

@@ -80,6 +80,19 @@ impl OpenStripe {
         }
     }
 
+    /// Sets the `blob_len` of the entry placed last (a tombstone records the
+    /// newest generation that may hold a value it hides there).
+    pub fn set_last_blob_len(&mut self, blob_len: u64) {
+        if let Some(entry) = self
+            .columns
+            .iter_mut()
+            .flat_map(|c| c.entries.last_mut())
+            .max_by_key(|e| (e.request, e.entry.part_index))
+        {
+            entry.entry.blob_len = blob_len;
+        }
+    }
+
     /// The length of each part (the last may be shorter) a blob of
     /// `blob_len` bytes is cut into.
     pub fn part_len(&self, blob_len: usize) -> usize {

@@ -26,7 +26,7 @@ use super::commit::NODE_CHECK_INTERVAL;
 use super::stripes::StripeInfo;
 use super::{Inner, Store};
 use crate::codec::VerifyScratch;
-use crate::format::ColumnHeader;
+use crate::format::{ColumnHeader, Manifest};
 use crate::layout::{Location, NodeId};
 use crate::node::{AppendBatch, LocalNode, Node, RecordLocation, RecordRef, append_all};
 use crate::{Error, Result};
@@ -176,12 +176,13 @@ impl Throttle {
     }
 }
 
-/// A rebuilt or copied column waiting to be written home.
+/// A rebuilt or copied column waiting to be written to its target: its
+/// home, or a site-safe handoff when the home takes no writes.
 struct Pending {
     slot: u32,
     stripe_id: u64,
     column: usize,
-    home: NodeId,
+    target: NodeId,
     generation: u64,
     header: ColumnHeader,
     payload: Payload,
@@ -319,9 +320,14 @@ impl Inner {
             .clone()
     }
 
-    /// Puts nodes back in service: local nodes whose directory is missing
-    /// are recreated empty and reopened (repair then fills them); other down
-    /// nodes are asked to list their generations and revived if they answer.
+    /// Puts nodes back in service: down or fenced local nodes are reopened
+    /// (the old handle, and its lock, dropped first; a missing directory is
+    /// recreated empty), wiped object-store prefixes are reopened, full
+    /// nodes may try again, and other down nodes are revived if they
+    /// answer. A node that comes back without this store's manifest (new,
+    /// rebuilt, wiped) is adopted: it gets the manifest, with `node_since`
+    /// the next stripe id, before it takes writes (docs/DURABILITY.md,
+    /// "Repair").
     fn revive_nodes(&self) -> Vec<String> {
         self.check_nodes();
         let mut revived = Vec::new();
@@ -333,34 +339,42 @@ impl Inner {
                 // took over.
                 continue;
             }
-            if self.nodes.is_writable(id) {
-                // A remote node may answer and still have lost its prefix
-                // (a burned site): ask it.
-                let Some(node) = self.nodes.get(id).filter(|_| remote) else {
+            let fenced = self.nodes.handle(id).is_some_and(|n| n.is_fenced());
+            if self.nodes.is_writable(id) && !fenced {
+                if self.is_member(id) && !remote {
                     continue;
-                };
-                match node.check() {
-                    Ok(()) => continue,
-                    Err(Error::Superseded { node, reason }) => {
-                        self.supersede(node, reason);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = %spec.name, error = %e, "remote node failed its check; reopening");
+                }
+                if let Some(node) = self.nodes.get(id) {
+                    // A remote node may answer and still have lost its
+                    // prefix (a burned site): ask it.
+                    match node.check() {
+                        Ok(()) if self.is_member(id) => continue,
+                        Ok(()) => {
+                            if self.admit(id, &*node).is_ok() {
+                                revived.push(spec.name.clone());
+                            }
+                            continue;
+                        }
+                        Err(Error::Superseded { node, reason }) => {
+                            self.supersede(node, reason);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %spec.name, error = %e, "node failed its check; reopening");
+                        }
                     }
                 }
             }
+            if self.nodes.is_up(id) && !fenced && self.is_member(id) {
+                // Up but taking no writes (a full disk): let it try again.
+                self.nodes.revive(id);
+                revived.push(spec.name.clone());
+                continue;
+            }
             let reopened = match &spec.location {
                 Location::Dir(dir) if self.local_nodes => {
-                    if self.nodes.is_up(id) {
-                        // Up but not writable (a full disk, an I/O error):
-                        // let it try again.
-                        self.nodes.revive(id);
-                        revived.push(spec.name.clone());
-                        continue;
-                    }
                     // Drop the old handle (and its lock) before reopening.
-                    self.nodes.mark_down(id, "reopening");
+                    self.nodes.release(id, "reopening");
                     std::fs::create_dir_all(dir)
                         .map_err(|e| Error::io(format!("recreating {}", dir.display()), e))
                         .and_then(|()| LocalNode::open(spec.name.clone(), dir, &self.options.local))
@@ -370,7 +384,7 @@ impl Inner {
                 Location::Url(url) if self.local_nodes => {
                     // Reopen: list afresh (a wiped prefix comes back empty,
                     // for repair to fill) and take the lease again.
-                    self.nodes.mark_down(id, "reopening");
+                    self.nodes.release(id, "reopening");
                     crate::node::ObjectNode::open(
                         &spec.name,
                         url,
@@ -384,24 +398,62 @@ impl Inner {
                     None => continue,
                 },
             };
-            match reopened {
-                Ok(node) => {
-                    // Reopened empty (a recreated directory, a wiped
-                    // prefix): the columns it held are gone, whatever their
-                    // old locations say. Forget them so reads go degraded
-                    // at once and this repair rebuilds every one.
-                    if node.generations().is_ok_and(|g| g.is_empty()) {
-                        self.forget_columns_on(id);
-                    }
-                    self.nodes.replace(id, node);
-                    revived.push(spec.name.clone());
+            let node = match reopened.and_then(|node| self.admit(id, &*node).map(|()| node)) {
+                Ok(node) => node,
+                Err(Error::Superseded { node, reason }) => {
+                    self.supersede(node, reason);
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(node = %spec.name, error = %e, "node still unavailable");
+                    continue;
                 }
+            };
+            // Reopened empty (a recreated directory, a wiped prefix): the
+            // columns it held are gone, whatever their old locations say.
+            // Forget them so reads go degraded at once and this repair
+            // rebuilds every one.
+            if node.generations().is_ok_and(|g| g.is_empty()) {
+                self.forget_columns_on(id);
             }
+            if fenced {
+                tracing::info!(node = %spec.name, "fenced node reopened");
+            }
+            self.nodes.replace(id, node);
+            revived.push(spec.name.clone());
         }
         revived
+    }
+
+    /// Makes `node` part of the store: if it holds this store's manifest it
+    /// gets the current one (keeping its `node_since`); if it holds none and
+    /// no segments, it is adopted; anything else is refused.
+    fn admit(&self, id: NodeId, node: &dyn Node) -> Result<()> {
+        match node.read_manifest()? {
+            Some(bytes) => {
+                let found = Manifest::decode(&bytes)?;
+                let mut state = self.manifest_state();
+                if found.store_id != state.shared.store_id {
+                    return Err(Error::InvalidLayout {
+                        reason: format!("node {} holds another store", node.name()),
+                        fix: "check the layout's node paths".into(),
+                    });
+                }
+                if let Some(since) = state.node_since.get_mut(id.index()) {
+                    *since = found.node_since_stripe_id;
+                }
+                let current = state.for_node(id, &self.layout.node(id).name);
+                node.write_manifest(&current.encode()?)?;
+                self.set_node_since(id, found.node_since_stripe_id);
+                self.set_member(id, true);
+                Ok(())
+            }
+            None if node.generations()?.is_empty() => self.adopt_node(id, node),
+            None => Err(Error::InvalidLayout {
+                reason: format!("node {} holds segments but no manifest", node.name()),
+                fix: "move that directory (prefix) away; repair then rebuilds the node".into(),
+            }),
+        }
     }
 
     /// Marks every column stored on `id` as missing.
@@ -427,6 +479,35 @@ impl Inner {
                 }
             });
         }
+    }
+
+    /// A node that takes writes for column `column` of `stripe` when its
+    /// home does not (nor `avoid`): the handoff that keeps the stripe
+    /// safest given where its other columns are (docs/DURABILITY.md,
+    /// "Repair, scrub, handoffs"). `None` when no node takes writes.
+    fn handoff_target(
+        &self,
+        stripe: &StripeInfo,
+        column: usize,
+        avoid: &[NodeId],
+    ) -> Option<NodeId> {
+        let homes: Option<Vec<NodeId>> = stripe.columns.iter().map(|c| c.home).collect();
+        let placement = crate::layout::Placement::from_columns(stripe.stripe_id, &homes?).ok()?;
+        let held: Vec<NodeId> = stripe
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| *c != column)
+            .filter_map(|(_, col)| col.stored.map(|(n, _)| n))
+            .filter(|&n| self.nodes.is_up(n))
+            .collect();
+        let candidates: Vec<NodeId> = self
+            .nodes
+            .ids()
+            .filter(|&n| self.nodes.is_writable(n) && !avoid.contains(&n))
+            .collect();
+        self.layout
+            .handoff_for(&placement, column, &held, &candidates)
     }
 
     /// Whole column bytes from wherever the column is stored, if they pass
@@ -617,20 +698,30 @@ impl Store {
         }
         let mut out = Vec::with_capacity(fix.len());
         let mut to_rebuild: Vec<usize> = Vec::new();
+        let mut targets: Vec<(usize, NodeId)> = Vec::new();
         for &c in fix {
             let home = stripe.columns[c].home?;
-            if !inner.nodes.is_writable(home) {
-                return None;
-            }
             match (&intact[c], stripe.columns[c].is_away()) {
-                // Intact but away from home: copy it home.
+                // Intact but away from home: copy it home once home takes
+                // writes again (until then it stays where it is).
                 (Some(bytes), true) => {
-                    let payload = Payload::Copied(bytes.clone());
-                    out.push(self.pending(slot, stripe, c, home, payload, true));
+                    if inner.nodes.is_writable(home) {
+                        let payload = Payload::Copied(bytes.clone());
+                        out.push(self.pending(slot, stripe, c, home, payload, true));
+                    }
                 }
                 // Intact where the placement wants it (queued on suspicion).
                 (Some(_), false) => {}
-                (None, _) => to_rebuild.push(c),
+                (None, _) => {
+                    // Home, or a site-safe handoff if home takes no writes.
+                    let target = if inner.nodes.is_writable(home) {
+                        home
+                    } else {
+                        inner.handoff_target(stripe, c, &[])?
+                    };
+                    to_rebuild.push(c);
+                    targets.push((c, target));
+                }
             }
         }
         if !to_rebuild.is_empty() {
@@ -691,13 +782,14 @@ impl Store {
                 };
                 let col = &stripe.columns[c];
                 bytes.truncate(col.len as usize);
-                match col.home {
-                    Some(home) if crc32fast::hash(&bytes) == col.checksum => {
+                let target = targets.iter().find(|(t, _)| *t == c).map(|(_, n)| *n);
+                match target {
+                    Some(target) if crc32fast::hash(&bytes) == col.checksum => {
                         out.push(self.pending(
                             slot,
                             stripe,
                             c,
-                            home,
+                            target,
                             Payload::Rebuilt(bytes),
                             false,
                         ));
@@ -728,7 +820,7 @@ impl Store {
         slot: u32,
         stripe: &StripeInfo,
         column: usize,
-        home: NodeId,
+        target: NodeId,
         payload: Payload,
         moved_home: bool,
     ) -> Pending {
@@ -738,7 +830,7 @@ impl Store {
             slot,
             stripe_id: stripe.stripe_id,
             column,
-            home,
+            target,
             generation: stripe.generation,
             header,
             payload,
@@ -747,7 +839,8 @@ impl Store {
     }
 
     /// Appends the batch, one append per (node, generation), in parallel;
-    /// then points the stripes at their new columns.
+    /// columns whose target fails go to a site-safe handoff in another
+    /// round. Then points the stripes at their new columns.
     fn write_batch(
         &self,
         batch: &mut Vec<Pending>,
@@ -760,59 +853,62 @@ impl Store {
             return;
         }
         let inner = &self.inner;
-        let mut groups: HashMap<(NodeId, u64), Vec<usize>> = HashMap::new();
-        for (i, p) in batch.iter().enumerate() {
-            groups.entry((p.home, p.generation)).or_default().push(i);
-        }
-        let groups: Vec<AppendGroup> = groups
-            .into_iter()
-            .filter_map(|(key, members)| Some((key, members, inner.nodes.get_writable(key.0)?)))
-            .collect();
-        let records: Vec<Vec<RecordRef<'_>>> = groups
-            .iter()
-            .map(|(_, members, _)| {
-                members
-                    .iter()
-                    .map(|&i| RecordRef {
-                        header: &batch[i].header,
-                        payload: &batch[i].payload,
-                    })
-                    .collect()
-            })
-            .collect();
-        let appends: Vec<AppendBatch<'_>> = groups
-            .iter()
-            .zip(&records)
-            .map(|(((_, generation), _, node), recs)| (&**node, *generation, &recs[..]))
-            .collect();
-        let results = append_all(&appends);
         let mut done: Vec<(usize, RecordLocation)> = Vec::new();
-        for (((home, _), members, _), result) in groups.iter().zip(results) {
-            match result {
-                Ok(locations) if locations.len() == members.len() => {
-                    done.extend(members.iter().copied().zip(locations));
-                }
-                Ok(_) => {
-                    inner
-                        .nodes
-                        .mark_unwritable(*home, "a repair append returned too few locations");
-                }
-                Err(e) => {
-                    tracing::warn!(node = %inner.nodes.slot(*home).name, error = %e, "repair append failed");
-                    inner
-                        .nodes
-                        .mark_unwritable(*home, format!("a repair append failed: {e}"));
-                }
+        let mut left: Vec<usize> = (0..batch.len()).collect();
+        for _ in 0..=inner.nodes.len() {
+            if left.is_empty() {
+                break;
             }
+            let failed = self.append_round(batch, &left, &mut done);
+            // A failed column goes elsewhere: a handoff that keeps the
+            // stripe safe, given where its other columns are.
+            left = failed
+                .into_iter()
+                .filter(|&i| {
+                    let p = &batch[i];
+                    let stripe = inner.read_state().stripes.get(p.slot).cloned();
+                    let target = stripe
+                        .filter(|s| s.stripe_id == p.stripe_id)
+                        .and_then(|s| inner.handoff_target(&s, p.column, &[p.target]));
+                    match target {
+                        Some(target) => {
+                            batch[i].target = target;
+                            batch[i].moved_home = false;
+                            true
+                        }
+                        None => false,
+                    }
+                })
+                .collect();
         }
         let mut fixed_per_stripe: HashMap<u64, usize> = HashMap::new();
+        let mut lost_on: Vec<NodeId> = Vec::new();
         {
             let mut state = inner.write_state();
             for (i, loc) in &done {
                 let p = &batch[*i];
+                let mut stale = None;
                 state.stripes.update(p.slot, p.stripe_id, |info| {
-                    info.columns[p.column].stored = Some((p.home, *loc));
+                    let column = &mut info.columns[p.column];
+                    if p.moved_home {
+                        // The handoff copy is not needed any more.
+                        stale = column.stored.map(|(_, l)| (l.generation, u64::from(l.len)));
+                    }
+                    column.stored = Some((p.target, *loc));
                 });
+                if let Some((generation, len)) = stale {
+                    state.add_stale(generation, len);
+                }
+                if !p.moved_home
+                    && let Some(planned) = p
+                        .header
+                        .planned_node(p.column)
+                        .and_then(|name| inner.layout.node_by_name(name))
+                    && inner.nodes.is_up(planned)
+                    && !lost_on.contains(&planned)
+                {
+                    lost_on.push(planned);
+                }
                 report.bytes_written += p.payload.len() as u64;
                 if p.moved_home {
                     report.columns_moved_home += 1;
@@ -820,6 +916,16 @@ impl Store {
                     report.columns_rebuilt += 1;
                 }
                 *fixed_per_stripe.entry(p.stripe_id).or_default() += 1;
+            }
+        }
+        // A node that is up but lacked a column planned on it lost data:
+        // older stripes' columns are no longer expected there (evidence at
+        // the next open must not count on it).
+        for id in lost_on {
+            if let Some(node) = inner.nodes.get(id)
+                && let Err(e) = inner.adopt_node(id, &*node)
+            {
+                tracing::warn!(node = %node.name(), error = %e, "could not record the node's loss in its manifest");
             }
         }
         for (stripe_id, wanted) in stripes_in_batch.drain(..) {
@@ -841,6 +947,69 @@ impl Store {
                 buffers.pool.push(v);
             }
         }
+    }
+
+    /// One round of appends of the batch members `members`: one append per
+    /// (target, generation), in parallel. Records what was written in
+    /// `done`; returns the members whose append failed (their targets are
+    /// marked as taking no writes).
+    fn append_round(
+        &self,
+        batch: &[Pending],
+        members: &[usize],
+        done: &mut Vec<(usize, RecordLocation)>,
+    ) -> Vec<usize> {
+        let inner = &self.inner;
+        let mut groups: HashMap<(NodeId, u64), Vec<usize>> = HashMap::new();
+        for &i in members {
+            let p = &batch[i];
+            groups.entry((p.target, p.generation)).or_default().push(i);
+        }
+        let mut failed = Vec::new();
+        let mut live: Vec<AppendGroup> = Vec::new();
+        for (key, members) in groups {
+            match inner.nodes.get_writable(key.0) {
+                Some(node) => live.push((key, members, node)),
+                None => failed.extend(members),
+            }
+        }
+        let records: Vec<Vec<RecordRef<'_>>> = live
+            .iter()
+            .map(|(_, members, _)| {
+                members
+                    .iter()
+                    .map(|&i| RecordRef {
+                        header: &batch[i].header,
+                        payload: &batch[i].payload,
+                    })
+                    .collect()
+            })
+            .collect();
+        let appends: Vec<AppendBatch<'_>> = live
+            .iter()
+            .zip(&records)
+            .map(|(((_, generation), _, node), recs)| (&**node, *generation, &recs[..]))
+            .collect();
+        let results = append_all(&appends);
+        for (((target, generation), members, _), result) in live.into_iter().zip(results) {
+            match result {
+                Ok(locations) if locations.len() == members.len() => {
+                    done.extend(members.into_iter().zip(locations));
+                }
+                Ok(_) => {
+                    inner
+                        .nodes
+                        .mark_unwritable(target, "a repair append returned too few locations");
+                    failed.extend(members);
+                }
+                Err(e) => {
+                    tracing::warn!(node = %inner.nodes.slot(target).name, error = %e, "repair append failed");
+                    inner.note_append_error(target, generation, &e);
+                    failed.extend(members);
+                }
+            }
+        }
+        failed
     }
 
     /// Reads every column of every stripe, checks checksums and parity, and

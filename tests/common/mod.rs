@@ -49,8 +49,14 @@ pub fn options() -> Options {
     }
 }
 
+/// The 3x3 store under `root`: created when `root` does not exist yet,
+/// else opened.
 pub fn open(root: &Path) -> Store {
-    Store::open(layout_3x3(root), options()).expect("open store")
+    if root.join("site0").exists() {
+        Store::open(layout_3x3(root), options()).expect("open store")
+    } else {
+        Store::create(layout_3x3(root), options()).expect("create store")
+    }
 }
 
 /// Directory of every node of a site.
@@ -225,3 +231,58 @@ pub fn mixed_layout(
         .build()
         .expect("valid mixed layout")
 }
+
+/// Creates a store over `layout` (every node empty) and opens it.
+pub fn create(layout: Layout, options: Options) -> Store {
+    Store::create(layout, options).expect("create store")
+}
+
+/// A temporary directory on a memory file system when there is one: the
+/// durability tests run thousands of commits, and what they check does not
+/// depend on what `fdatasync` costs.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Every node of `layout` opened as a local node inside a fault-injecting
+/// wrapper, and the handles `Store::open_with_nodes` takes.
+pub fn faulty_nodes(
+    layout: &Layout,
+) -> (
+    Vec<std::sync::Arc<geoshard::node::FaultyNode<geoshard::node::LocalNode>>>,
+    Vec<std::result::Result<std::sync::Arc<dyn geoshard::node::Node>, String>>,
+) {
+    use geoshard::node::{FaultyNode, LocalNode, LocalOptions, Node};
+    let faulty: Vec<std::sync::Arc<FaultyNode<LocalNode>>> = layout
+        .nodes()
+        .iter()
+        .map(|spec| {
+            let geoshard::layout::Location::Dir(path) = &spec.location else {
+                panic!("local layouts only")
+            };
+            let node = LocalNode::open(spec.name.clone(), path, &LocalOptions::default())
+                .expect("open node");
+            std::sync::Arc::new(FaultyNode::new(node))
+        })
+        .collect();
+    let handles = faulty
+        .iter()
+        .map(|n| Ok(std::sync::Arc::clone(n) as std::sync::Arc<dyn Node>))
+        .collect();
+    (faulty, handles)
+}
+
+/// A value of `len` bytes from `seed`.
+pub fn value(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng(seed).fill_bytes(&mut v);
+    v
+}
+
+pub mod faulty_store;

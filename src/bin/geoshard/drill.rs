@@ -545,8 +545,8 @@ pub fn run(args: &DrillArgs, json: bool) -> CliResult {
         root.path.display()
     ));
 
-    let store = Store::open(layout.clone(), options.clone())
-        .map_err(|e| Failure::failed(format!("cannot open the drill store: {e}")))?;
+    let store = Store::create(layout.clone(), options.clone())
+        .map_err(|e| Failure::failed(format!("cannot create the drill store: {e}")))?;
     drill.say(&format!(
         "writing {before} messages from {} threads",
         args.threads

@@ -49,6 +49,12 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// Open the store even when more is lost than the layout promises to
+    /// survive (docs/DURABILITY.md): reads that the loss could change fail
+    /// until `accept-loss`.
+    #[arg(long, global = true)]
+    salvage: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +65,9 @@ enum Command {
     /// chat workload, burn one site while serving, fail over, repair, scrub,
     /// and check every blob byte for byte at each step.
     Drill(drill::DrillArgs),
+    /// Create a new store over the layout: every node must be reachable and
+    /// empty. Every other command needs a store created this way.
+    Create,
     /// Store a blob under KEY, read from FILE or from stdin (`-`, the
     /// default).
     Put {
@@ -111,6 +120,11 @@ enum Command {
         #[arg(long, value_name = "MB_PER_SEC")]
         bandwidth: Option<f64>,
     },
+    /// After a loss beyond the promise (open with --salvage): delete the
+    /// keys known to be lost and record the lost stripes as gone, so the
+    /// store opens normally again. Only when nothing more can be brought
+    /// back.
+    AcceptLoss,
     /// Rewrite the live blobs of mostly dead generations and free their
     /// space.
     Compact {
@@ -175,7 +189,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Drill(args) => drill::run(&args, cli.json),
-        command => ops::run(&cli.layout, cli.json, command),
+        command => ops::run(&cli.layout, cli.json, cli.salvage, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

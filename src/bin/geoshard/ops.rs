@@ -13,10 +13,16 @@ use serde::Serialize;
 use crate::{CliResult, Command, Failure, ui};
 
 /// Runs one operator command.
-pub fn run(layout_path: &Path, json: bool, command: Command) -> CliResult {
-    let store = open(layout_path)?;
+pub fn run(layout_path: &Path, json: bool, salvage: bool, command: Command) -> CliResult {
+    let options = Options {
+        salvage,
+        ..Options::default()
+    };
+    let store = open(layout_path, options, matches!(command, Command::Create))?;
     let result = match command {
         Command::Drill(_) => Err(Failure::failed("drill does not take a store")),
+        Command::Create => created(&store, json),
+        Command::AcceptLoss => accept_loss(&store, json),
         Command::Put { key, file } => put(&store, json, &key, &file),
         Command::Get { key, output } => get(&store, json, &key, output.as_deref()),
         Command::Delete { key } => delete(&store, json, &key),
@@ -36,8 +42,9 @@ pub fn run(layout_path: &Path, json: bool, command: Command) -> CliResult {
     result.and(closed)
 }
 
-/// Loads the layout and opens the store, with errors that say what to do.
-fn open(layout_path: &Path) -> Result<Store, Failure> {
+/// Loads the layout and opens (or creates) the store, with errors that say
+/// what to do.
+fn open(layout_path: &Path, options: Options, create: bool) -> Result<Store, Failure> {
     let layout = Layout::load(layout_path).map_err(|error| match error {
         geoshard::Error::Io { source, .. } => Failure::failed(format!(
             "cannot read layout file {}: {source}. Pass --layout with the path of a layout file \
@@ -55,14 +62,70 @@ fn open(layout_path: &Path) -> Result<Store, Failure> {
             }
         }
     })?;
-    Store::open(layout, Options::default()).map_err(|error| match error {
+    let opened = if create {
+        Store::create(layout, options)
+    } else {
+        Store::open(layout, options)
+    };
+    opened.map_err(|error| match error {
         geoshard::Error::Locked { path } => Failure::failed(format!(
             "node directory {} is locked by another process: stop the other geoshard process \
              using this store, then retry",
             path.display()
         )),
-        other => Failure::failed(format!("cannot open the store: {other}")),
+        other @ geoshard::Error::NoStore { .. } => Failure::failed(format!(
+            "{other} (`geoshard create` creates a new store over the layout)"
+        )),
+        other => Failure::failed(format!(
+            "cannot {} the store: {other}",
+            if create { "create" } else { "open" }
+        )),
     })
+}
+
+#[derive(Serialize)]
+struct CreatedOutput {
+    nodes: usize,
+    code: String,
+}
+
+fn created(store: &Store, json: bool) -> CliResult {
+    let output = CreatedOutput {
+        nodes: store.layout().nodes().len(),
+        code: store.layout().code().to_string(),
+    };
+    if json {
+        ui::print_json(&output)
+    } else {
+        println!(
+            "created a {} store over {} nodes",
+            output.code, output.nodes
+        );
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct AcceptLossOutput {
+    stripes_lost: usize,
+    keys_deleted: usize,
+}
+
+fn accept_loss(store: &Store, json: bool) -> CliResult {
+    let stripes_lost = store.open_report().stripes_lost;
+    let keys_deleted = store.accept_loss()?;
+    let output = AcceptLossOutput {
+        stripes_lost,
+        keys_deleted,
+    };
+    if json {
+        ui::print_json(&output)
+    } else {
+        println!(
+            "loss accepted: {stripes_lost} stripes recorded as gone, {keys_deleted} keys deleted"
+        );
+        Ok(())
+    }
 }
 
 /// A key for display: the text if it is UTF-8, else escaped.

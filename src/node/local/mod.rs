@@ -21,6 +21,7 @@ use crate::{Error, Result};
 mod fs;
 mod io;
 mod lock;
+mod manifest;
 mod map;
 mod recovery;
 mod segment;
@@ -85,6 +86,8 @@ pub struct LocalNode {
     engine: io::Engine,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     fenced: AtomicBool,
+    /// Serialises manifest writes (each picks the slot the other did not).
+    manifest_writer: std::sync::Mutex<()>,
     _lock: lock::LockFile,
     #[cfg(test)]
     fault: std::sync::Mutex<Option<InjectedFault>>,
@@ -165,6 +168,7 @@ impl LocalNode {
             engine,
             segments: RwLock::new(segments),
             fenced: AtomicBool::new(false),
+            manifest_writer: std::sync::Mutex::new(()),
             _lock: lock,
             #[cfg(test)]
             fault: std::sync::Mutex::new(None),
@@ -482,6 +486,22 @@ impl Node for LocalNode {
         drop(segments);
         fs::sync_dir(&self.dir)
             .map_err(|e| Error::io(format!("syncing node directory {}", self.dir.display()), e))
+    }
+
+    fn read_manifest(&self) -> Result<Option<Bytes>> {
+        manifest::read(&self.dir)
+    }
+
+    fn write_manifest(&self, bytes: &[u8]) -> Result<()> {
+        let _one_writer = self
+            .manifest_writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        manifest::write(&self.dir, bytes)
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 
     fn capacity(&self) -> Result<Capacity> {

@@ -5,7 +5,8 @@
 //! # Layout of the prefix
 //!
 //! ```text
-//! <prefix>/lease                          the writer's lease (see below)
+//! <prefix>/manifest                       the node's manifest (FORMAT.md)
+//! <prefix>/lease/<epoch:016x>              the writers' leases (see below)
 //! <prefix>/<generation:016x>/<seq:06x>.seg one object per durable append
 //! ```
 //!
@@ -40,14 +41,21 @@
 //!
 //! # Single writer: the lease
 //!
-//! Opening a node takes the lease object `<prefix>/lease` with a
-//! conditional put (`PutMode::Create`, or `PutMode::Update` with the etag of
-//! the lease it read), so exactly one opener wins each round. Every append
-//! re-reads the lease in parallel with its `PUT`: a writer that finds
-//! another holder stops with [`Error::Superseded`] (and removes the object
-//! it just wrote, which was never acknowledged). That is what stops the old
-//! writer after a failover across regions, when the old site was not dead
-//! but only cut off. The window is one in-flight append per node.
+//! Opening a node takes the next lease epoch: it lists `<prefix>/lease/`
+//! and creates `lease/<highest + 1>` with a conditional create
+//! (`PutMode::Create`, which every backend, `file://` included, supports),
+//! so of two openers racing for an epoch exactly one wins; the other's open
+//! fails with [`Error::Locked`] instead of splitting the nodes between two
+//! writers. A takeover later (the old writer cut off, not dead) simply
+//! takes the next epoch. Epochs below the previous one are deleted, lowest
+//! first, so an epoch exists only while every later one does.
+//!
+//! An append is acknowledged only if, **after** its object is durable, the
+//! lease check finds our epoch present and the next one absent. A newer
+//! epoch stops the writer with [`Error::Superseded`]; a check that fails or
+//! times out fails the append ([`Error::Unavailable`]); either way the
+//! object is deleted again (best effort: it was never acknowledged, and the
+//! store's manifest discards it anyway, docs/DURABILITY.md, D6).
 //!
 //! ```no_run
 //! use geoshard::layout::{Remote, Secret};
@@ -78,7 +86,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::Semaphore;
 
 use super::{Capacity, CorruptRegion, Node, RecordLocation, RecordRef, Scan, ScannedRecord};
@@ -98,8 +106,13 @@ const SEQ_MAX: u64 = (1 << 24) - 1;
 /// Objects up to this size are scanned whole (all checksums verified);
 /// larger ones by their record headers only.
 const SCAN_WHOLE_MAX: u64 = 256 << 10;
+/// The largest object scanned whole when its record headers do not walk:
+/// an append is one stripe's columns for one node, at most
+/// `COLUMN_COUNT_MAX` records of `RECORD_LEN_MAX`, but in practice a few
+/// column targets; anything larger whose headers fail is damage.
+const SCAN_FALLBACK_MAX: u64 = 1 << 30;
 const LEASE_NAME: &str = "lease";
-const LEASE_LEN_MAX: usize = 4096;
+const MANIFEST_NAME: &str = "manifest";
 
 /// Options of an [`ObjectNode`]: concurrency, timeouts, retries, fencing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,12 +164,13 @@ pub struct ObjectNode {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     limit: Arc<Semaphore>,
-    max_in_flight: usize,
     generations: RwLock<BTreeMap<u64, Generation>>,
-    /// Our lease object's body, when leasing.
-    lease: Option<Bytes>,
+    /// Our lease epoch, when leasing.
+    lease: Option<u64>,
     /// Why appends are refused, once superseded.
     superseded: Mutex<Option<String>>,
+    /// How long a lease check may take before it counts as failed.
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for ObjectNode {
@@ -188,16 +202,67 @@ impl ObjectNode {
             return Err(Error::invalid("max_in_flight must be at least 1"));
         }
         let (store, prefix) = connect::connect(name, url, remote, options)?;
+        Self::open_prefix(name, url, store, prefix, options)
+    }
+
+    /// The object store and prefix a node at `url` opens over, built as
+    /// [`open`](Self::open) builds them: to wrap the store (throttling,
+    /// instrumentation, fault injection) before [`open_store`](Self::open_store).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), for the URL and settings.
+    pub fn connect(
+        name: &str,
+        url: &str,
+        remote: Option<&Remote>,
+        options: &ObjectOptions,
+    ) -> Result<(Arc<dyn ObjectStore>, String)> {
+        let (store, prefix) = connect::connect(name, url, remote, options)?;
+        Ok((store, prefix.to_string()))
+    }
+
+    /// Opens a node over an `object_store` the caller built (any backend,
+    /// or a wrapper: throttled, fault-injecting, instrumented) under
+    /// `prefix`, as [`open`](Self::open) does: lists its objects and, unless
+    /// `options.lease` is off, takes the writer lease. `url` only names the
+    /// node in messages.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_store(
+        name: &str,
+        url: &str,
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        options: &ObjectOptions,
+    ) -> Result<ObjectNode> {
+        if options.max_in_flight == 0 {
+            return Err(Error::invalid("max_in_flight must be at least 1"));
+        }
+        let prefix = Path::parse(prefix).map_err(|e| Error::InvalidLayout {
+            reason: format!("node {name}: prefix {prefix:?}: {e}"),
+            fix: "use a prefix of path segments separated by '/'".into(),
+        })?;
+        Self::open_prefix(name, url, store, prefix, options)
+    }
+
+    fn open_prefix(
+        name: &str,
+        url: &str,
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        options: &ObjectOptions,
+    ) -> Result<ObjectNode> {
         let mut node = ObjectNode {
             name: name.to_owned(),
             url: url.to_owned(),
             store,
             prefix,
             limit: Arc::new(Semaphore::new(options.max_in_flight)),
-            max_in_flight: options.max_in_flight,
             generations: RwLock::new(BTreeMap::new()),
             lease: None,
             superseded: Mutex::new(None),
+            request_timeout: options.request_timeout,
         };
         if options.lease {
             node.lease = Some(node.take_lease()?);
@@ -223,7 +288,7 @@ impl ObjectNode {
         self.prefix.clone().join(format!("{generation:016x}"))
     }
 
-    fn lease_path(&self) -> Path {
+    fn lease_dir(&self) -> Path {
         self.prefix.clone().join(LEASE_NAME)
     }
 
@@ -284,6 +349,9 @@ impl ObjectNode {
             let [generation, object] = &parts[..] else {
                 continue;
             };
+            if generation == LEASE_NAME {
+                continue;
+            }
             let Some((generation, seq)) = parse_object_name(generation, object) else {
                 tracing::warn!(node = %self.name, object = ?parts, "unknown object under the node's prefix; ignored");
                 continue;
@@ -315,10 +383,11 @@ impl ObjectNode {
             .clone()
     }
 
-    /// Takes the lease: creates it, or replaces the lease found with a
-    /// conditional update, so that of two openers racing exactly one wins a
-    /// round (the other retries and supersedes it).
-    fn take_lease(&self) -> Result<Bytes> {
+    /// Takes the next lease epoch: lists the epochs, creates the next one
+    /// with a conditional create, and deletes the ones below the previous
+    /// epoch (lowest first). Losing the race for the epoch to another opener
+    /// fails with [`Error::Locked`].
+    fn take_lease(&self) -> Result<u64> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let holder = format!(
             "{}:{}:{}:{}",
@@ -331,56 +400,85 @@ impl ObjectNode {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let store = Arc::clone(&self.store);
-        let path = self.lease_path();
-        self.run("taking the lease", async move {
-            let mut last = None;
-            for _ in 0..5 {
-                let (epoch, mode) = match store.get(&path).await {
-                    Ok(found) => {
-                        let version = UpdateVersion {
-                            e_tag: found.meta.e_tag.clone(),
-                            version: found.meta.version.clone(),
-                        };
-                        let body = found.bytes().await?;
-                        (lease_epoch(&body) + 1, PutMode::Update(version))
-                    }
-                    Err(object_store::Error::NotFound { .. }) => (1, PutMode::Create),
-                    Err(e) => return Err(e),
-                };
-                let body = Bytes::from(format!(
-                    "geoshard-lease 1\nepoch {epoch}\nholder {holder}\n"
-                ));
-                let put = |mode| {
-                    store.put_opts(
-                        &path,
-                        PutPayload::from(body.clone()),
-                        PutOptions::from(mode),
-                    )
-                };
-                match put(mode).await {
-                    Ok(_) => return Ok(body),
-                    Err(
-                        e @ (object_store::Error::AlreadyExists { .. }
-                        | object_store::Error::Precondition { .. }),
-                    ) => last = Some(e),
-                    // A store without conditional updates (a local file
-                    // system): overwrite; fencing then rests on appends'
-                    // lease checks only.
-                    Err(
-                        object_store::Error::NotImplemented { .. }
-                        | object_store::Error::NotSupported { .. },
-                    ) => {
-                        put(PutMode::Overwrite).await?;
-                        return Ok(body);
-                    }
-                    Err(e) => return Err(e),
+        let dir = self.lease_dir();
+        let taken = self.run("taking the lease", async move {
+            let epochs = list_epochs(&*store, &dir).await?;
+            let epoch = epochs.last().copied().unwrap_or(0) + 1;
+            let body = Bytes::from(format!(
+                "geoshard-lease 2\nepoch {epoch}\nholder {holder}\n"
+            ));
+            let path = dir.clone().join(format!("{epoch:016x}"));
+            match store
+                .put_opts(
+                    &path,
+                    PutPayload::from(body),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+            // Keep the previous epoch: an epoch exists only while every
+            // later one does, so a writer never mistakes a deleted newer
+            // epoch for its own still being current.
+            for old in epochs.iter().copied().filter(|&e| e + 1 < epoch) {
+                let path = dir.clone().join(format!("{old:016x}"));
+                match store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(_) => break,
                 }
             }
-            Err(last.unwrap_or_else(|| object_store::Error::Generic {
-                store: "geoshard",
-                source: "the lease kept changing".into(),
-            }))
+            Ok(Some(epoch))
+        })?;
+        taken.ok_or_else(|| Error::Locked {
+            path: std::path::PathBuf::from(&self.url),
         })
+    }
+
+    /// Checks the lease: our epoch present and the next one absent. Runs
+    /// under `request_timeout`; anything but a clear answer is `Unknown`.
+    fn check_lease(&self) -> impl Future<Output = LeaseCheck> + Send + 'static {
+        let store = Arc::clone(&self.store);
+        let dir = self.lease_dir();
+        let ours = self.lease.unwrap_or(0);
+        let timeout = self.request_timeout;
+        async move {
+            let check = async {
+                let own_path = dir.clone().join(format!("{ours:016x}"));
+                let next_path = dir.clone().join(format!("{:016x}", ours + 1));
+                let (own, next) = tokio::join!(store.head(&own_path), store.head(&next_path));
+                match (own, next) {
+                    (_, Ok(_)) => LeaseCheck::Other(format!(
+                        "lease epoch {} was taken after ours ({ours})",
+                        ours + 1
+                    )),
+                    (Ok(_), Err(object_store::Error::NotFound { .. })) => LeaseCheck::Ours,
+                    (
+                        Err(object_store::Error::NotFound { .. }),
+                        Err(object_store::Error::NotFound { .. }),
+                    ) => match list_epochs(&*store, &dir).await {
+                        Ok(epochs) if epochs.is_empty() => LeaseCheck::Gone,
+                        Ok(epochs) => LeaseCheck::Other(format!(
+                            "our lease epoch {ours} is gone and epoch {} holds the node",
+                            epochs.last().copied().unwrap_or(0)
+                        )),
+                        Err(e) => LeaseCheck::Unknown(e.to_string()),
+                    },
+                    (Err(e), _) | (_, Err(e)) => LeaseCheck::Unknown(e.to_string()),
+                }
+            };
+            match tokio::time::timeout(timeout, check).await {
+                Ok(found) => found,
+                Err(_) => LeaseCheck::Unknown(format!("no answer within {timeout:?}")),
+            }
+        }
     }
 
     /// Marks the node superseded and returns the error to report.
@@ -404,20 +502,22 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "host".into())
 }
 
-/// The epoch in a lease body; 0 for anything unreadable (any bytes may be
-/// hostile).
-fn lease_epoch(body: &[u8]) -> u64 {
-    let Some(body) = body.get(..body.len().min(LEASE_LEN_MAX)) else {
-        return 0;
-    };
-    std::str::from_utf8(body)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("epoch "))
-                .and_then(|epoch| epoch.trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
+/// The lease epochs under `dir`, ascending; names that are not epochs are
+/// ignored (any object may be hostile).
+async fn list_epochs(store: &dyn ObjectStore, dir: &Path) -> object_store::Result<Vec<u64>> {
+    let mut stream = store.list(Some(dir));
+    let mut epochs = Vec::new();
+    while let Some(meta) = stream.next().await {
+        let meta = meta?;
+        if let Some(name) = meta.location.filename()
+            && name.len() == 16
+            && let Ok(epoch) = u64::from_str_radix(name, 16)
+        {
+            epochs.push(epoch);
+        }
+    }
+    epochs.sort_unstable();
+    Ok(epochs)
 }
 
 /// `(generation, seq)` of a segment object `<generation:016x>/<seq:06x>.seg`.
@@ -435,25 +535,11 @@ fn parse_object_name(generation: &str, object: &str) -> Option<(u64, u64)> {
 enum LeaseCheck {
     Ours,
     Other(String),
-    /// The lease object is gone: the prefix was wiped (a lost site).
+    /// Every lease is gone: the prefix was wiped (a lost site).
     Gone,
-    Unknown,
-}
-
-async fn check_lease(store: Arc<dyn ObjectStore>, path: Path, ours: Bytes) -> LeaseCheck {
-    match store.get(&path).await {
-        Ok(found) => match found.bytes().await {
-            Ok(body) if body == ours => LeaseCheck::Ours,
-            Ok(body) => LeaseCheck::Other(format!(
-                "the lease is now at epoch {} (ours is epoch {})",
-                lease_epoch(&body),
-                lease_epoch(&ours)
-            )),
-            Err(_) => LeaseCheck::Unknown,
-        },
-        Err(object_store::Error::NotFound { .. }) => LeaseCheck::Gone,
-        Err(_) => LeaseCheck::Unknown,
-    }
+    /// No clear answer (an error, a timeout): not ours as far as an
+    /// acknowledgement is concerned.
+    Unknown(String),
 }
 
 /// Fetches the records of one segment object: whole when small, else
@@ -469,6 +555,17 @@ async fn scan_object(
         && let Some(scan) = scan_headers(&*store, &path, size, generation).await?
     {
         return Ok(scan);
+    }
+    if size > SCAN_FALLBACK_MAX {
+        // The header walk failed and the object is too large to fetch
+        // whole: hostile or damaged bytes. The whole object is damage.
+        return Ok(SegmentScan {
+            tail_reason: Some(format!(
+                "the record headers do not walk and the object ({size} bytes) is over the \
+                 {SCAN_FALLBACK_MAX} bytes scanned whole"
+            )),
+            ..SegmentScan::default()
+        });
     }
     let bytes = store.get(&path).await?.bytes().await?;
     Ok(scan_segment(&bytes, generation))
@@ -575,53 +672,50 @@ impl Node for ObjectNode {
         let size = body.len() as u64;
         let path = self.object_path(generation, seq);
         let store = Arc::clone(&self.store);
-        let lease = self.lease.clone().map(|ours| (self.lease_path(), ours));
         let limit = Arc::clone(&self.limit);
-        // The PUT and the lease check, as one unit of the in-flight limit
-        // when the limit allows two.
-        let permits = if self.lease.is_some() && self.max_in_flight >= 2 {
-            2
-        } else {
-            1
-        };
+        let check = self.lease.map(|_| self.check_lease());
         let put_path = path.clone();
         let (put, lease_check) = runtime::block_on(async move {
-            let _permit = limit.acquire_many_owned(permits).await;
-            let put = store.put_opts(
-                &put_path,
-                PutPayload::from(Bytes::from(body)),
-                PutOptions::from(PutMode::Create),
-            );
-            match lease {
-                Some((lease_path, ours)) => {
-                    let check = check_lease(Arc::clone(&store), lease_path, ours);
-                    let (put, check) = tokio::join!(put, check);
-                    let check = match check {
-                        LeaseCheck::Ours | LeaseCheck::Unknown => None,
-                        other => {
-                            // Never acknowledged: take it back.
-                            if put.is_ok() {
-                                let _ = store.delete(&put_path).await;
-                            }
-                            Some(other)
-                        }
-                    };
-                    (put, check)
-                }
-                None => (put.await, None),
+            let _permit = limit.acquire_owned().await;
+            let put = store
+                .put_opts(
+                    &put_path,
+                    PutPayload::from(Bytes::from(body)),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await;
+            // The check that matters comes after the object is durable: a
+            // writer that took over before it would be seen now.
+            let (Ok(_), Some(check)) = (&put, check) else {
+                return (put, None);
+            };
+            let found = check.await;
+            if !matches!(found, LeaseCheck::Ours) {
+                // Never acknowledged: take it back (best effort; the new
+                // writer's manifest discards it anyway).
+                let _ = store.delete(&put_path).await;
             }
+            (put, Some(found))
         })?;
         match lease_check {
+            None | Some(LeaseCheck::Ours) => {}
             Some(LeaseCheck::Other(reason)) => return Err(self.supersede(reason)),
-            Some(_) => {
+            Some(LeaseCheck::Gone) => {
                 return Err(Error::Unavailable {
                     node: self.name.clone(),
-                    reason: "its lease object is gone: the prefix was wiped (reopen the store \
-                             or repair to take it back)"
+                    reason: "its leases are gone: the prefix was wiped (repair takes it back)"
                         .into(),
                 });
             }
-            None => {}
+            Some(LeaseCheck::Unknown(why)) => {
+                return Err(Error::Unavailable {
+                    node: self.name.clone(),
+                    reason: format!(
+                        "the lease could not be confirmed after the append ({why}); the append \
+                         is not acknowledged"
+                    ),
+                });
+            }
         }
         match put {
             Ok(_) => {}
@@ -697,12 +791,16 @@ impl Node for ObjectNode {
                 let (store, limit) = (Arc::clone(&store), Arc::clone(&limit));
                 async move {
                     let _permit = limit.acquire_owned().await;
-                    scan_object(store, path, size, generation)
-                        .await
-                        .map(|scan| (seq, size, scan))
+                    match scan_object(store, path, size, generation).await {
+                        Ok(scan) => Ok((seq, size, Some(scan))),
+                        // Listed, then deleted (by a writer that lost its
+                        // lease, or a removal): never acknowledged, absent.
+                        Err(object_store::Error::NotFound { .. }) => Ok((seq, size, None)),
+                        Err(e) => Err(e),
+                    }
                 }
             });
-            let mut out: Vec<(u64, u64, SegmentScan)> = futures_util::stream::iter(tasks)
+            let mut out: Vec<(u64, u64, Option<SegmentScan>)> = futures_util::stream::iter(tasks)
                 .buffer_unordered(64)
                 .collect::<Vec<_>>()
                 .await
@@ -713,6 +811,13 @@ impl Node for ObjectNode {
         })?;
         let mut scan = Scan::default();
         for (seq, size, found) in scans {
+            let Some(found) = found else {
+                tracing::info!(node = %self.name, generation, seq, "object vanished after listing; absent");
+                if let Some(g) = self.write_generations().get_mut(&generation) {
+                    g.objects.remove(&seq);
+                }
+                continue;
+            };
             let base = seq << SEQ_SHIFT;
             for record in found.records {
                 scan.records.push(ScannedRecord {
@@ -793,24 +898,79 @@ impl Node for ObjectNode {
                 reason,
             });
         }
-        let Some(ours) = self.lease.clone() else {
+        if self.lease.is_none() {
             return Ok(());
-        };
-        let store = Arc::clone(&self.store);
-        let path = self.lease_path();
-        let found = runtime::block_on(check_lease(store, path, ours))?;
+        }
+        let found = runtime::block_on(self.check_lease())?;
         match found {
             LeaseCheck::Ours => Ok(()),
             LeaseCheck::Other(reason) => Err(self.supersede(reason)),
             LeaseCheck::Gone => Err(Error::Unavailable {
                 node: self.name.clone(),
-                reason: "its lease object is gone: the prefix was wiped".into(),
+                reason: "its leases are gone: the prefix was wiped".into(),
             }),
-            LeaseCheck::Unknown => Err(Error::Unavailable {
+            LeaseCheck::Unknown(why) => Err(Error::Unavailable {
                 node: self.name.clone(),
-                reason: "the lease could not be read".into(),
+                reason: format!("the lease could not be read ({why})"),
             }),
         }
+    }
+
+    fn read_manifest(&self) -> Result<Option<Bytes>> {
+        let store = Arc::clone(&self.store);
+        let path = self.prefix.clone().join(MANIFEST_NAME);
+        let body = self.run("reading the manifest", async move {
+            match store.get(&path).await {
+                Ok(found) => found.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        match body {
+            Some(bytes) if bytes.len() > crate::format::MANIFEST_LEN_MAX => Err(Error::Corrupt {
+                location: format!("node {} manifest", self.name),
+                reason: format!("{} bytes, over the limit", bytes.len()),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    fn write_manifest(&self, manifest: &[u8]) -> Result<()> {
+        if manifest.len() > crate::format::MANIFEST_LEN_MAX {
+            return Err(Error::LimitExceeded {
+                what: "manifest length",
+                limit: crate::format::MANIFEST_LEN_MAX as u64,
+                actual: manifest.len() as u64,
+            });
+        }
+        if let Some(reason) = self.superseded_reason() {
+            return Err(Error::Superseded {
+                node: self.name.clone(),
+                reason,
+            });
+        }
+        // A writer that lost the lease must not overwrite the manifest the
+        // new one wrote.
+        if self.lease.is_some() {
+            match runtime::block_on(self.check_lease())? {
+                LeaseCheck::Ours => {}
+                LeaseCheck::Other(reason) => return Err(self.supersede(reason)),
+                LeaseCheck::Gone => {}
+                LeaseCheck::Unknown(why) => {
+                    return Err(Error::Unavailable {
+                        node: self.name.clone(),
+                        reason: format!("the lease could not be confirmed ({why})"),
+                    });
+                }
+            }
+        }
+        let store = Arc::clone(&self.store);
+        let path = self.prefix.clone().join(MANIFEST_NAME);
+        let body = PutPayload::from(Bytes::copy_from_slice(manifest));
+        // A PUT replaces an object whole: readers see the old or the new.
+        self.run("writing the manifest", async move {
+            store.put(&path, body).await.map(|_| ())
+        })
     }
 
     fn capacity(&self) -> Result<Capacity> {
@@ -1019,11 +1179,49 @@ mod tests {
     }
 
     #[test]
-    fn lease_epoch_of_hostile_bytes_is_zero() {
-        assert_eq!(lease_epoch(b"geoshard-lease 1\nepoch 7\nholder x\n"), 7);
-        assert_eq!(lease_epoch(b"epoch x"), 0);
-        assert_eq!(lease_epoch(&[0xff, 0xfe]), 0);
-        assert_eq!(lease_epoch(b""), 0);
+    fn lease_names_that_are_not_epochs_are_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("file://{}", dir.path().join("node").display());
+        let leases = dir.path().join("node").join("lease");
+        std::fs::create_dir_all(&leases).expect("lease dir");
+        for name in ["junk", "00000000000000zz", "1"] {
+            std::fs::write(leases.join(name), b"x").expect("junk");
+        }
+        std::fs::write(leases.join(format!("{:016x}", 6)), b"older writer").expect("epoch 6");
+        let node = ObjectNode::open("f1", &url, None, &ObjectOptions::default()).expect("open");
+        assert_eq!(node.lease, Some(7), "the next epoch after the highest");
+        node.check().expect("ours");
+    }
+
+    /// Two openers racing for the same epoch: one gets it, the other is
+    /// refused with `Locked` (it never holds part of the nodes' leases).
+    #[test]
+    fn an_opener_that_loses_the_race_for_an_epoch_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("file://{}", dir.path().join("node").display());
+        let first = ObjectNode::open("f1", &url, None, &ObjectOptions::default()).expect("open");
+        // The racer read the same highest epoch before `first` created it.
+        let racer = std::fs::read_dir(dir.path().join("node").join("lease"))
+            .expect("leases")
+            .count();
+        assert_eq!(racer, 1);
+        let store = Arc::clone(&first.store);
+        let path = first.lease_dir().join(format!("{:016x}", 1));
+        let created = runtime::block_on(async move {
+            store
+                .put_opts(
+                    &path,
+                    PutPayload::from_static(b"racer"),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+        })
+        .expect("runtime");
+        assert!(
+            matches!(created, Err(object_store::Error::AlreadyExists { .. })),
+            "a conditional create of a taken epoch fails: {created:?}"
+        );
+        first.check().expect("still ours");
     }
 
     #[test]

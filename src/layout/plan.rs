@@ -1,0 +1,386 @@
+//! Where a stripe's columns go when some nodes take no writes, and whether
+//! columns where they are keep the promise given the nodes that have
+//! already failed (docs/DURABILITY.md, "The plan and the acknowledgement
+//! rule").
+
+use super::Layout;
+use super::placement::Placement;
+use super::spread::top_sum;
+use super::types::NodeId;
+
+/// How the nodes that have failed now stand against the promise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromiseRoom {
+    /// Some promise failure set contains the failed nodes, and one more node
+    /// may still fail within the promise.
+    Room,
+    /// The failed nodes use the promise up: a promise failure set contains
+    /// them, but no other node may fail (e.g. a whole site is down).
+    UsedUp,
+    /// No promise failure set contains the failed nodes.
+    Exceeded,
+}
+
+/// Above this many site combinations the promise checks give up on exact
+/// enumeration and answer conservatively.
+const COMBINATIONS_MAX: usize = 100_000;
+
+impl Layout {
+    /// How `failed` (nodes that are down or take no writes, duplicates
+    /// allowed) stands against the promise.
+    ///
+    /// ```
+    /// use geoshard::layout::{Layout, NodeId, PromiseRoom};
+    ///
+    /// let layout = Layout::builder()
+    ///     .code(4, 2)
+    ///     .site("a", |s| s.node("a1", "/srv/a1").node("a2", "/srv/a2"))
+    ///     .site("b", |s| s.node("b1", "/srv/b1").node("b2", "/srv/b2"))
+    ///     .site("c", |s| s.node("c1", "/srv/c1").node("c2", "/srv/c2"))
+    ///     .build()?;
+    /// assert_eq!(layout.promise_room(&[]), PromiseRoom::Room);
+    /// assert_eq!(layout.promise_room(&[NodeId(0)]), PromiseRoom::Room);
+    /// assert_eq!(layout.promise_room(&[NodeId(0), NodeId(1)]), PromiseRoom::UsedUp);
+    /// assert_eq!(layout.promise_room(&[NodeId(0), NodeId(2)]), PromiseRoom::Exceeded);
+    /// # Ok::<(), geoshard::Error>(())
+    /// ```
+    pub fn promise_room(&self, failed: &[NodeId]) -> PromiseRoom {
+        let failed = self.distinct(failed);
+        let extra = self.promise.extra_nodes_lost;
+        let free_nodes = self.nodes.len() > failed.len();
+        let mut room = PromiseRoom::Exceeded;
+        let enumerated = self.for_each_site_choice(&mut |chosen: &[usize]| {
+            let outside = failed
+                .iter()
+                .filter(|n| !chosen.contains(&self.node(**n).site.index()))
+                .count();
+            if outside > extra {
+                return false;
+            }
+            let more_in_sites = chosen
+                .iter()
+                .any(|&s| self.sites[s].nodes.iter().any(|n| !failed.contains(n)));
+            if (outside < extra && free_nodes) || more_in_sites {
+                room = PromiseRoom::Room;
+                return true;
+            }
+            room = PromiseRoom::UsedUp;
+            false
+        });
+        if !enumerated {
+            // Too many site combinations to look at: assume the worst that
+            // is still plausible.
+            return if failed.is_empty() {
+                PromiseRoom::Room
+            } else {
+                PromiseRoom::UsedUp
+            };
+        }
+        room
+    }
+
+    /// Whether a stripe whose stored columns are on `stored` (one entry per
+    /// stored column, a node may repeat), with `zero_columns` more columns
+    /// that are known zeros (data columns of length 0, never stored), keeps
+    /// at least k columns through every promise failure set that contains
+    /// every node of `failed`. With `failed` empty, this is "keeps the whole
+    /// promise". When no promise failure set contains `failed`, the answer
+    /// is whether it survives `failed` alone.
+    pub fn survives_promise_given(
+        &self,
+        stored: &[NodeId],
+        zero_columns: usize,
+        failed: &[NodeId],
+    ) -> bool {
+        let k = self.code.data_count;
+        let failed = self.distinct(failed);
+        let extra = self.promise.extra_nodes_lost;
+        let mut per_node: Vec<(NodeId, usize)> = Vec::new();
+        for &node in stored {
+            match per_node.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, count)) => *count += 1,
+                None => per_node.push((node, 1)),
+            }
+        }
+        let mut contained = false;
+        let mut worst = 0usize;
+        let enumerated = self.for_each_site_choice(&mut |chosen: &[usize]| {
+            let in_sites = |n: NodeId| chosen.contains(&self.node(n).site.index());
+            let outside: Vec<NodeId> = failed.iter().copied().filter(|&n| !in_sites(n)).collect();
+            if outside.len() > extra {
+                return false;
+            }
+            contained = true;
+            let mut lost = 0usize;
+            let mut rest: Vec<usize> = Vec::new();
+            for &(node, count) in &per_node {
+                if in_sites(node) || outside.contains(&node) {
+                    lost += count;
+                } else {
+                    rest.push(count);
+                }
+            }
+            lost += top_sum(&rest, extra - outside.len());
+            worst = worst.max(lost);
+            false
+        });
+        if !enumerated {
+            // Too many combinations to enumerate: count the worst sites and
+            // nodes together, which can only overstate the loss.
+            let mut per_site = vec![0usize; self.sites.len()];
+            for &node in stored {
+                per_site[self.node(node).site.index()] += 1;
+            }
+            let counts: Vec<usize> = per_node.iter().map(|&(_, c)| c).collect();
+            worst = top_sum(&per_site, self.promise.sites_lost) + top_sum(&counts, extra);
+            contained = true;
+        }
+        if !contained {
+            worst = per_node
+                .iter()
+                .filter(|(n, _)| failed.contains(n))
+                .map(|&(_, c)| c)
+                .sum();
+        }
+        (stored.len() + zero_columns).saturating_sub(worst) >= k
+    }
+
+    /// Plans a node for each stored column of a stripe: its placement node
+    /// if `writable`, else the writable node that minimises, in order, the
+    /// most columns any one site then holds, a move out of the column's
+    /// home site, the columns the node already holds of this stripe, and
+    /// the layout's handoff rank. `stored` lists the column indexes that
+    /// have bytes. Returns the planned node of each of them, in the order
+    /// of `stored`, or `None` when no node takes writes.
+    ///
+    /// # Panics
+    ///
+    /// If a column index of `stored` is not a column of `placement`.
+    pub fn plan_columns(
+        &self,
+        placement: &Placement,
+        stored: &[usize],
+        writable: &dyn Fn(NodeId) -> bool,
+    ) -> Option<Vec<NodeId>> {
+        let columns = placement.columns();
+        let mut plan: Vec<Option<NodeId>> = vec![None; stored.len()];
+        for (i, &c) in stored.iter().enumerate() {
+            if writable(columns[c]) {
+                plan[i] = Some(columns[c]);
+            }
+        }
+        let candidates: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, _)| NodeId(i as u16))
+            .filter(|&n| writable(n))
+            .collect();
+        if candidates.is_empty() && plan.iter().any(Option::is_none) {
+            return None;
+        }
+        for (i, &c) in stored.iter().enumerate() {
+            if plan[i].is_some() {
+                continue;
+            }
+            let held: Vec<NodeId> = plan.iter().flatten().copied().collect();
+            let best = self.handoff_for(placement, c, &held, &candidates)?;
+            plan[i] = Some(best);
+        }
+        plan.into_iter().collect()
+    }
+
+    /// The node column `column` of `placement` goes to when its home takes
+    /// no writes, given the nodes holding the stripe's other columns
+    /// (`held`, one entry per column): among `candidates` (nodes that take
+    /// writes), the one that minimises the most columns any one site then
+    /// holds, then a move out of the home site, then the columns the node
+    /// already holds, then the layout's handoff rank. `None` without
+    /// candidates.
+    ///
+    /// # Panics
+    ///
+    /// If `column` is not a column of `placement`.
+    pub fn handoff_for(
+        &self,
+        placement: &Placement,
+        column: usize,
+        held: &[NodeId],
+        candidates: &[NodeId],
+    ) -> Option<NodeId> {
+        let home_site = self.node(placement.columns()[column]).site;
+        let mut per_site = vec![0usize; self.sites.len()];
+        let mut per_node = vec![0usize; self.nodes.len()];
+        for &n in held {
+            per_site[self.node(n).site.index()] += 1;
+            per_node[n.index()] += 1;
+        }
+        let ranked = self.handoff_candidates(placement, column, &|n| !candidates.contains(&n));
+        let rank = |n: NodeId| ranked.iter().position(|&r| r == n).unwrap_or(usize::MAX);
+        let site_max = per_site.iter().copied().max().unwrap_or(0);
+        candidates.iter().copied().min_by_key(|&n| {
+            let site = self.node(n).site;
+            (
+                site_max.max(per_site[site.index()] + 1),
+                site != home_site,
+                per_node[n.index()],
+                rank(n),
+                n,
+            )
+        })
+    }
+
+    /// `nodes` without duplicates or ids outside the layout.
+    fn distinct(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| n.index() < self.nodes.len())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Calls `visit` with every choice of `sites_lost` sites (as site
+    /// indexes) until it returns true. Returns false without calling it
+    /// when there are more than [`COMBINATIONS_MAX`] choices.
+    fn for_each_site_choice(&self, visit: &mut dyn FnMut(&[usize]) -> bool) -> bool {
+        let n = self.sites.len();
+        let r = self.promise.sites_lost.min(n);
+        if combinations(n, r) > COMBINATIONS_MAX {
+            return false;
+        }
+        let mut chosen: Vec<usize> = (0..r).collect();
+        loop {
+            if visit(&chosen) {
+                return true;
+            }
+            if !next_combination(&mut chosen, n) {
+                return true;
+            }
+        }
+    }
+}
+
+fn combinations(n: usize, r: usize) -> usize {
+    let r = r.min(n.saturating_sub(r));
+    let mut total: usize = 1;
+    for i in 0..r {
+        match total.checked_mul(n - i) {
+            Some(product) => total = product / (i + 1),
+            None => return usize::MAX,
+        }
+    }
+    total
+}
+
+/// Advances `chosen` (increasing indexes below `n`) to the next combination.
+fn next_combination(chosen: &mut [usize], n: usize) -> bool {
+    let r = chosen.len();
+    for i in (0..r).rev() {
+        if chosen[i] < n - r + i {
+            chosen[i] += 1;
+            for j in i + 1..r {
+                chosen[j] = chosen[j - 1] + 1;
+            }
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::SiteId;
+
+    fn layout_3x3() -> Layout {
+        let mut builder = Layout::builder().code(6, 3);
+        for s in 0..3 {
+            builder = builder.site(format!("s{s}"), |mut b| {
+                for n in 0..3 {
+                    b = b.node(format!("s{s}n{n}"), format!("/x/s{s}n{n}").as_str());
+                }
+                b
+            });
+        }
+        builder.build().unwrap()
+    }
+
+    fn site_counts(layout: &Layout, nodes: &[NodeId]) -> Vec<usize> {
+        let mut per_site = vec![0; layout.sites().len()];
+        for n in nodes {
+            per_site[layout.node(*n).site.index()] += 1;
+        }
+        per_site
+    }
+
+    #[test]
+    fn a_full_node_hands_off_within_its_site() {
+        let layout = layout_3x3();
+        for stripe_id in 0..500u64 {
+            let placement = layout.placement(stripe_id);
+            for full in 0..9u16 {
+                let stored: Vec<usize> = (0..9).collect();
+                let plan = layout
+                    .plan_columns(&placement, &stored, &|n| n != NodeId(full))
+                    .unwrap();
+                assert!(!plan.contains(&NodeId(full)));
+                assert_eq!(site_counts(&layout, &plan), [3, 3, 3], "stripe {stripe_id}");
+                assert!(layout.survives_promise_given(&plan, 0, &[]));
+                assert!(layout.survives_promise_given(&plan, 0, &[NodeId(full)]));
+            }
+        }
+    }
+
+    #[test]
+    fn a_burned_site_leaves_a_degraded_plan_on_the_others() {
+        let layout = layout_3x3();
+        let site0: Vec<NodeId> = layout.site(SiteId(0)).nodes.clone();
+        assert_eq!(layout.promise_room(&site0), PromiseRoom::UsedUp);
+        let placement = layout.placement(7);
+        let stored: Vec<usize> = (0..9).collect();
+        let plan = layout
+            .plan_columns(&placement, &stored, &|n| !site0.contains(&n))
+            .unwrap();
+        let counts = site_counts(&layout, &plan);
+        assert_eq!(counts[0], 0);
+        assert!(counts[1].abs_diff(counts[2]) <= 1);
+        // It survives the site that is gone, not another one.
+        assert!(layout.survives_promise_given(&plan, 0, &site0));
+        assert!(!layout.survives_promise_given(&plan, 0, &[]));
+    }
+
+    #[test]
+    fn promise_room() {
+        let layout = layout_3x3();
+        assert_eq!(layout.promise_room(&[]), PromiseRoom::Room);
+        assert_eq!(
+            layout.promise_room(&[NodeId(0), NodeId(1)]),
+            PromiseRoom::Room
+        );
+        assert_eq!(
+            layout.promise_room(&[NodeId(0), NodeId(1), NodeId(2)]),
+            PromiseRoom::UsedUp
+        );
+        assert_eq!(
+            layout.promise_room(&[NodeId(0), NodeId(3)]),
+            PromiseRoom::Exceeded
+        );
+    }
+
+    #[test]
+    fn three_columns_on_one_site_of_a_small_stripe_is_caught() {
+        let layout = layout_3x3();
+        // k + 1 = 7 columns spread 3/3/1: either 3-column site loses it.
+        let stored = [0u16, 1, 2, 3, 4, 5, 6].map(NodeId);
+        assert!(!layout.survives_promise_given(&stored, 0, &[]));
+        // 4 stored (1 data + 3 parity) and 5 zero data columns, spread 2/1/1.
+        let small = [0u16, 1, 3, 6].map(NodeId);
+        assert!(layout.survives_promise_given(&small, 5, &[]));
+        // All four on one site: that site's loss leaves only the zeros.
+        let bad = [0u16, 0, 1, 2].map(NodeId);
+        assert!(!layout.survives_promise_given(&bad, 5, &[]));
+    }
+}

@@ -1,0 +1,208 @@
+//! The store's manifest as the running store knows it, and writing it to
+//! the nodes (docs/DURABILITY.md, "The manifest": D4, D7, D8).
+
+use std::sync::Arc;
+
+use super::Inner;
+use crate::Error;
+use crate::Result;
+use crate::format::Manifest;
+use crate::layout::{Layout, NodeId, PromiseRoom};
+use crate::node::Node;
+
+/// The store-wide manifest and each node's own part of it.
+#[derive(Clone, Debug)]
+pub(crate) struct ManifestState {
+    /// The store-wide fields (its `node_name` and `node_since_stripe_id`
+    /// are ignored; see `node_since`).
+    pub shared: Manifest,
+    /// Per layout node: the stripe id since which the node holds every
+    /// column planned on it.
+    pub node_since: Vec<u64>,
+}
+
+impl ManifestState {
+    /// The manifest node `id` (named `name`) keeps.
+    pub fn for_node(&self, id: NodeId, name: &str) -> Manifest {
+        Manifest {
+            node_name: name.to_string(),
+            node_since_stripe_id: self.node_since.get(id.index()).copied().unwrap_or(0),
+            ..self.shared.clone()
+        }
+    }
+}
+
+/// What one node's manifest says, as read at open.
+#[derive(Clone, Debug)]
+pub(crate) enum NodeManifest {
+    /// The node holds this manifest.
+    Found(Manifest),
+    /// The node holds none (a new, replaced or wiped node).
+    Absent,
+    /// The node could not be asked, or what it holds does not decode.
+    Unusable(String),
+}
+
+/// Reads the manifest of every node that has a handle, in parallel.
+pub(crate) fn read_all(handles: &[Option<Arc<dyn Node>>]) -> Vec<NodeManifest> {
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = handles
+            .iter()
+            .map(|handle| {
+                scope.spawn(move || match handle {
+                    None => NodeManifest::Unusable("not reachable".into()),
+                    Some(node) => match node.read_manifest() {
+                        Ok(None) => NodeManifest::Absent,
+                        Ok(Some(bytes)) => match Manifest::decode(&bytes) {
+                            Ok(manifest) => NodeManifest::Found(manifest),
+                            Err(e) => NodeManifest::Unusable(format!("its manifest: {e}")),
+                        },
+                        Err(e) => NodeManifest::Unusable(format!("reading its manifest: {e}")),
+                    },
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| {
+                r.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// Writes each node's manifest to `targets` in parallel; returns the nodes
+/// whose write failed, with the error.
+pub(crate) fn write_all(
+    layout: &Layout,
+    state: &ManifestState,
+    targets: &[(NodeId, Arc<dyn Node>)],
+) -> Vec<(NodeId, Error)> {
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = targets
+            .iter()
+            .map(|(id, node)| {
+                let manifest = state.for_node(*id, &layout.node(*id).name);
+                scope.spawn(move || (*id, manifest.encode().and_then(|b| node.write_manifest(&b))))
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .filter_map(|(id, result)| result.err().map(|e| (id, e)))
+            .collect()
+    })
+}
+
+/// Whether `written` reaches every later open: no promise failure set holds
+/// all of it (docs/DURABILITY.md, assumption A4).
+pub(crate) fn is_quorum(layout: &Layout, written: &[NodeId]) -> bool {
+    !written.is_empty() && layout.promise_room(written) == PromiseRoom::Exceeded
+}
+
+impl Inner {
+    /// Changes the manifest with `change`, writes it to every reachable node
+    /// of the store, and keeps the change only if the writes reached a
+    /// quorum. Manifest writes never overlap.
+    ///
+    /// # Errors
+    /// [`Error::TooManyNodesDown`] when too few nodes took it.
+    pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut ManifestState)) -> Result<()> {
+        let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = current.clone();
+        change(&mut next);
+        let targets: Vec<(NodeId, Arc<dyn Node>)> = self
+            .nodes
+            .ids()
+            .filter(|&id| self.is_member(id))
+            .filter_map(|id| Some((id, self.nodes.get(id)?)))
+            .collect();
+        let failed = write_all(&self.layout, &next, &targets);
+        for (id, e) in &failed {
+            tracing::warn!(node = %self.layout.node(*id).name, error = %e, "manifest write failed");
+            self.nodes
+                .mark_down(*id, format!("writing its manifest failed: {e}"));
+        }
+        let written: Vec<NodeId> = targets
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !failed.iter().any(|(f, _)| f == id))
+            .collect();
+        if !is_quorum(&self.layout, &written) {
+            let missing: Vec<String> = self
+                .nodes
+                .ids()
+                .filter(|id| !written.contains(id))
+                .map(|id| self.layout.node(id).name.clone())
+                .collect();
+            return Err(Error::TooManyNodesDown {
+                nodes: missing,
+                reason: "the store's manifest (its identity and this session) could not be \
+                         recorded on enough nodes for a later open to find it"
+                    .into(),
+            });
+        }
+        *current = next;
+        Ok(())
+    }
+
+    /// Makes node `id` (reachable, holding no manifest of this store, e.g.
+    /// rebuilt empty) part of the store: writes its manifest with
+    /// `node_since` = the next stripe id, so columns of older stripes are
+    /// not expected on it until repair rebuilds them.
+    ///
+    /// # Errors
+    /// The node's write error.
+    pub(crate) fn adopt_node(&self, id: NodeId, node: &dyn Node) -> Result<()> {
+        let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = current.clone();
+        if let Some(since) = next.node_since.get_mut(id.index()) {
+            *since = self
+                .next_stripe_id
+                .load(std::sync::atomic::Ordering::Acquire);
+        }
+        let manifest = next.for_node(id, &self.layout.node(id).name);
+        node.write_manifest(&manifest.encode()?)?;
+        *current = next;
+        self.set_member(id, true);
+        Ok(())
+    }
+
+    /// Whether node `id` holds this store's manifest (is part of the store
+    /// now, as opposed to a node left for repair to adopt).
+    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+        self.members
+            .lock()
+            .map(|m| m.get(id.index()).copied().unwrap_or(false))
+            .unwrap_or(false)
+    }
+
+    /// Records that node `id` holds (or no longer holds) the manifest.
+    pub(crate) fn set_member(&self, id: NodeId, member: bool) {
+        if let Ok(mut m) = self.members.lock()
+            && let Some(slot) = m.get_mut(id.index())
+        {
+            *slot = member;
+        }
+    }
+
+    /// Records node `id`'s own `node_since` (read from its manifest).
+    pub(crate) fn set_node_since(&self, id: NodeId, since: u64) {
+        let mut state = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = state.node_since.get_mut(id.index()) {
+            *slot = since;
+        }
+    }
+
+    /// A copy of the manifest as last written.
+    pub(crate) fn manifest_state(&self) -> ManifestState {
+        self.manifest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,395 @@
+//! Opening and creating a store: the nodes, their manifests, the identity
+//! and outage checks, then recovery and the new session's manifest
+//! (docs/DURABILITY.md, "Open": D7, D8).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::Inner;
+use super::manifest::{ManifestState, NodeManifest, read_all};
+use crate::format::Manifest;
+use crate::layout::{Layout, Location, NodeId, PromiseRoom};
+use crate::node::{LocalNode, LocalOptions, Node};
+#[cfg(feature = "object-store")]
+use crate::node::{ObjectNode, ObjectOptions};
+use crate::{Error, Options, Result};
+
+/// Bits of a stripe id below the session: `session << SESSION_SHIFT | n`.
+pub(crate) const SESSION_SHIFT: u32 = 40;
+/// The most sessions (opens) a store can have.
+pub(crate) const SESSION_MAX: u64 = (1 << (64 - SESSION_SHIFT)) - 1;
+
+/// The session a stripe id belongs to.
+pub(crate) fn session_of(stripe_id: u64) -> u64 {
+    stripe_id >> SESSION_SHIFT
+}
+
+/// A node handle, or why there is none.
+pub(crate) type Handle = std::result::Result<Arc<dyn Node>, String>;
+
+/// Whether the store is being created or opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Create,
+    Open,
+}
+
+/// Opens every node of the layout: local directories (created only when
+/// creating a store) and object-store prefixes (in parallel: each takes its
+/// lease and lists its objects). On open, a missing directory, or one that
+/// holds neither a manifest nor segments (a disk that is not mounted, a
+/// replaced disk), is not opened and nothing is written there: the node is
+/// left down, for repair to adopt.
+pub(crate) fn open_handles(layout: &Layout, options: &Options, mode: Mode) -> Result<Vec<Handle>> {
+    let mut remote = open_remote_nodes(layout, options)?;
+    let mut out: Vec<Handle> = Vec::new();
+    for (i, spec) in layout.nodes().iter().enumerate() {
+        let dir = match &spec.location {
+            Location::Dir(dir) => dir,
+            Location::Url(_) => {
+                out.push(
+                    remote
+                        .remove(&i)
+                        .unwrap_or_else(|| Err("not opened".into())),
+                );
+                continue;
+            }
+        };
+        if mode == Mode::Open {
+            match dir_state(dir) {
+                DirState::Missing => {
+                    out.push(Err(format!("directory {} is missing", dir.display())));
+                    continue;
+                }
+                DirState::Empty => {
+                    out.push(Err(format!(
+                        "directory {} holds no store (not mounted, or a new disk)",
+                        dir.display()
+                    )));
+                    continue;
+                }
+                DirState::Used => {}
+            }
+        }
+        out.push(open_local(&spec.name, dir, &options.local)?);
+    }
+    Ok(out)
+}
+
+enum DirState {
+    Missing,
+    Empty,
+    Used,
+}
+
+/// Whether a node directory exists and holds anything of a store.
+fn dir_state(dir: &Path) -> DirState {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return DirState::Missing;
+    };
+    let used = listing.flatten().any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        name == "MANIFEST" || name.ends_with(".segment")
+    });
+    if used {
+        DirState::Used
+    } else {
+        DirState::Empty
+    }
+}
+
+/// Opens a local node; another owner is an error for the whole open (two
+/// writers), any other failure leaves the node down.
+pub(crate) fn open_local(name: &str, dir: &Path, options: &LocalOptions) -> Result<Handle> {
+    match LocalNode::open(name, dir, options) {
+        Ok(node) => Ok(Ok(Arc::new(node))),
+        Err(e @ Error::Locked { .. }) => Err(e),
+        Err(e) => {
+            tracing::warn!(node = name, error = %e, "node could not be opened; left down");
+            Ok(Err(e.to_string()))
+        }
+    }
+}
+
+/// Opened object-store nodes by layout index, or why one could not be opened.
+type RemoteHandles = std::collections::HashMap<usize, Handle>;
+
+/// Opens the layout's object-store nodes in parallel, by node index.
+#[cfg(feature = "object-store")]
+fn open_remote_nodes(layout: &Layout, options: &Options) -> Result<RemoteHandles> {
+    let specs: Vec<(usize, &crate::layout::NodeSpec, &str)> = layout
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| match &spec.location {
+            Location::Url(url) => Some((i, spec, url.as_str())),
+            Location::Dir(_) => None,
+        })
+        .collect();
+    let options: &ObjectOptions = &options.object;
+    let results: Vec<(usize, Result<ObjectNode>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|&(i, spec, url)| {
+                let handle = scope.spawn(move || {
+                    ObjectNode::open(&spec.name, url, spec.remote.as_ref(), options)
+                });
+                (i, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, handle)| {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (i, result)
+            })
+            .collect()
+    });
+    let mut out = std::collections::HashMap::new();
+    for (i, result) in results {
+        let name = &layout.nodes()[i].name;
+        match result {
+            Ok(node) => {
+                out.insert(i, Ok(Arc::new(node) as Arc<dyn Node>));
+            }
+            // Settings that cannot work, an argument out of range, or
+            // another opener: the operator must act.
+            Err(
+                e @ (Error::InvalidLayout { .. }
+                | Error::InvalidArgument { .. }
+                | Error::Locked { .. }),
+            ) => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "object-store node could not be opened; left down");
+                out.insert(i, Err(e.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "object-store"))]
+fn open_remote_nodes(layout: &Layout, _options: &Options) -> Result<RemoteHandles> {
+    match layout
+        .nodes()
+        .iter()
+        .find(|spec| matches!(spec.location, Location::Url(_)))
+    {
+        Some(spec) => Err(Error::InvalidLayout {
+            reason: format!(
+                "node {} is at {}; this build has no object-store support",
+                spec.name, spec.location
+            ),
+            fix: "build geoshard with the `object-store` cargo feature, or give the node a local \
+                  `path`"
+                .into(),
+        }),
+        None => Ok(std::collections::HashMap::new()),
+    }
+}
+
+/// 16 bytes no other store has: the OS-seeded keys of the standard
+/// library's hasher, the clock and the process id, mixed.
+fn random_store_id() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut out = [0u8; 16];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_u32(std::process::id());
+        hasher.write_usize(i);
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    out
+}
+
+impl Inner {
+    /// Reads every node's manifest and decides the store's identity and
+    /// the new session (or, creating, checks every node is empty and makes
+    /// a new identity). Marks nodes that are not part of the store down.
+    /// Returns the newest manifest found (for a new store, the one of
+    /// session 0) with each node's `node_since`.
+    pub(crate) fn identify(&self, mode: Mode) -> Result<ManifestState> {
+        let handles: Vec<Option<Arc<dyn Node>>> =
+            self.nodes.ids().map(|id| self.nodes.get(id)).collect();
+        let manifests = read_all(&handles);
+        match mode {
+            Mode::Create => self.identify_new(&handles, &manifests),
+            Mode::Open => self.identify_existing(&manifests),
+        }
+    }
+
+    fn identify_new(
+        &self,
+        handles: &[Option<Arc<dyn Node>>],
+        manifests: &[NodeManifest],
+    ) -> Result<ManifestState> {
+        for (i, (handle, manifest)) in handles.iter().zip(manifests).enumerate() {
+            let name = &self.layout.nodes()[i].name;
+            let Some(node) = handle else {
+                return Err(Error::Unavailable {
+                    node: name.clone(),
+                    reason: format!(
+                        "creating a store needs every node of the layout ({})",
+                        self.nodes.down_reason(NodeId(i as u16)).unwrap_or_default()
+                    ),
+                });
+            };
+            let holds_data = !node.generations()?.is_empty();
+            if matches!(manifest, NodeManifest::Found(_)) || holds_data {
+                return Err(Error::StoreExists { node: name.clone() });
+            }
+        }
+        let code = self.layout.code();
+        for id in self.nodes.ids() {
+            self.set_member(id, true);
+        }
+        Ok(ManifestState {
+            shared: Manifest {
+                store_id: random_store_id(),
+                data_count: code.data_count as u16,
+                parity_count: code.parity_count as u16,
+                session: 0,
+                version: 0,
+                node_since_stripe_id: 0,
+                node_name: "-".into(),
+                discarded: Vec::new(),
+            },
+            node_since: vec![0; self.nodes.len()],
+        })
+    }
+
+    fn identify_existing(&self, manifests: &[NodeManifest]) -> Result<ManifestState> {
+        let layout = &self.layout;
+        let found: Vec<(NodeId, &Manifest)> = manifests
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| match m {
+                NodeManifest::Found(m) => Some((NodeId(i as u16), m)),
+                _ => None,
+            })
+            .collect();
+        let Some(&(_, newest)) = found.iter().max_by_key(|(_, m)| m.age()) else {
+            let reachable = manifests
+                .iter()
+                .filter(|m| !matches!(m, NodeManifest::Unusable(_)))
+                .count();
+            return Err(Error::NoStore {
+                reason: format!(
+                    "none of the {} nodes holds this store's manifest ({reachable} reachable)",
+                    manifests.len()
+                ),
+                fix: "check that every node directory is mounted (or every bucket reachable) \
+                      and that the layout names the right paths; to start a new store use \
+                      Store::create (geoshard create)"
+                    .into(),
+            });
+        };
+        for (id, m) in &found {
+            let name = &layout.node(*id).name;
+            if m.store_id != newest.store_id {
+                return Err(Error::InvalidLayout {
+                    reason: format!("node {name} holds the manifest of another store"),
+                    fix: "check the layout's node paths: every node of a layout belongs to one \
+                          store"
+                        .into(),
+                });
+            }
+            if m.node_name != *name {
+                return Err(Error::InvalidLayout {
+                    reason: format!(
+                        "the location of node {name} holds the manifest of node {}",
+                        m.node_name
+                    ),
+                    fix: "check the layout's node names and paths: a directory keeps the node \
+                          name it was created under"
+                        .into(),
+                });
+            }
+        }
+        let code = layout.code();
+        if usize::from(newest.data_count) != code.data_count
+            || usize::from(newest.parity_count) != code.parity_count
+        {
+            return Err(Error::InvalidLayout {
+                reason: format!(
+                    "the store is coded RS({}, {}), but the layout says RS({}, {})",
+                    newest.data_count, newest.parity_count, code.data_count, code.parity_count
+                ),
+                fix: "open the store with the layout it was written with".into(),
+            });
+        }
+        if newest.session >= SESSION_MAX {
+            return Err(Error::LimitExceeded {
+                what: "sessions (opens) of one store",
+                limit: SESSION_MAX,
+                actual: newest.session + 1,
+            });
+        }
+        let mut node_since = vec![0; self.nodes.len()];
+        for (i, m) in manifests.iter().enumerate() {
+            let id = NodeId(i as u16);
+            match m {
+                NodeManifest::Found(m) => {
+                    node_since[i] = m.node_since_stripe_id;
+                    self.set_member(id, true);
+                }
+                NodeManifest::Absent => self.nodes.mark_down(
+                    id,
+                    "holds no manifest of this store (new, replaced or emptied); repair adopts it",
+                ),
+                NodeManifest::Unusable(why) => self.nodes.mark_down(id, why.clone()),
+            }
+        }
+        Ok(ManifestState {
+            shared: newest.clone(),
+            node_since,
+        })
+    }
+
+    /// The nodes that are not serving this store now: down, or not holding
+    /// its manifest.
+    pub(crate) fn missing_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .ids()
+            .filter(|&id| !self.nodes.is_up(id) || !self.is_member(id))
+            .collect()
+    }
+
+    /// Refuses an outage beyond the promise (unless salvaging), before any
+    /// stripe is judged: then what is missing is never taken for crash
+    /// debris.
+    ///
+    /// # Errors
+    /// [`Error::TooManyNodesDown`] naming the missing nodes.
+    pub(crate) fn check_outage(&self) -> Result<()> {
+        let missing = self.missing_nodes();
+        if missing.is_empty() || self.layout.promise_room(&missing) != PromiseRoom::Exceeded {
+            return Ok(());
+        }
+        let names: Vec<String> = missing
+            .iter()
+            .map(|&id| self.layout.node(id).name.clone())
+            .collect();
+        if self.options.salvage {
+            tracing::error!(nodes = ?names, "more nodes are missing than the promise covers; salvaging");
+            return Ok(());
+        }
+        Err(Error::TooManyNodesDown {
+            nodes: names,
+            reason: format!(
+                "more nodes are missing than the layout promises to survive ({}); data may be \
+                 lost",
+                self.layout.promise()
+            ),
+        })
+    }
+}

@@ -1,0 +1,160 @@
+//! Recovery, phase 3: the stripe table and the index, from the entry tables
+//! of the visible stripes, applied commit by commit in stripe-id order
+//! (docs/DURABILITY.md, "Deletes and tombstones": D3).
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::super::index::{BlobLoc, PartLoc};
+use super::super::stripes::StripeInfo;
+use super::super::{Inner, State};
+use crate::Result;
+use crate::format::EntryFlags;
+
+/// The table and index built, with the generations retire markers name.
+pub(crate) struct Built {
+    pub state: State,
+    pub retired: BTreeSet<u64>,
+    pub entry_tables_rebuilt: usize,
+}
+
+impl Inner {
+    /// Builds the state from the visible stripes (each with its commit's
+    /// first stripe id). Stripes and entries of retired generations are
+    /// dropped.
+    ///
+    /// # Errors
+    /// An entry table that can be neither read nor rebuilt.
+    pub(crate) fn build_state(&self, mut visible: Vec<(StripeInfo, u64)>) -> Result<Built> {
+        let k = self.layout.code().data_count;
+        visible.sort_by_key(|(s, _)| s.stripe_id);
+        let mut state = State::default();
+        let order: Vec<(u64, u64)> = visible
+            .iter()
+            .map(|(s, commit)| (s.stripe_id, *commit))
+            .collect();
+        for (info, _) in visible {
+            state.add_stripe(info);
+        }
+        let mut retired: BTreeSet<u64> = BTreeSet::new();
+        let mut rebuilt = 0;
+        let mut commit_entries: Vec<Pending> = Vec::new();
+        let mut current_commit = None;
+        for (stripe_id, commit) in order {
+            let Some(slot) = state.stripes.slot_of(stripe_id) else {
+                continue;
+            };
+            let Some(info) = state.stripes.get(slot).cloned() else {
+                continue;
+            };
+            if current_commit != Some(commit) {
+                apply_commit(&mut state, &mut commit_entries);
+                current_commit = Some(commit);
+            }
+            for c in 0..k {
+                let table_len = info.entry_table_len(c);
+                if table_len == 0 {
+                    continue;
+                }
+                let (entries, was_rebuilt) = self.entry_table(&info, c, table_len)?;
+                rebuilt += usize::from(was_rebuilt);
+                for e in entries {
+                    let loc = PartLoc {
+                        slot,
+                        offset: e.offset,
+                        len: e.len,
+                        checksum: e.checksum,
+                        column_index: c as u16,
+                    };
+                    if e.flags.contains(EntryFlags::RETIRE) {
+                        retired.extend(self.retired_generations(&info, &loc)?);
+                        continue;
+                    }
+                    commit_entries.push(Pending {
+                        key: e.key,
+                        loc: (!e.flags.contains(EntryFlags::TOMBSTONE)).then_some(loc),
+                        part_index: e.part_index,
+                        part_count: e.part_count,
+                        blob_len: e.blob_len,
+                    });
+                }
+            }
+        }
+        apply_commit(&mut state, &mut commit_entries);
+        drop_retired(&mut state, &retired);
+        Ok(Built {
+            state,
+            retired,
+            entry_tables_rebuilt: rebuilt,
+        })
+    }
+}
+
+/// Drops every index entry with a part in a retired generation, and the
+/// generations themselves: one pass over the index.
+fn drop_retired(state: &mut State, retired: &BTreeSet<u64>) {
+    if retired.is_empty() {
+        return;
+    }
+    let stale: Vec<Vec<u8>> = state
+        .index
+        .iter()
+        .filter(|(_, loc)| {
+            loc.parts().iter().any(|p| {
+                state
+                    .stripes
+                    .get(p.slot)
+                    .is_some_and(|s| retired.contains(&s.generation))
+            })
+        })
+        .map(|(k, _)| k.to_vec())
+        .collect();
+    for key in stale {
+        tracing::warn!("index entry pointing into a retired generation dropped");
+        state.remove_blob(&key);
+    }
+    for &generation in retired {
+        state.drop_generation(generation);
+    }
+}
+
+/// One entry of the commit being gathered.
+struct Pending {
+    key: Vec<u8>,
+    /// `None` for a tombstone.
+    loc: Option<PartLoc>,
+    part_index: u32,
+    part_count: u32,
+    blob_len: u64,
+}
+
+/// Applies one commit's entries: a tombstone removes its key, a whole blob
+/// replaces it, a split blob replaces it only if all its parts are here.
+fn apply_commit(state: &mut State, entries: &mut Vec<Pending>) {
+    let mut split: HashMap<Vec<u8>, (u64, Vec<Option<PartLoc>>)> = HashMap::new();
+    for e in entries.drain(..) {
+        match e.loc {
+            None => state.remove_blob(&e.key),
+            Some(loc) if e.part_count <= 1 => state.insert_blob(&e.key, BlobLoc::Whole(loc)),
+            Some(_) if u64::from(e.part_count) > super::super::PARTS_PER_BLOB_MAX => {
+                tracing::warn!(
+                    part_count = e.part_count,
+                    "entry with an impossible part count skipped"
+                );
+            }
+            Some(loc) => {
+                let slot = split
+                    .entry(e.key)
+                    .or_insert_with(|| (e.blob_len, vec![None; e.part_count as usize]));
+                if let Some(p) = slot.1.get_mut(e.part_index as usize) {
+                    *p = Some(loc);
+                }
+            }
+        }
+    }
+    for (key, (blob_len, parts)) in split {
+        let parts: Option<Vec<PartLoc>> = parts.into_iter().collect();
+        if let Some(parts) = parts {
+            state.insert_blob(&key, BlobLoc::split(blob_len, parts.into()));
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Open: rebuild the stripe table and the index from the column records of
+//! every reachable node. Nothing outside the columns and the manifest is
+//! needed. One file per phase:
+//!
+//! 1. [`scan`]: scan every reachable node of the store, gather each
+//!    stripe's records;
+//! 2. [`classify`]: decide which stripes are part of the store
+//!    (docs/DURABILITY.md, "Evidence"): in a range an earlier open
+//!    discarded: no; of an older session: yes, and it must decode; of the
+//!    last session: no if there is positive evidence its commit was never
+//!    acknowledged, else yes, and it must decode;
+//! 3. [`index`]: apply the visible stripes' entry tables commit by commit.
+//!
+//! A visible stripe that cannot be decoded is a loss beyond the promise:
+//! open fails with [`Error::StripesUnrecoverable`], or, salvaging, opens
+//! with the loss pending.
+
+mod classify;
+mod index;
+mod scan;
+
+use std::collections::BTreeSet;
+
+use super::Inner;
+use super::State;
+use super::index::PartLoc;
+use super::manifest::ManifestState;
+use super::salvage::{LOST_KEYS_LISTED, LossState};
+use super::stripes::{ColumnInfo, StripeInfo};
+use crate::format::{self, ColumnHeader};
+use crate::layout::NodeId;
+use crate::node::ScannedRecord;
+use crate::{Error, Result};
+
+/// What open found, for `health()` and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenReport {
+    /// The session this open started (one more than the last open's).
+    pub session: u64,
+    /// Stripes visible after open.
+    pub stripes_visible: usize,
+    /// Stripes this open discarded: their commit was never acknowledged
+    /// (a crash cut it short, or it failed), as positive evidence shows.
+    pub stripes_discarded: usize,
+    /// Stripes found in ranges an earlier open discarded.
+    pub stripes_discarded_earlier: usize,
+    /// Stripes that must be visible but cannot be decoded: a loss beyond
+    /// the promise (only with `Options::salvage`; else open fails).
+    pub stripes_lost: usize,
+    /// Keys whose newest value (or delete) was in a lost stripe (at most
+    /// the first 10,000, in key order).
+    pub lost_keys: Vec<Vec<u8>>,
+    /// Whether some lost stripe holds keys that cannot be read: any key may
+    /// have lost a newer value.
+    pub lost_keys_unknown: bool,
+    /// Whether [`Store::accept_loss`](super::Store::accept_loss) accepted
+    /// the loss since.
+    pub loss_accepted: bool,
+    /// Regions of segments that failed their checksums and were skipped.
+    pub corrupt_regions: usize,
+    /// Bytes cut from the end of segments: a torn write, or damage at the
+    /// very end that cannot be told from one.
+    pub tail_bytes_truncated: u64,
+    /// Column records whose header disagreed with the rest of their stripe.
+    pub inconsistent_records: usize,
+    /// Entry tables rebuilt from other columns (their node was down or the
+    /// table was damaged).
+    pub entry_tables_rebuilt: usize,
+    /// Blobs in the index after open.
+    pub blobs: usize,
+}
+
+/// What recovery built and decided.
+pub(crate) struct Recovered {
+    pub state: State,
+    pub report: OpenReport,
+    /// Discarded stripe-id ranges for the new manifest.
+    pub discarded_ranges: Vec<(u64, u64)>,
+    /// Generations retire markers name.
+    pub retired: BTreeSet<u64>,
+    /// The loss found, when salvaging.
+    pub loss: Option<LossState>,
+}
+
+impl Inner {
+    /// Rebuilds the stripes and the index for session `new_session`, given
+    /// the newest manifest found.
+    ///
+    /// # Errors
+    /// [`Error::TooManyNodesDown`] when scans failed on too many nodes,
+    /// [`Error::StripesUnrecoverable`] for a loss beyond the promise (unless
+    /// salvaging), [`Error::InvalidLayout`] for stripes of another code.
+    pub(crate) fn recover(&self, manifest: &ManifestState, new_session: u64) -> Result<Recovered> {
+        let scanned = self.scan_nodes()?;
+        // Scans can fail: the outage is judged again before any stripe.
+        self.check_outage()?;
+        let verdicts = self.classify(&scanned, manifest, new_session);
+        let built = self.build_state(verdicts.visible)?;
+        let mut state = built.state;
+        let lost: Vec<(StripeInfo, Vec<String>)> = verdicts
+            .lost
+            .into_iter()
+            .filter(|(info, _)| !built.retired.contains(&info.generation))
+            .collect();
+        let loss = if lost.is_empty() {
+            None
+        } else if self.options.salvage {
+            let infos: Vec<StripeInfo> = lost.iter().map(|(info, _)| info.clone()).collect();
+            Some(self.loss_state(&infos, &state))
+        } else {
+            return Err(unrecoverable(&lost));
+        };
+        for (generation, bytes) in verdicts.stale_bytes {
+            if !built.retired.contains(&generation) {
+                state
+                    .generations
+                    .entry(generation)
+                    .or_default()
+                    .stale_column_bytes += bytes;
+            }
+        }
+        for info in state.stripes.values() {
+            for (c, col) in info.columns.iter().enumerate() {
+                if col.len > 0 && (col.stored.is_none() || col.is_away()) {
+                    self.queue_repair(info.stripe_id, c as u16);
+                }
+            }
+        }
+        let mut report = OpenReport {
+            session: new_session,
+            stripes_visible: state.stripes.len(),
+            stripes_discarded: verdicts.discarded_now.len(),
+            stripes_discarded_earlier: verdicts.discarded_earlier,
+            stripes_lost: lost.len(),
+            corrupt_regions: scanned.corrupt_regions,
+            tail_bytes_truncated: scanned.tail_bytes_truncated,
+            inconsistent_records: scanned.inconsistent_records,
+            entry_tables_rebuilt: built.entry_tables_rebuilt,
+            blobs: state.index.len(),
+            ..OpenReport::default()
+        };
+        if let Some(loss) = &loss {
+            let mut keys: Vec<Vec<u8>> = loss.known.iter().map(|k| k.to_vec()).collect();
+            keys.sort();
+            keys.truncate(LOST_KEYS_LISTED);
+            report.lost_keys = keys;
+            report.lost_keys_unknown = loss.unknown_newest.is_some();
+        }
+        Ok(Recovered {
+            state,
+            report,
+            discarded_ranges: verdicts.discarded_ranges,
+            retired: built.retired,
+            loss,
+        })
+    }
+
+    /// The generations a retire marker lists.
+    pub(crate) fn retired_generations(&self, info: &StripeInfo, loc: &PartLoc) -> Result<Vec<u64>> {
+        let bytes = self.read_part(info, loc)?;
+        if bytes.len() % 8 != 0 {
+            return Err(Error::Corrupt {
+                location: format!("stripe {} column {}", info.stripe_id, loc.column_index),
+                reason: format!(
+                    "retire marker of {} bytes is not a list of u64",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect())
+    }
+
+    /// Removes what is left of retired generations on reachable nodes (a
+    /// compaction cut short, or a node that was down when it ran). Returns
+    /// whether every node of the layout was reached and cleaned.
+    pub(crate) fn remove_retired_leftovers(&self, retired: &BTreeSet<u64>) -> bool {
+        let mut everywhere = true;
+        for id in self.nodes.ids() {
+            let Some(node) = self.nodes.get(id) else {
+                everywhere = false;
+                continue;
+            };
+            let Ok(generations) = node.generations() else {
+                everywhere = false;
+                continue;
+            };
+            for g in generations.into_iter().filter(|g| retired.contains(g)) {
+                if let Err(e) = node.remove_generation(g) {
+                    everywhere = false;
+                    tracing::warn!(node = %node.name(), generation = g, error = %e,
+                        "could not remove a retired generation");
+                }
+            }
+        }
+        everywhere
+    }
+
+    /// The stripe as its headers describe it, with the records found.
+    pub(crate) fn stripe_info(
+        &self,
+        header: &ColumnHeader,
+        records: &[(NodeId, ScannedRecord)],
+    ) -> StripeInfo {
+        let columns = (0..header.column_lens.len())
+            .map(|c| {
+                let home = header
+                    .placement
+                    .get(c)
+                    .and_then(|name| self.layout.node_by_name(name));
+                let mut found = records
+                    .iter()
+                    .filter(|(_, r)| usize::from(r.header.column_index) == c);
+                // Prefer the copy at home; any other copy is "away".
+                let stored = found
+                    .clone()
+                    .find(|(n, _)| Some(*n) == home)
+                    .or_else(|| found.next())
+                    .map(|(n, r)| (*n, r.location));
+                ColumnInfo {
+                    len: header.column_lens[c],
+                    checksum: header.column_checksums[c],
+                    home,
+                    stored,
+                }
+            })
+            .collect();
+        StripeInfo {
+            stripe_id: header.stripe_id,
+            generation: header.generation,
+            columns,
+            header: header.clone(),
+        }
+    }
+
+    /// A data column's entry table: from its node, or rebuilt from k others
+    /// when the node is down or the table does not decode (then `true`).
+    pub(crate) fn entry_table(
+        &self,
+        info: &StripeInfo,
+        column: usize,
+        table_len: u32,
+    ) -> Result<(Vec<format::Entry>, bool)> {
+        if let Some(bytes) = self.read_column_range(info, column, 0, table_len) {
+            match format::decode_entry_table(&bytes) {
+                Ok(entries) => return Ok((entries, false)),
+                Err(e) => {
+                    self.stats.checksum_failures.inc();
+                    tracing::warn!(stripe = info.stripe_id, column, error = %e,
+                        "entry table damaged; rebuilding it from other columns");
+                }
+            }
+        }
+        self.queue_repair(info.stripe_id, column as u16);
+        let bytes = self.rebuild_range(info, column, 0, table_len, &[])?;
+        Ok((format::decode_entry_table(&bytes)?, true))
+    }
+}
+
+/// The error for stripes that must be visible and cannot be decoded: a
+/// count, the first ids, and the nodes that would bring them back.
+fn unrecoverable(lost: &[(StripeInfo, Vec<String>)]) -> Error {
+    let mut nodes: Vec<String> = Vec::new();
+    for (_, missing) in lost {
+        for n in missing {
+            if !nodes.contains(n) {
+                nodes.push(n.clone());
+            }
+        }
+    }
+    nodes.sort();
+    Error::StripesUnrecoverable {
+        count: lost.len(),
+        stripe_ids: lost
+            .iter()
+            .take(STRIPE_IDS_LISTED)
+            .map(|(info, _)| info.stripe_id)
+            .collect(),
+        missing_nodes: nodes,
+    }
+}
+
+/// How many stripe ids an error lists.
+const STRIPE_IDS_LISTED: usize = 8;

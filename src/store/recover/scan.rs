@@ -1,0 +1,172 @@
+//! Recovery, phase 1: scan every reachable node of the store and gather the
+//! column records of each stripe.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use super::super::Inner;
+use crate::format::ColumnHeader;
+use crate::layout::NodeId;
+use crate::node::{Node, Scan, ScannedRecord};
+use crate::{Error, Result};
+
+/// The records found of one stripe, all with the same header (but for the
+/// column index).
+pub(crate) struct Found {
+    pub header: ColumnHeader,
+    pub records: Vec<(NodeId, ScannedRecord)>,
+}
+
+impl Found {
+    /// Whether column `column`'s record was found on `node`.
+    pub fn has_column_on(&self, column: usize, node: NodeId) -> bool {
+        self.records
+            .iter()
+            .any(|(n, r)| *n == node && usize::from(r.header.column_index) == column)
+    }
+
+    /// Payload bytes of every record found.
+    pub fn stored_bytes(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|(_, r)| u64::from(r.location.len))
+            .sum()
+    }
+}
+
+/// Everything the scans found.
+#[derive(Default)]
+pub(crate) struct Scanned {
+    pub stripes: BTreeMap<u64, Found>,
+    /// (node, generation) pairs with damage in the middle of the durable
+    /// bytes: such a node may have lost records of that generation.
+    pub damaged: HashSet<(NodeId, u64)>,
+    pub corrupt_regions: usize,
+    pub tail_bytes_truncated: u64,
+    /// Records whose header disagreed with the stripe's chosen header.
+    pub inconsistent_records: usize,
+}
+
+/// One node's scan: every generation's records, or why not.
+type NodeScan = (NodeId, Arc<dyn Node>, Result<Vec<Scan>>);
+
+impl Inner {
+    /// Scans every reachable member node in parallel (a remote node is
+    /// latency-bound, a local one verifies every payload checksum). A node
+    /// whose scan fails is marked down.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLayout`] when a node holds stripes of another code.
+    pub(crate) fn scan_nodes(&self) -> Result<Scanned> {
+        let code = self.layout.code();
+        let (k, m) = (code.data_count, code.parity_count);
+        let scanned: Vec<NodeScan> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .nodes
+                .ids()
+                .filter(|&id| self.is_member(id))
+                .filter_map(|id| Some((id, self.nodes.get(id)?)))
+                .map(|(id, node)| {
+                    s.spawn(move || {
+                        let scans = node.generations().and_then(|gens| {
+                            gens.into_iter()
+                                .map(|g| node.scan(g))
+                                .collect::<Result<Vec<_>>>()
+                        });
+                        (id, node, scans)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        // Candidate headers per stripe id: a stripe id with two different
+        // headers (a misdirected or hostile record) keeps the header found
+        // in the most columns.
+        let mut candidates: BTreeMap<u64, Vec<Found>> = BTreeMap::new();
+        let mut out = Scanned::default();
+        for (id, node, scans) in scanned {
+            let scans = match scans {
+                Ok(scans) => scans,
+                Err(e) => {
+                    self.nodes.mark_down(id, format!("scan failed: {e}"));
+                    continue;
+                }
+            };
+            for scan in scans {
+                out.corrupt_regions += scan.corrupt.len();
+                out.tail_bytes_truncated += scan.truncated_tail_bytes;
+                for region in &scan.corrupt {
+                    out.damaged.insert((id, region.generation));
+                    tracing::warn!(node = %node.name(), generation = region.generation,
+                        offset = region.offset, reason = %region.reason, "corrupt region skipped");
+                }
+                for rec in scan.records {
+                    let header = &rec.header;
+                    if usize::from(header.data_count) != k || usize::from(header.parity_count) != m
+                    {
+                        return Err(Error::InvalidLayout {
+                            reason: format!(
+                                "node {} holds stripe {} coded RS({}, {}), but the layout says \
+                                 RS({k}, {m})",
+                                node.name(),
+                                header.stripe_id,
+                                header.data_count,
+                                header.parity_count
+                            ),
+                            fix: "open the store with the layout it was written with".into(),
+                        });
+                    }
+                    let list = candidates.entry(header.stripe_id).or_default();
+                    match list.iter_mut().find(|f| same_stripe(&f.header, header)) {
+                        Some(found) => found.records.push((id, rec)),
+                        None => list.push(Found {
+                            header: rec.header.clone(),
+                            records: vec![(id, rec)],
+                        }),
+                    }
+                }
+            }
+        }
+        for (stripe_id, mut list) in candidates {
+            list.sort_by_key(|f| std::cmp::Reverse(distinct_columns(f)));
+            let mut list = list.into_iter();
+            let Some(best) = list.next() else { continue };
+            for other in list {
+                out.inconsistent_records += other.records.len();
+            }
+            out.stripes.insert(stripe_id, best);
+        }
+        Ok(out)
+    }
+}
+
+fn distinct_columns(found: &Found) -> usize {
+    let mut columns: Vec<u16> = found
+        .records
+        .iter()
+        .map(|(_, r)| r.header.column_index)
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    columns.len()
+}
+
+/// True when two headers describe the same stripe (all but the column index).
+fn same_stripe(a: &ColumnHeader, b: &ColumnHeader) -> bool {
+    a.stripe_id == b.stripe_id
+        && a.generation == b.generation
+        && a.data_count == b.data_count
+        && a.parity_count == b.parity_count
+        && a.column_lens == b.column_lens
+        && a.column_checksums == b.column_checksums
+        && a.placement == b.placement
+        && a.entry_table_lens == b.entry_table_lens
+        && a.commit == b.commit
+        && a.handoffs == b.handoffs
+}

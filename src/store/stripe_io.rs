@@ -1,0 +1,219 @@
+//! Stripe I/O: where a stripe's columns go (the plan and the
+//! acknowledgement rule of docs/DURABILITY.md) and writing them to exactly
+//! those nodes.
+
+use std::sync::Arc;
+
+use super::{Inner, WritePolicy};
+use crate::Error;
+use crate::format::ColumnHeader;
+use crate::layout::{NodeId, PromiseRoom};
+use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all};
+
+/// Where every column of a stripe goes.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    /// The planned node of every column (`None` for a column of length 0,
+    /// which is never stored).
+    pub nodes: Vec<Option<NodeId>>,
+    /// The stripe is written while the promise is used up (or exceeded), or
+    /// without the margin the promise asks: acknowledged without it.
+    pub degraded: bool,
+}
+
+/// Why a stripe cannot be written now.
+#[derive(Clone, Debug)]
+pub(crate) enum PlanRefused {
+    /// No node takes writes.
+    NoNode { columns: usize },
+    /// `WritePolicy::Strict` and the plan would not keep the promise.
+    Strict(String),
+}
+
+/// Why writing a planned stripe failed.
+#[derive(Debug)]
+pub(crate) enum WriteFailed {
+    /// Appends to these nodes failed; the nodes were marked. Another plan
+    /// may succeed.
+    Nodes(Vec<NodeId>),
+    /// Another writer took a node's lease: stop writing for good.
+    Superseded { node: String, reason: String },
+}
+
+impl Inner {
+    /// Plans stripe `stripe_id`, whose columns have `column_lens` (0: not
+    /// stored), on the nodes that take writes now (docs/DURABILITY.md,
+    /// "The plan and the acknowledgement rule").
+    pub(crate) fn plan_stripe(
+        &self,
+        stripe_id: u64,
+        column_lens: &[u32],
+    ) -> std::result::Result<Plan, PlanRefused> {
+        let layout = &self.layout;
+        let placement = layout.placement(stripe_id);
+        let stored: Vec<usize> = (0..column_lens.len())
+            .filter(|&c| column_lens[c] > 0)
+            .collect();
+        let zeros = column_lens.len() - stored.len();
+        let failed: Vec<NodeId> = self
+            .nodes
+            .ids()
+            .filter(|&n| !self.nodes.is_writable(n))
+            .collect();
+        let planned = layout
+            .plan_columns(&placement, &stored, &|n| self.nodes.is_writable(n))
+            .ok_or(PlanRefused::NoNode {
+                columns: stored.len(),
+            })?;
+        let room = layout.promise_room(&failed);
+        let degraded = !failed.is_empty()
+            && (room != PromiseRoom::Room
+                || !layout.survives_promise_given(&planned, zeros, &failed));
+        if self.options.write_policy == WritePolicy::Strict
+            && (degraded || !layout.survives_promise_given(&planned, zeros, &[]))
+        {
+            let down: Vec<&str> = failed
+                .iter()
+                .map(|&n| layout.node(n).name.as_str())
+                .collect();
+            let why = match room {
+                PromiseRoom::Room => "no placement of the stripe's columns keeps it",
+                PromiseRoom::UsedUp => "the nodes that failed use it up",
+                PromiseRoom::Exceeded => "the nodes that failed exceed it",
+            };
+            return Err(PlanRefused::Strict(format!(
+                "strict write policy: with {} taking no writes, the layout's promise ({}) cannot \
+                 be kept: {why}; bring the nodes back or use WritePolicy::Available",
+                down.join(", "),
+                layout.promise()
+            )));
+        }
+        let mut nodes = vec![None; column_lens.len()];
+        for (&c, n) in stored.iter().zip(planned) {
+            nodes[c] = Some(n);
+        }
+        Ok(Plan { nodes, degraded })
+    }
+
+    /// The handoffs a header records for `plan`: columns planned away from
+    /// their placement node.
+    pub(crate) fn handoffs_of(&self, stripe_id: u64, plan: &Plan) -> Vec<(u16, String)> {
+        let placement = self.layout.placement(stripe_id);
+        plan.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(c, n)| {
+                let n = (*n)?;
+                (n != placement.columns()[c]).then(|| (c as u16, self.layout.node(n).name.clone()))
+            })
+            .collect()
+    }
+
+    /// Appends every planned column (`payloads[c]` with `headers[c]`) to its
+    /// planned node, one append per node, all nodes in parallel. Returns
+    /// every column's location, or which nodes failed (they are marked:
+    /// down when unreachable, else taking no writes).
+    pub(crate) fn write_planned(
+        &self,
+        generation: u64,
+        plan: &Plan,
+        headers: &[ColumnHeader],
+        payloads: &[&[u8]],
+    ) -> std::result::Result<Vec<Option<(NodeId, RecordLocation)>>, WriteFailed> {
+        let mut by_node: Vec<(NodeId, Vec<usize>)> = Vec::new();
+        for (c, n) in plan.nodes.iter().enumerate() {
+            let Some(n) = *n else { continue };
+            match by_node.iter_mut().find(|(id, _)| *id == n) {
+                Some((_, cols)) => cols.push(c),
+                None => by_node.push((n, vec![c])),
+            }
+        }
+        let mut failed = Vec::new();
+        let mut live: Vec<(NodeId, Vec<usize>, Arc<dyn Node>)> = Vec::new();
+        for (n, cols) in by_node {
+            match self.nodes.get_writable(n) {
+                Some(node) => live.push((n, cols, node)),
+                None => failed.push(n),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(WriteFailed::Nodes(failed));
+        }
+        let records: Vec<Vec<RecordRef<'_>>> = live
+            .iter()
+            .map(|(_, cols, _)| {
+                cols.iter()
+                    .map(|&c| RecordRef {
+                        header: &headers[c],
+                        payload: payloads[c],
+                    })
+                    .collect()
+            })
+            .collect();
+        let batches: Vec<AppendBatch<'_>> = live
+            .iter()
+            .zip(&records)
+            .map(|((_, _, node), recs)| (&**node, generation, &recs[..]))
+            .collect();
+        let results = append_all(&batches);
+        let mut out = vec![None; plan.nodes.len()];
+        for ((n, cols, _), result) in live.iter().zip(results) {
+            match result {
+                Ok(locations) if locations.len() == cols.len() => {
+                    for (&c, loc) in cols.iter().zip(locations) {
+                        out[c] = Some((*n, loc));
+                    }
+                }
+                Ok(locations) => {
+                    self.nodes.mark_unwritable(
+                        *n,
+                        format!(
+                            "append returned {} locations for {}",
+                            locations.len(),
+                            cols.len()
+                        ),
+                    );
+                    failed.push(*n);
+                }
+                Err(Error::Superseded { node, reason }) => {
+                    self.supersede(node.clone(), reason.clone());
+                    return Err(WriteFailed::Superseded { node, reason });
+                }
+                Err(e) => {
+                    self.note_append_error(*n, generation, &e);
+                    failed.push(*n);
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(out)
+        } else {
+            Err(WriteFailed::Nodes(failed))
+        }
+    }
+
+    /// Marks a node whose append failed: down when it cannot be reached,
+    /// else it takes no more writes (its durable records are still read).
+    pub(crate) fn note_append_error(&self, node: NodeId, generation: u64, e: &Error) {
+        let reason = format!("append to generation {generation} failed: {e}");
+        if matches!(e, Error::Unavailable { .. }) {
+            self.nodes.mark_down(node, reason);
+        } else {
+            self.nodes.mark_unwritable(node, reason);
+        }
+    }
+}
+
+impl PlanRefused {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            PlanRefused::NoNode { columns } => Error::NotEnoughColumns {
+                needed: *columns,
+                available: 0,
+            },
+            PlanRefused::Strict(reason) => Error::WriteRefused {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
