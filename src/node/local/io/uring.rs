@@ -74,8 +74,9 @@ impl UringEngine {
     /// Writes and syncs every job; returns each job's result in order.
     pub(in crate::node::local) fn run(&self, jobs: &[Job<'_>]) -> Vec<Result<(), WriteFailure>> {
         let mut results: Vec<Result<(), WriteFailure>> = jobs.iter().map(|_| Ok(())).collect();
-        // A poisoned ring panicked with entries in flight: never submit on
-        // it again.
+        // A panic with entries in flight aborts the process (`InFlight`), so
+        // a poisoned ring panicked between rounds, with nothing queued.
+        // Still, its state is unknown: never submit on it again.
         let Ok(mut ring) = self.ring.lock() else {
             for result in &mut results {
                 *result = Err(WriteFailure::Write(io::Error::other(
@@ -90,6 +91,10 @@ impl UringEngine {
         while round_start < ops.len() {
             let round_end = (round_start + self.capacity).min(ops.len());
             let round = &ops[round_start..round_end];
+            // From the first push until every completion of the round is
+            // reaped, the kernel may read the jobs' buffers: no unwinding
+            // past this point.
+            let in_flight = InFlight;
             let mut pushed = 0usize;
             for (index, op) in round.iter().enumerate() {
                 if write_failed[op.job] {
@@ -119,7 +124,10 @@ impl UringEngine {
                 // from `jobs` for this whole call, a sync entry at nothing;
                 // the loop below reaps every entry of this round before the
                 // next round or the return, so the kernel never touches
-                // freed memory. A round never exceeds the queue's capacity.
+                // freed memory: a failure of io_uring_enter that could leave
+                // entries queued aborts the process, and so does a panic
+                // before the round is reaped (`in_flight`). A round never
+                // exceeds the queue's capacity.
                 // SAFETY: the conditions above hold.
                 unsafe { push(&mut ring, &entry) };
                 pushed += 1;
@@ -128,13 +136,12 @@ impl UringEngine {
             while reaped < pushed {
                 if let Err(error) = ring.submit_and_wait(pushed - reaped) {
                     // Any failure but these is a misuse of the ring (EBADF,
-                    // EFAULT, EINVAL) with entries that may still point at our
-                    // buffers: unwinding, which poisons the ring so that it is
-                    // never submitted again, is the only safe exit.
-                    assert!(
-                        is_transient(&error),
-                        "io_uring_enter failed with entries in flight: {error}"
-                    );
+                    // EFAULT, EINVAL) with entries that may still point at
+                    // our callers' buffers: returning or unwinding would let
+                    // them be freed while the kernel may still read them.
+                    if !is_transient(&error) {
+                        abort_with_entries_in_flight("io_uring_enter (submit and wait)", &error);
+                    }
                 }
                 for completion in ring.completion() {
                     reaped += 1;
@@ -156,6 +163,7 @@ impl UringEngine {
                     }
                 }
             }
+            drop(in_flight);
             round_start = round_end;
         }
         drop(ring);
@@ -208,6 +216,27 @@ fn plan<'a>(jobs: &'a [Job<'a>]) -> Vec<Op<'a>> {
     ops
 }
 
+/// Held while submission entries may point at caller memory: if a panic
+/// unwinds through it, the process aborts rather than free buffers the
+/// kernel may still read.
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("a panic unwound through an io_uring round with entries in flight");
+            std::process::abort();
+        }
+    }
+}
+
+/// The only safe exit when `io_uring_enter` fails for good while entries
+/// that point at caller buffers may still be queued in the kernel.
+fn abort_with_entries_in_flight(call: &str, error: &io::Error) -> ! {
+    tracing::error!(%error, call, "io_uring_enter failed with entries in flight; aborting");
+    std::process::abort()
+}
+
 fn is_transient(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::Interrupted
         || matches!(error.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY))
@@ -225,9 +254,12 @@ unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) {
             return;
         }
         // A round never has more entries than the queue, so it is only full
-        // while the kernel has not consumed earlier ones yet.
-        if let Err(error) = ring.submit() {
-            assert!(is_transient(&error), "io_uring_enter failed: {error}");
+        // while the kernel has not consumed earlier ones yet, which may
+        // point at caller buffers.
+        if let Err(error) = ring.submit()
+            && !is_transient(&error)
+        {
+            abort_with_entries_in_flight("io_uring_enter (submit)", &error);
         }
     }
 }
