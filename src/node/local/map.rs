@@ -70,16 +70,3 @@ fn to_usize(value: u64) -> io::Result<usize> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment larger than memory"))
 }
 
-/// Maps a whole segment file for recovery to scan (`None` when empty).
-pub(super) fn map_whole(file: &File, len: u64) -> io::Result<Option<memmap2::Mmap>> {
-    if len == 0 {
-        return Ok(None);
-    }
-    let len = to_usize(len)?;
-    // Why this is sound: recovery runs while the node holds its lock file and before
-    // any reader or writer exists; the mapping is dropped before the file is
-    // truncated or removed.
-    // SAFETY: the conditions above hold.
-    let map = unsafe { MmapOptions::new().len(len).map(file)? };
-    Ok(Some(map))
-}

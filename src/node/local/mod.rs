@@ -3,9 +3,9 @@
 //! io_uring (or pwrite) group-commit writes.
 //!
 //! Files by role: [`segment`] (one segment: writer and reader), [`map`]
-//! (mmap slices), [`recovery`] (scan and cut torn tails on open), [`io`]
-//! (write engines), [`lock`] (single owner), [`fs`] (directory sync, free
-//! space).
+//! (mmap slices), [`pread`] (whole-segment reads for scans and recovery),
+//! [`recovery`] (scan and cut torn tails on open), [`io`] (write engines),
+//! [`lock`] (single owner), [`fs`] (directory sync, free space).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ mod io;
 mod lock;
 mod manifest;
 mod map;
+mod pread;
 mod recovery;
 mod segment;
 
@@ -151,8 +152,9 @@ impl LocalNode {
         }
         let mut segments = BTreeMap::new();
         let mut removed_any = false;
+        let mut buf = Vec::new();
         for generation in generations {
-            match recovery::recover(&name, &dir, generation)? {
+            match recovery::recover(&name, &dir, generation, &mut buf)? {
                 Some(segment) => {
                     segments.insert(generation, Arc::new(segment));
                 }

@@ -4,18 +4,29 @@
 //! Every segment is checked, not only the newest: the store may append to
 //! more than one generation (compaction writes a new one while the active
 //! one grows), so any of them can end in a torn write after a crash.
+//!
+//! Segments are read with `pread`, not mapped: a file that shrinks while it
+//! is read (only a foreign process could do that, the node holds its lock)
+//! then reads short instead of faulting, and what is missing is a tail like
+//! any other.
 
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use super::map::map_whole;
+use super::pread::read_prefix;
 use super::segment::{self, Segment};
 use crate::format::scan_segment;
 use crate::{Error, Result};
 
 /// Opens and recovers `generation`'s segment at `path`; `None` if the file
-/// held no intact record and was removed.
-pub(super) fn recover(node_name: &str, dir: &Path, generation: u64) -> Result<Option<Segment>> {
+/// held no intact record and was removed. `buf` is scratch space, reused
+/// across the segments of a node.
+pub(super) fn recover(
+    node_name: &str,
+    dir: &Path,
+    generation: u64,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Segment>> {
     let path = dir.join(segment::file_name(generation));
     let context = |what: &str| format!("{what} segment {} of node {node_name}", path.display());
     let file = OpenOptions::new()
@@ -27,9 +38,10 @@ pub(super) fn recover(node_name: &str, dir: &Path, generation: u64) -> Result<Op
         .metadata()
         .map_err(|e| Error::io(context("measuring"), e))?
         .len();
-    let map = map_whole(&file, file_len).map_err(|e| Error::io(context("mapping"), e))?;
-    let scan = scan_segment(map.as_deref().unwrap_or_default(), generation);
-    drop(map);
+    // An unreadable sector fails the open rather than being taken for a
+    // torn tail: cutting it off would throw away acknowledged records.
+    read_prefix(&file, file_len, buf).map_err(|e| Error::io(context("reading"), e))?;
+    let scan = scan_segment(buf, generation);
     for damage in &scan.damaged {
         tracing::warn!(
             node = node_name,

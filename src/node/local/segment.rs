@@ -1,5 +1,5 @@
-//! One segment file: its durable length, its writer (append + sync) and its
-//! zero-copy reader.
+//! One segment file: its durable length, its writer (append + sync), its
+//! zero-copy reader and its scanner.
 
 use std::fs::File;
 use std::io::IoSlice;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::io::{Engine, WriteFailure};
 use super::map::MapCache;
+use super::pread::read_prefix;
 use crate::format::{SEGMENT_HEADER_LEN, SegmentScan, encode_segment_header, scan_segment};
 use crate::node::{RecordLocation, RecordRef};
 use crate::{Error, Result};
@@ -109,7 +110,11 @@ impl Segment {
             .unwrap_or_else(PoisonError::into_inner) = Some(scan);
     }
 
-    /// Scans the durable bytes (or returns recovery's scan, once).
+    /// Scans the durable bytes (or returns recovery's scan, once). Reads
+    /// with `pread`, not through the map: a file that was truncated behind
+    /// the node's back reads short, and its missing durable bytes are the
+    /// damaged tail (returned length minus `intact_len`) with a reason that
+    /// says so.
     pub(super) fn scan(&self) -> std::io::Result<(SegmentScan, u64)> {
         let durable_len = self.durable_len();
         let cached = self
@@ -122,8 +127,21 @@ impl Segment {
         {
             return Ok((scan, durable_len));
         }
-        let bytes = self.read(0, durable_len)?;
-        Ok((scan_segment(&bytes, self.generation), durable_len))
+        let mut bytes = Vec::new();
+        read_prefix(&self.file, durable_len, &mut bytes)?;
+        let mut scan = scan_segment(&bytes, self.generation);
+        let read_len = bytes.len() as u64;
+        if read_len < durable_len {
+            let shortfall = format!(
+                "the segment file ends at byte {read_len}, short of its {durable_len} durable \
+                 bytes (truncated behind the node's back)"
+            );
+            scan.tail_reason = Some(match scan.tail_reason.take() {
+                Some(reason) => format!("{shortfall}; {reason}"),
+                None => shortfall,
+            });
+        }
+        Ok((scan, durable_len))
     }
 
     pub(super) fn durable_len(&self) -> u64 {
@@ -223,6 +241,7 @@ impl Segment {
     pub(super) fn file(&self) -> &File {
         &self.file
     }
+
 }
 
 /// An append between [`Segment::prepare`] and [`Prepared::finish`]: holds

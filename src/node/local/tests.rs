@@ -424,3 +424,71 @@ fn auto_falls_back_to_pwrite_when_io_uring_is_refused() {
     append_one(&auto, 0, 1, 100);
     assert_eq!(auto.scan(0).unwrap().records.len(), 1);
 }
+
+fn segment_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(segment::file_name(generation))
+}
+
+fn truncate(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Scans read with pread: a segment truncated mid-record under the node
+/// scans what is left and reports the rest as damage; a reopen cuts it as a
+/// torn tail. Neither panics nor faults.
+#[test]
+fn scan_and_reopen_of_a_segment_truncated_mid_record() {
+    // Cut inside the third record's payload, inside the second record's
+    // header, and to nothing.
+    for cut in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open(dir.path(), IoEngineKind::Pwrite);
+        let records: Vec<(RecordLocation, Vec<u8>)> = (0..3)
+            .map(|stripe_id| append_one(&node, 0, stripe_id, 5000))
+            .collect();
+        let end_of = |index: usize| records[index].0.offset + u64::from(records[index].0.len);
+        let durable_len = end_of(2);
+        let (new_len, intact_records) = match cut {
+            0 => (records[2].0.offset + 100, 2),
+            1 => (end_of(0) + 10, 1),
+            _ => (0, 0),
+        };
+        truncate(&segment_path(dir.path(), 0), new_len);
+        let scan = node.scan(0).unwrap();
+        assert_eq!(scan.records.len(), intact_records, "cut {cut}");
+        let intact_len = match intact_records {
+            0 => 0,
+            n => end_of(n - 1),
+        };
+        assert_eq!(scan.corrupt.len(), 1, "cut {cut}: {:?}", scan.corrupt);
+        let damage = &scan.corrupt[0];
+        assert_eq!(
+            (damage.offset, damage.len),
+            (intact_len, durable_len - intact_len)
+        );
+        assert!(damage.reason.contains("truncated"), "{}", damage.reason);
+        assert_eq!(scan.truncated_tail_bytes, 0);
+        drop(node);
+
+        // On reopen the short file is a torn tail like any other.
+        let node = open(dir.path(), IoEngineKind::Pwrite);
+        if intact_records == 0 {
+            assert!(node.generations().unwrap().is_empty(), "cut {cut}");
+            continue;
+        }
+        let scan = node.scan(0).unwrap();
+        assert_eq!(scan.records.len(), intact_records, "cut {cut}");
+        assert_eq!(scan.truncated_tail_bytes, new_len - intact_len);
+        assert!(scan.corrupt.is_empty());
+        let (location, payload) = &records[0];
+        assert_eq!(
+            &node.read(0, location.offset, location.len).unwrap()[..],
+            &payload[..]
+        );
+    }
+}
