@@ -67,6 +67,10 @@ impl LocalOptions {
 /// node is reopened, because what reached the disk is unknown. Reads of
 /// durable bytes keep working. A failed write that could be cleaned up
 /// (ENOSPC, for example) returns [`Error::Io`] and leaves the node usable.
+/// An append whose segment file turns out to be unlinked once it is synced
+/// (the node directory was deleted under the running node) returns
+/// [`Error::Unavailable`] and fences the node as well: its bytes went to a
+/// file nobody can open again.
 ///
 /// # Example
 /// ```

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::IoSlice;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -242,6 +243,36 @@ impl Segment {
         &self.file
     }
 
+    /// Fails (and fences) when the file has no name any more: a node
+    /// directory deleted under a running node leaves its open segments
+    /// taking writes and syncs into unlinked files that vanish on close, so
+    /// nothing synced there may count as durable. One `fstat` per append.
+    fn check_linked(&self, context: &AppendContext<'_>) -> Result<(), AppendFailure> {
+        let metadata = self.file.metadata().map_err(|source| AppendFailure {
+            error: Error::io(
+                format!(
+                    "checking segment {} of node {} after an append",
+                    self.path.display(),
+                    context.node_name
+                ),
+                source,
+            ),
+            fence: true,
+        })?;
+        if metadata.nlink() == 0 {
+            return Err(AppendFailure {
+                error: Error::Unavailable {
+                    node: context.node_name.to_string(),
+                    reason: format!(
+                        "segment file {} was removed (the node directory is gone)",
+                        self.path.display()
+                    ),
+                },
+                fence: true,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// An append between [`Segment::prepare`] and [`Prepared::finish`]: holds
@@ -282,7 +313,8 @@ impl Prepared<'_, '_> {
     }
 
     /// Second half of an append: cleans up after a failed write (or says
-    /// to fence), or publishes the new durable length.
+    /// to fence), or checks that the file still has a name and publishes
+    /// the new durable length.
     pub(super) fn finish(
         mut self,
         context: &AppendContext<'_>,
@@ -319,6 +351,7 @@ impl Prepared<'_, '_> {
                 });
             }
         }
+        segment.check_linked(context)?;
         if !self.writer.entry_durable {
             super::fs::sync_dir(context.dir).map_err(|source| AppendFailure {
                 error: Error::io(context_text(), source),

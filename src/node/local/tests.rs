@@ -492,3 +492,80 @@ fn scan_and_reopen_of_a_segment_truncated_mid_record() {
         );
     }
 }
+
+fn expect_removed(result: Result<Vec<RecordLocation>>, what: &str) {
+    match result {
+        Err(Error::Unavailable { reason, .. }) => {
+            assert!(reason.contains("was removed"), "{what}: {reason}")
+        }
+        other => panic!("{what}: expected Unavailable, got {other:?}"),
+    }
+}
+
+/// Review item 15: appends into the unlinked files of a deleted node
+/// directory were acknowledged. Now the append fails, its records are not
+/// published, and the node is fenced.
+#[test]
+fn an_append_after_the_node_directory_was_removed_fails_and_fences() {
+    for engine in engines() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("node");
+        let node = open(&dir, engine);
+        let (first, first_payload) = append_one(&node, 1, 1, 3000);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let payload = sample_payload(2, 3000);
+        let header = sample_header(2, 1, 0, &payload);
+        let batch = [RecordRef {
+            header: &header,
+            payload: &payload,
+        }];
+        expect_removed(node.append(1, &batch), &format!("{engine:?}"));
+        assert!(node.is_fenced());
+        assert!(matches!(
+            node.append(1, &batch),
+            Err(Error::NodeFenced { .. })
+        ));
+        // The failed batch was not published.
+        assert_eq!(node.scan(1).unwrap().records.len(), 1);
+        assert_eq!(
+            &node.read(1, first.offset, first.len).unwrap()[..],
+            &first_payload[..]
+        );
+    }
+}
+
+/// The same through the shared io_uring submission of `append_all`: only
+/// the node whose directory is gone fails.
+#[test]
+fn a_shared_submission_fails_only_the_node_whose_directory_was_removed() {
+    use crate::node::append_all;
+    let roots: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<PathBuf> = roots.iter().map(|r| r.path().join("node")).collect();
+    let nodes: Vec<LocalNode> = dirs.iter().map(|d| open(d, IoEngineKind::Uring)).collect();
+    assert!(nodes.iter().all(LocalNode::joins_shared_submission));
+    for node in &nodes {
+        append_one(node, 0, 1, 2000);
+    }
+    std::fs::remove_dir_all(&dirs[0]).unwrap();
+    let payload = sample_payload(2, 2000);
+    let header = sample_header(2, 0, 0, &payload);
+    let records = [RecordRef {
+        header: &header,
+        payload: &payload,
+    }];
+    let batches: Vec<crate::node::AppendBatch<'_>> = nodes
+        .iter()
+        .map(|node| (node as &dyn Node, 0, &records[..]))
+        .collect();
+    let mut results = append_all(&batches).into_iter();
+    expect_removed(results.next().unwrap(), "shared submission");
+    let kept = results.next().unwrap().expect("the other node appends");
+    assert!(nodes[0].is_fenced());
+    assert!(!nodes[1].is_fenced());
+    assert_eq!(nodes[0].scan(0).unwrap().records.len(), 1);
+    assert_eq!(nodes[1].scan(0).unwrap().records.len(), 2);
+    assert_eq!(
+        &nodes[1].read(0, kept[0].offset, kept[0].len).unwrap()[..],
+        &payload[..]
+    );
+}
