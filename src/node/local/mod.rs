@@ -3,9 +3,11 @@
 //! io_uring (or pwrite) group-commit writes.
 //!
 //! Files by role: [`segment`] (one segment: writer and reader), [`map`]
-//! (mmap slices), [`pread`] (whole-segment reads for scans and recovery),
-//! [`recovery`] (scan and cut torn tails on open), [`io`] (write engines),
-//! [`lock`] (single owner), [`fs`] (directory sync, free space).
+//! (mmap slices, and the SIGBUS handler that keeps an unreadable mapped
+//! page from killing the process), [`pread`] (whole-segment reads for
+//! scans and recovery), [`recovery`] (scan and cut torn tails on open),
+//! [`io`] (write engines), [`lock`] (single owner), [`fs`] (directory sync,
+//! free space).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,11 @@ impl LocalOptions {
 /// (the node directory was deleted under the running node) returns
 /// [`Error::Unavailable`] and fences the node as well: its bytes went to a
 /// file nobody can open again.
+///
+/// A segment file truncated behind the node's back (or a mapped page the
+/// medium can no longer read) never kills the process: a read of the lost
+/// bytes returns an error or bytes that fail their checksum (zeros), and a
+/// scan reports them as damage.
 ///
 /// # Example
 /// ```
@@ -405,12 +412,14 @@ impl Node for LocalNode {
             .checked_add(u64::from(len))
             .filter(|&end| end <= durable_len)
             .ok_or_else(|| self.out_of_range(generation, offset, len, durable_len))?;
-        segment.read(offset, end).map_err(|e| {
+        let bytes = segment.read(offset, end).map_err(|e| {
             Error::io(
-                format!("mapping segment {} of node {}", generation, self.name),
+                format!("reading segment {} of node {}", generation, self.name),
                 e,
             )
-        })
+        })?;
+        map::warn_if_pages_were_replaced();
+        Ok(bytes)
     }
 
     fn scan(&self, generation: u64) -> Result<Scan> {

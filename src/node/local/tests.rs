@@ -1,5 +1,7 @@
 //! Unit tests of the local node: both engines through the conformance
-//! suite, injected write and sync failures, many-buffer batches, remapping.
+//! suite, injected write and sync failures, many-buffer batches, remapping,
+//! and files changed behind the node's back (truncated segments, a deleted
+//! node directory).
 
 use super::*;
 use crate::node::conformance::{run, sample_header, sample_payload};
@@ -438,6 +440,80 @@ fn truncate(path: &Path, len: u64) {
         .unwrap();
 }
 
+/// Review item 11: a load from a mapped page past the end of a truncated
+/// segment raised SIGBUS and killed the process. Now the page reads as
+/// zeros (its checksum fails) and the process goes on.
+#[test]
+fn a_segment_truncated_under_an_open_node_reads_as_zeros() {
+    for cut_to_half in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open(dir.path(), IoEngineKind::Pwrite);
+        let records: Vec<(RecordLocation, Vec<u8>)> = (0..8)
+            .map(|stripe_id| append_one(&node, 0, stripe_id, 16 << 10))
+            .collect();
+        // Map the whole durable prefix, and keep one record's bytes.
+        for (location, payload) in &records {
+            let bytes = node.read(0, location.offset, location.len).unwrap();
+            assert_eq!(&bytes[..], &payload[..]);
+        }
+        let (last, last_payload) = &records[7];
+        let held = node.read(0, last.offset, last.len).unwrap();
+        let durable_len = last.offset + u64::from(last.len);
+        let new_len = if cut_to_half { durable_len / 2 } else { 0 };
+        truncate(&segment_path(dir.path(), 0), new_len);
+        let replaced_before = map::sigbus_pages_replaced();
+        for (location, payload) in &records {
+            let checksum = crc32fast::hash(payload);
+            let result = node.read_checked(0, location.offset, location.len, checksum);
+            if location.offset + u64::from(location.len) <= new_len {
+                assert_eq!(&result.unwrap()[..], &payload[..]);
+            } else {
+                match result {
+                    Err(Error::ChecksumMismatch { .. }) => {}
+                    other => panic!("a truncated record read {other:?}"),
+                }
+            }
+        }
+        // Bytes handed out before the truncation read as zeros past the cut.
+        assert!(held.iter().all(|&b| b == 0));
+        assert_ne!(&held[..], &last_payload[..]);
+        assert!(
+            map::sigbus_pages_replaced() > replaced_before,
+            "no page was replaced (cut to {new_len})"
+        );
+        drop(held);
+        drop(node);
+    }
+}
+
+/// A mapping is never made past the real end of a shortened file: a read
+/// that needs a new mapping there fails instead of faulting.
+#[test]
+fn a_read_past_the_end_of_a_shortened_file_fails_instead_of_mapping_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), IoEngineKind::Pwrite);
+    let (first, first_payload) = append_one(&node, 3, 1, 10_000);
+    assert_eq!(
+        &node.read(3, first.offset, first.len).unwrap()[..],
+        &first_payload[..]
+    );
+    let (second, _) = append_one(&node, 3, 2, 10_000);
+    truncate(
+        &segment_path(dir.path(), 3),
+        first.offset + u64::from(first.len),
+    );
+    match node.read(3, second.offset, second.len) {
+        Err(Error::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof)
+        }
+        other => panic!("expected an UnexpectedEof Io error, got {other:?}"),
+    }
+    assert_eq!(
+        &node.read(3, first.offset, first.len).unwrap()[..],
+        &first_payload[..]
+    );
+}
+
 /// Scans read with pread: a segment truncated mid-record under the node
 /// scans what is left and reports the rest as damage; a reopen cuts it as a
 /// torn tail. Neither panics nor faults.
@@ -567,5 +643,54 @@ fn a_shared_submission_fails_only_the_node_whose_directory_was_removed() {
     assert_eq!(
         &nodes[1].read(0, kept[0].offset, kept[0].len).unwrap()[..],
         &payload[..]
+    );
+}
+
+/// The SIGBUS handler only repairs the engine's own mappings: a fault in
+/// any other mapping still kills the process, as it did before the handler
+/// existed. Runs in a child process that is expected to die.
+#[test]
+#[allow(
+    unsafe_code,
+    reason = "the test maps a file outside the engine on purpose"
+)]
+fn a_sigbus_outside_the_engine_mappings_still_kills_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    const CHILD: &str = "GEOSHARD_TEST_FOREIGN_SIGBUS_CHILD";
+    const NAME: &str =
+        "node::local::tests::a_sigbus_outside_the_engine_mappings_still_kills_the_process";
+    if let Ok(dir) = std::env::var(CHILD) {
+        let dir = Path::new(&dir);
+        // Install the handler the way the engine does: map a segment.
+        let node = open(&dir.join("node"), IoEngineKind::Pwrite);
+        let (location, _) = append_one(&node, 0, 1, 100);
+        node.read(0, location.offset, location.len).unwrap();
+        let path = dir.join("foreign");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(64 << 10).unwrap();
+        // SAFETY: the test owns the file; the fault below is the point.
+        let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+        file.set_len(0).unwrap();
+        let byte = std::hint::black_box(&map[..])[8 << 10];
+        panic!("read {byte} from a truncated foreign mapping without a fault");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env(CHILD, dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGBUS),
+        "the child was not killed by SIGBUS ({:?}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
     );
 }

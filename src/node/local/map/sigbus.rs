@@ -1,0 +1,224 @@
+//! The process-wide SIGBUS handler that keeps a truncated or failing
+//! segment page from killing the process.
+//!
+//! A load from a mapped page that lies past the end of its (shortened)
+//! file, or whose read from the medium fails, raises SIGBUS. When the
+//! faulting address lies in one of the engine's registered mappings, the
+//! handler maps an anonymous zero page over the faulting page and returns:
+//! the load runs again and reads zeros, so the checksum the reader computes
+//! fails and the store reads the column degraded from other nodes. Any
+//! other SIGBUS goes to the handler that was installed before ours (Rust's
+//! stack-overflow handler, for one), or gets the default action: the
+//! process dies as it would have without us.
+//!
+//! The handler is installed once, when the first mapping is registered,
+//! and only does async-signal-safe things: atomic loads and stores, and
+//! the `mmap`, `sigaction` and `raise` system calls.
+
+#![allow(
+    unsafe_code,
+    reason = "installing a signal handler and remapping a page are system calls without safe wrappers"
+)]
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::registry::Registry;
+
+/// Most segment mappings alive at once. Beyond it, reads copy through
+/// `pread` instead of mapping (see `MapCache`). A node keeps one current
+/// mapping per segment, plus older ones while `Bytes` still hold them.
+pub(super) const MAPPED_RANGES_MAX: usize = 4096;
+
+static RANGES: Registry<MAPPED_RANGES_MAX> = Registry::new();
+
+/// Pages the handler replaced with zeros since the process started.
+static PAGES_REPLACED: AtomicU64 = AtomicU64::new(0);
+
+/// The page size, read once at install (`sysconf` is not async-signal-safe).
+static PAGE_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The SIGBUS disposition before ours, to forward foreign faults to.
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+/// Pages of registered mappings that read as zeros because they could no
+/// longer be read (file truncated, media error), since the process started.
+pub(crate) fn sigbus_pages_replaced() -> u64 {
+    PAGES_REPLACED.load(Ordering::Relaxed)
+}
+
+/// A mapped range the handler repairs until this is dropped.
+pub(super) struct Registration {
+    slot: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        RANGES.unregister(self.slot);
+    }
+}
+
+/// Registers `start..start + len` (a live mapping of a segment file),
+/// installing the handler first if needed. `None` when the handler cannot
+/// be installed or every slot is taken: the caller must not hand out
+/// bytes of the mapping then.
+pub(super) fn register(start: usize, len: usize) -> Option<Registration> {
+    if !installed() {
+        return None;
+    }
+    let end = start.checked_add(len)?;
+    RANGES
+        .register(start, end)
+        .map(|slot| Registration { slot })
+}
+
+fn installed() -> bool {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| match install() {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "cannot install the SIGBUS handler; local reads copy instead of mapping"
+            );
+            false
+        }
+    })
+}
+
+fn install() -> std::io::Result<()> {
+    // SAFETY: sysconf with a valid name only reads a value.
+    let page_len = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page_len = usize::try_from(page_len)
+        .ok()
+        .filter(|len| len.is_power_of_two())
+        .ok_or_else(|| std::io::Error::other("sysconf(_SC_PAGESIZE) failed"))?;
+    PAGE_LEN.store(page_len, Ordering::Relaxed);
+    // SAFETY: an all-zero `sigaction` is a valid value (SIG_DFL, no flags,
+    // empty mask) that the fields below then fill in.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = on_sigbus;
+    action.sa_sigaction = handler as libc::sighandler_t;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    // SAFETY: `sa_mask` is a valid `sigset_t` owned by `action`.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: as above: a zeroed `sigaction` for the kernel to fill in.
+    let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+    // Swap in one call, so no handler installed by someone else is lost.
+    // SAFETY: both pointers are to valid `sigaction` values that outlive
+    // the call; `on_sigbus` has the SA_SIGINFO signature.
+    if unsafe { libc::sigaction(libc::SIGBUS, &action, &mut previous) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A fault in the instant before this is set is forwarded to the
+    // default action, which is what it got before we were installed.
+    let _ = PREVIOUS.set(previous);
+    Ok(())
+}
+
+extern "C" fn on_sigbus(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // The interrupted code may be between a failing call and its errno
+    // check; the calls below must not change what it sees.
+    // SAFETY: `__errno_location` returns this thread's errno, always valid.
+    let errno = unsafe { *libc::__errno_location() };
+    if !replace_faulting_page(info) {
+        forward(signal, info, context);
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Maps a zero page over the faulting page if it lies in a registered
+/// mapping; returns whether it did.
+fn replace_faulting_page(info: *const libc::siginfo_t) -> bool {
+    let Some((code, address)) = fault_of(info) else {
+        return false;
+    };
+    // SI_USER, SI_QUEUE, SI_TKILL... are <= 0: a signal someone sent, not
+    // a fault, and its address field means nothing.
+    if code <= 0 || !RANGES.contains(address) {
+        return false;
+    }
+    let page_len = PAGE_LEN.load(Ordering::Relaxed);
+    if page_len == 0 {
+        return false;
+    }
+    let page = address & !(page_len - 1);
+    // Why this is sound: `page` is the page-aligned start of a page inside
+    // a live, read-only mapping of a segment file that this process made
+    // and that stays registered until just before it is unmapped (so
+    // nothing else can be mapped at this address). MAP_FIXED replaces
+    // exactly that page with a private zero page of the same protection;
+    // every holder of the mapping only reads it, and the later munmap of
+    // the whole mapping unmaps the replacement too.
+    // SAFETY: the conditions above hold.
+    let mapped = unsafe {
+        libc::mmap(
+            page as *mut libc::c_void,
+            page_len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return false;
+    }
+    PAGES_REPLACED.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+fn fault_of(info: *const libc::siginfo_t) -> Option<(libc::c_int, usize)> {
+    if info.is_null() {
+        return None;
+    }
+    // SAFETY: with SA_SIGINFO the kernel passes a valid `siginfo_t`; for
+    // SIGBUS its union holds the fault address (read as a number only).
+    let (code, address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    Some((code, address))
+}
+
+/// Hands a SIGBUS that is not ours to the disposition found at install.
+fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let previous = PREVIOUS.get();
+    let handler = previous.map_or(libc::SIG_DFL, |p| p.sa_sigaction);
+    let code = fault_of(info).map_or(0, |(code, _)| code);
+    if handler == libc::SIG_IGN && code <= 0 {
+        return; // an ignored signal someone sent
+    }
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // The default action kills the process. Restore it; a fault then
+        // repeats when the load runs again, a sent signal is sent again.
+        // (An ignored fault is fatal too: the kernel forces SIGBUS.)
+        // SAFETY: a zeroed `sigaction` is SIG_DFL with an empty mask.
+        let mut default: libc::sigaction = unsafe { std::mem::zeroed() };
+        default.sa_sigaction = libc::SIG_DFL;
+        // SAFETY: a valid `sigaction` pointer; no old action is asked for.
+        unsafe { libc::sigaction(signal, &default, std::ptr::null_mut()) };
+        if code <= 0 {
+            // SAFETY: raise has no memory preconditions.
+            unsafe { libc::raise(signal) };
+        }
+        return;
+    }
+    let Some(previous) = previous else { return };
+    if previous.sa_flags & libc::SA_SIGINFO != 0 {
+        type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+        // With SA_SIGINFO set, the kernel would have called the previous
+        // handler with exactly this signature and these arguments.
+        // SAFETY: the handler value is that function's address.
+        let handler = unsafe { std::mem::transmute::<libc::sighandler_t, Handler>(handler) };
+        handler(signal, info, context);
+    } else {
+        type Handler = extern "C" fn(libc::c_int);
+        // Without SA_SIGINFO the previous handler takes the signal only.
+        // SAFETY: the handler value is that function's address.
+        let handler = unsafe { std::mem::transmute::<libc::sighandler_t, Handler>(handler) };
+        handler(signal);
+    }
+}
