@@ -1,0 +1,275 @@
+//! Acknowledged means it survives (docs/DURABILITY.md, D1, D3, D4, D5): the
+//! commit protocol against compaction, crashes cut at any point, failed
+//! commits and reopens.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use geoshard::{CompactOptions, Options, Store, WritePolicy};
+use rand::Rng;
+
+/// One generation per commit, so any commit boundary is a generation
+/// boundary compaction can cut at.
+fn one_generation_per_commit() -> Options {
+    Options {
+        segment_len_target: 1,
+        ..common::options()
+    }
+}
+
+/// Review item 1: a commit was marked acknowledged only by the next one;
+/// compacting the generation that held the mark dropped it on reopen.
+#[test]
+fn compaction_then_clean_restart_keeps_every_acknowledged_put() {
+    let dir = common::fast_tempdir();
+    let layout = common::layout_3x3(dir.path());
+    let options = one_generation_per_commit();
+    let store = common::create(layout.clone(), options.clone());
+    store.put(b"a", &b"value a"[..]).unwrap();
+    store.put(b"b", &b"value b, first"[..]).unwrap();
+    store.put(b"b", &b"value b, second"[..]).unwrap();
+    store.put(b"c", &b"value c"[..]).unwrap();
+    store.compact(&CompactOptions::default()).unwrap();
+    store.close().unwrap();
+    drop(store);
+
+    let store = Store::open(layout, options).unwrap();
+    assert_eq!(
+        store.get(b"a").unwrap().map(|b| b.to_bytes()),
+        Some(b"value a".to_vec().into()),
+        "acknowledged put of a lost after compaction and reopen: {:?}",
+        store.open_report()
+    );
+    assert_eq!(
+        store.get(b"b").unwrap().map(|b| b.to_bytes()),
+        Some(b"value b, second".to_vec().into())
+    );
+    assert_eq!(
+        store.get(b"c").unwrap().map(|b| b.to_bytes()),
+        Some(b"value c".to_vec().into())
+    );
+    assert_eq!(store.open_report().stripes_discarded, 0);
+}
+
+/// A 200-commit history of puts, overwrites and deletes over few keys, with
+/// a compaction between commits `cut - 1` and `cut`, then a reopen: every
+/// one of the 199 cuts keeps exactly what was acknowledged.
+#[test]
+fn compaction_between_any_two_commits_of_a_history_loses_nothing() {
+    const COMMITS: usize = 200;
+    // The history: (key, Some(value) to put | None to delete).
+    let mut rng = common::rng(11);
+    let history: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..COMMITS)
+        .map(|i| {
+            let key = format!("k{}", rng.random_range(0..12)).into_bytes();
+            if i > 5 && rng.random_range(0..10) < 3 {
+                (key, None)
+            } else {
+                let len = rng.random_range(1..300);
+                (key, Some(common::value(i as u64, len)))
+            }
+        })
+        .collect();
+    let run = |cut: usize| {
+        let dir = common::fast_tempdir();
+        let layout = common::layout_3x3(dir.path());
+        let options = one_generation_per_commit();
+        let store = common::create(layout.clone(), options.clone());
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (i, (key, value)) in history.iter().enumerate() {
+            if i == cut {
+                store.compact(&CompactOptions::default()).unwrap();
+            }
+            match value {
+                Some(value) => {
+                    store.put(key, value.clone()).unwrap();
+                    model.insert(key.clone(), value.clone());
+                }
+                None => {
+                    store.delete(key).unwrap();
+                    model.remove(key);
+                }
+            }
+        }
+        store.close().unwrap();
+        drop(store);
+        let store = Store::open(layout, options).unwrap();
+        for i in 0..12 {
+            let key = format!("k{i}").into_bytes();
+            let got = store
+                .get(&key)
+                .unwrap()
+                .map(|b| crc32fast::hash(&b.to_bytes()));
+            assert_eq!(
+                got,
+                model.get(&key).map(|v| crc32fast::hash(v)),
+                "compaction before commit {cut}: key k{i} differs after reopen ({:?})",
+                store.open_report()
+            );
+        }
+    };
+    std::thread::scope(|s| {
+        for lane in 0..4 {
+            let run = &run;
+            s.spawn(move || {
+                for cut in (1..COMMITS).filter(|c| c % 4 == lane) {
+                    run(cut);
+                }
+            });
+        }
+    });
+}
+
+/// Review item 4: a delete in the same group commit as the tombstone
+/// compaction carries forward must leave the key deleted, also after the
+/// generation with the original tombstone is removed and the store reopens.
+#[test]
+fn delete_in_the_same_commit_as_a_carried_tombstone_stays_deleted() {
+    let dir = common::fast_tempdir();
+    let layout = common::layout_3x3(dir.path());
+    let options = Options {
+        commit_interval: Duration::from_millis(400),
+        segment_len_target: 1,
+        ..common::options()
+    };
+    let store = common::create(layout.clone(), options.clone());
+    // Generation 1: the key and a large live neighbour (so generation 1 is
+    // mostly live and compaction keeps it, old value and all).
+    std::thread::scope(|s| {
+        s.spawn(|| store.put(b"key", &b"old value"[..]).unwrap());
+        s.spawn(|| store.put(b"neighbour", common::value(1, 200_000)).unwrap());
+    });
+    // Generation 2: the tombstone; generation 3: something newer.
+    assert!(store.delete(b"key").unwrap());
+    store.put(b"newer", &b"x"[..]).unwrap();
+    // Compaction of generation 2 carries the tombstone; the user deletes
+    // the key again while that carry waits for its group commit.
+    std::thread::scope(|s| {
+        let compaction = s.spawn(|| store.compact(&CompactOptions::default()).unwrap());
+        std::thread::sleep(Duration::from_millis(150));
+        store.delete(b"key").unwrap();
+        compaction.join().unwrap();
+    });
+    assert!(store.get(b"key").unwrap().is_none());
+    store.close().unwrap();
+    drop(store);
+    let store = Store::open(layout, options).unwrap();
+    assert!(
+        store.get(b"key").unwrap().is_none(),
+        "a deleted key came back after compaction and reopen"
+    );
+    assert_eq!(store.get(b"neighbour").unwrap().unwrap().len(), 200_000);
+}
+
+/// Review item 5: a commit a crash cut short after it reached 6 of 9 nodes
+/// was made visible with no margin, and one site fire later the store could
+/// not be opened at all.
+#[test]
+fn crash_cut_commit_that_reached_k_nodes_does_not_block_a_later_open() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let layout = common::layout_3x3(root);
+    let store = common::create(layout.clone(), common::options());
+    store.put(b"before", &b"acknowledged"[..]).unwrap();
+    store.close().unwrap();
+    drop(store);
+
+    // The crash: the commit of `cut` reached sites 0 and 1 but none of the
+    // nodes of site 2 (their directories are as before the commit).
+    let site2 = common::site_dirs(&layout, geoshard::layout::SiteId(2));
+    let saved = root.join("saved-site2");
+    for (i, d) in site2.iter().enumerate() {
+        common::copy_tree(d, &saved.join(i.to_string()));
+    }
+    let store = Store::open(layout.clone(), common::options()).unwrap();
+    store.put(b"cut", common::value(5, 1 << 20)).unwrap();
+    store.close().unwrap();
+    drop(store);
+    for (i, d) in site2.iter().enumerate() {
+        std::fs::remove_dir_all(d).unwrap();
+        common::copy_tree(&saved.join(i.to_string()), d);
+    }
+
+    // The restart after the crash, a new acknowledged put, then site 0 burns.
+    let store = Store::open(layout.clone(), common::options()).unwrap();
+    let shown = store
+        .get(b"cut")
+        .unwrap()
+        .map(|b| crc32fast::hash(&b.to_bytes()));
+    store.put(b"after", &b"acknowledged too"[..]).unwrap();
+    store.close().unwrap();
+    drop(store);
+    common::burn_site(&layout, geoshard::layout::SiteId(0));
+    let store = Store::open(layout, common::options())
+        .expect("within the promise, the store opens after the crash and one site fire");
+    assert_eq!(
+        &store.get(b"before").unwrap().unwrap().to_bytes()[..],
+        b"acknowledged"
+    );
+    assert_eq!(
+        &store.get(b"after").unwrap().unwrap().to_bytes()[..],
+        b"acknowledged too"
+    );
+    assert_eq!(
+        store
+            .get(b"cut")
+            .unwrap()
+            .map(|b| crc32fast::hash(&b.to_bytes())),
+        shown,
+        "what the first open showed of the cut commit, later opens show too"
+    );
+}
+
+/// Review item 12: a failed commit that happens to be decodable, followed
+/// by an acknowledged one, must look the same after every reopen.
+#[test]
+fn a_failed_commit_is_shown_or_hidden_the_same_way_by_every_open() {
+    let dir = common::fast_tempdir();
+    let layout = common::layout_3x3(dir.path());
+    let options = Options {
+        write_policy: WritePolicy::Strict,
+        ..common::options()
+    };
+    drop(common::create(layout.clone(), options.clone()));
+    let (faulty, handles) = common::faulty_nodes(&layout);
+    let store = Store::open_with_nodes(layout.clone(), options.clone(), handles).unwrap();
+    store.put(b"base", &b"base"[..]).unwrap();
+    // One append of the next commit fails; the others land.
+    faulty[4].fail_next_appends(1, libc::EIO);
+    let failed = store.put(b"maybe", common::value(9, 1 << 20));
+    faulty[4].heal();
+    store.put(b"acked", &b"acked"[..]).unwrap();
+    store.close().unwrap();
+    drop(store);
+    drop(faulty);
+
+    let seen = |store: &Store| {
+        store
+            .get(b"maybe")
+            .unwrap()
+            .map(|b| crc32fast::hash(&b.to_bytes()))
+    };
+    let store = Store::open(layout.clone(), options.clone()).unwrap();
+    let first = seen(&store);
+    if failed.is_ok() {
+        assert!(first.is_some(), "an acknowledged put is visible");
+    }
+    store.put(b"later", &b"later"[..]).unwrap();
+    store.close().unwrap();
+    drop(store);
+    for _ in 0..2 {
+        let store = Store::open(layout.clone(), options.clone()).unwrap();
+        assert_eq!(
+            seen(&store),
+            first,
+            "the put that failed (it returned {failed:?}) flipped between reopens"
+        );
+        assert_eq!(
+            &store.get(b"acked").unwrap().unwrap().to_bytes()[..],
+            b"acked"
+        );
+        store.put(b"later", &b"again"[..]).unwrap();
+    }
+}
