@@ -267,3 +267,54 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review items 21 and 22: messages are single-spaced, and a loss of
+    /// thousands of stripes is summarised, not listed.
+    #[test]
+    fn messages_are_single_spaced_and_summarised() {
+        let errors = [
+            Error::StripesUnrecoverable {
+                count: 10_000,
+                stripe_ids: (1..=8).collect(),
+                missing_nodes: vec!["s0n0".into(), "s1n2".into()],
+            },
+            Error::NoStore {
+                reason: "none of the 9 nodes holds it".into(),
+                fix: "mount the disks".into(),
+            },
+            Error::StoreExists { node: "a1".into() },
+            Error::TooManyNodesDown {
+                nodes: vec!["a1".into(), "b1".into()],
+                reason: "beyond the promise".into(),
+            },
+            Error::PossiblyLost {
+                key: "k".into(),
+                reason: "lost".into(),
+            },
+            Error::TimedOut {
+                what: "put",
+                after: std::time::Duration::from_secs(30),
+            },
+            Error::Superseded {
+                node: "a1".into(),
+                reason: "epoch 3".into(),
+            },
+        ];
+        for error in &errors {
+            let text = error.to_string();
+            assert!(!text.contains("  "), "double space in {text:?}");
+            assert!(!text.contains('\n'), "newline in {text:?}");
+            assert!(text.len() < 600, "{} bytes: {text}", text.len());
+        }
+        let text = errors[0].to_string();
+        assert!(text.starts_with("10000 stripe(s)"), "{text}");
+        assert!(
+            text.contains("1, 2, 3") && text.contains("s0n0, s1n2"),
+            "{text}"
+        );
+    }
+}

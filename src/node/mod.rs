@@ -63,6 +63,8 @@ mod local;
 pub mod object;
 
 pub use faulty::FaultyNode;
+#[cfg(test)]
+pub(crate) use local::InjectedFault;
 pub use local::{IoEngineKind, LocalNode, LocalOptions};
 #[cfg(feature = "object-store")]
 pub use object::{ObjectNode, ObjectOptions};

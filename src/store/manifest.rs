@@ -132,7 +132,14 @@ impl Inner {
             .map(|(id, _)| *id)
             .filter(|id| !failed.iter().any(|(f, _)| f == id))
             .collect();
-        if !is_quorum(&self.layout, &written) {
+        if self.options.salvage && !written.is_empty() && !is_quorum(&self.layout, &written) {
+            // The operator asked to open whatever is left; a later open
+            // may not see this manifest (docs/DURABILITY.md, A4).
+            tracing::error!(
+                nodes = written.len(),
+                "salvaging: the manifest reached fewer nodes than a later open is sure to see"
+            );
+        } else if !is_quorum(&self.layout, &written) {
             let missing: Vec<String> = self
                 .nodes
                 .ids()

@@ -1162,6 +1162,35 @@ mod tests {
         }
     }
 
+    /// Review item 17: an object whose record headers do not walk is
+    /// fetched whole only up to `SCAN_FALLBACK_MAX`; a larger one (here a
+    /// sparse 1.5 GiB file) is reported as damage without being read.
+    #[test]
+    fn a_huge_object_whose_headers_do_not_walk_is_damage_not_fetched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("node");
+        let url = format!("file://{}", root.display());
+        let options = ObjectOptions::default();
+        drop(ObjectNode::open("f1", &url, None, &options).expect("open"));
+        let generation_dir = root.join(format!("{:016x}", 5));
+        std::fs::create_dir_all(&generation_dir).expect("generation dir");
+        let file = std::fs::File::create(generation_dir.join("000000.seg")).expect("object");
+        file.set_len(SCAN_FALLBACK_MAX + (512 << 20))
+            .expect("sparse");
+        drop(file);
+        let node = ObjectNode::open("f1", &url, None, &options).expect("reopen");
+        let scan = node
+            .scan(5)
+            .expect("a scan reports damage, it does not fail");
+        assert!(scan.records.is_empty());
+        assert_eq!(scan.corrupt.len(), 1, "{:?}", scan.corrupt);
+        assert!(
+            scan.corrupt[0].reason.contains("scanned whole"),
+            "{:?}",
+            scan.corrupt
+        );
+    }
+
     #[test]
     fn object_names_parse_strictly() {
         assert_eq!(
