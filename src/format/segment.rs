@@ -312,7 +312,7 @@ mod tests {
             bytes.extend_from_slice(&RECORD_MAGIC);
             bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
             bytes.extend_from_slice(&0u16.to_le_bytes());
-            bytes.extend_from_slice(&100_000u32.to_le_bytes());
+            bytes.extend_from_slice(&60_000u32.to_le_bytes());
             junk = junk.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             bytes.extend_from_slice(&junk.to_le_bytes());
         }

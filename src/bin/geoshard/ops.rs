@@ -277,7 +277,11 @@ struct StatOutput {
 #[derive(Serialize)]
 struct OpenOutput {
     stripes_visible: usize,
+    session: u64,
     stripes_discarded: usize,
+    stripes_lost: usize,
+    lost_keys: Vec<String>,
+    lost_keys_unknown: bool,
     corrupt_regions: usize,
     tail_bytes_truncated: u64,
     inconsistent_records: usize,
@@ -313,7 +317,11 @@ fn stat(store: &Store, json: bool) -> CliResult {
         repair_queue: stats.repair_queue,
         open: OpenOutput {
             stripes_visible: open.stripes_visible,
+            session: open.session,
             stripes_discarded: open.stripes_discarded,
+            stripes_lost: open.stripes_lost,
+            lost_keys: open.lost_keys.iter().map(|k| show_key(k)).collect(),
+            lost_keys_unknown: open.lost_keys_unknown,
             corrupt_regions: open.corrupt_regions,
             tail_bytes_truncated: open.tail_bytes_truncated,
             inconsistent_records: open.inconsistent_records,
@@ -343,9 +351,30 @@ fn stat(store: &Store, json: bool) -> CliResult {
         open.corrupt_regions,
         open.entry_tables_rebuilt
     );
+    if open.stripes_lost > 0 {
+        println!(
+            "LOST:    {} stripes beyond the promise; {} keys known lost{}{}",
+            open.stripes_lost,
+            open.lost_keys.len(),
+            if open.lost_keys_unknown {
+                ", and lost stripes hold keys that cannot be read"
+            } else {
+                ""
+            },
+            if open.loss_accepted {
+                " (accepted)"
+            } else {
+                " (see `accept-loss`)"
+            }
+        );
+        for key in output.open.lost_keys.iter().take(20) {
+            println!("  lost: {key}");
+        }
+    }
     println!(
-        "this process: {} degraded reads, {} checksum failures, {} columns queued for repair",
-        stats.degraded_reads, stats.checksum_failures, stats.repair_queue
+        "this process: {} degraded reads, {} checksum failures, {} columns queued for repair, \
+         {} degraded writes",
+        stats.degraded_reads, stats.checksum_failures, stats.repair_queue, stats.degraded_writes
     );
     println!();
     println!("{}", output.layout.explain);
