@@ -10,6 +10,16 @@ use std::time::Duration;
 use geoshard::{CompactOptions, Options, Store, WritePolicy};
 use rand::Rng;
 
+/// The layouts every scenario runs on: RS(6,3) over 3 sites x 3 nodes,
+/// RS(4,2) over 3 x 2, RS(10,5) over 5 x 3.
+fn layouts(root: &std::path::Path) -> Vec<geoshard::layout::Layout> {
+    vec![
+        common::layout(&root.join("rs63"), 3, 3, 6, 3),
+        common::layout(&root.join("rs42"), 3, 2, 4, 2),
+        common::layout(&root.join("rs105"), 5, 3, 10, 5),
+    ]
+}
+
 /// One generation per commit, so any commit boundary is a generation
 /// boundary compaction can cut at.
 fn one_generation_per_commit() -> Options {
@@ -24,33 +34,35 @@ fn one_generation_per_commit() -> Options {
 #[test]
 fn compaction_then_clean_restart_keeps_every_acknowledged_put() {
     let dir = common::fast_tempdir();
-    let layout = common::layout_3x3(dir.path());
-    let options = one_generation_per_commit();
-    let store = common::create(layout.clone(), options.clone());
-    store.put(b"a", &b"value a"[..]).unwrap();
-    store.put(b"b", &b"value b, first"[..]).unwrap();
-    store.put(b"b", &b"value b, second"[..]).unwrap();
-    store.put(b"c", &b"value c"[..]).unwrap();
-    store.compact(&CompactOptions::default()).unwrap();
-    store.close().unwrap();
-    drop(store);
+    for layout in layouts(dir.path()) {
+        let code = layout.code();
+        let options = one_generation_per_commit();
+        let store = common::create(layout.clone(), options.clone());
+        store.put(b"a", &b"value a"[..]).unwrap();
+        store.put(b"b", &b"value b, first"[..]).unwrap();
+        store.put(b"b", &b"value b, second"[..]).unwrap();
+        store.put(b"c", &b"value c"[..]).unwrap();
+        store.compact(&CompactOptions::default()).unwrap();
+        store.close().unwrap();
+        drop(store);
 
-    let store = Store::open(layout, options).unwrap();
-    assert_eq!(
-        store.get(b"a").unwrap().map(|b| b.to_bytes()),
-        Some(b"value a".to_vec().into()),
-        "acknowledged put of a lost after compaction and reopen: {:?}",
-        store.open_report()
-    );
-    assert_eq!(
-        store.get(b"b").unwrap().map(|b| b.to_bytes()),
-        Some(b"value b, second".to_vec().into())
-    );
-    assert_eq!(
-        store.get(b"c").unwrap().map(|b| b.to_bytes()),
-        Some(b"value c".to_vec().into())
-    );
-    assert_eq!(store.open_report().stripes_discarded, 0);
+        let store = Store::open(layout, options).unwrap();
+        assert_eq!(
+            store.get(b"a").unwrap().map(|b| b.to_bytes()),
+            Some(b"value a".to_vec().into()),
+            "{code}: acknowledged put of a lost after compaction and reopen: {:?}",
+            store.open_report()
+        );
+        assert_eq!(
+            store.get(b"b").unwrap().map(|b| b.to_bytes()),
+            Some(b"value b, second".to_vec().into())
+        );
+        assert_eq!(
+            store.get(b"c").unwrap().map(|b| b.to_bytes()),
+            Some(b"value c".to_vec().into())
+        );
+        assert_eq!(store.open_report().stripes_discarded, 0);
+    }
 }
 
 /// A 200-commit history of puts, overwrites and deletes over few keys, with
@@ -169,27 +181,44 @@ fn delete_in_the_same_commit_as_a_carried_tombstone_stays_deleted() {
 #[test]
 fn crash_cut_commit_that_reached_k_nodes_does_not_block_a_later_open() {
     let dir = common::fast_tempdir();
-    let root = dir.path();
-    let layout = common::layout_3x3(root);
+    for layout in layouts(dir.path()) {
+        crash_cut_then_fire(&layout);
+    }
+}
+
+/// The commit of `cut` reaches every site but the last; a later put is
+/// acknowledged; then site 0 burns.
+fn crash_cut_then_fire(layout: &geoshard::layout::Layout) {
+    let code = layout.code();
+    let last = geoshard::layout::SiteId(layout.sites().len() as u16 - 1);
     let store = common::create(layout.clone(), common::options());
     store.put(b"before", &b"acknowledged"[..]).unwrap();
     store.close().unwrap();
     drop(store);
 
-    // The crash: the commit of `cut` reached sites 0 and 1 but none of the
-    // nodes of site 2 (their directories are as before the commit).
-    let site2 = common::site_dirs(&layout, geoshard::layout::SiteId(2));
-    let saved = root.join("saved-site2");
-    for (i, d) in site2.iter().enumerate() {
-        common::copy_tree(d, &saved.join(i.to_string()));
+    // The crash: the commit of `cut` reached every node but those of the
+    // last site (their directories are as before the commit).
+    let site = common::site_dirs(layout, last);
+    let saved: Vec<std::path::PathBuf> = site
+        .iter()
+        .map(|d| {
+            d.with_file_name(format!(
+                "saved-{}",
+                d.file_name().unwrap().to_string_lossy()
+            ))
+        })
+        .collect();
+    for (d, s) in site.iter().zip(&saved) {
+        common::copy_tree(d, s);
     }
     let store = Store::open(layout.clone(), common::options()).unwrap();
     store.put(b"cut", common::value(5, 1 << 20)).unwrap();
     store.close().unwrap();
     drop(store);
-    for (i, d) in site2.iter().enumerate() {
+    for (d, s) in site.iter().zip(&saved) {
         std::fs::remove_dir_all(d).unwrap();
-        common::copy_tree(&saved.join(i.to_string()), d);
+        common::copy_tree(s, d);
+        std::fs::remove_dir_all(s).unwrap();
     }
 
     // The restart after the crash, a new acknowledged put, then site 0 burns.
@@ -201,9 +230,10 @@ fn crash_cut_commit_that_reached_k_nodes_does_not_block_a_later_open() {
     store.put(b"after", &b"acknowledged too"[..]).unwrap();
     store.close().unwrap();
     drop(store);
-    common::burn_site(&layout, geoshard::layout::SiteId(0));
-    let store = Store::open(layout, common::options())
-        .expect("within the promise, the store opens after the crash and one site fire");
+    common::burn_site(layout, geoshard::layout::SiteId(0));
+    let store = Store::open(layout.clone(), common::options()).unwrap_or_else(|e| {
+        panic!("{code}: within the promise, the store opens after the crash and one site fire: {e}")
+    });
     assert_eq!(
         &store.get(b"before").unwrap().unwrap().to_bytes()[..],
         b"acknowledged"
@@ -218,7 +248,7 @@ fn crash_cut_commit_that_reached_k_nodes_does_not_block_a_later_open() {
             .unwrap()
             .map(|b| crc32fast::hash(&b.to_bytes())),
         shown,
-        "what the first open showed of the cut commit, later opens show too"
+        "{code}: what the first open showed of the cut commit, later opens show too"
     );
 }
 
