@@ -169,6 +169,8 @@ pub(crate) struct Committer {
     commit_first: u64,
     /// When the nodes were last checked while busy.
     nodes_checked: Instant,
+    /// The session this committer writes (every stripe id carries it).
+    session: u64,
 }
 
 /// A sealed and written stripe, before it is published.
@@ -198,6 +200,7 @@ impl Committer {
             generation_bytes: 0,
             commit_first: 0,
             nodes_checked: Instant::now(),
+            session: super::open::session_of(start.next_stripe_id),
         }
     }
 
@@ -248,6 +251,12 @@ impl Committer {
 
     fn commit(&mut self, batch: Vec<Request>) {
         let deadline = Instant::now() + self.inner.options.put_timeout;
+        // A commit stays in one generation, retries included: a new one
+        // starts only with a new commit.
+        if self.generation == 0 || self.generation_bytes >= self.inner.options.segment_len_target {
+            self.generation = self.next_stripe_id;
+            self.generation_bytes = 0;
+        }
         // A retry per node at most: each failed attempt marks a node.
         let attempts_max = self.inner.nodes.len() + 1;
         let mut attempts = 0;
@@ -303,12 +312,6 @@ impl Committer {
         }
         self.open.clear();
         self.commit_first = self.next_stripe_id;
-        // A commit stays in one generation, retries included: a new one
-        // starts only with a new commit.
-        if self.generation == 0 || self.generation_bytes >= self.inner.options.segment_len_target {
-            self.generation = self.commit_first;
-            self.generation_bytes = 0;
-        }
         // Only the last operation on a key in a commit is written: no one can
         // have observed an earlier one, since none is acknowledged before the
         // whole commit is durable. So a commit holds at most one entry (or
@@ -441,6 +444,11 @@ impl Committer {
         let code = self.inner.layout.code();
         let (k, m) = (code.data_count, code.parity_count);
         let stripe_id = self.next_stripe_id;
+        if super::open::session_of(stripe_id) != self.session {
+            return Err(Failure::Internal(
+                "this session used all of its stripe ids (2^40); reopen the store".into(),
+            ));
+        }
         self.next_stripe_id += 1;
         self.inner
             .next_stripe_id
