@@ -6,6 +6,7 @@
 use super::Layout;
 use super::placement::Placement;
 use super::spread::top_sum;
+use super::survive::{combinations, next_combination};
 use super::types::NodeId;
 
 /// How the nodes that have failed now stand against the promise.
@@ -261,33 +262,6 @@ impl Layout {
             }
         }
     }
-}
-
-fn combinations(n: usize, r: usize) -> usize {
-    let r = r.min(n.saturating_sub(r));
-    let mut total: usize = 1;
-    for i in 0..r {
-        match total.checked_mul(n - i) {
-            Some(product) => total = product / (i + 1),
-            None => return usize::MAX,
-        }
-    }
-    total
-}
-
-/// Advances `chosen` (increasing indexes below `n`) to the next combination.
-fn next_combination(chosen: &mut [usize], n: usize) -> bool {
-    let r = chosen.len();
-    for i in (0..r).rev() {
-        if chosen[i] < n - r + i {
-            chosen[i] += 1;
-            for j in i + 1..r {
-                chosen[j] = chosen[j - 1] + 1;
-            }
-            return true;
-        }
-    }
-    false
 }
 
 #[cfg(test)]

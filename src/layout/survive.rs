@@ -150,7 +150,7 @@ impl Layout {
     }
 }
 
-fn combinations(n: usize, r: usize) -> usize {
+pub(super) fn combinations(n: usize, r: usize) -> usize {
     let r = r.min(n.saturating_sub(r));
     let mut total: usize = 1;
     for i in 0..r {
@@ -163,7 +163,7 @@ fn combinations(n: usize, r: usize) -> usize {
 }
 
 /// Advances `chosen` (increasing indexes below `n`) to the next combination.
-fn next_combination(chosen: &mut [usize], n: usize) -> bool {
+pub(super) fn next_combination(chosen: &mut [usize], n: usize) -> bool {
     let r = chosen.len();
     for i in (0..r).rev() {
         if chosen[i] < n - r + i {
