@@ -12,8 +12,12 @@ const WHAT: &str = "manifest";
 
 /// Magic that opens every manifest.
 pub const MANIFEST_MAGIC: [u8; 4] = *b"GSMF";
-/// Most discarded stripe-id ranges a manifest holds.
+/// Most discarded stripe-id ranges a manifest holds (one is added per
+/// session while a node is missing; see docs/DURABILITY.md).
 pub const DISCARDED_RANGES_MAX: usize = 4096;
+/// Flag bit: the manifest is committed (its open reached a quorum with it
+/// proposed, then wrote it committed). Only committed manifests decide.
+const FLAG_COMMITTED: u16 = 1;
 /// Bytes of a manifest before the node name.
 pub const MANIFEST_FIXED_LEN: usize =
     MAGIC_LEN + U16_LEN * 2 + U32_LEN + 16 + U16_LEN * 2 + U64_LEN * 3 + U32_LEN + U8_LEN;
@@ -39,7 +43,8 @@ const _: () = assert!(MANIFEST_LEN_MAX <= u32::MAX as usize);
 ///     data_count: 6,
 ///     parity_count: 3,
 ///     session: 2,
-///     version: 0,
+///     version: 1,
+///     committed: true,
 ///     node_since_stripe_id: 0,
 ///     node_name: "s1n1".into(),
 ///     discarded: vec![(5, 9), (20, 20)],
@@ -60,9 +65,14 @@ pub struct Manifest {
     /// The session (one open of the store) that wrote this manifest. Stripe
     /// ids of session `s` are `s << 40 | n`.
     pub session: u64,
-    /// Counts the manifest writes within one session (an accepted loss
-    /// writes the manifest again).
+    /// Counts the manifest writes within one session (an open writes it
+    /// proposed, then committed; an accepted loss writes it again).
     pub version: u64,
+    /// Whether the open that wrote it committed it: it reached a quorum of
+    /// nodes as proposed first. Only committed manifests decide what is
+    /// part of the store; any manifest's session counts when numbering the
+    /// next session.
+    pub committed: bool,
     /// This node holds every column planned on it for stripes with an id at
     /// or above this one; below it, the node may have lost columns (it was
     /// rebuilt empty) until repair brought them back.
@@ -114,7 +124,7 @@ impl Manifest {
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&MANIFEST_MAGIC);
         put_u16(&mut out, FORMAT_VERSION);
-        put_u16(&mut out, 0); // flags
+        put_u16(&mut out, if self.committed { FLAG_COMMITTED } else { 0 });
         put_u32(&mut out, len as u32);
         out.extend_from_slice(&self.store_id);
         put_u16(&mut out, self.data_count);
@@ -175,7 +185,7 @@ impl Manifest {
                 actual,
             });
         }
-        if flags != 0 {
+        if flags & !FLAG_COMMITTED != 0 {
             return Err(corrupt(WHAT, format!("unknown flags {flags:#06x}")));
         }
         let store_id = reader.array::<16>()?;
@@ -209,6 +219,7 @@ impl Manifest {
             parity_count,
             session,
             version: manifest_version,
+            committed: flags & FLAG_COMMITTED != 0,
             node_since_stripe_id,
             node_name,
             discarded,
@@ -263,6 +274,7 @@ mod tests {
             parity_count: 3,
             session: 9,
             version: 2,
+            committed: true,
             node_since_stripe_id: 9 << 40,
             node_name: "s0n1".into(),
             discarded: vec![(1, 4), (10, 10), (1 << 41, (2 << 40) + 99)],

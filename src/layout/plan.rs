@@ -48,36 +48,34 @@ impl Layout {
     pub fn promise_room(&self, failed: &[NodeId]) -> PromiseRoom {
         let failed = self.distinct(failed);
         let extra = self.promise.extra_nodes_lost;
-        let free_nodes = self.nodes.len() > failed.len();
-        let mut room = PromiseRoom::Exceeded;
-        let enumerated = self.for_each_site_choice(&mut |chosen: &[usize]| {
-            let outside = failed
-                .iter()
-                .filter(|n| !chosen.contains(&self.node(**n).site.index()))
-                .count();
-            if outside > extra {
-                return false;
-            }
-            let more_in_sites = chosen
-                .iter()
-                .any(|&s| self.sites[s].nodes.iter().any(|n| !failed.contains(n)));
-            if (outside < extra && free_nodes) || more_in_sites {
-                room = PromiseRoom::Room;
-                return true;
-            }
-            room = PromiseRoom::UsedUp;
-            false
-        });
-        if !enumerated {
-            // Too many site combinations to look at: assume the worst that
-            // is still plausible.
-            return if failed.is_empty() {
-                PromiseRoom::Room
-            } else {
-                PromiseRoom::UsedUp
-            };
+        let sites_lost = self.promise.sites_lost.min(self.sites.len());
+        // Per site: its failed nodes, and whether one of its nodes has not
+        // failed. The promise failure set covering most of `failed` takes
+        // the sites with the most failed nodes (among equal counts, one
+        // with a node left): exact, without enumerating site choices.
+        let per_site: Vec<(usize, bool)> = self
+            .sites
+            .iter()
+            .map(|site| {
+                let down = site.nodes.iter().filter(|n| failed.contains(n)).count();
+                (down, down < site.nodes.len())
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..per_site.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(per_site[i].0), !per_site[i].1));
+        let chosen = &order[..sites_lost];
+        let covered: usize = chosen.iter().map(|&i| per_site[i].0).sum();
+        let outside = failed.len() - covered;
+        if outside > extra {
+            return PromiseRoom::Exceeded;
         }
-        room
+        let free_elsewhere = self.nodes.len() > failed.len();
+        let free_in_chosen = chosen.iter().any(|&i| per_site[i].1);
+        if (outside < extra && free_elsewhere) || free_in_chosen {
+            PromiseRoom::Room
+        } else {
+            PromiseRoom::UsedUp
+        }
     }
 
     /// Whether a stripe whose stored columns are on `stored` (one entry per
@@ -356,5 +354,75 @@ mod tests {
         // All four on one site: that site's loss leaves only the zeros.
         let bad = [0u16, 0, 1, 2].map(NodeId);
         assert!(!layout.survives_promise_given(&bad, 5, &[]));
+    }
+
+    /// The exact `promise_room` (no enumeration) agrees with enumerating
+    /// every choice of lost sites, on every failed set of small layouts.
+    #[test]
+    fn promise_room_matches_enumerating_every_site_choice() {
+        let reference = |layout: &Layout, failed: &[NodeId]| -> PromiseRoom {
+            let extra = layout.promise.extra_nodes_lost;
+            let n = layout.sites.len();
+            let r = layout.promise.sites_lost.min(n);
+            let mut room = PromiseRoom::Exceeded;
+            let mut chosen: Vec<usize> = (0..r).collect();
+            loop {
+                let outside = failed
+                    .iter()
+                    .filter(|f| !chosen.contains(&layout.node(**f).site.index()))
+                    .count();
+                if outside <= extra {
+                    let free = layout.nodes.len() > failed.len();
+                    let in_sites = chosen
+                        .iter()
+                        .any(|&s| layout.sites[s].nodes.iter().any(|x| !failed.contains(x)));
+                    if (outside < extra && free) || in_sites {
+                        return PromiseRoom::Room;
+                    }
+                    room = PromiseRoom::UsedUp;
+                }
+                if !next_combination(&mut chosen, n) {
+                    return room;
+                }
+            }
+        };
+        let mut checked = 0;
+        for sites in 2..=5usize {
+            for per_site in 1..=3usize {
+                for sites_lost in 0..sites.min(3) {
+                    for extra in 0..=2usize {
+                        let mut builder = Layout::builder()
+                            .code(2, 4)
+                            .sites_lost(sites_lost)
+                            .extra_nodes_lost(extra);
+                        for s in 0..sites {
+                            builder = builder.site(format!("s{s}"), |mut b| {
+                                for n in 0..per_site {
+                                    b = b.node(format!("s{s}n{n}"), format!("/x/{s}/{n}").as_str());
+                                }
+                                b
+                            });
+                        }
+                        let Ok(layout) = builder.build() else {
+                            continue;
+                        };
+                        let count = layout.nodes.len();
+                        for mask in 0u32..(1 << count) {
+                            let failed: Vec<NodeId> = (0..count)
+                                .filter(|i| mask & (1 << i) != 0)
+                                .map(|i| NodeId(i as u16))
+                                .collect();
+                            assert_eq!(
+                                layout.promise_room(&failed),
+                                reference(&layout, &failed),
+                                "{sites} sites x {per_site}, promise ({sites_lost}, {extra}), failed {failed:?}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 }

@@ -108,6 +108,11 @@ impl Request {
 /// this never collides with a user key.
 pub(crate) const RETIRE_KEY: &[u8] = b"geoshard:retire";
 
+/// Why a read-only store refuses writes.
+pub(crate) const READ_ONLY: &str = "the store is read-only: it was opened with Options::salvage \
+    and its manifest reached too few nodes for a later open to be sure to see this session; \
+    repair to bring the nodes back, then open it again";
+
 /// How often an idle committer checks that local node directories exist.
 pub(crate) const NODE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -310,6 +315,15 @@ impl Committer {
         if let Some((node, reason)) = self.inner.superseded_by() {
             return Err(Failure::Superseded { node, reason });
         }
+        let writes = batch.iter().any(|r| !matches!(r, Request::Flush { .. }));
+        if writes
+            && self
+                .inner
+                .read_only
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(Failure::Internal(READ_ONLY.into()));
+        }
         self.open.clear();
         self.commit_first = self.next_stripe_id;
         // Only the last operation on a key in a commit is written: no one can
@@ -340,15 +354,16 @@ impl Committer {
             let (key, value, flags, hides): (&[u8], Option<&[u8]>, EntryFlags, u64) = match req {
                 Request::Put { key, value, .. } => (key, Some(value), EntryFlags::NONE, 0),
                 Request::Delete { key, .. } => {
-                    let visible = self.inner.read_state().hides_generation(key);
                     answers[i] = match exists.get(&key[..]) {
                         Some(e) => *e,
-                        None => visible.is_some(),
+                        None => self.inner.index_contains(key),
                     };
-                    let hides = visible
-                        .unwrap_or(0)
-                        .max(carried.get(&key[..]).copied().unwrap_or(0))
-                        .max(self.inner.hides_unknown_generations());
+                    // Every value it hides has a lower stripe id, so lies in
+                    // this generation or an older one (a value of a failed
+                    // commit the index never saw included).
+                    let hides = self
+                        .generation
+                        .max(carried.get(&key[..]).copied().unwrap_or(0));
                     (key, None, EntryFlags::TOMBSTONE, hides)
                 }
                 Request::Relocate {

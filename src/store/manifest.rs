@@ -98,30 +98,54 @@ pub(crate) fn write_all(
     })
 }
 
+fn too_few(missing: Vec<String>) -> Error {
+    Error::TooManyNodesDown {
+        nodes: missing,
+        reason: "the store's manifest (its identity and this session) could not be recorded on \
+                 enough nodes for a later open to find it"
+            .into(),
+    }
+}
+
 /// Whether `written` reaches every later open: no promise failure set holds
 /// all of it (docs/DURABILITY.md, assumption A4).
 pub(crate) fn is_quorum(layout: &Layout, written: &[NodeId]) -> bool {
     !written.is_empty() && layout.promise_room(written) == PromiseRoom::Exceeded
 }
 
+/// How far a manifest write reached.
+pub(crate) enum Reach {
+    /// A quorum took it.
+    Quorum,
+    /// Too few nodes took it; these did not.
+    Short(Vec<String>),
+}
+
 impl Inner {
-    /// Changes the manifest with `change`, writes it to every reachable node
-    /// of the store, and keeps the change only if the writes reached a
-    /// quorum. Manifest writes never overlap.
+    /// Writes `next` to every reachable node of the store, in parallel.
+    /// Nodes whose write fails are marked down.
     ///
     /// # Errors
-    /// [`Error::TooManyNodesDown`] when too few nodes took it.
-    pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut ManifestState)) -> Result<()> {
-        let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = current.clone();
-        change(&mut next);
+    /// A manifest that cannot be encoded (over a limit), before anything is
+    /// written.
+    fn write_to_members(&self, next: &ManifestState) -> Result<Reach> {
+        // Encode once up front: a manifest over a limit is the store's
+        // problem, not the nodes'.
+        next.for_node(NodeId(0), "check").encode()?;
+        if next.shared.discarded.len() > crate::format::DISCARDED_RANGES_MAX * 9 / 10 {
+            tracing::warn!(
+                ranges = next.shared.discarded.len(),
+                "the manifest's discarded ranges near their limit: repair the missing nodes so \
+                 open can prune them"
+            );
+        }
         let targets: Vec<(NodeId, Arc<dyn Node>)> = self
             .nodes
             .ids()
             .filter(|&id| self.is_member(id))
             .filter_map(|id| Some((id, self.nodes.get(id)?)))
             .collect();
-        let failed = write_all(&self.layout, &next, &targets);
+        let failed = write_all(&self.layout, next, &targets);
         for (id, e) in &failed {
             tracing::warn!(node = %self.layout.node(*id).name, error = %e, "manifest write failed");
             self.nodes
@@ -132,29 +156,73 @@ impl Inner {
             .map(|(id, _)| *id)
             .filter(|id| !failed.iter().any(|(f, _)| f == id))
             .collect();
-        if self.options.salvage && !written.is_empty() && !is_quorum(&self.layout, &written) {
-            // The operator asked to open whatever is left; a later open
-            // may not see this manifest (docs/DURABILITY.md, A4).
-            tracing::error!(
-                nodes = written.len(),
-                "salvaging: the manifest reached fewer nodes than a later open is sure to see"
-            );
-        } else if !is_quorum(&self.layout, &written) {
-            let missing: Vec<String> = self
-                .nodes
+        if is_quorum(&self.layout, &written) {
+            return Ok(Reach::Quorum);
+        }
+        Ok(Reach::Short(
+            self.nodes
                 .ids()
                 .filter(|id| !written.contains(id))
                 .map(|id| self.layout.node(id).name.clone())
-                .collect();
-            return Err(Error::TooManyNodesDown {
-                nodes: missing,
-                reason: "the store's manifest (its identity and this session) could not be \
-                         recorded on enough nodes for a later open to find it"
-                    .into(),
-            });
+                .collect(),
+        ))
+    }
+
+    /// Starts session `session`: writes the manifest proposed, and once a
+    /// quorum has it, committed (docs/DURABILITY.md, "The manifest").
+    /// Returns whether the store may write: a salvage open that cannot
+    /// reach a quorum is read-only.
+    ///
+    /// # Errors
+    /// [`Error::TooManyNodesDown`] when too few nodes took it (unless
+    /// salvaging); encoding errors.
+    pub(crate) fn start_session(&self, session: u64, discarded: Vec<(u64, u64)>) -> Result<bool> {
+        let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut proposed = current.clone();
+        proposed.shared.session = session;
+        proposed.shared.version = 0;
+        proposed.shared.committed = false;
+        proposed.shared.discarded = discarded;
+        let mut committed = proposed.clone();
+        committed.shared.version = 1;
+        committed.shared.committed = true;
+        for next in [&proposed, &committed] {
+            match self.write_to_members(next)? {
+                Reach::Quorum => {}
+                Reach::Short(missing) if self.options.salvage => {
+                    tracing::error!(
+                        nodes = ?missing,
+                        "salvaging: the manifest reached too few nodes for a later open to be \
+                         sure to see it; the store is read-only (repair, then open again)"
+                    );
+                    return Ok(false);
+                }
+                Reach::Short(missing) => return Err(too_few(missing)),
+            }
         }
-        *current = next;
-        Ok(())
+        *current = committed;
+        Ok(true)
+    }
+
+    /// Changes the committed manifest with `change` (a new version) and
+    /// writes it to every reachable node of the store; keeps the change only
+    /// if a quorum took it. Manifest writes never overlap.
+    ///
+    /// # Errors
+    /// [`Error::TooManyNodesDown`] when too few nodes took it.
+    pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut ManifestState)) -> Result<()> {
+        let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = current.clone();
+        change(&mut next);
+        next.shared.version += 1;
+        next.shared.committed = true;
+        match self.write_to_members(&next)? {
+            Reach::Quorum => {
+                *current = next;
+                Ok(())
+            }
+            Reach::Short(missing) => Err(too_few(missing)),
+        }
     }
 
     /// Makes node `id` (reachable, holding no manifest of this store, e.g.

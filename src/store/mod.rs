@@ -226,19 +226,6 @@ impl State {
         self.stripes.get(slot).map(|s| s.generation)
     }
 
-    /// The newest generation holding part of `key`'s value, if it has one:
-    /// what a tombstone of the key hides.
-    pub fn hides_generation(&self, key: &[u8]) -> Option<u64> {
-        let loc = self.index.get(key)?;
-        Some(
-            loc.parts()
-                .iter()
-                .filter_map(|p| self.generation_of(p.slot))
-                .max()
-                .unwrap_or(0),
-        )
-    }
-
     /// Counts `bytes` of a column record as no longer needed.
     pub fn add_stale(&mut self, generation: u64, bytes: u64) {
         self.generations
@@ -331,6 +318,9 @@ pub(crate) struct Inner {
     /// Retired generations whose removal is not confirmed on every node:
     /// compaction carries their retire markers forward.
     retired_pending: Mutex<BTreeSet<u64>>,
+    /// Set by a salvage open whose manifest reached no quorum: writes are
+    /// refused (their stripe ids could collide with a later session's).
+    pub read_only: AtomicBool,
 }
 
 impl Inner {
@@ -562,6 +552,7 @@ impl Store {
                     parity_count: 0,
                     session: 0,
                     version: 0,
+                    committed: false,
                     node_since_stripe_id: 0,
                     node_name: "-".into(),
                     discarded: Vec::new(),
@@ -573,17 +564,16 @@ impl Store {
             loss: RwLock::new(None),
             loss_pending: AtomicBool::new(false),
             retired_pending: Mutex::new(BTreeSet::new()),
+            read_only: AtomicBool::new(false),
         });
-        let found = inner.identify(mode)?;
+        let (found, max_session) = inner.identify(mode)?;
         inner.check_outage()?;
-        let session = found.shared.session + 1;
+        let session = max_session + 1;
         *inner.manifest.lock().unwrap_or_else(|p| p.into_inner()) = found.clone();
         let recovered = inner.recover(&found, session)?;
-        inner.update_manifest(|m| {
-            m.shared.session = session;
-            m.shared.version = 0;
-            m.shared.discarded = recovered.discarded_ranges.clone();
-        })?;
+        if !inner.start_session(session, recovered.discarded_ranges.clone())? {
+            inner.read_only.store(true, Ordering::Release);
+        }
         let report = recovered.report;
         *inner.write_state() = recovered.state;
         if let Some(loss) = recovered.loss {

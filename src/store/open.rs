@@ -212,12 +212,14 @@ fn random_store_id() -> [u8; 16] {
 }
 
 impl Inner {
-    /// Reads every node's manifest and decides the store's identity and
-    /// the new session (or, creating, checks every node is empty and makes
-    /// a new identity). Marks nodes that are not part of the store down.
-    /// Returns the newest manifest found (for a new store, the one of
-    /// session 0) with each node's `node_since`.
-    pub(crate) fn identify(&self, mode: Mode) -> Result<ManifestState> {
+    /// Reads every node's manifest and decides the store's identity (or,
+    /// creating, checks every node is empty and makes a new identity).
+    /// Marks nodes that are not part of the store down. Returns the newest
+    /// committed manifest found (for a new store, one of session 0) with
+    /// each node's `node_since`, and the highest session any manifest
+    /// names (the next session is one more: a failed open's proposed
+    /// session is never reused).
+    pub(crate) fn identify(&self, mode: Mode) -> Result<(ManifestState, u64)> {
         let handles: Vec<Option<Arc<dyn Node>>> =
             self.nodes.ids().map(|id| self.nodes.get(id)).collect();
         let manifests = read_all(&handles);
@@ -231,7 +233,7 @@ impl Inner {
         &self,
         handles: &[Option<Arc<dyn Node>>],
         manifests: &[NodeManifest],
-    ) -> Result<ManifestState> {
+    ) -> Result<(ManifestState, u64)> {
         for (i, (handle, manifest)) in handles.iter().zip(manifests).enumerate() {
             let name = &self.layout.nodes()[i].name;
             let Some(node) = handle else {
@@ -243,8 +245,11 @@ impl Inner {
                     ),
                 });
             };
+            // A create that failed before it committed left proposed
+            // manifests and no data: that is still an empty node.
             let holds_data = !node.generations()?.is_empty();
-            if matches!(manifest, NodeManifest::Found(_)) || holds_data {
+            let committed = matches!(manifest, NodeManifest::Found(m) if m.committed);
+            if committed || holds_data {
                 return Err(Error::StoreExists { node: name.clone() });
             }
         }
@@ -252,22 +257,24 @@ impl Inner {
         for id in self.nodes.ids() {
             self.set_member(id, true);
         }
-        Ok(ManifestState {
+        let state = ManifestState {
             shared: Manifest {
                 store_id: random_store_id(),
                 data_count: code.data_count as u16,
                 parity_count: code.parity_count as u16,
                 session: 0,
                 version: 0,
+                committed: true,
                 node_since_stripe_id: 0,
                 node_name: "-".into(),
                 discarded: Vec::new(),
             },
             node_since: vec![0; self.nodes.len()],
-        })
+        };
+        Ok((state, 0))
     }
 
-    fn identify_existing(&self, manifests: &[NodeManifest]) -> Result<ManifestState> {
+    fn identify_existing(&self, manifests: &[NodeManifest]) -> Result<(ManifestState, u64)> {
         let layout = &self.layout;
         let found: Vec<(NodeId, &Manifest)> = manifests
             .iter()
@@ -277,15 +284,22 @@ impl Inner {
                 _ => None,
             })
             .collect();
-        let Some(&(_, newest)) = found.iter().max_by_key(|(_, m)| m.age()) else {
+        let max_session = found.iter().map(|(_, m)| m.session).max().unwrap_or(0);
+        let Some(&(_, newest)) = found
+            .iter()
+            .filter(|(_, m)| m.committed)
+            .max_by_key(|(_, m)| m.age())
+        else {
             let reachable = manifests
                 .iter()
                 .filter(|m| !matches!(m, NodeManifest::Unusable(_)))
                 .count();
             return Err(Error::NoStore {
                 reason: format!(
-                    "none of the {} nodes holds this store's manifest ({reachable} reachable)",
-                    manifests.len()
+                    "none of the {} nodes holds a committed manifest of a store ({reachable} \
+                     reachable, {} with a manifest a create or open never finished)",
+                    manifests.len(),
+                    found.len()
                 ),
                 fix: "check that every node directory is mounted (or every bucket reachable) \
                       and that the layout names the right paths; to start a new store use \
@@ -327,11 +341,11 @@ impl Inner {
                 fix: "open the store with the layout it was written with".into(),
             });
         }
-        if newest.session >= SESSION_MAX {
+        if max_session >= SESSION_MAX {
             return Err(Error::LimitExceeded {
                 what: "sessions (opens) of one store",
                 limit: SESSION_MAX,
-                actual: newest.session + 1,
+                actual: max_session + 1,
             });
         }
         let mut node_since = vec![0; self.nodes.len()];
@@ -349,10 +363,13 @@ impl Inner {
                 NodeManifest::Unusable(why) => self.nodes.mark_down(id, why.clone()),
             }
         }
-        Ok(ManifestState {
-            shared: newest.clone(),
-            node_since,
-        })
+        Ok((
+            ManifestState {
+                shared: newest.clone(),
+                node_since,
+            },
+            max_session,
+        ))
     }
 
     /// The nodes that are not serving this store now: down, or not holding

@@ -98,16 +98,6 @@ impl Inner {
             _ => Ok(()),
         }
     }
-
-    /// The generation a tombstone must be carried for when nothing is known
-    /// of a key: everything while a loss is pending, else nothing.
-    pub(crate) fn hides_unknown_generations(&self) -> u64 {
-        if self.loss_pending.load(Ordering::Acquire) {
-            u64::MAX
-        } else {
-            0
-        }
-    }
 }
 
 impl Store {
@@ -119,8 +109,15 @@ impl Store {
     ///
     /// # Errors
     /// A delete or the manifest write failing; the loss stays pending and
-    /// the call can be repeated.
+    /// the call can be repeated. [`Error::WriteRefused`] on a read-only
+    /// salvage open (its manifest reached too few nodes): repair, then
+    /// open again.
     pub fn accept_loss(&self) -> Result<usize> {
+        if self.inner.read_only.load(Ordering::Acquire) {
+            return Err(Error::WriteRefused {
+                reason: super::commit::READ_ONLY.into(),
+            });
+        }
         let (stripes, keys) = {
             let loss = self.inner.loss.read().unwrap_or_else(|p| p.into_inner());
             match loss.as_ref() {

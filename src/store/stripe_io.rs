@@ -28,6 +28,9 @@ pub(crate) enum PlanRefused {
     NoNode { columns: usize },
     /// `WritePolicy::Strict` and the plan would not keep the promise.
     Strict(String),
+    /// The nodes that take writes all lie inside one failure set the
+    /// promise allows to lose: another writer could hold the rest.
+    NoQuorum(String),
 }
 
 /// Why writing a planned stripe failed.
@@ -85,6 +88,26 @@ impl Inner {
                 "strict write policy: with {} taking no writes, the layout's promise ({}) cannot \
                  be kept: {why}; bring the nodes back or use WritePolicy::Available",
                 down.join(", "),
+                layout.promise()
+            )));
+        }
+        // The planned nodes must not all lie inside one promise failure set:
+        // a writer cut off with them could otherwise acknowledge while a
+        // new writer, holding the rest, does too (two quorums intersect;
+        // docs/DURABILITY.md, D6).
+        let mut distinct = planned.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if !super::manifest::is_quorum(layout, &distinct) {
+            let names: Vec<&str> = distinct
+                .iter()
+                .map(|&n| layout.node(n).name.as_str())
+                .collect();
+            return Err(PlanRefused::NoQuorum(format!(
+                "only {} take writes, and the layout's promise ({}) allows losing all of them at \
+                 once: acknowledging there could not be told apart from a second writer holding \
+                 the other nodes; bring more nodes back",
+                names.join(", "),
                 layout.promise()
             )));
         }
@@ -211,7 +234,7 @@ impl PlanRefused {
                 needed: *columns,
                 available: 0,
             },
-            PlanRefused::Strict(reason) => Error::WriteRefused {
+            PlanRefused::Strict(reason) | PlanRefused::NoQuorum(reason) => Error::WriteRefused {
                 reason: reason.clone(),
             },
         }

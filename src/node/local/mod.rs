@@ -473,9 +473,11 @@ impl Node for LocalNode {
 
     fn generations(&self) -> Result<Vec<u64>> {
         let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        // A segment whose every byte was cut as a torn tail at open is
+        // listed too, so its scan reports what was cut.
         Ok(segments
             .values()
-            .filter(|segment| segment.durable_len() > 0)
+            .filter(|segment| segment.durable_len() > 0 || segment.truncated_tail_bytes > 0)
             .map(|segment| segment.generation)
             .collect())
     }

@@ -1,5 +1,5 @@
-//! Recovery when a node opens: scan every segment, cut torn tails, drop
-//! segments that hold nothing.
+//! Recovery when a node opens: scan every segment, cut torn tails (and
+//! report what was cut), drop segment files that are empty.
 //!
 //! Every segment is checked, not only the newest: the store may append to
 //! more than one generation (compaction writes a new one while the active
@@ -19,7 +19,7 @@ use crate::format::scan_segment;
 use crate::{Error, Result};
 
 /// Opens and recovers `generation`'s segment at `path`; `None` if the file
-/// held no intact record and was removed. `buf` is scratch space, reused
+/// was empty and was removed. `buf` is scratch space, reused
 /// across the segments of a node.
 pub(super) fn recover(
     node_name: &str,
@@ -52,19 +52,17 @@ pub(super) fn recover(
             "damaged bytes in a segment; skipped and reported for repair"
         );
     }
-    if scan.records.is_empty() && scan.damaged.is_empty() {
-        // Nothing intact was ever acknowledged from this file (it was being
-        // created when the process died).
+    if file_len == 0 {
+        // Created, never written: nothing to keep or report.
         drop(file);
         std::fs::remove_file(&path).map_err(|e| Error::io(context("removing empty"), e))?;
-        tracing::warn!(
-            node = node_name,
-            generation,
-            file_len,
-            "removed a segment without records"
-        );
         return Ok(None);
     }
+    // A segment with bytes but no intact record (it was being created when
+    // the process died, or its only record rotted) is cut to nothing but
+    // kept, so its scan reports the bytes cut: the store must not take the
+    // missing records for evidence that they were never written
+    // (docs/DURABILITY.md, "Evidence").
     let mut truncated = 0;
     if file_len > scan.intact_len {
         truncated = file_len - scan.intact_len;

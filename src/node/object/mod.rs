@@ -53,9 +53,10 @@
 //! An append is acknowledged only if, **after** its object is durable, the
 //! lease check finds our epoch present and the next one absent. A newer
 //! epoch stops the writer with [`Error::Superseded`]; a check that fails or
-//! times out fails the append ([`Error::Unavailable`]); either way the
-//! object is deleted again (best effort: it was never acknowledged, and the
-//! store's manifest discards it anyway, docs/DURABILITY.md, D6).
+//! times out fails the append ([`Error::Unavailable`]). Either way the
+//! object stays: it was never acknowledged, a writer that took over may
+//! have read it already, and the store's manifest decides it
+//! (docs/DURABILITY.md, D6).
 //!
 //! ```no_run
 //! use geoshard::layout::{Remote, Secret};
@@ -112,6 +113,8 @@ const SCAN_WHOLE_MAX: u64 = 256 << 10;
 /// column targets; anything larger whose headers fail is damage.
 const SCAN_FALLBACK_MAX: u64 = 1 << 30;
 const LEASE_NAME: &str = "lease";
+/// Object names an append tries before giving up.
+const APPEND_NAME_ATTEMPTS: usize = 16;
 const MANIFEST_NAME: &str = "manifest";
 
 /// Options of an [`ObjectNode`]: concurrency, timeouts, retries, fencing.
@@ -481,6 +484,22 @@ impl ObjectNode {
         }
     }
 
+    /// The next sequence number of `generation`, taken.
+    fn next_seq(&self, generation: u64) -> Result<u64> {
+        let mut generations = self.write_generations();
+        let entry = generations.entry(generation).or_default();
+        let seq = entry.next_seq;
+        if seq > SEQ_MAX {
+            return Err(Error::LimitExceeded {
+                what: "appends to one object-store generation",
+                limit: SEQ_MAX + 1,
+                actual: seq + 1,
+            });
+        }
+        entry.next_seq += 1;
+        Ok(seq)
+    }
+
     /// Marks the node superseded and returns the error to report.
     fn supersede(&self, reason: String) -> Error {
         tracing::error!(node = %self.name, %reason, "another writer holds the lease; appends stop");
@@ -655,79 +674,66 @@ impl Node for ObjectNode {
             offsets.push((body.len() as u64, record.payload.len() as u32));
             body.extend_from_slice(record.payload);
         }
-        let seq = {
-            let mut generations = self.write_generations();
-            let entry = generations.entry(generation).or_default();
-            let seq = entry.next_seq;
-            if seq > SEQ_MAX {
-                return Err(Error::LimitExceeded {
-                    what: "appends to one object-store generation",
-                    limit: SEQ_MAX + 1,
-                    actual: seq + 1,
-                });
-            }
-            entry.next_seq += 1;
-            seq
-        };
+        let body = Bytes::from(body);
         let size = body.len() as u64;
-        let path = self.object_path(generation, seq);
-        let store = Arc::clone(&self.store);
-        let limit = Arc::clone(&self.limit);
-        let check = self.lease.map(|_| self.check_lease());
-        let put_path = path.clone();
-        let (put, lease_check) = runtime::block_on(async move {
-            let _permit = limit.acquire_owned().await;
-            let put = store
-                .put_opts(
-                    &put_path,
-                    PutPayload::from(Bytes::from(body)),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await;
-            // The check that matters comes after the object is durable: a
-            // writer that took over before it would be seen now.
-            let (Ok(_), Some(check)) = (&put, check) else {
-                return (put, None);
-            };
-            let found = check.await;
-            if !matches!(found, LeaseCheck::Ours) {
-                // Never acknowledged: take it back (best effort; the new
-                // writer's manifest discards it anyway).
-                let _ = store.delete(&put_path).await;
+        // An object name can be taken by an object this writer does not
+        // know of (one a superseded writer landed after our listing): take
+        // the next sequence number then. Who holds the node is the lease's
+        // question, asked below.
+        let mut attempts = 0;
+        let (seq, path) = loop {
+            attempts += 1;
+            let seq = self.next_seq(generation)?;
+            let path = self.object_path(generation, seq);
+            let store = Arc::clone(&self.store);
+            let limit = Arc::clone(&self.limit);
+            let put_path = path.clone();
+            let payload = PutPayload::from(body.clone());
+            let put = runtime::block_on(async move {
+                let _permit = limit.acquire_owned().await;
+                store
+                    .put_opts(&put_path, payload, PutOptions::from(PutMode::Create))
+                    .await
+            })?;
+            match put {
+                Ok(_) => break (seq, path),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) if attempts < APPEND_NAME_ATTEMPTS => {
+                    tracing::warn!(node = %self.name, object = %path, "object name taken; using the next one");
+                }
+                Err(e) => {
+                    return Err(self.error(&format!("appending to generation {generation}"), e));
+                }
             }
-            (put, Some(found))
-        })?;
-        match lease_check {
-            None | Some(LeaseCheck::Ours) => {}
-            Some(LeaseCheck::Other(reason)) => return Err(self.supersede(reason)),
-            Some(LeaseCheck::Gone) => {
-                return Err(Error::Unavailable {
-                    node: self.name.clone(),
-                    reason: "its leases are gone: the prefix was wiped (repair takes it back)"
-                        .into(),
-                });
+        };
+        // The check that matters comes after the object is durable: a
+        // writer that took over before it is seen now. An object whose check
+        // fails is never acknowledged, and it is left in place: a writer
+        // that took over may have read it already, and its manifest decides
+        // it either way.
+        if self.lease.is_some() {
+            match runtime::block_on(self.check_lease())? {
+                LeaseCheck::Ours => {}
+                LeaseCheck::Other(reason) => return Err(self.supersede(reason)),
+                LeaseCheck::Gone => {
+                    return Err(Error::Unavailable {
+                        node: self.name.clone(),
+                        reason: "its leases are gone: the prefix was wiped (repair takes it back)"
+                            .into(),
+                    });
+                }
+                LeaseCheck::Unknown(why) => {
+                    return Err(Error::Unavailable {
+                        node: self.name.clone(),
+                        reason: format!(
+                            "the lease could not be confirmed after the append of {path} ({why}); \
+                             the append is not acknowledged"
+                        ),
+                    });
+                }
             }
-            Some(LeaseCheck::Unknown(why)) => {
-                return Err(Error::Unavailable {
-                    node: self.name.clone(),
-                    reason: format!(
-                        "the lease could not be confirmed after the append ({why}); the append \
-                         is not acknowledged"
-                    ),
-                });
-            }
-        }
-        match put {
-            Ok(_) => {}
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {
-                return Err(self.supersede(format!(
-                    "segment object {path} was already written by another writer"
-                )));
-            }
-            Err(e) => return Err(self.error(&format!("appending to generation {generation}"), e)),
         }
         self.write_generations()
             .entry(generation)
@@ -1280,8 +1286,12 @@ mod tests {
         assert_eq!(
             second.scan(0).expect("scan").records.len(),
             1,
-            "the refused append left nothing visible"
+            "the refused append is not in the new writer's view"
         );
+        // The refused append's object stays (never acknowledged; the new
+        // writer's manifest decides it): its name is taken, the new writer
+        // uses the next one.
         second.append(0, &record).expect("the new writer writes");
+        assert_eq!(second.generations().expect("generations"), vec![0]);
     }
 }

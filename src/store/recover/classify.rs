@@ -136,7 +136,17 @@ impl Inner {
             else {
                 return false;
             };
+            // A record this long may have been cut off the node's segment
+            // as a torn write: rot in the last record of a segment looks
+            // the same, so such a node is no evidence for it.
+            let record_len = header.encoded_len() as u64 + u64::from(header.column_lens[c]);
+            let torn = scanned
+                .torn
+                .get(&(node, header.generation))
+                .copied()
+                .unwrap_or(0);
             !found.has_column_on(c, node)
+                && torn < record_len
                 && self.intact_for(node, stripe_id, header.generation, manifest, scanned)
         })
     }
@@ -187,6 +197,27 @@ impl Inner {
             .collect();
         for &id in &verdicts.discarded_now {
             add_range(&mut ranges, id, id);
+        }
+        // Ranges accumulate one per session while a node stays missing
+        // (they cannot be pruned then). Rather than refuse to open at the
+        // limit, forget the oldest ranges nothing was found in: a stripe of
+        // such a range that turns up later is then judged visible, and lost
+        // (loud) if it does not decode.
+        let room =
+            crate::format::DISCARDED_RANGES_MAX.saturating_sub(verdicts.discarded_now.len() + 1);
+        while ranges.len() > room {
+            let Some(at) = ranges
+                .iter()
+                .position(|&(first, last)| scanned.stripes.range(first..=last).next().is_none())
+            else {
+                break;
+            };
+            let (first, last) = ranges.remove(at);
+            tracing::warn!(
+                first,
+                last,
+                "forgot a discarded range at the manifest's limit"
+            );
         }
         // A new store has no earlier session.
         if newest > 0 {

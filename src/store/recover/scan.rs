@@ -1,7 +1,7 @@
 //! Recovery, phase 1: scan every reachable node of the store and gather the
 //! column records of each stripe.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::super::Inner;
@@ -41,6 +41,9 @@ pub(crate) struct Scanned {
     /// (node, generation) pairs with damage in the middle of the durable
     /// bytes: such a node may have lost records of that generation.
     pub damaged: HashSet<(NodeId, u64)>,
+    /// Bytes cut from the end of (node, generation) at open as a torn
+    /// write: the last records of that segment may have been there.
+    pub torn: HashMap<(NodeId, u64), u64>,
     pub corrupt_regions: usize,
     pub tail_bytes_truncated: u64,
     /// Records whose header disagreed with the stripe's chosen header.
@@ -48,7 +51,7 @@ pub(crate) struct Scanned {
 }
 
 /// One node's scan: every generation's records, or why not.
-type NodeScan = (NodeId, Arc<dyn Node>, Result<Vec<Scan>>);
+type NodeScan = (NodeId, Arc<dyn Node>, Result<Vec<(u64, Scan)>>);
 
 impl Inner {
     /// Scans every reachable member node in parallel (a remote node is
@@ -70,7 +73,7 @@ impl Inner {
                     s.spawn(move || {
                         let scans = node.generations().and_then(|gens| {
                             gens.into_iter()
-                                .map(|g| node.scan(g))
+                                .map(|g| node.scan(g).map(|scan| (g, scan)))
                                 .collect::<Result<Vec<_>>>()
                         });
                         (id, node, scans)
@@ -98,9 +101,12 @@ impl Inner {
                     continue;
                 }
             };
-            for scan in scans {
+            for (generation, scan) in scans {
                 out.corrupt_regions += scan.corrupt.len();
                 out.tail_bytes_truncated += scan.truncated_tail_bytes;
+                if scan.truncated_tail_bytes > 0 {
+                    out.torn.insert((id, generation), scan.truncated_tail_bytes);
+                }
                 for region in &scan.corrupt {
                     out.damaged.insert((id, region.generation));
                     tracing::warn!(node = %node.name(), generation = region.generation,
