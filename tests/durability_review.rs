@@ -1,5 +1,6 @@
-//! Hostile review of the durability change: each test is one finding. A
-//! test FAILS when the bug it describes is present.
+//! Hostile review of the durability change: each test is one finding. The
+//! comment above a test describes the bug as it was found; the test's name
+//! says what it proves now, and it fails while the bug is present.
 
 mod common;
 
@@ -95,7 +96,7 @@ fn object_handle(layout: &Layout, i: usize, options: &Options) -> (Arc<FaultySto
 }
 
 #[test]
-fn f1_partitioned_writers_both_acknowledge() {
+fn f1_partitioned_writers_never_both_acknowledge() {
     let dir = common::fast_tempdir();
     let layout = file_layout(dir.path());
     let options = remote_options();
@@ -152,7 +153,7 @@ fn f1_partitioned_writers_both_acknowledge() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn f2_deleted_key_comes_back_through_a_failed_put_and_a_dropped_tombstone() {
+fn f2_a_deleted_key_stays_deleted_through_a_failed_put_and_a_dropped_tombstone() {
     let dir = common::fast_tempdir();
     let layout = common::layout_3x3(dir.path());
     let base = Options {
@@ -241,7 +242,7 @@ fn f2_deleted_key_comes_back_through_a_failed_put_and_a_dropped_tombstone() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn f3_rot_in_one_nodes_last_record_discards_an_acknowledged_put() {
+fn f3_rot_in_one_nodes_last_record_keeps_an_acknowledged_put() {
     let dir = common::fast_tempdir();
     let layout = common::layout_3x3(dir.path());
     let store = common::create(layout.clone(), common::options());
@@ -318,7 +319,7 @@ impl Node for NoManifestWrites {
 }
 
 #[test]
-fn f4_a_failed_open_leaves_a_manifest_that_a_later_open_prefers() {
+fn f4_a_failed_opens_manifest_never_outranks_a_later_open() {
     let dir = common::fast_tempdir();
     let root = dir.path();
     let layout = common::layout_3x3(root);
@@ -398,7 +399,7 @@ fn discarded_ranges(dir: &std::path::Path) -> Vec<(u64, u64)> {
 }
 
 #[test]
-fn f5_discarded_ranges_grow_with_every_session_while_a_node_is_missing() {
+fn f5_a_node_missing_for_thousands_of_sessions_never_blocks_an_open() {
     let dir = common::fast_tempdir();
     let layout = local_3x1(dir.path());
     let a_dir = dir.path().join("site0").join("n0");
@@ -456,7 +457,7 @@ fn f5_discarded_ranges_grow_with_every_session_while_a_node_is_missing() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn f6_superseded_writer_deletes_objects_a_takeover_already_showed() {
+fn f6_a_superseded_writer_deletes_nothing_a_takeover_showed() {
     let dir = common::fast_tempdir();
     let layout = file_layout(dir.path());
     let options = remote_options();
@@ -507,7 +508,7 @@ fn f6_superseded_writer_deletes_objects_a_takeover_already_showed() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn f7_a_lost_degraded_stripe_is_silent() {
+fn f7_no_stripe_is_acknowledged_onto_one_site_alone() {
     let dir = common::fast_tempdir();
     let layout = local_3x1(dir.path());
     let store = common::create(layout.clone(), common::options());
@@ -546,7 +547,7 @@ fn f7_a_lost_degraded_stripe_is_silent() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn f8_many_sites_no_quorum_ever() {
+fn f8_a_layout_with_many_site_combinations_can_be_created() {
     let dir = common::fast_tempdir();
     let mut builder = Layout::builder().code(20, 10).sites_lost(5);
     for s in 0..30 {
@@ -571,7 +572,7 @@ fn f8_many_sites_no_quorum_ever() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn f9_salvage_session_ids_collide_with_a_later_ordinary_session() {
+fn f9_a_salvage_open_without_a_quorum_writes_nothing() {
     let dir = common::fast_tempdir();
     let layout = local_3x1(dir.path());
     let store = common::create(layout.clone(), common::options());
@@ -629,7 +630,7 @@ fn manifest_failing_handles(layout: &Layout, failing: impl Fn(usize) -> bool) ->
 }
 
 #[test]
-fn f10_two_failed_opens_then_an_acknowledged_put_is_discarded() {
+fn f10_failed_opens_never_discard_a_later_acknowledged_put() {
     let dir = common::fast_tempdir();
     let layout = common::layout_3x3(dir.path());
     let store = common::create(layout.clone(), common::options());
