@@ -584,6 +584,30 @@ fn bench_open(c: &mut Criterion) {
     g.finish();
 }
 
+/// Open of a store of few, large records: the segment scan at open reads
+/// and checks every byte, so this is where the scan's own cost (its reads
+/// and the memory it touches) shows, where the 100 B open above measures
+/// the index.
+fn bench_open_large(c: &mut Criterion) {
+    let mib: usize = std::env::var("GEOSHARD_BENCH_OPEN_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = layout(dir.path());
+    {
+        let store = Store::create(layout.clone(), Options::default()).expect("store");
+        put_many(&store, THREADS_LARGE, mib * 4, 256 << 10, "l");
+    }
+    let mut g = c.benchmark_group(format!("open_{mib}MiB_of_256KiB_blobs"));
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes((mib as u64) << 20));
+    g.bench_function("healthy", |b| {
+        b.iter(|| Store::open(layout.clone(), Options::default()).expect("open"))
+    });
+    g.finish();
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read_dir").flatten() {
@@ -605,5 +629,6 @@ fn main() {
     }
     bench_degraded_get(&mut c);
     bench_open(&mut c);
+    bench_open_large(&mut c);
     c.final_summary();
 }

@@ -52,6 +52,7 @@ pub use segment::{
     SEGMENT_HEADER_LEN, SegmentDamage, SegmentRecord, SegmentScan, decode_segment_header,
     encode_segment_header, scan_segment,
 };
+pub(crate) use segment::{ScanSource, scan_segment_from};
 
 use wire::{MAGIC_LEN, U8_LEN, U16_LEN, U32_LEN, U64_LEN};
 

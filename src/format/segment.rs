@@ -128,16 +128,68 @@ pub struct SegmentScan {
 /// assert_eq!(scan.intact_len as usize, bytes.len() - 4);
 /// ```
 pub fn scan_segment(bytes: &[u8], generation: u64) -> SegmentScan {
+    let mut source = bytes;
+    match scan_segment_from(&mut source, generation) {
+        Ok(scan) => scan,
+        Err(never) => match never {},
+    }
+}
+
+/// Where [`scan_segment_from`] reads a segment's bytes: a slice, or a file
+/// read through a small reusable window (recovery and `Node::scan` of local
+/// nodes), so a scan never holds a whole segment in memory.
+pub(crate) trait ScanSource {
+    /// What a read can fail with.
+    type Error;
+
+    /// The number of bytes the segment holds. May shrink while scanning
+    /// (a file that turns out shorter than it was said to be).
+    fn len(&self) -> usize;
+
+    /// Bytes `start..end`, or fewer where the segment ends first (empty
+    /// when `start` is at or past the end). Never more than `end - start`.
+    ///
+    /// # Errors
+    /// A read error of the underlying file.
+    fn get(&mut self, start: usize, end: usize) -> std::result::Result<&[u8], Self::Error>;
+}
+
+impl ScanSource for &[u8] {
+    type Error = std::convert::Infallible;
+
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn get(&mut self, start: usize, end: usize) -> std::result::Result<&[u8], Self::Error> {
+        let bytes: &[u8] = self;
+        let end = end.min(bytes.len());
+        Ok(bytes.get(start..end).unwrap_or_default())
+    }
+}
+
+/// Bytes asked of a [`ScanSource`] at once when streaming a checksum or
+/// searching for a magic.
+const SCAN_STEP_LEN: usize = 1 << 20;
+
+/// [`scan_segment`] over any [`ScanSource`].
+///
+/// # Errors
+/// The source's read errors; the scan stops at the first one.
+pub(crate) fn scan_segment_from<S: ScanSource>(
+    source: &mut S,
+    generation: u64,
+) -> std::result::Result<SegmentScan, S::Error> {
     let mut scan = SegmentScan::default();
     let mut pending: Option<(usize, String)> = None;
-    match decode_segment_header(bytes) {
+    match decode_segment_header(source.get(0, SEGMENT_HEADER_LEN)?) {
         Ok(found) if found == generation => scan.intact_len = SEGMENT_HEADER_LEN as u64,
         Ok(found) => pending = Some((0, format!("segment header names generation {found}"))),
         Err(error) => pending = Some((0, error.to_string())),
     }
     let mut pos = SEGMENT_HEADER_LEN;
-    while pos < bytes.len() {
-        match check_record(bytes, pos, generation) {
+    while pos < source.len() {
+        match check_record(source, pos, generation)? {
             Ok((record, end)) => {
                 if let Some((start, reason)) = pending.take() {
                     scan.damaged.push(SegmentDamage {
@@ -156,16 +208,16 @@ pub fn scan_segment(bytes: &[u8], generation: u64) -> SegmentScan {
                 }
                 pos = match fault.next {
                     Some(next) => next,
-                    None => next_magic(bytes, pos + 1),
+                    None => next_magic(source, pos + 1)?,
                 };
             }
         }
     }
-    if bytes.len() as u64 > scan.intact_len {
+    if source.len() as u64 > scan.intact_len {
         scan.tail_reason =
             Some(pending.map_or_else(|| "incomplete segment header".into(), |p| p.1));
     }
-    scan
+    Ok(scan)
 }
 
 struct Fault {
@@ -174,13 +226,17 @@ struct Fault {
     next: Option<usize>,
 }
 
-fn check_record(
-    bytes: &[u8],
+type Checked = std::result::Result<(SegmentRecord, usize), Fault>;
+
+fn check_record<S: ScanSource>(
+    source: &mut S,
     pos: usize,
     generation: u64,
-) -> Result<(SegmentRecord, usize), Fault> {
+) -> std::result::Result<Checked, S::Error> {
     let fault = |reason: String| Fault { reason, next: None };
-    let rest = bytes.get(pos..).unwrap_or_default();
+    // A header is never longer than HEADER_LEN_MAX: that much is all the
+    // decoder may look at.
+    let rest = source.get(pos, pos.saturating_add(HEADER_LEN_MAX))?;
     // Peek at the claimed header length first so a torn header is reported
     // as incomplete rather than as a checksum failure.
     if let Some(header_len) = peek_u32(rest, HEADER_LEN_OFFSET)
@@ -188,31 +244,44 @@ fn check_record(
         && (header_len as usize) <= HEADER_LEN_MAX
         && header_len as usize > rest.len()
     {
-        return Err(fault(format!("incomplete record header at {pos}")));
+        return Ok(Err(fault(format!("incomplete record header at {pos}"))));
     }
-    let (header, header_len) =
-        ColumnHeader::decode(rest).map_err(|e| fault(format!("record at {pos}: {e}")))?;
+    let (header, header_len) = match ColumnHeader::decode(rest) {
+        Ok(decoded) => decoded,
+        Err(e) => return Ok(Err(fault(format!("record at {pos}: {e}")))),
+    };
     let payload_offset = pos + header_len;
     let payload_len = header.payload_len();
     let end = payload_offset.saturating_add(payload_len as usize);
     if header.generation != generation {
-        return Err(Fault {
+        return Ok(Err(Fault {
             reason: format!("record at {pos} names generation {}", header.generation),
-            next: (end <= bytes.len()).then_some(end),
-        });
+            next: (end <= source.len()).then_some(end),
+        }));
     }
-    let Some(payload) = bytes.get(payload_offset..end) else {
-        return Err(fault(format!("incomplete record payload at {pos}")));
-    };
-    let actual = crc32fast::hash(payload);
+    if end > source.len() {
+        return Ok(Err(fault(format!("incomplete record payload at {pos}"))));
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    let mut at = payload_offset;
+    while at < end {
+        let chunk = source.get(at, end.min(at.saturating_add(SCAN_STEP_LEN)))?;
+        if chunk.is_empty() {
+            // The source shrank under the scan.
+            return Ok(Err(fault(format!("incomplete record payload at {pos}"))));
+        }
+        hasher.update(chunk);
+        at += chunk.len();
+    }
+    let actual = hasher.finalize();
     if actual != header.payload_checksum() {
-        return Err(Fault {
+        return Ok(Err(Fault {
             reason: format!(
                 "record at {pos}: payload checksum {actual:#010x}, header says {:#010x}",
                 header.payload_checksum()
             ),
             next: Some(end),
-        });
+        }));
     }
     let record = SegmentRecord {
         header,
@@ -220,17 +289,28 @@ fn check_record(
         payload_offset: payload_offset as u64,
         payload_len,
     };
-    Ok((record, end))
+    Ok(Ok((record, end)))
 }
 
-fn next_magic(bytes: &[u8], from: usize) -> usize {
-    bytes
-        .get(from..)
-        .and_then(|rest| {
-            rest.windows(RECORD_MAGIC.len())
-                .position(|w| w == RECORD_MAGIC)
-        })
-        .map_or(bytes.len(), |found| from + found)
+/// The offset of the first record magic at or after `from`, or the end.
+fn next_magic<S: ScanSource>(source: &mut S, from: usize) -> std::result::Result<usize, S::Error> {
+    let mut at = from;
+    loop {
+        // Overlap consecutive steps by one magic less a byte, so a magic
+        // straddling two steps is found.
+        let window = source.get(at, at.saturating_add(SCAN_STEP_LEN))?;
+        let window_len = window.len();
+        if let Some(found) = window
+            .windows(RECORD_MAGIC.len())
+            .position(|w| w == RECORD_MAGIC)
+        {
+            return Ok(at + found);
+        }
+        if window_len < RECORD_MAGIC.len() || at + window_len >= source.len() {
+            return Ok(source.len());
+        }
+        at += window_len + 1 - RECORD_MAGIC.len();
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //!
 //! Files by role: [`segment`] (one segment: writer and reader), [`map`]
 //! (mmap slices, and the SIGBUS handler that keeps an unreadable mapped
-//! page from killing the process), [`pread`] (whole-segment reads for
-//! scans and recovery), [`recovery`] (scan and cut torn tails on open),
+//! page from killing the process), [`scan`] (whole-segment scans for
+//! `Node::scan` and recovery, safe against a file cut under them), [`recovery`] (scan and cut torn tails on open),
 //! [`io`] (write engines), [`lock`] (single owner), [`fs`] (directory sync,
 //! free space).
 
@@ -25,8 +25,8 @@ mod io;
 mod lock;
 mod manifest;
 mod map;
-mod pread;
 mod recovery;
+mod scan;
 mod segment;
 
 use segment::{AppendContext, Segment};

@@ -5,17 +5,16 @@
 //! more than one generation (compaction writes a new one while the active
 //! one grows), so any of them can end in a torn write after a crash.
 //!
-//! Segments are read with `pread`, not mapped: a file that shrinks while it
-//! is read (only a foreign process could do that, the node holds its lock)
-//! then reads short instead of faulting, and what is missing is a tail like
-//! any other.
+//! Segments are read by [`super::scan`]: a file that shrinks while it is
+//! read (only a foreign process could do that, the node holds its lock)
+//! reads short instead of faulting, and what is missing is a tail like any
+//! other; an unreadable sector fails the open.
 
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use super::pread::read_prefix;
+use super::scan::scan_file;
 use super::segment::{self, Segment};
-use crate::format::scan_segment;
 use crate::{Error, Result};
 
 /// Opens and recovers `generation`'s segment at `path`; `None` if the file
@@ -40,8 +39,10 @@ pub(super) fn recover(
         .len();
     // An unreadable sector fails the open rather than being taken for a
     // torn tail: cutting it off would throw away acknowledged records.
-    read_prefix(&file, file_len, buf).map_err(|e| Error::io(context("reading"), e))?;
-    let scan = scan_segment(buf, generation);
+    // A file that reads shorter than its length (cut by another process
+    // under the lock) scans as the bytes it holds; the rest is a tail.
+    let (scan, _read_len) = scan_file(&file, file_len, generation, buf)
+        .map_err(|e| Error::io(context("reading"), e))?;
     for damage in &scan.damaged {
         tracing::warn!(
             node = node_name,

@@ -13,8 +13,8 @@ use bytes::Bytes;
 
 use super::io::{Engine, WriteFailure};
 use super::map::MapCache;
-use super::pread::read_prefix;
-use crate::format::{SEGMENT_HEADER_LEN, SegmentScan, encode_segment_header, scan_segment};
+use super::scan::scan_file;
+use crate::format::{SEGMENT_HEADER_LEN, SegmentScan, encode_segment_header};
 use crate::node::{RecordLocation, RecordRef};
 use crate::{Error, Result};
 
@@ -111,11 +111,10 @@ impl Segment {
             .unwrap_or_else(PoisonError::into_inner) = Some(scan);
     }
 
-    /// Scans the durable bytes (or returns recovery's scan, once). Reads
-    /// with `pread`, not through the map: a file that was truncated behind
-    /// the node's back reads short, and its missing durable bytes are the
-    /// damaged tail (returned length minus `intact_len`) with a reason that
-    /// says so.
+    /// Scans the durable bytes (or returns recovery's scan, once), through
+    /// [`super::scan`]: a file that was truncated behind the node's back
+    /// reads short, and its missing durable bytes are the damaged tail
+    /// (returned length minus `intact_len`) with a reason that says so.
     pub(super) fn scan(&self) -> std::io::Result<(SegmentScan, u64)> {
         let durable_len = self.durable_len();
         let cached = self
@@ -128,10 +127,9 @@ impl Segment {
         {
             return Ok((scan, durable_len));
         }
-        let mut bytes = Vec::new();
-        read_prefix(&self.file, durable_len, &mut bytes)?;
-        let mut scan = scan_segment(&bytes, self.generation);
-        let read_len = bytes.len() as u64;
+        let mut window = Vec::new();
+        let (mut scan, read_len) =
+            scan_file(&self.file, durable_len, self.generation, &mut window)?;
         if read_len < durable_len {
             let shortfall = format!(
                 "the segment file ends at byte {read_len}, short of its {durable_len} durable \

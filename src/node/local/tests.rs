@@ -514,7 +514,7 @@ fn a_read_past_the_end_of_a_shortened_file_fails_instead_of_mapping_it() {
     );
 }
 
-/// Scans read with pread: a segment truncated mid-record under the node
+/// Scans read short, never fault: a segment truncated mid-record under the node
 /// scans what is left and reports the rest as damage; a reopen cuts it as a
 /// torn tail. Neither panics nor faults.
 #[test]

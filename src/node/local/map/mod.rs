@@ -99,6 +99,26 @@ impl MapCache {
     }
 }
 
+/// Maps the first `len` bytes of `file` (fewer if the file is shorter) for
+/// one scan, protected by the SIGBUS handler: a page that cannot be read
+/// reads as zeros and counts in [`sigbus_pages_replaced`], so the caller
+/// can tell a clean scan from one that saw such pages. `None` when nothing
+/// is mapped (an empty file, or a mapping that cannot be protected).
+///
+/// The caller must drop the mapping before it truncates the file (recovery
+/// cuts torn tails only after its scan).
+///
+/// # Errors
+/// Any error of `fstat` or `mmap`.
+#[cfg(target_os = "linux")]
+pub(super) fn map_for_scan(file: &File, len: u64) -> io::Result<Option<impl AsRef<[u8]>>> {
+    let len = to_usize(len.min(file.metadata()?.len()))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    MappedSegment::map(file, len)
+}
+
 /// A mapping of a segment file that the SIGBUS handler repairs for as long
 /// as it lives: the owner handed to `Bytes::from_owner`.
 struct MappedSegment {
@@ -120,7 +140,9 @@ impl MappedSegment {
         // node's lifetime that prefix is never rewritten or truncated by the
         // engine (appends go past it; a failed append truncates only back to
         // it; removal unlinks the file, which keeps the mapped pages alive);
-        // the lock file keeps other geoshard processes out. Only a foreign
+        // recovery's scan maps the whole file and drops the mapping before
+        // it cuts a torn tail; the lock file keeps other geoshard processes
+        // out. Only a foreign
         // truncation or a media error can make a page unreadable, and the
         // registered SIGBUS handler turns such a page into zeros (or the
         // mapping is dropped unused below if it cannot be registered).
