@@ -94,7 +94,7 @@ fn a_loss_beyond_the_promise_is_loud_until_accepted() {
     let mut keys = Vec::new();
     for i in 0..30u64 {
         let key = format!("k{i}").into_bytes();
-        let len = if i % 3 == 0 { 400_000 } else { 300 };
+        let len = if i.is_multiple_of(3) { 400_000 } else { 300 };
         store.put(&key, common::value(i, len)).unwrap();
         keys.push(key);
     }
@@ -123,7 +123,7 @@ fn a_loss_beyond_the_promise_is_loud_until_accepted() {
                 answered += 1;
                 assert!(!report.lost_keys.contains(key));
                 let i: u64 = std::str::from_utf8(&key[1..]).unwrap().parse().unwrap();
-                let len = if i % 3 == 0 { 400_000 } else { 300 };
+                let len = if i.is_multiple_of(3) { 400_000 } else { 300 };
                 assert_eq!(blob.to_bytes(), common::value(i, len));
             }
             Ok(None) => panic!("{key:?}: a silent None during a loss"),

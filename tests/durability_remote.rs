@@ -12,22 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::faulty_store::FaultyStore;
+use common::object_nodes::{self, faulty_nodes, file_layout};
 use common::s3::S3Server;
 use geoshard::layout::{Layout, Location};
-use geoshard::node::{Node, ObjectNode, ObjectOptions};
-use geoshard::{Error, Options, Store};
-
-/// RS(2,1) over three sites of one `file://` node each.
-fn file_layout(root: &std::path::Path) -> Layout {
-    let url = |name: &str| format!("file://{}", root.join(name).display());
-    Layout::builder()
-        .code(2, 1)
-        .site("a", |s| s.node("a1", url("a1").as_str()))
-        .site("b", |s| s.node("b1", url("b1").as_str()))
-        .site("c", |s| s.node("c1", url("c1").as_str()))
-        .build()
-        .unwrap()
-}
+use geoshard::node::ObjectNode;
+use geoshard::{Error, Store};
 
 /// RS(2,1) over three sites of one S3 node each, under a fresh prefix.
 fn s3_layout(server: &S3Server) -> Layout {
@@ -43,45 +32,6 @@ fn s3_layout(server: &S3Server) -> Layout {
         });
     }
     builder.build().unwrap()
-}
-
-fn options() -> Options {
-    Options {
-        object: ObjectOptions {
-            request_timeout: Duration::from_millis(1500),
-            max_retries: 1,
-            ..ObjectOptions::default()
-        },
-        ..common::options()
-    }
-}
-
-/// Every node of `layout` opened over a fault-injecting wrapper of the store
-/// geoshard would use.
-fn faulty_nodes(
-    layout: &Layout,
-    options: &Options,
-) -> Result<(Vec<Arc<FaultyStore>>, Vec<Result<Arc<dyn Node>, String>>), Error> {
-    let mut faulty = Vec::new();
-    let mut handles = Vec::new();
-    for spec in layout.nodes() {
-        let Location::Url(url) = &spec.location else {
-            panic!("object-store layouts only")
-        };
-        let (store, prefix) =
-            ObjectNode::connect(&spec.name, url, spec.remote.as_ref(), &options.object)?;
-        let wrapped = FaultyStore::new(store);
-        let node = ObjectNode::open_store(
-            &spec.name,
-            url,
-            Arc::clone(&wrapped) as Arc<dyn object_store::ObjectStore>,
-            &prefix,
-            &options.object,
-        )?;
-        faulty.push(wrapped);
-        handles.push(Ok(Arc::new(node) as Arc<dyn Node>));
-    }
-    Ok((faulty, handles))
 }
 
 /// How the first writer's lease reads misbehave once the second took over.
@@ -100,7 +50,7 @@ fn second_writer_takes_over_while_the_first_cannot_read_its_lease(
     layout: &Layout,
     fault: LeaseFault,
 ) {
-    let options = options();
+    let options = object_nodes::options();
     let setup = common::create(layout.clone(), options.clone());
     setup.put(b"before", &b"the takeover"[..]).unwrap();
     drop(setup);
@@ -198,7 +148,7 @@ fn a_writer_whose_lease_reads_hang_acknowledges_nothing_on_s3() {
 fn a_takeover_open_treats_objects_deleted_after_listing_as_absent() {
     let dir = common::fast_tempdir();
     let layout = file_layout(dir.path());
-    let options = options();
+    let options = object_nodes::options();
     let store = common::create(layout.clone(), options.clone());
     for i in 0..20u64 {
         store
@@ -253,7 +203,7 @@ fn a_takeover_open_treats_objects_deleted_after_listing_as_absent() {
 fn an_opener_that_loses_the_lease_race_is_refused() {
     let dir = common::fast_tempdir();
     let layout = file_layout(dir.path());
-    let options = options();
+    let options = object_nodes::options();
     drop(common::create(layout.clone(), options.clone()));
     let spec = &layout.nodes()[1];
     let Location::Url(url) = &spec.location else {

@@ -9,16 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::faulty_store::FaultyStore;
+use common::Handle;
+use common::object_nodes::{self, file_layout};
 use geoshard::format::Manifest;
 use geoshard::layout::{Layout, Location};
-use geoshard::node::{
-    Capacity, LocalNode, LocalOptions, Node, ObjectNode, ObjectOptions, RecordLocation, RecordRef,
-    Scan,
-};
+use geoshard::node::{Capacity, LocalNode, LocalOptions, Node, RecordLocation, RecordRef, Scan};
 use geoshard::{CompactOptions, Error, Options, Store, WritePolicy};
-
-type Handle = Result<Arc<dyn Node>, String>;
 
 fn local(layout: &Layout, i: usize) -> Handle {
     let spec = &layout.nodes()[i];
@@ -54,64 +50,17 @@ fn local_3x1(root: &std::path::Path) -> Layout {
 // acknowledged puts are then discarded by the second writer's manifest.
 // ---------------------------------------------------------------------------
 
-fn file_layout(root: &std::path::Path) -> Layout {
-    let url = |name: &str| format!("file://{}", root.join(name).display());
-    Layout::builder()
-        .code(2, 1)
-        .site("a", |s| s.node("a1", url("a1").as_str()))
-        .site("b", |s| s.node("b1", url("b1").as_str()))
-        .site("c", |s| s.node("c1", url("c1").as_str()))
-        .build()
-        .unwrap()
-}
-
-fn remote_options() -> Options {
-    Options {
-        object: ObjectOptions {
-            request_timeout: Duration::from_millis(1500),
-            max_retries: 1,
-            ..ObjectOptions::default()
-        },
-        ..common::options()
-    }
-}
-
-fn object_handle(layout: &Layout, i: usize, options: &Options) -> (Arc<FaultyStore>, Handle) {
-    let spec = &layout.nodes()[i];
-    let Location::Url(url) = &spec.location else {
-        panic!("object-store layouts only")
-    };
-    let (store, prefix) =
-        ObjectNode::connect(&spec.name, url, spec.remote.as_ref(), &options.object).unwrap();
-    let wrapped = FaultyStore::new(store);
-    let node = ObjectNode::open_store(
-        &spec.name,
-        url,
-        Arc::clone(&wrapped) as Arc<dyn object_store::ObjectStore>,
-        &prefix,
-        &options.object,
-    )
-    .unwrap();
-    (wrapped, Ok(Arc::new(node) as Arc<dyn Node>))
-}
-
 #[test]
 fn f1_partitioned_writers_never_both_acknowledge() {
     let dir = common::fast_tempdir();
     let layout = file_layout(dir.path());
-    let options = remote_options();
+    let options = object_nodes::options();
     let setup = common::create(layout.clone(), options.clone());
     setup.put(b"before", &b"x"[..]).unwrap();
     drop(setup);
 
     // Writer A holds every lease.
-    let mut faulty = Vec::new();
-    let mut handles = Vec::new();
-    for i in 0..3 {
-        let (f, h) = object_handle(&layout, i, &options);
-        faulty.push(f);
-        handles.push(h);
-    }
+    let (faulty, handles) = object_nodes::faulty_nodes(&layout, &options).unwrap();
     let a = Store::open_with_nodes(layout.clone(), options.clone(), handles).unwrap();
     a.put(b"a/acked", &b"x"[..]).unwrap();
 
@@ -119,8 +68,8 @@ fn f1_partitioned_writers_never_both_acknowledge() {
     faulty[0].fail_reads("");
     faulty[1].fail_reads("");
     let b_handles = vec![
-        object_handle(&layout, 0, &options).1,
-        object_handle(&layout, 1, &options).1,
+        Ok(object_nodes::faulty_node(&layout, 0, &options).unwrap().1),
+        Ok(object_nodes::faulty_node(&layout, 1, &options).unwrap().1),
         Err("partitioned from this writer".to_string()),
     ];
     let b = Store::open_with_nodes(layout.clone(), options.clone(), b_handles)
@@ -430,7 +379,7 @@ fn f5_a_node_missing_for_thousands_of_sessions_never_blocks_an_open() {
         extra.push((id, id));
         id += 2;
     }
-    extra.extend(ranges.drain(..));
+    extra.append(&mut ranges);
     extra.sort();
     m.discarded = extra;
     drop(node);
@@ -460,15 +409,9 @@ fn f5_a_node_missing_for_thousands_of_sessions_never_blocks_an_open() {
 fn f6_a_superseded_writer_deletes_nothing_a_takeover_showed() {
     let dir = common::fast_tempdir();
     let layout = file_layout(dir.path());
-    let options = remote_options();
+    let options = object_nodes::options();
     drop(common::create(layout.clone(), options.clone()));
-    let mut faulty = Vec::new();
-    let mut handles = Vec::new();
-    for i in 0..3 {
-        let (f, h) = object_handle(&layout, i, &options);
-        faulty.push(f);
-        handles.push(h);
-    }
+    let (faulty, handles) = object_nodes::faulty_nodes(&layout, &options).unwrap();
     let a = Store::open_with_nodes(layout.clone(), options.clone(), handles).unwrap();
     a.put(b"before", &b"x"[..]).unwrap();
     // A's lease checks are slow (past the request timeout).

@@ -152,7 +152,9 @@ fn a_burned_site_decodes_from_the_format_page_alone() {
     let field = Field::new();
     let (k, m) = (6, 3);
     let coding = field.coding(k, m);
-    let mut parts: HashMap<Vec<u8>, (u64, BTreeMap<u32, Vec<u8>>)> = HashMap::new();
+    // Per key: its generation, and its parts by `part_index`.
+    type Parts = (u64, BTreeMap<u32, Vec<u8>>);
+    let mut parts: HashMap<Vec<u8>, Parts> = HashMap::new();
     for (header, found) in stripes.values() {
         let stripe_len = header.column_lens.iter().copied().max().unwrap_or(0) as usize;
         // Known columns, padded to the stripe length; zero-length data

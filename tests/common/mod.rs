@@ -242,22 +242,23 @@ pub fn create(layout: Layout, options: Options) -> Store {
 /// depend on what `fdatasync` costs.
 pub fn fast_tempdir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = tempfile::tempdir_in(shm) {
-            return dir;
-        }
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::tempdir_in(shm)
+    {
+        return dir;
     }
     tempfile::tempdir().expect("tempdir")
 }
 
+/// A local node inside a fault-injecting wrapper.
+pub type FaultyLocal = std::sync::Arc<geoshard::node::FaultyNode<geoshard::node::LocalNode>>;
+
+/// A node handle as `Store::open_with_nodes` takes it.
+pub type Handle = std::result::Result<std::sync::Arc<dyn geoshard::node::Node>, String>;
+
 /// Every node of `layout` opened as a local node inside a fault-injecting
 /// wrapper, and the handles `Store::open_with_nodes` takes.
-pub fn faulty_nodes(
-    layout: &Layout,
-) -> (
-    Vec<std::sync::Arc<geoshard::node::FaultyNode<geoshard::node::LocalNode>>>,
-    Vec<std::result::Result<std::sync::Arc<dyn geoshard::node::Node>, String>>,
-) {
+pub fn faulty_nodes(layout: &Layout) -> (Vec<FaultyLocal>, Vec<Handle>) {
     use geoshard::node::{FaultyNode, LocalNode, LocalOptions, Node};
     let faulty: Vec<std::sync::Arc<FaultyNode<LocalNode>>> = layout
         .nodes()
@@ -286,3 +287,4 @@ pub fn value(seed: u64, len: usize) -> Vec<u8> {
 }
 
 pub mod faulty_store;
+pub mod object_nodes;
