@@ -47,8 +47,12 @@ fn scan_file_with(
     buf: &mut Vec<u8>,
     after_map: impl FnOnce(),
 ) -> io::Result<(SegmentScan, u64)> {
+    #[cfg(not(target_os = "linux"))]
+    drop(after_map);
+    // A file that cannot be mapped (a file system without mmap) is read
+    // with pread, which reports any real error.
     #[cfg(target_os = "linux")]
-    if let Some(mapped) = super::map::map_for_scan(file, len)? {
+    if let Ok(Some(mapped)) = super::map::map_for_scan(file, len) {
         after_map();
         let replaced = super::map::sigbus_pages_replaced();
         let bytes = mapped.as_ref();
