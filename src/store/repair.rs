@@ -340,6 +340,7 @@ impl Inner {
                 continue;
             }
             let fenced = self.nodes.handle(id).is_some_and(|n| n.is_fenced());
+            let mut failed_check = false;
             if self.nodes.is_writable(id) && !fenced {
                 if self.is_member(id) && !remote {
                     continue;
@@ -361,12 +362,15 @@ impl Inner {
                         }
                         Err(e) => {
                             tracing::warn!(node = %spec.name, error = %e, "node failed its check; reopening");
+                            failed_check = true;
                         }
                     }
                 }
             }
-            if self.nodes.is_up(id) && !fenced && self.is_member(id) {
+            if self.nodes.is_up(id) && !fenced && !failed_check && self.is_member(id) {
                 // Up but taking no writes (a full disk): let it try again.
+                // Not a node that just failed its check (a wiped prefix):
+                // that one is reopened below.
                 self.nodes.revive(id);
                 revived.push(spec.name.clone());
                 continue;
