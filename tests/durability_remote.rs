@@ -230,8 +230,40 @@ fn an_opener_that_loses_the_lease_race_is_refused() {
     );
 }
 
+/// Review item 10, the other order: this opener took every lease, and a
+/// second opener takes two of them back while this one records its
+/// manifest. This open is refused as `Superseded` (another writer), not as
+/// nodes that are down.
+#[test]
+fn an_opener_whose_leases_are_taken_during_its_open_is_refused_as_superseded() {
+    let dir = common::fast_tempdir();
+    let layout = file_layout(dir.path());
+    let options = object_nodes::options();
+    drop(common::create(layout.clone(), options.clone()));
+    let (faulty, handles) = faulty_nodes(&layout, &options).unwrap();
+    for (spec, wrapped) in layout.nodes().iter().zip(&faulty).skip(1) {
+        let Location::Url(url) = &spec.location else {
+            unreachable!()
+        };
+        let (name, url, object) = (spec.name.clone(), url.clone(), options.object.clone());
+        wrapped.before_put("manifest", move || {
+            let racer = ObjectNode::open(&name, &url, None, &object)
+                .expect("the other opener takes the lease");
+            drop(racer);
+        });
+    }
+    let opened = Store::open_with_nodes(layout, options, handles);
+    assert!(
+        matches!(opened, Err(Error::Superseded { .. })),
+        "{:?}",
+        opened.err()
+    );
+}
+
 /// Review item 10: two openers of a `file://` store at once never both
-/// get a store.
+/// get a store. A loser is refused as `Locked` (it found the other's lease
+/// first) or `Superseded` (the other took a lease after this one did);
+/// both may lose, and then neither holds the store.
 #[test]
 fn concurrent_openers_of_a_file_store_never_both_succeed() {
     let dir = common::fast_tempdir();
@@ -256,13 +288,13 @@ fn concurrent_openers_of_a_file_store_never_both_succeed() {
                 );
                 panic!("round {round}: both openers got a store (puts ok: {wrote:?})");
             }
-            (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
-                assert!(matches!(e, Error::Locked { .. }), "{e}")
-            }
-            (Err(x), Err(y)) => assert!(
-                matches!(x, Error::Locked { .. }) && matches!(y, Error::Locked { .. }),
-                "{x}; {y}"
-            ),
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => assert!(lost_the_race(&e), "{e}"),
+            (Err(x), Err(y)) => assert!(lost_the_race(&x) && lost_the_race(&y), "{x}; {y}"),
         }
     }
+}
+
+/// Whether `e` says another opener holds the store.
+fn lost_the_race(e: &Error) -> bool {
+    matches!(e, Error::Locked { .. } | Error::Superseded { .. })
 }

@@ -117,8 +117,9 @@ pub(crate) fn is_quorum(layout: &Layout, written: &[NodeId]) -> bool {
 pub(crate) enum Reach {
     /// A quorum took it.
     Quorum,
-    /// Too few nodes took it; these did not.
-    Short(Vec<String>),
+    /// Too few nodes took it; these did not, and the first write refused
+    /// because another writer holds the node's lease, if any was.
+    Short(Vec<String>, Option<Error>),
 }
 
 impl Inner {
@@ -159,12 +160,17 @@ impl Inner {
         if is_quorum(&self.layout, &written) {
             return Ok(Reach::Quorum);
         }
+        let superseded = failed
+            .into_iter()
+            .map(|(_, e)| e)
+            .find(|e| matches!(e, Error::Superseded { .. } | Error::Locked { .. }));
         Ok(Reach::Short(
             self.nodes
                 .ids()
                 .filter(|id| !written.contains(id))
                 .map(|id| self.layout.node(id).name.clone())
                 .collect(),
+            superseded,
         ))
     }
 
@@ -174,8 +180,10 @@ impl Inner {
     /// reach a quorum is read-only.
     ///
     /// # Errors
-    /// [`Error::TooManyNodesDown`] when too few nodes took it (unless
-    /// salvaging); encoding errors.
+    /// [`Error::Superseded`] (or [`Error::Locked`]) when too few nodes took
+    /// it because another writer holds their leases: two openers raced and
+    /// this one lost; [`Error::TooManyNodesDown`] when too few nodes took it
+    /// otherwise (unless salvaging); encoding errors.
     pub(crate) fn start_session(&self, session: u64, discarded: Vec<(u64, u64)>) -> Result<bool> {
         let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
         let mut proposed = current.clone();
@@ -189,7 +197,7 @@ impl Inner {
         for next in [&proposed, &committed] {
             match self.write_to_members(next)? {
                 Reach::Quorum => {}
-                Reach::Short(missing) if self.options.salvage => {
+                Reach::Short(missing, _) if self.options.salvage => {
                     tracing::error!(
                         nodes = ?missing,
                         "salvaging: the manifest reached too few nodes for a later open to be \
@@ -197,7 +205,9 @@ impl Inner {
                     );
                     return Ok(false);
                 }
-                Reach::Short(missing) => return Err(too_few(missing)),
+                Reach::Short(missing, superseded) => {
+                    return Err(superseded.unwrap_or_else(|| too_few(missing)));
+                }
             }
         }
         *current = committed;
@@ -209,7 +219,8 @@ impl Inner {
     /// if a quorum took it. Manifest writes never overlap.
     ///
     /// # Errors
-    /// [`Error::TooManyNodesDown`] when too few nodes took it.
+    /// [`Error::Superseded`] when too few nodes took it because another
+    /// writer holds their leases; [`Error::TooManyNodesDown`] otherwise.
     pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut ManifestState)) -> Result<()> {
         let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = current.clone();
@@ -221,7 +232,9 @@ impl Inner {
                 *current = next;
                 Ok(())
             }
-            Reach::Short(missing) => Err(too_few(missing)),
+            Reach::Short(missing, superseded) => {
+                Err(superseded.unwrap_or_else(|| too_few(missing)))
+            }
         }
     }
 

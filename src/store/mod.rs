@@ -487,6 +487,10 @@ impl Store {
     /// - [`Error::StripesUnrecoverable`] when some stripe that must be
     ///   visible has fewer than k reachable columns (salvage opens anyway);
     /// - [`Error::Locked`] when another process has the store open;
+    /// - [`Error::Superseded`] when another process opened the same
+    ///   object-store nodes while this open ran and took their leases (of
+    ///   two racing openers at most one gets a store; open again once the
+    ///   other is closed);
     /// - [`Error::InvalidLayout`] when the nodes hold another store, data
     ///   coded differently from what the layout says, or another node's
     ///   data (swapped paths), a node location is not supported, or an
