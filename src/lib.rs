@@ -87,7 +87,13 @@ pub mod codec;
 mod error;
 pub mod format;
 pub mod layout;
+#[cfg(any(test, feature = "testing"))]
+pub mod mutation;
+#[cfg(not(any(test, feature = "testing")))]
+pub(crate) mod mutation;
 pub mod node;
+#[cfg(any(test, feature = "testing"))]
+pub mod sim;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -162,7 +162,10 @@ fn a_loss_beyond_the_promise_is_loud_until_accepted() {
     };
     let store = Store::open(layout.clone(), salvage).unwrap();
     let report = store.open_report();
-    assert!(report.stripes_lost > 0 && store.health().loss_pending);
+    assert!(
+        report.stripes_lost > 0 && store.health().loss_pending,
+        "{report:?}"
+    );
     // Writes go on; the new value answers.
     store.put(b"after", &b"the loss"[..]).unwrap();
     assert_eq!(

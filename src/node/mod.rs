@@ -57,11 +57,14 @@ use crate::{Error, Result};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod factory;
 mod faulty;
 mod local;
 #[cfg(feature = "object-store")]
 pub mod object;
 
+pub(crate) use factory::GivenNodes;
+pub use factory::{DefaultNodeFactory, NodeFactory, OpenPurpose};
 pub use faulty::FaultyNode;
 #[cfg(test)]
 pub(crate) use local::InjectedFault;

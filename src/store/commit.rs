@@ -254,6 +254,33 @@ impl Committer {
         }
     }
 
+    /// Runs one commit of what is queued now (at most `max_requests`
+    /// requests, a stripe's worth of bytes, up to the first flush), as the
+    /// thread of [`run`](Self::run) would; returns how many requests it
+    /// answered. The simulator's committer step.
+    pub fn step(&mut self, max_requests: usize) -> usize {
+        let code = self.inner.layout.code();
+        let stripe_capacity = self.inner.options.column_len_target * code.data_count;
+        let mut batch = Vec::new();
+        let mut weight = 0;
+        while batch.len() < max_requests && weight < stripe_capacity {
+            let Ok(request) = self.rx.try_recv() else {
+                break;
+            };
+            let flush = matches!(request, Request::Flush { .. });
+            weight += request.weight();
+            batch.push(request);
+            if flush {
+                break;
+            }
+        }
+        let answered = batch.len();
+        if answered > 0 {
+            self.commit(batch);
+        }
+        answered
+    }
+
     fn commit(&mut self, batch: Vec<Request>) {
         let deadline = Instant::now() + self.inner.options.put_timeout;
         // A commit stays in one generation, retries included: a new one
@@ -271,7 +298,13 @@ impl Committer {
             // or tombstone was written.
             let mut answers = vec![false; batch.len()];
             attempts += 1;
-            match self.pack_and_write(&batch, &mut written, &mut answers) {
+            // The attempt's stripe ids start here, whatever it gets to.
+            self.commit_first = self.next_stripe_id;
+            let result = self.pack_and_write(&batch, &mut written, &mut answers);
+            if result.is_err() {
+                self.discard_attempt();
+            }
+            match result {
                 Ok(()) => break Ok((written, answers)),
                 Err(Failure::Retry(nodes))
                     if attempts < attempts_max && Instant::now() < deadline =>
@@ -303,6 +336,29 @@ impl Committer {
                     let _ = req.ack().send(Err(failure.to_error()));
                 }
             }
+        }
+    }
+
+    /// Records the stripe ids of a failed commit attempt as discarded in
+    /// the manifest (docs/DURABILITY.md, D4). Its columns may be durable on
+    /// some nodes; the nodes that would show it was never acknowledged (the
+    /// ones that failed) may be rebuilt or adopted before the next open,
+    /// and without this record that open would take what is left of the
+    /// attempt for a stripe it must show, and refuse to open when it
+    /// cannot be decoded. If the manifest cannot be written now, the
+    /// evidence rule still decides at the next open, as before.
+    fn discard_attempt(&mut self) {
+        // The ids this attempt took (none, if it failed before sealing).
+        let (first, end) = (self.commit_first, self.next_stripe_id);
+        if end <= first || crate::mutation::enabled(crate::mutation::Mutation::KeepFailedAttempts) {
+            return;
+        }
+        let recorded = self.inner.update_manifest(|m| {
+            crate::format::add_range(&mut m.shared.discarded, first, end - 1);
+        });
+        if let Err(e) = recorded {
+            tracing::warn!(first, last = end - 1, error = %e,
+                "could not record a failed commit attempt as discarded; the next open decides");
         }
     }
 
@@ -345,6 +401,7 @@ impl Committer {
             } = req
                 && let Some(&i) = last_op.get(&key[..])
                 && matches!(batch[i], Request::Delete { .. })
+                && !crate::mutation::enabled(crate::mutation::Mutation::TombstoneRace)
             {
                 let h = carried.entry(&key[..]).or_default();
                 *h = (*h).max(*hides_generation);
@@ -358,6 +415,11 @@ impl Committer {
                         Some(e) => *e,
                         None => self.inner.index_contains(key),
                     };
+                    if !answers[i]
+                        && crate::mutation::enabled(crate::mutation::Mutation::TombstoneRace)
+                    {
+                        continue;
+                    }
                     // Every value it hides has a lower stripe id, so lies in
                     // this generation or an older one (a value of a failed
                     // commit the index never saw included).

@@ -17,13 +17,12 @@
 //! marker is what tells a later open that the remains are garbage and not
 //! stripes that lost columns.
 
-use std::sync::mpsc;
-
 use bytes::{Bytes, BytesMut};
 
 use super::Store;
 use super::commit::Request;
 use super::index::BlobLoc;
+use super::submit::Pending;
 use crate::format::EntryFlags;
 use crate::{Error, Result};
 
@@ -147,7 +146,7 @@ impl Store {
             let value = self.read_whole(&expected)?;
             in_flight += value.len() as u64;
             report.bytes_moved += value.len() as u64;
-            let (ack, rx) = mpsc::sync_channel(1);
+            let (ack, rx) = Pending::channel();
             self.submit(Request::Relocate {
                 key,
                 value,
@@ -156,11 +155,11 @@ impl Store {
             })?;
             waiting.push(rx);
             if in_flight >= IN_FLIGHT_BYTES_MAX {
-                report.blobs_moved += wait_all(&mut waiting)?;
+                report.blobs_moved += wait_all(self, &mut waiting)?;
                 in_flight = 0;
             }
         }
-        report.blobs_moved += wait_all(&mut waiting)?;
+        report.blobs_moved += wait_all(self, &mut waiting)?;
 
         // 2. Carry forward the tombstones that may still hide something,
         //    and the retire markers whose generations may have remains.
@@ -209,7 +208,7 @@ impl Store {
                             report.tombstones_dropped += 1;
                             continue;
                         }
-                        let (ack, rx) = mpsc::sync_channel(1);
+                        let (ack, rx) = Pending::channel();
                         self.submit(Request::Tombstone {
                             key: e.key.into(),
                             hides_generation: hides,
@@ -220,17 +219,17 @@ impl Store {
                 }
             }
         }
-        report.tombstones_carried += wait_all(&mut waiting)?;
+        report.tombstones_carried += wait_all(self, &mut waiting)?;
         retire.sort_unstable();
         retire.dedup();
 
         // 3. Retire durably, then remove.
-        let (ack, rx) = mpsc::sync_channel(1);
+        let (ack, rx) = Pending::channel();
         self.submit(Request::Retire {
             generations: retire,
             ack,
         })?;
-        rx.recv().map_err(|_| Error::Closed)??;
+        self.wait(&rx, "compaction", None)??;
         let mut everywhere = true;
         for id in inner.nodes.ids() {
             let Some(node) = inner.nodes.get(id) else {
@@ -286,10 +285,10 @@ impl Store {
 }
 
 /// Waits for every acknowledgement; returns how many did something.
-fn wait_all(waiting: &mut Vec<mpsc::Receiver<Result<bool>>>) -> Result<u64> {
+fn wait_all(store: &Store, waiting: &mut Vec<Pending>) -> Result<u64> {
     let mut done = 0;
-    for rx in waiting.drain(..) {
-        if rx.recv().map_err(|_| Error::Closed)?? {
+    for pending in waiting.drain(..) {
+        if store.wait(&pending, "compaction", None)?? {
             done += 1;
         }
     }

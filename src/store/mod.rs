@@ -29,12 +29,12 @@ mod repair;
 mod salvage;
 mod stripe_io;
 mod stripes;
+mod submit;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,21 +45,24 @@ pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
 pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
 
-use self::commit::{Committer, Request, WriterStart};
+pub(crate) use self::commit::Request;
+use self::commit::{Committer, WriterStart};
 use self::health::Counters;
 use self::index::{BlobLoc, Index, PartLoc};
 use self::manifest::ManifestState;
 use self::nodes::NodeSet;
-use self::open::{Handle, Mode, SESSION_SHIFT};
+use self::open::{Mode, SESSION_SHIFT};
 use self::salvage::LossState;
 use self::stripes::StripeInfo;
 use self::stripes::StripeTable;
+pub(crate) use self::submit::Pending;
+use self::submit::{Runner, Scheduling, Start};
 use crate::codec::Codec;
 use crate::format::KEY_LEN_MAX;
 use crate::layout::Layout;
 #[cfg(feature = "object-store")]
 use crate::node::ObjectOptions;
-use crate::node::{LocalOptions, Node};
+use crate::node::{DefaultNodeFactory, GivenNodes, LocalOptions, Node, NodeFactory};
 use crate::{Error, Result};
 
 /// The largest value `put` accepts: 64 GiB.
@@ -295,9 +298,11 @@ pub(crate) struct Inner {
     open_report: Mutex<OpenReport>,
     /// Held by the one compaction, repair or scrub that may run at a time.
     maintenance: Mutex<()>,
-    /// The nodes are local directories this store opened itself (so repair
-    /// may recreate and reopen them).
-    local_nodes: bool,
+    /// Opens the nodes, and reopens them for repair.
+    pub factory: Arc<dyn NodeFactory>,
+    /// The identity a created store gets, instead of a random one (the
+    /// simulator: one seed, one trace).
+    fixed_store_id: Option<[u8; 16]>,
     /// Set when a node's lease was taken by another writer: every later
     /// write fails with [`Error::Superseded`].
     pub superseded: Mutex<Option<(String, String)>>,
@@ -398,7 +403,7 @@ impl Inner {
 pub struct Store {
     inner: Arc<Inner>,
     sender: RwLock<Option<Sender<Request>>>,
-    committer: Mutex<Option<JoinHandle<()>>>,
+    committer: Mutex<Option<Runner>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -447,8 +452,8 @@ impl Store {
     /// - [`Error::InvalidLayout`] / [`Error::InvalidArgument`] as for
     ///   [`Store::open`].
     pub fn create(layout: Layout, options: Options) -> Result<Store> {
-        let nodes = open::open_handles(&layout, &options, Mode::Create)?;
-        Store::start(layout, options, nodes, true, Mode::Create)
+        let factory = Arc::new(DefaultNodeFactory::new(&options));
+        Store::create_with_factory(layout, options, factory)
     }
 
     /// Creates a store over nodes the caller opened (as
@@ -462,7 +467,22 @@ impl Store {
         options: Options,
         nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
     ) -> Result<Store> {
-        Store::start(layout, options, nodes, false, Mode::Create)
+        Store::create_with_factory(layout, options, Arc::new(GivenNodes::new(nodes)))
+    }
+
+    /// Creates a store whose nodes `factory` opens (and reopens, when
+    /// repair brings one back): the seam for custom [`Node`]
+    /// implementations, fault injection and simulation.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::create`].
+    pub fn create_with_factory(
+        layout: Layout,
+        options: Options,
+        factory: Arc<dyn NodeFactory>,
+    ) -> Result<Store> {
+        Store::start(layout, options, factory, Mode::Create, Start::default())
     }
 
     /// Opens the existing store the layout describes. It never creates one
@@ -497,13 +517,14 @@ impl Store {
     ///   object store's settings cannot work;
     /// - [`Error::InvalidArgument`] for options out of range.
     pub fn open(layout: Layout, options: Options) -> Result<Store> {
-        let nodes = open::open_handles(&layout, &options, Mode::Open)?;
-        Store::start(layout, options, nodes, true, Mode::Open)
+        let factory = Arc::new(DefaultNodeFactory::new(&options));
+        Store::open_with_factory(layout, options, factory)
     }
 
     /// Opens a store over nodes the caller opened: `nodes[i]` serves
-    /// `layout.nodes()[i]`, or says why it could not be opened. This is the
-    /// seam for custom [`Node`] implementations and fault-injecting wrappers.
+    /// `layout.nodes()[i]`, or says why it could not be opened. Repair
+    /// cannot reopen such a node; it brings one back only if its handle
+    /// answers again. [`Store::open_with_factory`] lifts that limit.
     ///
     /// # Errors
     ///
@@ -513,30 +534,39 @@ impl Store {
         options: Options,
         nodes: Vec<std::result::Result<Arc<dyn Node>, String>>,
     ) -> Result<Store> {
-        Store::start(layout, options, nodes, false, Mode::Open)
+        Store::open_with_factory(layout, options, Arc::new(GivenNodes::new(nodes)))
     }
 
-    fn start(
+    /// Opens a store whose nodes `factory` opens, and reopens when repair
+    /// brings one back (a recreated directory, a fenced node): the seam for
+    /// custom [`Node`] implementations, fault injection and simulation.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    pub fn open_with_factory(
         layout: Layout,
         options: Options,
-        nodes: Vec<Handle>,
-        local_nodes: bool,
+        factory: Arc<dyn NodeFactory>,
+    ) -> Result<Store> {
+        Store::start(layout, options, factory, Mode::Open, Start::default())
+    }
+
+    pub(crate) fn start(
+        layout: Layout,
+        options: Options,
+        factory: Arc<dyn NodeFactory>,
         mode: Mode,
+        start: Start,
     ) -> Result<Store> {
         check_options(&options)?;
-        if nodes.len() != layout.nodes().len() {
-            return Err(Error::invalid(format!(
-                "{} node handles for a layout of {} nodes",
-                nodes.len(),
-                layout.nodes().len()
-            )));
-        }
+        let nodes = open::open_handles(&*factory, &layout, mode)?;
         let code = layout.code();
         let codec = Codec::new(code.data_count, code.parity_count)?;
         let started = Instant::now();
         let node_count = layout.nodes().len();
         let inner = Arc::new(Inner {
-            nodes: NodeSet::new(&layout, nodes),
+            nodes: NodeSet::new(&layout, &*factory, nodes),
             layout,
             options,
             codec,
@@ -545,7 +575,8 @@ impl Store {
             repair_queue: Mutex::new(BTreeSet::new()),
             open_report: Mutex::new(OpenReport::default()),
             maintenance: Mutex::new(()),
-            local_nodes,
+            factory,
+            fixed_store_id: start.store_id,
             superseded: Mutex::new(None),
             remote_checked: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -615,15 +646,51 @@ impl Store {
                 next_stripe_id: first_stripe_id,
             },
         );
-        let handle = std::thread::Builder::new()
-            .name("geoshard-committer".into())
-            .spawn(move || committer.run())
-            .map_err(|e| Error::io("starting the committer thread", e))?;
-        Ok(Store {
+        let runner = match start.scheduling {
+            Scheduling::Thread => Runner::Thread(
+                std::thread::Builder::new()
+                    .name("geoshard-committer".into())
+                    .spawn(move || committer.run())
+                    .map_err(|e| Error::io("starting the committer thread", e))?,
+            ),
+            Scheduling::Stepped => Runner::Stepped(Box::new(committer)),
+        };
+        let store = Store {
             inner,
             sender: RwLock::new(Some(tx)),
-            committer: Mutex::new(Some(handle)),
-        })
+            committer: Mutex::new(Some(runner)),
+        };
+        store.rebuild_below_margin(&recovered.below_margin);
+        Ok(store)
+    }
+
+    /// Rebuilds, before open returns, the visible stripes recovery found
+    /// missing a column on a node that is up: a commit a crash cut short
+    /// can be shown (docs/DURABILITY.md, D5) with less than the promise's
+    /// margin, and a failure within the promise must not take it (D4), nor
+    /// the acknowledged value a compaction was moving when the crash came.
+    fn rebuild_below_margin(&self, stripe_ids: &[u64]) {
+        if stripe_ids.is_empty()
+            || self.inner.read_only.load(Ordering::Acquire)
+            || crate::mutation::enabled(crate::mutation::Mutation::NoRebuildAtOpen)
+        {
+            return;
+        }
+        let only: BTreeSet<u64> = stripe_ids.iter().copied().collect();
+        match self.repair_stripes(&RepairOptions::default(), Some(&only)) {
+            Ok(report) => {
+                tracing::info!(
+                    stripes = only.len(),
+                    rebuilt = report.stripes_repaired,
+                    "rebuilt stripes open found below the promise's margin"
+                );
+                if let Ok(mut r) = self.inner.open_report.lock() {
+                    r.stripes_rebuilt_at_open = report.stripes_repaired as usize;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, stripes = only.len(),
+                "could not rebuild stripes open found below the promise's margin; repair will"),
+        }
     }
 
     /// The layout this store was opened with.
@@ -657,24 +724,15 @@ impl Store {
                 actual: value.len() as u64,
             });
         }
-        let (ack, rx) = mpsc::sync_channel(1);
+        let (ack, pending) = Pending::channel();
         self.submit(Request::Put {
             key: key.into(),
             value,
             ack,
         })?;
-        let out = self.wait(&rx, "put")?;
+        let out = self.wait(&pending, "put", Some(self.inner.options.put_timeout))?;
         self.inner.stats.puts.inc();
         out.map(|_| ())
-    }
-
-    /// Waits for a request's acknowledgement, at most `put_timeout`.
-    fn wait(&self, rx: &mpsc::Receiver<Result<bool>>, what: &'static str) -> Result<Result<bool>> {
-        let after = self.inner.options.put_timeout;
-        rx.recv_timeout(after).map_err(|e| match e {
-            mpsc::RecvTimeoutError::Timeout => Error::TimedOut { what, after },
-            mpsc::RecvTimeoutError::Disconnected => Error::Closed,
-        })
     }
 
     /// The value under `key`, or `None`.
@@ -866,12 +924,12 @@ impl Store {
     /// As [`Store::put`].
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
-        let (ack, rx) = mpsc::sync_channel(1);
+        let (ack, pending) = Pending::channel();
         self.submit(Request::Delete {
             key: key.into(),
             ack,
         })?;
-        let out = self.wait(&rx, "delete")?;
+        let out = self.wait(&pending, "delete", Some(self.inner.options.put_timeout))?;
         self.inner.stats.deletes.inc();
         out
     }
@@ -916,9 +974,10 @@ impl Store {
     /// [`Error::Closed`] after close; otherwise the error of the commit that
     /// carried the flush.
     pub fn flush(&self) -> Result<()> {
-        let (ack, rx) = mpsc::sync_channel(1);
+        let (ack, pending) = Pending::channel();
         self.submit(Request::Flush { ack })?;
-        self.wait(&rx, "flush")?.map(|_| ())
+        self.wait(&pending, "flush", Some(self.inner.options.put_timeout))?
+            .map(|_| ())
     }
 
     /// Counters since open.
@@ -959,22 +1018,7 @@ impl Store {
     /// None today; the `Result` leaves room for reporting a failed final
     /// commit.
     pub fn close(&self) -> Result<()> {
-        let sender = self
-            .sender
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        drop(sender);
-        let handle = self
-            .committer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(handle) = handle
-            && handle.join().is_err()
-        {
-            tracing::error!("the committer thread panicked");
-        }
+        self.stop_committer(true);
         // Wait for a running repair, scrub or compaction, then let go of
         // the nodes.
         let _maintenance = self
@@ -987,12 +1031,6 @@ impl Store {
             .store(true, std::sync::atomic::Ordering::Release);
         self.inner.nodes.close_all();
         Ok(())
-    }
-
-    fn submit(&self, request: Request) -> Result<()> {
-        let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
-        let sender = guard.as_ref().ok_or(Error::Closed)?;
-        sender.send(request).map_err(|_| Error::Closed)
     }
 }
 

@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::layout::{Layout, NodeId};
-use crate::node::Node;
+use crate::node::{Node, NodeFactory};
 
 pub(crate) struct NodeSlot {
     pub name: String,
+    /// Remote (its factory says so): reads are hedged, the lease checked.
+    pub remote: bool,
     /// Replaced when repair reopens a lost node.
     node: RwLock<Option<Arc<dyn Node>>>,
     down: AtomicBool,
@@ -27,7 +29,11 @@ pub(crate) struct NodeSet {
 impl NodeSet {
     /// `nodes[i]` is the open handle of `layout.nodes()[i]`, or the reason it
     /// could not be opened.
-    pub fn new(layout: &Layout, nodes: Vec<Result<Arc<dyn Node>, String>>) -> NodeSet {
+    pub fn new(
+        layout: &Layout,
+        factory: &dyn NodeFactory,
+        nodes: Vec<Result<Arc<dyn Node>, String>>,
+    ) -> NodeSet {
         assert_eq!(
             nodes.len(),
             layout.nodes().len(),
@@ -44,6 +50,7 @@ impl NodeSet {
                 };
                 NodeSlot {
                     name: spec.name.clone(),
+                    remote: factory.is_remote(spec),
                     down: AtomicBool::new(node.is_none()),
                     unwritable: AtomicBool::new(node.is_none()),
                     node: RwLock::new(node),
@@ -134,6 +141,15 @@ impl NodeSet {
         };
         self.mark_down(id, reason);
         *slot.node.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Gives a node that is down its handle back (reopening it failed): it
+    /// stays down, but its fence and its later revival can be asked.
+    pub fn put_back(&self, id: NodeId, node: Arc<dyn Node>) {
+        let Some(slot) = self.slots.get(usize::from(id.0)) else {
+            return;
+        };
+        *slot.node.write().unwrap_or_else(PoisonError::into_inner) = Some(node);
     }
 
     /// Puts a (re)opened node in service.

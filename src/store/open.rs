@@ -2,17 +2,14 @@
 //! and outage checks, then recovery and the new session's manifest
 //! (docs/DURABILITY.md, "Open": D7, D8).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use super::Inner;
 use super::manifest::{ManifestState, NodeManifest, read_all};
 use crate::format::Manifest;
-use crate::layout::{Layout, Location, NodeId, PromiseRoom};
-use crate::node::{LocalNode, LocalOptions, Node};
-#[cfg(feature = "object-store")]
-use crate::node::{ObjectNode, ObjectOptions};
-use crate::{Error, Options, Result};
+use crate::layout::{Layout, NodeId, PromiseRoom};
+use crate::node::{Node, NodeFactory, OpenPurpose};
+use crate::{Error, Result};
 
 /// Bits of a stripe id below the session: `session << SESSION_SHIFT | n`.
 pub(crate) const SESSION_SHIFT: u32 = 40;
@@ -34,162 +31,48 @@ pub(crate) enum Mode {
     Open,
 }
 
-/// Opens every node of the layout: local directories (created only when
-/// creating a store) and object-store prefixes (in parallel: each takes its
-/// lease and lists its objects). On open, a missing directory, or one that
-/// holds neither a manifest nor segments (a disk that is not mounted, a
-/// replaced disk), is not opened and nothing is written there: the node is
-/// left down, for repair to adopt.
-pub(crate) fn open_handles(layout: &Layout, options: &Options, mode: Mode) -> Result<Vec<Handle>> {
-    let mut remote = open_remote_nodes(layout, options)?;
-    let mut out: Vec<Handle> = Vec::new();
-    for (i, spec) in layout.nodes().iter().enumerate() {
-        let dir = match &spec.location {
-            Location::Dir(dir) => dir,
-            Location::Url(_) => {
-                out.push(
-                    remote
-                        .remove(&i)
-                        .unwrap_or_else(|| Err("not opened".into())),
-                );
-                continue;
-            }
-        };
-        if mode == Mode::Open {
-            match dir_state(dir) {
-                DirState::Missing => {
-                    out.push(Err(format!("directory {} is missing", dir.display())));
-                    continue;
-                }
-                DirState::Empty => {
-                    out.push(Err(format!(
-                        "directory {} holds no store (not mounted, or a new disk)",
-                        dir.display()
-                    )));
-                    continue;
-                }
-                DirState::Used => {}
-            }
+/// Opens every node of the layout through the store's factory. Another
+/// owner or settings that cannot work fail the whole open (an operator must
+/// act); any other failure leaves the node down, for repair to adopt.
+pub(crate) fn open_handles(
+    factory: &dyn NodeFactory,
+    layout: &Layout,
+    mode: Mode,
+) -> Result<Vec<Handle>> {
+    let purpose = match mode {
+        Mode::Create => OpenPurpose::Create,
+        Mode::Open if crate::mutation::enabled(crate::mutation::Mutation::OpenCreatesWhenEmpty) => {
+            OpenPurpose::Create
         }
-        out.push(open_local(&spec.name, dir, &options.local)?);
-    }
-    Ok(out)
-}
-
-enum DirState {
-    Missing,
-    Empty,
-    Used,
-}
-
-/// Whether a node directory exists and holds anything of a store.
-fn dir_state(dir: &Path) -> DirState {
-    let Ok(listing) = std::fs::read_dir(dir) else {
-        return DirState::Missing;
+        Mode::Open => OpenPurpose::Open,
     };
-    let used = listing.flatten().any(|entry| {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        name == "MANIFEST" || name.ends_with(".segment")
-    });
-    if used {
-        DirState::Used
-    } else {
-        DirState::Empty
-    }
-}
-
-/// Opens a local node; another owner is an error for the whole open (two
-/// writers), any other failure leaves the node down.
-pub(crate) fn open_local(name: &str, dir: &Path, options: &LocalOptions) -> Result<Handle> {
-    match LocalNode::open(name, dir, options) {
-        Ok(node) => Ok(Ok(Arc::new(node))),
-        Err(e @ Error::Locked { .. }) => Err(e),
-        Err(e) => {
-            tracing::warn!(node = name, error = %e, "node could not be opened; left down");
-            Ok(Err(e.to_string()))
-        }
-    }
-}
-
-/// Opened object-store nodes by layout index, or why one could not be opened.
-type RemoteHandles = std::collections::HashMap<usize, Handle>;
-
-/// Opens the layout's object-store nodes in parallel, by node index.
-#[cfg(feature = "object-store")]
-fn open_remote_nodes(layout: &Layout, options: &Options) -> Result<RemoteHandles> {
-    let specs: Vec<(usize, &crate::layout::NodeSpec, &str)> = layout
+    let mut out = Vec::with_capacity(layout.nodes().len());
+    for (spec, opened) in layout
         .nodes()
         .iter()
-        .enumerate()
-        .filter_map(|(i, spec)| match &spec.location {
-            Location::Url(url) => Some((i, spec, url.as_str())),
-            Location::Dir(_) => None,
-        })
-        .collect();
-    let options: &ObjectOptions = &options.object;
-    let results: Vec<(usize, Result<ObjectNode>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = specs
-            .iter()
-            .map(|&(i, spec, url)| {
-                let handle = scope.spawn(move || {
-                    ObjectNode::open(&spec.name, url, spec.remote.as_ref(), options)
-                });
-                (i, handle)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(i, handle)| {
-                let result = handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (i, result)
-            })
-            .collect()
-    });
-    let mut out = std::collections::HashMap::new();
-    for (i, result) in results {
-        let name = &layout.nodes()[i].name;
-        match result {
-            Ok(node) => {
-                out.insert(i, Ok(Arc::new(node) as Arc<dyn Node>));
-            }
-            // Settings that cannot work, an argument out of range, or
-            // another opener: the operator must act.
+        .zip(factory.open_nodes(layout.nodes(), purpose))
+    {
+        match opened {
+            Ok(node) => out.push(Ok(node)),
             Err(
                 e @ (Error::InvalidLayout { .. }
                 | Error::InvalidArgument { .. }
                 | Error::Locked { .. }),
-            ) => {
-                return Err(e);
-            }
+            ) => return Err(e),
             Err(e) => {
-                tracing::warn!(node = %name, error = %e, "object-store node could not be opened; left down");
-                out.insert(i, Err(e.to_string()));
+                tracing::warn!(node = %spec.name, error = %e, "node could not be opened; left down");
+                out.push(Err(down_reason(e)));
             }
         }
     }
     Ok(out)
 }
 
-#[cfg(not(feature = "object-store"))]
-fn open_remote_nodes(layout: &Layout, _options: &Options) -> Result<RemoteHandles> {
-    match layout
-        .nodes()
-        .iter()
-        .find(|spec| matches!(spec.location, Location::Url(_)))
-    {
-        Some(spec) => Err(Error::InvalidLayout {
-            reason: format!(
-                "node {} is at {}; this build has no object-store support",
-                spec.name, spec.location
-            ),
-            fix: "build geoshard with the `object-store` cargo feature, or give the node a local \
-                  `path`"
-                .into(),
-        }),
-        None => Ok(std::collections::HashMap::new()),
+/// What a node left down says in `health`.
+pub(crate) fn down_reason(e: Error) -> String {
+    match e {
+        Error::Unavailable { reason, .. } => reason,
+        e => e.to_string(),
     }
 }
 
@@ -225,6 +108,12 @@ impl Inner {
         let manifests = read_all(&handles);
         match mode {
             Mode::Create => self.identify_new(&handles, &manifests),
+            Mode::Open
+                if crate::mutation::enabled(crate::mutation::Mutation::OpenCreatesWhenEmpty)
+                    && manifests.iter().all(|m| matches!(m, NodeManifest::Absent)) =>
+            {
+                self.identify_new(&handles, &manifests)
+            }
             Mode::Open => self.identify_existing(&manifests),
         }
     }
@@ -259,7 +148,7 @@ impl Inner {
         }
         let state = ManifestState {
             shared: Manifest {
-                store_id: random_store_id(),
+                store_id: self.fixed_store_id.unwrap_or_else(random_store_id),
                 data_count: code.data_count as u16,
                 parity_count: code.parity_count as u16,
                 session: 0,
@@ -285,11 +174,28 @@ impl Inner {
             })
             .collect();
         let max_session = found.iter().map(|(_, m)| m.session).max().unwrap_or(0);
-        let Some(&(_, newest)) = found
+        let committed = found
             .iter()
             .filter(|(_, m)| m.committed)
-            .max_by_key(|(_, m)| m.age())
-        else {
+            .max_by_key(|(_, m)| m.age());
+        // No committed manifest, but proposals and data: an open crashed
+        // between proposing its session and committing it, after the
+        // proposal reached every reachable node (the committed manifest
+        // before it may be on nodes that are down, or nowhere). The
+        // proposal holds everything the committed manifest it was built
+        // from held, plus that open's decisions (docs/DURABILITY.md,
+        // "The manifest"): it decides in its place. Without data it is a
+        // create that never finished: no store.
+        let proposed = || {
+            found
+                .iter()
+                .max_by_key(|(_, m)| m.age())
+                .filter(|_| {
+                    !crate::mutation::enabled(crate::mutation::Mutation::ProposalsDecideNothing)
+                })
+                .filter(|_| self.any_node_holds_data())
+        };
+        let Some(&(_, newest)) = committed.or_else(proposed) else {
             let reachable = manifests
                 .iter()
                 .filter(|m| !matches!(m, NodeManifest::Unusable(_)))
@@ -370,6 +276,15 @@ impl Inner {
             },
             max_session,
         ))
+    }
+
+    /// Whether some up node holds a segment.
+    fn any_node_holds_data(&self) -> bool {
+        self.nodes.ids().any(|id| {
+            self.nodes
+                .get(id)
+                .is_some_and(|node| node.generations().is_ok_and(|g| !g.is_empty()))
+        })
     }
 
     /// The nodes that are not serving this store now: down, or not holding

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::Inner;
 use super::index::PartLoc;
 use super::stripes::StripeInfo;
-use crate::layout::{Location, NodeId};
+use crate::layout::NodeId;
 use crate::node::RecordLocation;
 use crate::{Error, Result};
 
@@ -38,7 +38,7 @@ impl Inner {
     /// URL): reads cross a network, so the store fetches its columns in
     /// parallel, hedges slow reads, and checks it while idle.
     pub(crate) fn node_is_remote(&self, node_id: NodeId) -> bool {
-        matches!(self.layout.node(node_id).location, Location::Url(_))
+        self.nodes.slot(node_id).remote
     }
 
     /// [`read_part`](Self::read_part) from a remote node: if the node has

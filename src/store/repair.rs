@@ -16,7 +16,7 @@
 //! each against its checksum and the parity against the data, and queues
 //! what is wrong for repair (and repairs it, unless told not to).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,8 @@ use super::stripes::StripeInfo;
 use super::{Inner, Store};
 use crate::codec::VerifyScratch;
 use crate::format::{ColumnHeader, Manifest};
-use crate::layout::{Location, NodeId};
-use crate::node::{AppendBatch, LocalNode, Node, RecordLocation, RecordRef, append_all};
+use crate::layout::NodeId;
+use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all};
 use crate::{Error, Result};
 
 /// Called with progress as repair or scrub goes.
@@ -242,18 +242,14 @@ impl Inner {
     /// writes.
     pub(crate) fn check_nodes(&self) {
         let mut remote = Vec::new();
-        for (i, spec) in self.layout.nodes().iter().enumerate() {
-            let id = NodeId(i as u16);
-            if let Location::Dir(dir) = &spec.location
-                && self.nodes.is_up(id)
-                && self.local_nodes
-                && !dir.is_dir()
-            {
-                self.nodes
-                    .mark_down(id, format!("directory {} is gone", dir.display()));
-            }
-            if let Some(node) = self.nodes.get(id).filter(|_| self.node_is_remote(id)) {
+        for id in self.nodes.ids() {
+            let Some(node) = self.nodes.get(id) else {
+                continue;
+            };
+            if self.node_is_remote(id) {
                 remote.push((id, node));
+            } else if let Err(e) = node.check() {
+                self.nodes.mark_down(id, super::open::down_reason(e));
             }
         }
         if remote.is_empty() || !self.remote_check_due() {
@@ -333,7 +329,7 @@ impl Inner {
         let mut revived = Vec::new();
         for (i, spec) in self.layout.nodes().iter().enumerate() {
             let id = NodeId(i as u16);
-            let remote = matches!(spec.location, Location::Url(_));
+            let remote = self.node_is_remote(id);
             if remote && self.superseded_by().is_some() {
                 // Reopening would take the lease back from the writer that
                 // took over.
@@ -375,41 +371,27 @@ impl Inner {
                 revived.push(spec.name.clone());
                 continue;
             }
-            let reopened = match &spec.location {
-                Location::Dir(dir) if self.local_nodes => {
-                    // Drop the old handle (and its lock) before reopening.
-                    self.nodes.release(id, "reopening");
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| Error::io(format!("recreating {}", dir.display()), e))
-                        .and_then(|()| LocalNode::open(spec.name.clone(), dir, &self.options.local))
-                        .map(|n| Arc::new(n) as Arc<dyn Node>)
-                }
-                #[cfg(feature = "object-store")]
-                Location::Url(url) if self.local_nodes => {
-                    // Reopen: list afresh (a wiped prefix comes back empty,
-                    // for repair to fill) and take the lease again.
-                    self.nodes.release(id, "reopening");
-                    crate::node::ObjectNode::open(
-                        &spec.name,
-                        url,
-                        spec.remote.as_ref(),
-                        &self.options.object,
-                    )
-                    .map(|n| Arc::new(n) as Arc<dyn Node>)
-                }
-                _ => match self.nodes.handle(id) {
-                    Some(node) => node.generations().map(|_| node),
-                    None => continue,
-                },
-            };
+            // Drop the store's handle (and its lock) before reopening.
+            let mut old = self.nodes.handle(id);
+            if crate::mutation::enabled(crate::mutation::Mutation::RepairKeepsHandle) {
+                // The old handle (and its lock) stays in its slot.
+                old = None;
+            } else {
+                self.nodes.release(id, "reopening");
+            }
+            let reopened = self.factory.reopen_node(spec, &mut old);
             let node = match reopened.and_then(|node| self.admit(id, &*node).map(|()| node)) {
                 Ok(node) => node,
-                Err(Error::Superseded { node, reason }) => {
-                    self.supersede(node, reason);
-                    continue;
-                }
                 Err(e) => {
-                    tracing::warn!(node = %spec.name, error = %e, "node still unavailable");
+                    if let Some(old) = old {
+                        self.nodes.put_back(id, old);
+                    }
+                    match e {
+                        Error::Superseded { node, reason } => self.supersede(node, reason),
+                        e => {
+                            tracing::warn!(node = %spec.name, error = %e, "node still unavailable");
+                        }
+                    }
                     continue;
                 }
             };
@@ -461,6 +443,24 @@ impl Inner {
     }
 
     /// Marks every column stored on `id` as missing.
+    /// Forgets where column `column` of `stripe_id` is (its record is
+    /// damaged): reads go degraded and repair rebuilds it.
+    fn forget_column(&self, stripe_id: u64, column: usize) {
+        let mut state = self.write_state();
+        let slot = state
+            .stripes
+            .slots()
+            .find(|(_, stripe)| stripe.stripe_id == stripe_id)
+            .map(|(slot, _)| slot);
+        if let Some(slot) = slot {
+            state.stripes.update(slot, stripe_id, |info| {
+                if let Some(col) = info.columns.get_mut(column) {
+                    col.stored = None;
+                }
+            });
+        }
+    }
+
     fn forget_columns_on(&self, id: NodeId) {
         let mut state = self.write_state();
         let held: Vec<(u32, u64)> = state
@@ -538,11 +538,25 @@ impl Store {
     /// [`Error::Closed`] after close. A stripe that cannot be repaired now
     /// is counted in [`RepairReport::stripes_unrepairable`], not an error.
     pub fn repair(&self, options: &RepairOptions) -> Result<RepairReport> {
+        self.repair_stripes(options, None)
+    }
+
+    /// [`repair`](Self::repair), of every stripe, or only of the stripes
+    /// `only` names without reviving nodes (open's rebuild of stripes
+    /// below the promise's margin).
+    pub(crate) fn repair_stripes(
+        &self,
+        options: &RepairOptions,
+        only: Option<&BTreeSet<u64>>,
+    ) -> Result<RepairReport> {
         let inner = &self.inner;
         let _one_at_a_time = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let mut report = RepairReport {
-            nodes_revived: inner.revive_nodes(),
+            nodes_revived: match only {
+                Some(_) => Vec::new(),
+                None => inner.revive_nodes(),
+            },
             ..RepairReport::default()
         };
         // Wait for in-flight commits so their stripes are in the table.
@@ -550,12 +564,23 @@ impl Store {
 
         // Plan: stripes with work, least margin first.
         let queued = inner.take_repair_queue();
+        if let Some(only) = only {
+            // What the others need stays queued for the next repair.
+            for &(stripe_id, column) in &queued {
+                if !only.contains(&stripe_id) {
+                    inner.queue_repair(stripe_id, column);
+                }
+            }
+        }
         let mut plan: Vec<(usize, u32, Arc<StripeInfo>, Vec<usize>)> = {
             let state = inner.read_state();
             state
                 .stripes
                 .slots()
                 .filter_map(|(slot, stripe)| {
+                    if only.is_some_and(|only| !only.contains(&stripe.stripe_id)) {
+                        return None;
+                    }
                     let fix: Vec<usize> = stripe
                         .columns
                         .iter()
@@ -1032,6 +1057,11 @@ impl Store {
             self.flush()?;
             let stripes: Vec<Arc<StripeInfo>> =
                 inner.read_state().stripes.values().cloned().collect();
+            // After the snapshot: every record of it is durable, so a scan
+            // that does not find one intact found damage (a rotted header
+            // reads fine through its payload, and would be lost at the next
+            // open).
+            let intact = inner.intact_records();
             let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
             let mut progress = Progress {
                 stripes_total: stripes.len() as u64,
@@ -1040,7 +1070,7 @@ impl Store {
             let mut scratch = VerifyScratch::new();
             let mut padded: Vec<Vec<u8>> = Vec::new();
             for stripe in &stripes {
-                self.scrub_stripe(stripe, &mut report, &mut scratch, &mut padded);
+                self.scrub_stripe(stripe, &intact, &mut report, &mut scratch, &mut padded);
                 progress.stripes_done += 1;
                 progress.bytes_read = report.bytes_read;
                 if progress.stripes_done.is_multiple_of(64)
@@ -1066,6 +1096,7 @@ impl Store {
     fn scrub_stripe(
         &self,
         stripe: &StripeInfo,
+        intact: &IntactRecords,
         report: &mut ScrubReport,
         scratch: &mut VerifyScratch,
         padded: &mut Vec<Vec<u8>>,
@@ -1087,7 +1118,17 @@ impl Store {
                 };
                 report.columns_checked += 1;
                 report.bytes_read += bytes.len() as u64;
-                if crc32fast::hash(&bytes) != col.checksum {
+                let header_intact = col.stored.is_none_or(|(node, loc)| {
+                    intact
+                        .get(&node)
+                        .is_none_or(|found| found.contains(&(loc.generation, loc.offset)))
+                });
+                if !header_intact {
+                    // The payload reads, but the record would not be found
+                    // by the next open: rebuild it elsewhere.
+                    inner.forget_column(stripe.stripe_id, c);
+                }
+                if !header_intact || crc32fast::hash(&bytes) != col.checksum {
                     report.columns_corrupt += 1;
                     inner.stats.checksum_failures.inc();
                     inner.queue_repair(stripe.stripe_id, c as u16);
@@ -1112,6 +1153,47 @@ impl Store {
                 Err(e) => tracing::error!(stripe = stripe.stripe_id, error = %e, "verify failed"),
             }
         }
+    }
+}
+
+/// Per node whose scan worked: the (generation, payload offset) of every
+/// record it holds intact, header and payload.
+type IntactRecords = HashMap<NodeId, std::collections::HashSet<(u64, u64)>>;
+
+impl Inner {
+    /// Scans every generation of every up node (scrub): the records whose
+    /// header and payload both pass their checksums.
+    fn intact_records(&self) -> IntactRecords {
+        let mut out = IntactRecords::new();
+        if crate::mutation::enabled(crate::mutation::Mutation::ScrubPayloadsOnly) {
+            return out;
+        }
+        for id in self.nodes.ids() {
+            let Some(node) = self.nodes.get(id) else {
+                continue;
+            };
+            let Ok(generations) = node.generations() else {
+                continue;
+            };
+            let mut found = std::collections::HashSet::new();
+            let mut complete = true;
+            for generation in generations {
+                match node.scan(generation) {
+                    Ok(scan) => {
+                        found.extend(
+                            scan.records
+                                .iter()
+                                .map(|r| (r.location.generation, r.location.offset)),
+                        );
+                    }
+                    Err(_) => complete = false,
+                }
+            }
+            if complete {
+                out.insert(id, found);
+            }
+        }
+        out
     }
 }
 

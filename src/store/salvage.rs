@@ -4,10 +4,10 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 
 use super::commit::Request;
 use super::stripes::StripeInfo;
+use super::submit::Pending;
 use super::{Inner, State, Store};
 use crate::format::{EntryFlags, add_range};
 use crate::{Error, Result};
@@ -130,7 +130,7 @@ impl Store {
         };
         let mut waiting = Vec::with_capacity(keys.len());
         for key in &keys {
-            let (ack, rx) = mpsc::sync_channel(1);
+            let (ack, rx) = Pending::channel();
             self.submit(Request::Delete {
                 key: key.clone(),
                 ack,
@@ -138,7 +138,7 @@ impl Store {
             waiting.push(rx);
         }
         for rx in waiting {
-            rx.recv().map_err(|_| Error::Closed)??;
+            self.wait(&rx, "accept_loss", None)??;
         }
         self.inner.update_manifest(|m| {
             for &id in &stripes {

@@ -63,13 +63,18 @@ impl Inner {
             .ids()
             .filter(|&n| !self.nodes.is_writable(n))
             .collect();
-        let planned = layout
-            .plan_columns(&placement, &stored, &|n| self.nodes.is_writable(n))
-            .ok_or(PlanRefused::NoNode {
-                columns: stored.len(),
-            })?;
+        let site_blind = crate::mutation::enabled(crate::mutation::Mutation::SiteBlindHandoff);
+        let planned = if site_blind {
+            self.plan_site_blind(&placement, &stored)
+        } else {
+            layout.plan_columns(&placement, &stored, &|n| self.nodes.is_writable(n))
+        }
+        .ok_or(PlanRefused::NoNode {
+            columns: stored.len(),
+        })?;
         let room = layout.promise_room(&failed);
-        let degraded = !failed.is_empty()
+        let degraded = !site_blind
+            && !failed.is_empty()
             && (room != PromiseRoom::Room
                 || !layout.survives_promise_given(&planned, zeros, &failed));
         if self.options.write_policy == WritePolicy::Strict
@@ -116,6 +121,31 @@ impl Inner {
             nodes[c] = Some(n);
         }
         Ok(Plan { nodes, degraded })
+    }
+
+    /// The plan before the durability fix (a mutation, docs/TESTING.md): a
+    /// column whose home takes no writes goes to the writable node holding
+    /// the fewest columns of the stripe, lowest id first, whatever its site.
+    fn plan_site_blind(
+        &self,
+        placement: &crate::layout::Placement,
+        stored: &[usize],
+    ) -> Option<Vec<NodeId>> {
+        let columns = placement.columns();
+        let mut planned: Vec<NodeId> = Vec::with_capacity(stored.len());
+        for &c in stored {
+            let home = columns[c];
+            let node = if self.nodes.is_writable(home) {
+                home
+            } else {
+                self.nodes
+                    .ids()
+                    .filter(|&n| self.nodes.is_writable(n))
+                    .min_by_key(|&n| (planned.iter().filter(|&&p| p == n).count(), n.0))?
+            };
+            planned.push(node);
+        }
+        Some(planned)
     }
 
     /// The handoffs a header records for `plan`: columns planned away from

@@ -521,6 +521,18 @@ impl Node for LocalNode {
         self.fenced.load(Ordering::Acquire)
     }
 
+    /// The directory must still exist: the open files of a deleted
+    /// directory would otherwise keep answering.
+    fn check(&self) -> Result<()> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        Err(Error::Unavailable {
+            node: self.name.clone(),
+            reason: format!("directory {} is gone", self.dir.display()),
+        })
+    }
+
     fn capacity(&self) -> Result<Capacity> {
         let used_bytes = {
             let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);

@@ -1,5 +1,5 @@
-//! Recovery when a node opens: scan every segment, cut torn tails (and
-//! report what was cut), drop segment files that are empty.
+//! Recovery when a node opens: scan every segment, find torn tails (and
+//! report them; they stay on disk), drop segment files that are empty.
 //!
 //! Every segment is checked, not only the newest: the store may append to
 //! more than one generation (compaction writes a new one while the active
@@ -59,24 +59,31 @@ pub(super) fn recover(
         std::fs::remove_file(&path).map_err(|e| Error::io(context("removing empty"), e))?;
         return Ok(None);
     }
-    // A segment with bytes but no intact record (it was being created when
-    // the process died, or its only record rotted) is cut to nothing but
-    // kept, so its scan reports the bytes cut: the store must not take the
-    // missing records for evidence that they were never written
-    // (docs/DURABILITY.md, "Evidence").
+    // What follows the last intact record is a torn tail (or a record that
+    // rotted): it stays on disk, outside the durable bytes, and every open
+    // reports it until the segment is removed or appends overwrite it.
+    // Cutting it would destroy the evidence of how long it was: an open
+    // that crashed after the cut would leave the next open seeing a node
+    // with no tail, and a record-sized cut (which is no evidence,
+    // docs/DURABILITY.md, D5) taken for a column that was never written.
+    // A segment with bytes but no intact record is kept the same way.
     let mut truncated = 0;
+    if file_len > scan.intact_len
+        && crate::mutation::enabled(crate::mutation::Mutation::CutTornTails)
+    {
+        file.set_len(scan.intact_len)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(context("truncating the torn tail of"), e))?;
+    }
     if file_len > scan.intact_len {
         truncated = file_len - scan.intact_len;
         tracing::warn!(
             node = node_name,
             generation,
-            truncated,
+            tail = truncated,
             reason = scan.tail_reason.as_deref().unwrap_or(""),
-            "cutting a torn tail off a segment"
+            "a torn tail after the last intact record of a segment; left in place, outside the durable bytes"
         );
-        file.set_len(scan.intact_len)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(context("truncating the torn tail of"), e))?;
     }
     let segment = Segment::new(generation, path, file, scan.intact_len, truncated, true);
     segment.cache_scan(scan);

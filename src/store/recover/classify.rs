@@ -78,6 +78,10 @@ impl Inner {
                     out.discarded_now.push(stripe_id);
                     *out.stale_bytes.entry(found.header.generation).or_default() +=
                         found.stored_bytes();
+                } else if crate::mutation::enabled(crate::mutation::Mutation::SilentNewestLoss)
+                    && !self.decodable(found, k)
+                {
+                    out.discarded_now.push(stripe_id);
                 } else {
                     self.judge(stripe_id, found, commit, k, &mut out);
                 }
@@ -86,6 +90,16 @@ impl Inner {
         out.discarded_ranges =
             self.discarded_ranges(scanned, manifest, new_session, newest_seen, &out);
         out
+    }
+
+    /// Whether at least k columns of the stripe are present.
+    fn decodable(&self, found: &Found, k: usize) -> bool {
+        let info = self.stripe_info(&found.header, &found.records);
+        info.columns
+            .iter()
+            .filter(|c| c.len == 0 || c.stored.is_some())
+            .count()
+            >= k
     }
 
     /// Visible if decodable, lost if not.

@@ -69,6 +69,10 @@ pub struct OpenReport {
     pub entry_tables_rebuilt: usize,
     /// Blobs in the index after open.
     pub blobs: usize,
+    /// Stripes open found missing a column under a torn tail of a node
+    /// that is up (a commit a crash cut short) and rebuilt before it
+    /// returned, so no failure within the promise can take them.
+    pub stripes_rebuilt_at_open: usize,
 }
 
 /// What recovery built and decided.
@@ -81,6 +85,10 @@ pub(crate) struct Recovered {
     pub retired: BTreeSet<u64>,
     /// The loss found, when salvaging.
     pub loss: Option<LossState>,
+    /// Visible stripes missing a column under a torn tail of a node that is
+    /// up: what a crash cut short. Open rebuilds them before it returns
+    /// (docs/DURABILITY.md, "Open", step 6).
+    pub below_margin: Vec<u64>,
 }
 
 impl Inner {
@@ -120,11 +128,28 @@ impl Inner {
                     .stale_column_bytes += bytes;
             }
         }
+        let mut below_margin = Vec::new();
         for info in state.stripes.values() {
+            let mut on_up_node = false;
             for (c, col) in info.columns.iter().enumerate() {
                 if col.len > 0 && (col.stored.is_none() || col.is_away()) {
                     self.queue_repair(info.stripe_id, c as u16);
                 }
+                // Missing under a torn tail of a node that is up: what a
+                // crash cut short (damage elsewhere is left to repair).
+                if col.len > 0 && col.stored.is_none() {
+                    on_up_node |= info
+                        .header
+                        .planned_node(c)
+                        .and_then(|name| self.layout.node_by_name(name))
+                        .is_some_and(|id| {
+                            self.nodes.is_up(id)
+                                && scanned.torn.contains_key(&(id, info.generation))
+                        });
+                }
+            }
+            if on_up_node {
+                below_margin.push(info.stripe_id);
             }
         }
         let mut report = OpenReport {
@@ -150,6 +175,7 @@ impl Inner {
         Ok(Recovered {
             state,
             report,
+            below_margin,
             discarded_ranges: verdicts.discarded_ranges,
             retired: built.retired,
             loss,

@@ -1,0 +1,48 @@
+//! Switches each named mutation (a durability fix turned off, see
+//! `geoshard::mutation`) on in turn and runs the simulator's default swarm
+//! over a fixed seed range until a seed fails: how many seeds and
+//! operations it took to find each bug (docs/TESTING.md, "Mutations").
+//!
+//! ```text
+//! cargo run --release --example sim_mutations -- [seeds per mutation] [operations per seed]
+//! ```
+
+use geoshard::mutation::Mutation;
+use geoshard::sim::find;
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("arguments are numbers"))
+        .collect();
+    let seeds = args.first().copied().unwrap_or(500);
+    let operations = args.get(1).copied().unwrap_or(1000);
+    let mut missed = 0;
+    println!(
+        "| mutation | first failing seed | seeds run | operations to find | what the model saw |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for mutation in Mutation::ALL {
+        let started = std::time::Instant::now();
+        match find(mutation, 0..seeds, operations) {
+            Some(found) => {
+                let what: String = found.failure.message.chars().take(140).collect();
+                println!(
+                    "| {mutation:?} | {} | {} | {} | {} ({:.1} s) |",
+                    found.seed,
+                    found.seeds,
+                    found.operations,
+                    what.replace('|', "/"),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            None => {
+                missed += 1;
+                println!("| {mutation:?} | not found in {seeds} seeds | | | |");
+            }
+        }
+    }
+    if missed > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,88 @@
+//! Soak run of the deterministic simulation (docs/TESTING.md): many short
+//! seeds, each checked against the reference model, with a summary of what
+//! they did. Stops at the first failure and prints its replay command.
+//!
+//! ```text
+//! cargo run --release --example sim_soak -- [first seed] [seeds, 0 = until stopped] [operations per seed]
+//! cargo run --release --example sim_soak -- 0 1000 1000
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use geoshard::sim::{FaultCounts, SimConfig, run};
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("arguments are numbers"))
+        .collect();
+    let first = args.first().copied().unwrap_or(0);
+    let seeds = args.get(1).copied().unwrap_or(1000);
+    let operations = args.get(2).copied().unwrap_or(1000);
+    let started = Instant::now();
+    let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut faults = FaultCounts::default();
+    let (mut total, mut writes, mut acknowledged, mut reopens, mut beyond, mut node_io) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut seed = first;
+    while seeds == 0 || seed < first + seeds {
+        let report = match run(&SimConfig { seed, operations }) {
+            Ok(report) => report,
+            Err(failure) => {
+                eprintln!("{failure}");
+                std::process::exit(1);
+            }
+        };
+        total += report.operations;
+        writes += report.writes;
+        acknowledged += report.acknowledged;
+        reopens += report.reopens;
+        node_io += report.node_io;
+        beyond += u64::from(report.beyond_promise);
+        for (kind, count) in report.by_kind {
+            *by_kind.entry(kind).or_default() += count;
+        }
+        add(&mut faults, &report.faults);
+        seed += 1;
+        if (seed - first) % 100 == 0 {
+            eprintln!(
+                "{} seeds, {total} operations, {:.0} ops/s",
+                seed - first,
+                total as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "seeds {first}..{seed}: {total} operations in {elapsed:.1} s ({:.0} operations/s)",
+        total as f64 / elapsed
+    );
+    println!(
+        "writes submitted {writes} ({:.1}% of operations), acknowledged {acknowledged}",
+        100.0 * writes as f64 / total as f64
+    );
+    println!(
+        "reopens {reopens}, node I/O calls {node_io}, seeds that went beyond the promise {beyond}"
+    );
+    println!("operations by kind:");
+    for (kind, count) in &by_kind {
+        println!("  {kind:<18} {count}");
+    }
+    println!("faults injected: {faults:#?}");
+}
+
+fn add(total: &mut FaultCounts, one: &FaultCounts) {
+    total.crashes += one.crashes;
+    total.torn_writes += one.torn_writes;
+    total.site_fires += one.site_fires;
+    total.site_outages += one.site_outages;
+    total.disks_full += one.disks_full;
+    total.read_errors += one.read_errors;
+    total.sync_failures += one.sync_failures;
+    total.bit_rot += one.bit_rot;
+    total.files_shortened += one.files_shortened;
+    total.misdirected_writes += one.misdirected_writes;
+    total.dirs_vanished += one.dirs_vanished;
+    total.beyond_promise += one.beyond_promise;
+}

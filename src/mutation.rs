@@ -1,0 +1,83 @@
+//! Named reverts of durability fixes, for the simulator's mutation tests
+//! (docs/TESTING.md, "Mutations"): each switch turns one fix off, so a test
+//! can show that the simulator finds the bug it fixed from random seeds.
+//! Without the `testing` feature no switch can be turned on and every check
+//! is a constant `false` the compiler removes.
+
+/// One fix that can be switched off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mutation {
+    /// Durability issue item 2: a column whose home takes no writes goes to
+    /// the writable node holding the fewest columns of the stripe, whatever
+    /// its site, and the stripe counts as keeping the promise.
+    SiteBlindHandoff,
+    /// Item 3: an undecodable stripe of the newest session is discarded
+    /// silently instead of failing the open.
+    SilentNewestLoss,
+    /// Item 4: a delete of a key with no value writes no tombstone, and a
+    /// carried tombstone is dropped when the commit holds a user delete of
+    /// its key.
+    TombstoneRace,
+    /// Item 6: open creates missing directories and, finding no manifest
+    /// anywhere, makes a new store.
+    OpenCreatesWhenEmpty,
+    /// Item 7: repair reopens a down node without dropping the handle (and
+    /// lock) it holds.
+    RepairKeepsHandle,
+    /// Simulator finding S1: recovery cuts torn tails off segments at open.
+    CutTornTails,
+    /// S2: open does not rebuild stripes below the promise's margin.
+    NoRebuildAtOpen,
+    /// S3: failed commit attempts are not recorded as discarded.
+    KeepFailedAttempts,
+    /// S4: scrub checks payloads only, not that records are found intact.
+    ScrubPayloadsOnly,
+    /// S5: with no committed manifest reachable, proposals decide nothing.
+    ProposalsDecideNothing,
+}
+
+impl Mutation {
+    /// Every mutation.
+    pub const ALL: [Mutation; 10] = [
+        Mutation::SiteBlindHandoff,
+        Mutation::SilentNewestLoss,
+        Mutation::TombstoneRace,
+        Mutation::OpenCreatesWhenEmpty,
+        Mutation::RepairKeepsHandle,
+        Mutation::CutTornTails,
+        Mutation::NoRebuildAtOpen,
+        Mutation::KeepFailedAttempts,
+        Mutation::ScrubPayloadsOnly,
+        Mutation::ProposalsDecideNothing,
+    ];
+
+    fn bit(self) -> u64 {
+        1 << (self as u32)
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+static ACTIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Switches exactly `mutations` on, for the whole process (tests that use
+/// it run in a process of their own, one mutation at a time).
+#[cfg(any(test, feature = "testing"))]
+pub fn set(mutations: &[Mutation]) {
+    let bits = mutations.iter().fold(0, |bits, m| bits | m.bit());
+    ACTIVE.store(bits, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether `mutation` is switched on.
+#[inline(always)]
+pub(crate) fn enabled(mutation: Mutation) -> bool {
+    #[cfg(any(test, feature = "testing"))]
+    {
+        ACTIVE.load(std::sync::atomic::Ordering::Relaxed) & mutation.bit() != 0
+    }
+    #[cfg(not(any(test, feature = "testing")))]
+    {
+        let _ = mutation;
+        false
+    }
+}

@@ -1,0 +1,1192 @@
+//! Deterministic simulation of the whole store (feature `testing`).
+//!
+//! [`run`] drives the real [`Store`] code, not a model of it, through a
+//! seeded random history of operations and faults, and checks every answer
+//! against a reference model whose specification is docs/DURABILITY.md.
+//! One seed fixes everything: the operations, the faults, and which
+//! requests share a commit (the store runs with a stepped committer: no
+//! thread of its own, the simulator decides when a commit happens and how
+//! many submissions it takes). Running a seed twice gives the same
+//! [`SimReport::trace_hash`], a hash of every operation's result and of
+//! every node I/O (node, operation, generation, offset, length, crc).
+//!
+//! Each seed enables its own subset of operations and fault kinds, with its
+//! own weights (swarm testing), on a layout of three sites:
+//!
+//! - operations: put (0 B to 3 MiB, about 1% over 64 KiB, split blobs
+//!   included), delete, get, contains, `len_of`, `keys_with_prefix`, flush,
+//!   committer steps of 1 to 64 submissions (hundreds stay in flight),
+//!   compact, repair, scrub, health, close and reopen, a second opener
+//!   (refused), an open with every disk unmounted (refused);
+//! - faults: a process crash during a commit, a flush, a compaction, a
+//!   repair or an open (writes under way land whole, torn into a prefix,
+//!   zeros or garbage, or not at all); a site fire (every node of a site
+//!   wiped) and a site outage; a full disk; EIO on reads; a failed sync (the
+//!   node fences); bit rot in synced bytes; a segment shortened under the
+//!   running store; a misdirected write that lands over earlier records and
+//!   reports success; a node directory that vanishes and comes back whole
+//!   or empty. All faults stay inside one site until it is healed and
+//!   repaired (the promise); some seeds break a second site now and then,
+//!   and must see the loss reported, never a silent wrong answer.
+//!
+//! The model checks, after every operation: an acknowledged put or delete
+//! is what reads see (D1, D3); an unacknowledged one is wholly there or
+//! wholly absent and never flips once seen (D4); a read never returns bytes
+//! that were not put under that key; within the promise no read and no
+//! reopen fails; a second opener is refused (D6) and a store whose disks
+//! are all missing does not open as a new one (D7). At the end every fault
+//! heals, repair runs, and the store must survive any site loss again with
+//! every key reading back (liveness). docs/TESTING.md shows a soak run's
+//! composition.
+
+mod model;
+mod node;
+mod rng;
+mod world;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use self::model::{Model, OpRef, Value};
+use self::rng::{Rng, mix, value_bytes};
+pub use self::world::FaultCounts;
+use self::world::{SimFactory, World};
+use crate::layout::{Layout, SiteId};
+use crate::store::{CompactOptions, RepairOptions, ScrubOptions};
+use crate::store::{Pending, Request};
+use crate::{Error, Options, Store, WritePolicy};
+
+/// One simulation run: a seed and how many operations it takes.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Fixes every choice of the run.
+    pub seed: u64,
+    /// Operations before the final heal-and-check.
+    pub operations: u64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Operations run, the final checks included.
+    pub operations: u64,
+    /// Operations by kind.
+    pub by_kind: BTreeMap<&'static str, u64>,
+    /// Puts and deletes submitted.
+    pub writes: u64,
+    /// Puts and deletes acknowledged.
+    pub acknowledged: u64,
+    /// Puts and deletes answered with an error.
+    pub write_errors: u64,
+    /// Opens of the store (the first create excluded).
+    pub reopens: u64,
+    /// Faults injected, by kind.
+    pub faults: FaultCounts,
+    /// A failure beyond the promise happened, and was reported loudly.
+    pub beyond_promise: bool,
+    /// Reads that failed (loudly) on an unacknowledged value a crash left
+    /// below the promise's margin (docs/DURABILITY.md, "What is not
+    /// protected").
+    pub debris_read_errors: u64,
+    /// Node I/O calls traced.
+    pub node_io: u64,
+    /// Hash of every result and every node I/O: equal for equal seeds.
+    pub trace_hash: u64,
+}
+
+/// A run that broke the promise (or panicked): everything needed to see
+/// why, and to run it again.
+#[derive(Debug)]
+pub struct SimFailure {
+    /// The seed.
+    pub seed: u64,
+    /// Operations the run was given.
+    pub operations: u64,
+    /// The operation that failed.
+    pub at: u64,
+    /// What went wrong.
+    pub message: String,
+    /// The last operations and their results.
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "simulation seed {} failed at operation {}: {}",
+            self.seed, self.at, self.message
+        )?;
+        writeln!(f, "last operations:")?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        write!(
+            f,
+            "replay: GEOSHARD_SIM_SEED={} GEOSHARD_SIM_OPS={} cargo test --test sim replay -- --nocapture",
+            self.seed, self.operations
+        )
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// How the simulator found a mutation: the first failing seed and the
+/// operations run to get there (all seeds before it included).
+#[derive(Debug)]
+pub struct Found {
+    /// The first seed that failed.
+    pub seed: u64,
+    /// Seeds run, the failing one included.
+    pub seeds: u64,
+    /// Operations run over those seeds, up to the failure.
+    pub operations: u64,
+    /// The failure.
+    pub failure: SimFailure,
+}
+
+/// Switches `mutation` on (alone) and runs `seeds` with `operations` each
+/// until one fails; switches it off again. `None` when no seed failed: the
+/// simulator is missing a fault or an operation.
+pub fn find(
+    mutation: crate::mutation::Mutation,
+    seeds: std::ops::Range<u64>,
+    operations: u64,
+) -> Option<Found> {
+    crate::mutation::set(&[mutation]);
+    let mut run_ops = 0;
+    let mut found = None;
+    for (i, seed) in seeds.enumerate() {
+        match run(&SimConfig { seed, operations }) {
+            Ok(report) => run_ops += report.operations,
+            Err(failure) => {
+                found = Some(Found {
+                    seed,
+                    seeds: i as u64 + 1,
+                    operations: run_ops + failure.at,
+                    failure,
+                });
+                break;
+            }
+        }
+    }
+    crate::mutation::set(&[]);
+    found
+}
+
+/// Runs one seed.
+///
+/// # Errors
+/// A [`SimFailure`] when the store broke the promise, panicked, or the
+/// final check failed.
+pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
+    let mut sim = Sim::new(config);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run()));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default();
+            Err(format!("panic: {message}"))
+        }
+    };
+    // Drop the store before the world.
+    if let Some(store) = sim.store.take() {
+        store.crash();
+    }
+    match outcome {
+        Ok(()) => {
+            let (disk_hash, node_io) = sim.world.trace_hash();
+            sim.report.trace_hash = mix(sim.trace_hash ^ disk_hash);
+            sim.report.node_io = node_io;
+            sim.report.faults = sim.world.faults().clone();
+            Ok(sim.report)
+        }
+        Err(message) => Err(SimFailure {
+            seed: config.seed,
+            operations: config.operations,
+            at: sim.report.operations,
+            message,
+            trace: sim.trace.into_iter().collect(),
+        }),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Put,
+    Delete,
+    Step,
+    Get,
+    Contains,
+    LenOf,
+    Prefix,
+    Flush,
+    Compact,
+    Repair,
+    Scrub,
+    Health,
+    Reopen,
+    Crash,
+    Fault,
+    Heal,
+    SecondOpener,
+    Unmounted,
+}
+
+const OPS: [Op; 18] = [
+    Op::Put,
+    Op::Delete,
+    Op::Step,
+    Op::Get,
+    Op::Contains,
+    Op::LenOf,
+    Op::Prefix,
+    Op::Flush,
+    Op::Compact,
+    Op::Repair,
+    Op::Scrub,
+    Op::Health,
+    Op::Reopen,
+    Op::Crash,
+    Op::Fault,
+    Op::Heal,
+    Op::SecondOpener,
+    Op::Unmounted,
+];
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::Step => "commit step",
+            Op::Get => "get",
+            Op::Contains => "contains",
+            Op::LenOf => "len_of",
+            Op::Prefix => "keys_with_prefix",
+            Op::Flush => "flush",
+            Op::Compact => "compact",
+            Op::Repair => "repair",
+            Op::Scrub => "scrub",
+            Op::Health => "health",
+            Op::Reopen => "close and reopen",
+            Op::Crash => "crash",
+            Op::Fault => "fault",
+            Op::Heal => "heal and repair",
+            Op::SecondOpener => "second opener",
+            Op::Unmounted => "open unmounted",
+        }
+    }
+
+    /// The base weight, before the seed's swarm choice.
+    fn weight(self) -> u32 {
+        match self {
+            Op::Put => 300,
+            Op::Delete => 40,
+            Op::Step => 200,
+            Op::Get => 250,
+            Op::Contains | Op::LenOf => 40,
+            Op::Prefix => 15,
+            Op::Flush => 20,
+            Op::Compact => 6,
+            Op::Repair => 4,
+            Op::Scrub => 2,
+            Op::Health => 5,
+            Op::Reopen => 3,
+            Op::Crash => 3,
+            Op::Fault => 6,
+            Op::Heal => 3,
+            Op::SecondOpener | Op::Unmounted => 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    SiteFire,
+    SiteOutage,
+    DiskFull,
+    ReadEio,
+    SyncFail,
+    BitRot,
+    Shorten,
+    Misdirect,
+    DirVanish,
+}
+
+const FAULTS: [Fault; 9] = [
+    Fault::SiteFire,
+    Fault::SiteOutage,
+    Fault::DiskFull,
+    Fault::ReadEio,
+    Fault::SyncFail,
+    Fault::BitRot,
+    Fault::Shorten,
+    Fault::Misdirect,
+    Fault::DirVanish,
+];
+
+/// Where a crash strikes.
+#[derive(Clone, Copy, Debug)]
+enum CrashPoint {
+    Commit,
+    Flush,
+    Compact,
+    Repair,
+    Open,
+}
+
+struct Sim {
+    seed: u64,
+    operations: u64,
+    rng: Rng,
+    world: Arc<World>,
+    factory: Arc<SimFactory>,
+    layout: Layout,
+    options: Options,
+    store: Option<Store>,
+    model: Model,
+    inflight: Vec<(Pending, OpRef)>,
+    keys: Vec<Vec<u8>>,
+    weights: Vec<u32>,
+    faults: Vec<Fault>,
+    /// The one site faults may hit until it is healed and repaired.
+    victim: Option<usize>,
+    /// This seed may break a second site now and then.
+    beyond_allowed: bool,
+    /// A failure beyond the promise happened: reads may fail (loudly).
+    beyond: bool,
+    /// Nodes whose directory vanished and comes back empty at heal.
+    vanished_empty: Vec<usize>,
+    next_value: u64,
+    report: SimReport,
+    trace: VecDeque<String>,
+    trace_hash: u64,
+    /// `GEOSHARD_SIM_VERBOSE` set: every trace line goes to stderr.
+    verbose: bool,
+    /// `GEOSHARD_SIM_WATCH=<stripe id>`: where its records are, printed
+    /// whenever that changes (debugging a failure).
+    watch: Option<u64>,
+    watched: String,
+}
+
+const TRACE_LINES: usize = 48;
+
+impl Sim {
+    fn new(config: &SimConfig) -> Sim {
+        let mut rng = Rng::new(config.seed);
+        let (nodes_per_site, k, m) = if rng.one_in(3) { (2, 4, 2) } else { (3, 6, 3) };
+        let layout = sim_layout(3, nodes_per_site, k, m);
+        let options = Options {
+            column_len_target: 64 << 10,
+            split_len_min: 16 << 10,
+            segment_len_target: [128 << 10, 1 << 20, 8 << 20][rng.below(3) as usize],
+            write_policy: if rng.one_in(5) {
+                WritePolicy::Strict
+            } else {
+                WritePolicy::Available
+            },
+            ..Options::default()
+        };
+        // Swarm: each seed leaves some operations and faults out, and
+        // weighs the rest its own way.
+        let weights = OPS
+            .iter()
+            .map(|&op| {
+                let always = matches!(op, Op::Put | Op::Step | Op::Get);
+                if !always && rng.one_in(4) {
+                    0
+                } else {
+                    op.weight() * (1 + rng.below(4) as u32)
+                }
+            })
+            .collect();
+        let known_gaps = std::env::var_os("GEOSHARD_SIM_KNOWN_GAPS").is_some();
+        let faults: Vec<Fault> = FAULTS
+            .iter()
+            .copied()
+            .filter(|_| !rng.one_in(3))
+            .filter(|&fault| known_gaps || fault != Fault::Shorten)
+            .collect();
+        let key_count = 8 + rng.below(120) as usize;
+        let keys = (0..key_count)
+            .map(|i| format!("room-{}/msg-{:05}", i % 7, i).into_bytes())
+            .collect();
+        let world = World::new(config.seed, &layout);
+        let beyond_allowed = rng.one_in(8);
+        Sim {
+            seed: config.seed,
+            operations: config.operations,
+            rng,
+            factory: Arc::new(SimFactory {
+                world: Arc::clone(&world),
+            }),
+            world,
+            layout,
+            options,
+            store: None,
+            model: Model::default(),
+            inflight: Vec::new(),
+            keys,
+            weights,
+            faults,
+            victim: None,
+            beyond_allowed,
+            beyond: false,
+            vanished_empty: Vec::new(),
+            next_value: config.seed.wrapping_mul(1 << 20),
+            report: SimReport {
+                seed: config.seed,
+                ..SimReport::default()
+            },
+            trace: VecDeque::new(),
+            trace_hash: 0,
+            verbose: std::env::var_os("GEOSHARD_SIM_VERBOSE").is_some(),
+            watch: std::env::var("GEOSHARD_SIM_WATCH")
+                .ok()
+                .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()),
+            watched: String::new(),
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        if self.verbose {
+            eprintln!("sim {}: {line}", self.seed);
+        }
+        self.trace_hash = mix(self.trace_hash ^ u64::from(crc32fast::hash(line.as_bytes())));
+        if self.trace.len() == TRACE_LINES {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let store_id = mix(self.seed).to_le_bytes();
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&store_id);
+        id[8..].copy_from_slice(&mix(self.seed ^ 1).to_le_bytes());
+        let store = Store::start_simulated(
+            self.layout.clone(),
+            self.options.clone(),
+            self.factory.clone(),
+            Some(id),
+        )
+        .map_err(|e| format!("create failed: {e}"))?;
+        self.store = Some(store);
+        for i in 0..self.operations {
+            let op = OPS[self.rng.pick(&self.weights)];
+            self.report.operations += 1;
+            *self.report.by_kind.entry(op.name()).or_default() += 1;
+            let line = self
+                .operation(op)
+                .map_err(|e| format!("{}: {e}", op.name()))?;
+            self.note(format!("{i} {}: {line}", op.name()));
+            if let Some(watch) = self.watch {
+                let now = self.world.find_stripe(watch);
+                if now != self.watched || self.verbose {
+                    let view = self.store.as_ref().map(|s| s.describe_stripe(watch));
+                    eprintln!(
+                        "sim {}: stripe {watch:#x} is now: {now}; the store: {view:?}",
+                        self.seed
+                    );
+                    self.watched = now;
+                }
+            }
+            if self.store.is_none() {
+                // A loss beyond the promise refused the open, loudly: the
+                // run ends here.
+                return Ok(());
+            }
+        }
+        self.final_check()
+    }
+
+    fn store(&self) -> Result<&Store, String> {
+        self.store.as_ref().ok_or_else(|| "no store".to_string())
+    }
+
+    fn operation(&mut self, op: Op) -> Result<String, String> {
+        match op {
+            Op::Put => self.put(),
+            Op::Delete => self.delete(),
+            Op::Step => {
+                let max = 1 + self.rng.below(64) as usize;
+                let answered = self.store()?.step_if_stepped(max).unwrap_or(0);
+                self.collect()?;
+                Ok(format!("{answered} answered"))
+            }
+            Op::Get => {
+                let key = self.key();
+                self.get(&key)
+            }
+            Op::Contains => {
+                let key = self.key();
+                let got = self.store()?.contains(&key);
+                let (some, none) = self.model.may_be(&key);
+                match got {
+                    Ok(true) if some => Ok("true".into()),
+                    Ok(false) if none => Ok("false".into()),
+                    Ok(answer) => Err(format!(
+                        "contains({}) = {answer}, which the model does not allow",
+                        show_key(&key)
+                    )),
+                    Err(e) => self.read_error(&key, e),
+                }
+            }
+            Op::LenOf => {
+                let key = self.key();
+                match self.store()?.len_of(&key) {
+                    Ok(Some(len)) if self.model.may_have_len(&key, len) => Ok(format!("{len}")),
+                    Ok(None) if self.model.may_be(&key).1 => Ok("none".into()),
+                    Ok(answer) => Err(format!(
+                        "len_of({}) = {answer:?}, which the model does not allow",
+                        show_key(&key)
+                    )),
+                    Err(e) => self.read_error(&key, e),
+                }
+            }
+            Op::Prefix => self.prefix(),
+            Op::Flush => {
+                let result = self.store()?.flush();
+                self.collect()?;
+                Ok(format!("{:?}", result.map_err(|e| kind(&e))))
+            }
+            Op::Compact => {
+                let options = CompactOptions {
+                    live_ratio_max: [0.3, 0.6, 0.95][self.rng.below(3) as usize],
+                    generations_max: 1 + self.rng.below(4) as usize,
+                };
+                let result = self.store()?.compact(&options);
+                self.collect()?;
+                Ok(match result {
+                    Ok(r) => format!(
+                        "{} generations, {} blobs moved",
+                        r.generations_compacted.len(),
+                        r.blobs_moved
+                    ),
+                    Err(e) => kind(&e),
+                })
+            }
+            Op::Repair => {
+                let result = self.store()?.repair(&RepairOptions::default());
+                self.collect()?;
+                Ok(match result {
+                    Ok(r) => format!(
+                        "{} repaired, {} unrepairable",
+                        r.stripes_repaired, r.stripes_unrepairable
+                    ),
+                    Err(e) => kind(&e),
+                })
+            }
+            Op::Scrub => {
+                let result = self.store()?.scrub(&ScrubOptions::default());
+                self.collect()?;
+                Ok(match result {
+                    Ok(_) => "ok".into(),
+                    Err(e) => kind(&e),
+                })
+            }
+            Op::Health => {
+                let health = self.store()?.health();
+                Ok(format!(
+                    "survives {}, missing {}",
+                    health.survives_any_site_loss, health.columns_missing
+                ))
+            }
+            Op::Reopen => {
+                self.close()?;
+                self.open()
+            }
+            Op::Crash => self.crash(),
+            Op::Fault => self.fault(),
+            Op::Heal => self.heal(),
+            Op::SecondOpener => {
+                let second = Store::open_simulated(
+                    self.layout.clone(),
+                    self.options.clone(),
+                    self.factory.clone(),
+                );
+                match second {
+                    Ok(_) => Err("a second opener got the store while it was open (D6)".into()),
+                    Err(e) => Ok(kind(&e)),
+                }
+            }
+            Op::Unmounted => self.unmounted(),
+        }
+    }
+
+    fn key(&mut self) -> Vec<u8> {
+        let i = self.rng.below(self.keys.len() as u64) as usize;
+        self.keys[i].clone()
+    }
+
+    fn value_len(&mut self) -> usize {
+        match self.rng.below(100) {
+            0 => {
+                if self.rng.one_in(8) {
+                    (1 << 20) + self.rng.below(2 << 20) as usize
+                } else {
+                    (64 << 10) + self.rng.below(448 << 10) as usize
+                }
+            }
+            1..=4 => 2048 + self.rng.below(62 << 10) as usize,
+            5..=29 => 200 + self.rng.below(1848) as usize,
+            _ => self.rng.below(200) as usize,
+        }
+    }
+
+    fn put(&mut self) -> Result<String, String> {
+        let key = self.key();
+        let len = self.value_len();
+        self.next_value += 1;
+        let id = self.next_value;
+        let bytes = value_bytes(id, len);
+        let value = Value {
+            id,
+            len: len as u32,
+            crc: crc32fast::hash(&bytes),
+        };
+        let (ack, pending) = Pending::channel();
+        let submitted = self.store()?.submit(Request::Put {
+            key: key.clone().into(),
+            value: bytes.into(),
+            ack,
+        });
+        self.submitted(&key, Some(value), pending, submitted)?;
+        Ok(format!("{} #{id} {len} B", show_key(&key)))
+    }
+
+    fn delete(&mut self) -> Result<String, String> {
+        let key = self.key();
+        let (ack, pending) = Pending::channel();
+        let submitted = self.store()?.submit(Request::Delete {
+            key: key.clone().into(),
+            ack,
+        });
+        self.submitted(&key, None, pending, submitted)?;
+        Ok(show_key(&key))
+    }
+
+    fn submitted(
+        &mut self,
+        key: &[u8],
+        value: Option<Value>,
+        pending: Pending,
+        submitted: crate::Result<()>,
+    ) -> Result<(), String> {
+        self.report.writes += 1;
+        let op = self.model.submit(key, value);
+        match submitted {
+            Ok(()) => self.inflight.push((pending, op)),
+            Err(e) => {
+                self.model.failed(&op);
+                return Err(format!("submit failed on an open store: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the answers the committer gave.
+    fn collect(&mut self) -> Result<(), String> {
+        let mut still = Vec::with_capacity(self.inflight.len());
+        for (pending, op) in std::mem::take(&mut self.inflight) {
+            match pending.try_take() {
+                None => still.push((pending, op)),
+                Some(Ok(_)) => {
+                    self.report.acknowledged += 1;
+                    self.model.acked(&op);
+                }
+                Some(Err(e)) => {
+                    self.report.write_errors += 1;
+                    self.model.failed(&op);
+                    if let Error::Superseded { .. } = e {
+                        return Err(format!("a write failed as superseded with one writer: {e}"));
+                    }
+                }
+            }
+        }
+        self.inflight = still;
+        Ok(())
+    }
+
+    /// Every submission still waiting is lost with the process: it may
+    /// or may not have landed.
+    fn abandon_inflight(&mut self) {
+        for (_, op) in std::mem::take(&mut self.inflight) {
+            self.model.failed(&op);
+        }
+    }
+
+    fn get(&mut self, key: &[u8]) -> Result<String, String> {
+        let got = self.store()?.get(key);
+        match got {
+            Ok(Some(blob)) => {
+                let bytes = blob.to_bytes();
+                let seen = (bytes.len() as u32, crc32fast::hash(&bytes));
+                self.model.observe(key, Some(seen))?;
+                Ok(format!("{} B {:08x}", seen.0, seen.1))
+            }
+            Ok(None) => {
+                self.model.observe(key, None)?;
+                Ok("none".into())
+            }
+            Err(e) => self.read_error(key, e),
+        }
+    }
+
+    /// A read failed: only allowed after a failure beyond the promise, and
+    /// then it is the loud answer the promise asks for.
+    fn read_error(&mut self, key: &[u8], e: Error) -> Result<String, String> {
+        if self.beyond {
+            Ok(format!("loud: {}", kind(&e)))
+        } else if self.model.uncertain_after_floor(key)
+            && matches!(e, Error::NotEnoughColumns { .. })
+        {
+            // Known gap (docs/DURABILITY.md, "What is not protected"): an
+            // unacknowledged commit that a crash cut short, whose missing
+            // columns sit under a record-sized torn tail, is shown with less
+            // than the promise's margin until repair; a failure within the
+            // promise before then makes reads of it fail (loudly).
+            self.report.debris_read_errors += 1;
+            Ok(format!("loud, crash debris below margin: {}", kind(&e)))
+        } else {
+            Err(format!(
+                "reading {} failed within the promise: {e}; {}; the key: {}",
+                show_key(key),
+                self.health_line(),
+                self.store
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.describe_key(key))
+            ))
+        }
+    }
+
+    fn prefix(&mut self) -> Result<String, String> {
+        let room = self.rng.below(8);
+        let prefix = format!("room-{room}/").into_bytes();
+        let listed: Vec<Vec<u8>> = self.store()?.keys_with_prefix(&prefix).collect();
+        for key in &listed {
+            if !key.starts_with(&prefix) {
+                return Err(format!("listed {} for prefix room-{room}/", show_key(key)));
+            }
+            if !self.model.may_be(key).0 {
+                return Err(format!("listed {}, which has no value", show_key(key)));
+            }
+        }
+        let keys: Vec<Vec<u8>> = self
+            .model
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for key in keys {
+            let (some, none) = self.model.may_be(&key);
+            if some && !none && !listed.contains(&key) {
+                return Err(format!("{} has a value but was not listed", show_key(&key)));
+            }
+        }
+        Ok(format!("{} keys", listed.len()))
+    }
+
+    fn close(&mut self) -> Result<(), String> {
+        if let Some(store) = self.store.take() {
+            let result = store.close();
+            drop(store);
+            self.collect()?;
+            self.abandon_inflight();
+            result.map_err(|e| format!("close failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn open(&mut self) -> Result<String, String> {
+        self.report.reopens += 1;
+        match Store::open_simulated(
+            self.layout.clone(),
+            self.options.clone(),
+            self.factory.clone(),
+        ) {
+            Ok(store) => {
+                let report = store.open_report();
+                self.store = Some(store);
+                Ok(format!(
+                    "opened: {} visible, {} discarded",
+                    report.stripes_visible, report.stripes_discarded
+                ))
+            }
+            Err(e) if self.beyond => {
+                // Loud, as the promise asks: the run ends.
+                Ok(format!("refused beyond the promise: {}", kind(&e)))
+            }
+            Err(e) => {
+                let records = match &e {
+                    Error::StripesUnrecoverable { stripe_ids, .. } => stripe_ids
+                        .iter()
+                        .map(|&id| format!("{id:#x}: {}", self.world.find_stripe(id)))
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                    _ => String::new(),
+                };
+                Err(format!(
+                    "open failed within the promise: {e}; records on the disks: {records}"
+                ))
+            }
+        }
+    }
+
+    fn crash(&mut self) -> Result<String, String> {
+        self.world.faults().crashes += 1;
+        let point = [
+            CrashPoint::Commit,
+            CrashPoint::Flush,
+            CrashPoint::Compact,
+            CrashPoint::Repair,
+            CrashPoint::Open,
+        ][self.rng.below(5) as usize];
+        self.world.crashing.store(true, Ordering::Release);
+        match point {
+            CrashPoint::Commit => {
+                let max = 1 + self.rng.below(64) as usize;
+                let _ = self.store()?.step_if_stepped(max);
+            }
+            CrashPoint::Flush => {
+                let _ = self.store()?.flush();
+            }
+            CrashPoint::Compact => {
+                let _ = self.store()?.compact(&CompactOptions {
+                    live_ratio_max: 0.95,
+                    generations_max: 2,
+                });
+            }
+            CrashPoint::Repair => {
+                let _ = self.store()?.repair(&RepairOptions::default());
+            }
+            CrashPoint::Open => {}
+        }
+        self.collect()?;
+        if let Some(store) = self.store.take() {
+            store.crash();
+        }
+        self.abandon_inflight();
+        if let CrashPoint::Open = point {
+            // The process that crashed was opening the store.
+            self.world.crash_done();
+            self.world.crashing.store(true, Ordering::Release);
+            let opened = Store::open_simulated(
+                self.layout.clone(),
+                self.options.clone(),
+                self.factory.clone(),
+            );
+            if let Ok(store) = opened {
+                store.crash();
+            }
+        }
+        self.world.crash_done();
+        let torn = self.world.faults().torn_writes;
+        let opened = self.open()?;
+        Ok(format!("{point:?} ({torn} torn so far); {opened}"))
+    }
+
+    /// The site faults go to: the victim, or a new one; now and then, on
+    /// seeds that allow it, another one (beyond the promise).
+    fn target_site(&mut self) -> usize {
+        let sites = self.layout.sites().len() as u64;
+        match self.victim {
+            None => {
+                let site = self.rng.below(sites) as usize;
+                self.victim = Some(site);
+                site
+            }
+            Some(victim) if self.beyond_allowed && self.rng.one_in(20) => {
+                let other = (victim + 1 + self.rng.below(sites - 1) as usize) % sites as usize;
+                self.beyond = true;
+                self.report.beyond_promise = true;
+                self.world.faults().beyond_promise += 1;
+                other
+            }
+            Some(victim) => victim,
+        }
+    }
+
+    fn site_nodes(&self, site: usize) -> Vec<usize> {
+        self.layout
+            .nodes()
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| spec.site == SiteId(site as u16))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn fault(&mut self) -> Result<String, String> {
+        if self.faults.is_empty() {
+            return Ok("none enabled".into());
+        }
+        let fault = self.faults[self.rng.below(self.faults.len() as u64) as usize];
+        let site = self.target_site();
+        let nodes = self.site_nodes(site);
+        let node = nodes[self.rng.below(nodes.len() as u64) as usize];
+        let name = self.layout.nodes()[node].name.clone();
+        let mut counts = self.world.faults().clone();
+        match fault {
+            Fault::SiteFire => {
+                for &i in &nodes {
+                    self.world.wipe(i);
+                }
+                counts.site_fires += 1;
+            }
+            Fault::SiteOutage => {
+                for &i in &nodes {
+                    self.world.disk(i).unreachable = true;
+                }
+                counts.site_outages += 1;
+            }
+            Fault::DiskFull => {
+                self.world.disk(node).full = true;
+                counts.disks_full += 1;
+            }
+            Fault::ReadEio => {
+                self.world.disk(node).read_eio = true;
+                counts.read_errors += 1;
+            }
+            Fault::SyncFail => {
+                self.world.disk(node).sync_fail_next = true;
+                counts.sync_failures += 1;
+            }
+            Fault::BitRot => {
+                let mut disk = self.world.disk(node);
+                let generations: Vec<u64> = disk.segments.keys().copied().collect();
+                if !generations.is_empty() {
+                    let generation = generations[self.rng.below(generations.len() as u64) as usize];
+                    if let Some(bytes) = disk.segments.get_mut(&generation)
+                        && !bytes.is_empty()
+                    {
+                        let at = self.rng.below(bytes.len() as u64) as usize;
+                        bytes[at] ^= 1 << self.rng.below(8);
+                        counts.bit_rot += 1;
+                    }
+                }
+            }
+            Fault::Shorten => {
+                let mut disk = self.world.disk(node);
+                let generations: Vec<u64> = disk.segments.keys().copied().collect();
+                if !generations.is_empty() {
+                    let generation = generations[self.rng.below(generations.len() as u64) as usize];
+                    if let Some(bytes) = disk.segments.get_mut(&generation)
+                        && !bytes.is_empty()
+                    {
+                        let cut = 1 + self.rng.below(bytes.len() as u64) as usize;
+                        let len = bytes.len() - cut.min(bytes.len());
+                        bytes.truncate(len);
+                        counts.files_shortened += 1;
+                    }
+                }
+            }
+            Fault::Misdirect => {
+                self.world.disk(node).misdirect_next = true;
+                counts.misdirected_writes += 1;
+            }
+            Fault::DirVanish => {
+                let mut disk = self.world.disk(node);
+                disk.present = false;
+                drop(disk);
+                if self.rng.one_in(2) {
+                    self.vanished_empty.push(node);
+                }
+                counts.dirs_vanished += 1;
+            }
+        }
+        counts.crashes = self.world.faults().crashes;
+        *self.world.faults() = counts;
+        Ok(format!("{fault:?} on {name} (site {site})"))
+    }
+
+    /// Every fault heals (a vanished directory comes back whole or empty),
+    /// then repair runs; once the store survives a site loss again, faults
+    /// may pick a new site.
+    fn heal(&mut self) -> Result<String, String> {
+        for i in 0..self.world.disk_count() {
+            let mut disk = self.world.disk(i);
+            disk.unreachable = false;
+            disk.full = false;
+            disk.read_eio = false;
+            disk.sync_fail_next = false;
+            disk.misdirect_next = false;
+            disk.present = true;
+        }
+        for node in std::mem::take(&mut self.vanished_empty) {
+            self.world.wipe(node);
+        }
+        let repaired = self.store()?.repair(&RepairOptions::default());
+        // Faults the store cannot see until it reads (bit rot, a
+        // misdirected write, a shortened file) are healed only once a scrub
+        // has read everything and repaired what it found.
+        let scrubbed = self.store()?.scrub(&ScrubOptions::default());
+        self.collect()?;
+        let health = self.store()?.health();
+        if health.survives_any_site_loss && scrubbed.is_ok() && !self.beyond {
+            self.victim = None;
+        }
+        Ok(format!(
+            "{}; scrub {}; survives {}",
+            match repaired {
+                Ok(r) => format!("{} repaired", r.stripes_repaired),
+                Err(e) => kind(&e),
+            },
+            match scrubbed {
+                Ok(r) => format!(
+                    "{} corrupt, {} missing, {} repaired",
+                    r.columns_corrupt,
+                    r.columns_missing,
+                    r.repair.map_or(0, |r| r.stripes_repaired)
+                ),
+                Err(e) => kind(&e),
+            },
+            health.survives_any_site_loss
+        ))
+    }
+
+    fn unmounted(&mut self) -> Result<String, String> {
+        self.close()?;
+        let present: Vec<bool> = (0..self.world.disk_count())
+            .map(|i| std::mem::replace(&mut self.world.disk(i).present, false))
+            .collect();
+        let opened = Store::open_simulated(
+            self.layout.clone(),
+            self.options.clone(),
+            self.factory.clone(),
+        );
+        for (i, was) in present.into_iter().enumerate() {
+            self.world.disk(i).present = was;
+        }
+        let line = match opened {
+            Ok(_) => return Err("a store whose disks are all missing opened (D7)".into()),
+            Err(Error::NoStore { .. }) => "refused: no store".to_string(),
+            Err(e) => return Err(format!("unmounted store refused with the wrong error: {e}")),
+        };
+        let reopened = self.open()?;
+        Ok(format!("{line}; {reopened}"))
+    }
+
+    /// Heal everything, repair, and check that every key reads back and a
+    /// site loss would be survived (liveness).
+    fn final_check(&mut self) -> Result<(), String> {
+        self.report.operations += 1;
+        // Whatever is queued is answered first (a strict store may refuse
+        // it while nodes are down), then every fault heals.
+        let _ = self.store()?.flush();
+        self.collect()?;
+        let healed = self.heal()?;
+        self.note(format!("final heal: {healed}"));
+        if let Err(e) = self.store()?.flush()
+            && !self.beyond
+        {
+            return Err(format!("flush after healing failed: {e}"));
+        }
+        self.collect()?;
+        if self.beyond {
+            return Ok(());
+        }
+        let mut survives = false;
+        for _ in 0..3 {
+            let _ = self.store()?.repair(&RepairOptions::default());
+            if self.store()?.health().survives_any_site_loss {
+                survives = true;
+                break;
+            }
+        }
+        if !survives {
+            let health = self.store()?.health();
+            return Err(format!(
+                "after healing and repair the store would not survive a site loss: {} columns missing, {} away",
+                health.columns_missing, health.columns_away
+            ));
+        }
+        let keys: Vec<Vec<u8>> = self.model.keys().cloned().collect();
+        for key in keys {
+            self.get(&key)?;
+        }
+        Ok(())
+    }
+}
+
+impl Sim {
+    /// The nodes as the store sees them, and what the disks hold.
+    fn health_line(&self) -> String {
+        let Some(store) = self.store.as_ref() else {
+            return "no store".into();
+        };
+        let health = store.health();
+        let nodes: Vec<String> = health
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let disk = self.world.disk(i);
+                format!(
+                    "{}{}{} cols {} missing {} away {} [disk: {} gens{}{}{}]",
+                    n.name,
+                    if n.reachable { "" } else { " DOWN" },
+                    if n.writable { "" } else { " RO" },
+                    n.columns,
+                    n.columns_missing,
+                    n.columns_away,
+                    disk.segments.len(),
+                    if disk.unreachable { " unreachable" } else { "" },
+                    if disk.full { " full" } else { "" },
+                    if disk.present { "" } else { " missing" },
+                )
+            })
+            .collect();
+        format!(
+            "victim site {:?}, survives {}, nodes: {}",
+            self.victim,
+            health.survives_any_site_loss,
+            nodes.join("; ")
+        )
+    }
+}
+
+fn show_key(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+/// An error's kind, without the details that vary (for the trace).
+fn kind(e: &Error) -> String {
+    let debug = format!("{e:?}");
+    debug
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Three sites of `nodes_per_site` nodes, RS(`k`, `m`), that promise any
+/// one site.
+fn sim_layout(sites: usize, nodes_per_site: usize, k: usize, m: usize) -> Layout {
+    let mut builder = Layout::builder().code(k, m);
+    for s in 0..sites {
+        let names: Vec<String> = (0..nodes_per_site).map(|n| format!("s{s}n{n}")).collect();
+        builder = builder.site(format!("site{s}"), |mut b| {
+            for name in &names {
+                b = b.node(
+                    name,
+                    std::path::Path::new("/nonexistent/geoshard-sim")
+                        .join(name)
+                        .as_path(),
+                );
+            }
+            b
+        });
+    }
+    builder
+        .build()
+        .unwrap_or_else(|e| panic!("the simulator's layout is valid: {e}"))
+}

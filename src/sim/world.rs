@@ -1,0 +1,264 @@
+//! The simulated disks of every node, their faults, and the factory that
+//! opens them for a store (exclusive locks, missing and unmounted
+//! directories, torn tails cut at open, as a local node does).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::node::SimNode;
+use super::rng::mix;
+use crate::format::scan_segment;
+use crate::layout::{Layout, NodeSpec};
+use crate::node::{Node, NodeFactory, OpenPurpose};
+use crate::{Error, Result};
+
+/// One node's disk: what survives the process.
+#[derive(Debug, Default)]
+pub(crate) struct Disk {
+    /// The directory exists (false: deleted, or a disk that is not
+    /// mounted).
+    pub present: bool,
+    /// Calls fail as if the node could not be reached (a network split, a
+    /// site without power); the bytes stay.
+    pub unreachable: bool,
+    /// Durable segment bytes by generation.
+    pub segments: BTreeMap<u64, Vec<u8>>,
+    pub manifest: Option<Vec<u8>>,
+    /// Bumped by every open, wipe or vanish: older handles stop working.
+    pub epoch: u64,
+    /// A handle of `epoch` is open (the lock a local node takes).
+    pub locked: bool,
+    /// Appends fail with ENOSPC and write nothing.
+    pub full: bool,
+    /// Reads fail with EIO.
+    pub read_eio: bool,
+    /// The next append writes its bytes but its sync fails (the node
+    /// fences; the bytes may be there after a crash).
+    pub sync_fail_next: bool,
+    /// The next append lands `misdirect_by` bytes before the end of its
+    /// segment, over records already there, and says it succeeded.
+    pub misdirect_next: bool,
+    /// Mutating calls so far (fates are drawn from it, not from the order
+    /// threads run in).
+    pub calls: u64,
+    /// Running hash of every I/O of this disk: the node's trace.
+    pub trace: u64,
+    /// I/O calls traced.
+    pub io_count: u64,
+}
+
+impl Disk {
+    /// Adds one I/O to the disk's trace.
+    pub fn record(&mut self, op: u64, generation: u64, offset: u64, len: u64, crc: u32) {
+        self.io_count += 1;
+        let mut h = mix(self.trace ^ op);
+        for v in [generation, offset, len, u64::from(crc)] {
+            h = mix(h ^ v);
+        }
+        self.trace = h;
+    }
+
+    /// Whether the disk holds anything of a store.
+    pub fn used(&self) -> bool {
+        self.manifest.is_some() || !self.segments.is_empty()
+    }
+}
+
+/// Counts of injected faults, by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Process crashes (a store dropped mid-step, its queue unanswered).
+    pub crashes: u64,
+    /// Writes torn by a crash (a prefix, zeros or garbage left).
+    pub torn_writes: u64,
+    /// Whole sites burned (every node wiped).
+    pub site_fires: u64,
+    /// Sites made unreachable (and later reachable again).
+    pub site_outages: u64,
+    /// Nodes whose disk filled (ENOSPC).
+    pub disks_full: u64,
+    /// Nodes whose reads failed with EIO for a while.
+    pub read_errors: u64,
+    /// Appends whose sync failed (the node fences).
+    pub sync_failures: u64,
+    /// Bytes flipped in synced data.
+    pub bit_rot: u64,
+    /// Segments shortened under a running store.
+    pub files_shortened: u64,
+    /// Appends that landed at the wrong offset and said they succeeded.
+    pub misdirected_writes: u64,
+    /// Node directories that vanished (and came back, whole or empty).
+    pub dirs_vanished: u64,
+    /// Failures beyond the promise (a second site hit while one was).
+    pub beyond_promise: u64,
+}
+
+/// Every simulated disk, and the factory that opens them.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub seed: u64,
+    specs: Vec<NodeSpec>,
+    disks: Vec<Mutex<Disk>>,
+    /// A crash is under way: every mutating call draws a fate (done, torn,
+    /// or not done) and fails.
+    pub crashing: AtomicBool,
+    pub faults: Mutex<FaultCounts>,
+}
+
+impl World {
+    pub fn new(seed: u64, layout: &Layout) -> Arc<World> {
+        Arc::new(World {
+            seed,
+            specs: layout.nodes().to_vec(),
+            disks: layout
+                .nodes()
+                .iter()
+                .map(|_| {
+                    Mutex::new(Disk {
+                        present: true,
+                        ..Disk::default()
+                    })
+                })
+                .collect(),
+            crashing: AtomicBool::new(false),
+            faults: Mutex::new(FaultCounts::default()),
+        })
+    }
+
+    pub fn disk(&self, index: usize) -> MutexGuard<'_, Disk> {
+        self.disks[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn disk_count(&self) -> usize {
+        self.disks.len()
+    }
+
+    pub fn faults(&self) -> MutexGuard<'_, FaultCounts> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The trace of every disk, hashed in node order.
+    pub fn trace_hash(&self) -> (u64, u64) {
+        let mut hash = 0u64;
+        let mut count = 0;
+        for i in 0..self.disks.len() {
+            let disk = self.disk(i);
+            hash = mix(hash ^ disk.trace);
+            count += disk.io_count;
+        }
+        (hash, count)
+    }
+
+    /// The process is gone: every handle stops working, locks are free.
+    pub fn crash_done(&self) {
+        self.crashing.store(false, Ordering::Release);
+        for i in 0..self.disks.len() {
+            let mut disk = self.disk(i);
+            disk.epoch += 1;
+            disk.locked = false;
+        }
+    }
+
+    /// Wipes a node: everything lost, the directory back empty.
+    pub fn wipe(&self, index: usize) {
+        let mut disk = self.disk(index);
+        disk.segments.clear();
+        disk.manifest = None;
+        disk.epoch += 1;
+        disk.locked = false;
+        disk.present = true;
+    }
+
+    /// Where the records of `stripe_id` are on the disks (failure reports).
+    pub fn find_stripe(&self, stripe_id: u64) -> String {
+        let mut out = Vec::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            let disk = self.disk(i);
+            for (&generation, bytes) in &disk.segments {
+                let scan = scan_segment(bytes, generation);
+                for record in scan
+                    .records
+                    .iter()
+                    .filter(|r| r.header.stripe_id == stripe_id)
+                {
+                    out.push(format!(
+                        "col {} on {}@{generation:#x}:{}",
+                        record.header.column_index, spec.name, record.payload_offset
+                    ));
+                }
+            }
+        }
+        out.join(", ")
+    }
+
+    fn index_of(&self, spec: &NodeSpec) -> Option<usize> {
+        self.specs.iter().position(|s| s.name == spec.name)
+    }
+}
+
+/// Opens the simulated disks for a store.
+#[derive(Clone, Debug)]
+pub(crate) struct SimFactory {
+    pub world: Arc<World>,
+}
+
+impl NodeFactory for SimFactory {
+    fn open_node(&self, spec: &NodeSpec, purpose: OpenPurpose) -> Result<Arc<dyn Node>> {
+        let index = self
+            .world
+            .index_of(spec)
+            .ok_or_else(|| Error::invalid(format!("no simulated disk for {}", spec.name)))?;
+        let mut disk = self.world.disk(index);
+        let unavailable = |reason: &str| Error::Unavailable {
+            node: spec.name.clone(),
+            reason: reason.into(),
+        };
+        if disk.unreachable {
+            return Err(unavailable("unreachable"));
+        }
+        match purpose {
+            OpenPurpose::Open if !disk.present => return Err(unavailable("directory is missing")),
+            OpenPurpose::Open if !disk.used() => {
+                return Err(unavailable("directory holds no store"));
+            }
+            _ => disk.present = true,
+        }
+        if disk.locked {
+            return Err(Error::Locked {
+                path: format!("sim:{}", spec.name).into(),
+            });
+        }
+        disk.epoch += 1;
+        disk.locked = true;
+        // Recovery, as a local node does it: what follows the last intact
+        // record is a torn tail, left on disk (docs/DURABILITY.md, D5) and
+        // reported by every scan; appends go after the intact part.
+        let mut durable = BTreeMap::new();
+        let mut truncated = BTreeMap::new();
+        disk.segments.retain(|_, bytes| !bytes.is_empty());
+        for (&generation, bytes) in &mut disk.segments {
+            let scan = scan_segment(bytes, generation);
+            durable.insert(generation, scan.intact_len);
+            let cut = bytes.len() as u64 - scan.intact_len;
+            if cut > 0 {
+                truncated.insert(generation, cut);
+                if crate::mutation::enabled(crate::mutation::Mutation::CutTornTails) {
+                    bytes.truncate(scan.intact_len as usize);
+                }
+            }
+        }
+        let epoch = disk.epoch;
+        drop(disk);
+        Ok(Arc::new(SimNode::new(
+            Arc::clone(&self.world),
+            index,
+            spec.name.clone(),
+            epoch,
+            durable,
+            truncated,
+        )))
+    }
+}

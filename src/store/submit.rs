@@ -1,0 +1,249 @@
+//! Writes as submissions: every put, delete and flush is a request queued
+//! for the committer, answered later through a [`Pending`] completion the
+//! committer fulfils. The blocking API submits and waits; the simulator
+//! keeps many submissions in flight and runs the committer itself, one
+//! step at a time ([`Scheduling::Stepped`]), so one seed fixes which
+//! requests share a commit.
+
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Store;
+use super::commit::{Committer, Request};
+use crate::{Error, Result};
+
+/// How a store starts, beyond its layout and options.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Start {
+    pub scheduling: Scheduling,
+    /// The identity a created store gets, instead of a random one.
+    pub store_id: Option<[u8; 16]>,
+}
+
+/// Who runs the committer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Scheduling {
+    /// Its own thread, which waits for requests and gathers a commit for up
+    /// to `commit_interval` (production).
+    #[default]
+    Thread,
+    /// Whoever waits: `Store::step_if_stepped` runs one commit of what is queued,
+    /// and a blocking call runs commits until its own is answered. Nothing
+    /// runs in the background (the simulator).
+    Stepped,
+}
+
+/// The committer, as it runs.
+pub(crate) enum Runner {
+    Thread(JoinHandle<()>),
+    Stepped(Box<Committer>),
+}
+
+/// A submitted write: answered once the committer made it durable (or
+/// failed it). Dropping it does not cancel the write.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    rx: Receiver<Result<bool>>,
+}
+
+impl Pending {
+    /// A request and the completion that will answer it.
+    pub(crate) fn channel() -> (mpsc::SyncSender<Result<bool>>, Pending) {
+        let (ack, rx) = mpsc::sync_channel(1);
+        (ack, Pending { rx })
+    }
+
+    /// The answer, if the committer has given it. `Some(Err(Closed))` when
+    /// the request was dropped unanswered (the store closed or crashed).
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+    pub(crate) fn try_take(&self) -> Option<Result<bool>> {
+        match self.rx.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(Error::Closed)),
+        }
+    }
+}
+
+impl Store {
+    /// Queues a request for the committer.
+    pub(crate) fn submit(&self, request: Request) -> Result<()> {
+        let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
+        let sender = guard.as_ref().ok_or(Error::Closed)?;
+        sender.send(request).map_err(|_| Error::Closed)
+    }
+
+    /// Waits for a submission's answer: at most `timeout` when the
+    /// committer has its own thread; with a stepped committer, runs
+    /// commits until it is answered.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] after `timeout` (naming `what`);
+    /// [`Error::Closed`] when the request was dropped unanswered.
+    pub(crate) fn wait(
+        &self,
+        pending: &Pending,
+        what: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<Result<bool>> {
+        loop {
+            match pending.rx.try_recv() {
+                Ok(answer) => return Ok(answer),
+                Err(TryRecvError::Disconnected) => return Err(Error::Closed),
+                Err(TryRecvError::Empty) => {}
+            }
+            match self.step_if_stepped(usize::MAX) {
+                Some(0) => return Err(Error::Closed),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        match timeout {
+            Some(after) => pending.rx.recv_timeout(after).map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => Error::TimedOut { what, after },
+                mpsc::RecvTimeoutError::Disconnected => Error::Closed,
+            }),
+            None => pending.rx.recv().map_err(|_| Error::Closed),
+        }
+    }
+
+    /// Runs one commit of at most `max_requests` queued requests on a
+    /// stepped committer; returns how many it answered. `None` when the
+    /// committer has its own thread.
+    pub(crate) fn step_if_stepped(&self, max_requests: usize) -> Option<usize> {
+        let mut runner = self.committer.lock().unwrap_or_else(|p| p.into_inner());
+        match runner.as_mut() {
+            Some(Runner::Stepped(committer)) => Some(committer.step(max_requests)),
+            Some(Runner::Thread(_)) => None,
+            None => Some(0),
+        }
+    }
+
+    /// Stops the committer: a thread finishes what is queued and exits; a
+    /// stepped committer runs what is queued when `drain`, and otherwise
+    /// drops it unanswered (a simulated crash).
+    pub(crate) fn stop_committer(&self, drain: bool) {
+        let sender = self
+            .sender
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(sender);
+        let runner = self
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let panicked = match runner {
+            Some(Runner::Thread(handle)) => handle.join().is_err(),
+            Some(Runner::Stepped(mut committer)) => {
+                while drain && committer.step(usize::MAX) > 0 {}
+                false
+            }
+            None => false,
+        };
+        if panicked {
+            tracing::error!("the committer thread panicked");
+        }
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl Store {
+    /// Creates (`store_id` given) or opens a store whose committer the
+    /// caller steps: the simulator's store.
+    pub(crate) fn start_simulated(
+        layout: crate::layout::Layout,
+        options: crate::Options,
+        factory: std::sync::Arc<dyn crate::node::NodeFactory>,
+        store_id: Option<[u8; 16]>,
+    ) -> Result<Store> {
+        let mode = match store_id {
+            Some(_) => super::open::Mode::Create,
+            None => super::open::Mode::Open,
+        };
+        let start = Start {
+            scheduling: Scheduling::Stepped,
+            store_id,
+        };
+        Store::start(layout, options, factory, mode, start)
+    }
+
+    /// Opens a store with a stepped committer.
+    pub(crate) fn open_simulated(
+        layout: crate::layout::Layout,
+        options: crate::Options,
+        factory: std::sync::Arc<dyn crate::node::NodeFactory>,
+    ) -> Result<Store> {
+        Store::start_simulated(layout, options, factory, None)
+    }
+
+    /// The process dies: what is queued is dropped unanswered and the
+    /// nodes are let go, with nothing flushed.
+    pub(crate) fn crash(self) {
+        self.stop_committer(false);
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.nodes.close_all();
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl Store {
+    /// Where `key`'s parts are: per part, its stripe and where every column
+    /// of that stripe is (the simulator's failure reports).
+    pub(crate) fn describe_key(&self, key: &[u8]) -> String {
+        let state = self.inner.read_state();
+        let Some(loc) = state.index.get(key) else {
+            return "not in the index".into();
+        };
+        let mut out = Vec::new();
+        for part in loc.parts() {
+            match state.stripes.get(part.slot) {
+                Some(stripe) => out.push(self.describe(stripe)),
+                None => out.push(format!("slot {} missing", part.slot)),
+            }
+        }
+        out.join(" | ")
+    }
+
+    /// Where the store thinks the columns of `stripe_id` are.
+    pub(crate) fn describe_stripe(&self, stripe_id: u64) -> String {
+        let state = self.inner.read_state();
+        state
+            .stripes
+            .values()
+            .find(|s| s.stripe_id == stripe_id)
+            .map_or_else(|| "not visible".into(), |s| self.describe(s))
+    }
+
+    fn describe(&self, stripe: &super::stripes::StripeInfo) -> String {
+        let columns: Vec<String> = stripe
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(c, col)| {
+                let home = col.home.map(|h| self.inner.layout.node(h).name.clone());
+                let at = col.stored.map(|(n, l)| {
+                    format!(
+                        "{}@{:#x}:{}",
+                        self.inner.layout.node(n).name,
+                        l.generation,
+                        l.offset
+                    )
+                });
+                format!("{c}:len {} home {:?} at {:?}", col.len, home, at)
+            })
+            .collect();
+        format!(
+            "stripe {:#x} (session {}) gen {:#x} handoffs {:?}: {}",
+            stripe.stripe_id,
+            super::open::session_of(stripe.stripe_id),
+            stripe.generation,
+            stripe.header.handoffs,
+            columns.join(", ")
+        )
+    }
+}
