@@ -4,15 +4,17 @@
 //! operations it took to find each bug (docs/TESTING.md, "Mutations").
 //!
 //! ```text
-//! cargo run --release --example sim_mutations -- [seeds per mutation] [operations per seed]
+//! cargo run --release --example sim_mutations -- [seeds per mutation] [operations per seed] [mutation name]
 //! ```
 
 use geoshard::mutation::Mutation;
 use geoshard::sim::find;
 
 fn main() {
+    let only: Option<String> = std::env::args().nth(3);
     let args: Vec<u64> = std::env::args()
         .skip(1)
+        .take(2)
         .map(|a| a.parse().expect("arguments are numbers"))
         .collect();
     let seeds = args.first().copied().unwrap_or(500);
@@ -23,6 +25,12 @@ fn main() {
     );
     println!("| --- | --- | --- | --- | --- |");
     for mutation in Mutation::ALL {
+        if only
+            .as_ref()
+            .is_some_and(|name| *name != format!("{mutation:?}"))
+        {
+            continue;
+        }
         let started = std::time::Instant::now();
         match find(mutation, 0..seeds, operations) {
             Some(found) => {

@@ -34,6 +34,17 @@ fn main() {
                 std::process::exit(1);
             }
         };
+        if std::env::var_os("GEOSHARD_SIM_TWICE").is_some() {
+            // Determinism: the same seed again must give the same trace.
+            if let Ok(again) = run(&SimConfig { seed, operations })
+                && (again.trace_hash, again.node_io) != (report.trace_hash, report.node_io)
+            {
+                eprintln!(
+                    "seed {seed} is not deterministic: node I/O {} then {}",
+                    report.node_io, again.node_io
+                );
+            }
+        }
         total += report.operations;
         writes += report.writes;
         acknowledged += report.acknowledged;

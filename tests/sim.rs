@@ -17,14 +17,22 @@ fn run_or_panic(seed: u64, operations: u64) -> SimReport {
 
 #[test]
 fn fixed_seeds_keep_the_promise() {
-    let seeds = env_u64("GEOSHARD_SIM_SEEDS").unwrap_or(24);
-    let operations = env_u64("GEOSHARD_SIM_OPS").unwrap_or(400);
-    let mut total = 0;
+    // 150 seeds x 1000 operations: about 10 s in a dev build here. The
+    // soak (docs/TESTING.md) runs many more.
+    let seeds = env_u64("GEOSHARD_SIM_SEEDS").unwrap_or(150);
+    let operations = env_u64("GEOSHARD_SIM_OPS").unwrap_or(1000);
+    let (mut total, mut beyond) = (0, 0);
     for seed in 0..seeds {
         let report = run_or_panic(seed, operations);
         total += report.operations;
+        beyond += u64::from(report.beyond_promise);
     }
-    assert!(total >= seeds * operations);
+    // A seed that goes beyond the promise may end early (its open refused,
+    // loudly); most run every operation.
+    assert!(
+        total >= (seeds - beyond) * operations,
+        "{total} operations over {seeds} seeds, {beyond} beyond the promise"
+    );
 }
 
 #[test]

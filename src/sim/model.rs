@@ -172,17 +172,6 @@ impl Model {
         })
     }
 
-    /// Whether an operation after the floor is unacknowledged (pending, or
-    /// answered with an error): a read may meet what a failed or
-    /// crash-cut commit left.
-    pub fn uncertain_after_floor(&self, key: &[u8]) -> bool {
-        self.keys.get(key).is_some_and(|history| {
-            history.ops[history.floor + 1..]
-                .iter()
-                .any(|op| op.state != State::Acked)
-        })
-    }
-
     /// Every key the model knows, in byte order.
     pub fn keys(&self) -> impl Iterator<Item = &Vec<u8>> {
         self.keys.keys()

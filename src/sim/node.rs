@@ -115,10 +115,15 @@ impl SimNode {
             return None;
         }
         let draw = mix(self.world.seed ^ mix(self.index as u64 ^ (disk.calls << 16)));
-        Some(match draw % 3 {
-            0 => Fate::Done,
-            1 => Fate::Torn,
-            _ => Fate::Lost,
+        // How far along the writes under way were when the process died is
+        // drawn per crash: most done, or few.
+        let done_per_mille = self.world.crash_done_per_mille.load(Ordering::Acquire);
+        Some(if draw % 1000 < done_per_mille {
+            Fate::Done
+        } else if (draw >> 32).is_multiple_of(2) {
+            Fate::Torn
+        } else {
+            Fate::Lost
         })
     }
 
@@ -146,11 +151,23 @@ impl SimNode {
     }
 }
 
-/// What a torn write leaves: a prefix, the prefix then zeros, or the prefix
-/// then garbage.
-fn tear(bytes: &[u8], draw: u64) -> Vec<u8> {
+/// What a torn write leaves: a prefix, the prefix then zeros, the prefix
+/// then garbage, or every sector written but in another order, some never
+/// (the whole length, some 512-byte sectors zero).
+fn tear(bytes: &[u8], draw: u64, reorder: bool) -> Vec<u8> {
     if bytes.is_empty() {
         return Vec::new();
+    }
+    if reorder && (draw >> 40).is_multiple_of(4) {
+        let mut out = bytes.to_vec();
+        let mut h = draw;
+        for sector in out.chunks_mut(512) {
+            h = mix(h);
+            if h.is_multiple_of(2) {
+                sector.fill(0);
+            }
+        }
+        return out;
     }
     let keep = (draw >> 8) as usize % bytes.len();
     let mut out = bytes[..keep].to_vec();
@@ -200,14 +217,28 @@ impl Node for SimNode {
         if disk.full {
             return Err(self.errno("append", libc::ENOSPC));
         }
-        let start = self.durable_len(generation);
+        // After a torn tail, never over it (as a local node does); past a
+        // file shortened behind the node's back, at the durable end.
+        let physical = disk.segments.get(&generation).map_or(0, |s| s.len() as u64);
+        let start = if crate::mutation::enabled(crate::mutation::Mutation::CutTornTails) {
+            self.durable_len(generation)
+        } else {
+            self.durable_len(generation).max(physical)
+        };
         let (bytes, locations) = self.encode(generation, start, records)?;
         let crc = crc32fast::hash(&bytes);
         disk.record(OP_APPEND, generation, start, bytes.len() as u64, crc);
+        let durable = self.durable_len(generation);
         let write = |disk: &mut Disk, bytes: &[u8]| {
-            // Over a torn tail, if there is one (or past a file shortened
-            // behind the node's back: zeros in between).
+            // After a torn tail, zeroed (as a local node does), or past a
+            // file shortened behind the node's back (zeros in between).
             let segment = disk.segments.entry(generation).or_default();
+            if !crate::mutation::enabled(crate::mutation::Mutation::CutTornTails) {
+                let end = segment.len().min(start as usize);
+                if end > durable as usize {
+                    segment[durable as usize..end].fill(0);
+                }
+            }
             segment.resize(start as usize, 0);
             segment.extend_from_slice(bytes);
         };
@@ -219,7 +250,7 @@ impl Node for SimNode {
             }
             Some(Fate::Torn) => {
                 let draw = mix(self.world.seed ^ mix(disk.calls ^ 0x7e));
-                let torn = tear(&bytes, draw);
+                let torn = tear(&bytes, draw, self.world.known_gaps);
                 self.world.faults().torn_writes += 1;
                 write(&mut disk, &torn);
                 return Err(self.unavailable("the process is crashing"));

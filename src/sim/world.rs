@@ -42,8 +42,12 @@ pub(crate) struct Disk {
     /// Mutating calls so far (fates are drawn from it, not from the order
     /// threads run in).
     pub calls: u64,
-    /// Running hash of every I/O of this disk: the node's trace.
+    /// Hash of every I/O of this disk, step by step: the node's trace.
     pub trace: u64,
+    /// The I/O of the current step, as a sum of hashes: the calls of one
+    /// step may run on several threads (a repair rebuilds while it writes),
+    /// so within a step the trace is the set of calls, not their order.
+    pub step: u64,
     /// I/O calls traced.
     pub io_count: u64,
 }
@@ -52,11 +56,11 @@ impl Disk {
     /// Adds one I/O to the disk's trace.
     pub fn record(&mut self, op: u64, generation: u64, offset: u64, len: u64, crc: u32) {
         self.io_count += 1;
-        let mut h = mix(self.trace ^ op);
+        let mut h = mix(op);
         for v in [generation, offset, len, u64::from(crc)] {
             h = mix(h ^ v);
         }
-        self.trace = h;
+        self.step = self.step.wrapping_add(h);
     }
 
     /// Whether the disk holds anything of a store.
@@ -103,7 +107,14 @@ pub(crate) struct World {
     /// A crash is under way: every mutating call draws a fate (done, torn,
     /// or not done) and fails.
     pub crashing: AtomicBool,
+    /// While crashing: the share (per mille) of writes under way that land
+    /// whole.
+    pub crash_done_per_mille: std::sync::atomic::AtomicU64,
     pub faults: Mutex<FaultCounts>,
+    /// `GEOSHARD_SIM_KNOWN_GAPS`: also the faults of the open findings
+    /// (docs/TESTING.md), such as torn writes whose sectors landed out of
+    /// order (S9).
+    pub known_gaps: bool,
 }
 
 impl World {
@@ -122,7 +133,9 @@ impl World {
                 })
                 .collect(),
             crashing: AtomicBool::new(false),
+            crash_done_per_mille: std::sync::atomic::AtomicU64::new(333),
             faults: Mutex::new(FaultCounts::default()),
+            known_gaps: std::env::var_os("GEOSHARD_SIM_KNOWN_GAPS").is_some(),
         })
     }
 
@@ -138,6 +151,15 @@ impl World {
 
     pub fn faults(&self) -> MutexGuard<'_, FaultCounts> {
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends a step: folds each disk's calls of the step into its trace.
+    pub fn end_step(&self) {
+        for i in 0..self.disks.len() {
+            let mut disk = self.disk(i);
+            disk.trace = mix(disk.trace ^ disk.step);
+            disk.step = 0;
+        }
     }
 
     /// The trace of every disk, hashed in node order.

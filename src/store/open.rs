@@ -184,8 +184,8 @@ impl Inner {
         // before it may be on nodes that are down, or nowhere). The
         // proposal holds everything the committed manifest it was built
         // from held, plus that open's decisions (docs/DURABILITY.md,
-        // "The manifest"): it decides in its place. Without data it is a
-        // create that never finished: no store.
+        // "The manifest"): it decides in its place. A proposal of session 1
+        // with no data anywhere is a create that never finished: no store.
         let proposed = || {
             found
                 .iter()
@@ -193,7 +193,10 @@ impl Inner {
                 .filter(|_| {
                     !crate::mutation::enabled(crate::mutation::Mutation::ProposalsDecideNothing)
                 })
-                .filter(|_| self.any_node_holds_data())
+                // Session 1 is the create's own: a proposal of a later one
+                // was built from a committed manifest, so the store exists
+                // (even if it holds nothing yet).
+                .filter(|(_, m)| m.session >= 2 || self.any_node_holds_data())
         };
         let Some(&(_, newest)) = committed.or_else(proposed) else {
             let reachable = manifests

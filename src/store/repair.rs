@@ -494,6 +494,7 @@ impl Inner {
         stripe: &StripeInfo,
         column: usize,
         avoid: &[NodeId],
+        also_held: &[NodeId],
     ) -> Option<NodeId> {
         let homes: Option<Vec<NodeId>> = stripe.columns.iter().map(|c| c.home).collect();
         let placement = crate::layout::Placement::from_columns(stripe.stripe_id, &homes?).ok()?;
@@ -504,6 +505,7 @@ impl Inner {
             .filter(|(c, _)| *c != column)
             .filter_map(|(_, col)| col.stored.map(|(n, _)| n))
             .filter(|&n| self.nodes.is_up(n))
+            .chain(also_held.iter().copied())
             .collect();
         let candidates: Vec<NodeId> = self
             .nodes
@@ -612,6 +614,7 @@ impl Store {
 
         let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
         let stripes_total = plan.len() as u64;
+        let stepped = self.is_stepped();
         // Rebuilding (CPU) and writing (disk) overlap: a writer thread
         // appends one batch while the next is rebuilt. Written buffers come
         // back for reuse.
@@ -675,6 +678,14 @@ impl Store {
                     if to_writer.send(full).is_err() {
                         break;
                     }
+                    if stepped {
+                        // One step at a time: the next stripes are planned
+                        // once this batch is written (which nodes took
+                        // writes decides where they go), as one seed asks.
+                        if let Ok(pool) = returned.recv() {
+                            buffers.pool.extend(pool);
+                        }
+                    }
                     batch_bytes = 0;
                 }
             }
@@ -728,6 +739,7 @@ impl Store {
         let mut out = Vec::with_capacity(fix.len());
         let mut to_rebuild: Vec<usize> = Vec::new();
         let mut targets: Vec<(usize, NodeId)> = Vec::new();
+        let mut moved_home: Vec<NodeId> = Vec::new();
         for &c in fix {
             let home = stripe.columns[c].home?;
             match (&intact[c], stripe.columns[c].is_away()) {
@@ -735,6 +747,7 @@ impl Store {
                 // writes again (until then it stays where it is).
                 (Some(bytes), true) => {
                     if inner.nodes.is_writable(home) {
+                        moved_home.push(home);
                         let payload = Payload::Copied(bytes.clone());
                         out.push(self.pending(slot, stripe, c, home, payload, true));
                     }
@@ -743,10 +756,19 @@ impl Store {
                 (Some(_), false) => {}
                 (None, _) => {
                     // Home, or a site-safe handoff if home takes no writes.
+                    // Columns of this stripe already given a node in this
+                    // round count where they will be (found by the
+                    // simulator: two handoffs of one stripe chose the same
+                    // node, and a site held more than m columns).
+                    let chosen: Vec<NodeId> = targets
+                        .iter()
+                        .map(|&(_, n)| n)
+                        .chain(moved_home.iter().copied())
+                        .collect();
                     let target = if inner.nodes.is_writable(home) {
                         home
                     } else {
-                        inner.handoff_target(stripe, c, &[])?
+                        inner.handoff_target(stripe, c, &[], &chosen)?
                     };
                     to_rebuild.push(c);
                     targets.push((c, target));
@@ -896,9 +918,16 @@ impl Store {
                 .filter(|&i| {
                     let p = &batch[i];
                     let stripe = inner.read_state().stripes.get(p.slot).cloned();
+                    // The other columns of the stripe in this batch go where
+                    // they are planned.
+                    let siblings: Vec<NodeId> = batch
+                        .iter()
+                        .filter(|o| o.stripe_id == p.stripe_id && o.column != p.column)
+                        .map(|o| o.target)
+                        .collect();
                     let target = stripe
                         .filter(|s| s.stripe_id == p.stripe_id)
-                        .and_then(|s| inner.handoff_target(&s, p.column, &[p.target]));
+                        .and_then(|s| inner.handoff_target(&s, p.column, &[p.target], &siblings));
                     match target {
                         Some(target) => {
                             batch[i].target = target;

@@ -108,6 +108,15 @@ impl Store {
         }
     }
 
+    /// Whether the committer is stepped (the simulator): background work
+    /// then runs one step at a time, in an order one seed fixes.
+    pub(crate) fn is_stepped(&self) -> bool {
+        matches!(
+            *self.committer.lock().unwrap_or_else(|p| p.into_inner()),
+            Some(Runner::Stepped(_))
+        )
+    }
+
     /// Runs one commit of at most `max_requests` queued requests on a
     /// stepped committer; returns how many it answered. `None` when the
     /// committer has its own thread.

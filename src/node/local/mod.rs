@@ -249,7 +249,7 @@ impl LocalNode {
             file.set_len(0)
                 .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
         }
-        let segment = Arc::new(Segment::new(generation, path, file, 0, 0, false));
+        let segment = Arc::new(Segment::new(generation, path, file, 0, 0, 0, false));
         segments.insert(generation, Arc::clone(&segment));
         Ok(segment)
     }

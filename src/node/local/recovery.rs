@@ -85,7 +85,22 @@ pub(super) fn recover(
             "a torn tail after the last intact record of a segment; left in place, outside the durable bytes"
         );
     }
-    let segment = Segment::new(generation, path, file, scan.intact_len, truncated, true);
+    // Appends go after the tail (never over it: the next open must still
+    // find it, now as damage followed by intact records).
+    let append_at = if crate::mutation::enabled(crate::mutation::Mutation::CutTornTails) {
+        scan.intact_len
+    } else {
+        file_len
+    };
+    let segment = Segment::new(
+        generation,
+        path,
+        file,
+        scan.intact_len,
+        truncated,
+        append_at,
+        true,
+    );
     segment.cache_scan(scan);
     Ok(Some(segment))
 }

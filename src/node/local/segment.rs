@@ -78,13 +78,17 @@ pub(super) struct AppendFailure {
 }
 
 impl Segment {
-    /// A segment whose first `durable_len` bytes are known good.
+    /// A segment whose first `durable_len` bytes are known good, with a
+    /// torn tail of `truncated_tail_bytes` found at open; appends go at
+    /// `append_at` (the end of the file: a tail is never written over, so
+    /// the next open still sees it, as damage).
     pub(super) fn new(
         generation: u64,
         path: PathBuf,
         file: File,
         durable_len: u64,
         truncated_tail_bytes: u64,
+        append_at: u64,
         entry_durable: bool,
     ) -> Segment {
         Segment {
@@ -94,7 +98,7 @@ impl Segment {
             durable_len: AtomicU64::new(durable_len),
             truncated_tail_bytes,
             writer: Mutex::new(WriterState {
-                len: durable_len,
+                len: append_at,
                 scratch: Vec::new(),
                 header_ranges: Vec::new(),
                 entry_durable,
@@ -194,6 +198,7 @@ impl Segment {
                 fence: false,
             });
         }
+        self.zero_torn_tail(context, writer.len)?;
         let start = writer.len;
         let writes_segment_header = start == 0;
         let WriterState {
@@ -235,6 +240,44 @@ impl Segment {
             start,
             end: position,
         })
+    }
+
+    /// Before the first append after a torn tail: zeros over the tail (up
+    /// to `append_at`, where the append goes), synced with the append. The
+    /// next open then finds damage of the tail's length followed by the new
+    /// records: still no evidence for the columns the tail may have held
+    /// (docs/DURABILITY.md, "Evidence"), and no header in the tail whose
+    /// declared length could make the scanner skip the new records.
+    fn zero_torn_tail(
+        &self,
+        context: &AppendContext<'_>,
+        append_at: u64,
+    ) -> Result<(), AppendFailure> {
+        use std::os::unix::fs::FileExt;
+        let durable_len = self.durable_len();
+        if append_at <= durable_len {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (append_at - durable_len).min(1 << 20) as usize];
+        let mut at = durable_len;
+        while at < append_at {
+            let len = (append_at - at).min(zeros.len() as u64) as usize;
+            self.file
+                .write_all_at(&zeros[..len], at)
+                .map_err(|source| AppendFailure {
+                    error: Error::io(
+                        format!(
+                            "zeroing the torn tail of node {} segment {}",
+                            context.node_name,
+                            self.path.display()
+                        ),
+                        source,
+                    ),
+                    fence: true,
+                })?;
+            at += len as u64;
+        }
+        Ok(())
     }
 
     pub(super) fn file(&self) -> &File {

@@ -179,14 +179,27 @@ fn a_failed_sync_fences_the_node_until_reopened() {
         let written = node
             .append(4, &batch)
             .expect("writes resume after a reopen");
-        // Appends go after the intact part, over the tail.
+        // Appends go after the tail, which is zeroed, never written over.
         assert_eq!(
             written[0].offset,
-            first.offset + u64::from(first.len) + header.encoded_len() as u64
+            first.offset + u64::from(first.len) + 1500 + header.encoded_len() as u64
         );
         assert_eq!(
             &node.read(4, written[0].offset, written[0].len).unwrap()[..],
             &payload[..]
+        );
+        drop(node);
+        let node = open(dir.path(), engine);
+        let scan = node.scan(4).unwrap();
+        assert_eq!(
+            scan.records.len(),
+            2,
+            "both records found after the old tail"
+        );
+        assert_eq!(
+            scan.corrupt.iter().map(|c| c.len).collect::<Vec<_>>(),
+            vec![1500],
+            "the old tail is damage now: still no evidence for what it held"
         );
     }
 }

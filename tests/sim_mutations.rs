@@ -1,0 +1,44 @@
+//! The simulator earns its keep: for each named mutation (a durability fix
+//! switched off, `geoshard::mutation`), the seed of the default swarm that
+//! found it must fail with the mutation and pass without it. The search
+//! itself (seeds 0, 1, 2, ... until one fails) is
+//! `cargo run --release --example sim_mutations`; docs/TESTING.md has its
+//! table, with the mutations it has not found yet.
+//!
+//! One test, so that no other test of this process runs while a mutation
+//! is switched on.
+
+use geoshard::mutation::{self, Mutation};
+use geoshard::sim::{SimConfig, run};
+
+/// (mutation, the first seed of 0.. that found it, operations per seed).
+const FOUND: &[(Mutation, u64, u64)] = &[
+    (Mutation::SilentNewestLoss, 689, 1000),
+    (Mutation::TombstoneRace, 46, 1000),
+    (Mutation::OpenCreatesWhenEmpty, 1, 1000),
+    (Mutation::RepairKeepsHandle, 3, 1000),
+    (Mutation::KeepFailedAttempts, 27, 1000),
+    (Mutation::ProposalsDecideNothing, 4, 1000),
+];
+
+#[test]
+fn every_found_mutation_is_found_again_by_its_seed() {
+    for &(mutation, seed, operations) in FOUND {
+        let config = SimConfig { seed, operations };
+        mutation::set(&[mutation]);
+        let with = run(&config);
+        mutation::set(&[]);
+        let failure = match with {
+            Err(failure) => failure,
+            Ok(_) => panic!("{mutation:?}: seed {seed} no longer finds it"),
+        };
+        if let Err(other) = run(&config) {
+            panic!("{mutation:?}: seed {seed} fails without the mutation too: {other}");
+        }
+        eprintln!(
+            "{mutation:?}: seed {seed} finds it at operation {}: {}",
+            failure.at,
+            failure.message.chars().take(120).collect::<String>()
+        );
+    }
+}
