@@ -39,6 +39,7 @@
 //! every key reading back (liveness). docs/TESTING.md shows a soak run's
 //! composition.
 
+mod factory;
 mod model;
 mod node;
 mod rng;
@@ -48,10 +49,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use self::factory::SimFactory;
 use self::model::{Model, OpRef, Value};
 use self::rng::{Rng, mix, value_bytes};
 pub use self::world::FaultCounts;
-use self::world::{SimFactory, World};
+use self::world::World;
 use crate::layout::{Layout, SiteId};
 use crate::store::{CompactOptions, RepairOptions, ScrubOptions};
 use crate::store::{Pending, Request};

@@ -6,12 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::node::SimNode;
 use super::rng::mix;
 use crate::format::scan_segment;
 use crate::layout::{Layout, NodeSpec};
-use crate::node::{Node, NodeFactory, OpenPurpose};
-use crate::{Error, Result};
 
 /// One node's disk: what survives the process.
 #[derive(Debug, Default)]
@@ -216,71 +213,7 @@ impl World {
         out.join(", ")
     }
 
-    fn index_of(&self, spec: &NodeSpec) -> Option<usize> {
+    pub fn index_of(&self, spec: &NodeSpec) -> Option<usize> {
         self.specs.iter().position(|s| s.name == spec.name)
-    }
-}
-
-/// Opens the simulated disks for a store.
-#[derive(Clone, Debug)]
-pub(crate) struct SimFactory {
-    pub world: Arc<World>,
-}
-
-impl NodeFactory for SimFactory {
-    fn open_node(&self, spec: &NodeSpec, purpose: OpenPurpose) -> Result<Arc<dyn Node>> {
-        let index = self
-            .world
-            .index_of(spec)
-            .ok_or_else(|| Error::invalid(format!("no simulated disk for {}", spec.name)))?;
-        let mut disk = self.world.disk(index);
-        let unavailable = |reason: &str| Error::Unavailable {
-            node: spec.name.clone(),
-            reason: reason.into(),
-        };
-        if disk.unreachable {
-            return Err(unavailable("unreachable"));
-        }
-        match purpose {
-            OpenPurpose::Open if !disk.present => return Err(unavailable("directory is missing")),
-            OpenPurpose::Open if !disk.used() => {
-                return Err(unavailable("directory holds no store"));
-            }
-            _ => disk.present = true,
-        }
-        if disk.locked {
-            return Err(Error::Locked {
-                path: format!("sim:{}", spec.name).into(),
-            });
-        }
-        disk.epoch += 1;
-        disk.locked = true;
-        // Recovery, as a local node does it: what follows the last intact
-        // record is a torn tail, left on disk (docs/DURABILITY.md, D5) and
-        // reported by every scan; appends go after the intact part.
-        let mut durable = BTreeMap::new();
-        let mut truncated = BTreeMap::new();
-        disk.segments.retain(|_, bytes| !bytes.is_empty());
-        for (&generation, bytes) in &mut disk.segments {
-            let scan = scan_segment(bytes, generation);
-            durable.insert(generation, scan.intact_len);
-            let cut = bytes.len() as u64 - scan.intact_len;
-            if cut > 0 {
-                truncated.insert(generation, cut);
-                if crate::mutation::enabled(crate::mutation::Mutation::CutTornTails) {
-                    bytes.truncate(scan.intact_len as usize);
-                }
-            }
-        }
-        let epoch = disk.epoch;
-        drop(disk);
-        Ok(Arc::new(SimNode::new(
-            Arc::clone(&self.world),
-            index,
-            spec.name.clone(),
-            epoch,
-            durable,
-            truncated,
-        )))
     }
 }
