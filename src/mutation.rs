@@ -37,6 +37,7 @@ pub enum Mutation {
     ProposalsDecideNothing,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Mutation {
     /// Every mutation.
     pub const ALL: [Mutation; 10] = [

@@ -31,6 +31,7 @@ pub(crate) enum Scheduling {
     /// Whoever waits: `Store::step_if_stepped` runs one commit of what is queued,
     /// and a blocking call runs commits until its own is answered. Nothing
     /// runs in the background (the simulator).
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
     Stepped,
 }
 
