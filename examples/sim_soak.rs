@@ -54,7 +54,7 @@ fn main() {
         for (kind, count) in report.by_kind {
             *by_kind.entry(kind).or_default() += count;
         }
-        add(&mut faults, &report.faults);
+        faults.add(&report.faults);
         seed += 1;
         if (seed - first) % 100 == 0 {
             eprintln!(
@@ -81,19 +81,4 @@ fn main() {
         println!("  {kind:<18} {count}");
     }
     println!("faults injected: {faults:#?}");
-}
-
-fn add(total: &mut FaultCounts, one: &FaultCounts) {
-    total.crashes += one.crashes;
-    total.torn_writes += one.torn_writes;
-    total.site_fires += one.site_fires;
-    total.site_outages += one.site_outages;
-    total.disks_full += one.disks_full;
-    total.read_errors += one.read_errors;
-    total.sync_failures += one.sync_failures;
-    total.bit_rot += one.bit_rot;
-    total.files_shortened += one.files_shortened;
-    total.misdirected_writes += one.misdirected_writes;
-    total.dirs_vanished += one.dirs_vanished;
-    total.beyond_promise += one.beyond_promise;
 }

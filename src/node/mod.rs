@@ -119,6 +119,57 @@ pub struct Scan {
     pub truncated_tail_bytes: u64,
 }
 
+impl Scan {
+    /// The scan of a segment's durable bytes (`durable_len` of them, read
+    /// by [`scan_segment`](crate::format::scan_segment)) as a node reports
+    /// it: durable bytes past the last intact record were acknowledged
+    /// once, so they are damage (rot since open, or a file shortened behind
+    /// the node's back), not a torn write; `truncated_tail_bytes` is the
+    /// torn tail found when the node opened.
+    pub(crate) fn of_durable_bytes(
+        generation: u64,
+        found: crate::format::SegmentScan,
+        durable_len: u64,
+        truncated_tail_bytes: u64,
+    ) -> Scan {
+        let records = found
+            .records
+            .into_iter()
+            .map(|record| ScannedRecord {
+                location: RecordLocation {
+                    generation,
+                    offset: record.payload_offset,
+                    len: record.payload_len,
+                },
+                header: record.header,
+            })
+            .collect();
+        let mut corrupt: Vec<CorruptRegion> = found
+            .damaged
+            .into_iter()
+            .map(|damage| CorruptRegion {
+                generation,
+                offset: damage.offset,
+                len: damage.len,
+                reason: damage.reason,
+            })
+            .collect();
+        if durable_len > found.intact_len {
+            corrupt.push(CorruptRegion {
+                generation,
+                offset: found.intact_len,
+                len: durable_len - found.intact_len,
+                reason: found.tail_reason.unwrap_or_default(),
+            });
+        }
+        Scan {
+            records,
+            corrupt,
+            truncated_tail_bytes,
+        }
+    }
+}
+
 /// Space used and left on a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {

@@ -998,33 +998,18 @@ impl Sim {
                 counts.sync_failures += 1;
             }
             Fault::BitRot => {
-                let mut disk = self.world.disk(node);
-                let generations: Vec<u64> = disk.segments.keys().copied().collect();
-                if !generations.is_empty() {
-                    let generation = generations[self.rng.below(generations.len() as u64) as usize];
-                    if let Some(bytes) = disk.segments.get_mut(&generation)
-                        && !bytes.is_empty()
-                    {
-                        let at = self.rng.below(bytes.len() as u64) as usize;
-                        bytes[at] ^= 1 << self.rng.below(8);
-                        counts.bit_rot += 1;
-                    }
-                }
+                let rotted = self.damage_a_segment(node, |rng, bytes| {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] ^= 1 << rng.below(8);
+                });
+                counts.bit_rot += u64::from(rotted);
             }
             Fault::Shorten => {
-                let mut disk = self.world.disk(node);
-                let generations: Vec<u64> = disk.segments.keys().copied().collect();
-                if !generations.is_empty() {
-                    let generation = generations[self.rng.below(generations.len() as u64) as usize];
-                    if let Some(bytes) = disk.segments.get_mut(&generation)
-                        && !bytes.is_empty()
-                    {
-                        let cut = 1 + self.rng.below(bytes.len() as u64) as usize;
-                        let len = bytes.len() - cut.min(bytes.len());
-                        bytes.truncate(len);
-                        counts.files_shortened += 1;
-                    }
-                }
+                let cut = self.damage_a_segment(node, |rng, bytes| {
+                    let cut = 1 + rng.below(bytes.len() as u64) as usize;
+                    bytes.truncate(bytes.len() - cut.min(bytes.len()));
+                });
+                counts.files_shortened += u64::from(cut);
             }
             Fault::Misdirect => {
                 self.world.disk(node).misdirect_next = true;
@@ -1054,6 +1039,28 @@ impl Sim {
                 });
         }
         Ok(format!("{fault:?} on {name} (site {site})"))
+    }
+
+    /// Applies `damage` to the bytes of a random non-empty segment of
+    /// `node`; false when it has none.
+    fn damage_a_segment(
+        &mut self,
+        node: usize,
+        damage: impl FnOnce(&mut Rng, &mut Vec<u8>),
+    ) -> bool {
+        let mut disk = self.world.disk(node);
+        let generations: Vec<u64> = disk.segments.keys().copied().collect();
+        if generations.is_empty() {
+            return false;
+        }
+        let generation = generations[self.rng.below(generations.len() as u64) as usize];
+        match disk.segments.get_mut(&generation) {
+            Some(bytes) if !bytes.is_empty() => {
+                damage(&mut self.rng, bytes);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Every fault heals (a vanished directory comes back whole or empty),

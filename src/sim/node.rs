@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::rng::mix;
 use super::world::{Disk, World};
 use crate::format::{encode_segment_header, scan_segment};
-use crate::node::{Capacity, CorruptRegion, Node, RecordLocation, RecordRef, Scan, ScannedRecord};
+use crate::node::{Capacity, Node, RecordLocation, RecordRef, Scan};
 use crate::{Error, Result};
 
 const OP_APPEND: u64 = 1;
@@ -330,43 +330,13 @@ impl Node for SimNode {
         // bytes: the missing part is damage, as a local node reports it.
         let len = durable;
         let crc = crc32fast::hash(bytes);
-        let records = found
-            .records
-            .into_iter()
-            .map(|record| ScannedRecord {
-                location: RecordLocation {
-                    generation,
-                    offset: record.payload_offset,
-                    len: record.payload_len,
-                },
-                header: record.header,
-            })
-            .collect();
-        let mut corrupt: Vec<CorruptRegion> = found
-            .damaged
-            .into_iter()
-            .map(|damage| CorruptRegion {
-                generation,
-                offset: damage.offset,
-                len: damage.len,
-                reason: damage.reason,
-            })
-            .collect();
-        // Bytes past the last intact record were durable once: damage.
-        if len > found.intact_len {
-            corrupt.push(CorruptRegion {
-                generation,
-                offset: found.intact_len,
-                len: len - found.intact_len,
-                reason: found.tail_reason.unwrap_or_default(),
-            });
-        }
         disk.record(OP_SCAN, generation, 0, len, crc);
-        Ok(Scan {
-            records,
-            corrupt,
+        Ok(Scan::of_durable_bytes(
+            generation,
+            found,
+            len,
             truncated_tail_bytes,
-        })
+        ))
     }
 
     fn generations(&self) -> Result<Vec<u64>> {

@@ -95,7 +95,25 @@ pub struct FaultCounts {
     pub beyond_promise: u64,
 }
 
-/// Every simulated disk, and the factory that opens them.
+impl FaultCounts {
+    /// Adds `other`'s counts to these (a soak's totals).
+    pub fn add(&mut self, other: &FaultCounts) {
+        self.crashes += other.crashes;
+        self.torn_writes += other.torn_writes;
+        self.site_fires += other.site_fires;
+        self.site_outages += other.site_outages;
+        self.disks_full += other.disks_full;
+        self.read_errors += other.read_errors;
+        self.sync_failures += other.sync_failures;
+        self.bit_rot += other.bit_rot;
+        self.files_shortened += other.files_shortened;
+        self.misdirected_writes += other.misdirected_writes;
+        self.dirs_vanished += other.dirs_vanished;
+        self.beyond_promise += other.beyond_promise;
+    }
+}
+
+/// Every simulated disk.
 #[derive(Debug)]
 pub(crate) struct World {
     pub seed: u64,

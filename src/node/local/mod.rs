@@ -16,7 +16,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use super::{Capacity, CorruptRegion, Node, RecordLocation, RecordRef, Scan, ScannedRecord};
+use super::{Capacity, Node, RecordLocation, RecordRef, Scan};
 use crate::format::NODE_NAME_LEN_MAX;
 use crate::{Error, Result};
 
@@ -432,43 +432,12 @@ impl Node for LocalNode {
                 e,
             )
         })?;
-        let records = found
-            .records
-            .into_iter()
-            .map(|record| ScannedRecord {
-                location: RecordLocation {
-                    generation,
-                    offset: record.payload_offset,
-                    len: record.payload_len,
-                },
-                header: record.header,
-            })
-            .collect();
-        let mut corrupt: Vec<CorruptRegion> = found
-            .damaged
-            .into_iter()
-            .map(|damage| CorruptRegion {
-                generation,
-                offset: damage.offset,
-                len: damage.len,
-                reason: damage.reason,
-            })
-            .collect();
-        // Durable bytes past the last intact record were acknowledged once:
-        // they are damage (bit rot since open), not a torn write.
-        if scanned_len > found.intact_len {
-            corrupt.push(CorruptRegion {
-                generation,
-                offset: found.intact_len,
-                len: scanned_len - found.intact_len,
-                reason: found.tail_reason.unwrap_or_default(),
-            });
-        }
-        Ok(Scan {
-            records,
-            corrupt,
-            truncated_tail_bytes: segment.truncated_tail_bytes,
-        })
+        Ok(Scan::of_durable_bytes(
+            generation,
+            found,
+            scanned_len,
+            segment.truncated_tail_bytes,
+        ))
     }
 
     fn generations(&self) -> Result<Vec<u64>> {
