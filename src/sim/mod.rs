@@ -364,14 +364,6 @@ struct Sim {
     beyond: bool,
     /// Nodes whose directory vanished and comes back empty at heal.
     vanished_empty: Vec<usize>,
-    /// Nodes that take no writes (full, or fenced by a failed sync) until
-    /// the next heal.
-    unwritable: std::collections::BTreeSet<usize>,
-    /// Every node of a site other than the victim took no writes: the
-    /// store may have acknowledged degraded writes (docs/DURABILITY.md, D1,
-    /// "promise used up"), so the next fault that takes data is beyond the
-    /// promise until a heal.
-    writes_degraded: bool,
     next_value: u64,
     report: SimReport,
     trace: VecDeque<String>,
@@ -452,8 +444,6 @@ impl Sim {
             beyond_allowed,
             beyond: false,
             vanished_empty: Vec::new(),
-            unwritable: std::collections::BTreeSet::new(),
-            writes_degraded: false,
             next_value: config.seed.wrapping_mul(1 << 20),
             report: SimReport {
                 seed: config.seed,
@@ -925,11 +915,6 @@ impl Sim {
     /// seeds that allow it, another one (beyond the promise).
     fn target_site(&mut self) -> usize {
         let sites = self.layout.sites().len() as u64;
-        if self.writes_degraded && !self.beyond {
-            self.beyond = true;
-            self.report.beyond_promise = true;
-            self.world.faults().beyond_promise += 1;
-        }
         match self.victim {
             None => {
                 let site = self.rng.below(sites) as usize;
@@ -1027,17 +1012,6 @@ impl Sim {
         }
         counts.crashes = self.world.faults().crashes;
         *self.world.faults() = counts;
-        if matches!(fault, Fault::DiskFull | Fault::SyncFail) {
-            self.unwritable.insert(node);
-            let victim = self.victim;
-            self.writes_degraded |= (0..self.layout.sites().len())
-                .filter(|&s| Some(s) != victim)
-                .any(|s| {
-                    self.site_nodes(s)
-                        .iter()
-                        .all(|n| self.unwritable.contains(n))
-                });
-        }
         Ok(format!("{fault:?} on {name} (site {site})"))
     }
 
@@ -1079,7 +1053,6 @@ impl Sim {
         for node in std::mem::take(&mut self.vanished_empty) {
             self.world.wipe(node);
         }
-        self.unwritable.clear();
         let repaired = self.store()?.repair(&RepairOptions::default());
         // Faults the store cannot see until it reads (bit rot, a
         // misdirected write, a shortened file) are healed only once a scrub
@@ -1089,7 +1062,6 @@ impl Sim {
         let health = self.store()?.health();
         if health.survives_any_site_loss && scrubbed.is_ok() && !self.beyond {
             self.victim = None;
-            self.writes_degraded = false;
         }
         Ok(format!(
             "{}; scrub {}; survives {}",

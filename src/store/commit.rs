@@ -172,6 +172,9 @@ pub(crate) struct Committer {
     generation_bytes: u64,
     /// First stripe id of the commit attempt being written.
     commit_first: u64,
+    /// Whether the attempt being written appended anything (only then can
+    /// it leave columns behind that need discarding).
+    attempt_wrote: bool,
     /// When the nodes were last checked while busy.
     nodes_checked: Instant,
     /// The session this committer writes (every stripe id carries it).
@@ -204,6 +207,7 @@ impl Committer {
             generation: 0,
             generation_bytes: 0,
             commit_first: 0,
+            attempt_wrote: false,
             nodes_checked: Instant::now(),
             session: super::open::session_of(start.next_stripe_id),
         }
@@ -300,6 +304,7 @@ impl Committer {
             attempts += 1;
             // The attempt's stripe ids start here, whatever it gets to.
             self.commit_first = self.next_stripe_id;
+            self.attempt_wrote = false;
             let result = self.pack_and_write(&batch, &mut written, &mut answers);
             if result.is_err() {
                 self.discard_attempt();
@@ -348,11 +353,15 @@ impl Committer {
     /// cannot be decoded. If the manifest cannot be written now, the
     /// evidence rule still decides at the next open, as before.
     fn discard_attempt(&mut self) {
-        // The ids this attempt took (none, if it failed before sealing).
-        let (first, end) = (self.commit_first, self.next_stripe_id);
-        if end <= first || crate::mutation::enabled(crate::mutation::Mutation::KeepFailedAttempts) {
+        // An attempt that appended nothing (a plan refused, a read-only or
+        // superseded store) left no column anywhere: nothing to record, and
+        // no manifest write for every refused put of a strict store.
+        if !self.attempt_wrote
+            || crate::mutation::enabled(crate::mutation::Mutation::KeepFailedAttempts)
+        {
             return;
         }
+        let (first, end) = (self.commit_first, self.next_stripe_id);
         let recorded = self.inner.update_manifest(|m| {
             crate::format::add_range(&mut m.shared.discarded, first, end - 1);
         });
@@ -619,6 +628,7 @@ impl Committer {
             })
             .collect();
         let payloads: Vec<&[u8]> = self.payloads.iter().map(Vec::as_slice).collect();
+        self.attempt_wrote = true;
         let stored = self
             .inner
             .write_planned(self.generation, &plan, &headers, &payloads)

@@ -30,6 +30,8 @@ mod salvage;
 mod stripe_io;
 mod stripes;
 mod submit;
+#[cfg(any(test, feature = "testing"))]
+mod testing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -404,6 +406,9 @@ pub struct Store {
     inner: Arc<Inner>,
     sender: RwLock<Option<Sender<Request>>>,
     committer: Mutex<Option<Runner>>,
+    /// Who runs the committer (fixed at open: a wait need not lock it to
+    /// know).
+    scheduling: Scheduling,
 }
 
 impl std::fmt::Debug for Store {
@@ -659,6 +664,7 @@ impl Store {
             inner,
             sender: RwLock::new(Some(tx)),
             committer: Mutex::new(Some(runner)),
+            scheduling: start.scheduling,
         };
         store.rebuild_below_margin(&recovered.below_margin);
         Ok(store)

@@ -94,6 +94,9 @@ impl Store {
                 Err(TryRecvError::Disconnected) => return Err(Error::Closed),
                 Err(TryRecvError::Empty) => {}
             }
+            if self.scheduling == Scheduling::Thread {
+                break;
+            }
             match self.step_if_stepped(usize::MAX) {
                 Some(0) => return Err(Error::Closed),
                 Some(_) => continue,
@@ -112,10 +115,7 @@ impl Store {
     /// Whether the committer is stepped (the simulator): background work
     /// then runs one step at a time, in an order one seed fixes.
     pub(crate) fn is_stepped(&self) -> bool {
-        matches!(
-            *self.committer.lock().unwrap_or_else(|p| p.into_inner()),
-            Some(Runner::Stepped(_))
-        )
+        self.scheduling == Scheduling::Stepped
     }
 
     /// Runs one commit of at most `max_requests` queued requests on a
@@ -156,104 +156,5 @@ impl Store {
         if panicked {
             tracing::error!("the committer thread panicked");
         }
-    }
-}
-
-#[cfg(any(test, feature = "testing"))]
-impl Store {
-    /// Creates (`store_id` given) or opens a store whose committer the
-    /// caller steps: the simulator's store.
-    pub(crate) fn start_simulated(
-        layout: crate::layout::Layout,
-        options: crate::Options,
-        factory: std::sync::Arc<dyn crate::node::NodeFactory>,
-        store_id: Option<[u8; 16]>,
-    ) -> Result<Store> {
-        let mode = match store_id {
-            Some(_) => super::open::Mode::Create,
-            None => super::open::Mode::Open,
-        };
-        let start = Start {
-            scheduling: Scheduling::Stepped,
-            store_id,
-        };
-        Store::start(layout, options, factory, mode, start)
-    }
-
-    /// Opens a store with a stepped committer.
-    pub(crate) fn open_simulated(
-        layout: crate::layout::Layout,
-        options: crate::Options,
-        factory: std::sync::Arc<dyn crate::node::NodeFactory>,
-    ) -> Result<Store> {
-        Store::start_simulated(layout, options, factory, None)
-    }
-
-    /// The process dies: what is queued is dropped unanswered and the
-    /// nodes are let go, with nothing flushed.
-    pub(crate) fn crash(self) {
-        self.stop_committer(false);
-        self.inner
-            .closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.inner.nodes.close_all();
-    }
-}
-
-#[cfg(any(test, feature = "testing"))]
-impl Store {
-    /// Where `key`'s parts are: per part, its stripe and where every column
-    /// of that stripe is (the simulator's failure reports).
-    pub(crate) fn describe_key(&self, key: &[u8]) -> String {
-        let state = self.inner.read_state();
-        let Some(loc) = state.index.get(key) else {
-            return "not in the index".into();
-        };
-        let mut out = Vec::new();
-        for part in loc.parts() {
-            match state.stripes.get(part.slot) {
-                Some(stripe) => out.push(self.describe(stripe)),
-                None => out.push(format!("slot {} missing", part.slot)),
-            }
-        }
-        out.join(" | ")
-    }
-
-    /// Where the store thinks the columns of `stripe_id` are.
-    pub(crate) fn describe_stripe(&self, stripe_id: u64) -> String {
-        let state = self.inner.read_state();
-        state
-            .stripes
-            .values()
-            .find(|s| s.stripe_id == stripe_id)
-            .map_or_else(|| "not visible".into(), |s| self.describe(s))
-    }
-
-    fn describe(&self, stripe: &super::stripes::StripeInfo) -> String {
-        let columns: Vec<String> = stripe
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(c, col)| {
-                let home = col.home.map(|h| self.inner.layout.node(h).name.clone());
-                let at = col.stored.map(|(n, l)| {
-                    format!(
-                        "{}@{:#x}:{}",
-                        self.inner.layout.node(n).name,
-                        l.generation,
-                        l.offset
-                    )
-                });
-                format!("{c}:len {} home {:?} at {:?}", col.len, home, at)
-            })
-            .collect();
-        format!(
-            "stripe {:#x} (session {}) gen {:#x} handoffs {:?}: {}",
-            stripe.stripe_id,
-            super::open::session_of(stripe.stripe_id),
-            stripe.generation,
-            stripe.header.handoffs,
-            columns.join(", ")
-        )
     }
 }
