@@ -47,7 +47,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::any::Any;
 use std::collections::HashSet;
 
 use bytes::Bytes;
@@ -234,10 +233,9 @@ impl RecordRef<'_> {
 /// one generation are serialised by the node, reads run concurrently with
 /// them. See the [module docs](self) for the contract and an example.
 ///
-/// `Any` lets [`append_all`] recognise local nodes and put their writes in
-/// one shared io_uring submission; implementations own their state
-/// (`'static`), which every node does anyway.
-pub trait Node: Any + Send + Sync + std::fmt::Debug {
+/// Capabilities beyond the contract are trait methods with a default
+/// (e.g. [`Node::shared_submission`]), which wrappers pass on.
+pub trait Node: Send + Sync + std::fmt::Debug {
     /// The node's stable name (what a stripe's placement names).
     fn name(&self) -> &str;
 
@@ -326,6 +324,32 @@ pub trait Node: Any + Send + Sync + std::fmt::Debug {
     /// contents; [`Error::Superseded`] when another writer holds it.
     fn check(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// The shared kernel submission this node's appends can join, so that
+    /// [`append_all`] puts the writes of many nodes in one io_uring
+    /// submission: a [`LocalNode`] on the io_uring engine has one. A wrapper
+    /// that leaves appends as they are passes on its inner node's; one that
+    /// changes them (injects a fault, adds latency) returns `None` while it
+    /// does, so that its appends go through [`Node::append`]. Default: none.
+    fn shared_submission(&self) -> Option<SharedSubmission<'_>> {
+        None
+    }
+}
+
+/// A node's place in a shared io_uring submission (see
+/// [`Node::shared_submission`]); only the crate's local nodes make one.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedSubmission<'a> {
+    local: &'a LocalNode,
+}
+
+impl<'a> SharedSubmission<'a> {
+    /// `local`'s place, when its appends can join a shared submission.
+    pub(crate) fn of(local: &'a LocalNode) -> Option<Self> {
+        local
+            .joins_shared_submission()
+            .then_some(SharedSubmission { local })
     }
 }
 
@@ -441,12 +465,8 @@ pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>
     let mut threaded: Vec<usize> = Vec::new();
     let mut seen: HashSet<(*const LocalNode, u64)> = HashSet::new();
     for (index, &(node, generation, records)) in batches.iter().enumerate() {
-        let any: &dyn Any = node;
-        match any.downcast_ref::<LocalNode>() {
-            Some(local)
-                if local.joins_shared_submission()
-                    && seen.insert((local as *const _, generation)) =>
-            {
+        match node.shared_submission() {
+            Some(SharedSubmission { local }) if seen.insert((local as *const _, generation)) => {
                 shared.push((index, local, generation, records));
             }
             _ => threaded.push(index),

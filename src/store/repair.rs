@@ -1228,12 +1228,35 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use std::any::Any;
+    use std::sync::{Arc, Mutex, PoisonError};
 
-    use crate::layout::{Layout, NodeId};
-    use crate::node::InjectedFault;
-    use crate::node::LocalNode;
+    use crate::layout::{Layout, Location, NodeId, NodeSpec};
+    use crate::node::{InjectedFault, LocalNode, LocalOptions, Node, NodeFactory, OpenPurpose};
     use crate::{Options, Store};
+
+    /// Opens local nodes like the default factory and keeps the first one
+    /// opened under `name`, so a test can inject a fault into it.
+    #[derive(Debug)]
+    struct KeepsNode {
+        name: &'static str,
+        options: LocalOptions,
+        kept: Mutex<Option<Arc<LocalNode>>>,
+    }
+
+    impl NodeFactory for KeepsNode {
+        fn open_node(&self, spec: &NodeSpec, purpose: OpenPurpose) -> crate::Result<Arc<dyn Node>> {
+            let Location::Dir(dir) = &spec.location else {
+                return Err(crate::Error::invalid("local nodes only"));
+            };
+            std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("creating a node", e))?;
+            let node = Arc::new(LocalNode::open(spec.name.clone(), dir, &self.options)?);
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if spec.name == self.name && purpose == OpenPurpose::Create {
+                *kept = Some(Arc::clone(&node));
+            }
+            Ok(node)
+        }
+    }
 
     fn layout(root: &std::path::Path) -> Layout {
         let mut builder = Layout::builder().code(6, 3);
@@ -1262,18 +1285,22 @@ mod tests {
             local: crate::node::LocalOptions::with_io_engine(crate::node::IoEngineKind::Pwrite),
             ..Options::default()
         };
-        let store = Store::create(layout(dir.path()), options).unwrap();
+        let factory = Arc::new(KeepsNode {
+            name: "s0n0",
+            options: options.local.clone(),
+            kept: Mutex::new(None),
+        });
+        let store =
+            Store::create_with_factory(layout(dir.path()), options, factory.clone()).unwrap();
         store.put(b"before", &b"x"[..]).unwrap();
-        let node = store.inner.nodes.handle(NodeId(0)).unwrap();
-        let local = (&*node as &dyn Any)
-            .downcast_ref::<LocalNode>()
-            .expect("a local node");
+        let local = factory.kept.lock().unwrap().take().expect("s0n0 opened");
         local.inject_fault(InjectedFault::SyncError { written: 10 });
         // The append to s0n0 fails its sync: the node is fenced, the commit
         // goes elsewhere.
         store.put(b"during", vec![7u8; 300_000]).unwrap();
         assert!(local.is_fenced());
-        drop(node);
+        // The store's handle is the only one left: repair can reopen.
+        drop(local);
         let health = store.health();
         assert!(!health.nodes[0].writable, "{:?}", health.nodes[0]);
         let report = store.repair(&Default::default()).unwrap();

@@ -16,7 +16,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use super::{Capacity, Node, RecordLocation, RecordRef, Scan};
+use super::{Capacity, Node, RecordLocation, RecordRef, Scan, SharedSubmission};
 use crate::format::NODE_NAME_LEN_MAX;
 use crate::{Error, Result};
 
@@ -513,6 +513,10 @@ impl Node for LocalNode {
             used_bytes,
             available_bytes,
         })
+    }
+
+    fn shared_submission(&self) -> Option<SharedSubmission<'_>> {
+        SharedSubmission::of(self)
     }
 }
 

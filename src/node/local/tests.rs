@@ -302,7 +302,11 @@ fn append_all_shares_one_submission_and_keeps_results_apart() {
     let pwrite = open(dirs[3].path(), IoEngineKind::Pwrite);
     assert!(!pwrite.joins_shared_submission());
     let faulty = FaultyNode::new(open(dirs[4].path(), IoEngineKind::Uring));
+    // A wrapper with no fault set joins the shared submission like its
+    // inner node; once it injects one, its appends go through it.
+    assert!(faulty.shared_submission().is_some());
     faulty.fail_next_appends(1, libc::EIO);
+    assert!(faulty.shared_submission().is_none());
 
     let payloads: Vec<Vec<u8>> = (0..7u64)
         .map(|i| sample_payload(i, 3000 + i as usize * 1000))
