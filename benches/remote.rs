@@ -1,5 +1,5 @@
 //! Remote-site benchmarks on a real S3 server (SeaweedFS on loopback,
-//! started here through tests/common/s3.rs), against the design a user would
+//! started here through `geoshard::testing::s3`), against the design a user would
 //! otherwise build, in one run on the same server:
 //!
 //! - geoshard: RS(4,2) over 3 sites x 2 nodes, each node a prefix in its
@@ -15,8 +15,8 @@
 //! 16; at least one per caller, 4x for gets).
 
 mod common;
-#[path = "../tests/common/s3.rs"]
-mod s3;
+
+use geoshard::testing::s3;
 
 use common::value;
 

@@ -95,6 +95,8 @@ pub mod node;
 #[cfg(any(test, feature = "testing"))]
 pub mod sim;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use store::{

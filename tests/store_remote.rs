@@ -1,5 +1,5 @@
 //! Remote sites on a real S3 server (SeaweedFS on loopback, started by the
-//! tests themselves; see tests/common/s3.rs). A mixed layout keeps one site
+//! tests themselves; see src/testing/s3.rs). A mixed layout keeps one site
 //! in local directories and two in S3 buckets: a remote site burns (its
 //! prefixes are wiped) while the store runs, reads go on, and repair
 //! rebuilds it, after which the store survives losing another site.

@@ -1,9 +1,10 @@
 //! A real S3 server for tests and benchmarks: SeaweedFS (`weed mini`) on
 //! loopback, with its own data dir and ports, started and stopped here.
 //!
-//! Integration tests reach it as `common::s3` (`mod common;`); benchmarks
-//! include it with `#[path = "../tests/common/s3.rs"] mod s3;`. It uses only
-//! std and `tempfile`, so it compiles whatever features are on.
+//! Integration tests and benchmarks reach it as `geoshard::testing::s3`
+//! (feature `testing`, on through the dev-dependency on the crate itself).
+//! It uses only std and `tempfile`, so it compiles whatever other features
+//! are on.
 //!
 //! The binary comes from `GEOSHARD_WEED` if set, else from
 //! `scripts/s3-test-server install`. A server that cannot start is a panic,
@@ -13,7 +14,6 @@
 //! machines; `apt-get install curl` otherwise). `object_store` cannot do it (it
 //! has no create-bucket call), and signing SigV4 by hand would need SHA-256
 //! and HMAC, which no dependency of ours provides.
-#![allow(dead_code, reason = "each test or bench uses a part of this module")]
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -58,8 +58,11 @@ const LOG_TAIL_LEN: u64 = 4096;
 pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// The S3 access key the server accepts.
     pub access_key_id: String,
+    /// Its secret.
     pub secret_access_key: String,
+    /// The region requests name.
     pub region: String,
     base_port: u16,
     /// The process-wide server: its guard removes the data dir at exit.

@@ -1,7 +1,7 @@
 //! Shared helpers for the store integration tests.
 #![allow(dead_code)]
 
-pub mod s3;
+pub use geoshard::testing::s3;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -994,10 +994,6 @@ impl Node for ObjectNode {
 }
 
 #[cfg(test)]
-#[path = "../../../tests/common/s3.rs"]
-mod s3;
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use crate::node::NodeExt;
@@ -1006,7 +1002,7 @@ mod tests {
     /// loopback, started by the test; it fails, never skips, without one).
     #[test]
     fn conformance_on_s3() {
-        let server = s3::S3Server::shared();
+        let server = crate::testing::s3::S3Server::shared();
         let remote = Remote {
             endpoint: Some(server.endpoint.clone()),
             region: Some(server.region.clone()),
