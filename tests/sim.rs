@@ -2,7 +2,7 @@
 //! seeds on every `cargo test`, the same seed twice giving the same trace,
 //! and a replay/soak entry point driven by environment variables.
 
-use geoshard::sim::{SimConfig, SimReport, run};
+use geoshard::sim::{SimConfig, SimReport, run, run_history};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -49,9 +49,58 @@ fn a_seed_run_twice_gives_the_same_trace() {
     }
 }
 
-/// `GEOSHARD_SIM_SEED=N GEOSHARD_SIM_OPS=M cargo test --test sim replay -- --nocapture`
+/// The operations the `store_history` fuzz target gives each input.
+const HISTORY_OPERATIONS: u64 = 400;
+
+/// Histories read from bytes (the `store_history` fuzz target's entry):
+/// any bytes are a history, the empty input one with no operations, and
+/// every input kept in `fuzz/corpus/store_history` passes again.
+#[test]
+fn histories_from_bytes_keep_the_promise() {
+    let empty = run_history(&[], HISTORY_OPERATIONS).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(empty.writes, 0);
+    let mut state = 0x5eed_u64;
+    let mut inputs: Vec<Vec<u8>> = (0..12)
+        .map(|i| {
+            (0..200 + 150 * i)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (state >> 56) as u8
+                })
+                .collect()
+        })
+        .collect();
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/store_history");
+    if let Ok(entries) = std::fs::read_dir(&corpus) {
+        let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for file in files {
+            inputs.push(std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
+        }
+    }
+    let mut writes = 0;
+    for input in &inputs {
+        let report = run_history(input, HISTORY_OPERATIONS).unwrap_or_else(|f| panic!("{f}"));
+        writes += report.writes;
+    }
+    assert!(writes > 0, "{} histories wrote nothing", inputs.len());
+}
+
+/// `GEOSHARD_SIM_SEED=N GEOSHARD_SIM_OPS=M cargo test --test sim replay -- --nocapture`,
+/// or `GEOSHARD_SIM_HISTORY=<file>` for a fuzz input (`store_history`).
 #[test]
 fn replay() {
+    if let Some(file) = std::env::var_os("GEOSHARD_SIM_HISTORY") {
+        let input = std::fs::read(&file).expect("GEOSHARD_SIM_HISTORY names a readable file");
+        let operations = env_u64("GEOSHARD_SIM_OPS").unwrap_or(HISTORY_OPERATIONS);
+        match run_history(&input, operations) {
+            Ok(report) => println!("{report:#?}"),
+            Err(failure) => panic!("{failure}"),
+        }
+        return;
+    }
     let Some(seed) = env_u64("GEOSHARD_SIM_SEED") else {
         return;
     };

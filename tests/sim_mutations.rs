@@ -13,12 +13,15 @@ use geoshard::sim::{SimConfig, run};
 
 /// (mutation, the first seed of 0.. that found it, operations per seed).
 const FOUND: &[(Mutation, u64, u64)] = &[
-    (Mutation::SilentNewestLoss, 689, 1000),
+    (Mutation::SiteBlindHandoff, 3, 1000),
+    (Mutation::SilentNewestLoss, 1093, 1000),
     (Mutation::TombstoneRace, 46, 1000),
     (Mutation::OpenCreatesWhenEmpty, 1, 1000),
     (Mutation::RepairKeepsHandle, 3, 1000),
     (Mutation::KeepFailedAttempts, 27, 1000),
     (Mutation::ProposalsDecideNothing, 4, 1000),
+    (Mutation::CutTornTails, 1536, 1000),
+    (Mutation::ScrubPayloadsOnly, 290, 1000),
 ];
 
 #[test]

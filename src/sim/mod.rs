@@ -109,6 +109,8 @@ pub struct SimFailure {
     pub message: String,
     /// The last operations and their results.
     pub trace: Vec<String>,
+    /// The one command that runs it again.
+    pub replay: String,
 }
 
 impl std::fmt::Display for SimFailure {
@@ -122,11 +124,7 @@ impl std::fmt::Display for SimFailure {
         for line in &self.trace {
             writeln!(f, "  {line}")?;
         }
-        write!(
-            f,
-            "replay: GEOSHARD_SIM_SEED={} GEOSHARD_SIM_OPS={} cargo test --test sim replay -- --nocapture",
-            self.seed, self.operations
-        )
+        write!(f, "replay: {}", self.replay)
     }
 }
 
@@ -181,7 +179,43 @@ pub fn find(
 /// A [`SimFailure`] when the store broke the promise, panicked, or the
 /// final check failed.
 pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
-    let mut sim = Sim::new(config);
+    let replay = format!(
+        "GEOSHARD_SIM_SEED={} GEOSHARD_SIM_OPS={} cargo test --test sim replay -- --nocapture",
+        config.seed, config.operations
+    );
+    run_with(config, Rng::new(config.seed), replay)
+}
+
+/// Runs the history `input` encodes: every choice a seed would make
+/// (layout, swarm, operations, faults, their targets) read from the bytes
+/// instead, until they run out or `max_operations` ran; then the same final
+/// heal-and-check. The `store_history` fuzz target calls it, so that
+/// coverage guidance explores histories; any byte string is a valid
+/// history. [`SimFailure::seed`] and the world's crash fates come from a
+/// hash of the input.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_history(input: &[u8], max_operations: u64) -> Result<SimReport, SimFailure> {
+    let seed = input
+        .chunks(8)
+        .fold(mix(input.len() as u64), |hash, chunk| {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            mix(hash ^ u64::from_le_bytes(word))
+        });
+    let config = SimConfig {
+        seed,
+        operations: max_operations,
+    };
+    let replay = format!(
+        "GEOSHARD_SIM_HISTORY=<the input file> GEOSHARD_SIM_OPS={max_operations} cargo test --test sim replay -- --nocapture"
+    );
+    run_with(&config, Rng::from_input(input), replay)
+}
+
+fn run_with(config: &SimConfig, rng: Rng, replay: String) -> Result<SimReport, SimFailure> {
+    let mut sim = Sim::new(config, rng);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run()));
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -213,6 +247,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
             at: sim.report.operations,
             message,
             trace: sim.trace.into_iter().collect(),
+            replay,
         }),
     }
 }
@@ -358,6 +393,13 @@ struct Sim {
     faults: Vec<Fault>,
     /// The one site faults may hit until it is healed and repaired.
     victim: Option<usize>,
+    /// Since the victim was picked, every fault was a full disk on fewer
+    /// nodes than its site has, with no crash or reopen: a put plans
+    /// around such nodes inside their own site, so the store must still
+    /// survive any site loss (`check_full_disks`).
+    only_full_disks: bool,
+    /// The nodes faults hit since the victim was picked.
+    faulted: std::collections::BTreeSet<usize>,
     /// This seed may break a second site now and then.
     beyond_allowed: bool,
     /// A failure beyond the promise happened: reads may fail (loudly).
@@ -383,8 +425,7 @@ struct Sim {
 const TRACE_LINES: usize = 48;
 
 impl Sim {
-    fn new(config: &SimConfig) -> Sim {
-        let mut rng = Rng::new(config.seed);
+    fn new(config: &SimConfig, mut rng: Rng) -> Sim {
         let (nodes_per_site, k, m) = if rng.one_in(3) { (2, 4, 2) } else { (3, 6, 3) };
         let layout = sim_layout(3, nodes_per_site, k, m);
         let options = Options {
@@ -441,6 +482,8 @@ impl Sim {
             weights,
             faults,
             victim: None,
+            only_full_disks: true,
+            faulted: std::collections::BTreeSet::new(),
             beyond_allowed,
             beyond: false,
             vanished_empty: Vec::new(),
@@ -488,11 +531,19 @@ impl Sim {
         .map_err(|e| format!("create failed: {e}"))?;
         self.store = Some(store);
         for i in 0..self.operations {
+            if self.rng.exhausted() {
+                break;
+            }
             let op = OPS[self.rng.pick(&self.weights)];
             self.report.operations += 1;
             *self.report.by_kind.entry(op.name()).or_default() += 1;
+            if matches!(op, Op::Crash | Op::Reopen) {
+                self.only_full_disks = false;
+            }
             let line = self
                 .operation(op)
+                .map_err(|e| format!("{}: {e}", op.name()))?;
+            self.check_full_disks()
                 .map_err(|e| format!("{}: {e}", op.name()))?;
             self.world.end_step();
             if self.verbose {
@@ -919,6 +970,7 @@ impl Sim {
             None => {
                 let site = self.rng.below(sites) as usize;
                 self.victim = Some(site);
+                self.faulted.clear();
                 site
             }
             Some(victim) if self.beyond_allowed && self.rng.one_in(8) => {
@@ -930,6 +982,36 @@ impl Sim {
             }
             Some(victim) => victim,
         }
+    }
+
+    /// While the only faults are full disks on some nodes of the victim
+    /// site (not all of them), every column that could not go home went to
+    /// another node of its home site (the handoff rule of
+    /// docs/DURABILITY.md, D1): the store must still survive the loss of
+    /// any one site, with nothing to repair. Full disks lose nothing and
+    /// leave every node readable; a handoff to another site would make one
+    /// site hold more columns than the code can lose.
+    fn check_full_disks(&mut self) -> Result<(), String> {
+        let Some(site) = self.victim else {
+            return Ok(());
+        };
+        if !self.only_full_disks
+            || self.beyond
+            || self.faulted.is_empty()
+            || self.faulted.len() >= self.site_nodes(site).len()
+        {
+            return Ok(());
+        }
+        let health = self.store()?.health();
+        if health.nodes.iter().all(|n| n.reachable) && !health.survives_any_site_loss {
+            return Err(format!(
+                "with only full disks in site {site} (nodes {:?}), the store no longer survives \
+                 a site loss: {}",
+                self.faulted,
+                self.health_line()
+            ));
+        }
+        Ok(())
     }
 
     fn site_nodes(&self, site: usize) -> Vec<usize> {
@@ -952,10 +1034,19 @@ impl Sim {
         // takes no writes makes the store write degraded stripes, and the
         // simulator cannot yet tell when that uses the promise up
         // (docs/TESTING.md, "What the simulator does not cover yet").
+        let fresh = self.victim.is_none();
         let site = self.target_site();
+        if fresh {
+            // What a crash or an earlier fault left may still need repair.
+            self.only_full_disks = self.store()?.health().survives_any_site_loss;
+        }
         let nodes = self.site_nodes(site);
         let node = nodes[self.rng.below(nodes.len() as u64) as usize];
         let name = self.layout.nodes()[node].name.clone();
+        self.faulted.insert(node);
+        if fault != Fault::DiskFull {
+            self.only_full_disks = false;
+        }
         let mut counts = self.world.faults().clone();
         match fault {
             Fault::SiteFire => {
@@ -983,14 +1074,19 @@ impl Sim {
                 counts.sync_failures += 1;
             }
             Fault::BitRot => {
-                let rotted = self.damage_a_segment(node, |rng, bytes| {
+                let rotted = self.damage_a_segment(node, |rng, generation, bytes| {
                     let at = rng.below(bytes.len() as u64) as usize;
-                    bytes[at] ^= 1 << rng.below(8);
+                    let bit = 1 << rng.below(8);
+                    // Half the time the rot lands in a record's header (a
+                    // few percent of the bytes, but what recovery and
+                    // scrub read first); the same draws either way.
+                    let at = header_byte(bytes, generation, at).unwrap_or(at);
+                    bytes[at] ^= bit;
                 });
                 counts.bit_rot += u64::from(rotted);
             }
             Fault::Shorten => {
-                let cut = self.damage_a_segment(node, |rng, bytes| {
+                let cut = self.damage_a_segment(node, |rng, _, bytes| {
                     let cut = 1 + rng.below(bytes.len() as u64) as usize;
                     bytes.truncate(bytes.len() - cut.min(bytes.len()));
                 });
@@ -1020,7 +1116,7 @@ impl Sim {
     fn damage_a_segment(
         &mut self,
         node: usize,
-        damage: impl FnOnce(&mut Rng, &mut Vec<u8>),
+        damage: impl FnOnce(&mut Rng, u64, &mut Vec<u8>),
     ) -> bool {
         let mut disk = self.world.disk(node);
         let generations: Vec<u64> = disk.segments.keys().copied().collect();
@@ -1030,7 +1126,7 @@ impl Sim {
         let generation = generations[self.rng.below(generations.len() as u64) as usize];
         match disk.segments.get_mut(&generation) {
             Some(bytes) if !bytes.is_empty() => {
-                damage(&mut self.rng, bytes);
+                damage(&mut self.rng, generation, bytes);
                 true
             }
             _ => false,
@@ -1218,4 +1314,18 @@ fn sim_layout(sites: usize, nodes_per_site: usize, k: usize, m: usize) -> Layout
     builder
         .build()
         .unwrap_or_else(|e| panic!("the simulator's layout is valid: {e}"))
+}
+
+/// For an odd `at`, a byte of one of the intact record headers of segment
+/// `bytes` of `generation`, chosen by `at`; `None` for an even one or a
+/// segment with no intact record.
+fn header_byte(bytes: &[u8], generation: u64, at: usize) -> Option<usize> {
+    if at.is_multiple_of(2) {
+        return None;
+    }
+    let records = crate::format::scan_segment(bytes, generation).records;
+    let pick = at / 2;
+    let record = records.get(pick % records.len().max(1))?;
+    let header_len = (record.payload_offset - record.record_offset) as usize;
+    Some(record.record_offset as usize + pick % header_len.max(1))
 }

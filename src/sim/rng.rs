@@ -8,18 +8,60 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// A small, fast, seeded generator (SplitMix64).
+/// A small, fast, seeded generator (SplitMix64), or the bytes of a fuzz
+/// input read as a stream of choices (`store_history`): there each draw
+/// takes as few bytes as its range needs, so that a fuzzer's byte edits are
+/// edits of single choices.
 #[derive(Clone, Debug)]
 pub(crate) struct Rng {
     state: u64,
+    /// The fuzz input, when choices come from it.
+    input: Option<std::sync::Arc<[u8]>>,
+    at: usize,
 }
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng { state: mix(seed) }
+        Rng {
+            state: mix(seed),
+            input: None,
+            at: 0,
+        }
+    }
+
+    /// Choices read from `input`; once it is used up every draw is 0.
+    pub fn from_input(input: &[u8]) -> Rng {
+        Rng {
+            state: 0,
+            input: Some(input.into()),
+            at: 0,
+        }
+    }
+
+    /// The input is used up (never, for a seeded generator).
+    pub fn exhausted(&self) -> bool {
+        self.input
+            .as_ref()
+            .is_some_and(|input| self.at >= input.len())
+    }
+
+    /// The next `bytes` bytes of the input, little-endian, 0 past its end.
+    fn take(&mut self, bytes: usize) -> u64 {
+        let Some(input) = &self.input else {
+            return 0;
+        };
+        let mut word = [0u8; 8];
+        let from = self.at.min(input.len());
+        let to = (self.at + bytes).min(input.len());
+        word[..to - from].copy_from_slice(&input[from..to]);
+        self.at += bytes;
+        u64::from_le_bytes(word)
     }
 
     pub fn next_u64(&mut self) -> u64 {
+        if self.input.is_some() {
+            return self.take(8);
+        }
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix(self.state)
     }
@@ -27,6 +69,13 @@ impl Rng {
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
         debug_assert!(n > 0);
+        if self.input.is_some() {
+            // As many bytes as `n` needs, scaled onto `0..n`.
+            let bytes = (64 - (n - 1).leading_zeros()).div_ceil(8).max(1) as usize;
+            let bits = 8 * bytes as u32;
+            let draw = self.take(bytes);
+            return ((u128::from(draw) * u128::from(n)) >> bits) as u64;
+        }
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
