@@ -25,6 +25,7 @@ fn main() {
     let mut faults = FaultCounts::default();
     let (mut total, mut writes, mut acknowledged, mut reopens, mut beyond, mut node_io) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut simulated_us, mut slowest_step_us, mut nondeterministic) = (0u64, 0u64, 0u64);
     let mut seed = first;
     while seeds == 0 || seed < first + seeds {
         let report = match run(&SimConfig { seed, operations }) {
@@ -43,6 +44,7 @@ fn main() {
                     "seed {seed} is not deterministic: node I/O {} then {}",
                     report.node_io, again.node_io
                 );
+                nondeterministic += 1;
             }
         }
         total += report.operations;
@@ -50,6 +52,8 @@ fn main() {
         acknowledged += report.acknowledged;
         reopens += report.reopens;
         node_io += report.node_io;
+        simulated_us += report.simulated_us;
+        slowest_step_us = slowest_step_us.max(report.slowest_step_us);
         beyond += u64::from(report.beyond_promise);
         for (kind, count) in report.by_kind {
             *by_kind.entry(kind).or_default() += count;
@@ -76,9 +80,18 @@ fn main() {
     println!(
         "reopens {reopens}, node I/O calls {node_io}, seeds that went beyond the promise {beyond}"
     );
+    println!(
+        "simulated time {:.1} s, slowest operation {:.1} ms of simulated time",
+        simulated_us as f64 / 1e6,
+        slowest_step_us as f64 / 1e3
+    );
     println!("operations by kind:");
     for (kind, count) in &by_kind {
         println!("  {kind:<18} {count}");
     }
     println!("faults injected: {faults:#?}");
+    if nondeterministic > 0 {
+        eprintln!("{nondeterministic} seeds gave a different trace when run again");
+        std::process::exit(1);
+    }
 }

@@ -53,7 +53,7 @@ use self::factory::SimFactory;
 use self::model::{Model, OpRef, Value};
 use self::rng::{Rng, mix, value_bytes};
 pub use self::world::FaultCounts;
-use self::world::World;
+use self::world::{SimClock, World};
 use crate::layout::{Layout, SiteId};
 use crate::store::{CompactOptions, RepairOptions, ScrubOptions};
 use crate::store::{Pending, Request};
@@ -91,7 +91,13 @@ pub struct SimReport {
     pub beyond_promise: bool,
     /// Node I/O calls traced.
     pub node_io: u64,
-    /// Hash of every result and every node I/O: equal for equal seeds.
+    /// Simulated time the run took, in microseconds (the store's clock).
+    pub simulated_us: u64,
+    /// The most simulated time one operation took, in microseconds: a
+    /// step that takes more than [`STEP_LIMIT_US`] fails the run as a hang.
+    pub slowest_step_us: u64,
+    /// Hash of every result, every node I/O and the simulated time: equal
+    /// for equal seeds.
     pub trace_hash: u64,
 }
 
@@ -236,8 +242,9 @@ fn run_with(config: &SimConfig, rng: Rng, replay: String) -> Result<SimReport, S
         Ok(()) => {
             sim.world.end_step();
             let (disk_hash, node_io) = sim.world.trace_hash();
-            sim.report.trace_hash = mix(sim.trace_hash ^ disk_hash);
+            sim.report.trace_hash = mix(mix(sim.trace_hash ^ disk_hash) ^ sim.world.now_us());
             sim.report.node_io = node_io;
+            sim.report.simulated_us = sim.world.now_us();
             sim.report.faults = sim.world.faults().clone();
             Ok(sim.report)
         }
@@ -424,11 +431,26 @@ struct Sim {
 
 const TRACE_LINES: usize = 48;
 
+/// Seeds the random stream of a seed's timing (slow nodes, put timeout).
+const TIMING_STREAM: u64 = 0x7131_c10c_5eed_0001;
+
+/// Simulated time per call to a node of a slow site, in microseconds.
+const SLOW_US: u64 = 20_000;
+
+/// Simulated time between two operations, in microseconds.
+const STEP_GAP_US: u64 = 1_000;
+
+/// The most simulated time one operation may take, in microseconds: more
+/// is a hang (a retry loop that does not end, a wait nothing answers).
+/// A repair or scrub of everything a seed wrote, at the slow site's 20 ms
+/// a call, stays well under it.
+pub const STEP_LIMIT_US: u64 = 600_000_000;
+
 impl Sim {
     fn new(config: &SimConfig, mut rng: Rng) -> Sim {
         let (nodes_per_site, k, m) = if rng.one_in(3) { (2, 4, 2) } else { (3, 6, 3) };
         let layout = sim_layout(3, nodes_per_site, k, m);
-        let options = Options {
+        let mut options = Options {
             column_len_target: 64 << 10,
             split_len_min: 16 << 10,
             segment_len_target: [128 << 10, 1 << 20, 8 << 20][rng.below(3) as usize],
@@ -465,6 +487,23 @@ impl Sim {
             .collect();
         let world = World::new(config.seed, &layout);
         let beyond_allowed = rng.one_in(4);
+        // Time is drawn from a stream of its own, so that adding it left
+        // every other choice of a seed as it was.
+        let mut timing = Rng::new(mix(config.seed ^ TIMING_STREAM));
+        if timing.one_in(3) {
+            // A slow site: every call to its nodes takes 20 ms.
+            let site = SiteId(timing.below(layout.sites().len() as u64) as u16);
+            for (i, spec) in layout.nodes().iter().enumerate() {
+                if spec.site == site {
+                    world.disk(i).latency_us = SLOW_US;
+                }
+            }
+        }
+        if timing.one_in(3) {
+            // A put that gives up after a few calls' worth of time: a
+            // commit's retries stop at the deadline.
+            options.put_timeout = std::time::Duration::from_millis(2 + timing.below(100));
+        }
         Sim {
             seed: config.seed,
             operations: config.operations,
@@ -526,6 +565,7 @@ impl Sim {
             self.layout.clone(),
             self.options.clone(),
             self.factory.clone(),
+            self.clock(),
             Some(id),
         )
         .map_err(|e| format!("create failed: {e}"))?;
@@ -540,9 +580,11 @@ impl Sim {
             if matches!(op, Op::Crash | Op::Reopen) {
                 self.only_full_disks = false;
             }
+            let before = self.world.now_us();
             let line = self
                 .operation(op)
                 .map_err(|e| format!("{}: {e}", op.name()))?;
+            self.took(op.name(), before)?;
             self.check_full_disks()
                 .map_err(|e| format!("{}: {e}", op.name()))?;
             self.world.end_step();
@@ -685,6 +727,7 @@ impl Sim {
                     self.layout.clone(),
                     self.options.clone(),
                     self.factory.clone(),
+                    self.clock(),
                 );
                 match second {
                     Ok(_) => Err("a second opener got the store while it was open (D6)".into()),
@@ -875,6 +918,7 @@ impl Sim {
             self.layout.clone(),
             self.options.clone(),
             self.factory.clone(),
+            self.clock(),
         ) {
             Ok(store) => {
                 let report = store.open_report();
@@ -951,12 +995,16 @@ impl Sim {
                 self.layout.clone(),
                 self.options.clone(),
                 self.factory.clone(),
+                self.clock(),
             );
             if let Ok(store) = opened {
                 store.crash();
             }
         }
         self.world.crash_done();
+        if self.world.io_log {
+            eprintln!("sim {}: the crashed process is gone; opening", self.seed);
+        }
         let torn = self.world.faults().torn_writes;
         let opened = self.open()?;
         Ok(format!("{point:?} ({torn} torn so far); {opened}"))
@@ -1011,6 +1059,28 @@ impl Sim {
                 self.health_line()
             ));
         }
+        Ok(())
+    }
+
+    /// The store's clock: the world's simulated time.
+    fn clock(&self) -> Arc<dyn crate::store::Clock> {
+        Arc::new(SimClock {
+            world: Arc::clone(&self.world),
+        })
+    }
+
+    /// Ends an operation that started at simulated time `before`: fails
+    /// the run if it took longer than a step may (a hang), then lets the
+    /// time between two operations pass.
+    fn took(&mut self, what: &str, before: u64) -> Result<(), String> {
+        let took = self.world.now_us() - before;
+        self.report.slowest_step_us = self.report.slowest_step_us.max(took);
+        if took > STEP_LIMIT_US {
+            return Err(format!(
+                "{what} took {took} µs of simulated time (more than {STEP_LIMIT_US}): a hang"
+            ));
+        }
+        self.world.advance(STEP_GAP_US);
         Ok(())
     }
 
@@ -1187,6 +1257,7 @@ impl Sim {
             self.layout.clone(),
             self.options.clone(),
             self.factory.clone(),
+            self.clock(),
         );
         for (i, was) in present.into_iter().enumerate() {
             self.world.disk(i).present = was;

@@ -92,9 +92,28 @@ impl SimNode {
         )
     }
 
+    /// Adds one call to the disk's trace (and to stderr with
+    /// `GEOSHARD_SIM_IO_LOG`).
+    fn record(&self, disk: &mut Disk, op: u64, generation: u64, offset: u64, len: u64, crc: u32) {
+        if self.world.io_log {
+            eprintln!(
+                "io node {} op {op} generation {generation:x} at {offset} len {len} crc {crc:08x}",
+                self.index
+            );
+        }
+        disk.record(op, generation, offset, len, crc);
+    }
+
     /// The disk, if this handle may use it now.
     fn enter(&self) -> Result<std::sync::MutexGuard<'_, Disk>> {
         let disk = self.world.disk(self.index);
+        // Every call takes simulated time, a call that is not answered
+        // the longest.
+        self.world.advance(if disk.unreachable {
+            super::world::UNREACHABLE_US
+        } else {
+            disk.latency_us
+        });
         if disk.epoch != self.epoch {
             return Err(self.unavailable("this handle was closed (crash, wipe or reopen)"));
         }
@@ -227,7 +246,25 @@ impl Node for SimNode {
         };
         let (bytes, locations) = self.encode(generation, start, records)?;
         let crc = crc32fast::hash(&bytes);
-        disk.record(OP_APPEND, generation, start, bytes.len() as u64, crc);
+        if self.world.io_log {
+            for r in records {
+                eprintln!(
+                    "io record node {} generation {generation:x} at {start}: stripe {:x} column {} crc {:08x}",
+                    self.index,
+                    r.header.stripe_id,
+                    r.header.column_index,
+                    crc32fast::hash(r.payload)
+                );
+            }
+        }
+        self.record(
+            &mut disk,
+            OP_APPEND,
+            generation,
+            start,
+            bytes.len() as u64,
+            crc,
+        );
         let durable = self.durable_len(generation);
         let write = |disk: &mut Disk, bytes: &[u8]| {
             // After a torn tail, zeroed (as a local node does), or past a
@@ -301,7 +338,8 @@ impl Node for SimNode {
             return Err(self.errno("read past a shortened file", libc::EIO));
         }
         let bytes = Bytes::copy_from_slice(&segment[offset as usize..end as usize]);
-        disk.record(
+        self.record(
+            &mut disk,
             OP_READ,
             generation,
             offset,
@@ -330,7 +368,7 @@ impl Node for SimNode {
         // bytes: the missing part is damage, as a local node reports it.
         let len = durable;
         let crc = crc32fast::hash(bytes);
-        disk.record(OP_SCAN, generation, 0, len, crc);
+        self.record(&mut disk, OP_SCAN, generation, 0, len, crc);
         Ok(Scan::of_durable_bytes(
             generation,
             found,
@@ -357,7 +395,7 @@ impl Node for SimNode {
             });
         }
         let fate = self.fate(&mut disk);
-        disk.record(OP_REMOVE, generation, 0, 0, 0);
+        self.record(&mut disk, OP_REMOVE, generation, 0, 0, 0);
         match fate {
             None | Some(Fate::Done) => {
                 disk.segments.remove(&generation);
@@ -389,7 +427,7 @@ impl Node for SimNode {
         let (len, crc) = manifest
             .as_ref()
             .map_or((0, 0), |m| (m.len() as u64, crc32fast::hash(m)));
-        disk.record(OP_MANIFEST_READ, 0, 0, len, crc);
+        self.record(&mut disk, OP_MANIFEST_READ, 0, 0, len, crc);
         Ok(manifest.map(Bytes::from))
     }
 
@@ -403,7 +441,8 @@ impl Node for SimNode {
         }
         let mut disk = self.enter()?;
         let fate = self.fate(&mut disk);
-        disk.record(
+        self.record(
+            &mut disk,
             OP_MANIFEST_WRITE,
             0,
             0,

@@ -3,8 +3,9 @@
 //! directories, torn tails cut at open, as a local node does).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use super::rng::mix;
 use crate::format::scan_segment;
@@ -47,6 +48,8 @@ pub(crate) struct Disk {
     pub step: u64,
     /// I/O calls traced.
     pub io_count: u64,
+    /// Simulated time each call to this node takes, in microseconds.
+    pub latency_us: u64,
 }
 
 impl Disk {
@@ -130,6 +133,34 @@ pub(crate) struct World {
     /// (docs/TESTING.md), such as torn writes whose sectors landed out of
     /// order (S9).
     pub known_gaps: bool,
+    /// Simulated time in microseconds: the store's clock ([`SimClock`]).
+    /// It moves only when the simulator says so: by each node call's
+    /// latency (calls of one step add up as if they ran one after another,
+    /// so the sum does not depend on which thread ran first) and by a
+    /// fixed amount between steps.
+    pub now_us: AtomicU64,
+    /// `GEOSHARD_SIM_IO_LOG`: every node call goes to stderr (finding
+    /// where two runs of a seed part).
+    pub io_log: bool,
+}
+
+/// Simulated time per call to a node that does not answer (a connect
+/// timeout), in microseconds.
+pub(crate) const UNREACHABLE_US: u64 = 5_000;
+
+/// Simulated time per call to a healthy node, in microseconds.
+pub(crate) const LATENCY_US: u64 = 100;
+
+/// The store's clock in a simulation: the world's simulated time.
+#[derive(Debug)]
+pub(crate) struct SimClock {
+    pub world: Arc<World>,
+}
+
+impl crate::store::Clock for SimClock {
+    fn now(&self) -> Duration {
+        Duration::from_micros(self.world.now_us.load(Ordering::Acquire))
+    }
 }
 
 impl World {
@@ -143,6 +174,7 @@ impl World {
                 .map(|_| {
                     Mutex::new(Disk {
                         present: true,
+                        latency_us: LATENCY_US,
                         ..Disk::default()
                     })
                 })
@@ -151,7 +183,19 @@ impl World {
             crash_done_per_mille: std::sync::atomic::AtomicU64::new(333),
             faults: Mutex::new(FaultCounts::default()),
             known_gaps: std::env::var_os("GEOSHARD_SIM_KNOWN_GAPS").is_some(),
+            now_us: AtomicU64::new(0),
+            io_log: std::env::var_os("GEOSHARD_SIM_IO_LOG").is_some(),
         })
+    }
+
+    /// Moves simulated time on by `micros`.
+    pub fn advance(&self, micros: u64) {
+        self.now_us.fetch_add(micros, Ordering::AcqRel);
+    }
+
+    /// Simulated time so far, in microseconds.
+    pub fn now_us(&self) -> u64 {
+        self.now_us.load(Ordering::Acquire)
     }
 
     pub fn disk(&self, index: usize) -> MutexGuard<'_, Disk> {

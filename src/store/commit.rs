@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -175,8 +175,8 @@ pub(crate) struct Committer {
     /// Whether the attempt being written appended anything (only then can
     /// it leave columns behind that need discarding).
     attempt_wrote: bool,
-    /// When the nodes were last checked while busy.
-    nodes_checked: Instant,
+    /// When the nodes were last checked (by the store's clock).
+    nodes_checked: Duration,
     /// The session this committer writes (every stripe id carries it).
     session: u64,
 }
@@ -192,6 +192,7 @@ struct Written {
 
 impl Committer {
     pub fn new(inner: Arc<Inner>, rx: Receiver<Request>, start: WriterStart) -> Committer {
+        let nodes_checked = inner.clock.now();
         let code = inner.layout.code();
         let open = OpenStripe::new(
             code.data_count,
@@ -208,7 +209,7 @@ impl Committer {
             generation_bytes: 0,
             commit_first: 0,
             attempt_wrote: false,
-            nodes_checked: Instant::now(),
+            nodes_checked,
             session: super::open::session_of(start.next_stripe_id),
         }
     }
@@ -225,16 +226,17 @@ impl Committer {
                 Ok(first) => first,
                 Err(RecvTimeoutError::Timeout) => {
                     self.inner.check_nodes();
-                    self.nodes_checked = Instant::now();
+                    self.nodes_checked = self.inner.clock.now();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             // Under steady load there is no idle moment: check the nodes
             // every interval anyway, so a vanished directory is noticed.
-            if self.nodes_checked.elapsed() >= NODE_CHECK_INTERVAL {
+            let now = self.inner.clock.now();
+            if now.saturating_sub(self.nodes_checked) >= NODE_CHECK_INTERVAL {
                 self.inner.check_nodes();
-                self.nodes_checked = Instant::now();
+                self.nodes_checked = now;
             }
             let deadline = Instant::now() + interval;
             let mut flush = matches!(first, Request::Flush { .. });
@@ -286,7 +288,9 @@ impl Committer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        let deadline = Instant::now() + self.inner.options.put_timeout;
+        // The store's clock, not the wall: whether a retry still fits must
+        // come out the same on every run of a simulated seed.
+        let deadline = self.inner.clock.now() + self.inner.options.put_timeout;
         // A commit stays in one generation, retries included: a new one
         // starts only with a new commit.
         if self.generation == 0 || self.generation_bytes >= self.inner.options.segment_len_target {
@@ -312,7 +316,7 @@ impl Committer {
             match result {
                 Ok(()) => break Ok((written, answers)),
                 Err(Failure::Retry(nodes))
-                    if attempts < attempts_max && Instant::now() < deadline =>
+                    if attempts < attempts_max && self.inner.clock.now() < deadline =>
                 {
                     tracing::warn!(nodes = ?nodes, attempts, "commit attempt failed; sealing again");
                     self.inner.stats.commit_retries.inc();

@@ -15,6 +15,7 @@
 //!   every acknowledged stripe still has k columns.
 
 mod blob;
+mod clock;
 mod commit;
 mod compact;
 mod health;
@@ -47,6 +48,8 @@ pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
 pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
 
+pub(crate) use self::clock::Clock;
+use self::clock::SystemClock;
 pub(crate) use self::commit::Request;
 use self::commit::{Committer, WriterStart};
 use self::health::Counters;
@@ -308,8 +311,10 @@ pub(crate) struct Inner {
     /// Set when a node's lease was taken by another writer: every later
     /// write fails with [`Error::Superseded`].
     pub superseded: Mutex<Option<(String, String)>>,
-    /// When the object-store nodes were last checked.
-    pub remote_checked: Mutex<Option<Instant>>,
+    /// When the object-store nodes were last checked (by `clock`).
+    pub remote_checked: Mutex<Option<Duration>>,
+    /// The time that decides deadlines and check intervals.
+    pub clock: Arc<dyn Clock>,
     /// Set by `close`: the nodes are released.
     pub closed: AtomicBool,
     /// The manifest as last written (docs/DURABILITY.md, "The manifest").
@@ -328,6 +333,14 @@ pub(crate) struct Inner {
     /// Set by a salvage open whose manifest reached no quorum: writes are
     /// refused (their stripe ids could collide with a later session's).
     pub read_only: AtomicBool,
+    /// I/O that fans out runs one call after another on the calling
+    /// thread, in a fixed order (a stepped store, the simulator's):
+    /// degraded reads ask their source columns in turn instead of racing
+    /// them, and a repair's appends to one node's several generations do
+    /// not race for it. Which columns answer first, which failures are
+    /// heard, and which of two appends a node's fault hits must not depend
+    /// on thread timing.
+    pub sequential_io: bool,
 }
 
 impl Inner {
@@ -584,6 +597,10 @@ impl Store {
             fixed_store_id: start.store_id,
             superseded: Mutex::new(None),
             remote_checked: Mutex::new(None),
+            clock: start
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemClock::new())),
             closed: AtomicBool::new(false),
             manifest: Mutex::new(ManifestState {
                 shared: crate::format::Manifest {
@@ -605,6 +622,7 @@ impl Store {
             loss_pending: AtomicBool::new(false),
             retired_pending: Mutex::new(BTreeSet::new()),
             read_only: AtomicBool::new(false),
+            sequential_io: start.scheduling == Scheduling::Stepped,
         });
         let (found, max_session) = inner.identify(mode)?;
         inner.check_outage()?;

@@ -16,7 +16,7 @@
 //! each against its checksum and the parity against the data, and queues
 //! what is wrong for repair (and repairs it, unless told not to).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -285,9 +285,9 @@ impl Inner {
             .remote_checked
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
+        let now = self.clock.now();
         match *last {
-            Some(at) if now.duration_since(at) < NODE_CHECK_INTERVAL => false,
+            Some(at) if now.saturating_sub(at) < NODE_CHECK_INTERVAL => false,
             _ => {
                 *last = Some(now);
                 true
@@ -1018,7 +1018,9 @@ impl Store {
         done: &mut Vec<(usize, RecordLocation)>,
     ) -> Vec<usize> {
         let inner = &self.inner;
-        let mut groups: HashMap<(NodeId, u64), Vec<usize>> = HashMap::new();
+        // Ordered: which members fail, and so the order of the next round's
+        // records, must not depend on a hash seed (a simulated seed replays).
+        let mut groups: BTreeMap<(NodeId, u64), Vec<usize>> = BTreeMap::new();
         for &i in members {
             let p = &batch[i];
             groups.entry((p.target, p.generation)).or_default().push(i);
@@ -1048,7 +1050,14 @@ impl Store {
             .zip(&records)
             .map(|(((_, generation), _, node), recs)| (&**node, *generation, &recs[..]))
             .collect();
-        let results = append_all(&appends);
+        let results = if inner.sequential_io {
+            appends
+                .iter()
+                .map(|&(node, generation, records)| node.append(generation, records))
+                .collect()
+        } else {
+            append_all(&appends)
+        };
         for (((target, generation), members, _), result) in live.into_iter().zip(results) {
             match result {
                 Ok(locations) if locations.len() == members.len() => {

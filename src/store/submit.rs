@@ -14,11 +14,13 @@ use super::commit::{Committer, Request};
 use crate::{Error, Result};
 
 /// How a store starts, beyond its layout and options.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Start {
     pub scheduling: Scheduling,
     /// The identity a created store gets, instead of a random one.
     pub store_id: Option<[u8; 16]>,
+    /// The clock deadlines and intervals read (the system's if `None`).
+    pub clock: Option<std::sync::Arc<dyn super::clock::Clock>>,
 }
 
 /// Who runs the committer.

@@ -8,11 +8,12 @@ use crate::Result;
 
 impl Store {
     /// Creates (`store_id` given) or opens a store whose committer the
-    /// caller steps: the simulator's store.
+    /// caller steps and whose time is `clock`: the simulator's store.
     pub(crate) fn start_simulated(
         layout: crate::layout::Layout,
         options: crate::Options,
         factory: std::sync::Arc<dyn crate::node::NodeFactory>,
+        clock: std::sync::Arc<dyn super::clock::Clock>,
         store_id: Option<[u8; 16]>,
     ) -> Result<Store> {
         let mode = match store_id {
@@ -22,17 +23,19 @@ impl Store {
         let start = Start {
             scheduling: Scheduling::Stepped,
             store_id,
+            clock: Some(clock),
         };
         Store::start(layout, options, factory, mode, start)
     }
 
-    /// Opens a store with a stepped committer.
+    /// Opens a store with a stepped committer and `clock`.
     pub(crate) fn open_simulated(
         layout: crate::layout::Layout,
         options: crate::Options,
         factory: std::sync::Arc<dyn crate::node::NodeFactory>,
+        clock: std::sync::Arc<dyn super::clock::Clock>,
     ) -> Result<Store> {
-        Store::start_simulated(layout, options, factory, None)
+        Store::start_simulated(layout, options, factory, clock, None)
     }
 
     /// The process dies: what is queued is dropped unanswered and the
