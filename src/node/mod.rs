@@ -65,9 +65,9 @@ pub mod object;
 pub(crate) use factory::GivenNodes;
 pub use factory::{DefaultNodeFactory, NodeFactory, OpenPurpose};
 pub use faulty::FaultyNode;
-#[cfg(test)]
-pub(crate) use local::InjectedFault;
 pub use local::{IoEngineKind, LocalNode, LocalOptions};
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use local::{WriteAndSync, WriteFailure, WriteStandIn};
 #[cfg(feature = "object-store")]
 pub use object::{ObjectNode, ObjectOptions};
 

@@ -1240,16 +1240,18 @@ mod tests {
     use std::sync::{Arc, Mutex, PoisonError};
 
     use crate::layout::{Layout, Location, NodeId, NodeSpec};
-    use crate::node::{InjectedFault, LocalNode, LocalOptions, Node, NodeFactory, OpenPurpose};
+    use crate::node::{LocalNode, LocalOptions, Node, NodeFactory, OpenPurpose};
+    use crate::testing::{FailingWrites, WriteFault};
     use crate::{Options, Store};
 
-    /// Opens local nodes like the default factory and keeps the first one
-    /// opened under `name`, so a test can inject a fault into it.
+    /// Opens local nodes like the default factory; the one named `name`
+    /// opened at create gets writes that fail on demand, and is kept (with
+    /// its switch) so a test can fail its writes and watch it.
     #[derive(Debug)]
     struct KeepsNode {
         name: &'static str,
         options: LocalOptions,
-        kept: Mutex<Option<Arc<LocalNode>>>,
+        kept: Mutex<Option<(Arc<LocalNode>, Arc<FailingWrites>)>>,
     }
 
     impl NodeFactory for KeepsNode {
@@ -1258,12 +1260,18 @@ mod tests {
                 return Err(crate::Error::invalid("local nodes only"));
             };
             std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("creating a node", e))?;
-            let node = Arc::new(LocalNode::open(spec.name.clone(), dir, &self.options)?);
-            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
             if spec.name == self.name && purpose == OpenPurpose::Create {
-                *kept = Some(Arc::clone(&node));
+                let (node, writes) = FailingWrites::open(spec.name.clone(), dir, &self.options)?;
+                let node = Arc::new(node);
+                let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+                *kept = Some((Arc::clone(&node), writes));
+                return Ok(node);
             }
-            Ok(node)
+            Ok(Arc::new(LocalNode::open(
+                spec.name.clone(),
+                dir,
+                &self.options,
+            )?))
         }
     }
 
@@ -1288,12 +1296,7 @@ mod tests {
     #[test]
     fn repair_reopens_a_node_fenced_by_a_failed_sync() {
         let dir = tempfile::tempdir().unwrap();
-        // Pwrite: an injected fault applies to a node's own appends, not to
-        // a shared io_uring submission.
-        let options = Options {
-            local: crate::node::LocalOptions::with_io_engine(crate::node::IoEngineKind::Pwrite),
-            ..Options::default()
-        };
+        let options = Options::default();
         let factory = Arc::new(KeepsNode {
             name: "s0n0",
             options: options.local.clone(),
@@ -1302,8 +1305,8 @@ mod tests {
         let store =
             Store::create_with_factory(layout(dir.path()), options, factory.clone()).unwrap();
         store.put(b"before", &b"x"[..]).unwrap();
-        let local = factory.kept.lock().unwrap().take().expect("s0n0 opened");
-        local.inject_fault(InjectedFault::SyncError { written: 10 });
+        let (local, writes) = factory.kept.lock().unwrap().take().expect("s0n0 opened");
+        writes.fail_next(WriteFault::Sync { written: 10 });
         // The append to s0n0 fails its sync: the node is fenced, the commit
         // goes elsewhere.
         store.put(b"during", vec![7u8; 300_000]).unwrap();

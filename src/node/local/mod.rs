@@ -29,6 +29,8 @@ mod recovery;
 mod scan;
 mod segment;
 
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use io::{WriteAndSync, WriteFailure, WriteStandIn};
 use segment::{AppendContext, Segment};
 
 /// Which engine a [`LocalNode`] writes with.
@@ -101,8 +103,6 @@ pub struct LocalNode {
     /// Serialises manifest writes (each picks the slot the other did not).
     manifest_writer: std::sync::Mutex<()>,
     _lock: lock::LockFile,
-    #[cfg(test)]
-    fault: std::sync::Mutex<Option<InjectedFault>>,
 }
 
 impl std::fmt::Debug for LocalNode {
@@ -131,23 +131,53 @@ impl LocalNode {
         dir: impl AsRef<Path>,
         options: &LocalOptions,
     ) -> Result<LocalNode> {
-        let name = name.into();
+        let kind = options.io_engine;
+        LocalNode::open_with_engine(name.into(), dir.as_ref(), |name| {
+            io::Engine::open(kind).map_err(|e| engine_error(kind, name, e))
+        })
+    }
+
+    /// [`open`](Self::open), with the node's own appends going through
+    /// `stand_in` (a fault injector in tests, see
+    /// [`WriteStandIn`](io::WriteStandIn)).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn open_with_stand_in(
+        name: impl Into<String>,
+        dir: impl AsRef<Path>,
+        options: &LocalOptions,
+        stand_in: Arc<dyn WriteStandIn>,
+    ) -> Result<LocalNode> {
+        let kind = options.io_engine;
+        LocalNode::open_with_engine(name.into(), dir.as_ref(), |name| {
+            let engine = io::Engine::open(kind).map_err(|e| engine_error(kind, name, e))?;
+            Ok(io::Engine::StoodIn {
+                engine: Box::new(engine),
+                stand_in,
+            })
+        })
+    }
+
+    /// Opens the node with the engine `engine` sets up (after the name is
+    /// checked and the directory locked).
+    fn open_with_engine(
+        name: String,
+        dir: &Path,
+        engine: impl FnOnce(&str) -> Result<io::Engine>,
+    ) -> Result<LocalNode> {
         if name.is_empty() || name.len() > NODE_NAME_LEN_MAX {
             return Err(Error::invalid(format!(
                 "node name must be 1 to {NODE_NAME_LEN_MAX} bytes, got {}",
                 name.len()
             )));
         }
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating node directory {}", dir.display()), e))?;
         let lock = lock::acquire(&dir, &name)?;
-        let engine = io::Engine::open(options.io_engine).map_err(|e| {
-            Error::io(
-                format!("setting up {:?} for node {name}", options.io_engine),
-                e,
-            )
-        })?;
+        let engine = engine(&name)?;
         let mut generations = Vec::new();
         let listing = std::fs::read_dir(&dir)
             .map_err(|e| Error::io(format!("listing node directory {}", dir.display()), e))?;
@@ -183,8 +213,6 @@ impl LocalNode {
             fenced: AtomicBool::new(false),
             manifest_writer: std::sync::Mutex::new(()),
             _lock: lock,
-            #[cfg(test)]
-            fault: std::sync::Mutex::new(None),
         })
     }
 
@@ -254,12 +282,6 @@ impl LocalNode {
         Ok(segment)
     }
 
-    /// Makes the next append fail as `fault` says (tests only).
-    #[cfg(test)]
-    pub(crate) fn inject_fault(&self, fault: InjectedFault) {
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(fault);
-    }
-
     fn context(&self) -> AppendContext<'_> {
         AppendContext {
             engine: &self.engine,
@@ -291,7 +313,7 @@ impl LocalNode {
     pub(crate) fn joins_shared_submission(&self) -> bool {
         #[cfg(target_os = "linux")]
         {
-            self.engine.kind() == IoEngineKind::Uring && io::Engine::shared_uring().is_some()
+            self.engine.shares_submission() && io::Engine::shared_uring().is_some()
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -387,19 +409,8 @@ impl Node for LocalNode {
         }
         let segment = self.start_append(generation, records)?;
         let context = self.context();
-        #[cfg(test)]
-        let fault = self
-            .fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
         segment
-            .append(
-                &context,
-                records,
-                #[cfg(test)]
-                fault,
-            )
+            .append(&context, records)
             .map_err(|failure| self.record_failure(failure))
     }
 
@@ -520,42 +531,9 @@ impl Node for LocalNode {
     }
 }
 
-/// A failure to inject into the next append (tests only).
-#[cfg(test)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum InjectedFault {
-    /// Write `written` bytes of the batch, then fail with this errno (ENOSPC,
-    /// EIO) as a write would.
-    WriteError { written: u64, errno: i32 },
-    /// Write `written` bytes of the batch without syncing, then fail the
-    /// sync with EIO.
-    SyncError { written: u64 },
-}
-
-#[cfg(test)]
-impl InjectedFault {
-    fn apply(
-        self,
-        file: &std::fs::File,
-        offset: u64,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::result::Result<(), io::WriteFailure> {
-        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-        let (written, failure) = match self {
-            InjectedFault::WriteError { written, errno } => (
-                written,
-                io::WriteFailure::Write(std::io::Error::from_raw_os_error(errno)),
-            ),
-            InjectedFault::SyncError { written } => (
-                written,
-                io::WriteFailure::Sync(std::io::Error::from_raw_os_error(libc::EIO)),
-            ),
-        };
-        let cut = all.len().min(written as usize);
-        io::pwrite::write_all_at(file, offset, &[std::io::IoSlice::new(&all[..cut])])
-            .map_err(io::WriteFailure::Write)?;
-        Err(failure)
-    }
+/// The error for an engine `kind` the kernel refused for node `name`.
+fn engine_error(kind: IoEngineKind, name: &str, e: std::io::Error) -> Error {
+    Error::io(format!("setting up {kind:?} for node {name}"), e)
 }
 
 #[cfg(test)]

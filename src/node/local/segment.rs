@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use super::io::{Engine, WriteFailure};
+use super::io::{Engine, WriteAndSync, WriteFailure};
 use super::map::MapCache;
 use super::scan::scan_file;
 use crate::format::{SEGMENT_HEADER_LEN, SegmentScan, encode_segment_header};
@@ -161,18 +161,9 @@ impl Segment {
         &self,
         context: &AppendContext<'_>,
         records: &[RecordRef<'_>],
-        #[cfg(test)] fault: Option<super::InjectedFault>,
     ) -> Result<Vec<RecordLocation>, AppendFailure> {
         let prepared = self.prepare(context, records)?;
         let bufs = prepared.bufs();
-        #[cfg(test)]
-        let result = match fault {
-            Some(fault) => fault.apply(&self.file, prepared.start, &bufs),
-            None => context
-                .engine
-                .write_and_sync(&self.file, prepared.start, &bufs),
-        };
-        #[cfg(not(test))]
         let result = context
             .engine
             .write_and_sync(&self.file, prepared.start, &bufs);

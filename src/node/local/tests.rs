@@ -6,6 +6,13 @@
 use super::*;
 use crate::node::conformance::{run, sample_header, sample_payload};
 use crate::node::{NodeExt, RecordRef};
+use crate::testing::{FailingWrites, WriteFault};
+
+/// A node with `engine` whose writes fail on demand.
+fn open_failing(dir: &Path, engine: IoEngineKind) -> (LocalNode, Arc<FailingWrites>) {
+    FailingWrites::open("site-a/n1", dir, &LocalOptions::with_io_engine(engine))
+        .unwrap_or_else(|e| panic!("opening with {engine:?} failed: {e}"))
+}
 
 fn engines() -> Vec<IoEngineKind> {
     vec![IoEngineKind::Uring, IoEngineKind::Pwrite]
@@ -73,9 +80,14 @@ fn a_second_owner_is_refused_until_the_first_closes() {
 fn a_failed_write_is_cleaned_up_and_the_node_goes_on() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let node = open(dir.path(), engine);
+        let (node, writes) = open_failing(dir.path(), engine);
+        assert_eq!(node.io_engine(), engine);
+        assert!(
+            !node.joins_shared_submission(),
+            "every append meets the switch"
+        );
         let (first, first_payload) = append_one(&node, 1, 1, 5000);
-        node.inject_fault(InjectedFault::WriteError {
+        writes.fail_next(WriteFault::Write {
             written: 3000,
             errno: libc::ENOSPC,
         });
@@ -127,9 +139,9 @@ fn a_failed_write_is_cleaned_up_and_the_node_goes_on() {
 fn a_failed_sync_fences_the_node_until_reopened() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let node = open(dir.path(), engine);
+        let (node, writes) = open_failing(dir.path(), engine);
         let (first, first_payload) = append_one(&node, 4, 1, 2000);
-        node.inject_fault(InjectedFault::SyncError { written: 1500 });
+        writes.fail_next(WriteFault::Sync { written: 1500 });
         let payload = sample_payload(2, 2000);
         let header = sample_header(2, 4, 0, &payload);
         let batch = [RecordRef {
@@ -442,18 +454,18 @@ fn shared_submission_split_over_several_rounds() {
 #[test]
 fn auto_falls_back_to_pwrite_when_io_uring_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    io::REFUSE_URING.with(|refuse| refuse.set(true));
-    let auto = LocalNode::open("n", dir.path(), &LocalOptions::default());
+    // As a kernel without io_uring (or a seccomp filter) answers.
+    let refuse = || Err(std::io::Error::from_raw_os_error(libc::ENOSYS));
+    let open_refused = |dir: &Path, kind: IoEngineKind| {
+        LocalNode::open_with_engine("n".into(), dir, |name| {
+            io::Engine::open_with(kind, refuse).map_err(|e| engine_error(kind, name, e))
+        })
+    };
+    let auto = open_refused(dir.path(), IoEngineKind::Auto);
     let forced = {
         let other = tempfile::tempdir().unwrap();
-        LocalNode::open(
-            "n",
-            other.path(),
-            &LocalOptions::with_io_engine(IoEngineKind::Uring),
-        )
-        .map(drop)
+        open_refused(other.path(), IoEngineKind::Uring).map(drop)
     };
-    io::REFUSE_URING.with(|refuse| refuse.set(false));
     let auto = auto.unwrap();
     assert_eq!(auto.io_engine(), IoEngineKind::Pwrite, "Auto falls back");
     assert!(!auto.joins_shared_submission());
