@@ -154,25 +154,7 @@ impl Inner {
     pub(crate) fn health(&self) -> Health {
         let layout = &self.layout;
         let k = layout.code().data_count;
-        let mut nodes: Vec<NodeHealth> = layout
-            .nodes()
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let id = crate::layout::NodeId(i as u16);
-                NodeHealth {
-                    name: spec.name.clone(),
-                    site: layout.sites()[usize::from(spec.site.0)].name.clone(),
-                    reachable: self.nodes.is_up(id),
-                    writable: self.nodes.is_writable(id),
-                    down_reason: self.nodes.down_reason(id),
-                    columns: 0,
-                    bytes: 0,
-                    columns_missing: 0,
-                    columns_away: 0,
-                }
-            })
-            .collect();
+        let mut nodes = self.node_states();
         let site_count = layout.sites().len();
         let mut by_margin: BTreeMap<i64, usize> = BTreeMap::new();
         let mut columns_missing = 0;
@@ -229,5 +211,29 @@ impl Inner {
                 .superseded_by()
                 .map(|(node, reason)| format!("node {node}: {reason}")),
         }
+    }
+
+    /// Every node's state, its column counts still zero.
+    fn node_states(&self) -> Vec<NodeHealth> {
+        let layout = &self.layout;
+        layout
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let id = crate::layout::NodeId(i as u16);
+                NodeHealth {
+                    name: spec.name.clone(),
+                    site: layout.sites()[usize::from(spec.site.0)].name.clone(),
+                    reachable: self.nodes.is_up(id),
+                    writable: self.nodes.is_writable(id),
+                    down_reason: self.nodes.down_reason(id),
+                    columns: 0,
+                    bytes: 0,
+                    columns_missing: 0,
+                    columns_away: 0,
+                }
+            })
+            .collect()
     }
 }

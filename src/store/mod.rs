@@ -847,36 +847,8 @@ impl Store {
             self.inner.check_loss(key, newest).map_err(Failed)?;
         }
         self.inner.stats.gets.inc();
-        if let Some((part, stripe_id, Some((node, _)))) = whole
-            && self.inner.node_is_remote(node)
-        {
-            // Remote: the hedged read needs the stripe; a copy of its Arc
-            // costs nothing next to a network round trip.
-            let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
-            return match stripe {
-                Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
-                    self.inner.read_part(&stripe, &part).map_err(Failed)?,
-                ))),
-                _ => Err(Moved),
-            };
-        }
         if let Some((part, stripe_id, stored)) = whole {
-            let read = stored.and_then(|(node, loc)| {
-                self.inner
-                    .read_stored(stripe_id, node, loc, part.offset, part.len)
-            });
-            if let Some(bytes) = self.inner.checked(stripe_id, &part, read) {
-                return Ok(Some(Blob::from(bytes)));
-            }
-            // Degraded: rebuild from the stripe's other columns.
-            let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
-            return match stripe {
-                Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
-                    self.inner.read_degraded(&stripe, &part).map_err(Failed)?,
-                ))),
-                // Compaction moved the blob meanwhile: read it where it is now.
-                _ => Err(Moved),
-            };
+            return self.read_whole_blob(&part, stripe_id, stored);
         }
         match self.read_split(&parts) {
             Ok(chunks) => Ok(Some(Blob::from_chunks(chunks))),
@@ -884,6 +856,47 @@ impl Store {
             // the key points elsewhere now, compaction moved it.
             Err(_) if self.inner.read_state().index.get(key) != resolved.as_ref() => Err(Moved),
             Err(e) => Err(Failed(e)),
+        }
+    }
+
+    /// Reads a whole blob at `part` of stripe `stripe_id`, whose column is
+    /// `stored`: from its node, or rebuilt from the stripe's other columns
+    /// (hedged when the node is remote).
+    #[inline]
+    fn read_whole_blob(
+        &self,
+        part: &PartLoc,
+        stripe_id: u64,
+        stored: Option<(crate::layout::NodeId, crate::node::RecordLocation)>,
+    ) -> std::result::Result<Option<Blob>, GetError> {
+        if let Some((node, _)) = stored
+            && self.inner.node_is_remote(node)
+        {
+            // Remote: the hedged read needs the stripe; a copy of its Arc
+            // costs nothing next to a network round trip.
+            let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
+            return match stripe {
+                Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
+                    self.inner.read_part(&stripe, part).map_err(Failed)?,
+                ))),
+                _ => Err(Moved),
+            };
+        }
+        let read = stored.and_then(|(node, loc)| {
+            self.inner
+                .read_stored(stripe_id, node, loc, part.offset, part.len)
+        });
+        if let Some(bytes) = self.inner.checked(stripe_id, part, read) {
+            return Ok(Some(Blob::from(bytes)));
+        }
+        // Degraded: rebuild from the stripe's other columns.
+        let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
+        match stripe {
+            Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
+                self.inner.read_degraded(&stripe, part).map_err(Failed)?,
+            ))),
+            // Compaction moved the blob meanwhile: read it where it is now.
+            _ => Err(Moved),
         }
     }
 

@@ -347,22 +347,7 @@ impl Inner {
         let end = u64::from(offset) + u64::from(len);
         // Sources: (column index, bytes of the range, zero padded).
         let mut sources: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
-        // Columns that are all padding in this range are free: try them
-        // first; columns on the failed column's own node last.
-        let failed_node = stripe
-            .columns
-            .get(column)
-            .and_then(|c| c.stored)
-            .map(|(n, _)| n);
-        let mut order: Vec<usize> = (0..stripe.columns.len())
-            .filter(|&c| c != column && !exclude.contains(&c))
-            .collect();
-        order.sort_by_key(|&c| {
-            let info = &stripe.columns[c];
-            let costs_io = u64::from(info.len) > u64::from(offset);
-            let same_node = failed_node.is_some() && info.stored.map(|(n, _)| n) == failed_node;
-            (costs_io, same_node)
-        });
+        let order = source_order(stripe, column, offset, exclude);
         let padded = |bytes: &[u8]| {
             let mut buf = Vec::with_capacity(len_usize);
             buf.extend_from_slice(bytes);
@@ -411,4 +396,25 @@ impl Inner {
             .reconstruct(&present, &mut [(column, &mut out[..])])?;
         Ok(Bytes::from(out))
     }
+}
+
+/// The columns to rebuild `column` from, best first: columns that are all
+/// padding from `offset` on are free, so they come first; columns on the
+/// failed column's own node come last.
+fn source_order(stripe: &StripeInfo, column: usize, offset: u32, exclude: &[usize]) -> Vec<usize> {
+    let failed_node = stripe
+        .columns
+        .get(column)
+        .and_then(|c| c.stored)
+        .map(|(n, _)| n);
+    let mut order: Vec<usize> = (0..stripe.columns.len())
+        .filter(|&c| c != column && !exclude.contains(&c))
+        .collect();
+    order.sort_by_key(|&c| {
+        let info = &stripe.columns[c];
+        let costs_io = u64::from(info.len) > u64::from(offset);
+        let same_node = failed_node.is_some() && info.stored.map(|(n, _)| n) == failed_node;
+        (costs_io, same_node)
+    });
+    order
 }

@@ -371,44 +371,52 @@ impl Inner {
                 revived.push(spec.name.clone());
                 continue;
             }
-            // Drop the store's handle (and its lock) before reopening.
-            let mut old = self.nodes.handle(id);
-            if crate::mutation::enabled(crate::mutation::Mutation::RepairKeepsHandle) {
-                // The old handle (and its lock) stays in its slot.
-                old = None;
-            } else {
-                self.nodes.release(id, "reopening");
+            if self.reopen(id, spec, fenced) {
+                revived.push(spec.name.clone());
             }
-            let reopened = self.factory.reopen_node(spec, &mut old);
-            let node = match reopened.and_then(|node| self.admit(id, &*node).map(|()| node)) {
-                Ok(node) => node,
-                Err(e) => {
-                    if let Some(old) = old {
-                        self.nodes.put_back(id, old);
-                    }
-                    match e {
-                        Error::Superseded { node, reason } => self.supersede(node, reason),
-                        e => {
-                            tracing::warn!(node = %spec.name, error = %e, "node still unavailable");
-                        }
-                    }
-                    continue;
-                }
-            };
-            // Reopened empty (a recreated directory, a wiped prefix): the
-            // columns it held are gone, whatever their old locations say.
-            // Forget them so reads go degraded at once and this repair
-            // rebuilds every one.
-            if node.generations().is_ok_and(|g| g.is_empty()) {
-                self.forget_columns_on(id);
-            }
-            if fenced {
-                tracing::info!(node = %spec.name, "fenced node reopened");
-            }
-            self.nodes.replace(id, node);
-            revived.push(spec.name.clone());
         }
         revived
+    }
+
+    /// Reopens node `id` through the factory, the store's old handle (and
+    /// its lock) dropped first, and admits it; returns whether it is back.
+    fn reopen(&self, id: NodeId, spec: &crate::layout::NodeSpec, fenced: bool) -> bool {
+        // Drop the store's handle (and its lock) before reopening.
+        let mut old = self.nodes.handle(id);
+        if crate::mutation::enabled(crate::mutation::Mutation::RepairKeepsHandle) {
+            // The old handle (and its lock) stays in its slot.
+            old = None;
+        } else {
+            self.nodes.release(id, "reopening");
+        }
+        let reopened = self.factory.reopen_node(spec, &mut old);
+        let node = match reopened.and_then(|node| self.admit(id, &*node).map(|()| node)) {
+            Ok(node) => node,
+            Err(e) => {
+                if let Some(old) = old {
+                    self.nodes.put_back(id, old);
+                }
+                match e {
+                    Error::Superseded { node, reason } => self.supersede(node, reason),
+                    e => {
+                        tracing::warn!(node = %spec.name, error = %e, "node still unavailable");
+                    }
+                }
+                return false;
+            }
+        };
+        // Reopened empty (a recreated directory, a wiped prefix): the
+        // columns it held are gone, whatever their old locations say.
+        // Forget them so reads go degraded at once and this repair
+        // rebuilds every one.
+        if node.generations().is_ok_and(|g| g.is_empty()) {
+            self.forget_columns_on(id);
+        }
+        if fenced {
+            tracing::info!(node = %spec.name, "fenced node reopened");
+        }
+        self.nodes.replace(id, node);
+        true
     }
 
     /// Makes `node` part of the store: if it holds this store's manifest it

@@ -43,6 +43,9 @@ pub(crate) enum WriteFailed {
     Superseded { node: String, reason: String },
 }
 
+/// A node, the planned columns it takes, and its handle.
+type NodeColumns = (NodeId, Vec<usize>, Arc<dyn Node>);
+
 impl Inner {
     /// Plans stripe `stripe_id`, whose columns have `column_lens` (0: not
     /// stored), on the nodes that take writes now (docs/DURABILITY.md,
@@ -80,27 +83,45 @@ impl Inner {
         if self.options.write_policy == WritePolicy::Strict
             && (degraded || !layout.survives_promise_given(&planned, zeros, &[]))
         {
-            let down: Vec<&str> = failed
-                .iter()
-                .map(|&n| layout.node(n).name.as_str())
-                .collect();
-            let why = match room {
-                PromiseRoom::Room => "no placement of the stripe's columns keeps it",
-                PromiseRoom::UsedUp => "the nodes that failed use it up",
-                PromiseRoom::Exceeded => "the nodes that failed exceed it",
-            };
-            return Err(PlanRefused::Strict(format!(
-                "strict write policy: with {} taking no writes, the layout's promise ({}) cannot \
-                 be kept: {why}; bring the nodes back or use WritePolicy::Available",
-                down.join(", "),
-                layout.promise()
-            )));
+            return Err(self.strict_refusal(&failed, room));
         }
-        // The planned nodes must not all lie inside one promise failure set:
-        // a writer cut off with them could otherwise acknowledge while a
-        // new writer, holding the rest, does too (two quorums intersect;
-        // docs/DURABILITY.md, D6).
-        let mut distinct = planned.clone();
+        // D6: the planned nodes must be a quorum.
+        self.check_quorum(&planned)?;
+        let mut nodes = vec![None; column_lens.len()];
+        for (&c, n) in stored.iter().zip(planned) {
+            nodes[c] = Some(n);
+        }
+        Ok(Plan { nodes, degraded })
+    }
+
+    /// Why a strict write policy refuses to plan with `failed` taking no
+    /// writes.
+    fn strict_refusal(&self, failed: &[NodeId], room: PromiseRoom) -> PlanRefused {
+        let layout = &self.layout;
+        let down: Vec<&str> = failed
+            .iter()
+            .map(|&n| layout.node(n).name.as_str())
+            .collect();
+        let why = match room {
+            PromiseRoom::Room => "no placement of the stripe's columns keeps it",
+            PromiseRoom::UsedUp => "the nodes that failed use it up",
+            PromiseRoom::Exceeded => "the nodes that failed exceed it",
+        };
+        PlanRefused::Strict(format!(
+            "strict write policy: with {} taking no writes, the layout's promise ({}) cannot \
+             be kept: {why}; bring the nodes back or use WritePolicy::Available",
+            down.join(", "),
+            layout.promise()
+        ))
+    }
+
+    /// Refuses a plan whose nodes all lie inside one promise failure set:
+    /// a writer cut off with them could otherwise acknowledge while a new
+    /// writer, holding the rest, does too (two quorums intersect;
+    /// docs/DURABILITY.md, D6).
+    fn check_quorum(&self, planned: &[NodeId]) -> std::result::Result<(), PlanRefused> {
+        let layout = &self.layout;
+        let mut distinct = planned.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
         if !super::manifest::is_quorum(layout, &distinct) {
@@ -116,11 +137,32 @@ impl Inner {
                 layout.promise()
             )));
         }
-        let mut nodes = vec![None; column_lens.len()];
-        for (&c, n) in stored.iter().zip(planned) {
-            nodes[c] = Some(n);
+        Ok(())
+    }
+
+    /// The planned columns grouped by node, with each node's handle; the
+    /// nodes that take no writes now if there are any.
+    fn writable_groups(&self, plan: &Plan) -> std::result::Result<Vec<NodeColumns>, WriteFailed> {
+        let mut by_node: Vec<(NodeId, Vec<usize>)> = Vec::new();
+        for (c, n) in plan.nodes.iter().enumerate() {
+            let Some(n) = *n else { continue };
+            match by_node.iter_mut().find(|(id, _)| *id == n) {
+                Some((_, cols)) => cols.push(c),
+                None => by_node.push((n, vec![c])),
+            }
         }
-        Ok(Plan { nodes, degraded })
+        let mut failed = Vec::new();
+        let mut live: Vec<NodeColumns> = Vec::new();
+        for (n, cols) in by_node {
+            match self.nodes.get_writable(n) {
+                Some(node) => live.push((n, cols, node)),
+                None => failed.push(n),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(WriteFailed::Nodes(failed));
+        }
+        Ok(live)
     }
 
     /// The plan before the durability fix (a mutation, docs/TESTING.md): a
@@ -173,25 +215,8 @@ impl Inner {
         headers: &[ColumnHeader],
         payloads: &[&[u8]],
     ) -> std::result::Result<Vec<Option<(NodeId, RecordLocation)>>, WriteFailed> {
-        let mut by_node: Vec<(NodeId, Vec<usize>)> = Vec::new();
-        for (c, n) in plan.nodes.iter().enumerate() {
-            let Some(n) = *n else { continue };
-            match by_node.iter_mut().find(|(id, _)| *id == n) {
-                Some((_, cols)) => cols.push(c),
-                None => by_node.push((n, vec![c])),
-            }
-        }
+        let live = self.writable_groups(plan)?;
         let mut failed = Vec::new();
-        let mut live: Vec<(NodeId, Vec<usize>, Arc<dyn Node>)> = Vec::new();
-        for (n, cols) in by_node {
-            match self.nodes.get_writable(n) {
-                Some(node) => live.push((n, cols, node)),
-                None => failed.push(n),
-            }
-        }
-        if !failed.is_empty() {
-            return Err(WriteFailed::Nodes(failed));
-        }
         let records: Vec<Vec<RecordRef<'_>>> = live
             .iter()
             .map(|(_, cols, _)| {

@@ -128,30 +128,7 @@ impl Inner {
                     .stale_column_bytes += bytes;
             }
         }
-        let mut below_margin = Vec::new();
-        for info in state.stripes.values() {
-            let mut on_up_node = false;
-            for (c, col) in info.columns.iter().enumerate() {
-                if col.len > 0 && (col.stored.is_none() || col.is_away()) {
-                    self.queue_repair(info.stripe_id, c as u16);
-                }
-                // Missing under a torn tail of a node that is up: what a
-                // crash cut short (damage elsewhere is left to repair).
-                if col.len > 0 && col.stored.is_none() {
-                    on_up_node |= info
-                        .header
-                        .planned_node(c)
-                        .and_then(|name| self.layout.node_by_name(name))
-                        .is_some_and(|id| {
-                            self.nodes.is_up(id)
-                                && scanned.torn.contains_key(&(id, info.generation))
-                        });
-                }
-            }
-            if on_up_node {
-                below_margin.push(info.stripe_id);
-            }
-        }
+        let below_margin = self.queue_missing(&state, &scanned);
         let mut report = OpenReport {
             session: new_session,
             stripes_visible: state.stripes.len(),
@@ -180,6 +157,38 @@ impl Inner {
             retired: built.retired,
             loss,
         })
+    }
+
+    /// Queues every column of `state` that is missing or away for repair;
+    /// returns the stripes missing a column under a torn tail of a node
+    /// that is up: what a crash cut short, which open rebuilds before it
+    /// returns (D5; damage elsewhere is left to repair).
+    fn queue_missing(&self, state: &State, scanned: &scan::Scanned) -> Vec<u64> {
+        let mut below_margin = Vec::new();
+        for info in state.stripes.values() {
+            let mut on_up_node = false;
+            for (c, col) in info.columns.iter().enumerate() {
+                if col.len > 0 && (col.stored.is_none() || col.is_away()) {
+                    self.queue_repair(info.stripe_id, c as u16);
+                }
+                // Missing under a torn tail of a node that is up: what a
+                // crash cut short (damage elsewhere is left to repair).
+                if col.len > 0 && col.stored.is_none() {
+                    on_up_node |= info
+                        .header
+                        .planned_node(c)
+                        .and_then(|name| self.layout.node_by_name(name))
+                        .is_some_and(|id| {
+                            self.nodes.is_up(id)
+                                && scanned.torn.contains_key(&(id, info.generation))
+                        });
+                }
+            }
+            if on_up_node {
+                below_margin.push(info.stripe_id);
+            }
+        }
+        below_margin
     }
 
     /// The generations a retire marker lists.

@@ -63,31 +63,7 @@ impl Inner {
     pub(crate) fn scan_nodes(&self) -> Result<Scanned> {
         let code = self.layout.code();
         let (k, m) = (code.data_count, code.parity_count);
-        let scanned: Vec<NodeScan> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .nodes
-                .ids()
-                .filter(|&id| self.is_member(id))
-                .filter_map(|id| Some((id, self.nodes.get(id)?)))
-                .map(|(id, node)| {
-                    s.spawn(move || {
-                        let scans = node.generations().and_then(|gens| {
-                            gens.into_iter()
-                                .map(|g| node.scan(g).map(|scan| (g, scan)))
-                                .collect::<Result<Vec<_>>>()
-                        });
-                        (id, node, scans)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        });
+        let scanned = self.scan_members();
         // Candidate headers per stripe id: a stripe id with two different
         // headers (a misdirected or hostile record) keeps the header found
         // in the most columns.
@@ -114,20 +90,7 @@ impl Inner {
                 }
                 for rec in scan.records {
                     let header = &rec.header;
-                    if usize::from(header.data_count) != k || usize::from(header.parity_count) != m
-                    {
-                        return Err(Error::InvalidLayout {
-                            reason: format!(
-                                "node {} holds stripe {} coded RS({}, {}), but the layout says \
-                                 RS({k}, {m})",
-                                node.name(),
-                                header.stripe_id,
-                                header.data_count,
-                                header.parity_count
-                            ),
-                            fix: "open the store with the layout it was written with".into(),
-                        });
-                    }
+                    same_code(&*node, header, k, m)?;
                     let list = candidates.entry(header.stripe_id).or_default();
                     match list.iter_mut().find(|f| same_stripe(&f.header, header)) {
                         Some(found) => found.records.push((id, rec)),
@@ -150,6 +113,52 @@ impl Inner {
         }
         Ok(out)
     }
+
+    /// Every member node's scan, all nodes at once, in node order.
+    fn scan_members(&self) -> Vec<NodeScan> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .nodes
+                .ids()
+                .filter(|&id| self.is_member(id))
+                .filter_map(|id| Some((id, self.nodes.get(id)?)))
+                .map(|(id, node)| {
+                    s.spawn(move || {
+                        let scans = node.generations().and_then(|gens| {
+                            gens.into_iter()
+                                .map(|g| node.scan(g).map(|scan| (g, scan)))
+                                .collect::<Result<Vec<_>>>()
+                        });
+                        (id, node, scans)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    }
+}
+
+/// Refuses a record coded other than the layout's RS(`k`, `m`).
+fn same_code(node: &dyn Node, header: &ColumnHeader, k: usize, m: usize) -> Result<()> {
+    if usize::from(header.data_count) == k && usize::from(header.parity_count) == m {
+        return Ok(());
+    }
+    Err(Error::InvalidLayout {
+        reason: format!(
+            "node {} holds stripe {} coded RS({}, {}), but the layout says RS({k}, {m})",
+            node.name(),
+            header.stripe_id,
+            header.data_count,
+            header.parity_count
+        ),
+        fix: "open the store with the layout it was written with".into(),
+    })
 }
 
 fn distinct_columns(found: &Found) -> usize {
