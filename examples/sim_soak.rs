@@ -26,6 +26,9 @@ fn main() {
     let (mut total, mut writes, mut acknowledged, mut reopens, mut beyond, mut node_io) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut simulated_us, mut slowest_step_us, mut nondeterministic) = (0u64, 0u64, 0u64);
+    // Every seed's trace, folded in seed order: a change meant to keep
+    // behaviour (a refactor) must keep it too.
+    let mut traces = 0u64;
     let mut seed = first;
     while seeds == 0 || seed < first + seeds {
         let report = match run(&SimConfig { seed, operations }) {
@@ -53,6 +56,7 @@ fn main() {
         reopens += report.reopens;
         node_io += report.node_io;
         simulated_us += report.simulated_us;
+        traces = traces.rotate_left(5) ^ report.trace_hash;
         slowest_step_us = slowest_step_us.max(report.slowest_step_us);
         beyond += u64::from(report.beyond_promise);
         for (kind, count) in report.by_kind {
@@ -85,6 +89,7 @@ fn main() {
         simulated_us as f64 / 1e6,
         slowest_step_us as f64 / 1e3
     );
+    println!("trace of every seed: {traces:016x}");
     println!("operations by kind:");
     for (kind, count) in &by_kind {
         println!("  {kind:<18} {count}");

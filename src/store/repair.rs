@@ -152,6 +152,17 @@ impl ScrubReport {
     }
 }
 
+/// A stripe a repair works on: its present columns (the sort key), slot,
+/// stripe and the columns to fix.
+type PlannedStripe = (usize, u32, Arc<StripeInfo>, Vec<usize>);
+
+/// Columns to rebuild and the node each goes to.
+type Targets = Vec<(usize, NodeId)>;
+
+/// A batch for the repair's writer: the columns, (stripe id, columns) of
+/// each stripe in it, and the stripes done so far.
+type Batch = (Vec<Pending>, Vec<(u64, usize)>, u64);
+
 /// Keeps bytes per second under a limit by sleeping.
 struct Throttle {
     limit: Option<u64>,
@@ -572,6 +583,39 @@ impl Store {
         // Wait for in-flight commits so their stripes are in the table.
         self.flush()?;
 
+        let plan = self.repair_plan(only);
+        report.stripes_needing_repair = plan.len() as u64;
+
+        let stripes_total = plan.len() as u64;
+        // Rebuilding (CPU) and writing (disk) overlap: a writer thread
+        // appends one batch while the next is rebuilt. Written buffers come
+        // back for reuse.
+        let (to_writer, batches) = mpsc::sync_channel::<Batch>(1);
+        let (return_buffers, returned) = mpsc::channel::<Vec<Vec<u8>>>();
+        let written = std::thread::scope(|s| {
+            let writer =
+                s.spawn(|| self.write_batches(batches, return_buffers, options, stripes_total));
+            self.rebuild_all(plan, &mut report, &to_writer, &returned);
+            drop(to_writer);
+            match writer.join() {
+                Ok(written) => written,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        report.stripes_repaired += written.stripes_repaired;
+        report.stripes_unrepairable += written.stripes_unrepairable;
+        report.columns_rebuilt += written.columns_rebuilt;
+        report.columns_moved_home += written.columns_moved_home;
+        report.bytes_written += written.bytes_written;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// The stripes with work (only those of `only`, if given), least
+    /// margin first: every column missing, away from home, on a node that
+    /// is down, or queued. What stripes outside `only` need stays queued.
+    fn repair_plan(&self, only: Option<&BTreeSet<u64>>) -> Vec<PlannedStripe> {
+        let inner = &self.inner;
         // Plan: stripes with work, least margin first.
         let queued = inner.take_repair_queue();
         if let Some(only) = only {
@@ -618,99 +662,100 @@ impl Store {
                 .collect()
         };
         plan.sort_by_key(|(present, _, stripe, _)| (*present, stripe.stripe_id));
-        report.stripes_needing_repair = plan.len() as u64;
+        plan
+    }
 
+    /// The writer side of a repair: appends each batch as it comes,
+    /// sends its buffers back for reuse, reports progress and keeps to the
+    /// bandwidth limit. Returns what it wrote.
+    fn write_batches(
+        &self,
+        batches: mpsc::Receiver<Batch>,
+        return_buffers: mpsc::Sender<Vec<Vec<u8>>>,
+        options: &RepairOptions,
+        stripes_total: u64,
+    ) -> RepairReport {
         let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
-        let stripes_total = plan.len() as u64;
+        let mut written = RepairReport::default();
+        let mut buffers = Buffers::default();
+        let mut progress = Progress {
+            stripes_total,
+            ..Progress::default()
+        };
+        for (mut batch, mut stripes_in_batch, stripes_done) in batches {
+            self.write_batch(
+                &mut batch,
+                &mut stripes_in_batch,
+                &mut written,
+                &mut buffers,
+            );
+            let _ = return_buffers.send(std::mem::take(&mut buffers.pool));
+            progress.stripes_done = stripes_done;
+            progress.bytes_written = written.bytes_written;
+            progress.bytes_read = self.inner.stats.repair_bytes_read.get();
+            if let Some(callback) = &options.progress {
+                callback(&progress);
+            }
+            throttle.pace(progress.bytes_read + progress.bytes_written);
+        }
+        written
+    }
+
+    /// The rebuilding side of a repair: rebuilds each planned stripe and
+    /// sends the columns to the writer in batches; a stepped store (the
+    /// simulator's) waits for each batch to be written before it goes on.
+    fn rebuild_all(
+        &self,
+        plan: Vec<PlannedStripe>,
+        report: &mut RepairReport,
+        to_writer: &mpsc::SyncSender<Batch>,
+        returned: &mpsc::Receiver<Vec<Vec<u8>>>,
+    ) {
         let stepped = self.is_stepped();
-        // Rebuilding (CPU) and writing (disk) overlap: a writer thread
-        // appends one batch while the next is rebuilt. Written buffers come
-        // back for reuse.
-        let (to_writer, batches) = mpsc::sync_channel::<(Vec<Pending>, Vec<(u64, usize)>, u64)>(1);
-        let (return_buffers, returned) = mpsc::channel::<Vec<Vec<u8>>>();
-        let written = std::thread::scope(|s| {
-            let writer = s.spawn(|| {
-                let mut written = RepairReport::default();
-                let mut buffers = Buffers::default();
-                let mut progress = Progress {
-                    stripes_total,
-                    ..Progress::default()
-                };
-                for (mut batch, mut stripes_in_batch, stripes_done) in batches {
-                    self.write_batch(
-                        &mut batch,
-                        &mut stripes_in_batch,
-                        &mut written,
-                        &mut buffers,
-                    );
-                    let _ = return_buffers.send(std::mem::take(&mut buffers.pool));
-                    progress.stripes_done = stripes_done;
-                    progress.bytes_written = written.bytes_written;
-                    progress.bytes_read = self.inner.stats.repair_bytes_read.get();
-                    if let Some(callback) = &options.progress {
-                        callback(&progress);
-                    }
-                    throttle.pace(progress.bytes_read + progress.bytes_written);
-                }
-                written
-            });
-            let mut batch: Vec<Pending> = Vec::new();
-            let mut batch_bytes = 0usize;
-            let mut stripes_in_batch: Vec<(u64, usize)> = Vec::new();
-            let mut buffers = Buffers::default();
-            let mut stripes_done = 0u64;
-            for (_, slot, stripe, fix) in plan {
-                while let Ok(pool) = returned.try_recv() {
-                    buffers.pool.extend(pool);
-                }
-                let read_before = report.bytes_read;
-                match self.rebuild_stripe(slot, &stripe, &fix, &mut report, &mut buffers) {
-                    Some(pending) => {
-                        batch_bytes += pending.iter().map(|p| p.payload.len()).sum::<usize>();
-                        stripes_in_batch.push((stripe.stripe_id, pending.len()));
-                        batch.extend(pending);
-                    }
-                    None => report.stripes_unrepairable += 1,
-                }
-                self.inner
-                    .stats
-                    .repair_bytes_read
-                    .add(report.bytes_read - read_before);
-                stripes_done += 1;
-                if batch_bytes >= REPAIR_BATCH_BYTES {
-                    let full = (
-                        std::mem::take(&mut batch),
-                        std::mem::take(&mut stripes_in_batch),
-                        stripes_done,
-                    );
-                    if to_writer.send(full).is_err() {
-                        break;
-                    }
-                    if stepped {
-                        // One step at a time: the next stripes are planned
-                        // once this batch is written (which nodes took
-                        // writes decides where they go), as one seed asks.
-                        if let Ok(pool) = returned.recv() {
-                            buffers.pool.extend(pool);
-                        }
-                    }
-                    batch_bytes = 0;
-                }
+        let mut batch: Vec<Pending> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut stripes_in_batch: Vec<(u64, usize)> = Vec::new();
+        let mut buffers = Buffers::default();
+        let mut stripes_done = 0u64;
+        for (_, slot, stripe, fix) in plan {
+            while let Ok(pool) = returned.try_recv() {
+                buffers.pool.extend(pool);
             }
-            let _ = to_writer.send((batch, stripes_in_batch, stripes_done));
-            drop(to_writer);
-            match writer.join() {
-                Ok(written) => written,
-                Err(panic) => std::panic::resume_unwind(panic),
+            let read_before = report.bytes_read;
+            match self.rebuild_stripe(slot, &stripe, &fix, report, &mut buffers) {
+                Some(pending) => {
+                    batch_bytes += pending.iter().map(|p| p.payload.len()).sum::<usize>();
+                    stripes_in_batch.push((stripe.stripe_id, pending.len()));
+                    batch.extend(pending);
+                }
+                None => report.stripes_unrepairable += 1,
             }
-        });
-        report.stripes_repaired += written.stripes_repaired;
-        report.stripes_unrepairable += written.stripes_unrepairable;
-        report.columns_rebuilt += written.columns_rebuilt;
-        report.columns_moved_home += written.columns_moved_home;
-        report.bytes_written += written.bytes_written;
-        report.elapsed = started.elapsed();
-        Ok(report)
+            self.inner
+                .stats
+                .repair_bytes_read
+                .add(report.bytes_read - read_before);
+            stripes_done += 1;
+            if batch_bytes >= REPAIR_BATCH_BYTES {
+                let full = (
+                    std::mem::take(&mut batch),
+                    std::mem::take(&mut stripes_in_batch),
+                    stripes_done,
+                );
+                if to_writer.send(full).is_err() {
+                    break;
+                }
+                if stepped {
+                    // One step at a time: the next stripes are planned
+                    // once this batch is written (which nodes took
+                    // writes decides where they go), as one seed asks.
+                    if let Ok(pool) = returned.recv() {
+                        buffers.pool.extend(pool);
+                    }
+                }
+                batch_bytes = 0;
+            }
+        }
+        let _ = to_writer.send((batch, stripes_in_batch, stripes_done));
     }
 
     /// The columns of one stripe to write home, or `None` if it cannot be
@@ -723,117 +768,11 @@ impl Store {
         report: &mut RepairReport,
         buffers: &mut Buffers,
     ) -> Option<Vec<Pending>> {
-        let inner = &self.inner;
-        let k = inner.layout.code().data_count;
-        let column_count = stripe.columns.len();
-        let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
-        // Every column that is intact where it is now.
-        let mut intact: Vec<Option<Bytes>> = vec![None; column_count];
-        let mut sources = 0usize;
-        for (c, col) in stripe.columns.iter().enumerate() {
-            if col.len == 0 {
-                sources += 1;
-                continue;
-            }
-            if sources >= k && !fix.contains(&c) {
-                continue;
-            }
-            if let Some(bytes) = inner.intact_column(stripe, c) {
-                report.bytes_read += bytes.len() as u64;
-                intact[c] = Some(bytes);
-                sources += 1;
-            }
-        }
+        let intact = self.intact_columns(stripe, fix, report);
         let mut out = Vec::with_capacity(fix.len());
-        let mut to_rebuild: Vec<usize> = Vec::new();
-        let mut targets: Vec<(usize, NodeId)> = Vec::new();
-        let mut moved_home: Vec<NodeId> = Vec::new();
-        for &c in fix {
-            let home = stripe.columns[c].home?;
-            match (&intact[c], stripe.columns[c].is_away()) {
-                // Intact but away from home: copy it home once home takes
-                // writes again (until then it stays where it is).
-                (Some(bytes), true) => {
-                    if inner.nodes.is_writable(home) {
-                        moved_home.push(home);
-                        let payload = Payload::Copied(bytes.clone());
-                        out.push(self.pending(slot, stripe, c, home, payload, true));
-                    }
-                }
-                // Intact where the placement wants it (queued on suspicion).
-                (Some(_), false) => {}
-                (None, _) => {
-                    // Home, or a site-safe handoff if home takes no writes.
-                    // Columns of this stripe already given a node in this
-                    // round count where they will be (found by the
-                    // simulator: two handoffs of one stripe chose the same
-                    // node, and a site held more than m columns).
-                    let chosen: Vec<NodeId> = targets
-                        .iter()
-                        .map(|&(_, n)| n)
-                        .chain(moved_home.iter().copied())
-                        .collect();
-                    let target = if inner.nodes.is_writable(home) {
-                        home
-                    } else {
-                        inner.handoff_target(stripe, c, &[], &chosen)?
-                    };
-                    to_rebuild.push(c);
-                    targets.push((c, target));
-                }
-            }
-        }
+        let (to_rebuild, targets) = self.plan_fixes(slot, stripe, fix, &intact, &mut out)?;
         if !to_rebuild.is_empty() {
-            let available: Vec<usize> = (0..column_count)
-                .filter(|&c| !to_rebuild.contains(&c))
-                .filter(|&c| stripe.columns[c].len == 0 || intact[c].is_some())
-                .take(k)
-                .collect();
-            if available.len() < k {
-                tracing::warn!(
-                    stripe = stripe.stripe_id,
-                    "fewer than k intact columns; not repairable now"
-                );
-                return None;
-            }
-            // RS works on equal lengths: short columns are padded with the
-            // zeros that are never stored (into reused scratch); full-length
-            // ones are used where they are mapped.
-            buffers.padded.resize_with(available.len(), Vec::new);
-            for (i, &c) in available.iter().enumerate() {
-                let stored = intact[c].as_deref().unwrap_or(&[]);
-                if stored.len() < stripe_len {
-                    let pad = &mut buffers.padded[i];
-                    pad.clear();
-                    pad.extend_from_slice(stored);
-                    pad.resize(stripe_len, 0);
-                }
-            }
-            let mut rebuilt: Vec<Vec<u8>> = Vec::with_capacity(to_rebuild.len());
-            for _ in &to_rebuild {
-                let v = buffers.take(stripe_len);
-                rebuilt.push(v);
-            }
-            let present: Vec<(usize, &[u8])> = available
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| match intact[c].as_deref() {
-                    Some(b) if b.len() == stripe_len => (c, b),
-                    _ => (c, &buffers.padded[i][..]),
-                })
-                .collect();
-            {
-                let mut missing: Vec<(usize, &mut [u8])> = to_rebuild
-                    .iter()
-                    .copied()
-                    .zip(rebuilt.iter_mut().map(|v| &mut v[..]))
-                    .collect();
-                if let Err(e) = inner.codec.reconstruct(&present, &mut missing) {
-                    tracing::warn!(stripe = stripe.stripe_id, error = %e, "rebuild failed");
-                    buffers.pool.extend(rebuilt);
-                    return None;
-                }
-            }
+            let rebuilt = self.reconstruct(stripe, &intact, &to_rebuild, buffers)?;
             let mut rebuilt = rebuilt.into_iter();
             for &c in &to_rebuild {
                 let Some(mut bytes) = rebuilt.next() else {
@@ -872,6 +811,156 @@ impl Store {
             }
         }
         Some(out)
+    }
+
+    /// Every column of `stripe` that is intact where it is now, read until
+    /// k sources are known, and every column of `fix`.
+    fn intact_columns(
+        &self,
+        stripe: &StripeInfo,
+        fix: &[usize],
+        report: &mut RepairReport,
+    ) -> Vec<Option<Bytes>> {
+        let inner = &self.inner;
+        let k = inner.layout.code().data_count;
+        let mut intact: Vec<Option<Bytes>> = vec![None; stripe.columns.len()];
+        let mut sources = 0usize;
+        for (c, col) in stripe.columns.iter().enumerate() {
+            if col.len == 0 {
+                sources += 1;
+                continue;
+            }
+            if sources >= k && !fix.contains(&c) {
+                continue;
+            }
+            if let Some(bytes) = inner.intact_column(stripe, c) {
+                report.bytes_read += bytes.len() as u64;
+                intact[c] = Some(bytes);
+                sources += 1;
+            }
+        }
+        intact
+    }
+
+    /// Where each column of `fix` goes: an intact copy away from home is
+    /// queued in `out` to move home; a missing one gets its home or a
+    /// site-safe handoff. Returns the columns to rebuild and their
+    /// targets; `None` when a column has nowhere to go.
+    fn plan_fixes(
+        &self,
+        slot: u32,
+        stripe: &StripeInfo,
+        fix: &[usize],
+        intact: &[Option<Bytes>],
+        out: &mut Vec<Pending>,
+    ) -> Option<(Vec<usize>, Targets)> {
+        let inner = &self.inner;
+        let mut to_rebuild: Vec<usize> = Vec::new();
+        let mut targets: Vec<(usize, NodeId)> = Vec::new();
+        let mut moved_home: Vec<NodeId> = Vec::new();
+        for &c in fix {
+            let home = stripe.columns[c].home?;
+            match (&intact[c], stripe.columns[c].is_away()) {
+                // Intact but away from home: copy it home once home takes
+                // writes again (until then it stays where it is).
+                (Some(bytes), true) => {
+                    if inner.nodes.is_writable(home) {
+                        moved_home.push(home);
+                        let payload = Payload::Copied(bytes.clone());
+                        out.push(self.pending(slot, stripe, c, home, payload, true));
+                    }
+                }
+                // Intact where the placement wants it (queued on suspicion).
+                (Some(_), false) => {}
+                (None, _) => {
+                    // Home, or a site-safe handoff if home takes no writes.
+                    // Columns of this stripe already given a node in this
+                    // round count where they will be (found by the
+                    // simulator: two handoffs of one stripe chose the same
+                    // node, and a site held more than m columns).
+                    let chosen: Vec<NodeId> = targets
+                        .iter()
+                        .map(|&(_, n)| n)
+                        .chain(moved_home.iter().copied())
+                        .collect();
+                    let target = if inner.nodes.is_writable(home) {
+                        home
+                    } else {
+                        inner.handoff_target(stripe, c, &[], &chosen)?
+                    };
+                    to_rebuild.push(c);
+                    targets.push((c, target));
+                }
+            }
+        }
+        Some((to_rebuild, targets))
+    }
+
+    /// Rebuilds the columns `to_rebuild` of `stripe` from k of its intact
+    /// columns, each to the stripe's full length (buffers from `buffers`);
+    /// `None` when fewer than k are intact or decoding fails.
+    fn reconstruct(
+        &self,
+        stripe: &StripeInfo,
+        intact: &[Option<Bytes>],
+        to_rebuild: &[usize],
+        buffers: &mut Buffers,
+    ) -> Option<Vec<Vec<u8>>> {
+        let inner = &self.inner;
+        let k = inner.layout.code().data_count;
+        let column_count = stripe.columns.len();
+        let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
+        let available: Vec<usize> = (0..column_count)
+            .filter(|&c| !to_rebuild.contains(&c))
+            .filter(|&c| stripe.columns[c].len == 0 || intact[c].is_some())
+            .take(k)
+            .collect();
+        if available.len() < k {
+            tracing::warn!(
+                stripe = stripe.stripe_id,
+                "fewer than k intact columns; not repairable now"
+            );
+            return None;
+        }
+        // RS works on equal lengths: short columns are padded with the
+        // zeros that are never stored (into reused scratch); full-length
+        // ones are used where they are mapped.
+        buffers.padded.resize_with(available.len(), Vec::new);
+        for (i, &c) in available.iter().enumerate() {
+            let stored = intact[c].as_deref().unwrap_or(&[]);
+            if stored.len() < stripe_len {
+                let pad = &mut buffers.padded[i];
+                pad.clear();
+                pad.extend_from_slice(stored);
+                pad.resize(stripe_len, 0);
+            }
+        }
+        let mut rebuilt: Vec<Vec<u8>> = Vec::with_capacity(to_rebuild.len());
+        for _ in to_rebuild {
+            let v = buffers.take(stripe_len);
+            rebuilt.push(v);
+        }
+        let present: Vec<(usize, &[u8])> = available
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| match intact[c].as_deref() {
+                Some(b) if b.len() == stripe_len => (c, b),
+                _ => (c, &buffers.padded[i][..]),
+            })
+            .collect();
+        {
+            let mut missing: Vec<(usize, &mut [u8])> = to_rebuild
+                .iter()
+                .copied()
+                .zip(rebuilt.iter_mut().map(|v| &mut v[..]))
+                .collect();
+            if let Err(e) = inner.codec.reconstruct(&present, &mut missing) {
+                tracing::warn!(stripe = stripe.stripe_id, error = %e, "rebuild failed");
+                buffers.pool.extend(rebuilt);
+                return None;
+            }
+        }
+        Some(rebuilt)
     }
 
     fn pending(
@@ -923,35 +1012,71 @@ impl Store {
             // stripe safe, given where its other columns are.
             left = failed
                 .into_iter()
-                .filter(|&i| {
-                    let p = &batch[i];
-                    let stripe = inner.read_state().stripes.get(p.slot).cloned();
-                    // The other columns of the stripe in this batch go where
-                    // they are planned.
-                    let siblings: Vec<NodeId> = batch
-                        .iter()
-                        .filter(|o| o.stripe_id == p.stripe_id && o.column != p.column)
-                        .map(|o| o.target)
-                        .collect();
-                    let target = stripe
-                        .filter(|s| s.stripe_id == p.stripe_id)
-                        .and_then(|s| inner.handoff_target(&s, p.column, &[p.target], &siblings));
-                    match target {
-                        Some(target) => {
-                            batch[i].target = target;
-                            batch[i].moved_home = false;
-                            true
-                        }
-                        None => false,
-                    }
-                })
+                .filter(|&i| self.retarget(batch, i))
                 .collect();
         }
+        let fixed_per_stripe = self.publish_written(batch, &done, report);
+        for (stripe_id, wanted) in stripes_in_batch.drain(..) {
+            if fixed_per_stripe.get(&stripe_id).copied().unwrap_or(0) == wanted {
+                report.stripes_repaired += 1;
+            } else {
+                report.stripes_unrepairable += 1;
+            }
+        }
+        // Columns that did not make it are queued for the next repair.
+        let written: std::collections::HashSet<usize> = done.iter().map(|(i, _)| *i).collect();
+        for (i, p) in batch.iter().enumerate() {
+            if !written.contains(&i) {
+                inner.queue_repair(p.stripe_id, p.column as u16);
+            }
+        }
+        for p in batch.drain(..) {
+            if let Payload::Rebuilt(v) = p.payload {
+                buffers.pool.push(v);
+            }
+        }
+    }
+
+    /// Sends a member whose append failed to a handoff that keeps its
+    /// stripe safe, given where the stripe's other columns are (those of
+    /// this batch where they are planned); false when there is none.
+    fn retarget(&self, batch: &mut [Pending], i: usize) -> bool {
+        let p = &batch[i];
+        let stripe = self.inner.read_state().stripes.get(p.slot).cloned();
+        let siblings: Vec<NodeId> = batch
+            .iter()
+            .filter(|o| o.stripe_id == p.stripe_id && o.column != p.column)
+            .map(|o| o.target)
+            .collect();
+        let target = stripe.filter(|s| s.stripe_id == p.stripe_id).and_then(|s| {
+            self.inner
+                .handoff_target(&s, p.column, &[p.target], &siblings)
+        });
+        match target {
+            Some(target) => {
+                batch[i].target = target;
+                batch[i].moved_home = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Points the stripes at the columns written (`done`), counts them in
+    /// `report`, and records the loss of nodes that were up but lacked a
+    /// column planned on them. Returns the columns fixed per stripe.
+    fn publish_written(
+        &self,
+        batch: &[Pending],
+        done: &[(usize, RecordLocation)],
+        report: &mut RepairReport,
+    ) -> HashMap<u64, usize> {
+        let inner = &self.inner;
         let mut fixed_per_stripe: HashMap<u64, usize> = HashMap::new();
         let mut lost_on: Vec<NodeId> = Vec::new();
         {
             let mut state = inner.write_state();
-            for (i, loc) in &done {
+            for (i, loc) in done {
                 let p = &batch[*i];
                 let mut stale = None;
                 state.stripes.update(p.slot, p.stripe_id, |info| {
@@ -994,25 +1119,7 @@ impl Store {
                 tracing::warn!(node = %node.name(), error = %e, "could not record the node's loss in its manifest");
             }
         }
-        for (stripe_id, wanted) in stripes_in_batch.drain(..) {
-            if fixed_per_stripe.get(&stripe_id).copied().unwrap_or(0) == wanted {
-                report.stripes_repaired += 1;
-            } else {
-                report.stripes_unrepairable += 1;
-            }
-        }
-        // Columns that did not make it are queued for the next repair.
-        let written: std::collections::HashSet<usize> = done.iter().map(|(i, _)| *i).collect();
-        for (i, p) in batch.iter().enumerate() {
-            if !written.contains(&i) {
-                inner.queue_repair(p.stripe_id, p.column as u16);
-            }
-        }
-        for p in batch.drain(..) {
-            if let Payload::Rebuilt(v) = p.payload {
-                buffers.pool.push(v);
-            }
-        }
+        fixed_per_stripe
     }
 
     /// One round of appends of the batch members `members`: one append per
