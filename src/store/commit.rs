@@ -381,6 +381,57 @@ impl Committer {
         written: &mut Vec<Written>,
         answers: &mut [bool],
     ) -> Result<(), Failure> {
+        self.check_writable(batch)?;
+        self.open.clear();
+        self.commit_first = self.next_stripe_id;
+        // Only the last operation on a key in a commit is written: no one can
+        // have observed an earlier one, since none is acknowledged before the
+        // whole commit is durable. So a commit holds at most one entry (or
+        // one set of parts) per key, which is what recovery relies on.
+        let mut keys = BatchKeys {
+            last_op: last_ops(batch),
+            exists: HashMap::new(),
+            carried: HashMap::new(),
+        };
+        keys.carried = carried_tombstones(batch, &keys.last_op);
+        for (i, req) in batch.iter().enumerate() {
+            let (key, value, flags, hides) = match self.entry_for(i, req, &keys, answers) {
+                Packed::Skip => continue,
+                Packed::Retire(payload) => {
+                    self.place_all(
+                        i,
+                        RETIRE_KEY,
+                        Some(&payload),
+                        EntryFlags::RETIRE,
+                        0,
+                        written,
+                    )?;
+                    continue;
+                }
+                Packed::Place {
+                    key,
+                    value,
+                    flags,
+                    hides,
+                } => (key, value, flags, hides),
+            };
+            if req.user_key().is_some() {
+                keys.exists.insert(key, value.is_some());
+                if keys.last_op.get(key) != Some(&i) {
+                    continue;
+                }
+            }
+            self.place_all(i, key, value, flags, hides, written)?;
+        }
+        if !self.open.is_empty() {
+            written.push(self.seal_and_write()?);
+        }
+        Ok(())
+    }
+
+    /// Refuses to write for a store another writer took over, and a batch
+    /// with writes in a read-only store.
+    fn check_writable(&self, batch: &[Request]) -> Result<(), Failure> {
         if let Some((node, reason)) = self.inner.superseded_by() {
             return Err(Failure::Superseded { node, reason });
         }
@@ -393,114 +444,76 @@ impl Committer {
         {
             return Err(Failure::Internal(READ_ONLY.into()));
         }
-        self.open.clear();
-        self.commit_first = self.next_stripe_id;
-        // Only the last operation on a key in a commit is written: no one can
-        // have observed an earlier one, since none is acknowledged before the
-        // whole commit is durable. So a commit holds at most one entry (or
-        // one set of parts) per key, which is what recovery relies on.
-        let last_op = last_ops(batch);
-        // Whether each key exists as of this point of the batch.
-        let mut exists: HashMap<&[u8], bool> = HashMap::new();
-        // Tombstones compaction carries for keys whose last operation in
-        // this batch is a user delete: that delete's tombstone takes over
-        // what they hide.
-        let mut carried: HashMap<&[u8], u64> = HashMap::new();
-        for req in batch {
-            if let Request::Tombstone {
+        Ok(())
+    }
+
+    /// What request `i` of the batch writes, if anything, setting its
+    /// answer (whether a delete found its key, whether a relocate or
+    /// tombstone was written).
+    fn entry_for<'a>(
+        &self,
+        i: usize,
+        req: &'a Request,
+        keys: &BatchKeys<'a>,
+        answers: &mut [bool],
+    ) -> Packed<'a> {
+        match req {
+            Request::Put { key, value, .. } => Packed::place(key, Some(value), EntryFlags::NONE, 0),
+            Request::Delete { key, .. } => {
+                answers[i] = match keys.exists.get(&key[..]) {
+                    Some(e) => *e,
+                    None => self.inner.index_contains(key),
+                };
+                if !answers[i] && crate::mutation::enabled(crate::mutation::Mutation::TombstoneRace)
+                {
+                    return Packed::Skip;
+                }
+                // Every value it hides has a lower stripe id, so lies in
+                // this generation or an older one (a value of a failed
+                // commit the index never saw included).
+                let hides = self
+                    .generation
+                    .max(keys.carried.get(&key[..]).copied().unwrap_or(0));
+                Packed::place(key, None, EntryFlags::TOMBSTONE, hides)
+            }
+            Request::Relocate {
+                key,
+                value,
+                expected,
+                ..
+            } => {
+                // A user operation on the key in this batch is newer.
+                if keys.last_op.contains_key(&key[..])
+                    || self.inner.read_state().index.get(key) != Some(expected)
+                {
+                    return Packed::Skip;
+                }
+                answers[i] = true;
+                Packed::place(key, Some(value), EntryFlags::NONE, 0)
+            }
+            Request::Tombstone {
                 key,
                 hides_generation,
                 ..
-            } = req
-                && let Some(&i) = last_op.get(&key[..])
-                && matches!(batch[i], Request::Delete { .. })
-                && !crate::mutation::enabled(crate::mutation::Mutation::TombstoneRace)
-            {
-                let h = carried.entry(&key[..]).or_default();
-                *h = (*h).max(*hides_generation);
+            } => {
+                // A user put in this batch hides everything older by
+                // itself, a user delete took this one's place above, and
+                // a value in the index is newer than the tombstone.
+                if keys.last_op.contains_key(&key[..]) {
+                    answers[i] = keys.carried.contains_key(&key[..]);
+                    return Packed::Skip;
+                }
+                if self.inner.index_contains(key) {
+                    return Packed::Skip;
+                }
+                answers[i] = true;
+                Packed::place(key, None, EntryFlags::TOMBSTONE, *hides_generation)
             }
-        }
-        for (i, req) in batch.iter().enumerate() {
-            let (key, value, flags, hides): (&[u8], Option<&[u8]>, EntryFlags, u64) = match req {
-                Request::Put { key, value, .. } => (key, Some(value), EntryFlags::NONE, 0),
-                Request::Delete { key, .. } => {
-                    answers[i] = match exists.get(&key[..]) {
-                        Some(e) => *e,
-                        None => self.inner.index_contains(key),
-                    };
-                    if !answers[i]
-                        && crate::mutation::enabled(crate::mutation::Mutation::TombstoneRace)
-                    {
-                        continue;
-                    }
-                    // Every value it hides has a lower stripe id, so lies in
-                    // this generation or an older one (a value of a failed
-                    // commit the index never saw included).
-                    let hides = self
-                        .generation
-                        .max(carried.get(&key[..]).copied().unwrap_or(0));
-                    (key, None, EntryFlags::TOMBSTONE, hides)
-                }
-                Request::Relocate {
-                    key,
-                    value,
-                    expected,
-                    ..
-                } => {
-                    // A user operation on the key in this batch is newer.
-                    if last_op.contains_key(&key[..])
-                        || self.inner.read_state().index.get(key) != Some(expected)
-                    {
-                        continue;
-                    }
-                    answers[i] = true;
-                    (key, Some(value), EntryFlags::NONE, 0)
-                }
-                Request::Tombstone {
-                    key,
-                    hides_generation,
-                    ..
-                } => {
-                    // A user put in this batch hides everything older by
-                    // itself, a user delete took this one's place above, and
-                    // a value in the index is newer than the tombstone.
-                    if last_op.contains_key(&key[..]) {
-                        answers[i] = carried.contains_key(&key[..]);
-                        continue;
-                    }
-                    if self.inner.index_contains(key) {
-                        continue;
-                    }
-                    answers[i] = true;
-                    (key, None, EntryFlags::TOMBSTONE, *hides_generation)
-                }
-                Request::Retire { generations, .. } => {
-                    let payload: Vec<u8> =
-                        generations.iter().flat_map(|g| g.to_le_bytes()).collect();
-                    self.place_all(
-                        i,
-                        RETIRE_KEY,
-                        Some(&payload),
-                        EntryFlags::RETIRE,
-                        0,
-                        written,
-                    )?;
-                    continue;
-                }
-                Request::Flush { .. } => continue,
-            };
-            if req.user_key().is_some() {
-                exists.insert(key, value.is_some());
-                if last_op.get(key) != Some(&i) {
-                    continue;
-                }
+            Request::Retire { generations, .. } => {
+                Packed::Retire(generations.iter().flat_map(|g| g.to_le_bytes()).collect())
             }
-            self.place_all(i, key, value, flags, hides, written)?;
+            Request::Flush { .. } => Packed::Skip,
         }
-        if !self.open.is_empty() {
-            written.push(self.seal_and_write()?);
-        }
-        Ok(())
     }
 
     /// Places every part of one entry, sealing stripes as they fill. A
@@ -533,6 +546,77 @@ impl Committer {
     fn seal_and_write(&mut self) -> Result<Written, Failure> {
         let code = self.inner.layout.code();
         let (k, m) = (code.data_count, code.parity_count);
+        let stripe_id = self.take_stripe_id()?;
+        let table_lens = self.fill_data_columns(k)?;
+        let (column_lens, column_checksums, stripe_len) = self.encode_parity(k, m)?;
+
+        let placement = self.inner.layout.placement(stripe_id);
+        let homes: Vec<NodeId> = placement.columns().to_vec();
+        let plan = self
+            .inner
+            .plan_stripe(stripe_id, &column_lens)
+            .map_err(Failure::Plan)?;
+        let header = ColumnHeader {
+            stripe_id,
+            generation: self.generation,
+            data_count: k as u16,
+            parity_count: m as u16,
+            column_index: 0,
+            column_lens: column_lens.clone(),
+            column_checksums: column_checksums.clone(),
+            placement: homes
+                .iter()
+                .map(|id| self.inner.layout.node(*id).name.clone())
+                .collect(),
+            entry_table_lens: table_lens,
+            commit: CommitStamp {
+                commit_first_stripe_id: self.commit_first,
+            },
+            handoffs: self.inner.handoffs_of(stripe_id, &plan),
+        };
+        let headers: Vec<ColumnHeader> = (0..k + m)
+            .map(|c| ColumnHeader {
+                column_index: c as u16,
+                ..header.clone()
+            })
+            .collect();
+        let payloads: Vec<&[u8]> = self.payloads.iter().map(Vec::as_slice).collect();
+        self.attempt_wrote = true;
+        let stored = self
+            .inner
+            .write_planned(self.generation, &plan, &headers, &payloads)
+            .map_err(|failed| self.write_failure(failed))?;
+        self.generation_bytes += stripe_len as u64;
+        self.inner
+            .stats
+            .bytes_written
+            .add(column_lens.iter().map(|l| u64::from(*l)).sum());
+
+        let parts = self.placed_parts();
+        self.open.clear();
+        let columns = (0..k + m)
+            .map(|c| ColumnInfo {
+                len: column_lens[c],
+                checksum: column_checksums[c],
+                home: Some(homes[c]),
+                stored: stored[c],
+            })
+            .collect();
+        Ok(Written {
+            info: StripeInfo {
+                stripe_id,
+                generation: self.generation,
+                columns,
+                header,
+            },
+            parts,
+            degraded: plan.degraded,
+        })
+    }
+
+    /// The next stripe id of this session (published for readers of
+    /// `next_stripe_id`).
+    fn take_stripe_id(&mut self) -> Result<u64, Failure> {
         let stripe_id = self.next_stripe_id;
         if super::open::session_of(stripe_id) != self.session {
             return Err(Failure::Internal(
@@ -543,9 +627,13 @@ impl Committer {
         self.inner
             .next_stripe_id
             .store(self.next_stripe_id, std::sync::atomic::Ordering::Release);
+        Ok(stripe_id)
+    }
 
-        // Data column payloads: entry table, then blob bytes. An empty data
-        // column has no payload at all and is never stored.
+    /// Fills the data columns' payloads: entry table, then blob bytes (an
+    /// empty data column has no payload at all and is never stored).
+    /// Returns each data column's entry table length.
+    fn fill_data_columns(&mut self, k: usize) -> Result<Vec<u32>, Failure> {
         let mut table_lens = vec![0u32; k];
         let mut entries: Vec<Entry> = Vec::new();
         for (c, col) in self.open.columns.iter().enumerate() {
@@ -566,6 +654,17 @@ impl Committer {
             buf.extend_from_slice(&col.blobs);
             table_lens[c] = col.table_len as u32;
         }
+        Ok(table_lens)
+    }
+
+    /// Computes the parity columns over the data columns zero-padded to the
+    /// stripe length (the padding is never stored). Returns every column's
+    /// length and checksum, and the stripe length.
+    fn encode_parity(
+        &mut self,
+        k: usize,
+        m: usize,
+    ) -> Result<(Vec<u32>, Vec<u32>, usize), Failure> {
         let lens: Vec<u32> = (0..k + m)
             .map(|c| {
                 if c < k {
@@ -599,58 +698,25 @@ impl Committer {
             buf.truncate(column_lens[c] as usize);
         }
         let column_checksums: Vec<u32> = self.payloads.iter().map(|b| crc32fast::hash(b)).collect();
+        Ok((column_lens, column_checksums, stripe_len))
+    }
 
-        let placement = self.inner.layout.placement(stripe_id);
-        let homes: Vec<NodeId> = placement.columns().to_vec();
-        let plan = self
-            .inner
-            .plan_stripe(stripe_id, &column_lens)
-            .map_err(Failure::Plan)?;
-        let header = ColumnHeader {
-            stripe_id,
-            generation: self.generation,
-            data_count: k as u16,
-            parity_count: m as u16,
-            column_index: 0,
-            column_lens: column_lens.clone(),
-            column_checksums: column_checksums.clone(),
-            placement: homes
-                .iter()
-                .map(|id| self.inner.layout.node(*id).name.clone())
-                .collect(),
-            entry_table_lens: table_lens,
-            commit: CommitStamp {
-                commit_first_stripe_id: self.commit_first,
-            },
-            handoffs: self.inner.handoffs_of(stripe_id, &plan),
-        };
-        let headers: Vec<ColumnHeader> = (0..k + m)
-            .map(|c| {
-                let mut h = header.clone();
-                h.column_index = c as u16;
-                h
-            })
-            .collect();
-        let payloads: Vec<&[u8]> = self.payloads.iter().map(Vec::as_slice).collect();
-        self.attempt_wrote = true;
-        let stored = self
-            .inner
-            .write_planned(self.generation, &plan, &headers, &payloads)
-            .map_err(|failed| match failed {
-                WriteFailed::Superseded { node, reason } => Failure::Superseded { node, reason },
-                WriteFailed::Nodes(nodes) => Failure::Retry(
-                    nodes
-                        .iter()
-                        .map(|&n| self.inner.layout.node(n).name.clone())
-                        .collect(),
-                ),
-            })?;
-        self.generation_bytes += stripe_len as u64;
-        self.inner
-            .stats
-            .bytes_written
-            .add(column_lens.iter().map(|l| u64::from(*l)).sum());
+    /// Why an attempt's writes failed, as the commit sees it.
+    fn write_failure(&self, failed: WriteFailed) -> Failure {
+        match failed {
+            WriteFailed::Superseded { node, reason } => Failure::Superseded { node, reason },
+            WriteFailed::Nodes(nodes) => Failure::Retry(
+                nodes
+                    .iter()
+                    .map(|&n| self.inner.layout.node(n).name.clone())
+                    .collect(),
+            ),
+        }
+    }
 
+    /// Where each value part of the open stripe lies: (request, part index,
+    /// location); the slot is assigned when the stripe is published.
+    fn placed_parts(&self) -> Vec<(usize, u32, PartLoc)> {
         let mut parts = Vec::new();
         for (c, col) in self.open.columns.iter().enumerate() {
             for placed in &col.entries {
@@ -671,25 +737,7 @@ impl Committer {
                 ));
             }
         }
-        self.open.clear();
-        let columns = (0..k + m)
-            .map(|c| ColumnInfo {
-                len: column_lens[c],
-                checksum: column_checksums[c],
-                home: Some(homes[c]),
-                stored: stored[c],
-            })
-            .collect();
-        Ok(Written {
-            info: StripeInfo {
-                stripe_id,
-                generation: self.generation,
-                columns,
-                header,
-            },
-            parts,
-            degraded: plan.degraded,
-        })
+        parts
     }
 
     /// Makes a durable commit visible: stripes first, then the index.
@@ -743,6 +791,67 @@ impl Committer {
             }
         }
     }
+}
+
+/// What a commit knows of the keys of its batch.
+struct BatchKeys<'a> {
+    /// The index of the last user operation on each key.
+    last_op: HashMap<&'a [u8], usize>,
+    /// Whether each key exists as of this point of the batch.
+    exists: HashMap<&'a [u8], bool>,
+    /// Tombstones compaction carries for keys whose last operation in this
+    /// batch is a user delete: that delete's tombstone takes over what they
+    /// hide (the newest generation they hide).
+    carried: HashMap<&'a [u8], u64>,
+}
+
+/// What one request of a batch writes.
+enum Packed<'a> {
+    /// Nothing.
+    Skip,
+    /// A retire marker listing these generations.
+    Retire(Vec<u8>),
+    /// An entry: a value, or a tombstone hiding generations up to `hides`.
+    Place {
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+        flags: EntryFlags,
+        hides: u64,
+    },
+}
+
+impl<'a> Packed<'a> {
+    fn place(key: &'a [u8], value: Option<&'a [u8]>, flags: EntryFlags, hides: u64) -> Packed<'a> {
+        Packed::Place {
+            key,
+            value,
+            flags,
+            hides,
+        }
+    }
+}
+
+/// The tombstones compaction carries (see [`BatchKeys::carried`]).
+fn carried_tombstones<'a>(
+    batch: &'a [Request],
+    last_op: &HashMap<&'a [u8], usize>,
+) -> HashMap<&'a [u8], u64> {
+    let mut carried: HashMap<&[u8], u64> = HashMap::new();
+    for req in batch {
+        if let Request::Tombstone {
+            key,
+            hides_generation,
+            ..
+        } = req
+            && let Some(&i) = last_op.get(&key[..])
+            && matches!(batch[i], Request::Delete { .. })
+            && !crate::mutation::enabled(crate::mutation::Mutation::TombstoneRace)
+        {
+            let h = carried.entry(&key[..]).or_default();
+            *h = (*h).max(*hides_generation);
+        }
+    }
+    carried
 }
 
 /// For every key in the batch, the index of its last put or delete.
