@@ -17,11 +17,14 @@
 //! marker is what tells a later open that the remains are garbage and not
 //! stripes that lost columns.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
 use super::Store;
 use super::commit::Request;
 use super::index::BlobLoc;
+use super::stripes::StripeInfo;
 use super::submit::Pending;
 use crate::format::EntryFlags;
 use crate::{Error, Result};
@@ -111,34 +114,46 @@ impl Store {
         Ok(report)
     }
 
+    /// Compacts one generation: relocate its live blobs, carry forward what
+    /// must outlive it, retire it durably, then remove it.
     fn compact_one(&self, generation: u64, report: &mut CompactReport) -> Result<()> {
-        let inner = &self.inner;
-        let (stripes, live): (Vec<_>, Vec<LiveBlob>) = {
-            let state = inner.read_state();
-            let stripes: Vec<_> = state
-                .stripes
-                .values()
-                .filter(|s| s.generation == generation)
-                .cloned()
-                .collect();
-            let in_generation = |loc: &BlobLoc| {
-                loc.parts().iter().any(|p| {
-                    state
-                        .stripes
-                        .get(p.slot)
-                        .is_some_and(|s| s.generation == generation)
-                })
-            };
-            let live = state
-                .index
-                .iter()
-                .filter(|(_, loc)| in_generation(loc))
-                .map(|(k, loc)| (Box::<[u8]>::from(k), loc.clone()))
-                .collect();
-            (stripes, live)
-        };
+        let (stripes, live) = self.generation_contents(generation);
+        self.relocate_live(live, report)?;
+        let retire = self.carry_forward(generation, &stripes, report)?;
+        self.retire_and_remove(generation, retire, report)
+    }
 
-        // 1. Relocate live blobs, a bounded amount in flight at a time.
+    /// The stripes of `generation` and the live blobs with a part in it.
+    fn generation_contents(&self, generation: u64) -> (Vec<Arc<StripeInfo>>, Vec<LiveBlob>) {
+        let inner = &self.inner;
+        let state = inner.read_state();
+        let stripes: Vec<_> = state
+            .stripes
+            .values()
+            .filter(|s| s.generation == generation)
+            .cloned()
+            .collect();
+        let in_generation = |loc: &BlobLoc| {
+            loc.parts().iter().any(|p| {
+                state
+                    .stripes
+                    .get(p.slot)
+                    .is_some_and(|s| s.generation == generation)
+            })
+        };
+        let live = state
+            .index
+            .iter()
+            .filter(|(_, loc)| in_generation(loc))
+            .map(|(k, loc)| (Box::<[u8]>::from(k), loc.clone()))
+            .collect();
+        (stripes, live)
+    }
+
+    /// Step 1: relocates the live blobs (the committer writes each again
+    /// unless a newer operation on its key came first), a bounded amount
+    /// in flight at a time.
+    fn relocate_live(&self, live: Vec<LiveBlob>, report: &mut CompactReport) -> Result<()> {
         const IN_FLIGHT_BYTES_MAX: u64 = 64 << 20;
         let mut waiting = Vec::new();
         let mut in_flight = 0u64;
@@ -160,9 +175,20 @@ impl Store {
             }
         }
         report.blobs_moved += wait_all(self, &mut waiting)?;
+        Ok(())
+    }
 
-        // 2. Carry forward the tombstones that may still hide something,
-        //    and the retire markers whose generations may have remains.
+    /// Step 2: carries forward the tombstones of `stripes` that may still
+    /// hide something, and gathers the generations to retire: this one and
+    /// those of retire markers whose generations may have remains.
+    fn carry_forward(
+        &self,
+        generation: u64,
+        stripes: &[Arc<StripeInfo>],
+        report: &mut CompactReport,
+    ) -> Result<Vec<u64>> {
+        let inner = &self.inner;
+        let mut waiting = Vec::new();
         let live_generations: Vec<u64> = inner
             .read_state()
             .generations
@@ -177,7 +203,7 @@ impl Store {
             .clone();
         let mut retire = vec![generation];
         let k = inner.layout.code().data_count;
-        for stripe in &stripes {
+        for stripe in stripes {
             for c in 0..k {
                 let table_len = stripe.entry_table_len(c);
                 if table_len == 0 {
@@ -222,8 +248,19 @@ impl Store {
         report.tombstones_carried += wait_all(self, &mut waiting)?;
         retire.sort_unstable();
         retire.dedup();
+        Ok(retire)
+    }
 
-        // 3. Retire durably, then remove.
+    /// Step 3: retires the generations durably, then removes `generation`
+    /// from every node (what a node that is down keeps, the next open
+    /// removes).
+    fn retire_and_remove(
+        &self,
+        generation: u64,
+        retire: Vec<u64>,
+        report: &mut CompactReport,
+    ) -> Result<()> {
+        let inner = &self.inner;
         let (ack, rx) = Pending::channel();
         self.submit(Request::Retire {
             generations: retire,

@@ -344,6 +344,103 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The store's shared state before anything is read from the nodes.
+    fn new(
+        layout: Layout,
+        options: Options,
+        factory: Arc<dyn NodeFactory>,
+        nodes: Vec<open::Handle>,
+        codec: Codec,
+        start: &Start,
+    ) -> Inner {
+        let node_count = layout.nodes().len();
+        Inner {
+            nodes: NodeSet::new(&layout, &*factory, nodes),
+            layout,
+            options,
+            codec,
+            state: RwLock::new(State::default()),
+            stats: Counters::default(),
+            repair_queue: Mutex::new(BTreeSet::new()),
+            open_report: Mutex::new(OpenReport::default()),
+            maintenance: Mutex::new(()),
+            factory,
+            fixed_store_id: start.store_id,
+            superseded: Mutex::new(None),
+            remote_checked: Mutex::new(None),
+            clock: start
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemClock::new())),
+            closed: AtomicBool::new(false),
+            manifest: Mutex::new(ManifestState {
+                shared: crate::format::Manifest {
+                    store_id: [0; 16],
+                    data_count: 0,
+                    parity_count: 0,
+                    session: 0,
+                    version: 0,
+                    committed: false,
+                    node_since_stripe_id: 0,
+                    node_name: "-".into(),
+                    discarded: Vec::new(),
+                },
+                node_since: vec![0; node_count],
+            }),
+            members: Mutex::new(vec![false; node_count]),
+            next_stripe_id: AtomicU64::new(0),
+            loss: RwLock::new(None),
+            loss_pending: AtomicBool::new(false),
+            retired_pending: Mutex::new(BTreeSet::new()),
+            read_only: AtomicBool::new(false),
+            sequential_io: start.scheduling == Scheduling::Stepped,
+        }
+    }
+
+    /// Identifies the store, recovers its stripes and index, and starts a
+    /// new session (docs/DURABILITY.md, "Open"). Returns the session's
+    /// first stripe id and the stripes open must rebuild before it
+    /// returns.
+    fn open_session(&self, mode: Mode, started: Instant) -> Result<(u64, Vec<u64>)> {
+        let (found, max_session) = self.identify(mode)?;
+        self.check_outage()?;
+        let session = max_session + 1;
+        *self.manifest.lock().unwrap_or_else(|p| p.into_inner()) = found.clone();
+        let recovered = self.recover(&found, session)?;
+        if !self.start_session(session, recovered.discarded_ranges.clone())? {
+            self.read_only.store(true, Ordering::Release);
+        }
+        let report = recovered.report;
+        *self.write_state() = recovered.state;
+        if let Some(loss) = recovered.loss {
+            *self.loss.write().unwrap_or_else(|p| p.into_inner()) = Some(loss);
+            self.loss_pending.store(true, Ordering::Release);
+        }
+        let cleaned = self.remove_retired_leftovers(&recovered.retired);
+        if !cleaned {
+            *self
+                .retired_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = recovered.retired;
+        }
+        let first_stripe_id = (session << SESSION_SHIFT) | 1;
+        self.next_stripe_id
+            .store(first_stripe_id, Ordering::Release);
+        tracing::info!(
+            session,
+            blobs = report.blobs,
+            stripes = report.stripes_visible,
+            discarded = report.stripes_discarded,
+            lost = report.stripes_lost,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
+        if let Ok(mut r) = self.open_report.lock() {
+            *r = report;
+        }
+        Ok((first_stripe_id, recovered.below_margin))
+    }
+
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
         // A panic while holding the lock cannot leave the index half
         // updated in a way readers could observe: publishing is a sequence
@@ -582,85 +679,8 @@ impl Store {
         let code = layout.code();
         let codec = Codec::new(code.data_count, code.parity_count)?;
         let started = Instant::now();
-        let node_count = layout.nodes().len();
-        let inner = Arc::new(Inner {
-            nodes: NodeSet::new(&layout, &*factory, nodes),
-            layout,
-            options,
-            codec,
-            state: RwLock::new(State::default()),
-            stats: Counters::default(),
-            repair_queue: Mutex::new(BTreeSet::new()),
-            open_report: Mutex::new(OpenReport::default()),
-            maintenance: Mutex::new(()),
-            factory,
-            fixed_store_id: start.store_id,
-            superseded: Mutex::new(None),
-            remote_checked: Mutex::new(None),
-            clock: start
-                .clock
-                .clone()
-                .unwrap_or_else(|| Arc::new(SystemClock::new())),
-            closed: AtomicBool::new(false),
-            manifest: Mutex::new(ManifestState {
-                shared: crate::format::Manifest {
-                    store_id: [0; 16],
-                    data_count: 0,
-                    parity_count: 0,
-                    session: 0,
-                    version: 0,
-                    committed: false,
-                    node_since_stripe_id: 0,
-                    node_name: "-".into(),
-                    discarded: Vec::new(),
-                },
-                node_since: vec![0; node_count],
-            }),
-            members: Mutex::new(vec![false; node_count]),
-            next_stripe_id: AtomicU64::new(0),
-            loss: RwLock::new(None),
-            loss_pending: AtomicBool::new(false),
-            retired_pending: Mutex::new(BTreeSet::new()),
-            read_only: AtomicBool::new(false),
-            sequential_io: start.scheduling == Scheduling::Stepped,
-        });
-        let (found, max_session) = inner.identify(mode)?;
-        inner.check_outage()?;
-        let session = max_session + 1;
-        *inner.manifest.lock().unwrap_or_else(|p| p.into_inner()) = found.clone();
-        let recovered = inner.recover(&found, session)?;
-        if !inner.start_session(session, recovered.discarded_ranges.clone())? {
-            inner.read_only.store(true, Ordering::Release);
-        }
-        let report = recovered.report;
-        *inner.write_state() = recovered.state;
-        if let Some(loss) = recovered.loss {
-            *inner.loss.write().unwrap_or_else(|p| p.into_inner()) = Some(loss);
-            inner.loss_pending.store(true, Ordering::Release);
-        }
-        let cleaned = inner.remove_retired_leftovers(&recovered.retired);
-        if !cleaned {
-            *inner
-                .retired_pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = recovered.retired;
-        }
-        let first_stripe_id = (session << SESSION_SHIFT) | 1;
-        inner
-            .next_stripe_id
-            .store(first_stripe_id, Ordering::Release);
-        tracing::info!(
-            session,
-            blobs = report.blobs,
-            stripes = report.stripes_visible,
-            discarded = report.stripes_discarded,
-            lost = report.stripes_lost,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "store opened"
-        );
-        if let Ok(mut r) = inner.open_report.lock() {
-            *r = report;
-        }
+        let inner = Arc::new(Inner::new(layout, options, factory, nodes, codec, &start));
+        let (first_stripe_id, below_margin) = inner.open_session(mode, started)?;
         let (tx, rx) = mpsc::channel();
         let committer = Committer::new(
             Arc::clone(&inner),
@@ -684,7 +704,7 @@ impl Store {
             committer: Mutex::new(Some(runner)),
             scheduling: start.scheduling,
         };
-        store.rebuild_below_margin(&recovered.below_margin);
+        store.rebuild_below_margin(&below_margin);
         Ok(store)
     }
 

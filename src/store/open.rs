@@ -164,7 +164,6 @@ impl Inner {
     }
 
     fn identify_existing(&self, manifests: &[NodeManifest]) -> Result<(ManifestState, u64)> {
-        let layout = &self.layout;
         let found: Vec<(NodeId, &Manifest)> = manifests
             .iter()
             .enumerate()
@@ -199,24 +198,29 @@ impl Inner {
                 .filter(|(_, m)| m.session >= 2 || self.any_node_holds_data())
         };
         let Some(&(_, newest)) = committed.or_else(proposed) else {
-            let reachable = manifests
-                .iter()
-                .filter(|m| !matches!(m, NodeManifest::Unusable(_)))
-                .count();
-            return Err(Error::NoStore {
-                reason: format!(
-                    "none of the {} nodes holds a committed manifest of a store ({reachable} \
-                     reachable, {} with a manifest a create or open never finished)",
-                    manifests.len(),
-                    found.len()
-                ),
-                fix: "check that every node directory is mounted (or every bucket reachable) \
-                      and that the layout names the right paths; to start a new store use \
-                      Store::create (geoshard create)"
-                    .into(),
-            });
+            return Err(no_store(manifests, found.len()));
         };
-        for (id, m) in &found {
+        self.check_manifests(&found, newest, max_session)?;
+        let node_since = self.note_members(manifests);
+        Ok((
+            ManifestState {
+                shared: newest.clone(),
+                node_since,
+            },
+            max_session,
+        ))
+    }
+
+    /// Refuses manifests of another store or another node, of another
+    /// code, or of a store that used up its sessions.
+    fn check_manifests(
+        &self,
+        found: &[(NodeId, &Manifest)],
+        newest: &Manifest,
+        max_session: u64,
+    ) -> Result<()> {
+        let layout = &self.layout;
+        for (id, m) in found {
             let name = &layout.node(*id).name;
             if m.store_id != newest.store_id {
                 return Err(Error::InvalidLayout {
@@ -257,6 +261,12 @@ impl Inner {
                 actual: max_session + 1,
             });
         }
+        Ok(())
+    }
+
+    /// Marks the nodes holding a manifest of the store as members, and the
+    /// others down; returns each node's `node_since`.
+    fn note_members(&self, manifests: &[NodeManifest]) -> Vec<u64> {
         let mut node_since = vec![0; self.nodes.len()];
         for (i, m) in manifests.iter().enumerate() {
             let id = NodeId(i as u16);
@@ -272,13 +282,7 @@ impl Inner {
                 NodeManifest::Unusable(why) => self.nodes.mark_down(id, why.clone()),
             }
         }
-        Ok((
-            ManifestState {
-                shared: newest.clone(),
-                node_since,
-            },
-            max_session,
-        ))
+        node_since
     }
 
     /// Whether some up node holds a segment.
@@ -326,5 +330,26 @@ impl Inner {
                 self.layout.promise()
             ),
         })
+    }
+}
+
+/// The error for nodes none of which holds a committed manifest (or a
+/// proposal that decides): `found` of them hold a manifest at all.
+fn no_store(manifests: &[NodeManifest], found: usize) -> Error {
+    let reachable = manifests
+        .iter()
+        .filter(|m| !matches!(m, NodeManifest::Unusable(_)))
+        .count();
+    Error::NoStore {
+        reason: format!(
+            "none of the {} nodes holds a committed manifest of a store ({reachable} \
+             reachable, {} with a manifest a create or open never finished)",
+            manifests.len(),
+            found
+        ),
+        fix: "check that every node directory is mounted (or every bucket reachable) \
+              and that the layout names the right paths; to start a new store use \
+              Store::create (geoshard create)"
+            .into(),
     }
 }
