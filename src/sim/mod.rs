@@ -498,11 +498,13 @@ impl Sim {
                     world.disk(i).latency_us = SLOW_US;
                 }
             }
+            world.faults().slow_sites += 1;
         }
         if timing.one_in(3) {
             // A put that gives up after a few calls' worth of time: a
             // commit's retries stop at the deadline.
             options.put_timeout = std::time::Duration::from_millis(2 + timing.below(100));
+            world.faults().short_put_timeouts += 1;
         }
         Sim {
             seed: config.seed,

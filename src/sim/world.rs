@@ -96,6 +96,12 @@ pub struct FaultCounts {
     pub dirs_vanished: u64,
     /// Failures beyond the promise (a second site hit while one was).
     pub beyond_promise: u64,
+    /// Seeds with a slow site (every call to its nodes takes 20 ms of
+    /// simulated time).
+    pub slow_sites: u64,
+    /// Seeds whose puts give up retrying after 2 to 101 ms of simulated
+    /// time.
+    pub short_put_timeouts: u64,
 }
 
 impl FaultCounts {
@@ -113,6 +119,8 @@ impl FaultCounts {
         self.misdirected_writes += other.misdirected_writes;
         self.dirs_vanished += other.dirs_vanished;
         self.beyond_promise += other.beyond_promise;
+        self.slow_sites += other.slow_sites;
+        self.short_put_timeouts += other.short_put_timeouts;
     }
 }
 
