@@ -245,9 +245,6 @@ impl Inner {
         offset: u32,
         wanted: usize,
     ) -> Vec<(usize, Bytes)> {
-        if self.sequential_io {
-            return self.fetch_in_order(stripe, candidates, offset, wanted);
-        }
         let (tx, rx) = mpsc::channel::<(usize, NodeId, Result<Bytes>)>();
         let mut next = candidates.iter();
         let mut in_flight = 0usize;
@@ -291,34 +288,6 @@ impl Inner {
             };
             in_flight -= 1;
             match read {
-                Ok(bytes) => got.push((c, bytes)),
-                Err(e) => self.note_read_error(stripe.stripe_id, node_id, &e),
-            }
-        }
-        got
-    }
-
-    /// [`fetch_first`](Self::fetch_first) without threads: candidates in
-    /// order until `wanted` answered (see [`Inner::sequential_io`]).
-    fn fetch_in_order(
-        &self,
-        stripe: &StripeInfo,
-        candidates: &[(usize, u32)],
-        offset: u32,
-        wanted: usize,
-    ) -> Vec<(usize, Bytes)> {
-        let mut got: Vec<(usize, Bytes)> = Vec::with_capacity(wanted);
-        for &(c, avail) in candidates {
-            if got.len() == wanted {
-                break;
-            }
-            let Some((node_id, loc)) = stripe.columns[c].stored else {
-                continue;
-            };
-            let Some(node) = self.nodes.get(node_id) else {
-                continue;
-            };
-            match node.read(loc.generation, loc.offset + u64::from(offset), avail) {
                 Ok(bytes) => got.push((c, bytes)),
                 Err(e) => self.note_read_error(stripe.stripe_id, node_id, &e),
             }
@@ -370,7 +339,10 @@ impl Inner {
                 .stored
                 .is_some_and(|(n, _)| self.node_is_remote(n))
         });
-        if remote && sources.len() < k {
+        // Remote sources race (the first k answers win); a stepped store
+        // (the simulator's, see `Inner::sequential_io`) asks them in turn
+        // like local ones, so which answer first does not follow threads.
+        if remote && !self.sequential_io && sources.len() < k {
             for (c, bytes) in self.fetch_first(stripe, &io, offset, k - sources.len()) {
                 sources.push((c, padded(&bytes)));
             }
