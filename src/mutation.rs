@@ -35,12 +35,26 @@ pub enum Mutation {
     ScrubPayloadsOnly,
     /// S5: with no committed manifest reachable, proposals decide nothing.
     ProposalsDecideNothing,
+    /// Item 8: an object-store node's lease check that gets no clear
+    /// answer after an append (an error, a timeout) counts as "ours", so a
+    /// writer that was taken over can acknowledge.
+    LeaseUnknownIsOurs,
+    /// Item 9: an object listed at open that is gone when the scan reads it
+    /// (deleted by a superseded writer, a listing that lags) fails the
+    /// node's scan instead of counting as absent.
+    VanishedObjectFailsScan,
+    /// Simulator finding S10: an object-store node whose prefix was wiped
+    /// (its leases gone) still takes the store's manifest.
+    ManifestOnWipedPrefix,
+    /// S11: an append that finds its node's prefix wiped leaves its object
+    /// there (segments without a manifest: repair never adopts the node).
+    KeepOrphanOnWipedPrefix,
 }
 
 #[cfg(any(test, feature = "testing"))]
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 10] = [
+    pub const ALL: [Mutation; 14] = [
         Mutation::SiteBlindHandoff,
         Mutation::SilentNewestLoss,
         Mutation::TombstoneRace,
@@ -51,6 +65,10 @@ impl Mutation {
         Mutation::KeepFailedAttempts,
         Mutation::ScrubPayloadsOnly,
         Mutation::ProposalsDecideNothing,
+        Mutation::LeaseUnknownIsOurs,
+        Mutation::VanishedObjectFailsScan,
+        Mutation::ManifestOnWipedPrefix,
+        Mutation::KeepOrphanOnWipedPrefix,
     ];
 
     fn bit(self) -> u64 {

@@ -22,6 +22,10 @@ const FOUND: &[(Mutation, u64, u64)] = &[
     (Mutation::ProposalsDecideNothing, 4, 1000),
     (Mutation::CutTornTails, 1536, 1000),
     (Mutation::ScrubPayloadsOnly, 290, 1000),
+    (Mutation::LeaseUnknownIsOurs, 28, 1000),
+    (Mutation::VanishedObjectFailsScan, 24, 1000),
+    (Mutation::ManifestOnWipedPrefix, 24, 1000),
+    (Mutation::KeepOrphanOnWipedPrefix, 82, 1000),
 ];
 
 #[test]

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::bucket::{HANG_US, SimBucket};
 use super::node::SimNode;
 use super::world::World;
 use crate::format::scan_segment;
 use crate::layout::NodeSpec;
-use crate::node::{Node, NodeFactory, OpenPurpose};
+use crate::node::{Node, NodeFactory, ObjectNode, ObjectOptions, OpenPurpose};
 use crate::{Error, Result};
 
 /// Opens the simulated disks for a store.
@@ -23,6 +24,9 @@ impl NodeFactory for SimFactory {
             .world
             .index_of(spec)
             .ok_or_else(|| Error::invalid(format!("no simulated disk for {}", spec.name)))?;
+        if self.world.disk(index).bucket.is_some() {
+            return self.open_object_node(spec, index);
+        }
         let mut disk = self.world.disk(index);
         let unavailable = |reason: &str| Error::Unavailable {
             node: spec.name.clone(),
@@ -72,5 +76,36 @@ impl NodeFactory for SimFactory {
             durable,
             truncated,
         )))
+    }
+}
+
+impl SimFactory {
+    /// The real object-store node over the disk's bucket, opened as the
+    /// default factory opens a URL node (whatever the purpose: an empty
+    /// prefix opens, takes the lease and holds nothing yet). A handle
+    /// belongs to the process running now; its lease names the open.
+    fn open_object_node(&self, spec: &NodeSpec, index: usize) -> Result<Arc<dyn Node>> {
+        let opened = self
+            .world
+            .opens
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let bucket = SimBucket {
+            world: Arc::clone(&self.world),
+            index,
+            opened,
+            process: self.world.process(),
+        };
+        let options = ObjectOptions {
+            request_timeout: std::time::Duration::from_micros(HANG_US),
+            ..ObjectOptions::default()
+        };
+        let node = ObjectNode::open_store_as(
+            &spec.name,
+            Arc::new(bucket),
+            "geoshard",
+            &options,
+            format!("sim open {opened}"),
+        )?;
+        Ok(Arc::new(node))
     }
 }

@@ -8,6 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::rng::mix;
+use futures_util::{FutureExt, StreamExt};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectMeta, ObjectStore, PutOptions, PutPayload};
+
 use crate::format::scan_segment;
 use crate::layout::{Layout, NodeSpec};
 
@@ -50,6 +55,9 @@ pub(crate) struct Disk {
     pub io_count: u64,
     /// Simulated time each call to this node takes, in microseconds.
     pub latency_us: u64,
+    /// An object-store node's bucket (the seed's nodes are object-store
+    /// nodes); `segments` and `manifest` are then unused.
+    pub bucket: Option<BucketDisk>,
 }
 
 impl Disk {
@@ -65,7 +73,9 @@ impl Disk {
 
     /// Whether the disk holds anything of a store.
     pub fn used(&self) -> bool {
-        self.manifest.is_some() || !self.segments.is_empty()
+        self.manifest.is_some()
+            || !self.segments.is_empty()
+            || self.bucket.as_ref().is_some_and(|b| !b.is_empty())
     }
 }
 
@@ -102,6 +112,15 @@ pub struct FaultCounts {
     /// Seeds whose puts give up retrying after 2 to 101 ms of simulated
     /// time.
     pub short_put_timeouts: u64,
+    /// Seeds whose nodes are object-store nodes (the real `ObjectNode`
+    /// over a simulated bucket).
+    pub object_seeds: u64,
+    /// Second writers that took the leases of a running store.
+    pub takeovers: u64,
+    /// Times a writer's lease reads failed or hung.
+    pub lease_faults: u64,
+    /// Times listings began to show deleted objects.
+    pub stale_listings: u64,
 }
 
 impl FaultCounts {
@@ -121,6 +140,10 @@ impl FaultCounts {
         self.beyond_promise += other.beyond_promise;
         self.slow_sites += other.slow_sites;
         self.short_put_timeouts += other.short_put_timeouts;
+        self.object_seeds += other.object_seeds;
+        self.takeovers += other.takeovers;
+        self.lease_faults += other.lease_faults;
+        self.stale_listings += other.stale_listings;
     }
 }
 
@@ -150,6 +173,11 @@ pub(crate) struct World {
     /// `GEOSHARD_SIM_IO_LOG`: every node call goes to stderr (finding
     /// where two runs of a seed part).
     pub io_log: bool,
+    /// Object-store node handles made so far.
+    pub opens: AtomicU64,
+    /// The process running the store: bumped by a crash, which ends every
+    /// object-store handle of the process before it.
+    process: AtomicU64,
 }
 
 /// Simulated time per call to a node that does not answer (a connect
@@ -172,7 +200,8 @@ impl crate::store::Clock for SimClock {
 }
 
 impl World {
-    pub fn new(seed: u64, layout: &Layout) -> Arc<World> {
+    /// `objects`: the nodes are object-store nodes, each over a bucket.
+    pub fn new(seed: u64, layout: &Layout, objects: bool) -> Arc<World> {
         Arc::new(World {
             seed,
             specs: layout.nodes().to_vec(),
@@ -183,6 +212,7 @@ impl World {
                     Mutex::new(Disk {
                         present: true,
                         latency_us: LATENCY_US,
+                        bucket: objects.then(BucketDisk::default),
                         ..Disk::default()
                     })
                 })
@@ -193,7 +223,14 @@ impl World {
             known_gaps: std::env::var_os("GEOSHARD_SIM_KNOWN_GAPS").is_some(),
             now_us: AtomicU64::new(0),
             io_log: std::env::var_os("GEOSHARD_SIM_IO_LOG").is_some(),
+            opens: AtomicU64::new(0),
+            process: AtomicU64::new(0),
         })
+    }
+
+    /// The process running the store now.
+    pub fn process(&self) -> u64 {
+        self.process.load(Ordering::Acquire)
     }
 
     /// Moves simulated time on by `micros`.
@@ -244,6 +281,7 @@ impl World {
     /// The process is gone: every handle stops working, locks are free.
     pub fn crash_done(&self) {
         self.crashing.store(false, Ordering::Release);
+        self.process.fetch_add(1, Ordering::AcqRel);
         for i in 0..self.disks.len() {
             let mut disk = self.disk(i);
             disk.epoch += 1;
@@ -256,6 +294,9 @@ impl World {
         let mut disk = self.disk(index);
         disk.segments.clear();
         disk.manifest = None;
+        if disk.bucket.is_some() {
+            disk.bucket = Some(BucketDisk::default());
+        }
         disk.epoch += 1;
         disk.locked = false;
         disk.present = true;
@@ -266,8 +307,25 @@ impl World {
         let mut out = Vec::new();
         for (i, spec) in self.specs.iter().enumerate() {
             let disk = self.disk(i);
-            for (&generation, bytes) in &disk.segments {
-                let scan = scan_segment(bytes, generation);
+            let objects: Vec<(u64, Vec<u8>)> = disk
+                .bucket
+                .as_ref()
+                .map(|b| {
+                    b.objects()
+                        .into_iter()
+                        .filter_map(|(path, bytes)| {
+                            Some((object_generation(&path)?, bytes.to_vec()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let segments = disk
+                .segments
+                .iter()
+                .map(|(&g, bytes)| (g, bytes.clone()))
+                .chain(objects);
+            for (generation, bytes) in segments {
+                let scan = scan_segment(&bytes, generation);
                 for record in scan
                     .records
                     .iter()
@@ -286,4 +344,81 @@ impl World {
     pub fn index_of(&self, spec: &NodeSpec) -> Option<usize> {
         self.specs.iter().position(|s| s.name == spec.name)
     }
+}
+
+/// Deleted objects a stale listing may still show, per disk.
+pub(crate) const DELETED_KEPT: usize = 256;
+
+/// How a writer's lease reads fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseFault {
+    /// They hang until the request timeout (else they answer an error).
+    pub hang: bool,
+    /// Handles opened before this open count are affected.
+    pub opened_before: u64,
+}
+
+/// The object-service side of a simulated disk.
+#[derive(Debug, Default)]
+pub(crate) struct BucketDisk {
+    pub bucket: Arc<InMemory>,
+    /// Objects deleted so far (the newest [`DELETED_KEPT`]), for stale
+    /// listings.
+    pub deleted: Vec<ObjectMeta>,
+    /// Listings also show `deleted` objects that are still gone.
+    pub stale_listing: bool,
+    pub lease_fault: Option<LeaseFault>,
+}
+
+impl BucketDisk {
+    /// Every object of the bucket, with its bytes.
+    pub fn objects(&self) -> Vec<(Path, bytes::Bytes)> {
+        let metas: Vec<ObjectMeta> = match self.bucket.list(None).collect::<Vec<_>>().now_or_never()
+        {
+            Some(metas) => metas.into_iter().flatten().collect(),
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for meta in metas {
+            let got = self
+                .bucket
+                .get_opts(&meta.location, GetOptions::default())
+                .now_or_never();
+            if let Some(Ok(got)) = got
+                && let Some(Ok(bytes)) = got.bytes().now_or_never()
+            {
+                out.push((meta.location, bytes));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Replaces an object's bytes (bit rot under the service).
+    pub fn overwrite(&self, path: &Path, bytes: Vec<u8>) {
+        let _ = self
+            .bucket
+            .put_opts(path, PutPayload::from(bytes), PutOptions::default())
+            .now_or_never();
+    }
+
+    /// Whether the bucket holds anything.
+    pub fn is_empty(&self) -> bool {
+        !matches!(
+            self.bucket.list(None).next().now_or_never(),
+            Some(Some(Ok(_)))
+        )
+    }
+}
+
+/// The generation of a segment object `<prefix>/<generation:016x>/<seq>.seg`.
+pub(crate) fn object_generation(path: &Path) -> Option<u64> {
+    let parts: Vec<&str> = path.as_ref().split('/').collect();
+    let [.., generation, object] = parts[..] else {
+        return None;
+    };
+    if !object.ends_with(".seg") || generation.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(generation, 16).ok()
 }

@@ -205,7 +205,7 @@ impl ObjectNode {
             return Err(Error::invalid("max_in_flight must be at least 1"));
         }
         let (store, prefix) = connect::connect(name, url, remote, options)?;
-        Self::open_prefix(name, url, store, prefix, options)
+        Self::open_prefix(name, url, store, prefix, options, None)
     }
 
     /// The object store and prefix a node at `url` opens over, built as
@@ -246,7 +246,22 @@ impl ObjectNode {
             reason: format!("node {name}: prefix {prefix:?}: {e}"),
             fix: "use a prefix of path segments separated by '/'".into(),
         })?;
-        Self::open_prefix(name, url, store, prefix, options)
+        Self::open_prefix(name, url, store, prefix, options, None)
+    }
+
+    /// [`open_store`](Self::open_store) with the lease holder named
+    /// `holder` instead of host, process and wall-clock time: the
+    /// simulator's nodes write the same lease bytes on every run of a seed.
+    #[cfg(feature = "testing")]
+    pub(crate) fn open_store_as(
+        name: &str,
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        options: &ObjectOptions,
+        holder: String,
+    ) -> Result<ObjectNode> {
+        let prefix = Path::parse(prefix).map_err(|e| Error::invalid(format!("prefix: {e}")))?;
+        Self::open_prefix(name, name, store, prefix, options, Some(holder))
     }
 
     fn open_prefix(
@@ -255,6 +270,7 @@ impl ObjectNode {
         store: Arc<dyn ObjectStore>,
         prefix: Path,
         options: &ObjectOptions,
+        holder: Option<String>,
     ) -> Result<ObjectNode> {
         let mut node = ObjectNode {
             name: name.to_owned(),
@@ -268,7 +284,7 @@ impl ObjectNode {
             request_timeout: options.request_timeout,
         };
         if options.lease {
-            node.lease = Some(node.take_lease()?);
+            node.lease = Some(node.take_lease(holder)?);
         }
         node.list_all()?;
         tracing::debug!(node = name, url, "object node opened");
@@ -390,18 +406,22 @@ impl ObjectNode {
     /// with a conditional create, and deletes the ones below the previous
     /// epoch (lowest first). Losing the race for the epoch to another opener
     /// fails with [`Error::Locked`].
-    fn take_lease(&self) -> Result<u64> {
+    /// `holder` names the lease's holder (default: host, process id, wall
+    /// clock and a counter; the name is for operators, nothing reads it).
+    fn take_lease(&self, holder: Option<String>) -> Result<u64> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let holder = format!(
-            "{}:{}:{}:{}",
-            hostname(),
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let holder = holder.unwrap_or_else(|| {
+            format!(
+                "{}:{}:{}:{}",
+                hostname(),
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            )
+        });
         let store = Arc::clone(&self.store);
         let dir = self.lease_dir();
         let taken = self.run("taking the lease", async move {
@@ -498,6 +518,27 @@ impl ObjectNode {
         }
         entry.next_seq += 1;
         Ok(seq)
+    }
+
+    /// Removes the object an append wrote (or may have written) into a
+    /// prefix whose leases are all gone: nobody acknowledged it, and left
+    /// there it would be segments without a manifest, which repair refuses
+    /// to adopt (simulator finding S11). Best effort: a crash before it
+    /// leaves the orphan (docs/DURABILITY.md, "What is not protected").
+    fn remove_orphan(&self, path: &Path) {
+        if crate::mutation::enabled(crate::mutation::Mutation::KeepOrphanOnWipedPrefix) {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let orphan = path.clone();
+        let removed = runtime::block_on(async move { store.delete(&orphan).await });
+        if !matches!(
+            removed,
+            Ok(Ok(()) | Err(object_store::Error::NotFound { .. }))
+        ) {
+            tracing::warn!(node = %self.name, object = %path,
+                "could not remove an append's object from a wiped prefix");
+        }
     }
 
     /// Marks the node superseded and returns the error to report.
@@ -704,6 +745,14 @@ impl Node for ObjectNode {
                     tracing::warn!(node = %self.name, object = %path, "object name taken; using the next one");
                 }
                 Err(e) => {
+                    // A PUT that failed may still have been applied (a
+                    // timeout after the server stored it). Into a wiped
+                    // prefix that leaves an orphan, as below.
+                    if self.lease.is_some()
+                        && matches!(runtime::block_on(self.check_lease()), Ok(LeaseCheck::Gone))
+                    {
+                        self.remove_orphan(&path);
+                    }
                     return Err(self.error(&format!("appending to generation {generation}"), e));
                 }
             }
@@ -718,12 +767,25 @@ impl Node for ObjectNode {
                 LeaseCheck::Ours => {}
                 LeaseCheck::Other(reason) => return Err(self.supersede(reason)),
                 LeaseCheck::Gone => {
+                    // The prefix was wiped (a lost site that came back
+                    // empty) and no writer holds it: the object just
+                    // written is an orphan that nobody acknowledged. Left
+                    // there it would be segments without a manifest, which
+                    // repair refuses to adopt, and the node would stay down
+                    // for good (simulator finding S11). A writer that opens
+                    // the prefix after this check and listed the object
+                    // treats it as absent once it is gone (review item 9).
+                    self.remove_orphan(&path);
                     return Err(Error::Unavailable {
                         node: self.name.clone(),
                         reason: "its leases are gone: the prefix was wiped (repair takes it back)"
                             .into(),
                     });
                 }
+                // Durability review item 8, switched off: an unclear answer
+                // counted as ours.
+                LeaseCheck::Unknown(_)
+                    if crate::mutation::enabled(crate::mutation::Mutation::LeaseUnknownIsOurs) => {}
                 LeaseCheck::Unknown(why) => {
                     return Err(Error::Unavailable {
                         node: self.name.clone(),
@@ -801,7 +863,13 @@ impl Node for ObjectNode {
                         Ok(scan) => Ok((seq, size, Some(scan))),
                         // Listed, then deleted (by a writer that lost its
                         // lease, or a removal): never acknowledged, absent.
-                        Err(object_store::Error::NotFound { .. }) => Ok((seq, size, None)),
+                        Err(object_store::Error::NotFound { .. })
+                            if !crate::mutation::enabled(
+                                crate::mutation::Mutation::VanishedObjectFailsScan,
+                            ) =>
+                        {
+                            Ok((seq, size, None))
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -961,6 +1029,23 @@ impl Node for ObjectNode {
             match runtime::block_on(self.check_lease())? {
                 LeaseCheck::Ours => {}
                 LeaseCheck::Other(reason) => return Err(self.supersede(reason)),
+                // A wiped prefix (a lost site that came back empty) holds
+                // none of the records the manifest would vouch for: a
+                // manifest written there makes the node look like an
+                // intact member that never got them, and an open would
+                // discard stripes on that evidence (simulator finding S10).
+                // Repair reopens the node and adopts it properly.
+                LeaseCheck::Gone
+                    if !crate::mutation::enabled(
+                        crate::mutation::Mutation::ManifestOnWipedPrefix,
+                    ) =>
+                {
+                    return Err(Error::Unavailable {
+                        node: self.name.clone(),
+                        reason: "its leases are gone: the prefix was wiped (repair takes it back)"
+                            .into(),
+                    });
+                }
                 LeaseCheck::Gone => {}
                 LeaseCheck::Unknown(why) => {
                     return Err(Error::Unavailable {
