@@ -432,7 +432,7 @@ impl Committer {
     /// Refuses to write for a store another writer took over, and a batch
     /// with writes in a read-only store.
     fn check_writable(&self, batch: &[Request]) -> Result<(), Failure> {
-        if let Some((node, reason)) = self.inner.superseded_by() {
+        if let Some((node, reason)) = self.inner.nodes.superseded_by() {
             return Err(Failure::Superseded { node, reason });
         }
         let writes = batch.iter().any(|r| !matches!(r, Request::Flush { .. }));
@@ -554,6 +554,7 @@ impl Committer {
         let homes: Vec<NodeId> = placement.columns().to_vec();
         let plan = self
             .inner
+            .stripe_io()
             .plan_stripe(stripe_id, &column_lens)
             .map_err(Failure::Plan)?;
         let header = ColumnHeader {
@@ -572,7 +573,7 @@ impl Committer {
             commit: CommitStamp {
                 commit_first_stripe_id: self.commit_first,
             },
-            handoffs: self.inner.handoffs_of(stripe_id, &plan),
+            handoffs: self.inner.stripe_io().handoffs_of(stripe_id, &plan),
         };
         let headers: Vec<ColumnHeader> = (0..k + m)
             .map(|c| ColumnHeader {
@@ -584,6 +585,7 @@ impl Committer {
         self.attempt_wrote = true;
         let stored = self
             .inner
+            .stripe_io()
             .write_planned(self.generation, &plan, &headers, &payloads)
             .map_err(|failed| self.write_failure(failed))?;
         self.generation_bytes += stripe_len as u64;

@@ -209,7 +209,7 @@ impl Store {
                 if table_len == 0 {
                     continue;
                 }
-                let (entries, _) = inner.entry_table(stripe, c, table_len)?;
+                let (entries, _) = inner.reads().entry_table(stripe, c, table_len)?;
                 for e in entries {
                     if e.flags.contains(EntryFlags::RETIRE) {
                         let loc = super::index::PartLoc {
@@ -222,6 +222,7 @@ impl Store {
                         };
                         retire.extend(
                             inner
+                                .reads()
                                 .retired_generations(stripe, &loc)?
                                 .into_iter()
                                 .filter(|g| pending.contains(g)),
@@ -310,7 +311,7 @@ impl Store {
                     location: format!("stripe slot {}", part.slot),
                     reason: "indexed stripe is missing from the stripe table".into(),
                 })?;
-            let bytes = inner.read_part(&stripe, part)?;
+            let bytes = inner.reads().read_part(&stripe, part)?;
             if loc.parts().len() == 1 {
                 single = Some(bytes);
             } else {

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Inner;
+use super::State;
+use super::nodes::NodeSet;
+use crate::layout::Layout;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counter(AtomicU64);
@@ -150,90 +152,92 @@ pub struct Health {
     pub superseded_by: Option<String>,
 }
 
-impl Inner {
-    pub(crate) fn health(&self) -> Health {
-        let layout = &self.layout;
-        let k = layout.code().data_count;
-        let mut nodes = self.node_states();
-        let site_count = layout.sites().len();
-        let mut by_margin: BTreeMap<i64, usize> = BTreeMap::new();
-        let mut columns_missing = 0;
-        let mut columns_away = 0;
-        let mut survives = true;
-        let state = self.read_state();
-        let mut alive_per_site = vec![0usize; site_count];
-        for stripe in state.stripes.values() {
-            alive_per_site.iter_mut().for_each(|n| *n = 0);
-            let mut alive = 0usize;
-            let mut virtual_zero = 0usize;
-            for col in stripe.columns.iter() {
-                if col.len == 0 {
-                    virtual_zero += 1;
-                    continue;
-                }
-                match col.stored {
-                    Some((at, _)) if self.nodes.is_up(at) => {
-                        alive += 1;
-                        let n = &mut nodes[usize::from(at.0)];
-                        n.columns += 1;
-                        n.bytes += u64::from(col.len);
-                        if col.is_away() {
-                            n.columns_away += 1;
-                            columns_away += 1;
-                        }
-                        let site = usize::from(layout.node(at).site.0);
-                        alive_per_site[site] += 1;
-                    }
-                    _ => {
-                        columns_missing += 1;
-                        if let Some(home) = col.home {
-                            nodes[usize::from(home.0)].columns_missing += 1;
-                        }
-                    }
-                }
+/// The health of the stripes in `state`, with the nodes of `node_set`:
+/// where each stripe's columns are, and whether it survives the loss of
+/// any one site.
+pub(crate) fn compute(
+    layout: &Layout,
+    node_set: &NodeSet,
+    state: &State,
+    loss_pending: bool,
+    superseded_by: Option<String>,
+) -> Health {
+    let k = layout.code().data_count;
+    let mut nodes = node_states(layout, node_set);
+    let site_count = layout.sites().len();
+    let mut by_margin: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut columns_missing = 0;
+    let mut columns_away = 0;
+    let mut survives = true;
+    let mut alive_per_site = vec![0usize; site_count];
+    for stripe in state.stripes.values() {
+        alive_per_site.iter_mut().for_each(|n| *n = 0);
+        let mut alive = 0usize;
+        let mut virtual_zero = 0usize;
+        for col in stripe.columns.iter() {
+            if col.len == 0 {
+                virtual_zero += 1;
+                continue;
             }
-            let present = alive + virtual_zero;
-            *by_margin.entry(present as i64 - k as i64).or_default() += 1;
-            let worst_site = alive_per_site.iter().copied().max().unwrap_or(0);
-            if present - worst_site < k {
-                survives = false;
+            match col.stored {
+                Some((at, _)) if node_set.is_up(at) => {
+                    alive += 1;
+                    let n = &mut nodes[usize::from(at.0)];
+                    n.columns += 1;
+                    n.bytes += u64::from(col.len);
+                    if col.is_away() {
+                        n.columns_away += 1;
+                        columns_away += 1;
+                    }
+                    let site = usize::from(layout.node(at).site.0);
+                    alive_per_site[site] += 1;
+                }
+                _ => {
+                    columns_missing += 1;
+                    if let Some(home) = col.home {
+                        nodes[usize::from(home.0)].columns_missing += 1;
+                    }
+                }
             }
         }
-        Health {
-            nodes,
-            stripes: state.stripes.len(),
-            stripes_by_margin: by_margin,
-            columns_missing,
-            columns_away,
-            survives_any_site_loss: survives,
-            loss_pending: self.loss_pending.load(std::sync::atomic::Ordering::Acquire),
-            superseded_by: self
-                .superseded_by()
-                .map(|(node, reason)| format!("node {node}: {reason}")),
+        let present = alive + virtual_zero;
+        *by_margin.entry(present as i64 - k as i64).or_default() += 1;
+        let worst_site = alive_per_site.iter().copied().max().unwrap_or(0);
+        if present - worst_site < k {
+            survives = false;
         }
     }
+    Health {
+        nodes,
+        stripes: state.stripes.len(),
+        stripes_by_margin: by_margin,
+        columns_missing,
+        columns_away,
+        survives_any_site_loss: survives,
+        loss_pending,
+        superseded_by,
+    }
+}
 
-    /// Every node's state, its column counts still zero.
-    fn node_states(&self) -> Vec<NodeHealth> {
-        let layout = &self.layout;
-        layout
-            .nodes()
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let id = crate::layout::NodeId(i as u16);
-                NodeHealth {
-                    name: spec.name.clone(),
-                    site: layout.sites()[usize::from(spec.site.0)].name.clone(),
-                    reachable: self.nodes.is_up(id),
-                    writable: self.nodes.is_writable(id),
-                    down_reason: self.nodes.down_reason(id),
-                    columns: 0,
-                    bytes: 0,
-                    columns_missing: 0,
-                    columns_away: 0,
-                }
-            })
-            .collect()
-    }
+/// Every node's state, its column counts still zero.
+fn node_states(layout: &Layout, node_set: &NodeSet) -> Vec<NodeHealth> {
+    layout
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let id = crate::layout::NodeId(i as u16);
+            NodeHealth {
+                name: spec.name.clone(),
+                site: layout.sites()[usize::from(spec.site.0)].name.clone(),
+                reachable: node_set.is_up(id),
+                writable: node_set.is_writable(id),
+                down_reason: node_set.down_reason(id),
+                columns: 0,
+                bytes: 0,
+                columns_missing: 0,
+                columns_away: 0,
+            }
+        })
+        .collect()
 }

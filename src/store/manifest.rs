@@ -1,9 +1,9 @@
 //! The store's manifest as the running store knows it, and writing it to
 //! the nodes (docs/DURABILITY.md, "The manifest": D4, D7, D8).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::Inner;
+use super::nodes::NodeSet;
 use crate::Error;
 use crate::Result;
 use crate::format::Manifest;
@@ -122,14 +122,60 @@ pub(crate) enum Reach {
     Short(Vec<String>, Option<Error>),
 }
 
-impl Inner {
+/// The manifest as last written and which nodes hold it: the store's
+/// identity, its session and its decisions (docs/DURABILITY.md, "The
+/// manifest"). Changes go to the member nodes and are kept only once a
+/// quorum took them; manifest writes never overlap.
+#[derive(Debug)]
+pub(crate) struct Manifests {
+    current: Mutex<ManifestState>,
+    /// Per layout node: whether it holds this store's manifest.
+    members: Mutex<Vec<bool>>,
+}
+
+impl Manifests {
+    /// No manifest yet (before open identifies the store), no member.
+    pub(crate) fn new(node_count: usize) -> Manifests {
+        Manifests {
+            current: Mutex::new(ManifestState {
+                shared: Manifest {
+                    store_id: [0; 16],
+                    data_count: 0,
+                    parity_count: 0,
+                    session: 0,
+                    version: 0,
+                    committed: false,
+                    node_since_stripe_id: 0,
+                    node_name: "-".into(),
+                    discarded: Vec::new(),
+                },
+                node_since: vec![0; node_count],
+            }),
+            members: Mutex::new(vec![false; node_count]),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ManifestState> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `found` (what open identified) as the manifest last written.
+    pub(crate) fn replace(&self, found: ManifestState) {
+        *self.lock() = found;
+    }
+
     /// Writes `next` to every reachable node of the store, in parallel.
     /// Nodes whose write fails are marked down.
     ///
     /// # Errors
     /// A manifest that cannot be encoded (over a limit), before anything is
     /// written.
-    fn write_to_members(&self, next: &ManifestState) -> Result<Reach> {
+    fn write_to_members(
+        &self,
+        nodes: &NodeSet,
+        layout: &Layout,
+        next: &ManifestState,
+    ) -> Result<Reach> {
         // Encode once up front: a manifest over a limit is the store's
         // problem, not the nodes'.
         next.for_node(NodeId(0), "check").encode()?;
@@ -140,24 +186,22 @@ impl Inner {
                  open can prune them"
             );
         }
-        let targets: Vec<(NodeId, Arc<dyn Node>)> = self
-            .nodes
+        let targets: Vec<(NodeId, Arc<dyn Node>)> = nodes
             .ids()
             .filter(|&id| self.is_member(id))
-            .filter_map(|id| Some((id, self.nodes.get(id)?)))
+            .filter_map(|id| Some((id, nodes.get(id)?)))
             .collect();
-        let failed = write_all(&self.layout, next, &targets);
+        let failed = write_all(layout, next, &targets);
         for (id, e) in &failed {
-            tracing::warn!(node = %self.layout.node(*id).name, error = %e, "manifest write failed");
-            self.nodes
-                .mark_down(*id, format!("writing its manifest failed: {e}"));
+            tracing::warn!(node = %layout.node(*id).name, error = %e, "manifest write failed");
+            nodes.mark_down(*id, format!("writing its manifest failed: {e}"));
         }
         let written: Vec<NodeId> = targets
             .iter()
             .map(|(id, _)| *id)
             .filter(|id| !failed.iter().any(|(f, _)| f == id))
             .collect();
-        if is_quorum(&self.layout, &written) {
+        if is_quorum(layout, &written) {
             return Ok(Reach::Quorum);
         }
         let superseded = failed
@@ -165,10 +209,10 @@ impl Inner {
             .map(|(_, e)| e)
             .find(|e| matches!(e, Error::Superseded { .. } | Error::Locked { .. }));
         Ok(Reach::Short(
-            self.nodes
+            nodes
                 .ids()
                 .filter(|id| !written.contains(id))
-                .map(|id| self.layout.node(id).name.clone())
+                .map(|id| layout.node(id).name.clone())
                 .collect(),
             superseded,
         ))
@@ -184,8 +228,15 @@ impl Inner {
     /// it because another writer holds their leases: two openers raced and
     /// this one lost; [`Error::TooManyNodesDown`] when too few nodes took it
     /// otherwise (unless salvaging); encoding errors.
-    pub(crate) fn start_session(&self, session: u64, discarded: Vec<(u64, u64)>) -> Result<bool> {
-        let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn start_session(
+        &self,
+        nodes: &NodeSet,
+        layout: &Layout,
+        salvage: bool,
+        session: u64,
+        discarded: Vec<(u64, u64)>,
+    ) -> Result<bool> {
+        let mut current = self.lock();
         let mut proposed = current.clone();
         proposed.shared.session = session;
         proposed.shared.version = 0;
@@ -195,9 +246,9 @@ impl Inner {
         committed.shared.version = 1;
         committed.shared.committed = true;
         for next in [&proposed, &committed] {
-            match self.write_to_members(next)? {
+            match self.write_to_members(nodes, layout, next)? {
                 Reach::Quorum => {}
-                Reach::Short(missing, _) if self.options.salvage => {
+                Reach::Short(missing, _) if salvage => {
                     tracing::error!(
                         nodes = ?missing,
                         "salvaging: the manifest reached too few nodes for a later open to be \
@@ -221,13 +272,18 @@ impl Inner {
     /// # Errors
     /// [`Error::Superseded`] when too few nodes took it because another
     /// writer holds their leases; [`Error::TooManyNodesDown`] otherwise.
-    pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut ManifestState)) -> Result<()> {
-        let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn update(
+        &self,
+        nodes: &NodeSet,
+        layout: &Layout,
+        change: impl FnOnce(&mut ManifestState),
+    ) -> Result<()> {
+        let mut current = self.lock();
         let mut next = current.clone();
         change(&mut next);
         next.shared.version += 1;
         next.shared.committed = true;
-        match self.write_to_members(&next)? {
+        match self.write_to_members(nodes, layout, &next)? {
             Reach::Quorum => {
                 *current = next;
                 Ok(())
@@ -240,20 +296,24 @@ impl Inner {
 
     /// Makes node `id` (reachable, holding no manifest of this store, e.g.
     /// rebuilt empty) part of the store: writes its manifest with
-    /// `node_since` = the next stripe id, so columns of older stripes are
-    /// not expected on it until repair rebuilds them.
+    /// `node_since` = `next_stripe_id`, so columns of older stripes are not
+    /// expected on it until repair rebuilds them.
     ///
     /// # Errors
     /// The node's write error.
-    pub(crate) fn adopt_node(&self, id: NodeId, node: &dyn Node) -> Result<()> {
-        let mut current = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn adopt(
+        &self,
+        layout: &Layout,
+        next_stripe_id: u64,
+        id: NodeId,
+        node: &dyn Node,
+    ) -> Result<()> {
+        let mut current = self.lock();
         let mut next = current.clone();
         if let Some(since) = next.node_since.get_mut(id.index()) {
-            *since = self
-                .next_stripe_id
-                .load(std::sync::atomic::Ordering::Acquire);
+            *since = next_stripe_id;
         }
-        let manifest = next.for_node(id, &self.layout.node(id).name);
+        let manifest = next.for_node(id, &layout.node(id).name);
         node.write_manifest(&manifest.encode()?)?;
         *current = next;
         self.set_member(id, true);
@@ -280,17 +340,14 @@ impl Inner {
 
     /// Records node `id`'s own `node_since` (read from its manifest).
     pub(crate) fn set_node_since(&self, id: NodeId, since: u64) {
-        let mut state = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
         if let Some(slot) = state.node_since.get_mut(id.index()) {
             *slot = since;
         }
     }
 
     /// A copy of the manifest as last written.
-    pub(crate) fn manifest_state(&self) -> ManifestState {
-        self.manifest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub(crate) fn state(&self) -> ManifestState {
+        self.lock().clone()
     }
 }

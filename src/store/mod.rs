@@ -37,7 +37,7 @@ mod testing;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -54,10 +54,10 @@ pub(crate) use self::commit::Request;
 use self::commit::{Committer, WriterStart};
 use self::health::Counters;
 use self::index::{BlobLoc, Index, PartLoc};
-use self::manifest::ManifestState;
+use self::manifest::{ManifestState, Manifests};
 use self::nodes::NodeSet;
 use self::open::{Mode, SESSION_SHIFT};
-use self::salvage::LossState;
+use self::salvage::PendingLoss;
 use self::stripes::StripeInfo;
 use self::stripes::StripeTable;
 pub(crate) use self::submit::Pending;
@@ -291,6 +291,29 @@ impl State {
     }
 }
 
+/// Columns found missing or bad (by reads, scans and open), waiting for
+/// the next repair: (stripe id, column index).
+#[derive(Debug, Default)]
+pub(crate) struct RepairQueue(Mutex<BTreeSet<(u64, u16)>>);
+
+impl RepairQueue {
+    pub(crate) fn push(&self, stripe_id: u64, column_index: u16) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((stripe_id, column_index));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Empties the queue and returns what was in it.
+    pub(crate) fn take(&self) -> BTreeSet<(u64, u16)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 /// Everything the public handle and the committer share.
 pub(crate) struct Inner {
     pub layout: Layout,
@@ -299,7 +322,7 @@ pub(crate) struct Inner {
     pub nodes: NodeSet,
     state: RwLock<State>,
     pub stats: Counters,
-    repair_queue: Mutex<BTreeSet<(u64, u16)>>,
+    repair_queue: RepairQueue,
     open_report: Mutex<OpenReport>,
     /// Held by the one compaction, repair or scrub that may run at a time.
     maintenance: Mutex<()>,
@@ -308,25 +331,18 @@ pub(crate) struct Inner {
     /// The identity a created store gets, instead of a random one (the
     /// simulator: one seed, one trace).
     fixed_store_id: Option<[u8; 16]>,
-    /// Set when a node's lease was taken by another writer: every later
-    /// write fails with [`Error::Superseded`].
-    pub superseded: Mutex<Option<(String, String)>>,
     /// When the object-store nodes were last checked (by `clock`).
     pub remote_checked: Mutex<Option<Duration>>,
     /// The time that decides deadlines and check intervals.
     pub clock: Arc<dyn Clock>,
     /// Set by `close`: the nodes are released.
     pub closed: AtomicBool,
-    /// The manifest as last written (docs/DURABILITY.md, "The manifest").
-    manifest: Mutex<ManifestState>,
-    /// Per layout node: whether it holds this store's manifest.
-    members: Mutex<Vec<bool>>,
+    /// The manifest as last written, and which nodes hold it.
+    pub manifests: Manifests,
     /// The next stripe id the committer will use.
     pub next_stripe_id: AtomicU64,
     /// A loss beyond the promise found by a salvage open, until accepted.
-    loss: RwLock<Option<LossState>>,
-    /// Whether `loss` holds a loss (checked without the lock).
-    loss_pending: AtomicBool,
+    pub loss: PendingLoss,
     /// Retired generations whose removal is not confirmed on every node:
     /// compaction carries their retire markers forward.
     retired_pending: Mutex<BTreeSet<u64>>,
@@ -361,36 +377,20 @@ impl Inner {
             codec,
             state: RwLock::new(State::default()),
             stats: Counters::default(),
-            repair_queue: Mutex::new(BTreeSet::new()),
+            repair_queue: RepairQueue::default(),
             open_report: Mutex::new(OpenReport::default()),
             maintenance: Mutex::new(()),
             factory,
             fixed_store_id: start.store_id,
-            superseded: Mutex::new(None),
             remote_checked: Mutex::new(None),
             clock: start
                 .clock
                 .clone()
                 .unwrap_or_else(|| Arc::new(SystemClock::new())),
             closed: AtomicBool::new(false),
-            manifest: Mutex::new(ManifestState {
-                shared: crate::format::Manifest {
-                    store_id: [0; 16],
-                    data_count: 0,
-                    parity_count: 0,
-                    session: 0,
-                    version: 0,
-                    committed: false,
-                    node_since_stripe_id: 0,
-                    node_name: "-".into(),
-                    discarded: Vec::new(),
-                },
-                node_since: vec![0; node_count],
-            }),
-            members: Mutex::new(vec![false; node_count]),
+            manifests: Manifests::new(node_count),
             next_stripe_id: AtomicU64::new(0),
-            loss: RwLock::new(None),
-            loss_pending: AtomicBool::new(false),
+            loss: PendingLoss::default(),
             retired_pending: Mutex::new(BTreeSet::new()),
             read_only: AtomicBool::new(false),
             sequential_io: start.scheduling == Scheduling::Stepped,
@@ -402,21 +402,20 @@ impl Inner {
     /// first stripe id and the stripes open must rebuild before it
     /// returns.
     fn open_session(&self, mode: Mode, started: Instant) -> Result<(u64, Vec<u64>)> {
-        let (found, max_session) = self.identify(mode)?;
-        self.check_outage()?;
+        let (found, max_session) = self.identifier().identify(mode)?;
+        self.identifier().check_outage()?;
         let session = max_session + 1;
-        *self.manifest.lock().unwrap_or_else(|p| p.into_inner()) = found.clone();
-        let recovered = self.recover(&found, session)?;
+        self.manifests.replace(found.clone());
+        let recovered = self.recovery().recover(&found, session)?;
         if !self.start_session(session, recovered.discarded_ranges.clone())? {
             self.read_only.store(true, Ordering::Release);
         }
         let report = recovered.report;
         *self.write_state() = recovered.state;
         if let Some(loss) = recovered.loss {
-            *self.loss.write().unwrap_or_else(|p| p.into_inner()) = Some(loss);
-            self.loss_pending.store(true, Ordering::Release);
+            self.loss.set(loss);
         }
-        let cleaned = self.remove_retired_leftovers(&recovered.retired);
+        let cleaned = recover::remove_retired_leftovers(&self.nodes, &recovered.retired);
         if !cleaned {
             *self
                 .retired_pending
@@ -457,21 +456,103 @@ impl Inner {
     }
 
     pub(crate) fn queue_repair(&self, stripe_id: u64, column_index: u16) {
-        if let Ok(mut q) = self.repair_queue.lock() {
-            q.insert((stripe_id, column_index));
-        }
+        self.repair_queue.push(stripe_id, column_index);
     }
 
     pub(crate) fn repair_queue_len(&self) -> usize {
-        self.repair_queue.lock().map_or(0, |q| q.len())
+        self.repair_queue.len()
     }
 
     /// Empties the repair queue and returns what was in it.
     pub(crate) fn take_repair_queue(&self) -> BTreeSet<(u64, u16)> {
-        self.repair_queue
-            .lock()
-            .map(|mut q| std::mem::take(&mut *q))
-            .unwrap_or_default()
+        self.repair_queue.take()
+    }
+
+    /// Starts session `session` on the member nodes (see
+    /// [`Manifests::start_session`]).
+    pub(crate) fn start_session(&self, session: u64, discarded: Vec<(u64, u64)>) -> Result<bool> {
+        self.manifests.start_session(
+            &self.nodes,
+            &self.layout,
+            self.options.salvage,
+            session,
+            discarded,
+        )
+    }
+
+    /// Changes the committed manifest (see [`Manifests::update`]).
+    pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut ManifestState)) -> Result<()> {
+        self.manifests.update(&self.nodes, &self.layout, change)
+    }
+
+    /// Adopts node `id` from the next stripe id on (see
+    /// [`Manifests::adopt`]).
+    pub(crate) fn adopt_node(
+        &self,
+        id: crate::layout::NodeId,
+        node: &dyn crate::node::Node,
+    ) -> Result<()> {
+        let next = self.next_stripe_id.load(Ordering::Acquire);
+        self.manifests.adopt(&self.layout, next, id, node)
+    }
+
+    /// Where the columns are, and whether the store survives a site loss.
+    pub(crate) fn health(&self) -> Health {
+        health::compute(
+            &self.layout,
+            &self.nodes,
+            &self.read_state(),
+            self.loss.is_pending(),
+            self.nodes
+                .superseded_by()
+                .map(|(node, reason)| format!("node {node}: {reason}")),
+        )
+    }
+
+    /// The store's identity from its nodes' manifests.
+    pub(crate) fn identifier(&self) -> open::Identify<'_> {
+        open::Identify {
+            layout: &self.layout,
+            options: &self.options,
+            nodes: &self.nodes,
+            manifests: &self.manifests,
+            fixed_store_id: self.fixed_store_id,
+        }
+    }
+
+    /// Open's recovery over this store's nodes.
+    pub(crate) fn recovery(&self) -> recover::Recovery<'_> {
+        recover::Recovery {
+            layout: &self.layout,
+            options: &self.options,
+            nodes: &self.nodes,
+            manifests: &self.manifests,
+            repairs: &self.repair_queue,
+            reads: self.reads(),
+            identify: self.identifier(),
+        }
+    }
+
+    /// Stripe I/O over this store's nodes.
+    pub(crate) fn stripe_io(&self) -> stripe_io::StripeIo<'_> {
+        stripe_io::StripeIo {
+            layout: &self.layout,
+            options: &self.options,
+            nodes: &self.nodes,
+        }
+    }
+
+    /// The read path over this store's nodes.
+    pub(crate) fn reads(&self) -> read::Reads<'_> {
+        read::Reads {
+            layout: &self.layout,
+            options: &self.options,
+            codec: &self.codec,
+            nodes: &self.nodes,
+            stats: &self.stats,
+            repairs: &self.repair_queue,
+            sequential_io: self.sequential_io,
+        }
     }
 }
 
@@ -829,7 +910,7 @@ impl Store {
             let state = self.inner.read_state();
             let Some(loc) = state.index.get(key) else {
                 drop(state);
-                self.inner.check_loss(key, None).map_err(Failed)?;
+                self.inner.loss.check(key, None).map_err(Failed)?;
                 return Ok(None);
             };
             let stripe_of = |p: &PartLoc| -> Result<&Arc<StripeInfo>> {
@@ -858,13 +939,13 @@ impl Store {
                 }
             }
         };
-        if self.inner.loss_pending.load(Ordering::Acquire) {
+        if self.inner.loss.is_pending() {
             let newest = whole
                 .map(|w| w.1)
                 .into_iter()
                 .chain(parts.iter().map(|(_, s)| s.stripe_id))
                 .max();
-            self.inner.check_loss(key, newest).map_err(Failed)?;
+            self.inner.loss.check(key, newest).map_err(Failed)?;
         }
         self.inner.stats.gets.inc();
         if let Some((part, stripe_id, stored)) = whole {
@@ -890,30 +971,37 @@ impl Store {
         stored: Option<(crate::layout::NodeId, crate::node::RecordLocation)>,
     ) -> std::result::Result<Option<Blob>, GetError> {
         if let Some((node, _)) = stored
-            && self.inner.node_is_remote(node)
+            && self.inner.nodes.is_remote(node)
         {
             // Remote: the hedged read needs the stripe; a copy of its Arc
             // costs nothing next to a network round trip.
             let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
             return match stripe {
                 Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
-                    self.inner.read_part(&stripe, part).map_err(Failed)?,
+                    self.inner
+                        .reads()
+                        .read_part(&stripe, part)
+                        .map_err(Failed)?,
                 ))),
                 _ => Err(Moved),
             };
         }
         let read = stored.and_then(|(node, loc)| {
             self.inner
+                .reads()
                 .read_stored(stripe_id, node, loc, part.offset, part.len)
         });
-        if let Some(bytes) = self.inner.checked(stripe_id, part, read) {
+        if let Some(bytes) = self.inner.reads().checked(stripe_id, part, read) {
             return Ok(Some(Blob::from(bytes)));
         }
         // Degraded: rebuild from the stripe's other columns.
         let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
         match stripe {
             Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
-                self.inner.read_degraded(&stripe, part).map_err(Failed)?,
+                self.inner
+                    .reads()
+                    .read_degraded(&stripe, part)
+                    .map_err(Failed)?,
             ))),
             // Compaction moved the blob meanwhile: read it where it is now.
             _ => Err(Moved),
@@ -927,7 +1015,7 @@ impl Store {
                 .columns
                 .get(usize::from(part.column_index))
                 .and_then(|c| c.stored)
-                .is_some_and(|(node, _)| self.inner.node_is_remote(node))
+                .is_some_and(|(node, _)| self.inner.nodes.is_remote(node))
         });
         if remote && parts.len() > 1 {
             // Parts on remote nodes are fetched in parallel: a split blob
@@ -935,7 +1023,9 @@ impl Store {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = parts
                     .iter()
-                    .map(|(part, stripe)| scope.spawn(|| self.inner.read_part(stripe, part)))
+                    .map(|(part, stripe)| {
+                        scope.spawn(|| self.inner.reads().read_part(stripe, part))
+                    })
                     .collect();
                 handles
                     .into_iter()
@@ -949,7 +1039,7 @@ impl Store {
         } else {
             parts
                 .iter()
-                .map(|(part, stripe)| self.inner.read_part(stripe, part))
+                .map(|(part, stripe)| self.inner.reads().read_part(stripe, part))
                 .collect()
         }
     }
@@ -969,7 +1059,7 @@ impl Store {
                 None => (None, None),
             }
         };
-        self.inner.check_loss(key, stripe)?;
+        self.inner.loss.check(key, stripe)?;
         Ok(len)
     }
 

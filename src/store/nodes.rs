@@ -24,6 +24,10 @@ pub(crate) struct NodeSlot {
 /// Every node of the layout, indexed by `NodeId`.
 pub(crate) struct NodeSet {
     slots: Vec<NodeSlot>,
+    /// Set when a node's lease was taken by another writer (the node and
+    /// what was found): every later write fails with
+    /// [`Error::Superseded`](crate::Error::Superseded).
+    superseded: Mutex<Option<(String, String)>>,
 }
 
 impl NodeSet {
@@ -58,7 +62,32 @@ impl NodeSet {
                 }
             })
             .collect();
-        NodeSet { slots }
+        NodeSet {
+            slots,
+            superseded: Mutex::new(None),
+        }
+    }
+
+    /// Another writer holds `node`'s lease: this store stops writing for
+    /// good.
+    pub fn supersede(&self, node: String, reason: String) {
+        let mut slot = self
+            .superseded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            tracing::error!(%node, %reason, "another writer took over; this store stops writing");
+            *slot = Some((node, reason));
+        }
+    }
+
+    /// The node and reason every write fails with once another writer
+    /// took over.
+    pub fn superseded_by(&self) -> Option<(String, String)> {
+        self.superseded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn len(&self) -> usize {
@@ -67,6 +96,13 @@ impl NodeSet {
 
     pub fn slot(&self, id: NodeId) -> &NodeSlot {
         &self.slots[usize::from(id.0)]
+    }
+
+    /// Whether the node is an object-store node (its factory says so):
+    /// reads cross a network, so the store fetches its columns in
+    /// parallel, hedges slow reads, and checks its lease while idle.
+    pub fn is_remote(&self, id: NodeId) -> bool {
+        self.slots.get(usize::from(id.0)).is_some_and(|s| s.remote)
     }
 
     pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {

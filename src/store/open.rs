@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use super::Inner;
-use super::manifest::{ManifestState, NodeManifest, read_all};
+use super::Options;
+use super::manifest::{ManifestState, Manifests, NodeManifest, read_all};
+use super::nodes::NodeSet;
 use crate::format::Manifest;
 use crate::layout::{Layout, NodeId, PromiseRoom};
 use crate::node::{Node, NodeFactory, OpenPurpose};
@@ -94,7 +95,17 @@ fn random_store_id() -> [u8; 16] {
     out
 }
 
-impl Inner {
+/// Deciding the store's identity at open, from the nodes' manifests.
+pub(crate) struct Identify<'a> {
+    pub layout: &'a Layout,
+    pub options: &'a Options,
+    pub nodes: &'a NodeSet,
+    pub manifests: &'a Manifests,
+    /// The identity a created store gets instead of a random one.
+    pub fixed_store_id: Option<[u8; 16]>,
+}
+
+impl Identify<'_> {
     /// Reads every node's manifest and decides the store's identity (or,
     /// creating, checks every node is empty and makes a new identity).
     /// Marks nodes that are not part of the store down. Returns the newest
@@ -144,7 +155,7 @@ impl Inner {
         }
         let code = self.layout.code();
         for id in self.nodes.ids() {
-            self.set_member(id, true);
+            self.manifests.set_member(id, true);
         }
         let state = ManifestState {
             shared: Manifest {
@@ -273,7 +284,7 @@ impl Inner {
             match m {
                 NodeManifest::Found(m) => {
                     node_since[i] = m.node_since_stripe_id;
-                    self.set_member(id, true);
+                    self.manifests.set_member(id, true);
                 }
                 NodeManifest::Absent => self.nodes.mark_down(
                     id,
@@ -294,15 +305,6 @@ impl Inner {
         })
     }
 
-    /// The nodes that are not serving this store now: down, or not holding
-    /// its manifest.
-    pub(crate) fn missing_nodes(&self) -> Vec<NodeId> {
-        self.nodes
-            .ids()
-            .filter(|&id| !self.nodes.is_up(id) || !self.is_member(id))
-            .collect()
-    }
-
     /// Refuses an outage beyond the promise (unless salvaging), before any
     /// stripe is judged: then what is missing is never taken for crash
     /// debris.
@@ -310,7 +312,7 @@ impl Inner {
     /// # Errors
     /// [`Error::TooManyNodesDown`] naming the missing nodes.
     pub(crate) fn check_outage(&self) -> Result<()> {
-        let missing = self.missing_nodes();
+        let missing = missing_nodes(self.nodes, self.manifests);
         if missing.is_empty() || self.layout.promise_room(&missing) != PromiseRoom::Exceeded {
             return Ok(());
         }
@@ -331,6 +333,15 @@ impl Inner {
             ),
         })
     }
+}
+
+/// The nodes that are not serving this store now: down, or not holding its
+/// manifest.
+pub(crate) fn missing_nodes(nodes: &NodeSet, manifests: &Manifests) -> Vec<NodeId> {
+    nodes
+        .ids()
+        .filter(|&id| !nodes.is_up(id) || !manifests.is_member(id))
+        .collect()
 }
 
 /// The error for nodes none of which holds a committed manifest (or a

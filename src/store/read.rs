@@ -10,20 +10,40 @@ use std::sync::mpsc;
 
 use bytes::Bytes;
 
-use super::Inner;
+use super::health::Counters;
 use super::index::PartLoc;
+use super::nodes::NodeSet;
 use super::stripes::StripeInfo;
+use super::{Options, RepairQueue};
+use crate::codec::Codec;
+use crate::layout::Layout;
 use crate::layout::NodeId;
 use crate::node::RecordLocation;
 use crate::{Error, Result};
 
-impl Inner {
+/// The read path: what it reads from and what it tells. It reads the
+/// nodes and decodes with the codec; it counts what it did and queues what
+/// it found broken for repair; it changes nothing else.
+pub(crate) struct Reads<'a> {
+    pub layout: &'a Layout,
+    pub options: &'a Options,
+    pub codec: &'a Codec,
+    pub nodes: &'a NodeSet,
+    pub stats: &'a Counters,
+    /// Columns found missing or bad, for the next repair.
+    pub repairs: &'a RepairQueue,
+    /// Ask the source columns of a degraded read in turn, not in parallel
+    /// (a stepped store: see `Inner::sequential_io`).
+    pub sequential_io: bool,
+}
+
+impl Reads<'_> {
     /// Reads one part of a blob: from its own column if that works and the
     /// bytes pass their checksum, else degraded.
     pub(crate) fn read_part(&self, stripe: &StripeInfo, part: &PartLoc) -> Result<Bytes> {
         let column = usize::from(part.column_index);
         if let Some((node_id, loc)) = stripe.columns.get(column).and_then(|c| c.stored)
-            && self.node_is_remote(node_id)
+            && self.nodes.is_remote(node_id)
         {
             return self.read_part_hedged(stripe, part, node_id, loc);
         }
@@ -32,13 +52,6 @@ impl Inner {
             return Ok(bytes);
         }
         self.read_degraded(stripe, part)
-    }
-
-    /// Whether `node_id` is an object-store node (its layout location is a
-    /// URL): reads cross a network, so the store fetches its columns in
-    /// parallel, hedges slow reads, and checks it while idle.
-    pub(crate) fn node_is_remote(&self, node_id: NodeId) -> bool {
-        self.nodes.slot(node_id).remote
     }
 
     /// [`read_part`](Self::read_part) from a remote node: if the node has
@@ -146,7 +159,7 @@ impl Inner {
     /// repair.
     pub(crate) fn read_degraded(&self, stripe: &StripeInfo, part: &PartLoc) -> Result<Bytes> {
         let column = usize::from(part.column_index);
-        self.queue_repair(stripe.stripe_id, part.column_index);
+        self.repairs.push(stripe.stripe_id, part.column_index);
         let bytes = self.rebuild_range(stripe, column, part.offset, part.len, &[])?;
         let mut actual = crc32fast::hash(&bytes);
         if actual == part.checksum {
@@ -184,7 +197,7 @@ impl Inner {
                 .is_some_and(|bytes| crc32fast::hash(&bytes) == info.checksum);
             if !intact {
                 self.stats.checksum_failures.inc();
-                self.queue_repair(stripe.stripe_id, c as u16);
+                self.repairs.push(stripe.stripe_id, c as u16);
                 bad.push(c);
             }
         }
@@ -337,7 +350,7 @@ impl Inner {
         let remote = io.iter().any(|&(c, _)| {
             stripe.columns[c]
                 .stored
-                .is_some_and(|(n, _)| self.node_is_remote(n))
+                .is_some_and(|(n, _)| self.nodes.is_remote(n))
         });
         // Remote sources race (the first k answers win); a stepped store
         // (the simulator's, see `Inner::sequential_io`) asks them in turn
@@ -367,6 +380,47 @@ impl Inner {
         self.codec
             .reconstruct(&present, &mut [(column, &mut out[..])])?;
         Ok(Bytes::from(out))
+    }
+
+    /// The generations a retire marker lists.
+    pub(crate) fn retired_generations(&self, info: &StripeInfo, loc: &PartLoc) -> Result<Vec<u64>> {
+        let bytes = self.read_part(info, loc)?;
+        if bytes.len() % 8 != 0 {
+            return Err(Error::Corrupt {
+                location: format!("stripe {} column {}", info.stripe_id, loc.column_index),
+                reason: format!(
+                    "retire marker of {} bytes is not a list of u64",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect())
+    }
+
+    /// A data column's entry table: from its node, or rebuilt from k others
+    /// when the node is down or the table does not decode (then `true`).
+    pub(crate) fn entry_table(
+        &self,
+        info: &StripeInfo,
+        column: usize,
+        table_len: u32,
+    ) -> Result<(Vec<crate::format::Entry>, bool)> {
+        if let Some(bytes) = self.read_column_range(info, column, 0, table_len) {
+            match crate::format::decode_entry_table(&bytes) {
+                Ok(entries) => return Ok((entries, false)),
+                Err(e) => {
+                    self.stats.checksum_failures.inc();
+                    tracing::warn!(stripe = info.stripe_id, column, error = %e,
+                        "entry table damaged; rebuilding it from other columns");
+                }
+            }
+        }
+        self.repairs.push(info.stripe_id, column as u16);
+        let bytes = self.rebuild_range(info, column, 0, table_len, &[])?;
+        Ok((crate::format::decode_entry_table(&bytes)?, true))
     }
 }
 

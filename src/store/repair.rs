@@ -257,7 +257,7 @@ impl Inner {
             let Some(node) = self.nodes.get(id) else {
                 continue;
             };
-            if self.node_is_remote(id) {
+            if self.nodes.is_remote(id) {
                 remote.push((id, node));
             } else if let Err(e) = node.check() {
                 self.nodes.mark_down(id, super::open::down_reason(e));
@@ -284,7 +284,7 @@ impl Inner {
         for (id, result) in results {
             match result {
                 Ok(()) => {}
-                Err(Error::Superseded { node, reason }) => self.supersede(node, reason),
+                Err(Error::Superseded { node, reason }) => self.nodes.supersede(node, reason),
                 Err(e) => self.nodes.mark_down(id, format!("check failed: {e}")),
             }
         }
@@ -306,27 +306,6 @@ impl Inner {
         }
     }
 
-    /// Another writer holds `node`'s lease: stop writing for good.
-    pub(crate) fn supersede(&self, node: String, reason: String) {
-        let mut slot = self
-            .superseded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot.is_none() {
-            tracing::error!(%node, %reason, "another writer took over; this store stops writing");
-            *slot = Some((node, reason));
-        }
-    }
-
-    /// The node and reason every write fails with once another writer
-    /// took over.
-    pub(crate) fn superseded_by(&self) -> Option<(String, String)> {
-        self.superseded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
     /// Puts nodes back in service: down or fenced local nodes are reopened
     /// (the old handle, and its lock, dropped first; a missing directory is
     /// recreated empty), wiped object-store prefixes are reopened, full
@@ -340,8 +319,8 @@ impl Inner {
         let mut revived = Vec::new();
         for (i, spec) in self.layout.nodes().iter().enumerate() {
             let id = NodeId(i as u16);
-            let remote = self.node_is_remote(id);
-            if remote && self.superseded_by().is_some() {
+            let remote = self.nodes.is_remote(id);
+            if remote && self.nodes.superseded_by().is_some() {
                 // Reopening would take the lease back from the writer that
                 // took over.
                 continue;
@@ -349,14 +328,14 @@ impl Inner {
             let fenced = self.nodes.handle(id).is_some_and(|n| n.is_fenced());
             let mut failed_check = false;
             if self.nodes.is_writable(id) && !fenced {
-                if self.is_member(id) && !remote {
+                if self.manifests.is_member(id) && !remote {
                     continue;
                 }
                 if let Some(node) = self.nodes.get(id) {
                     // A remote node may answer and still have lost its
                     // prefix (a burned site): ask it.
                     match node.check() {
-                        Ok(()) if self.is_member(id) => continue,
+                        Ok(()) if self.manifests.is_member(id) => continue,
                         Ok(()) => {
                             if self.admit(id, &*node).is_ok() {
                                 revived.push(spec.name.clone());
@@ -364,7 +343,7 @@ impl Inner {
                             continue;
                         }
                         Err(Error::Superseded { node, reason }) => {
-                            self.supersede(node, reason);
+                            self.nodes.supersede(node, reason);
                             continue;
                         }
                         Err(e) => {
@@ -374,7 +353,7 @@ impl Inner {
                     }
                 }
             }
-            if self.nodes.is_up(id) && !fenced && !failed_check && self.is_member(id) {
+            if self.nodes.is_up(id) && !fenced && !failed_check && self.manifests.is_member(id) {
                 // Up but taking no writes (a full disk): let it try again.
                 // Not a node that just failed its check (a wiped prefix):
                 // that one is reopened below.
@@ -408,7 +387,7 @@ impl Inner {
                     self.nodes.put_back(id, old);
                 }
                 match e {
-                    Error::Superseded { node, reason } => self.supersede(node, reason),
+                    Error::Superseded { node, reason } => self.nodes.supersede(node, reason),
                     e => {
                         tracing::warn!(node = %spec.name, error = %e, "node still unavailable");
                     }
@@ -437,7 +416,7 @@ impl Inner {
         match node.read_manifest()? {
             Some(bytes) => {
                 let found = Manifest::decode(&bytes)?;
-                let mut state = self.manifest_state();
+                let mut state = self.manifests.state();
                 if found.store_id != state.shared.store_id {
                     return Err(Error::InvalidLayout {
                         reason: format!("node {} holds another store", node.name()),
@@ -449,8 +428,9 @@ impl Inner {
                 }
                 let current = state.for_node(id, &self.layout.node(id).name);
                 node.write_manifest(&current.encode()?)?;
-                self.set_node_since(id, found.node_since_stripe_id);
-                self.set_member(id, true);
+                self.manifests
+                    .set_node_since(id, found.node_since_stripe_id);
+                self.manifests.set_member(id, true);
                 Ok(())
             }
             None if node.generations()?.is_empty() => self.adopt_node(id, node),
@@ -539,7 +519,9 @@ impl Inner {
     /// their checksum.
     fn intact_column(&self, stripe: &StripeInfo, column: usize) -> Option<Bytes> {
         let info = stripe.columns.get(column)?;
-        let bytes = self.read_column_range(stripe, column, 0, info.len)?;
+        let bytes = self
+            .reads()
+            .read_column_range(stripe, column, 0, info.len)?;
         (crc32fast::hash(&bytes) == info.checksum).then_some(bytes)
     }
 }
@@ -1186,7 +1168,7 @@ impl Store {
                 }
                 Err(e) => {
                     tracing::warn!(node = %inner.nodes.slot(target).name, error = %e, "repair append failed");
-                    inner.note_append_error(target, generation, &e);
+                    inner.stripe_io().note_append_error(target, generation, &e);
                     failed.extend(members);
                 }
             }
@@ -1263,7 +1245,7 @@ impl Store {
             let buf = &mut padded[c];
             buf.clear();
             if col.len > 0 {
-                let Some(bytes) = inner.read_column_range(stripe, c, 0, col.len) else {
+                let Some(bytes) = inner.reads().read_column_range(stripe, c, 0, col.len) else {
                     report.columns_missing += 1;
                     inner.queue_repair(stripe.stripe_id, c as u16);
                     all_intact = false;

@@ -3,12 +3,14 @@
 //! accepts the loss (docs/DURABILITY.md, D2).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 use super::commit::Request;
+use super::read::Reads;
 use super::stripes::StripeInfo;
 use super::submit::Pending;
-use super::{Inner, State, Store};
+use super::{State, Store};
 use crate::format::{EntryFlags, add_range};
 use crate::{Error, Result};
 
@@ -24,56 +26,90 @@ pub(crate) struct LossState {
     pub unknown_newest: Option<u64>,
 }
 
+/// A key whose newest value or delete was in a lost stripe.
+type LostKey = Box<[u8]>;
+
 /// How many lost keys the open report lists.
 pub(crate) const LOST_KEYS_LISTED: usize = 10_000;
 
-impl Inner {
-    /// What is known of the keys of `lost` stripes, given the index built
-    /// from the visible ones.
-    pub(crate) fn loss_state(&self, lost: &[StripeInfo], state: &State) -> LossState {
-        let k = self.layout.code().data_count;
-        let mut out = LossState::default();
-        for info in lost {
-            out.stripes.push(info.stripe_id);
-            for c in 0..k {
-                let table_len = info.entry_table_len(c);
-                if table_len == 0 {
+/// What is known of the keys of `lost` stripes, given the index built from
+/// the visible ones; their entry tables are read through `reads`.
+pub(crate) fn loss_state(reads: &Reads<'_>, lost: &[StripeInfo], state: &State) -> LossState {
+    let k = reads.layout.code().data_count;
+    let mut out = LossState::default();
+    for info in lost {
+        out.stripes.push(info.stripe_id);
+        for c in 0..k {
+            let table_len = info.entry_table_len(c);
+            if table_len == 0 {
+                continue;
+            }
+            let entries = reads
+                .read_column_range(info, c, 0, table_len)
+                .and_then(|bytes| crate::format::decode_entry_table(&bytes).ok());
+            let Some(entries) = entries else {
+                out.unknown_newest = out.unknown_newest.max(Some(info.stripe_id));
+                continue;
+            };
+            for e in entries {
+                if e.flags.contains(EntryFlags::RETIRE) {
                     continue;
                 }
-                let entries = self
-                    .read_column_range(info, c, 0, table_len)
-                    .and_then(|bytes| crate::format::decode_entry_table(&bytes).ok());
-                let Some(entries) = entries else {
-                    out.unknown_newest = out.unknown_newest.max(Some(info.stripe_id));
-                    continue;
-                };
-                for e in entries {
-                    if e.flags.contains(EntryFlags::RETIRE) {
-                        continue;
-                    }
-                    // A newer visible value is not affected by the loss.
-                    let newer = state
-                        .index
-                        .get(&e.key)
-                        .and_then(|loc| state.stripes.get(loc.parts()[0].slot))
-                        .is_some_and(|s| s.stripe_id > info.stripe_id);
-                    if !newer {
-                        out.known.insert(e.key.into_boxed_slice());
-                    }
+                // A newer visible value is not affected by the loss.
+                let newer = state
+                    .index
+                    .get(&e.key)
+                    .and_then(|loc| state.stripes.get(loc.parts()[0].slot))
+                    .is_some_and(|s| s.stripe_id > info.stripe_id);
+                if !newer {
+                    out.known.insert(e.key.into_boxed_slice());
                 }
             }
         }
-        out
+    }
+    out
+}
+
+/// A loss beyond the promise that a salvage open found, until the
+/// operator accepts it: reads whose answer it could change fail.
+#[derive(Debug, Default)]
+pub(crate) struct PendingLoss {
+    loss: RwLock<Option<LossState>>,
+    /// Whether `loss` holds a loss (checked without the lock).
+    pending: AtomicBool,
+}
+
+impl PendingLoss {
+    /// Holds `loss` until it is accepted.
+    pub(crate) fn set(&self, loss: LossState) {
+        *self.loss.write().unwrap_or_else(PoisonError::into_inner) = Some(loss);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// The lost stripes and the keys known lost, if a loss is pending.
+    fn lost(&self) -> Option<(Vec<u64>, Vec<LostKey>)> {
+        let loss = self.loss.read().unwrap_or_else(PoisonError::into_inner);
+        loss.as_ref()
+            .map(|loss| (loss.stripes.clone(), loss.known.iter().cloned().collect()))
+    }
+
+    fn clear(&self) {
+        *self.loss.write().unwrap_or_else(PoisonError::into_inner) = None;
+        self.pending.store(false, Ordering::Release);
     }
 
     /// Fails a read whose answer a pending loss could change: a key known
     /// lost, a miss while lost stripes with unknown keys exist, or a value
     /// older than such a stripe. `hit` is the stripe id of the key's value.
-    pub(crate) fn check_loss(&self, key: &[u8], hit: Option<u64>) -> Result<()> {
-        if !self.loss_pending.load(Ordering::Acquire) {
+    pub(crate) fn check(&self, key: &[u8], hit: Option<u64>) -> Result<()> {
+        if !self.is_pending() {
             return Ok(());
         }
-        let loss = self.loss.read().unwrap_or_else(|p| p.into_inner());
+        let loss = self.loss.read().unwrap_or_else(PoisonError::into_inner);
         let Some(loss) = loss.as_ref() else {
             return Ok(());
         };
@@ -118,15 +154,8 @@ impl Store {
                 reason: super::commit::READ_ONLY.into(),
             });
         }
-        let (stripes, keys) = {
-            let loss = self.inner.loss.read().unwrap_or_else(|p| p.into_inner());
-            match loss.as_ref() {
-                Some(loss) => (
-                    loss.stripes.clone(),
-                    loss.known.iter().cloned().collect::<Vec<_>>(),
-                ),
-                None => return Ok(0),
-            }
+        let Some((stripes, keys)) = self.inner.loss.lost() else {
+            return Ok(0);
         };
         let mut waiting = Vec::with_capacity(keys.len());
         for key in &keys {
@@ -146,8 +175,7 @@ impl Store {
             }
             m.shared.version += 1;
         })?;
-        *self.inner.loss.write().unwrap_or_else(|p| p.into_inner()) = None;
-        self.inner.loss_pending.store(false, Ordering::Release);
+        self.inner.loss.clear();
         if let Ok(mut report) = self.inner.open_report.lock() {
             report.loss_accepted = true;
         }

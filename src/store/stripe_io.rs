@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use super::{Inner, WritePolicy};
+use super::nodes::NodeSet;
+use super::{Options, WritePolicy};
 use crate::Error;
 use crate::format::ColumnHeader;
-use crate::layout::{NodeId, PromiseRoom};
+use crate::layout::{Layout, NodeId, PromiseRoom};
 use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all};
 
 /// Where every column of a stripe goes.
@@ -46,7 +47,15 @@ pub(crate) enum WriteFailed {
 /// A node, the planned columns it takes, and its handle.
 type NodeColumns = (NodeId, Vec<usize>, Arc<dyn Node>);
 
-impl Inner {
+/// Stripe I/O over the store's nodes: it plans where columns go and
+/// writes them, marking the nodes whose appends fail.
+pub(crate) struct StripeIo<'a> {
+    pub layout: &'a Layout,
+    pub options: &'a Options,
+    pub nodes: &'a NodeSet,
+}
+
+impl StripeIo<'_> {
     /// Plans stripe `stripe_id`, whose columns have `column_lens` (0: not
     /// stored), on the nodes that take writes now (docs/DURABILITY.md,
     /// "The plan and the acknowledgement rule").
@@ -254,7 +263,7 @@ impl Inner {
                     failed.push(*n);
                 }
                 Err(Error::Superseded { node, reason }) => {
-                    self.supersede(node.clone(), reason.clone());
+                    self.nodes.supersede(node.clone(), reason.clone());
                     return Err(WriteFailed::Superseded { node, reason });
                 }
                 Err(e) => {

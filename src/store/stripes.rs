@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::format::ColumnHeader;
-use crate::layout::NodeId;
-use crate::node::RecordLocation;
+use crate::layout::{Layout, NodeId};
+use crate::node::{RecordLocation, ScannedRecord};
 
 /// One column of a stripe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,43 @@ pub(crate) struct StripeInfo {
 }
 
 impl StripeInfo {
+    /// The stripe as its headers describe it, with the records found.
+    pub(crate) fn from_records(
+        layout: &Layout,
+        header: &ColumnHeader,
+        records: &[(NodeId, ScannedRecord)],
+    ) -> StripeInfo {
+        let columns = (0..header.column_lens.len())
+            .map(|c| {
+                let home = header
+                    .placement
+                    .get(c)
+                    .and_then(|name| layout.node_by_name(name));
+                let mut found = records
+                    .iter()
+                    .filter(|(_, r)| usize::from(r.header.column_index) == c);
+                // Prefer the copy at home; any other copy is "away".
+                let stored = found
+                    .clone()
+                    .find(|(n, _)| Some(*n) == home)
+                    .or_else(|| found.next())
+                    .map(|(n, r)| (*n, r.location));
+                ColumnInfo {
+                    len: header.column_lens[c],
+                    checksum: header.column_checksums[c],
+                    home,
+                    stored,
+                }
+            })
+            .collect();
+        StripeInfo {
+            stripe_id: header.stripe_id,
+            generation: header.generation,
+            columns,
+            header: header.clone(),
+        }
+    }
+
     /// Byte length of data column `column`'s entry table (0 for an empty or
     /// a parity column).
     pub fn entry_table_len(&self, column: usize) -> u32 {

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use super::super::Inner;
 use super::super::manifest::ManifestState;
+use super::super::manifest::Manifests;
+use super::super::nodes::NodeSet;
 use super::super::open::{SESSION_SHIFT, session_of};
 use super::super::stripes::StripeInfo;
 use super::scan::{Found, Scanned};
 use crate::format::add_range;
+use crate::layout::Layout;
 use crate::layout::NodeId;
 
 /// The verdict on every stripe found.
@@ -29,7 +31,15 @@ pub(crate) struct Verdicts {
     pub stale_bytes: BTreeMap<u64, u64>,
 }
 
-impl Inner {
+/// Phase 2: which stripes are part of the store (docs/DURABILITY.md,
+/// "Evidence").
+pub(crate) struct Classifier<'a> {
+    pub layout: &'a Layout,
+    pub nodes: &'a NodeSet,
+    pub manifests: &'a Manifests,
+}
+
+impl Classifier<'_> {
     /// Judges every stripe `scanned` found against `manifest` (the newest
     /// manifest before this open) for the new session `new_session`.
     pub(crate) fn classify(
@@ -94,7 +104,7 @@ impl Inner {
 
     /// Whether at least k columns of the stripe are present.
     fn decodable(&self, found: &Found, k: usize) -> bool {
-        let info = self.stripe_info(&found.header, &found.records);
+        let info = StripeInfo::from_records(self.layout, &found.header, &found.records);
         info.columns
             .iter()
             .filter(|c| c.len == 0 || c.stored.is_some())
@@ -104,7 +114,7 @@ impl Inner {
 
     /// Visible if decodable, lost if not.
     fn judge(&self, stripe_id: u64, found: &Found, commit: u64, k: usize, out: &mut Verdicts) {
-        let info = self.stripe_info(&found.header, &found.records);
+        let info = StripeInfo::from_records(self.layout, &found.header, &found.records);
         let present = info
             .columns
             .iter()
@@ -174,7 +184,7 @@ impl Inner {
         scanned: &Scanned,
     ) -> bool {
         self.nodes.is_up(node)
-            && self.is_member(node)
+            && self.manifests.is_member(node)
             && manifest
                 .node_since
                 .get(node.index())
@@ -195,7 +205,8 @@ impl Inner {
         verdicts: &Verdicts,
     ) -> Vec<(u64, u64)> {
         let newest = manifest.shared.session;
-        let everyone_here = self.missing_nodes().is_empty();
+        let everyone_here =
+            super::super::open::missing_nodes(self.nodes, self.manifests).is_empty();
         let mut ranges: Vec<(u64, u64)> = manifest
             .shared
             .discarded

@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::super::State;
 use super::super::index::{BlobLoc, PartLoc};
+use super::super::read::Reads;
 use super::super::stripes::StripeInfo;
-use super::super::{Inner, State};
 use crate::Result;
 use crate::format::EntryFlags;
+use crate::layout::Layout;
 
 /// The table and index built, with the generations retire markers name.
 pub(crate) struct Built {
@@ -17,7 +19,13 @@ pub(crate) struct Built {
     pub entry_tables_rebuilt: usize,
 }
 
-impl Inner {
+/// Phase 3: the index, from the visible stripes' entry tables.
+pub(crate) struct IndexBuilder<'a> {
+    pub layout: &'a Layout,
+    pub reads: &'a Reads<'a>,
+}
+
+impl IndexBuilder<'_> {
     /// Builds the state from the visible stripes (each with its commit's
     /// first stripe id). Stripes and entries of retired generations are
     /// dropped.
@@ -55,7 +63,7 @@ impl Inner {
                 if table_len == 0 {
                     continue;
                 }
-                let (entries, was_rebuilt) = self.entry_table(&info, c, table_len)?;
+                let (entries, was_rebuilt) = self.reads.entry_table(&info, c, table_len)?;
                 rebuilt += usize::from(was_rebuilt);
                 for e in entries {
                     let loc = PartLoc {
@@ -66,7 +74,7 @@ impl Inner {
                         column_index: c as u16,
                     };
                     if e.flags.contains(EntryFlags::RETIRE) {
-                        retired.extend(self.retired_generations(&info, &loc)?);
+                        retired.extend(self.reads.retired_generations(&info, &loc)?);
                         continue;
                     }
                     commit_entries.push(Pending {

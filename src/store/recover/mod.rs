@@ -21,15 +21,15 @@ mod scan;
 
 use std::collections::BTreeSet;
 
-use super::Inner;
-use super::State;
-use super::index::PartLoc;
 use super::manifest::ManifestState;
+use super::manifest::Manifests;
+use super::nodes::NodeSet;
+use super::open::Identify;
+use super::read::Reads;
 use super::salvage::{LOST_KEYS_LISTED, LossState};
-use super::stripes::{ColumnInfo, StripeInfo};
-use crate::format::{self, ColumnHeader};
-use crate::layout::NodeId;
-use crate::node::ScannedRecord;
+use super::stripes::StripeInfo;
+use super::{Options, RepairQueue, State};
+use crate::layout::Layout;
 use crate::{Error, Result};
 
 /// What open found, for `health()` and logs.
@@ -91,7 +91,18 @@ pub(crate) struct Recovered {
     pub below_margin: Vec<u64>,
 }
 
-impl Inner {
+/// Open's recovery: scan the nodes, judge the stripes, build the index.
+pub(crate) struct Recovery<'a> {
+    pub layout: &'a Layout,
+    pub options: &'a Options,
+    pub nodes: &'a NodeSet,
+    pub manifests: &'a Manifests,
+    pub repairs: &'a RepairQueue,
+    pub reads: Reads<'a>,
+    pub identify: Identify<'a>,
+}
+
+impl Recovery<'_> {
     /// Rebuilds the stripes and the index for session `new_session`, given
     /// the newest manifest found.
     ///
@@ -100,11 +111,25 @@ impl Inner {
     /// [`Error::StripesUnrecoverable`] for a loss beyond the promise (unless
     /// salvaging), [`Error::InvalidLayout`] for stripes of another code.
     pub(crate) fn recover(&self, manifest: &ManifestState, new_session: u64) -> Result<Recovered> {
-        let scanned = self.scan_nodes()?;
+        let scanned = scan::NodeScanner {
+            layout: self.layout,
+            nodes: self.nodes,
+            manifests: self.manifests,
+        }
+        .scan_nodes()?;
         // Scans can fail: the outage is judged again before any stripe.
-        self.check_outage()?;
-        let verdicts = self.classify(&scanned, manifest, new_session);
-        let built = self.build_state(verdicts.visible)?;
+        self.identify.check_outage()?;
+        let verdicts = classify::Classifier {
+            layout: self.layout,
+            nodes: self.nodes,
+            manifests: self.manifests,
+        }
+        .classify(&scanned, manifest, new_session);
+        let built = index::IndexBuilder {
+            layout: self.layout,
+            reads: &self.reads,
+        }
+        .build_state(verdicts.visible)?;
         let mut state = built.state;
         let lost: Vec<(StripeInfo, Vec<String>)> = verdicts
             .lost
@@ -115,7 +140,7 @@ impl Inner {
             None
         } else if self.options.salvage {
             let infos: Vec<StripeInfo> = lost.iter().map(|(info, _)| info.clone()).collect();
-            Some(self.loss_state(&infos, &state))
+            Some(super::salvage::loss_state(&self.reads, &infos, &state))
         } else {
             return Err(unrecoverable(&lost));
         };
@@ -169,7 +194,7 @@ impl Inner {
             let mut on_up_node = false;
             for (c, col) in info.columns.iter().enumerate() {
                 if col.len > 0 && (col.stored.is_none() || col.is_away()) {
-                    self.queue_repair(info.stripe_id, c as u16);
+                    self.repairs.push(info.stripe_id, c as u16);
                 }
                 // Missing under a torn tail of a node that is up: what a
                 // crash cut short (damage elsewhere is left to repair).
@@ -190,109 +215,31 @@ impl Inner {
         }
         below_margin
     }
+}
 
-    /// The generations a retire marker lists.
-    pub(crate) fn retired_generations(&self, info: &StripeInfo, loc: &PartLoc) -> Result<Vec<u64>> {
-        let bytes = self.read_part(info, loc)?;
-        if bytes.len() % 8 != 0 {
-            return Err(Error::Corrupt {
-                location: format!("stripe {} column {}", info.stripe_id, loc.column_index),
-                reason: format!(
-                    "retire marker of {} bytes is not a list of u64",
-                    bytes.len()
-                ),
-            });
-        }
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect())
-    }
-
-    /// Removes what is left of retired generations on reachable nodes (a
-    /// compaction cut short, or a node that was down when it ran). Returns
-    /// whether every node of the layout was reached and cleaned.
-    pub(crate) fn remove_retired_leftovers(&self, retired: &BTreeSet<u64>) -> bool {
-        let mut everywhere = true;
-        for id in self.nodes.ids() {
-            let Some(node) = self.nodes.get(id) else {
+/// Removes what is left of retired generations on reachable nodes (a
+/// compaction cut short, or a node that was down when it ran). Returns
+/// whether every node of the layout was reached and cleaned.
+pub(crate) fn remove_retired_leftovers(nodes: &NodeSet, retired: &BTreeSet<u64>) -> bool {
+    let mut everywhere = true;
+    for id in nodes.ids() {
+        let Some(node) = nodes.get(id) else {
+            everywhere = false;
+            continue;
+        };
+        let Ok(generations) = node.generations() else {
+            everywhere = false;
+            continue;
+        };
+        for g in generations.into_iter().filter(|g| retired.contains(g)) {
+            if let Err(e) = node.remove_generation(g) {
                 everywhere = false;
-                continue;
-            };
-            let Ok(generations) = node.generations() else {
-                everywhere = false;
-                continue;
-            };
-            for g in generations.into_iter().filter(|g| retired.contains(g)) {
-                if let Err(e) = node.remove_generation(g) {
-                    everywhere = false;
-                    tracing::warn!(node = %node.name(), generation = g, error = %e,
-                        "could not remove a retired generation");
-                }
+                tracing::warn!(node = %node.name(), generation = g, error = %e,
+                    "could not remove a retired generation");
             }
         }
-        everywhere
     }
-
-    /// The stripe as its headers describe it, with the records found.
-    pub(crate) fn stripe_info(
-        &self,
-        header: &ColumnHeader,
-        records: &[(NodeId, ScannedRecord)],
-    ) -> StripeInfo {
-        let columns = (0..header.column_lens.len())
-            .map(|c| {
-                let home = header
-                    .placement
-                    .get(c)
-                    .and_then(|name| self.layout.node_by_name(name));
-                let mut found = records
-                    .iter()
-                    .filter(|(_, r)| usize::from(r.header.column_index) == c);
-                // Prefer the copy at home; any other copy is "away".
-                let stored = found
-                    .clone()
-                    .find(|(n, _)| Some(*n) == home)
-                    .or_else(|| found.next())
-                    .map(|(n, r)| (*n, r.location));
-                ColumnInfo {
-                    len: header.column_lens[c],
-                    checksum: header.column_checksums[c],
-                    home,
-                    stored,
-                }
-            })
-            .collect();
-        StripeInfo {
-            stripe_id: header.stripe_id,
-            generation: header.generation,
-            columns,
-            header: header.clone(),
-        }
-    }
-
-    /// A data column's entry table: from its node, or rebuilt from k others
-    /// when the node is down or the table does not decode (then `true`).
-    pub(crate) fn entry_table(
-        &self,
-        info: &StripeInfo,
-        column: usize,
-        table_len: u32,
-    ) -> Result<(Vec<format::Entry>, bool)> {
-        if let Some(bytes) = self.read_column_range(info, column, 0, table_len) {
-            match format::decode_entry_table(&bytes) {
-                Ok(entries) => return Ok((entries, false)),
-                Err(e) => {
-                    self.stats.checksum_failures.inc();
-                    tracing::warn!(stripe = info.stripe_id, column, error = %e,
-                        "entry table damaged; rebuilding it from other columns");
-                }
-            }
-        }
-        self.queue_repair(info.stripe_id, column as u16);
-        let bytes = self.rebuild_range(info, column, 0, table_len, &[])?;
-        Ok((format::decode_entry_table(&bytes)?, true))
-    }
+    everywhere
 }
 
 /// The error for stripes that must be visible and cannot be decoded: a

@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::super::Inner;
+use super::super::manifest::Manifests;
+use super::super::nodes::NodeSet;
 use crate::format::ColumnHeader;
+use crate::layout::Layout;
 use crate::layout::NodeId;
 use crate::node::{Node, Scan, ScannedRecord};
 use crate::{Error, Result};
@@ -53,7 +55,14 @@ pub(crate) struct Scanned {
 /// One node's scan: every generation's records, or why not.
 type NodeScan = (NodeId, Arc<dyn Node>, Result<Vec<(u64, Scan)>>);
 
-impl Inner {
+/// Phase 1: every reachable member node's records.
+pub(crate) struct NodeScanner<'a> {
+    pub layout: &'a Layout,
+    pub nodes: &'a NodeSet,
+    pub manifests: &'a Manifests,
+}
+
+impl NodeScanner<'_> {
     /// Scans every reachable member node in parallel (a remote node is
     /// latency-bound, a local one verifies every payload checksum). A node
     /// whose scan fails is marked down.
@@ -120,7 +129,7 @@ impl Inner {
             let handles: Vec<_> = self
                 .nodes
                 .ids()
-                .filter(|&id| self.is_member(id))
+                .filter(|&id| self.manifests.is_member(id))
                 .filter_map(|id| Some((id, self.nodes.get(id)?)))
                 .map(|(id, node)| {
                     s.spawn(move || {
