@@ -59,87 +59,67 @@ pub struct FailureCase {
     pub columns_lost: usize,
 }
 
-impl Layout {
-    /// What the layout costs (storage overhead), how it spreads a stripe,
-    /// what it survives and the smallest loss it does not.
-    ///
-    /// ```
-    /// use geoshard::layout::Layout;
-    ///
-    /// let layout = Layout::builder()
-    ///     .code(6, 3)
-    ///     .site("a", |s| s.node("a1", "/srv/a1").node("a2", "/srv/a2").node("a3", "/srv/a3"))
-    ///     .site("b", |s| s.node("b1", "/srv/b1").node("b2", "/srv/b2").node("b3", "/srv/b3"))
-    ///     .site("c", |s| s.node("c1", "/srv/c1").node("c2", "/srv/c2").node("c3", "/srv/c3"))
-    ///     .build()?;
-    /// let explanation = layout.explain();
-    /// assert_eq!(explanation.storage_overhead, 1.5);
-    /// assert_eq!(explanation.sites_survived, 1);
-    /// assert_eq!(explanation.worst_case.extra_nodes, 1);
-    /// assert!(explanation.to_string().contains("storage overhead 1.50x"));
-    /// # Ok::<(), geoshard::Error>(())
-    /// ```
-    pub fn explain(&self) -> Explanation {
-        let code = self.code;
-        let m = code.parity_count;
-        let site_count = self.sites.len();
-        let column_count = code.column_count();
-        let mut data_totals = vec![0usize; site_count];
-        for sequence in &self.spread.sequences {
-            for shift in 0..column_count {
-                for column in 0..code.data_count {
-                    data_totals[sequence[(column + shift) % column_count].index()] += 1;
-                }
+/// The body of [`Layout::explain`].
+pub(crate) fn explain(layout: &Layout) -> Explanation {
+    let code = layout.code;
+    let m = code.parity_count;
+    let site_count = layout.sites.len();
+    let column_count = code.column_count();
+    let mut data_totals = vec![0usize; site_count];
+    for sequence in &layout.spread.sequences {
+        for shift in 0..column_count {
+            for column in 0..code.data_count {
+                data_totals[sequence[(column + shift) % column_count].index()] += 1;
             }
         }
-        let variants = (self.spread.sequences.len() * column_count) as f64;
-        let sites = self
-            .sites
-            .iter()
-            .enumerate()
-            .map(|(index, site)| {
-                let counts = self.spread.counts.iter().map(|split| split[index]);
-                SiteShare {
-                    name: site.name.clone(),
-                    node_count: site.nodes.len(),
-                    column_count_min: counts.clone().min().unwrap_or(0),
-                    column_count_max: counts.max().unwrap_or(0),
-                    data_column_mean: data_totals[index] as f64 / variants,
-                }
-            })
-            .collect();
-        let sites_survived = (0..site_count)
-            .rev()
-            .find(|&s| self.spread.top_sites_column_count(s) <= m)
-            .unwrap_or(0);
-        let promised_sites = self.promise.sites_lost;
-        let in_sites = self.spread.top_sites_column_count(promised_sites);
-        let extra_nodes_survived = m - in_sites;
-        // The fullest sites of the first rotation (every rotation has the
-        // same column counts, only on different sites).
-        let split = &self.spread.counts[0];
-        let mut fullest: Vec<usize> = (0..site_count).collect();
-        fullest.sort_by_key(|&site| std::cmp::Reverse(split[site]));
-        let mut lost_sites: Vec<SiteId> = fullest[..promised_sites]
-            .iter()
-            .map(|&site| SiteId(site as u16))
-            .collect();
-        lost_sites.sort();
-        Explanation {
-            code,
-            promise: self.promise,
-            storage_overhead: code.overhead(),
-            node_count: self.nodes.len(),
-            sites,
-            sites_survived,
-            nodes_survived: m,
-            extra_nodes_survived,
-            worst_case: FailureCase {
-                sites: lost_sites,
-                extra_nodes: extra_nodes_survived + 1,
-                columns_lost: in_sites + extra_nodes_survived + 1,
-            },
-        }
+    }
+    let variants = (layout.spread.sequences.len() * column_count) as f64;
+    let sites = layout
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(index, site)| {
+            let counts = layout.spread.counts.iter().map(|split| split[index]);
+            SiteShare {
+                name: site.name.clone(),
+                node_count: site.nodes.len(),
+                column_count_min: counts.clone().min().unwrap_or(0),
+                column_count_max: counts.max().unwrap_or(0),
+                data_column_mean: data_totals[index] as f64 / variants,
+            }
+        })
+        .collect();
+    let sites_survived = (0..site_count)
+        .rev()
+        .find(|&s| layout.spread.top_sites_column_count(s) <= m)
+        .unwrap_or(0);
+    let promised_sites = layout.promise.sites_lost;
+    let in_sites = layout.spread.top_sites_column_count(promised_sites);
+    let extra_nodes_survived = m - in_sites;
+    // The fullest sites of the first rotation (every rotation has the
+    // same column counts, only on different sites).
+    let split = &layout.spread.counts[0];
+    let mut fullest: Vec<usize> = (0..site_count).collect();
+    fullest.sort_by_key(|&site| std::cmp::Reverse(split[site]));
+    let mut lost_sites: Vec<SiteId> = fullest[..promised_sites]
+        .iter()
+        .map(|&site| SiteId(site as u16))
+        .collect();
+    lost_sites.sort();
+    Explanation {
+        code,
+        promise: layout.promise,
+        storage_overhead: code.overhead(),
+        node_count: layout.nodes.len(),
+        sites,
+        sites_survived,
+        nodes_survived: m,
+        extra_nodes_survived,
+        worst_case: FailureCase {
+            sites: lost_sites,
+            extra_nodes: extra_nodes_survived + 1,
+            columns_lost: in_sites + extra_nodes_survived + 1,
+        },
     }
 }
 

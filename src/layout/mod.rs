@@ -312,4 +312,275 @@ impl Layout {
     pub fn max_columns_in_lost_sites(&self) -> usize {
         self.spread.top_sites_column_count(self.promise.sites_lost)
     }
+
+    /// What the layout costs (storage overhead), how it spreads a stripe,
+    /// what it survives and the smallest loss it does not.
+    ///
+    /// ```
+    /// use geoshard::layout::Layout;
+    ///
+    /// let layout = Layout::builder()
+    ///     .code(6, 3)
+    ///     .site("a", |s| s.node("a1", "/srv/a1").node("a2", "/srv/a2").node("a3", "/srv/a3"))
+    ///     .site("b", |s| s.node("b1", "/srv/b1").node("b2", "/srv/b2").node("b3", "/srv/b3"))
+    ///     .site("c", |s| s.node("c1", "/srv/c1").node("c2", "/srv/c2").node("c3", "/srv/c3"))
+    ///     .build()?;
+    /// let explanation = layout.explain();
+    /// assert_eq!(explanation.storage_overhead, 1.5);
+    /// assert_eq!(explanation.sites_survived, 1);
+    /// assert_eq!(explanation.worst_case.extra_nodes, 1);
+    /// assert!(explanation.to_string().contains("storage overhead 1.50x"));
+    /// # Ok::<(), geoshard::Error>(())
+    /// ```
+    pub fn explain(&self) -> Explanation {
+        explain::explain(self)
+    }
+
+    /// Where the columns of stripe `stripe_id` go. Pure and deterministic:
+    /// the same layout description and id give the same placement on every
+    /// machine.
+    ///
+    /// 1. The stripe id picks a *rotation* (which sites hold one column more
+    ///    when k + m does not divide evenly) and a cyclic *shift*; the
+    ///    columns are dealt round-robin over the sites and shifted, so
+    ///    which columns each site holds, and so which are data, rotates.
+    /// 2. Within a site, its columns (slots) are matched to distinct nodes
+    ///    by weighted rendezvous: each (slot, node) pair scores
+    ///    `-w / ln(u)` with `u` a hash of (stripe id, slot, node name), and
+    ///    pairs are taken best first. `w` is the node's capacity weight,
+    ///    adjusted when the site holds several columns so that each node's
+    ///    share of them follows its weight (see the module docs); where
+    ///    every node of the site gets a column, or all weigh the same, the
+    ///    hash alone ranks. Adding a node to a site moves about its share of
+    ///    that site's columns and nothing elsewhere.
+    ///
+    /// Costs one 64-bit hash per (slot, node) pair of each site, plus a
+    /// logarithm where weights matter; about 2,100 instructions for
+    /// 3 sites x 3 nodes RS(6,3) (see `docs/PERFORMANCE.md`).
+    pub fn placement(&self, stripe_id: u64) -> Placement {
+        placement::placement(self, stripe_id)
+    }
+
+    /// Nodes that may take column `column_index` of `placement` while its
+    /// home node is down, best first.
+    ///
+    /// Candidates are up (`down` says false) and hold no column of the
+    /// stripe yet. First come the other nodes of the home node's site,
+    /// ranked by weighted rendezvous on (stripe id, column index), so
+    /// every writer picks the same one; then nodes of the other sites,
+    /// sites holding fewer columns of the stripe first (ties by a
+    /// rendezvous rank of the site), nodes within a site ranked as above.
+    ///
+    /// A column written to its own site keeps the stripe's promise. A column
+    /// moved to another site is still better than no column (losing that
+    /// site loses it, as not writing it would), but the stripe may then
+    /// depend on more than the promised sites: check the result with
+    /// [`Layout::placement_keeps_promise`] and record the stripe for
+    /// repair.
+    ///
+    /// # Panics
+    ///
+    /// If `column_index` is not a column of `placement`.
+    pub fn handoff_candidates(
+        &self,
+        placement: &Placement,
+        column_index: usize,
+        down: &dyn Fn(NodeId) -> bool,
+    ) -> Vec<NodeId> {
+        placement::handoff_candidates(self, placement, column_index, down)
+    }
+
+    /// The node names of `placement`'s columns, by column index: the value
+    /// a column header stores so the stripe stays findable after the
+    /// topology changes.
+    pub fn placement_names(&self, placement: &Placement) -> Vec<&str> {
+        placement::placement_names(self, placement)
+    }
+
+    /// The placement whose columns are on the nodes named `names`, e.g. as
+    /// read from a column header.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if a name is not a node of this layout
+    /// (it was removed), if two columns name the same node, or if there are
+    /// more than [`COLUMN_COUNT_MAX`] names.
+    pub fn placement_from_names<S: AsRef<str>>(
+        &self,
+        stripe_id: u64,
+        names: &[S],
+    ) -> Result<Placement> {
+        placement::placement_from_names(self, stripe_id, names)
+    }
+
+    /// Whether every stripe placed by this layout stays readable (keeps at
+    /// least k columns) when the sites `lost_sites` and the nodes
+    /// `lost_nodes` are all lost. Duplicates, and nodes inside lost sites,
+    /// count once; ids that are not in the layout are ignored.
+    ///
+    /// Exact: it takes the worst stripe, i.e. the split of columns over
+    /// sites that loses most, with every lost node holding a column where
+    /// its site holds enough.
+    ///
+    /// ```
+    /// use geoshard::layout::{Layout, NodeId, SiteId};
+    ///
+    /// let layout = Layout::builder()
+    ///     .code(4, 2)
+    ///     .site("a", |s| s.node("a1", "/srv/a1").node("a2", "/srv/a2"))
+    ///     .site("b", |s| s.node("b1", "/srv/b1").node("b2", "/srv/b2"))
+    ///     .site("c", |s| s.node("c1", "/srv/c1").node("c2", "/srv/c2"))
+    ///     .build()?;
+    /// assert!(layout.survives(&[SiteId(2)], &[]));
+    /// assert!(layout.survives(&[], &[NodeId(0), NodeId(2)]));
+    /// assert!(!layout.survives(&[SiteId(2)], &[NodeId(0)]));
+    /// # Ok::<(), geoshard::Error>(())
+    /// ```
+    pub fn survives(&self, lost_sites: &[SiteId], lost_nodes: &[NodeId]) -> bool {
+        survive::survives(self, lost_sites, lost_nodes)
+    }
+
+    /// Whether a stripe whose columns are on `columns` (one entry per column
+    /// that exists; columns that were never written are left out) stays
+    /// readable when `lost_sites` and `lost_nodes` are lost: at least k of
+    /// its columns are on nodes outside both.
+    ///
+    /// Unlike [`survives`](Layout::survives), this is about one stripe as it
+    /// actually is, handoffs and missing columns included.
+    ///
+    /// # Panics
+    ///
+    /// If a node of `columns` is not a node of this layout.
+    pub fn placement_survives(
+        &self,
+        columns: &[NodeId],
+        lost_sites: &[SiteId],
+        lost_nodes: &[NodeId],
+    ) -> bool {
+        survive::placement_survives(self, columns, lost_sites, lost_nodes)
+    }
+
+    /// Whether a stripe whose columns are on `columns` (as in
+    /// [`placement_survives`](Layout::placement_survives)) survives *every*
+    /// loss the promise covers: any `sites_lost` sites plus any
+    /// `extra_nodes_lost` more nodes. Health reporting asks this of each
+    /// stripe ("does it survive losing any one site, where its columns
+    /// really are").
+    ///
+    /// # Panics
+    ///
+    /// If a node of `columns` is not a node of this layout.
+    pub fn placement_keeps_promise(&self, columns: &[NodeId]) -> bool {
+        survive::placement_keeps_promise(self, columns)
+    }
+
+    /// How `failed` (nodes that are down or take no writes, duplicates
+    /// allowed) stands against the promise.
+    ///
+    /// ```
+    /// use geoshard::layout::{Layout, NodeId, PromiseRoom};
+    ///
+    /// let layout = Layout::builder()
+    ///     .code(4, 2)
+    ///     .site("a", |s| s.node("a1", "/srv/a1").node("a2", "/srv/a2"))
+    ///     .site("b", |s| s.node("b1", "/srv/b1").node("b2", "/srv/b2"))
+    ///     .site("c", |s| s.node("c1", "/srv/c1").node("c2", "/srv/c2"))
+    ///     .build()?;
+    /// assert_eq!(layout.promise_room(&[]), PromiseRoom::Room);
+    /// assert_eq!(layout.promise_room(&[NodeId(0)]), PromiseRoom::Room);
+    /// assert_eq!(layout.promise_room(&[NodeId(0), NodeId(1)]), PromiseRoom::UsedUp);
+    /// assert_eq!(layout.promise_room(&[NodeId(0), NodeId(2)]), PromiseRoom::Exceeded);
+    /// # Ok::<(), geoshard::Error>(())
+    /// ```
+    pub fn promise_room(&self, failed: &[NodeId]) -> PromiseRoom {
+        plan::promise_room(self, failed)
+    }
+
+    /// Whether a stripe whose stored columns are on `stored` (one entry per
+    /// stored column, a node may repeat), with `zero_columns` more columns
+    /// that are known zeros (data columns of length 0, never stored), keeps
+    /// at least k columns through every promise failure set that contains
+    /// every node of `failed`. With `failed` empty, this is "keeps the whole
+    /// promise". When no promise failure set contains `failed`, the answer
+    /// is whether it survives `failed` alone.
+    pub fn survives_promise_given(
+        &self,
+        stored: &[NodeId],
+        zero_columns: usize,
+        failed: &[NodeId],
+    ) -> bool {
+        plan::survives_promise_given(self, stored, zero_columns, failed)
+    }
+
+    /// Plans a node for each stored column of a stripe: its placement node
+    /// if `writable`, else the writable node that minimises, in order, the
+    /// most columns any one site then holds, a move out of the column's
+    /// home site, the columns the node already holds of this stripe, and
+    /// the layout's handoff rank. `stored` lists the column indexes that
+    /// have bytes. Returns the planned node of each of them, in the order
+    /// of `stored`, or `None` when no node takes writes.
+    ///
+    /// # Panics
+    ///
+    /// If a column index of `stored` is not a column of `placement`.
+    pub fn plan_columns(
+        &self,
+        placement: &Placement,
+        stored: &[usize],
+        writable: &dyn Fn(NodeId) -> bool,
+    ) -> Option<Vec<NodeId>> {
+        plan::plan_columns(self, placement, stored, writable)
+    }
+
+    /// The node column `column` of `placement` goes to when its home takes
+    /// no writes, given the nodes holding the stripe's other columns
+    /// (`held`, one entry per column): among `candidates` (nodes that take
+    /// writes), the one that minimises the most columns any one site then
+    /// holds, then a move out of the home site, then the columns the node
+    /// already holds, then the layout's handoff rank. `None` without
+    /// candidates.
+    ///
+    /// # Panics
+    ///
+    /// If `column` is not a column of `placement`.
+    pub fn handoff_for(
+        &self,
+        placement: &Placement,
+        column: usize,
+        held: &[NodeId],
+        candidates: &[NodeId],
+    ) -> Option<NodeId> {
+        plan::handoff_for(self, placement, column, held, candidates)
+    }
+
+    /// Reads a layout from TOML text (format: README.md, "Layout file").
+    /// Relative directory paths are kept as written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLayout`] when the text is not valid TOML or not a
+    /// layout (the reason names the line and column), or a node has both or
+    /// neither of `path` and `url`; then everything
+    /// [`LayoutBuilder::build`](super::LayoutBuilder::build) refuses.
+    pub fn from_toml_str(text: &str) -> Result<Layout> {
+        toml::from_toml_str(text)
+    }
+
+    /// Reads the layout file at `path`. Relative directory paths in it are
+    /// taken relative to the file's directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be read, [`Error::LimitExceeded`]
+    /// when it is over [`LAYOUT_FILE_LEN_MAX`] bytes, and everything
+    /// [`Layout::from_toml_str`] returns.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Layout> {
+        toml::load(path)
+    }
+
+    /// The layout as TOML that [`Layout::from_toml_str`] reads back into an
+    /// equal layout.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_toml_string(self)
+    }
 }

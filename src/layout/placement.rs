@@ -121,311 +121,262 @@ struct Scratch {
     pair_count_max: usize,
 }
 
-impl Layout {
-    /// Where the columns of stripe `stripe_id` go. Pure and deterministic:
-    /// the same layout description and id give the same placement on every
-    /// machine.
-    ///
-    /// 1. The stripe id picks a *rotation* (which sites hold one column more
-    ///    when k + m does not divide evenly) and a cyclic *shift*; the
-    ///    columns are dealt round-robin over the sites and shifted, so
-    ///    which columns each site holds, and so which are data, rotates.
-    /// 2. Within a site, its columns (slots) are matched to distinct nodes
-    ///    by weighted rendezvous: each (slot, node) pair scores
-    ///    `-w / ln(u)` with `u` a hash of (stripe id, slot, node name), and
-    ///    pairs are taken best first. `w` is the node's capacity weight,
-    ///    adjusted when the site holds several columns so that each node's
-    ///    share of them follows its weight (see the module docs); where
-    ///    every node of the site gets a column, or all weigh the same, the
-    ///    hash alone ranks. Adding a node to a site moves about its share of
-    ///    that site's columns and nothing elsewhere.
-    ///
-    /// Costs one 64-bit hash per (slot, node) pair of each site, plus a
-    /// logarithm where weights matter; about 2,100 instructions for
-    /// 3 sites x 3 nodes RS(6,3) (see `docs/PERFORMANCE.md`).
-    pub fn placement(&self, stripe_id: u64) -> Placement {
-        self.placement_with(stripe_id, PAIR_SCRATCH_LEN)
-    }
+/// The body of [`Layout::placement`].
+pub(crate) fn placement(layout: &Layout, stripe_id: u64) -> Placement {
+    placement_with(layout, stripe_id, PAIR_SCRATCH_LEN)
+}
 
-    /// [`placement`](Layout::placement), matching sites of up to
-    /// `pair_scratch_len` (slot, node) pairs on the stack.
-    fn placement_with(&self, stripe_id: u64, pair_scratch_len: usize) -> Placement {
-        let column_count = self.code.column_count();
-        let site_count = self.sites.len();
-        let mixed = mix64(stripe_id ^ STRIPE_SEED);
-        let rotation = hash::below(mixed, site_count);
-        let shift = hash::below(mix64(mixed), column_count);
-        let stripe_key = mix64(stripe_id ^ RENDEZVOUS_SEED);
-        let positions = &self.spread.positions[rotation];
-        let starts = &self.spread.starts[rotation];
-        let mut placement = Placement::empty(stripe_id, column_count);
-        // Scratch shared by the sites; every entry read is written first.
-        let mut scratch = Scratch {
-            keys: [0; PAIR_SCRATCH_LEN],
-            best: [0; PAIR_SCRATCH_LEN],
-            pair_count_max: pair_scratch_len.min(PAIR_SCRATCH_LEN),
-        };
-        for site in 0..site_count {
-            let slots = &positions[usize::from(starts[site])..usize::from(starts[site + 1])];
-            if !slots.is_empty() {
-                self.assign_site(
-                    site,
-                    stripe_key,
-                    slots,
-                    shift,
-                    &mut scratch,
-                    &mut placement.columns,
-                );
-            }
+/// [`placement`](Layout::placement), matching sites of up to
+/// `pair_scratch_len` (slot, node) pairs on the stack.
+fn placement_with(layout: &Layout, stripe_id: u64, pair_scratch_len: usize) -> Placement {
+    let column_count = layout.code.column_count();
+    let site_count = layout.sites.len();
+    let mixed = mix64(stripe_id ^ STRIPE_SEED);
+    let rotation = hash::below(mixed, site_count);
+    let shift = hash::below(mix64(mixed), column_count);
+    let stripe_key = mix64(stripe_id ^ RENDEZVOUS_SEED);
+    let positions = &layout.spread.positions[rotation];
+    let starts = &layout.spread.starts[rotation];
+    let mut placement = Placement::empty(stripe_id, column_count);
+    // Scratch shared by the sites; every entry read is written first.
+    let mut scratch = Scratch {
+        keys: [0; PAIR_SCRATCH_LEN],
+        best: [0; PAIR_SCRATCH_LEN],
+        pair_count_max: pair_scratch_len.min(PAIR_SCRATCH_LEN),
+    };
+    for site in 0..site_count {
+        let slots = &positions[usize::from(starts[site])..usize::from(starts[site + 1])];
+        if !slots.is_empty() {
+            assign_site(
+                layout,
+                site,
+                stripe_key,
+                slots,
+                shift,
+                &mut scratch,
+                &mut placement.columns,
+            );
         }
-        placement
     }
+    placement
+}
 
-    /// Matches the site's column slots (`positions` in the dealt sequence,
-    /// which are columns `position - shift` mod k + m) to distinct nodes of
-    /// the site, best-scoring (slot, node) pair first.
-    fn assign_site(
-        &self,
-        site: usize,
-        stripe_key: u64,
-        positions: &[u16],
-        shift: usize,
-        scratch: &mut Scratch,
-        out: &mut [NodeId],
-    ) {
-        let column_count = self.code.column_count();
-        let column = |slot: usize| {
-            let position = usize::from(positions[slot]);
-            if position >= shift {
-                position - shift
-            } else {
-                position + column_count - shift
+/// Matches the site's column slots (`positions` in the dealt sequence,
+/// which are columns `position - shift` mod k + m) to distinct nodes of
+/// the site, best-scoring (slot, node) pair first.
+fn assign_site(
+    layout: &Layout,
+    site: usize,
+    stripe_key: u64,
+    positions: &[u16],
+    shift: usize,
+    scratch: &mut Scratch,
+    out: &mut [NodeId],
+) {
+    let column_count = layout.code.column_count();
+    let column = |slot: usize| {
+        let position = usize::from(positions[slot]);
+        if position >= shift {
+            position - shift
+        } else {
+            position + column_count - shift
+        }
+    };
+    let nodes = &layout.sites[site].nodes;
+    let weights = &layout.site_weights[site];
+    let inverse = weights.inverse(positions.len());
+    // Bigger is better. Where weights cannot matter, rank by hash alone
+    // (with equal weights the order of -w / ln(u) is the order of u);
+    // otherwise -w / ln(u) is ordered as the bits of the positive float
+    // ln(u) / -w, reversed.
+    // A site's nodes have consecutive ids (see `Layout::from_builder`).
+    let first = nodes.first().map_or(0, |node| node.index());
+    let node_hashes = &layout.node_hashes[first..first + nodes.len()];
+    let key = |slot: usize, member: usize| -> u64 {
+        let h = hash::pair_hash(stripe_key, layout.slot_keys[slot], node_hashes[member]);
+        match inverse {
+            None => h,
+            Some(inverse) => !(hash::exponential(h) * inverse[member]).to_bits(),
+        }
+    };
+    let slot_count = positions.len();
+    let node_count = nodes.len();
+    if slot_count * node_count <= scratch.pair_count_max {
+        // Greedy matching, best pair first: keep each free slot's best
+        // free node, take the best of those, and rescan only the slots
+        // whose best node was just taken.
+        let Scratch { keys, best, .. } = scratch;
+        for slot in 0..slot_count {
+            let row = &mut keys[slot * node_count..(slot + 1) * node_count];
+            let (mut top, mut top_key) = (0, 0);
+            for (member, entry) in row.iter_mut().enumerate() {
+                *entry = key(slot, member);
+                if member == 0 || *entry > top_key {
+                    (top, top_key) = (member, *entry);
+                }
             }
-        };
-        let nodes = &self.sites[site].nodes;
-        let weights = &self.site_weights[site];
-        let inverse = weights.inverse(positions.len());
-        // Bigger is better. Where weights cannot matter, rank by hash alone
-        // (with equal weights the order of -w / ln(u) is the order of u);
-        // otherwise -w / ln(u) is ordered as the bits of the positive float
-        // ln(u) / -w, reversed.
-        // A site's nodes have consecutive ids (see `Layout::from_builder`).
-        let first = nodes.first().map_or(0, |node| node.index());
-        let node_hashes = &self.node_hashes[first..first + nodes.len()];
-        let key = |slot: usize, member: usize| -> u64 {
-            let h = hash::pair_hash(stripe_key, self.slot_keys[slot], node_hashes[member]);
-            match inverse {
-                None => h,
-                Some(inverse) => !(hash::exponential(h) * inverse[member]).to_bits(),
+            best[slot] = top as u8;
+        }
+        // Free slots and nodes as bit sets, walked lowest bit first so
+        // that ties go to the lower slot or node, like the large way.
+        let mut free_slots = low_bits(slot_count);
+        let mut free_nodes = low_bits(node_count);
+        while free_slots != 0 {
+            let mut walk = free_slots;
+            let mut chosen = walk.trailing_zeros() as usize;
+            let mut chosen_key = keys[chosen * node_count + usize::from(best[chosen])];
+            walk &= walk - 1;
+            while walk != 0 {
+                let slot = walk.trailing_zeros() as usize;
+                walk &= walk - 1;
+                let k = keys[slot * node_count + usize::from(best[slot])];
+                if k > chosen_key {
+                    (chosen, chosen_key) = (slot, k);
+                }
             }
-        };
-        let slot_count = positions.len();
-        let node_count = nodes.len();
-        if slot_count * node_count <= scratch.pair_count_max {
-            // Greedy matching, best pair first: keep each free slot's best
-            // free node, take the best of those, and rescan only the slots
-            // whose best node was just taken.
-            let Scratch { keys, best, .. } = scratch;
-            for slot in 0..slot_count {
-                let row = &mut keys[slot * node_count..(slot + 1) * node_count];
-                let (mut top, mut top_key) = (0, 0);
-                for (member, entry) in row.iter_mut().enumerate() {
-                    *entry = key(slot, member);
-                    if member == 0 || *entry > top_key {
-                        (top, top_key) = (member, *entry);
+            let member = usize::from(best[chosen]);
+            free_slots &= !(1 << chosen);
+            free_nodes &= !(1 << member);
+            out[column(chosen)] = nodes[member];
+            let mut walk = free_slots;
+            while walk != 0 {
+                let slot = walk.trailing_zeros() as usize;
+                walk &= walk - 1;
+                if usize::from(best[slot]) != member {
+                    continue;
+                }
+                let row = &keys[slot * node_count..(slot + 1) * node_count];
+                let mut candidates = free_nodes;
+                let mut top = candidates.trailing_zeros() as usize;
+                candidates &= candidates - 1;
+                while candidates != 0 {
+                    let other = candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
+                    if row[other] > row[top] {
+                        top = other;
                     }
                 }
                 best[slot] = top as u8;
             }
-            // Free slots and nodes as bit sets, walked lowest bit first so
-            // that ties go to the lower slot or node, like the large way.
-            let mut free_slots = low_bits(slot_count);
-            let mut free_nodes = low_bits(node_count);
-            while free_slots != 0 {
-                let mut walk = free_slots;
-                let mut chosen = walk.trailing_zeros() as usize;
-                let mut chosen_key = keys[chosen * node_count + usize::from(best[chosen])];
-                walk &= walk - 1;
-                while walk != 0 {
-                    let slot = walk.trailing_zeros() as usize;
-                    walk &= walk - 1;
-                    let k = keys[slot * node_count + usize::from(best[slot])];
-                    if k > chosen_key {
-                        (chosen, chosen_key) = (slot, k);
-                    }
-                }
-                let member = usize::from(best[chosen]);
-                free_slots &= !(1 << chosen);
-                free_nodes &= !(1 << member);
-                out[column(chosen)] = nodes[member];
-                let mut walk = free_slots;
-                while walk != 0 {
-                    let slot = walk.trailing_zeros() as usize;
-                    walk &= walk - 1;
-                    if usize::from(best[slot]) != member {
-                        continue;
-                    }
-                    let row = &keys[slot * node_count..(slot + 1) * node_count];
-                    let mut candidates = free_nodes;
-                    let mut top = candidates.trailing_zeros() as usize;
-                    candidates &= candidates - 1;
-                    while candidates != 0 {
-                        let other = candidates.trailing_zeros() as usize;
-                        candidates &= candidates - 1;
-                        if row[other] > row[top] {
-                            top = other;
-                        }
-                    }
-                    best[slot] = top as u8;
+        }
+    } else {
+        // Large site: the same matching, with only each slot's best
+        // kept and a slot's row recomputed when its best node is taken.
+        let mut best = [(0u64, 0u16); COLUMN_COUNT_MAX];
+        let mut nodes_taken = [0u64; super::NODE_COUNT_MAX / 64];
+        let is_taken =
+            |taken: &[u64], member: usize| taken[member / 64] & (1 << (member % 64)) != 0;
+        let best_free = |slot: usize, taken: &[u64]| {
+            let mut top: Option<(u64, u16)> = None;
+            for member in (0..node_count).filter(|&m| !is_taken(taken, m)) {
+                let k = key(slot, member);
+                if top.is_none_or(|(top_key, _)| k > top_key) {
+                    top = Some((k, member as u16));
                 }
             }
-        } else {
-            // Large site: the same matching, with only each slot's best
-            // kept and a slot's row recomputed when its best node is taken.
-            let mut best = [(0u64, 0u16); COLUMN_COUNT_MAX];
-            let mut nodes_taken = [0u64; super::NODE_COUNT_MAX / 64];
-            let is_taken =
-                |taken: &[u64], member: usize| taken[member / 64] & (1 << (member % 64)) != 0;
-            let best_free = |slot: usize, taken: &[u64]| {
-                let mut top: Option<(u64, u16)> = None;
-                for member in (0..node_count).filter(|&m| !is_taken(taken, m)) {
-                    let k = key(slot, member);
-                    if top.is_none_or(|(top_key, _)| k > top_key) {
-                        top = Some((k, member as u16));
-                    }
+            top.unwrap_or((0, 0))
+        };
+        for (slot, entry) in best[..slot_count].iter_mut().enumerate() {
+            *entry = best_free(slot, &nodes_taken);
+        }
+        let mut slots_taken = [false; COLUMN_COUNT_MAX];
+        for _ in 0..slot_count {
+            let mut chosen = usize::MAX;
+            for slot in (0..slot_count).filter(|&s| !slots_taken[s]) {
+                if chosen == usize::MAX || best[slot].0 > best[chosen].0 {
+                    chosen = slot;
                 }
-                top.unwrap_or((0, 0))
-            };
-            for (slot, entry) in best[..slot_count].iter_mut().enumerate() {
-                *entry = best_free(slot, &nodes_taken);
             }
-            let mut slots_taken = [false; COLUMN_COUNT_MAX];
-            for _ in 0..slot_count {
-                let mut chosen = usize::MAX;
-                for slot in (0..slot_count).filter(|&s| !slots_taken[s]) {
-                    if chosen == usize::MAX || best[slot].0 > best[chosen].0 {
-                        chosen = slot;
-                    }
-                }
-                let member = usize::from(best[chosen].1);
-                slots_taken[chosen] = true;
-                nodes_taken[member / 64] |= 1 << (member % 64);
-                out[column(chosen)] = nodes[member];
-                for slot in (0..slot_count).filter(|&s| !slots_taken[s]) {
-                    if usize::from(best[slot].1) == member {
-                        best[slot] = best_free(slot, &nodes_taken);
-                    }
+            let member = usize::from(best[chosen].1);
+            slots_taken[chosen] = true;
+            nodes_taken[member / 64] |= 1 << (member % 64);
+            out[column(chosen)] = nodes[member];
+            for slot in (0..slot_count).filter(|&s| !slots_taken[s]) {
+                if usize::from(best[slot].1) == member {
+                    best[slot] = best_free(slot, &nodes_taken);
                 }
             }
         }
     }
+}
 
-    /// Nodes that may take column `column_index` of `placement` while its
-    /// home node is down, best first.
-    ///
-    /// Candidates are up (`down` says false) and hold no column of the
-    /// stripe yet. First come the other nodes of the home node's site,
-    /// ranked by weighted rendezvous on (stripe id, column index), so
-    /// every writer picks the same one; then nodes of the other sites,
-    /// sites holding fewer columns of the stripe first (ties by a
-    /// rendezvous rank of the site), nodes within a site ranked as above.
-    ///
-    /// A column written to its own site keeps the stripe's promise. A column
-    /// moved to another site is still better than no column (losing that
-    /// site loses it, as not writing it would), but the stripe may then
-    /// depend on more than the promised sites: check the result with
-    /// [`Layout::placement_keeps_promise`] and record the stripe for
-    /// repair.
-    ///
-    /// # Panics
-    ///
-    /// If `column_index` is not a column of `placement`.
-    pub fn handoff_candidates(
-        &self,
-        placement: &Placement,
-        column_index: usize,
-        down: &dyn Fn(NodeId) -> bool,
-    ) -> Vec<NodeId> {
-        let columns = placement.columns();
-        let home_site = self.node(columns[column_index]).site;
-        let key = mix64(placement.stripe_id() ^ HANDOFF_SEED) ^ hash::slot_key(column_index);
-        let rank = |node: NodeId| -> f64 {
-            let h = mix64(key ^ self.node_hashes[node.index()]);
-            -hash::exponential(h) / f64::from(self.node(node).weight)
-        };
-        let free = |node: &NodeId| !columns.contains(node) && !down(*node);
-        let ranked = |site: SiteId| -> Vec<NodeId> {
-            let mut nodes: Vec<(f64, NodeId)> = self.sites[site.index()]
-                .nodes
-                .iter()
-                .filter(|n| free(n))
-                .map(|&n| (rank(n), n))
-                .collect();
-            nodes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            nodes.into_iter().map(|(_, n)| n).collect()
-        };
-        let mut held = vec![0usize; self.sites.len()];
-        for &node in columns {
-            held[self.node(node).site.index()] += 1;
-        }
-        let mut other_sites: Vec<(usize, u64, SiteId)> = (0..self.sites.len())
-            .map(|s| SiteId(s as u16))
-            .filter(|&s| s != home_site)
-            .map(|s| {
-                (
-                    held[s.index()],
-                    mix64(key ^ hash::name_hash(&self.sites[s.index()].name)),
-                    s,
-                )
-            })
-            .collect();
-        other_sites.sort_unstable();
-        let mut candidates = ranked(home_site);
-        for (_, _, site) in other_sites {
-            candidates.extend(ranked(site));
-        }
-        candidates
-    }
-
-    /// The node names of `placement`'s columns, by column index: the value
-    /// a column header stores so the stripe stays findable after the
-    /// topology changes.
-    pub fn placement_names(&self, placement: &Placement) -> Vec<&str> {
-        placement
-            .columns()
+/// The body of [`Layout::handoff_candidates`].
+pub(crate) fn handoff_candidates(
+    layout: &Layout,
+    placement: &Placement,
+    column_index: usize,
+    down: &dyn Fn(NodeId) -> bool,
+) -> Vec<NodeId> {
+    let columns = placement.columns();
+    let home_site = layout.node(columns[column_index]).site;
+    let key = mix64(placement.stripe_id() ^ HANDOFF_SEED) ^ hash::slot_key(column_index);
+    let rank = |node: NodeId| -> f64 {
+        let h = mix64(key ^ layout.node_hashes[node.index()]);
+        -hash::exponential(h) / f64::from(layout.node(node).weight)
+    };
+    let free = |node: &NodeId| !columns.contains(node) && !down(*node);
+    let ranked = |site: SiteId| -> Vec<NodeId> {
+        let mut nodes: Vec<(f64, NodeId)> = layout.sites[site.index()]
+            .nodes
             .iter()
-            .map(|&node| self.node(node).name.as_str())
-            .collect()
+            .filter(|n| free(n))
+            .map(|&n| (rank(n), n))
+            .collect();
+        nodes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        nodes.into_iter().map(|(_, n)| n).collect()
+    };
+    let mut held = vec![0usize; layout.sites.len()];
+    for &node in columns {
+        held[layout.node(node).site.index()] += 1;
     }
+    let mut other_sites: Vec<(usize, u64, SiteId)> = (0..layout.sites.len())
+        .map(|s| SiteId(s as u16))
+        .filter(|&s| s != home_site)
+        .map(|s| {
+            (
+                held[s.index()],
+                mix64(key ^ hash::name_hash(&layout.sites[s.index()].name)),
+                s,
+            )
+        })
+        .collect();
+    other_sites.sort_unstable();
+    let mut candidates = ranked(home_site);
+    for (_, _, site) in other_sites {
+        candidates.extend(ranked(site));
+    }
+    candidates
+}
 
-    /// The placement whose columns are on the nodes named `names`, e.g. as
-    /// read from a column header.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] if a name is not a node of this layout
-    /// (it was removed), if two columns name the same node, or if there are
-    /// more than [`COLUMN_COUNT_MAX`] names.
-    pub fn placement_from_names<S: AsRef<str>>(
-        &self,
-        stripe_id: u64,
-        names: &[S],
-    ) -> Result<Placement> {
-        if names.len() > COLUMN_COUNT_MAX {
-            return Err(Error::invalid(format!(
-                "a placement of {} columns, over the limit of {COLUMN_COUNT_MAX}",
-                names.len()
-            )));
-        }
-        let mut columns = [NodeId(0); COLUMN_COUNT_MAX];
-        for (slot, name) in columns.iter_mut().zip(names) {
-            let name = name.as_ref();
-            *slot = self
-                .node_by_name(name)
-                .ok_or_else(|| Error::invalid(format!("node \"{name}\" is not in the layout")))?;
-        }
-        Placement::from_columns(stripe_id, &columns[..names.len()])
+/// The body of [`Layout::placement_names`].
+pub(crate) fn placement_names<'a>(layout: &'a Layout, placement: &Placement) -> Vec<&'a str> {
+    placement
+        .columns()
+        .iter()
+        .map(|&node| layout.node(node).name.as_str())
+        .collect()
+}
+
+/// The body of [`Layout::placement_from_names`].
+pub(crate) fn placement_from_names<S: AsRef<str>>(
+    layout: &Layout,
+    stripe_id: u64,
+    names: &[S],
+) -> Result<Placement> {
+    if names.len() > COLUMN_COUNT_MAX {
+        return Err(Error::invalid(format!(
+            "a placement of {} columns, over the limit of {COLUMN_COUNT_MAX}",
+            names.len()
+        )));
     }
+    let mut columns = [NodeId(0); COLUMN_COUNT_MAX];
+    for (slot, name) in columns.iter_mut().zip(names) {
+        let name = name.as_ref();
+        *slot = layout
+            .node_by_name(name)
+            .ok_or_else(|| Error::invalid(format!("node \"{name}\" is not in the layout")))?;
+    }
+    Placement::from_columns(stripe_id, &columns[..names.len()])
 }
 
 #[cfg(test)]
@@ -459,7 +410,7 @@ mod tests {
         ] {
             for stripe_id in 0..2000 {
                 assert_eq!(
-                    layout.placement_with(stripe_id, 0),
+                    placement_with(&layout, stripe_id, 0),
                     layout.placement(stripe_id)
                 );
             }

@@ -26,238 +26,193 @@ pub enum PromiseRoom {
 /// enumeration and answer conservatively.
 const COMBINATIONS_MAX: usize = 100_000;
 
-impl Layout {
-    /// How `failed` (nodes that are down or take no writes, duplicates
-    /// allowed) stands against the promise.
-    ///
-    /// ```
-    /// use geoshard::layout::{Layout, NodeId, PromiseRoom};
-    ///
-    /// let layout = Layout::builder()
-    ///     .code(4, 2)
-    ///     .site("a", |s| s.node("a1", "/srv/a1").node("a2", "/srv/a2"))
-    ///     .site("b", |s| s.node("b1", "/srv/b1").node("b2", "/srv/b2"))
-    ///     .site("c", |s| s.node("c1", "/srv/c1").node("c2", "/srv/c2"))
-    ///     .build()?;
-    /// assert_eq!(layout.promise_room(&[]), PromiseRoom::Room);
-    /// assert_eq!(layout.promise_room(&[NodeId(0)]), PromiseRoom::Room);
-    /// assert_eq!(layout.promise_room(&[NodeId(0), NodeId(1)]), PromiseRoom::UsedUp);
-    /// assert_eq!(layout.promise_room(&[NodeId(0), NodeId(2)]), PromiseRoom::Exceeded);
-    /// # Ok::<(), geoshard::Error>(())
-    /// ```
-    pub fn promise_room(&self, failed: &[NodeId]) -> PromiseRoom {
-        let failed = self.distinct(failed);
-        let extra = self.promise.extra_nodes_lost;
-        let sites_lost = self.promise.sites_lost.min(self.sites.len());
-        // Per site: its failed nodes, and whether one of its nodes has not
-        // failed. The promise failure set covering most of `failed` takes
-        // the sites with the most failed nodes (among equal counts, one
-        // with a node left): exact, without enumerating site choices.
-        let per_site: Vec<(usize, bool)> = self
-            .sites
-            .iter()
-            .map(|site| {
-                let down = site.nodes.iter().filter(|n| failed.contains(n)).count();
-                (down, down < site.nodes.len())
-            })
-            .collect();
-        let mut order: Vec<usize> = (0..per_site.len()).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(per_site[i].0), !per_site[i].1));
-        let chosen = &order[..sites_lost];
-        let covered: usize = chosen.iter().map(|&i| per_site[i].0).sum();
-        let outside = failed.len() - covered;
-        if outside > extra {
-            return PromiseRoom::Exceeded;
-        }
-        let free_elsewhere = self.nodes.len() > failed.len();
-        let free_in_chosen = chosen.iter().any(|&i| per_site[i].1);
-        if (outside < extra && free_elsewhere) || free_in_chosen {
-            PromiseRoom::Room
-        } else {
-            PromiseRoom::UsedUp
-        }
-    }
-
-    /// Whether a stripe whose stored columns are on `stored` (one entry per
-    /// stored column, a node may repeat), with `zero_columns` more columns
-    /// that are known zeros (data columns of length 0, never stored), keeps
-    /// at least k columns through every promise failure set that contains
-    /// every node of `failed`. With `failed` empty, this is "keeps the whole
-    /// promise". When no promise failure set contains `failed`, the answer
-    /// is whether it survives `failed` alone.
-    pub fn survives_promise_given(
-        &self,
-        stored: &[NodeId],
-        zero_columns: usize,
-        failed: &[NodeId],
-    ) -> bool {
-        let k = self.code.data_count;
-        let failed = self.distinct(failed);
-        let extra = self.promise.extra_nodes_lost;
-        let mut per_node: Vec<(NodeId, usize)> = Vec::new();
-        for &node in stored {
-            match per_node.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, count)) => *count += 1,
-                None => per_node.push((node, 1)),
-            }
-        }
-        let mut contained = false;
-        let mut worst = 0usize;
-        let enumerated = self.for_each_site_choice(&mut |chosen: &[usize]| {
-            let in_sites = |n: NodeId| chosen.contains(&self.node(n).site.index());
-            let outside: Vec<NodeId> = failed.iter().copied().filter(|&n| !in_sites(n)).collect();
-            if outside.len() > extra {
-                return false;
-            }
-            contained = true;
-            let mut lost = 0usize;
-            let mut rest: Vec<usize> = Vec::new();
-            for &(node, count) in &per_node {
-                if in_sites(node) || outside.contains(&node) {
-                    lost += count;
-                } else {
-                    rest.push(count);
-                }
-            }
-            lost += top_sum(&rest, extra - outside.len());
-            worst = worst.max(lost);
-            false
-        });
-        if !enumerated {
-            // Too many combinations to enumerate: count the worst sites and
-            // nodes together, which can only overstate the loss.
-            let mut per_site = vec![0usize; self.sites.len()];
-            for &node in stored {
-                per_site[self.node(node).site.index()] += 1;
-            }
-            let counts: Vec<usize> = per_node.iter().map(|&(_, c)| c).collect();
-            worst = top_sum(&per_site, self.promise.sites_lost) + top_sum(&counts, extra);
-            contained = true;
-        }
-        if !contained {
-            worst = per_node
-                .iter()
-                .filter(|(n, _)| failed.contains(n))
-                .map(|&(_, c)| c)
-                .sum();
-        }
-        (stored.len() + zero_columns).saturating_sub(worst) >= k
-    }
-
-    /// Plans a node for each stored column of a stripe: its placement node
-    /// if `writable`, else the writable node that minimises, in order, the
-    /// most columns any one site then holds, a move out of the column's
-    /// home site, the columns the node already holds of this stripe, and
-    /// the layout's handoff rank. `stored` lists the column indexes that
-    /// have bytes. Returns the planned node of each of them, in the order
-    /// of `stored`, or `None` when no node takes writes.
-    ///
-    /// # Panics
-    ///
-    /// If a column index of `stored` is not a column of `placement`.
-    pub fn plan_columns(
-        &self,
-        placement: &Placement,
-        stored: &[usize],
-        writable: &dyn Fn(NodeId) -> bool,
-    ) -> Option<Vec<NodeId>> {
-        let columns = placement.columns();
-        let mut plan: Vec<Option<NodeId>> = vec![None; stored.len()];
-        for (i, &c) in stored.iter().enumerate() {
-            if writable(columns[c]) {
-                plan[i] = Some(columns[c]);
-            }
-        }
-        let candidates: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, _)| NodeId(i as u16))
-            .filter(|&n| writable(n))
-            .collect();
-        if candidates.is_empty() && plan.iter().any(Option::is_none) {
-            return None;
-        }
-        for (i, &c) in stored.iter().enumerate() {
-            if plan[i].is_some() {
-                continue;
-            }
-            let held: Vec<NodeId> = plan.iter().flatten().copied().collect();
-            let best = self.handoff_for(placement, c, &held, &candidates)?;
-            plan[i] = Some(best);
-        }
-        plan.into_iter().collect()
-    }
-
-    /// The node column `column` of `placement` goes to when its home takes
-    /// no writes, given the nodes holding the stripe's other columns
-    /// (`held`, one entry per column): among `candidates` (nodes that take
-    /// writes), the one that minimises the most columns any one site then
-    /// holds, then a move out of the home site, then the columns the node
-    /// already holds, then the layout's handoff rank. `None` without
-    /// candidates.
-    ///
-    /// # Panics
-    ///
-    /// If `column` is not a column of `placement`.
-    pub fn handoff_for(
-        &self,
-        placement: &Placement,
-        column: usize,
-        held: &[NodeId],
-        candidates: &[NodeId],
-    ) -> Option<NodeId> {
-        let home_site = self.node(placement.columns()[column]).site;
-        let mut per_site = vec![0usize; self.sites.len()];
-        let mut per_node = vec![0usize; self.nodes.len()];
-        for &n in held {
-            per_site[self.node(n).site.index()] += 1;
-            per_node[n.index()] += 1;
-        }
-        let ranked = self.handoff_candidates(placement, column, &|n| !candidates.contains(&n));
-        let rank = |n: NodeId| ranked.iter().position(|&r| r == n).unwrap_or(usize::MAX);
-        let site_max = per_site.iter().copied().max().unwrap_or(0);
-        candidates.iter().copied().min_by_key(|&n| {
-            let site = self.node(n).site;
-            (
-                site_max.max(per_site[site.index()] + 1),
-                site != home_site,
-                per_node[n.index()],
-                rank(n),
-                n,
-            )
+/// The body of [`Layout::promise_room`].
+pub(crate) fn promise_room(layout: &Layout, failed: &[NodeId]) -> PromiseRoom {
+    let failed = distinct(layout, failed);
+    let extra = layout.promise.extra_nodes_lost;
+    let sites_lost = layout.promise.sites_lost.min(layout.sites.len());
+    // Per site: its failed nodes, and whether one of its nodes has not
+    // failed. The promise failure set covering most of `failed` takes
+    // the sites with the most failed nodes (among equal counts, one
+    // with a node left): exact, without enumerating site choices.
+    let per_site: Vec<(usize, bool)> = layout
+        .sites
+        .iter()
+        .map(|site| {
+            let down = site.nodes.iter().filter(|n| failed.contains(n)).count();
+            (down, down < site.nodes.len())
         })
+        .collect();
+    let mut order: Vec<usize> = (0..per_site.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(per_site[i].0), !per_site[i].1));
+    let chosen = &order[..sites_lost];
+    let covered: usize = chosen.iter().map(|&i| per_site[i].0).sum();
+    let outside = failed.len() - covered;
+    if outside > extra {
+        return PromiseRoom::Exceeded;
     }
-
-    /// `nodes` without duplicates or ids outside the layout.
-    fn distinct(&self, nodes: &[NodeId]) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = nodes
-            .iter()
-            .copied()
-            .filter(|n| n.index() < self.nodes.len())
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
+    let free_elsewhere = layout.nodes.len() > failed.len();
+    let free_in_chosen = chosen.iter().any(|&i| per_site[i].1);
+    if (outside < extra && free_elsewhere) || free_in_chosen {
+        PromiseRoom::Room
+    } else {
+        PromiseRoom::UsedUp
     }
+}
 
-    /// Calls `visit` with every choice of `sites_lost` sites (as site
-    /// indexes) until it returns true. Returns false without calling it
-    /// when there are more than [`COMBINATIONS_MAX`] choices.
-    fn for_each_site_choice(&self, visit: &mut dyn FnMut(&[usize]) -> bool) -> bool {
-        let n = self.sites.len();
-        let r = self.promise.sites_lost.min(n);
-        if combinations(n, r) > COMBINATIONS_MAX {
+/// The body of [`Layout::survives_promise_given`].
+pub(crate) fn survives_promise_given(
+    layout: &Layout,
+    stored: &[NodeId],
+    zero_columns: usize,
+    failed: &[NodeId],
+) -> bool {
+    let k = layout.code.data_count;
+    let failed = distinct(layout, failed);
+    let extra = layout.promise.extra_nodes_lost;
+    let mut per_node: Vec<(NodeId, usize)> = Vec::new();
+    for &node in stored {
+        match per_node.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, count)) => *count += 1,
+            None => per_node.push((node, 1)),
+        }
+    }
+    let mut contained = false;
+    let mut worst = 0usize;
+    let enumerated = for_each_site_choice(layout, &mut |chosen: &[usize]| {
+        let in_sites = |n: NodeId| chosen.contains(&layout.node(n).site.index());
+        let outside: Vec<NodeId> = failed.iter().copied().filter(|&n| !in_sites(n)).collect();
+        if outside.len() > extra {
             return false;
         }
-        let mut chosen: Vec<usize> = (0..r).collect();
-        loop {
-            if visit(&chosen) {
-                return true;
+        contained = true;
+        let mut lost = 0usize;
+        let mut rest: Vec<usize> = Vec::new();
+        for &(node, count) in &per_node {
+            if in_sites(node) || outside.contains(&node) {
+                lost += count;
+            } else {
+                rest.push(count);
             }
-            if !next_combination(&mut chosen, n) {
-                return true;
-            }
+        }
+        lost += top_sum(&rest, extra - outside.len());
+        worst = worst.max(lost);
+        false
+    });
+    if !enumerated {
+        // Too many combinations to enumerate: count the worst sites and
+        // nodes together, which can only overstate the loss.
+        let mut per_site = vec![0usize; layout.sites.len()];
+        for &node in stored {
+            per_site[layout.node(node).site.index()] += 1;
+        }
+        let counts: Vec<usize> = per_node.iter().map(|&(_, c)| c).collect();
+        worst = top_sum(&per_site, layout.promise.sites_lost) + top_sum(&counts, extra);
+        contained = true;
+    }
+    if !contained {
+        worst = per_node
+            .iter()
+            .filter(|(n, _)| failed.contains(n))
+            .map(|&(_, c)| c)
+            .sum();
+    }
+    (stored.len() + zero_columns).saturating_sub(worst) >= k
+}
+
+/// The body of [`Layout::plan_columns`].
+pub(crate) fn plan_columns(
+    layout: &Layout,
+    placement: &Placement,
+    stored: &[usize],
+    writable: &dyn Fn(NodeId) -> bool,
+) -> Option<Vec<NodeId>> {
+    let columns = placement.columns();
+    let mut plan: Vec<Option<NodeId>> = vec![None; stored.len()];
+    for (i, &c) in stored.iter().enumerate() {
+        if writable(columns[c]) {
+            plan[i] = Some(columns[c]);
+        }
+    }
+    let candidates: Vec<NodeId> = layout
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, _)| NodeId(i as u16))
+        .filter(|&n| writable(n))
+        .collect();
+    if candidates.is_empty() && plan.iter().any(Option::is_none) {
+        return None;
+    }
+    for (i, &c) in stored.iter().enumerate() {
+        if plan[i].is_some() {
+            continue;
+        }
+        let held: Vec<NodeId> = plan.iter().flatten().copied().collect();
+        let best = handoff_for(layout, placement, c, &held, &candidates)?;
+        plan[i] = Some(best);
+    }
+    plan.into_iter().collect()
+}
+
+/// The body of [`Layout::handoff_for`].
+pub(crate) fn handoff_for(
+    layout: &Layout,
+    placement: &Placement,
+    column: usize,
+    held: &[NodeId],
+    candidates: &[NodeId],
+) -> Option<NodeId> {
+    let home_site = layout.node(placement.columns()[column]).site;
+    let mut per_site = vec![0usize; layout.sites.len()];
+    let mut per_node = vec![0usize; layout.nodes.len()];
+    for &n in held {
+        per_site[layout.node(n).site.index()] += 1;
+        per_node[n.index()] += 1;
+    }
+    let ranked = layout.handoff_candidates(placement, column, &|n| !candidates.contains(&n));
+    let rank = |n: NodeId| ranked.iter().position(|&r| r == n).unwrap_or(usize::MAX);
+    let site_max = per_site.iter().copied().max().unwrap_or(0);
+    candidates.iter().copied().min_by_key(|&n| {
+        let site = layout.node(n).site;
+        (
+            site_max.max(per_site[site.index()] + 1),
+            site != home_site,
+            per_node[n.index()],
+            rank(n),
+            n,
+        )
+    })
+}
+
+/// `nodes` without duplicates or ids outside the layout.
+fn distinct(layout: &Layout, nodes: &[NodeId]) -> Vec<NodeId> {
+    let mut out: Vec<NodeId> = nodes
+        .iter()
+        .copied()
+        .filter(|n| n.index() < layout.nodes.len())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Calls `visit` with every choice of `sites_lost` sites (as site
+/// indexes) until it returns true. Returns false without calling it
+/// when there are more than [`COMBINATIONS_MAX`] choices.
+fn for_each_site_choice(layout: &Layout, visit: &mut dyn FnMut(&[usize]) -> bool) -> bool {
+    let n = layout.sites.len();
+    let r = layout.promise.sites_lost.min(n);
+    if combinations(n, r) > COMBINATIONS_MAX {
+        return false;
+    }
+    let mut chosen: Vec<usize> = (0..r).collect();
+    loop {
+        if visit(&chosen) {
+            return true;
+        }
+        if !next_combination(&mut chosen, n) {
+            return true;
         }
     }
 }

@@ -80,155 +80,139 @@ fn default_weight() -> u32 {
     1
 }
 
-impl Layout {
-    /// Reads a layout from TOML text (format: README.md, "Layout file").
-    /// Relative directory paths are kept as written.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidLayout`] when the text is not valid TOML or not a
-    /// layout (the reason names the line and column), or a node has both or
-    /// neither of `path` and `url`; then everything
-    /// [`LayoutBuilder::build`](super::LayoutBuilder::build) refuses.
-    pub fn from_toml_str(text: &str) -> Result<Layout> {
-        Self::from_toml_in(text, None)
-    }
+/// The body of [`Layout::from_toml_str`].
+pub(crate) fn from_toml_str(text: &str) -> Result<Layout> {
+    from_toml_in(text, None)
+}
 
-    /// Reads the layout file at `path`. Relative directory paths in it are
-    /// taken relative to the file's directory.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Io`] when the file cannot be read, [`Error::LimitExceeded`]
-    /// when it is over [`LAYOUT_FILE_LEN_MAX`] bytes, and everything
-    /// [`Layout::from_toml_str`] returns.
-    pub fn load(path: impl AsRef<Path>) -> Result<Layout> {
-        let path = path.as_ref();
-        let context = || format!("reading layout file {}", path.display());
-        let len = std::fs::metadata(path)
-            .map_err(|e| Error::io(context(), e))?
-            .len();
-        if len > LAYOUT_FILE_LEN_MAX {
-            return Err(Error::LimitExceeded {
-                what: "layout file length",
-                limit: LAYOUT_FILE_LEN_MAX,
-                actual: len,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(context(), e))?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        Self::from_toml_in(&text, Some(base)).map_err(|error| match error {
-            Error::InvalidLayout { reason, fix } => Error::InvalidLayout {
-                reason: format!("{}: {reason}", path.display()),
-                fix,
-            },
-            other => other,
-        })
+/// The body of [`Layout::load`].
+pub(crate) fn load(path: impl AsRef<Path>) -> Result<Layout> {
+    let path = path.as_ref();
+    let context = || format!("reading layout file {}", path.display());
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(context(), e))?
+        .len();
+    if len > LAYOUT_FILE_LEN_MAX {
+        return Err(Error::LimitExceeded {
+            what: "layout file length",
+            limit: LAYOUT_FILE_LEN_MAX,
+            actual: len,
+        });
     }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(context(), e))?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    from_toml_in(&text, Some(base)).map_err(|error| match error {
+        Error::InvalidLayout { reason, fix } => Error::InvalidLayout {
+            reason: format!("{}: {reason}", path.display()),
+            fix,
+        },
+        other => other,
+    })
+}
 
-    fn from_toml_in(text: &str, base: Option<&Path>) -> Result<Layout> {
-        let file: LayoutFile = ::toml::from_str(text).map_err(|error| parse_error(text, &error))?;
-        let mut builder = Layout::builder()
-            .code(file.code.data_count, file.code.parity_count)
-            .promise(Promise {
-                sites_lost: file.promise.sites_lost,
-                extra_nodes_lost: file.promise.extra_nodes_lost,
-            });
-        for site in file.sites {
-            let site_remote = match site.remote {
-                Some(remote) => Some(remote.into_remote(&format!("site \"{}\"", site.name))?),
+fn from_toml_in(text: &str, base: Option<&Path>) -> Result<Layout> {
+    let file: LayoutFile = ::toml::from_str(text).map_err(|error| parse_error(text, &error))?;
+    let mut builder = Layout::builder()
+        .code(file.code.data_count, file.code.parity_count)
+        .promise(Promise {
+            sites_lost: file.promise.sites_lost,
+            extra_nodes_lost: file.promise.extra_nodes_lost,
+        });
+    for site in file.sites {
+        let site_remote = match site.remote {
+            Some(remote) => Some(remote.into_remote(&format!("site \"{}\"", site.name))?),
+            None => None,
+        };
+        let mut nodes = Vec::with_capacity(site.nodes.len());
+        for node in site.nodes {
+            let location = match (node.path, node.url) {
+                (Some(path), None) => Location::Dir(match base {
+                    Some(base) if path.is_relative() => base.join(path),
+                    _ => path,
+                }),
+                (None, Some(url)) => Location::Url(url),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        format!("node \"{}\" has both a path and a url", node.name),
+                        "keep one: `path` for a local directory or `url` for an object store",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        format!("node \"{}\" has neither a path nor a url", node.name),
+                        format!(
+                            "add `path = \"/srv/geoshard/{}\"` (a local directory) or `url = \
+                             \"s3://bucket/{}\"`",
+                            node.name, node.name
+                        ),
+                    ));
+                }
+            };
+            let remote = match node.remote {
+                Some(remote) => Some(remote.into_remote(&format!("node \"{}\"", node.name))?),
                 None => None,
             };
-            let mut nodes = Vec::with_capacity(site.nodes.len());
-            for node in site.nodes {
-                let location = match (node.path, node.url) {
-                    (Some(path), None) => Location::Dir(match base {
-                        Some(base) if path.is_relative() => base.join(path),
-                        _ => path,
-                    }),
-                    (None, Some(url)) => Location::Url(url),
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(
-                            format!("node \"{}\" has both a path and a url", node.name),
-                            "keep one: `path` for a local directory or `url` for an object store",
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(invalid(
-                            format!("node \"{}\" has neither a path nor a url", node.name),
-                            format!(
-                                "add `path = \"/srv/geoshard/{}\"` (a local directory) or `url = \
-                                 \"s3://bucket/{}\"`",
-                                node.name, node.name
-                            ),
-                        ));
-                    }
-                };
-                let remote = match node.remote {
-                    Some(remote) => Some(remote.into_remote(&format!("node \"{}\"", node.name))?),
-                    None => None,
-                };
-                nodes.push((node.name, location, node.weight, remote));
-            }
-            builder = builder.site(site.name, |mut s| {
-                if let Some(remote) = site_remote {
-                    s = s.remote(remote);
-                }
-                for (name, location, weight, remote) in nodes {
-                    s = match remote {
-                        Some(remote) => s.node_remote(name, location, weight, remote),
-                        None => s.node_weighted(name, location, weight),
-                    };
-                }
-                s
-            });
+            nodes.push((node.name, location, node.weight, remote));
         }
-        builder.build()
+        builder = builder.site(site.name, |mut s| {
+            if let Some(remote) = site_remote {
+                s = s.remote(remote);
+            }
+            for (name, location, weight, remote) in nodes {
+                s = match remote {
+                    Some(remote) => s.node_remote(name, location, weight, remote),
+                    None => s.node_weighted(name, location, weight),
+                };
+            }
+            s
+        });
     }
+    builder.build()
+}
 
-    /// The layout as TOML that [`Layout::from_toml_str`] reads back into an
-    /// equal layout.
-    pub fn to_toml_string(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = self.write_toml(&mut out);
-        out
-    }
+/// The body of [`Layout::to_toml_string`].
+pub(crate) fn to_toml_string(layout: &Layout) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_toml(layout, &mut out);
+    out
+}
 
-    fn write_toml(&self, out: &mut String) -> std::fmt::Result {
-        writeln!(out, "[code]")?;
-        writeln!(out, "data_count = {}", self.code.data_count)?;
-        writeln!(out, "parity_count = {}", self.code.parity_count)?;
+fn write_toml(layout: &Layout, out: &mut String) -> std::fmt::Result {
+    writeln!(out, "[code]")?;
+    writeln!(out, "data_count = {}", layout.code.data_count)?;
+    writeln!(out, "parity_count = {}", layout.code.parity_count)?;
+    writeln!(out)?;
+    writeln!(out, "[promise]")?;
+    writeln!(out, "sites_lost = {}", layout.promise.sites_lost)?;
+    writeln!(
+        out,
+        "extra_nodes_lost = {}",
+        layout.promise.extra_nodes_lost
+    )?;
+    for site in &layout.sites {
         writeln!(out)?;
-        writeln!(out, "[promise]")?;
-        writeln!(out, "sites_lost = {}", self.promise.sites_lost)?;
-        writeln!(out, "extra_nodes_lost = {}", self.promise.extra_nodes_lost)?;
-        for site in &self.sites {
+        writeln!(out, "[[sites]]")?;
+        writeln!(out, "name = {}", quote(&site.name))?;
+        for &id in &site.nodes {
+            let node = layout.node(id);
             writeln!(out)?;
-            writeln!(out, "[[sites]]")?;
-            writeln!(out, "name = {}", quote(&site.name))?;
-            for &id in &site.nodes {
-                let node = self.node(id);
+            writeln!(out, "[[sites.nodes]]")?;
+            writeln!(out, "name = {}", quote(&node.name))?;
+            match &node.location {
+                // Checked to be UTF-8 when the layout was built.
+                Location::Dir(path) => writeln!(out, "path = {}", quote(&path.to_string_lossy()))?,
+                Location::Url(url) => writeln!(out, "url = {}", quote(url))?,
+            }
+            writeln!(out, "weight = {}", node.weight)?;
+            if let Some(remote) = &node.remote {
                 writeln!(out)?;
-                writeln!(out, "[[sites.nodes]]")?;
-                writeln!(out, "name = {}", quote(&node.name))?;
-                match &node.location {
-                    // Checked to be UTF-8 when the layout was built.
-                    Location::Dir(path) => {
-                        writeln!(out, "path = {}", quote(&path.to_string_lossy()))?
-                    }
-                    Location::Url(url) => writeln!(out, "url = {}", quote(url))?,
-                }
-                writeln!(out, "weight = {}", node.weight)?;
-                if let Some(remote) = &node.remote {
-                    writeln!(out)?;
-                    writeln!(out, "[sites.nodes.remote]")?;
-                    write_remote(out, remote)?;
-                }
+                writeln!(out, "[sites.nodes.remote]")?;
+                write_remote(out, remote)?;
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// A TOML basic string, escaped.

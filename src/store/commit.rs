@@ -225,7 +225,7 @@ impl Committer {
             let first = match self.rx.recv_timeout(NODE_CHECK_INTERVAL) {
                 Ok(first) => first,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.inner.check_nodes();
+                    self.inner.lifecycle().check_nodes();
                     self.nodes_checked = self.inner.clock.now();
                     continue;
                 }
@@ -235,7 +235,7 @@ impl Committer {
             // every interval anyway, so a vanished directory is noticed.
             let now = self.inner.clock.now();
             if now.saturating_sub(self.nodes_checked) >= NODE_CHECK_INTERVAL {
-                self.inner.check_nodes();
+                self.inner.lifecycle().check_nodes();
                 self.nodes_checked = now;
             }
             let deadline = Instant::now() + interval;
@@ -550,11 +550,10 @@ impl Committer {
         let table_lens = self.fill_data_columns(k)?;
         let (column_lens, column_checksums, stripe_len) = self.encode_parity(k, m)?;
 
-        let placement = self.inner.layout.placement(stripe_id);
-        let homes: Vec<NodeId> = placement.columns().to_vec();
-        let plan = self
-            .inner
-            .stripe_io()
+        let inner = Arc::clone(&self.inner);
+        let io = inner.stripe_io();
+        let homes: Vec<NodeId> = inner.layout.placement(stripe_id).columns().to_vec();
+        let plan = io
             .plan_stripe(stripe_id, &column_lens)
             .map_err(Failure::Plan)?;
         let header = ColumnHeader {
@@ -573,7 +572,7 @@ impl Committer {
             commit: CommitStamp {
                 commit_first_stripe_id: self.commit_first,
             },
-            handoffs: self.inner.stripe_io().handoffs_of(stripe_id, &plan),
+            handoffs: io.handoffs_of(stripe_id, &plan),
         };
         let headers: Vec<ColumnHeader> = (0..k + m)
             .map(|c| ColumnHeader {
@@ -583,9 +582,7 @@ impl Committer {
             .collect();
         let payloads: Vec<&[u8]> = self.payloads.iter().map(Vec::as_slice).collect();
         self.attempt_wrote = true;
-        let stored = self
-            .inner
-            .stripe_io()
+        let stored = io
             .write_planned(self.generation, &plan, &headers, &payloads)
             .map_err(|failed| self.write_failure(failed))?;
         self.generation_bytes += stripe_len as u64;

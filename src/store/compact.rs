@@ -72,254 +72,246 @@ pub struct CompactReport {
     pub column_bytes_removed: u64,
 }
 
-impl Store {
-    /// Rewrites the live blobs of mostly-dead generations and removes those
-    /// generations from every node. Runs alongside reads and writes.
-    ///
-    /// # Errors
-    ///
-    /// A read or commit error stops compaction before the generation being
-    /// compacted is retired; nothing is lost and a later call resumes.
-    pub fn compact(&self, options: &CompactOptions) -> Result<CompactReport> {
-        let inner = &self.inner;
-        let _only_one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
-        self.flush()?;
-        let candidates: Vec<u64> = {
-            let state = inner.read_state();
-            // The newest generation with visible stripes may be the one
-            // the committer appends to: never touched.
-            let newest = state
-                .generations
-                .iter()
-                .filter(|(_, u)| u.stripes > 0)
-                .map(|(g, _)| *g)
-                .next_back();
-            let mut c: Vec<(f64, u64)> = state
-                .generations
-                .iter()
-                .filter(|(g, _)| newest.is_none_or(|n| **g < n))
-                .map(|(g, u)| (u.useful_ratio(), *g))
-                .filter(|(ratio, _)| *ratio < options.live_ratio_max)
-                .collect();
-            c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            c.into_iter()
-                .take(options.generations_max)
-                .map(|(_, g)| g)
-                .collect()
-        };
-        let mut report = CompactReport::default();
-        for generation in candidates {
-            self.compact_one(generation, &mut report)?;
-        }
-        Ok(report)
-    }
-
-    /// Compacts one generation: relocate its live blobs, carry forward what
-    /// must outlive it, retire it durably, then remove it.
-    fn compact_one(&self, generation: u64, report: &mut CompactReport) -> Result<()> {
-        let (stripes, live) = self.generation_contents(generation);
-        self.relocate_live(live, report)?;
-        let retire = self.carry_forward(generation, &stripes, report)?;
-        self.retire_and_remove(generation, retire, report)
-    }
-
-    /// The stripes of `generation` and the live blobs with a part in it.
-    fn generation_contents(&self, generation: u64) -> (Vec<Arc<StripeInfo>>, Vec<LiveBlob>) {
-        let inner = &self.inner;
+/// The body of [`Store::compact`].
+pub(crate) fn compact(store: &Store, options: &CompactOptions) -> Result<CompactReport> {
+    let inner = &store.inner;
+    let _only_one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+    store.flush()?;
+    let candidates: Vec<u64> = {
         let state = inner.read_state();
-        let stripes: Vec<_> = state
-            .stripes
-            .values()
-            .filter(|s| s.generation == generation)
-            .cloned()
-            .collect();
-        let in_generation = |loc: &BlobLoc| {
-            loc.parts().iter().any(|p| {
-                state
-                    .stripes
-                    .get(p.slot)
-                    .is_some_and(|s| s.generation == generation)
-            })
-        };
-        let live = state
-            .index
+        // The newest generation with visible stripes may be the one
+        // the committer appends to: never touched.
+        let newest = state
+            .generations
             .iter()
-            .filter(|(_, loc)| in_generation(loc))
-            .map(|(k, loc)| (Box::<[u8]>::from(k), loc.clone()))
+            .filter(|(_, u)| u.stripes > 0)
+            .map(|(g, _)| *g)
+            .next_back();
+        let mut c: Vec<(f64, u64)> = state
+            .generations
+            .iter()
+            .filter(|(g, _)| newest.is_none_or(|n| **g < n))
+            .map(|(g, u)| (u.useful_ratio(), *g))
+            .filter(|(ratio, _)| *ratio < options.live_ratio_max)
             .collect();
-        (stripes, live)
+        c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        c.into_iter()
+            .take(options.generations_max)
+            .map(|(_, g)| g)
+            .collect()
+    };
+    let mut report = CompactReport::default();
+    for generation in candidates {
+        compact_one(store, generation, &mut report)?;
     }
+    Ok(report)
+}
 
-    /// Step 1: relocates the live blobs (the committer writes each again
-    /// unless a newer operation on its key came first), a bounded amount
-    /// in flight at a time.
-    fn relocate_live(&self, live: Vec<LiveBlob>, report: &mut CompactReport) -> Result<()> {
-        const IN_FLIGHT_BYTES_MAX: u64 = 64 << 20;
-        let mut waiting = Vec::new();
-        let mut in_flight = 0u64;
-        for (key, expected) in live {
-            let value = self.read_whole(&expected)?;
-            in_flight += value.len() as u64;
-            report.bytes_moved += value.len() as u64;
-            let (ack, rx) = Pending::channel();
-            self.submit(Request::Relocate {
-                key,
-                value,
-                expected,
-                ack,
-            })?;
-            waiting.push(rx);
-            if in_flight >= IN_FLIGHT_BYTES_MAX {
-                report.blobs_moved += wait_all(self, &mut waiting)?;
-                in_flight = 0;
+/// Compacts one generation: relocate its live blobs, carry forward what
+/// must outlive it, retire it durably, then remove it.
+fn compact_one(store: &Store, generation: u64, report: &mut CompactReport) -> Result<()> {
+    let (stripes, live) = generation_contents(store, generation);
+    relocate_live(store, live, report)?;
+    let retire = carry_forward(store, generation, &stripes, report)?;
+    retire_and_remove(store, generation, retire, report)
+}
+
+/// The stripes of `generation` and the live blobs with a part in it.
+fn generation_contents(store: &Store, generation: u64) -> (Vec<Arc<StripeInfo>>, Vec<LiveBlob>) {
+    let inner = &store.inner;
+    let state = inner.read_state();
+    let stripes: Vec<_> = state
+        .stripes
+        .values()
+        .filter(|s| s.generation == generation)
+        .cloned()
+        .collect();
+    let in_generation = |loc: &BlobLoc| {
+        loc.parts().iter().any(|p| {
+            state
+                .stripes
+                .get(p.slot)
+                .is_some_and(|s| s.generation == generation)
+        })
+    };
+    let live = state
+        .index
+        .iter()
+        .filter(|(_, loc)| in_generation(loc))
+        .map(|(k, loc)| (Box::<[u8]>::from(k), loc.clone()))
+        .collect();
+    (stripes, live)
+}
+
+/// Step 1: relocates the live blobs (the committer writes each again
+/// unless a newer operation on its key came first), a bounded amount
+/// in flight at a time.
+fn relocate_live(store: &Store, live: Vec<LiveBlob>, report: &mut CompactReport) -> Result<()> {
+    const IN_FLIGHT_BYTES_MAX: u64 = 64 << 20;
+    let mut waiting = Vec::new();
+    let mut in_flight = 0u64;
+    for (key, expected) in live {
+        let value = read_whole(store, &expected)?;
+        in_flight += value.len() as u64;
+        report.bytes_moved += value.len() as u64;
+        let (ack, rx) = Pending::channel();
+        store.submit(Request::Relocate {
+            key,
+            value,
+            expected,
+            ack,
+        })?;
+        waiting.push(rx);
+        if in_flight >= IN_FLIGHT_BYTES_MAX {
+            report.blobs_moved += wait_all(store, &mut waiting)?;
+            in_flight = 0;
+        }
+    }
+    report.blobs_moved += wait_all(store, &mut waiting)?;
+    Ok(())
+}
+
+/// Step 2: carries forward the tombstones of `stripes` that may still
+/// hide something, and gathers the generations to retire: this one and
+/// those of retire markers whose generations may have remains.
+fn carry_forward(
+    store: &Store,
+    generation: u64,
+    stripes: &[Arc<StripeInfo>],
+    report: &mut CompactReport,
+) -> Result<Vec<u64>> {
+    let inner = &store.inner;
+    let mut waiting = Vec::new();
+    let live_generations: Vec<u64> = inner
+        .read_state()
+        .generations
+        .keys()
+        .copied()
+        .filter(|g| *g != generation)
+        .collect();
+    let pending = inner
+        .retired_pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut retire = vec![generation];
+    let k = inner.layout.code().data_count;
+    for stripe in stripes {
+        for c in 0..k {
+            let table_len = stripe.entry_table_len(c);
+            if table_len == 0 {
+                continue;
+            }
+            let (entries, _) = inner.reads().entry_table(stripe, c, table_len)?;
+            for e in entries {
+                if e.flags.contains(EntryFlags::RETIRE) {
+                    let loc = super::index::PartLoc {
+                        // Read directly from `stripe`; the slot is unused.
+                        slot: u32::MAX,
+                        offset: e.offset,
+                        len: e.len,
+                        checksum: e.checksum,
+                        column_index: c as u16,
+                    };
+                    retire.extend(
+                        inner
+                            .reads()
+                            .retired_generations(stripe, &loc)?
+                            .into_iter()
+                            .filter(|g| pending.contains(g)),
+                    );
+                } else if e.flags.contains(EntryFlags::TOMBSTONE) {
+                    // The tombstone hides values in generations up to
+                    // `blob_len`; with none of those live, it is done.
+                    let hides = e.blob_len;
+                    if !live_generations.iter().any(|&g| g <= hides) {
+                        report.tombstones_dropped += 1;
+                        continue;
+                    }
+                    let (ack, rx) = Pending::channel();
+                    store.submit(Request::Tombstone {
+                        key: e.key.into(),
+                        hides_generation: hides,
+                        ack,
+                    })?;
+                    waiting.push(rx);
+                }
             }
         }
-        report.blobs_moved += wait_all(self, &mut waiting)?;
-        Ok(())
     }
+    report.tombstones_carried += wait_all(store, &mut waiting)?;
+    retire.sort_unstable();
+    retire.dedup();
+    Ok(retire)
+}
 
-    /// Step 2: carries forward the tombstones of `stripes` that may still
-    /// hide something, and gathers the generations to retire: this one and
-    /// those of retire markers whose generations may have remains.
-    fn carry_forward(
-        &self,
-        generation: u64,
-        stripes: &[Arc<StripeInfo>],
-        report: &mut CompactReport,
-    ) -> Result<Vec<u64>> {
-        let inner = &self.inner;
-        let mut waiting = Vec::new();
-        let live_generations: Vec<u64> = inner
-            .read_state()
-            .generations
-            .keys()
-            .copied()
-            .filter(|g| *g != generation)
-            .collect();
-        let pending = inner
+/// Step 3: retires the generations durably, then removes `generation`
+/// from every node (what a node that is down keeps, the next open
+/// removes).
+fn retire_and_remove(
+    store: &Store,
+    generation: u64,
+    retire: Vec<u64>,
+    report: &mut CompactReport,
+) -> Result<()> {
+    let inner = &store.inner;
+    let (ack, rx) = Pending::channel();
+    store.submit(Request::Retire {
+        generations: retire,
+        ack,
+    })?;
+    store.wait(&rx, "compaction", None)??;
+    let mut everywhere = true;
+    for id in inner.nodes.ids() {
+        let Some(node) = inner.nodes.get(id) else {
+            everywhere = false;
+            continue;
+        };
+        if let Err(e) = node.remove_generation(generation) {
+            everywhere = false;
+            tracing::warn!(node = %node.name(), generation, error = %e,
+                "could not remove a retired generation; the next open retries");
+        }
+    }
+    if !everywhere {
+        inner
             .retired_pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut retire = vec![generation];
-        let k = inner.layout.code().data_count;
-        for stripe in stripes {
-            for c in 0..k {
-                let table_len = stripe.entry_table_len(c);
-                if table_len == 0 {
-                    continue;
-                }
-                let (entries, _) = inner.reads().entry_table(stripe, c, table_len)?;
-                for e in entries {
-                    if e.flags.contains(EntryFlags::RETIRE) {
-                        let loc = super::index::PartLoc {
-                            // Read directly from `stripe`; the slot is unused.
-                            slot: u32::MAX,
-                            offset: e.offset,
-                            len: e.len,
-                            checksum: e.checksum,
-                            column_index: c as u16,
-                        };
-                        retire.extend(
-                            inner
-                                .reads()
-                                .retired_generations(stripe, &loc)?
-                                .into_iter()
-                                .filter(|g| pending.contains(g)),
-                        );
-                    } else if e.flags.contains(EntryFlags::TOMBSTONE) {
-                        // The tombstone hides values in generations up to
-                        // `blob_len`; with none of those live, it is done.
-                        let hides = e.blob_len;
-                        if !live_generations.iter().any(|&g| g <= hides) {
-                            report.tombstones_dropped += 1;
-                            continue;
-                        }
-                        let (ack, rx) = Pending::channel();
-                        self.submit(Request::Tombstone {
-                            key: e.key.into(),
-                            hides_generation: hides,
-                            ack,
-                        })?;
-                        waiting.push(rx);
-                    }
-                }
-            }
-        }
-        report.tombstones_carried += wait_all(self, &mut waiting)?;
-        retire.sort_unstable();
-        retire.dedup();
-        Ok(retire)
+            .insert(generation);
     }
+    let mut state = inner.write_state();
+    if let Some(usage) = state.generations.get(&generation) {
+        report.column_bytes_removed += usage.column_bytes;
+    }
+    state.drop_generation(generation);
+    report.generations_compacted.push(generation);
+    Ok(())
+}
 
-    /// Step 3: retires the generations durably, then removes `generation`
-    /// from every node (what a node that is down keeps, the next open
-    /// removes).
-    fn retire_and_remove(
-        &self,
-        generation: u64,
-        retire: Vec<u64>,
-        report: &mut CompactReport,
-    ) -> Result<()> {
-        let inner = &self.inner;
-        let (ack, rx) = Pending::channel();
-        self.submit(Request::Retire {
-            generations: retire,
-            ack,
-        })?;
-        self.wait(&rx, "compaction", None)??;
-        let mut everywhere = true;
-        for id in inner.nodes.ids() {
-            let Some(node) = inner.nodes.get(id) else {
-                everywhere = false;
-                continue;
-            };
-            if let Err(e) = node.remove_generation(generation) {
-                everywhere = false;
-                tracing::warn!(node = %node.name(), generation, error = %e,
-                    "could not remove a retired generation; the next open retries");
-            }
+/// A blob's bytes as one `Bytes` (copied only if split).
+fn read_whole(store: &Store, loc: &BlobLoc) -> Result<Bytes> {
+    let inner = &store.inner;
+    let mut out = BytesMut::new();
+    let mut single = None;
+    for part in loc.parts() {
+        let stripe = inner
+            .read_state()
+            .stripes
+            .get(part.slot)
+            .cloned()
+            .ok_or_else(|| Error::Corrupt {
+                location: format!("stripe slot {}", part.slot),
+                reason: "indexed stripe is missing from the stripe table".into(),
+            })?;
+        let bytes = inner.reads().read_part(&stripe, part)?;
+        if loc.parts().len() == 1 {
+            single = Some(bytes);
+        } else {
+            out.extend_from_slice(&bytes);
         }
-        if !everywhere {
-            inner
-                .retired_pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(generation);
-        }
-        let mut state = inner.write_state();
-        if let Some(usage) = state.generations.get(&generation) {
-            report.column_bytes_removed += usage.column_bytes;
-        }
-        state.drop_generation(generation);
-        report.generations_compacted.push(generation);
-        Ok(())
     }
-
-    /// A blob's bytes as one `Bytes` (copied only if split).
-    fn read_whole(&self, loc: &BlobLoc) -> Result<Bytes> {
-        let inner = &self.inner;
-        let mut out = BytesMut::new();
-        let mut single = None;
-        for part in loc.parts() {
-            let stripe = inner
-                .read_state()
-                .stripes
-                .get(part.slot)
-                .cloned()
-                .ok_or_else(|| Error::Corrupt {
-                    location: format!("stripe slot {}", part.slot),
-                    reason: "indexed stripe is missing from the stripe table".into(),
-                })?;
-            let bytes = inner.reads().read_part(&stripe, part)?;
-            if loc.parts().len() == 1 {
-                single = Some(bytes);
-            } else {
-                out.extend_from_slice(&bytes);
-            }
-        }
-        Ok(single.unwrap_or_else(|| out.freeze()))
-    }
+    Ok(single.unwrap_or_else(|| out.freeze()))
 }
 
 /// Waits for every acknowledgement; returns how many did something.

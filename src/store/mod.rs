@@ -20,6 +20,7 @@ mod commit;
 mod compact;
 mod health;
 mod index;
+mod lifecycle;
 mod manifest;
 mod nodes;
 mod open;
@@ -222,6 +223,48 @@ impl GenerationUsage {
 }
 
 impl State {
+    /// Forgets where column `column` of `stripe_id` is (its record is
+    /// damaged): reads go degraded and repair rebuilds it.
+    pub fn forget_column(&mut self, stripe_id: u64, column: usize) {
+        let slot = self
+            .stripes
+            .slots()
+            .find(|(_, stripe)| stripe.stripe_id == stripe_id)
+            .map(|(slot, _)| slot);
+        if let Some(slot) = slot {
+            self.stripes.update(slot, stripe_id, |info| {
+                if let Some(col) = info.columns.get_mut(column) {
+                    col.stored = None;
+                }
+            });
+        }
+    }
+
+    /// Marks every column stored on `id` as missing (the node came back
+    /// empty): reads go degraded and repair rebuilds them.
+    pub fn forget_columns_on(&mut self, id: crate::layout::NodeId) {
+        let held: Vec<(u32, u64)> = self
+            .stripes
+            .slots()
+            .filter(|(_, stripe)| {
+                stripe
+                    .columns
+                    .iter()
+                    .any(|c| c.stored.is_some_and(|(n, _)| n == id))
+            })
+            .map(|(slot, stripe)| (slot, stripe.stripe_id))
+            .collect();
+        for (slot, stripe_id) in held {
+            self.stripes.update(slot, stripe_id, |info| {
+                for column in &mut info.columns {
+                    if column.stored.is_some_and(|(n, _)| n == id) {
+                        column.stored = None;
+                    }
+                }
+            });
+        }
+    }
+
     /// Adds a visible stripe; returns its slot.
     pub fn add_stripe(&mut self, info: stripes::StripeInfo) -> u32 {
         let usage = self.generations.entry(info.generation).or_default();
@@ -530,6 +573,20 @@ impl Inner {
             repairs: &self.repair_queue,
             reads: self.reads(),
             identify: self.identifier(),
+        }
+    }
+
+    /// The node set's lifecycle: checks, revival, adoption.
+    pub(crate) fn lifecycle(&self) -> lifecycle::NodeLifecycle<'_> {
+        lifecycle::NodeLifecycle {
+            layout: &self.layout,
+            nodes: &self.nodes,
+            factory: &*self.factory,
+            manifests: &self.manifests,
+            clock: &*self.clock,
+            remote_checked: &self.remote_checked,
+            next_stripe_id: &self.next_stripe_id,
+            state: &self.state,
         }
     }
 
@@ -1150,7 +1207,7 @@ impl Store {
     /// Per node: reachable or not, columns and bytes held, columns missing
     /// or away; whether the store survives losing any one more site now.
     pub fn health(&self) -> Health {
-        self.inner.check_nodes();
+        self.inner.lifecycle().check_nodes();
         self.inner.health()
     }
 
@@ -1178,6 +1235,155 @@ impl Store {
             .store(true, std::sync::atomic::Ordering::Release);
         self.inner.nodes.close_all();
         Ok(())
+    }
+
+    /// Rebuilds every missing or damaged column onto the node the
+    /// placement names, and moves columns written to handoff nodes during
+    /// an outage back home. Burned local nodes get their directories
+    /// recreated. Runs while the store serves reads and writes.
+    ///
+    /// Idempotent and resumable: what a repair finished is in the columns
+    /// themselves, so running it again (also after a crash) does only what
+    /// is left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after close. A stripe that cannot be repaired now
+    /// is counted in [`RepairReport::stripes_unrepairable`], not an error.
+    pub fn repair(&self, options: &RepairOptions) -> Result<RepairReport> {
+        repair::repair(self, options)
+    }
+
+    /// [`repair`](Self::repair), of every stripe, or only of the stripes
+    /// `only` names without reviving nodes (open's rebuild of stripes
+    /// below the promise's margin).
+    pub(crate) fn repair_stripes(
+        &self,
+        options: &RepairOptions,
+        only: Option<&BTreeSet<u64>>,
+    ) -> Result<RepairReport> {
+        repair::repair_stripes(self, options, only)
+    }
+
+    /// Reads every column of every stripe, checks checksums and parity, and
+    /// (unless `options.repair` is false) repairs what it found.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after close; errors of the repair that follows.
+    pub fn scrub(&self, options: &ScrubOptions) -> Result<ScrubReport> {
+        repair::scrub(self, options)
+    }
+
+    /// Rewrites the live blobs of mostly-dead generations and removes those
+    /// generations from every node. Runs alongside reads and writes.
+    ///
+    /// # Errors
+    ///
+    /// A read or commit error stops compaction before the generation being
+    /// compacted is retired; nothing is lost and a later call resumes.
+    pub fn compact(&self, options: &CompactOptions) -> Result<CompactReport> {
+        compact::compact(self, options)
+    }
+
+    /// Accepts the loss a salvage open found: deletes the keys known to
+    /// have lost their newest value (so no older value of theirs shows
+    /// again), records the lost stripes as discarded so later opens do not
+    /// fail on them, and ends the errors reads gave meanwhile. Returns how
+    /// many keys were deleted. Does nothing if no loss is pending.
+    ///
+    /// # Errors
+    /// A delete or the manifest write failing; the loss stays pending and
+    /// the call can be repeated. [`Error::WriteRefused`] on a read-only
+    /// salvage open (its manifest reached too few nodes): repair, then
+    /// open again.
+    pub fn accept_loss(&self) -> Result<usize> {
+        salvage::accept_loss(self)
+    }
+
+    /// Queues a request for the committer.
+    pub(crate) fn submit(&self, request: Request) -> Result<()> {
+        submit::submit(self, request)
+    }
+
+    /// Waits for a submission's answer: at most `timeout` when the
+    /// committer has its own thread; with a stepped committer, runs
+    /// commits until it is answered.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] after `timeout` (naming `what`);
+    /// [`Error::Closed`] when the request was dropped unanswered.
+    pub(crate) fn wait(
+        &self,
+        pending: &Pending,
+        what: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<Result<bool>> {
+        submit::wait(self, pending, what, timeout)
+    }
+
+    /// Whether the committer is stepped (the simulator): background work
+    /// then runs one step at a time, in an order one seed fixes.
+    pub(crate) fn is_stepped(&self) -> bool {
+        submit::is_stepped(self)
+    }
+
+    /// Runs one commit of at most `max_requests` queued requests on a
+    /// stepped committer; returns how many it answered. `None` when the
+    /// committer has its own thread.
+    pub(crate) fn step_if_stepped(&self, max_requests: usize) -> Option<usize> {
+        submit::step_if_stepped(self, max_requests)
+    }
+
+    /// Stops the committer: a thread finishes what is queued and exits; a
+    /// stepped committer runs what is queued when `drain`, and otherwise
+    /// drops it unanswered (a simulated crash).
+    pub(crate) fn stop_committer(&self, drain: bool) {
+        submit::stop_committer(self, drain)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Creates (`store_id` given) or opens a store whose committer the
+    /// caller steps and whose time is `clock`: the simulator's store.
+    pub(crate) fn start_simulated(
+        layout: crate::layout::Layout,
+        options: crate::Options,
+        factory: std::sync::Arc<dyn crate::node::NodeFactory>,
+        clock: std::sync::Arc<dyn clock::Clock>,
+        store_id: Option<[u8; 16]>,
+    ) -> Result<Store> {
+        testing::start_simulated(layout, options, factory, clock, store_id)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Opens a store with a stepped committer and `clock`.
+    pub(crate) fn open_simulated(
+        layout: crate::layout::Layout,
+        options: crate::Options,
+        factory: std::sync::Arc<dyn crate::node::NodeFactory>,
+        clock: std::sync::Arc<dyn clock::Clock>,
+    ) -> Result<Store> {
+        testing::open_simulated(layout, options, factory, clock)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// The process dies: what is queued is dropped unanswered and the
+    /// nodes are let go, with nothing flushed.
+    pub(crate) fn crash(self) {
+        testing::crash(self)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Where `key`'s parts are: per part, its stripe and where every column
+    /// of that stripe is (the simulator's failure reports).
+    pub(crate) fn describe_key(&self, key: &[u8]) -> String {
+        testing::describe_key(self, key)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Where the store thinks the columns of `stripe_id` are.
+    pub(crate) fn describe_stripe(&self, stripe_id: u64) -> String {
+        testing::describe_stripe(self, stripe_id)
     }
 }
 

@@ -38,6 +38,14 @@ pub(crate) struct Reads<'a> {
 }
 
 impl Reads<'_> {
+    /// Whole column bytes from wherever the column is stored, if they pass
+    /// their checksum.
+    pub(crate) fn intact_column(&self, stripe: &StripeInfo, column: usize) -> Option<Bytes> {
+        let info = stripe.columns.get(column)?;
+        let bytes = self.read_column_range(stripe, column, 0, info.len)?;
+        (crc32fast::hash(&bytes) == info.checksum).then_some(bytes)
+    }
+
     /// Reads one part of a blob: from its own column if that works and the
     /// bytes pass their checksum, else degraded.
     pub(crate) fn read_part(&self, stripe: &StripeInfo, part: &PartLoc) -> Result<Bytes> {

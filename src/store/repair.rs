@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::commit::NODE_CHECK_INTERVAL;
+use super::Store;
+use super::nodes::NodeSet;
 use super::stripes::StripeInfo;
-use super::{Inner, Store};
+use crate::Result;
 use crate::codec::VerifyScratch;
-use crate::format::{ColumnHeader, Manifest};
+use crate::format::ColumnHeader;
 use crate::layout::NodeId;
 use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all};
-use crate::{Error, Result};
 
 /// Called with progress as repair or scrub goes.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -242,1051 +242,756 @@ type AppendGroup = ((NodeId, u64), Vec<usize>, Arc<dyn Node>);
 /// Bytes of rebuilt columns gathered before they are written.
 const REPAIR_BATCH_BYTES: usize = 8 << 20;
 
-impl Inner {
-    /// Marks down local nodes whose directory is gone (a fire while the
-    /// store runs); the open files of a deleted directory would otherwise
-    /// keep answering.
-    ///
-    /// Up remote nodes are asked [`Node::check`] (their lease), in parallel
-    /// and at most once per [`NODE_CHECK_INTERVAL`]: a wiped prefix marks
-    /// the node down, a lease taken by another writer stops this store's
-    /// writes.
-    pub(crate) fn check_nodes(&self) {
-        let mut remote = Vec::new();
-        for id in self.nodes.ids() {
-            let Some(node) = self.nodes.get(id) else {
-                continue;
-            };
-            if self.nodes.is_remote(id) {
-                remote.push((id, node));
-            } else if let Err(e) = node.check() {
-                self.nodes.mark_down(id, super::open::down_reason(e));
-            }
+/// The body of [`Store::repair`].
+pub(crate) fn repair(store: &Store, options: &RepairOptions) -> Result<RepairReport> {
+    repair_stripes(store, options, None)
+}
+
+/// The body of [`Store::repair_stripes`].
+pub(crate) fn repair_stripes(
+    store: &Store,
+    options: &RepairOptions,
+    only: Option<&BTreeSet<u64>>,
+) -> Result<RepairReport> {
+    let inner = &store.inner;
+    let _one_at_a_time = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+    let started = Instant::now();
+    let mut report = RepairReport {
+        nodes_revived: match only {
+            Some(_) => Vec::new(),
+            None => inner.lifecycle().revive_nodes(),
+        },
+        ..RepairReport::default()
+    };
+    // Wait for in-flight commits so their stripes are in the table.
+    store.flush()?;
+
+    let plan = repair_plan(store, only);
+    report.stripes_needing_repair = plan.len() as u64;
+
+    let stripes_total = plan.len() as u64;
+    // Rebuilding (CPU) and writing (disk) overlap: a writer thread
+    // appends one batch while the next is rebuilt. Written buffers come
+    // back for reuse.
+    let (to_writer, batches) = mpsc::sync_channel::<Batch>(1);
+    let (return_buffers, returned) = mpsc::channel::<Vec<Vec<u8>>>();
+    let written = std::thread::scope(|s| {
+        let writer =
+            s.spawn(|| write_batches(store, batches, return_buffers, options, stripes_total));
+        rebuild_all(store, plan, &mut report, &to_writer, &returned);
+        drop(to_writer);
+        match writer.join() {
+            Ok(written) => written,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
-        if remote.is_empty() || !self.remote_check_due() {
-            return;
-        }
-        let results: Vec<(NodeId, Result<()>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = remote
-                .iter()
-                .map(|(id, node)| (*id, scope.spawn(move || node.check())))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(id, handle)| {
-                    let result = handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    (id, result)
-                })
-                .collect()
-        });
-        for (id, result) in results {
-            match result {
-                Ok(()) => {}
-                Err(Error::Superseded { node, reason }) => self.nodes.supersede(node, reason),
-                Err(e) => self.nodes.mark_down(id, format!("check failed: {e}")),
+    });
+    report.stripes_repaired += written.stripes_repaired;
+    report.stripes_unrepairable += written.stripes_unrepairable;
+    report.columns_rebuilt += written.columns_rebuilt;
+    report.columns_moved_home += written.columns_moved_home;
+    report.bytes_written += written.bytes_written;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The stripes with work (only those of `only`, if given), least
+/// margin first: every column missing, away from home, on a node that
+/// is down, or queued. What stripes outside `only` need stays queued.
+fn repair_plan(store: &Store, only: Option<&BTreeSet<u64>>) -> Vec<PlannedStripe> {
+    let inner = &store.inner;
+    // Plan: stripes with work, least margin first.
+    let queued = inner.take_repair_queue();
+    if let Some(only) = only {
+        // What the others need stays queued for the next repair.
+        for &(stripe_id, column) in &queued {
+            if !only.contains(&stripe_id) {
+                inner.queue_repair(stripe_id, column);
             }
         }
     }
-
-    /// Whether the remote nodes are due a check (and notes that they got one).
-    fn remote_check_due(&self) -> bool {
-        let mut last = self
-            .remote_checked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = self.clock.now();
-        match *last {
-            Some(at) if now.saturating_sub(at) < NODE_CHECK_INTERVAL => false,
-            _ => {
-                *last = Some(now);
-                true
-            }
-        }
-    }
-
-    /// Puts nodes back in service: down or fenced local nodes are reopened
-    /// (the old handle, and its lock, dropped first; a missing directory is
-    /// recreated empty), wiped object-store prefixes are reopened, full
-    /// nodes may try again, and other down nodes are revived if they
-    /// answer. A node that comes back without this store's manifest (new,
-    /// rebuilt, wiped) is adopted: it gets the manifest, with `node_since`
-    /// the next stripe id, before it takes writes (docs/DURABILITY.md,
-    /// "Repair").
-    fn revive_nodes(&self) -> Vec<String> {
-        self.check_nodes();
-        let mut revived = Vec::new();
-        for (i, spec) in self.layout.nodes().iter().enumerate() {
-            let id = NodeId(i as u16);
-            let remote = self.nodes.is_remote(id);
-            if remote && self.nodes.superseded_by().is_some() {
-                // Reopening would take the lease back from the writer that
-                // took over.
-                continue;
-            }
-            let fenced = self.nodes.handle(id).is_some_and(|n| n.is_fenced());
-            let mut failed_check = false;
-            if self.nodes.is_writable(id) && !fenced {
-                if self.manifests.is_member(id) && !remote {
-                    continue;
-                }
-                if let Some(node) = self.nodes.get(id) {
-                    // A remote node may answer and still have lost its
-                    // prefix (a burned site): ask it.
-                    match node.check() {
-                        Ok(()) if self.manifests.is_member(id) => continue,
-                        Ok(()) => {
-                            if self.admit(id, &*node).is_ok() {
-                                revived.push(spec.name.clone());
-                            }
-                            continue;
-                        }
-                        Err(Error::Superseded { node, reason }) => {
-                            self.nodes.supersede(node, reason);
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = %spec.name, error = %e, "node failed its check; reopening");
-                            failed_check = true;
-                        }
-                    }
-                }
-            }
-            if self.nodes.is_up(id) && !fenced && !failed_check && self.manifests.is_member(id) {
-                // Up but taking no writes (a full disk): let it try again.
-                // Not a node that just failed its check (a wiped prefix):
-                // that one is reopened below.
-                self.nodes.revive(id);
-                revived.push(spec.name.clone());
-                continue;
-            }
-            if self.reopen(id, spec, fenced) {
-                revived.push(spec.name.clone());
-            }
-        }
-        revived
-    }
-
-    /// Reopens node `id` through the factory, the store's old handle (and
-    /// its lock) dropped first, and admits it; returns whether it is back.
-    fn reopen(&self, id: NodeId, spec: &crate::layout::NodeSpec, fenced: bool) -> bool {
-        // Drop the store's handle (and its lock) before reopening.
-        let mut old = self.nodes.handle(id);
-        if crate::mutation::enabled(crate::mutation::Mutation::RepairKeepsHandle) {
-            // The old handle (and its lock) stays in its slot.
-            old = None;
-        } else {
-            self.nodes.release(id, "reopening");
-        }
-        let reopened = self.factory.reopen_node(spec, &mut old);
-        let node = match reopened.and_then(|node| self.admit(id, &*node).map(|()| node)) {
-            Ok(node) => node,
-            Err(e) => {
-                if let Some(old) = old {
-                    self.nodes.put_back(id, old);
-                }
-                match e {
-                    Error::Superseded { node, reason } => self.nodes.supersede(node, reason),
-                    e => {
-                        tracing::warn!(node = %spec.name, error = %e, "node still unavailable");
-                    }
-                }
-                return false;
-            }
-        };
-        // Reopened empty (a recreated directory, a wiped prefix): the
-        // columns it held are gone, whatever their old locations say.
-        // Forget them so reads go degraded at once and this repair
-        // rebuilds every one.
-        if node.generations().is_ok_and(|g| g.is_empty()) {
-            self.forget_columns_on(id);
-        }
-        if fenced {
-            tracing::info!(node = %spec.name, "fenced node reopened");
-        }
-        self.nodes.replace(id, node);
-        true
-    }
-
-    /// Makes `node` part of the store: if it holds this store's manifest it
-    /// gets the current one (keeping its `node_since`); if it holds none and
-    /// no segments, it is adopted; anything else is refused.
-    fn admit(&self, id: NodeId, node: &dyn Node) -> Result<()> {
-        match node.read_manifest()? {
-            Some(bytes) => {
-                let found = Manifest::decode(&bytes)?;
-                let mut state = self.manifests.state();
-                if found.store_id != state.shared.store_id {
-                    return Err(Error::InvalidLayout {
-                        reason: format!("node {} holds another store", node.name()),
-                        fix: "check the layout's node paths".into(),
-                    });
-                }
-                if let Some(since) = state.node_since.get_mut(id.index()) {
-                    *since = found.node_since_stripe_id;
-                }
-                let current = state.for_node(id, &self.layout.node(id).name);
-                node.write_manifest(&current.encode()?)?;
-                self.manifests
-                    .set_node_since(id, found.node_since_stripe_id);
-                self.manifests.set_member(id, true);
-                Ok(())
-            }
-            None if node.generations()?.is_empty() => self.adopt_node(id, node),
-            None => Err(Error::InvalidLayout {
-                reason: format!("node {} holds segments but no manifest", node.name()),
-                fix: "move that directory (prefix) away; repair then rebuilds the node".into(),
-            }),
-        }
-    }
-
-    /// Marks every column stored on `id` as missing.
-    /// Forgets where column `column` of `stripe_id` is (its record is
-    /// damaged): reads go degraded and repair rebuilds it.
-    fn forget_column(&self, stripe_id: u64, column: usize) {
-        let mut state = self.write_state();
-        let slot = state
+    let mut plan: Vec<(usize, u32, Arc<StripeInfo>, Vec<usize>)> = {
+        let state = inner.read_state();
+        state
             .stripes
             .slots()
-            .find(|(_, stripe)| stripe.stripe_id == stripe_id)
-            .map(|(slot, _)| slot);
-        if let Some(slot) = slot {
-            state.stripes.update(slot, stripe_id, |info| {
-                if let Some(col) = info.columns.get_mut(column) {
-                    col.stored = None;
+            .filter_map(|(slot, stripe)| {
+                if only.is_some_and(|only| !only.contains(&stripe.stripe_id)) {
+                    return None;
                 }
-            });
-        }
-    }
-
-    fn forget_columns_on(&self, id: NodeId) {
-        let mut state = self.write_state();
-        let held: Vec<(u32, u64)> = state
-            .stripes
-            .slots()
-            .filter(|(_, stripe)| {
-                stripe
+                let fix: Vec<usize> = stripe
                     .columns
                     .iter()
-                    .any(|c| c.stored.is_some_and(|(n, _)| n == id))
-            })
-            .map(|(slot, stripe)| (slot, stripe.stripe_id))
-            .collect();
-        for (slot, stripe_id) in held {
-            state.stripes.update(slot, stripe_id, |info| {
-                for column in &mut info.columns {
-                    if column.stored.is_some_and(|(n, _)| n == id) {
-                        column.stored = None;
-                    }
+                    .enumerate()
+                    .filter(|(c, col)| {
+                        col.len > 0
+                            && (col.is_away()
+                                || col.stored.is_none_or(|(n, _)| !inner.nodes.is_up(n))
+                                || queued.contains(&(stripe.stripe_id, *c as u16)))
+                    })
+                    .map(|(c, _)| c)
+                    .collect();
+                if fix.is_empty() {
+                    return None;
                 }
-            });
+                let present = stripe
+                    .columns
+                    .iter()
+                    .filter(|c| c.len == 0 || c.stored.is_some_and(|(n, _)| inner.nodes.is_up(n)))
+                    .count();
+                Some((present, slot, Arc::clone(stripe), fix))
+            })
+            .collect()
+    };
+    plan.sort_by_key(|(present, _, stripe, _)| (*present, stripe.stripe_id));
+    plan
+}
+
+/// The writer side of a repair: appends each batch as it comes,
+/// sends its buffers back for reuse, reports progress and keeps to the
+/// bandwidth limit. Returns what it wrote.
+fn write_batches(
+    store: &Store,
+    batches: mpsc::Receiver<Batch>,
+    return_buffers: mpsc::Sender<Vec<Vec<u8>>>,
+    options: &RepairOptions,
+    stripes_total: u64,
+) -> RepairReport {
+    let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
+    let mut written = RepairReport::default();
+    let mut buffers = Buffers::default();
+    let mut progress = Progress {
+        stripes_total,
+        ..Progress::default()
+    };
+    for (mut batch, mut stripes_in_batch, stripes_done) in batches {
+        write_batch(
+            store,
+            &mut batch,
+            &mut stripes_in_batch,
+            &mut written,
+            &mut buffers,
+        );
+        let _ = return_buffers.send(std::mem::take(&mut buffers.pool));
+        progress.stripes_done = stripes_done;
+        progress.bytes_written = written.bytes_written;
+        progress.bytes_read = store.inner.stats.repair_bytes_read.get();
+        if let Some(callback) = &options.progress {
+            callback(&progress);
+        }
+        throttle.pace(progress.bytes_read + progress.bytes_written);
+    }
+    written
+}
+
+/// The rebuilding side of a repair: rebuilds each planned stripe and
+/// sends the columns to the writer in batches; a stepped store (the
+/// simulator's) waits for each batch to be written before it goes on.
+fn rebuild_all(
+    store: &Store,
+    plan: Vec<PlannedStripe>,
+    report: &mut RepairReport,
+    to_writer: &mpsc::SyncSender<Batch>,
+    returned: &mpsc::Receiver<Vec<Vec<u8>>>,
+) {
+    let stepped = store.is_stepped();
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut stripes_in_batch: Vec<(u64, usize)> = Vec::new();
+    let mut buffers = Buffers::default();
+    let mut stripes_done = 0u64;
+    for (_, slot, stripe, fix) in plan {
+        while let Ok(pool) = returned.try_recv() {
+            buffers.pool.extend(pool);
+        }
+        let read_before = report.bytes_read;
+        match rebuild_stripe(store, slot, &stripe, &fix, report, &mut buffers) {
+            Some(pending) => {
+                batch_bytes += pending.iter().map(|p| p.payload.len()).sum::<usize>();
+                stripes_in_batch.push((stripe.stripe_id, pending.len()));
+                batch.extend(pending);
+            }
+            None => report.stripes_unrepairable += 1,
+        }
+        store
+            .inner
+            .stats
+            .repair_bytes_read
+            .add(report.bytes_read - read_before);
+        stripes_done += 1;
+        if batch_bytes >= REPAIR_BATCH_BYTES {
+            let full = (
+                std::mem::take(&mut batch),
+                std::mem::take(&mut stripes_in_batch),
+                stripes_done,
+            );
+            if to_writer.send(full).is_err() {
+                break;
+            }
+            if stepped {
+                // One step at a time: the next stripes are planned
+                // once this batch is written (which nodes took
+                // writes decides where they go), as one seed asks.
+                if let Ok(pool) = returned.recv() {
+                    buffers.pool.extend(pool);
+                }
+            }
+            batch_bytes = 0;
         }
     }
+    let _ = to_writer.send((batch, stripes_in_batch, stripes_done));
+}
 
-    /// A node that takes writes for column `column` of `stripe` when its
-    /// home does not (nor `avoid`): the handoff that keeps the stripe
-    /// safest given where its other columns are (docs/DURABILITY.md,
-    /// "Repair, scrub, handoffs"). `None` when no node takes writes.
-    fn handoff_target(
-        &self,
-        stripe: &StripeInfo,
-        column: usize,
-        avoid: &[NodeId],
-        also_held: &[NodeId],
-    ) -> Option<NodeId> {
-        let homes: Option<Vec<NodeId>> = stripe.columns.iter().map(|c| c.home).collect();
-        let placement = crate::layout::Placement::from_columns(stripe.stripe_id, &homes?).ok()?;
-        let held: Vec<NodeId> = stripe
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| *c != column)
-            .filter_map(|(_, col)| col.stored.map(|(n, _)| n))
-            .filter(|&n| self.nodes.is_up(n))
-            .chain(also_held.iter().copied())
-            .collect();
-        let candidates: Vec<NodeId> = self
-            .nodes
-            .ids()
-            .filter(|&n| self.nodes.is_writable(n) && !avoid.contains(&n))
-            .collect();
-        self.layout
-            .handoff_for(&placement, column, &held, &candidates)
+/// The columns of one stripe to write home, or `None` if it cannot be
+/// repaired now.
+fn rebuild_stripe(
+    store: &Store,
+    slot: u32,
+    stripe: &StripeInfo,
+    fix: &[usize],
+    report: &mut RepairReport,
+    buffers: &mut Buffers,
+) -> Option<Vec<Pending>> {
+    let intact = intact_columns(store, stripe, fix, report);
+    let mut out = Vec::with_capacity(fix.len());
+    let (to_rebuild, targets) = plan_fixes(store, slot, stripe, fix, &intact, &mut out)?;
+    if !to_rebuild.is_empty() {
+        let rebuilt = reconstruct(store, stripe, &intact, &to_rebuild, buffers)?;
+        let mut rebuilt = rebuilt.into_iter();
+        for &c in &to_rebuild {
+            let Some(mut bytes) = rebuilt.next() else {
+                break;
+            };
+            let col = &stripe.columns[c];
+            bytes.truncate(col.len as usize);
+            let target = targets.iter().find(|(t, _)| *t == c).map(|(_, n)| *n);
+            match target {
+                Some(target) if crc32fast::hash(&bytes) == col.checksum => {
+                    out.push(pending(
+                        slot,
+                        stripe,
+                        c,
+                        target,
+                        Payload::Rebuilt(bytes),
+                        false,
+                    ));
+                }
+                _ => {
+                    tracing::warn!(
+                        stripe = stripe.stripe_id,
+                        column = c,
+                        "rebuilt column fails its checksum; a source column is bad"
+                    );
+                    buffers.pool.push(bytes);
+                    buffers.pool.extend(rebuilt);
+                    for p in out {
+                        if let Payload::Rebuilt(v) = p.payload {
+                            buffers.pool.push(v);
+                        }
+                    }
+                    return None;
+                }
+            }
+        }
     }
+    Some(out)
+}
 
-    /// Whole column bytes from wherever the column is stored, if they pass
-    /// their checksum.
-    fn intact_column(&self, stripe: &StripeInfo, column: usize) -> Option<Bytes> {
-        let info = stripe.columns.get(column)?;
-        let bytes = self
-            .reads()
-            .read_column_range(stripe, column, 0, info.len)?;
-        (crc32fast::hash(&bytes) == info.checksum).then_some(bytes)
+/// Every column of `stripe` that is intact where it is now, read until
+/// k sources are known, and every column of `fix`.
+fn intact_columns(
+    store: &Store,
+    stripe: &StripeInfo,
+    fix: &[usize],
+    report: &mut RepairReport,
+) -> Vec<Option<Bytes>> {
+    let inner = &store.inner;
+    let k = inner.layout.code().data_count;
+    let mut intact: Vec<Option<Bytes>> = vec![None; stripe.columns.len()];
+    let mut sources = 0usize;
+    for (c, col) in stripe.columns.iter().enumerate() {
+        if col.len == 0 {
+            sources += 1;
+            continue;
+        }
+        if sources >= k && !fix.contains(&c) {
+            continue;
+        }
+        if let Some(bytes) = inner.reads().intact_column(stripe, c) {
+            report.bytes_read += bytes.len() as u64;
+            intact[c] = Some(bytes);
+            sources += 1;
+        }
+    }
+    intact
+}
+
+/// Where each column of `fix` goes: an intact copy away from home is
+/// queued in `out` to move home; a missing one gets its home or a
+/// site-safe handoff. Returns the columns to rebuild and their
+/// targets; `None` when a column has nowhere to go.
+fn plan_fixes(
+    store: &Store,
+    slot: u32,
+    stripe: &StripeInfo,
+    fix: &[usize],
+    intact: &[Option<Bytes>],
+    out: &mut Vec<Pending>,
+) -> Option<(Vec<usize>, Targets)> {
+    let inner = &store.inner;
+    let mut to_rebuild: Vec<usize> = Vec::new();
+    let mut targets: Vec<(usize, NodeId)> = Vec::new();
+    let mut moved_home: Vec<NodeId> = Vec::new();
+    for &c in fix {
+        let home = stripe.columns[c].home?;
+        match (&intact[c], stripe.columns[c].is_away()) {
+            // Intact but away from home: copy it home once home takes
+            // writes again (until then it stays where it is).
+            (Some(bytes), true) => {
+                if inner.nodes.is_writable(home) {
+                    moved_home.push(home);
+                    let payload = Payload::Copied(bytes.clone());
+                    out.push(pending(slot, stripe, c, home, payload, true));
+                }
+            }
+            // Intact where the placement wants it (queued on suspicion).
+            (Some(_), false) => {}
+            (None, _) => {
+                // Home, or a site-safe handoff if home takes no writes.
+                // Columns of this stripe already given a node in this
+                // round count where they will be (found by the
+                // simulator: two handoffs of one stripe chose the same
+                // node, and a site held more than m columns).
+                let chosen: Vec<NodeId> = targets
+                    .iter()
+                    .map(|&(_, n)| n)
+                    .chain(moved_home.iter().copied())
+                    .collect();
+                let target = if inner.nodes.is_writable(home) {
+                    home
+                } else {
+                    inner.stripe_io().handoff_target(stripe, c, &[], &chosen)?
+                };
+                to_rebuild.push(c);
+                targets.push((c, target));
+            }
+        }
+    }
+    Some((to_rebuild, targets))
+}
+
+/// Rebuilds the columns `to_rebuild` of `stripe` from k of its intact
+/// columns, each to the stripe's full length (buffers from `buffers`);
+/// `None` when fewer than k are intact or decoding fails.
+fn reconstruct(
+    store: &Store,
+    stripe: &StripeInfo,
+    intact: &[Option<Bytes>],
+    to_rebuild: &[usize],
+    buffers: &mut Buffers,
+) -> Option<Vec<Vec<u8>>> {
+    let inner = &store.inner;
+    let k = inner.layout.code().data_count;
+    let column_count = stripe.columns.len();
+    let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
+    let available: Vec<usize> = (0..column_count)
+        .filter(|&c| !to_rebuild.contains(&c))
+        .filter(|&c| stripe.columns[c].len == 0 || intact[c].is_some())
+        .take(k)
+        .collect();
+    if available.len() < k {
+        tracing::warn!(
+            stripe = stripe.stripe_id,
+            "fewer than k intact columns; not repairable now"
+        );
+        return None;
+    }
+    // RS works on equal lengths: short columns are padded with the
+    // zeros that are never stored (into reused scratch); full-length
+    // ones are used where they are mapped.
+    buffers.padded.resize_with(available.len(), Vec::new);
+    for (i, &c) in available.iter().enumerate() {
+        let stored = intact[c].as_deref().unwrap_or(&[]);
+        if stored.len() < stripe_len {
+            let pad = &mut buffers.padded[i];
+            pad.clear();
+            pad.extend_from_slice(stored);
+            pad.resize(stripe_len, 0);
+        }
+    }
+    let mut rebuilt: Vec<Vec<u8>> = Vec::with_capacity(to_rebuild.len());
+    for _ in to_rebuild {
+        let v = buffers.take(stripe_len);
+        rebuilt.push(v);
+    }
+    let present: Vec<(usize, &[u8])> = available
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| match intact[c].as_deref() {
+            Some(b) if b.len() == stripe_len => (c, b),
+            _ => (c, &buffers.padded[i][..]),
+        })
+        .collect();
+    {
+        let mut missing: Vec<(usize, &mut [u8])> = to_rebuild
+            .iter()
+            .copied()
+            .zip(rebuilt.iter_mut().map(|v| &mut v[..]))
+            .collect();
+        if let Err(e) = inner.codec.reconstruct(&present, &mut missing) {
+            tracing::warn!(stripe = stripe.stripe_id, error = %e, "rebuild failed");
+            buffers.pool.extend(rebuilt);
+            return None;
+        }
+    }
+    Some(rebuilt)
+}
+
+fn pending(
+    slot: u32,
+    stripe: &StripeInfo,
+    column: usize,
+    target: NodeId,
+    payload: Payload,
+    moved_home: bool,
+) -> Pending {
+    let mut header = stripe.header.clone();
+    header.column_index = column as u16;
+    Pending {
+        slot,
+        stripe_id: stripe.stripe_id,
+        column,
+        target,
+        generation: stripe.generation,
+        header,
+        payload,
+        moved_home,
     }
 }
 
-impl Store {
-    /// Rebuilds every missing or damaged column onto the node the
-    /// placement names, and moves columns written to handoff nodes during
-    /// an outage back home. Burned local nodes get their directories
-    /// recreated. Runs while the store serves reads and writes.
-    ///
-    /// Idempotent and resumable: what a repair finished is in the columns
-    /// themselves, so running it again (also after a crash) does only what
-    /// is left.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`] after close. A stripe that cannot be repaired now
-    /// is counted in [`RepairReport::stripes_unrepairable`], not an error.
-    pub fn repair(&self, options: &RepairOptions) -> Result<RepairReport> {
-        self.repair_stripes(options, None)
+/// Appends the batch, one append per (node, generation), in parallel;
+/// columns whose target fails go to a site-safe handoff in another
+/// round. Then points the stripes at their new columns.
+fn write_batch(
+    store: &Store,
+    batch: &mut Vec<Pending>,
+    stripes_in_batch: &mut Vec<(u64, usize)>,
+    report: &mut RepairReport,
+    buffers: &mut Buffers,
+) {
+    if batch.is_empty() {
+        stripes_in_batch.clear();
+        return;
     }
-
-    /// [`repair`](Self::repair), of every stripe, or only of the stripes
-    /// `only` names without reviving nodes (open's rebuild of stripes
-    /// below the promise's margin).
-    pub(crate) fn repair_stripes(
-        &self,
-        options: &RepairOptions,
-        only: Option<&BTreeSet<u64>>,
-    ) -> Result<RepairReport> {
-        let inner = &self.inner;
-        let _one_at_a_time = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
-        let started = Instant::now();
-        let mut report = RepairReport {
-            nodes_revived: match only {
-                Some(_) => Vec::new(),
-                None => inner.revive_nodes(),
-            },
-            ..RepairReport::default()
-        };
-        // Wait for in-flight commits so their stripes are in the table.
-        self.flush()?;
-
-        let plan = self.repair_plan(only);
-        report.stripes_needing_repair = plan.len() as u64;
-
-        let stripes_total = plan.len() as u64;
-        // Rebuilding (CPU) and writing (disk) overlap: a writer thread
-        // appends one batch while the next is rebuilt. Written buffers come
-        // back for reuse.
-        let (to_writer, batches) = mpsc::sync_channel::<Batch>(1);
-        let (return_buffers, returned) = mpsc::channel::<Vec<Vec<u8>>>();
-        let written = std::thread::scope(|s| {
-            let writer =
-                s.spawn(|| self.write_batches(batches, return_buffers, options, stripes_total));
-            self.rebuild_all(plan, &mut report, &to_writer, &returned);
-            drop(to_writer);
-            match writer.join() {
-                Ok(written) => written,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        });
-        report.stripes_repaired += written.stripes_repaired;
-        report.stripes_unrepairable += written.stripes_unrepairable;
-        report.columns_rebuilt += written.columns_rebuilt;
-        report.columns_moved_home += written.columns_moved_home;
-        report.bytes_written += written.bytes_written;
-        report.elapsed = started.elapsed();
-        Ok(report)
-    }
-
-    /// The stripes with work (only those of `only`, if given), least
-    /// margin first: every column missing, away from home, on a node that
-    /// is down, or queued. What stripes outside `only` need stays queued.
-    fn repair_plan(&self, only: Option<&BTreeSet<u64>>) -> Vec<PlannedStripe> {
-        let inner = &self.inner;
-        // Plan: stripes with work, least margin first.
-        let queued = inner.take_repair_queue();
-        if let Some(only) = only {
-            // What the others need stays queued for the next repair.
-            for &(stripe_id, column) in &queued {
-                if !only.contains(&stripe_id) {
-                    inner.queue_repair(stripe_id, column);
-                }
-            }
+    let inner = &store.inner;
+    let mut done: Vec<(usize, RecordLocation)> = Vec::new();
+    let mut left: Vec<usize> = (0..batch.len()).collect();
+    for _ in 0..=inner.nodes.len() {
+        if left.is_empty() {
+            break;
         }
-        let mut plan: Vec<(usize, u32, Arc<StripeInfo>, Vec<usize>)> = {
-            let state = inner.read_state();
-            state
-                .stripes
-                .slots()
-                .filter_map(|(slot, stripe)| {
-                    if only.is_some_and(|only| !only.contains(&stripe.stripe_id)) {
-                        return None;
-                    }
-                    let fix: Vec<usize> = stripe
-                        .columns
-                        .iter()
-                        .enumerate()
-                        .filter(|(c, col)| {
-                            col.len > 0
-                                && (col.is_away()
-                                    || col.stored.is_none_or(|(n, _)| !inner.nodes.is_up(n))
-                                    || queued.contains(&(stripe.stripe_id, *c as u16)))
-                        })
-                        .map(|(c, _)| c)
-                        .collect();
-                    if fix.is_empty() {
-                        return None;
-                    }
-                    let present = stripe
-                        .columns
-                        .iter()
-                        .filter(|c| {
-                            c.len == 0 || c.stored.is_some_and(|(n, _)| inner.nodes.is_up(n))
-                        })
-                        .count();
-                    Some((present, slot, Arc::clone(stripe), fix))
+        let failed = append_round(store, batch, &left, &mut done);
+        // A failed column goes elsewhere: a handoff that keeps the
+        // stripe safe, given where its other columns are.
+        left = failed
+            .into_iter()
+            .filter(|&i| retarget(store, batch, i))
+            .collect();
+    }
+    let fixed_per_stripe = publish_written(store, batch, &done, report);
+    for (stripe_id, wanted) in stripes_in_batch.drain(..) {
+        if fixed_per_stripe.get(&stripe_id).copied().unwrap_or(0) == wanted {
+            report.stripes_repaired += 1;
+        } else {
+            report.stripes_unrepairable += 1;
+        }
+    }
+    // Columns that did not make it are queued for the next repair.
+    let written: std::collections::HashSet<usize> = done.iter().map(|(i, _)| *i).collect();
+    for (i, p) in batch.iter().enumerate() {
+        if !written.contains(&i) {
+            inner.queue_repair(p.stripe_id, p.column as u16);
+        }
+    }
+    for p in batch.drain(..) {
+        if let Payload::Rebuilt(v) = p.payload {
+            buffers.pool.push(v);
+        }
+    }
+}
+
+/// Sends a member whose append failed to a handoff that keeps its
+/// stripe safe, given where the stripe's other columns are (those of
+/// this batch where they are planned); false when there is none.
+fn retarget(store: &Store, batch: &mut [Pending], i: usize) -> bool {
+    let p = &batch[i];
+    let stripe = store.inner.read_state().stripes.get(p.slot).cloned();
+    let siblings: Vec<NodeId> = batch
+        .iter()
+        .filter(|o| o.stripe_id == p.stripe_id && o.column != p.column)
+        .map(|o| o.target)
+        .collect();
+    let target = stripe.filter(|s| s.stripe_id == p.stripe_id).and_then(|s| {
+        store
+            .inner
+            .stripe_io()
+            .handoff_target(&s, p.column, &[p.target], &siblings)
+    });
+    match target {
+        Some(target) => {
+            batch[i].target = target;
+            batch[i].moved_home = false;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Points the stripes at the columns written (`done`), counts them in
+/// `report`, and records the loss of nodes that were up but lacked a
+/// column planned on them. Returns the columns fixed per stripe.
+fn publish_written(
+    store: &Store,
+    batch: &[Pending],
+    done: &[(usize, RecordLocation)],
+    report: &mut RepairReport,
+) -> HashMap<u64, usize> {
+    let inner = &store.inner;
+    let mut fixed_per_stripe: HashMap<u64, usize> = HashMap::new();
+    let mut lost_on: Vec<NodeId> = Vec::new();
+    {
+        let mut state = inner.write_state();
+        for (i, loc) in done {
+            let p = &batch[*i];
+            let mut stale = None;
+            state.stripes.update(p.slot, p.stripe_id, |info| {
+                let column = &mut info.columns[p.column];
+                if p.moved_home {
+                    // The handoff copy is not needed any more.
+                    stale = column.stored.map(|(_, l)| (l.generation, u64::from(l.len)));
+                }
+                column.stored = Some((p.target, *loc));
+            });
+            if let Some((generation, len)) = stale {
+                state.add_stale(generation, len);
+            }
+            if !p.moved_home
+                && let Some(planned) = p
+                    .header
+                    .planned_node(p.column)
+                    .and_then(|name| inner.layout.node_by_name(name))
+                && inner.nodes.is_up(planned)
+                && !lost_on.contains(&planned)
+            {
+                lost_on.push(planned);
+            }
+            report.bytes_written += p.payload.len() as u64;
+            if p.moved_home {
+                report.columns_moved_home += 1;
+            } else {
+                report.columns_rebuilt += 1;
+            }
+            *fixed_per_stripe.entry(p.stripe_id).or_default() += 1;
+        }
+    }
+    // A node that is up but lacked a column planned on it lost data:
+    // older stripes' columns are no longer expected there (evidence at
+    // the next open must not count on it).
+    for id in lost_on {
+        if let Some(node) = inner.nodes.get(id)
+            && let Err(e) = inner.adopt_node(id, &*node)
+        {
+            tracing::warn!(node = %node.name(), error = %e, "could not record the node's loss in its manifest");
+        }
+    }
+    fixed_per_stripe
+}
+
+/// One round of appends of the batch members `members`: one append per
+/// (target, generation), in parallel. Records what was written in
+/// `done`; returns the members whose append failed (their targets are
+/// marked as taking no writes).
+fn append_round(
+    store: &Store,
+    batch: &[Pending],
+    members: &[usize],
+    done: &mut Vec<(usize, RecordLocation)>,
+) -> Vec<usize> {
+    let inner = &store.inner;
+    // Ordered: which members fail, and so the order of the next round's
+    // records, must not depend on a hash seed (a simulated seed replays).
+    let mut groups: BTreeMap<(NodeId, u64), Vec<usize>> = BTreeMap::new();
+    for &i in members {
+        let p = &batch[i];
+        groups.entry((p.target, p.generation)).or_default().push(i);
+    }
+    let mut failed = Vec::new();
+    let mut live: Vec<AppendGroup> = Vec::new();
+    for (key, members) in groups {
+        match inner.nodes.get_writable(key.0) {
+            Some(node) => live.push((key, members, node)),
+            None => failed.extend(members),
+        }
+    }
+    let records: Vec<Vec<RecordRef<'_>>> = live
+        .iter()
+        .map(|(_, members, _)| {
+            members
+                .iter()
+                .map(|&i| RecordRef {
+                    header: &batch[i].header,
+                    payload: &batch[i].payload,
                 })
                 .collect()
-        };
-        plan.sort_by_key(|(present, _, stripe, _)| (*present, stripe.stripe_id));
-        plan
+        })
+        .collect();
+    let appends: Vec<AppendBatch<'_>> = live
+        .iter()
+        .zip(&records)
+        .map(|(((_, generation), _, node), recs)| (&**node, *generation, &recs[..]))
+        .collect();
+    let results = if inner.sequential_io {
+        appends
+            .iter()
+            .map(|&(node, generation, records)| node.append(generation, records))
+            .collect()
+    } else {
+        append_all(&appends)
+    };
+    for (((target, generation), members, _), result) in live.into_iter().zip(results) {
+        match result {
+            Ok(locations) if locations.len() == members.len() => {
+                done.extend(members.into_iter().zip(locations));
+            }
+            Ok(_) => {
+                inner
+                    .nodes
+                    .mark_unwritable(target, "a repair append returned too few locations");
+                failed.extend(members);
+            }
+            Err(e) => {
+                tracing::warn!(node = %inner.nodes.slot(target).name, error = %e, "repair append failed");
+                inner.stripe_io().note_append_error(target, generation, &e);
+                failed.extend(members);
+            }
+        }
     }
+    failed
+}
 
-    /// The writer side of a repair: appends each batch as it comes,
-    /// sends its buffers back for reuse, reports progress and keeps to the
-    /// bandwidth limit. Returns what it wrote.
-    fn write_batches(
-        &self,
-        batches: mpsc::Receiver<Batch>,
-        return_buffers: mpsc::Sender<Vec<Vec<u8>>>,
-        options: &RepairOptions,
-        stripes_total: u64,
-    ) -> RepairReport {
+/// The body of [`Store::scrub`].
+pub(crate) fn scrub(store: &Store, options: &ScrubOptions) -> Result<ScrubReport> {
+    let inner = &store.inner;
+    let started = Instant::now();
+    let mut report = ScrubReport::default();
+    {
+        let _one_at_a_time = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        inner.lifecycle().check_nodes();
+        store.flush()?;
+        let stripes: Vec<Arc<StripeInfo>> = inner.read_state().stripes.values().cloned().collect();
+        // After the snapshot: every record of it is durable, so a scan
+        // that does not find one intact found damage (a rotted header
+        // reads fine through its payload, and would be lost at the next
+        // open).
+        let intact = intact_records(&inner.nodes);
         let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
-        let mut written = RepairReport::default();
-        let mut buffers = Buffers::default();
         let mut progress = Progress {
-            stripes_total,
+            stripes_total: stripes.len() as u64,
             ..Progress::default()
         };
-        for (mut batch, mut stripes_in_batch, stripes_done) in batches {
-            self.write_batch(
-                &mut batch,
-                &mut stripes_in_batch,
-                &mut written,
-                &mut buffers,
+        let mut scratch = VerifyScratch::new();
+        let mut padded: Vec<Vec<u8>> = Vec::new();
+        for stripe in &stripes {
+            scrub_stripe(
+                store,
+                stripe,
+                &intact,
+                &mut report,
+                &mut scratch,
+                &mut padded,
             );
-            let _ = return_buffers.send(std::mem::take(&mut buffers.pool));
-            progress.stripes_done = stripes_done;
-            progress.bytes_written = written.bytes_written;
-            progress.bytes_read = self.inner.stats.repair_bytes_read.get();
-            if let Some(callback) = &options.progress {
-                callback(&progress);
-            }
-            throttle.pace(progress.bytes_read + progress.bytes_written);
-        }
-        written
-    }
-
-    /// The rebuilding side of a repair: rebuilds each planned stripe and
-    /// sends the columns to the writer in batches; a stepped store (the
-    /// simulator's) waits for each batch to be written before it goes on.
-    fn rebuild_all(
-        &self,
-        plan: Vec<PlannedStripe>,
-        report: &mut RepairReport,
-        to_writer: &mpsc::SyncSender<Batch>,
-        returned: &mpsc::Receiver<Vec<Vec<u8>>>,
-    ) {
-        let stepped = self.is_stepped();
-        let mut batch: Vec<Pending> = Vec::new();
-        let mut batch_bytes = 0usize;
-        let mut stripes_in_batch: Vec<(u64, usize)> = Vec::new();
-        let mut buffers = Buffers::default();
-        let mut stripes_done = 0u64;
-        for (_, slot, stripe, fix) in plan {
-            while let Ok(pool) = returned.try_recv() {
-                buffers.pool.extend(pool);
-            }
-            let read_before = report.bytes_read;
-            match self.rebuild_stripe(slot, &stripe, &fix, report, &mut buffers) {
-                Some(pending) => {
-                    batch_bytes += pending.iter().map(|p| p.payload.len()).sum::<usize>();
-                    stripes_in_batch.push((stripe.stripe_id, pending.len()));
-                    batch.extend(pending);
-                }
-                None => report.stripes_unrepairable += 1,
-            }
-            self.inner
-                .stats
-                .repair_bytes_read
-                .add(report.bytes_read - read_before);
-            stripes_done += 1;
-            if batch_bytes >= REPAIR_BATCH_BYTES {
-                let full = (
-                    std::mem::take(&mut batch),
-                    std::mem::take(&mut stripes_in_batch),
-                    stripes_done,
-                );
-                if to_writer.send(full).is_err() {
-                    break;
-                }
-                if stepped {
-                    // One step at a time: the next stripes are planned
-                    // once this batch is written (which nodes took
-                    // writes decides where they go), as one seed asks.
-                    if let Ok(pool) = returned.recv() {
-                        buffers.pool.extend(pool);
-                    }
-                }
-                batch_bytes = 0;
-            }
-        }
-        let _ = to_writer.send((batch, stripes_in_batch, stripes_done));
-    }
-
-    /// The columns of one stripe to write home, or `None` if it cannot be
-    /// repaired now.
-    fn rebuild_stripe(
-        &self,
-        slot: u32,
-        stripe: &StripeInfo,
-        fix: &[usize],
-        report: &mut RepairReport,
-        buffers: &mut Buffers,
-    ) -> Option<Vec<Pending>> {
-        let intact = self.intact_columns(stripe, fix, report);
-        let mut out = Vec::with_capacity(fix.len());
-        let (to_rebuild, targets) = self.plan_fixes(slot, stripe, fix, &intact, &mut out)?;
-        if !to_rebuild.is_empty() {
-            let rebuilt = self.reconstruct(stripe, &intact, &to_rebuild, buffers)?;
-            let mut rebuilt = rebuilt.into_iter();
-            for &c in &to_rebuild {
-                let Some(mut bytes) = rebuilt.next() else {
-                    break;
-                };
-                let col = &stripe.columns[c];
-                bytes.truncate(col.len as usize);
-                let target = targets.iter().find(|(t, _)| *t == c).map(|(_, n)| *n);
-                match target {
-                    Some(target) if crc32fast::hash(&bytes) == col.checksum => {
-                        out.push(self.pending(
-                            slot,
-                            stripe,
-                            c,
-                            target,
-                            Payload::Rebuilt(bytes),
-                            false,
-                        ));
-                    }
-                    _ => {
-                        tracing::warn!(
-                            stripe = stripe.stripe_id,
-                            column = c,
-                            "rebuilt column fails its checksum; a source column is bad"
-                        );
-                        buffers.pool.push(bytes);
-                        buffers.pool.extend(rebuilt);
-                        for p in out {
-                            if let Payload::Rebuilt(v) = p.payload {
-                                buffers.pool.push(v);
-                            }
-                        }
-                        return None;
-                    }
-                }
-            }
-        }
-        Some(out)
-    }
-
-    /// Every column of `stripe` that is intact where it is now, read until
-    /// k sources are known, and every column of `fix`.
-    fn intact_columns(
-        &self,
-        stripe: &StripeInfo,
-        fix: &[usize],
-        report: &mut RepairReport,
-    ) -> Vec<Option<Bytes>> {
-        let inner = &self.inner;
-        let k = inner.layout.code().data_count;
-        let mut intact: Vec<Option<Bytes>> = vec![None; stripe.columns.len()];
-        let mut sources = 0usize;
-        for (c, col) in stripe.columns.iter().enumerate() {
-            if col.len == 0 {
-                sources += 1;
-                continue;
-            }
-            if sources >= k && !fix.contains(&c) {
-                continue;
-            }
-            if let Some(bytes) = inner.intact_column(stripe, c) {
-                report.bytes_read += bytes.len() as u64;
-                intact[c] = Some(bytes);
-                sources += 1;
-            }
-        }
-        intact
-    }
-
-    /// Where each column of `fix` goes: an intact copy away from home is
-    /// queued in `out` to move home; a missing one gets its home or a
-    /// site-safe handoff. Returns the columns to rebuild and their
-    /// targets; `None` when a column has nowhere to go.
-    fn plan_fixes(
-        &self,
-        slot: u32,
-        stripe: &StripeInfo,
-        fix: &[usize],
-        intact: &[Option<Bytes>],
-        out: &mut Vec<Pending>,
-    ) -> Option<(Vec<usize>, Targets)> {
-        let inner = &self.inner;
-        let mut to_rebuild: Vec<usize> = Vec::new();
-        let mut targets: Vec<(usize, NodeId)> = Vec::new();
-        let mut moved_home: Vec<NodeId> = Vec::new();
-        for &c in fix {
-            let home = stripe.columns[c].home?;
-            match (&intact[c], stripe.columns[c].is_away()) {
-                // Intact but away from home: copy it home once home takes
-                // writes again (until then it stays where it is).
-                (Some(bytes), true) => {
-                    if inner.nodes.is_writable(home) {
-                        moved_home.push(home);
-                        let payload = Payload::Copied(bytes.clone());
-                        out.push(self.pending(slot, stripe, c, home, payload, true));
-                    }
-                }
-                // Intact where the placement wants it (queued on suspicion).
-                (Some(_), false) => {}
-                (None, _) => {
-                    // Home, or a site-safe handoff if home takes no writes.
-                    // Columns of this stripe already given a node in this
-                    // round count where they will be (found by the
-                    // simulator: two handoffs of one stripe chose the same
-                    // node, and a site held more than m columns).
-                    let chosen: Vec<NodeId> = targets
-                        .iter()
-                        .map(|&(_, n)| n)
-                        .chain(moved_home.iter().copied())
-                        .collect();
-                    let target = if inner.nodes.is_writable(home) {
-                        home
-                    } else {
-                        inner.handoff_target(stripe, c, &[], &chosen)?
-                    };
-                    to_rebuild.push(c);
-                    targets.push((c, target));
-                }
-            }
-        }
-        Some((to_rebuild, targets))
-    }
-
-    /// Rebuilds the columns `to_rebuild` of `stripe` from k of its intact
-    /// columns, each to the stripe's full length (buffers from `buffers`);
-    /// `None` when fewer than k are intact or decoding fails.
-    fn reconstruct(
-        &self,
-        stripe: &StripeInfo,
-        intact: &[Option<Bytes>],
-        to_rebuild: &[usize],
-        buffers: &mut Buffers,
-    ) -> Option<Vec<Vec<u8>>> {
-        let inner = &self.inner;
-        let k = inner.layout.code().data_count;
-        let column_count = stripe.columns.len();
-        let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
-        let available: Vec<usize> = (0..column_count)
-            .filter(|&c| !to_rebuild.contains(&c))
-            .filter(|&c| stripe.columns[c].len == 0 || intact[c].is_some())
-            .take(k)
-            .collect();
-        if available.len() < k {
-            tracing::warn!(
-                stripe = stripe.stripe_id,
-                "fewer than k intact columns; not repairable now"
-            );
-            return None;
-        }
-        // RS works on equal lengths: short columns are padded with the
-        // zeros that are never stored (into reused scratch); full-length
-        // ones are used where they are mapped.
-        buffers.padded.resize_with(available.len(), Vec::new);
-        for (i, &c) in available.iter().enumerate() {
-            let stored = intact[c].as_deref().unwrap_or(&[]);
-            if stored.len() < stripe_len {
-                let pad = &mut buffers.padded[i];
-                pad.clear();
-                pad.extend_from_slice(stored);
-                pad.resize(stripe_len, 0);
-            }
-        }
-        let mut rebuilt: Vec<Vec<u8>> = Vec::with_capacity(to_rebuild.len());
-        for _ in to_rebuild {
-            let v = buffers.take(stripe_len);
-            rebuilt.push(v);
-        }
-        let present: Vec<(usize, &[u8])> = available
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| match intact[c].as_deref() {
-                Some(b) if b.len() == stripe_len => (c, b),
-                _ => (c, &buffers.padded[i][..]),
-            })
-            .collect();
-        {
-            let mut missing: Vec<(usize, &mut [u8])> = to_rebuild
-                .iter()
-                .copied()
-                .zip(rebuilt.iter_mut().map(|v| &mut v[..]))
-                .collect();
-            if let Err(e) = inner.codec.reconstruct(&present, &mut missing) {
-                tracing::warn!(stripe = stripe.stripe_id, error = %e, "rebuild failed");
-                buffers.pool.extend(rebuilt);
-                return None;
-            }
-        }
-        Some(rebuilt)
-    }
-
-    fn pending(
-        &self,
-        slot: u32,
-        stripe: &StripeInfo,
-        column: usize,
-        target: NodeId,
-        payload: Payload,
-        moved_home: bool,
-    ) -> Pending {
-        let mut header = stripe.header.clone();
-        header.column_index = column as u16;
-        Pending {
-            slot,
-            stripe_id: stripe.stripe_id,
-            column,
-            target,
-            generation: stripe.generation,
-            header,
-            payload,
-            moved_home,
-        }
-    }
-
-    /// Appends the batch, one append per (node, generation), in parallel;
-    /// columns whose target fails go to a site-safe handoff in another
-    /// round. Then points the stripes at their new columns.
-    fn write_batch(
-        &self,
-        batch: &mut Vec<Pending>,
-        stripes_in_batch: &mut Vec<(u64, usize)>,
-        report: &mut RepairReport,
-        buffers: &mut Buffers,
-    ) {
-        if batch.is_empty() {
-            stripes_in_batch.clear();
-            return;
-        }
-        let inner = &self.inner;
-        let mut done: Vec<(usize, RecordLocation)> = Vec::new();
-        let mut left: Vec<usize> = (0..batch.len()).collect();
-        for _ in 0..=inner.nodes.len() {
-            if left.is_empty() {
-                break;
-            }
-            let failed = self.append_round(batch, &left, &mut done);
-            // A failed column goes elsewhere: a handoff that keeps the
-            // stripe safe, given where its other columns are.
-            left = failed
-                .into_iter()
-                .filter(|&i| self.retarget(batch, i))
-                .collect();
-        }
-        let fixed_per_stripe = self.publish_written(batch, &done, report);
-        for (stripe_id, wanted) in stripes_in_batch.drain(..) {
-            if fixed_per_stripe.get(&stripe_id).copied().unwrap_or(0) == wanted {
-                report.stripes_repaired += 1;
-            } else {
-                report.stripes_unrepairable += 1;
-            }
-        }
-        // Columns that did not make it are queued for the next repair.
-        let written: std::collections::HashSet<usize> = done.iter().map(|(i, _)| *i).collect();
-        for (i, p) in batch.iter().enumerate() {
-            if !written.contains(&i) {
-                inner.queue_repair(p.stripe_id, p.column as u16);
-            }
-        }
-        for p in batch.drain(..) {
-            if let Payload::Rebuilt(v) = p.payload {
-                buffers.pool.push(v);
-            }
-        }
-    }
-
-    /// Sends a member whose append failed to a handoff that keeps its
-    /// stripe safe, given where the stripe's other columns are (those of
-    /// this batch where they are planned); false when there is none.
-    fn retarget(&self, batch: &mut [Pending], i: usize) -> bool {
-        let p = &batch[i];
-        let stripe = self.inner.read_state().stripes.get(p.slot).cloned();
-        let siblings: Vec<NodeId> = batch
-            .iter()
-            .filter(|o| o.stripe_id == p.stripe_id && o.column != p.column)
-            .map(|o| o.target)
-            .collect();
-        let target = stripe.filter(|s| s.stripe_id == p.stripe_id).and_then(|s| {
-            self.inner
-                .handoff_target(&s, p.column, &[p.target], &siblings)
-        });
-        match target {
-            Some(target) => {
-                batch[i].target = target;
-                batch[i].moved_home = false;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Points the stripes at the columns written (`done`), counts them in
-    /// `report`, and records the loss of nodes that were up but lacked a
-    /// column planned on them. Returns the columns fixed per stripe.
-    fn publish_written(
-        &self,
-        batch: &[Pending],
-        done: &[(usize, RecordLocation)],
-        report: &mut RepairReport,
-    ) -> HashMap<u64, usize> {
-        let inner = &self.inner;
-        let mut fixed_per_stripe: HashMap<u64, usize> = HashMap::new();
-        let mut lost_on: Vec<NodeId> = Vec::new();
-        {
-            let mut state = inner.write_state();
-            for (i, loc) in done {
-                let p = &batch[*i];
-                let mut stale = None;
-                state.stripes.update(p.slot, p.stripe_id, |info| {
-                    let column = &mut info.columns[p.column];
-                    if p.moved_home {
-                        // The handoff copy is not needed any more.
-                        stale = column.stored.map(|(_, l)| (l.generation, u64::from(l.len)));
-                    }
-                    column.stored = Some((p.target, *loc));
-                });
-                if let Some((generation, len)) = stale {
-                    state.add_stale(generation, len);
-                }
-                if !p.moved_home
-                    && let Some(planned) = p
-                        .header
-                        .planned_node(p.column)
-                        .and_then(|name| inner.layout.node_by_name(name))
-                    && inner.nodes.is_up(planned)
-                    && !lost_on.contains(&planned)
-                {
-                    lost_on.push(planned);
-                }
-                report.bytes_written += p.payload.len() as u64;
-                if p.moved_home {
-                    report.columns_moved_home += 1;
-                } else {
-                    report.columns_rebuilt += 1;
-                }
-                *fixed_per_stripe.entry(p.stripe_id).or_default() += 1;
-            }
-        }
-        // A node that is up but lacked a column planned on it lost data:
-        // older stripes' columns are no longer expected there (evidence at
-        // the next open must not count on it).
-        for id in lost_on {
-            if let Some(node) = inner.nodes.get(id)
-                && let Err(e) = inner.adopt_node(id, &*node)
+            progress.stripes_done += 1;
+            progress.bytes_read = report.bytes_read;
+            if progress.stripes_done.is_multiple_of(64)
+                || progress.stripes_done == progress.stripes_total
             {
-                tracing::warn!(node = %node.name(), error = %e, "could not record the node's loss in its manifest");
+                if let Some(callback) = &options.progress {
+                    callback(&progress);
+                }
+                throttle.pace(report.bytes_read);
             }
         }
-        fixed_per_stripe
     }
-
-    /// One round of appends of the batch members `members`: one append per
-    /// (target, generation), in parallel. Records what was written in
-    /// `done`; returns the members whose append failed (their targets are
-    /// marked as taking no writes).
-    fn append_round(
-        &self,
-        batch: &[Pending],
-        members: &[usize],
-        done: &mut Vec<(usize, RecordLocation)>,
-    ) -> Vec<usize> {
-        let inner = &self.inner;
-        // Ordered: which members fail, and so the order of the next round's
-        // records, must not depend on a hash seed (a simulated seed replays).
-        let mut groups: BTreeMap<(NodeId, u64), Vec<usize>> = BTreeMap::new();
-        for &i in members {
-            let p = &batch[i];
-            groups.entry((p.target, p.generation)).or_default().push(i);
-        }
-        let mut failed = Vec::new();
-        let mut live: Vec<AppendGroup> = Vec::new();
-        for (key, members) in groups {
-            match inner.nodes.get_writable(key.0) {
-                Some(node) => live.push((key, members, node)),
-                None => failed.extend(members),
-            }
-        }
-        let records: Vec<Vec<RecordRef<'_>>> = live
-            .iter()
-            .map(|(_, members, _)| {
-                members
-                    .iter()
-                    .map(|&i| RecordRef {
-                        header: &batch[i].header,
-                        payload: &batch[i].payload,
-                    })
-                    .collect()
-            })
-            .collect();
-        let appends: Vec<AppendBatch<'_>> = live
-            .iter()
-            .zip(&records)
-            .map(|(((_, generation), _, node), recs)| (&**node, *generation, &recs[..]))
-            .collect();
-        let results = if inner.sequential_io {
-            appends
-                .iter()
-                .map(|&(node, generation, records)| node.append(generation, records))
-                .collect()
-        } else {
-            append_all(&appends)
-        };
-        for (((target, generation), members, _), result) in live.into_iter().zip(results) {
-            match result {
-                Ok(locations) if locations.len() == members.len() => {
-                    done.extend(members.into_iter().zip(locations));
-                }
-                Ok(_) => {
-                    inner
-                        .nodes
-                        .mark_unwritable(target, "a repair append returned too few locations");
-                    failed.extend(members);
-                }
-                Err(e) => {
-                    tracing::warn!(node = %inner.nodes.slot(target).name, error = %e, "repair append failed");
-                    inner.stripe_io().note_append_error(target, generation, &e);
-                    failed.extend(members);
-                }
-            }
-        }
-        failed
-    }
-
-    /// Reads every column of every stripe, checks checksums and parity, and
-    /// (unless `options.repair` is false) repairs what it found.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`] after close; errors of the repair that follows.
-    pub fn scrub(&self, options: &ScrubOptions) -> Result<ScrubReport> {
-        let inner = &self.inner;
-        let started = Instant::now();
-        let mut report = ScrubReport::default();
-        {
-            let _one_at_a_time = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
-            inner.check_nodes();
-            self.flush()?;
-            let stripes: Vec<Arc<StripeInfo>> =
-                inner.read_state().stripes.values().cloned().collect();
-            // After the snapshot: every record of it is durable, so a scan
-            // that does not find one intact found damage (a rotted header
-            // reads fine through its payload, and would be lost at the next
-            // open).
-            let intact = inner.intact_records();
-            let throttle = Throttle::new(options.bandwidth_bytes_per_sec);
-            let mut progress = Progress {
-                stripes_total: stripes.len() as u64,
-                ..Progress::default()
-            };
-            let mut scratch = VerifyScratch::new();
-            let mut padded: Vec<Vec<u8>> = Vec::new();
-            for stripe in &stripes {
-                self.scrub_stripe(stripe, &intact, &mut report, &mut scratch, &mut padded);
-                progress.stripes_done += 1;
-                progress.bytes_read = report.bytes_read;
-                if progress.stripes_done.is_multiple_of(64)
-                    || progress.stripes_done == progress.stripes_total
-                {
-                    if let Some(callback) = &options.progress {
-                        callback(&progress);
-                    }
-                    throttle.pace(report.bytes_read);
-                }
-            }
-        }
-        if options.repair && !report.is_clean() {
-            report.repair = Some(self.repair(&RepairOptions {
+    if options.repair && !report.is_clean() {
+        report.repair = Some(repair(
+            store,
+            &RepairOptions {
                 bandwidth_bytes_per_sec: options.bandwidth_bytes_per_sec,
                 progress: options.progress.clone(),
-            })?);
-        }
-        report.elapsed = started.elapsed();
-        Ok(report)
+            },
+        )?);
     }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
 
-    fn scrub_stripe(
-        &self,
-        stripe: &StripeInfo,
-        intact: &IntactRecords,
-        report: &mut ScrubReport,
-        scratch: &mut VerifyScratch,
-        padded: &mut Vec<Vec<u8>>,
-    ) {
-        let inner = &self.inner;
-        report.stripes_checked += 1;
-        let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
-        padded.resize_with(stripe.columns.len(), Vec::new);
-        let mut all_intact = true;
-        for (c, col) in stripe.columns.iter().enumerate() {
-            let buf = &mut padded[c];
-            buf.clear();
-            if col.len > 0 {
-                let Some(bytes) = inner.reads().read_column_range(stripe, c, 0, col.len) else {
-                    report.columns_missing += 1;
-                    inner.queue_repair(stripe.stripe_id, c as u16);
-                    all_intact = false;
-                    continue;
-                };
-                report.columns_checked += 1;
-                report.bytes_read += bytes.len() as u64;
-                let header_intact = col.stored.is_none_or(|(node, loc)| {
-                    intact
-                        .get(&node)
-                        .is_none_or(|found| found.contains(&(loc.generation, loc.offset)))
-                });
-                if !header_intact {
-                    // The payload reads, but the record would not be found
-                    // by the next open: rebuild it elsewhere.
-                    inner.forget_column(stripe.stripe_id, c);
-                }
-                if !header_intact || crc32fast::hash(&bytes) != col.checksum {
-                    report.columns_corrupt += 1;
-                    inner.stats.checksum_failures.inc();
-                    inner.queue_repair(stripe.stripe_id, c as u16);
-                    all_intact = false;
-                    continue;
-                }
-                buf.extend_from_slice(&bytes);
+fn scrub_stripe(
+    store: &Store,
+    stripe: &StripeInfo,
+    intact: &IntactRecords,
+    report: &mut ScrubReport,
+    scratch: &mut VerifyScratch,
+    padded: &mut Vec<Vec<u8>>,
+) {
+    let inner = &store.inner;
+    report.stripes_checked += 1;
+    let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
+    padded.resize_with(stripe.columns.len(), Vec::new);
+    let mut all_intact = true;
+    for (c, col) in stripe.columns.iter().enumerate() {
+        let buf = &mut padded[c];
+        buf.clear();
+        if col.len > 0 {
+            let Some(bytes) = inner.reads().read_column_range(stripe, c, 0, col.len) else {
+                report.columns_missing += 1;
+                inner.queue_repair(stripe.stripe_id, c as u16);
+                all_intact = false;
+                continue;
+            };
+            report.columns_checked += 1;
+            report.bytes_read += bytes.len() as u64;
+            let header_intact = col.stored.is_none_or(|(node, loc)| {
+                intact
+                    .get(&node)
+                    .is_none_or(|found| found.contains(&(loc.generation, loc.offset)))
+            });
+            if !header_intact {
+                // The payload reads, but the record would not be found
+                // by the next open: rebuild it elsewhere.
+                inner.write_state().forget_column(stripe.stripe_id, c);
             }
-            buf.resize(stripe_len, 0);
+            if !header_intact || crc32fast::hash(&bytes) != col.checksum {
+                report.columns_corrupt += 1;
+                inner.stats.checksum_failures.inc();
+                inner.queue_repair(stripe.stripe_id, c as u16);
+                all_intact = false;
+                continue;
+            }
+            buf.extend_from_slice(&bytes);
         }
-        if all_intact {
-            let columns: Vec<&[u8]> = padded.iter().map(Vec::as_slice).collect();
-            match inner.codec.verify(&columns, None, scratch) {
-                Ok(verdict) if verdict.parity_matches() => {}
-                Ok(_) => {
-                    report.parity_mismatches += 1;
-                    tracing::error!(
-                        stripe = stripe.stripe_id,
-                        "parity does not match data although every column passes its checksum"
-                    );
-                }
-                Err(e) => tracing::error!(stripe = stripe.stripe_id, error = %e, "verify failed"),
+        buf.resize(stripe_len, 0);
+    }
+    if all_intact {
+        let columns: Vec<&[u8]> = padded.iter().map(Vec::as_slice).collect();
+        match inner.codec.verify(&columns, None, scratch) {
+            Ok(verdict) if verdict.parity_matches() => {}
+            Ok(_) => {
+                report.parity_mismatches += 1;
+                tracing::error!(
+                    stripe = stripe.stripe_id,
+                    "parity does not match data although every column passes its checksum"
+                );
             }
+            Err(e) => tracing::error!(stripe = stripe.stripe_id, error = %e, "verify failed"),
         }
     }
 }
@@ -1295,41 +1000,39 @@ impl Store {
 /// record it holds intact, header and payload.
 type IntactRecords = HashMap<NodeId, std::collections::HashSet<(u64, u64)>>;
 
-impl Inner {
-    /// Scans every generation of every up node (scrub): the records whose
-    /// header and payload both pass their checksums.
-    fn intact_records(&self) -> IntactRecords {
-        let mut out = IntactRecords::new();
-        if crate::mutation::enabled(crate::mutation::Mutation::ScrubPayloadsOnly) {
-            return out;
-        }
-        for id in self.nodes.ids() {
-            let Some(node) = self.nodes.get(id) else {
-                continue;
-            };
-            let Ok(generations) = node.generations() else {
-                continue;
-            };
-            let mut found = std::collections::HashSet::new();
-            let mut complete = true;
-            for generation in generations {
-                match node.scan(generation) {
-                    Ok(scan) => {
-                        found.extend(
-                            scan.records
-                                .iter()
-                                .map(|r| (r.location.generation, r.location.offset)),
-                        );
-                    }
-                    Err(_) => complete = false,
-                }
-            }
-            if complete {
-                out.insert(id, found);
-            }
-        }
-        out
+/// Scans every generation of every up node (scrub): the records whose
+/// header and payload both pass their checksums.
+fn intact_records(nodes: &NodeSet) -> IntactRecords {
+    let mut out = IntactRecords::new();
+    if crate::mutation::enabled(crate::mutation::Mutation::ScrubPayloadsOnly) {
+        return out;
     }
+    for id in nodes.ids() {
+        let Some(node) = nodes.get(id) else {
+            continue;
+        };
+        let Ok(generations) = node.generations() else {
+            continue;
+        };
+        let mut found = std::collections::HashSet::new();
+        let mut complete = true;
+        for generation in generations {
+            match node.scan(generation) {
+                Ok(scan) => {
+                    found.extend(
+                        scan.records
+                            .iter()
+                            .map(|r| (r.location.generation, r.location.offset)),
+                    );
+                }
+                Err(_) => complete = false,
+            }
+        }
+        if complete {
+            out.insert(id, found);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

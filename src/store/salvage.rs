@@ -136,50 +136,38 @@ impl PendingLoss {
     }
 }
 
-impl Store {
-    /// Accepts the loss a salvage open found: deletes the keys known to
-    /// have lost their newest value (so no older value of theirs shows
-    /// again), records the lost stripes as discarded so later opens do not
-    /// fail on them, and ends the errors reads gave meanwhile. Returns how
-    /// many keys were deleted. Does nothing if no loss is pending.
-    ///
-    /// # Errors
-    /// A delete or the manifest write failing; the loss stays pending and
-    /// the call can be repeated. [`Error::WriteRefused`] on a read-only
-    /// salvage open (its manifest reached too few nodes): repair, then
-    /// open again.
-    pub fn accept_loss(&self) -> Result<usize> {
-        if self.inner.read_only.load(Ordering::Acquire) {
-            return Err(Error::WriteRefused {
-                reason: super::commit::READ_ONLY.into(),
-            });
-        }
-        let Some((stripes, keys)) = self.inner.loss.lost() else {
-            return Ok(0);
-        };
-        let mut waiting = Vec::with_capacity(keys.len());
-        for key in &keys {
-            let (ack, rx) = Pending::channel();
-            self.submit(Request::Delete {
-                key: key.clone(),
-                ack,
-            })?;
-            waiting.push(rx);
-        }
-        for rx in waiting {
-            self.wait(&rx, "accept_loss", None)??;
-        }
-        self.inner.update_manifest(|m| {
-            for &id in &stripes {
-                add_range(&mut m.shared.discarded, id, id);
-            }
-            m.shared.version += 1;
-        })?;
-        self.inner.loss.clear();
-        if let Ok(mut report) = self.inner.open_report.lock() {
-            report.loss_accepted = true;
-        }
-        tracing::warn!(stripes = stripes.len(), keys = keys.len(), "loss accepted");
-        Ok(keys.len())
+/// The body of [`Store::accept_loss`].
+pub(crate) fn accept_loss(store: &Store) -> Result<usize> {
+    if store.inner.read_only.load(Ordering::Acquire) {
+        return Err(Error::WriteRefused {
+            reason: super::commit::READ_ONLY.into(),
+        });
     }
+    let Some((stripes, keys)) = store.inner.loss.lost() else {
+        return Ok(0);
+    };
+    let mut waiting = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let (ack, rx) = Pending::channel();
+        store.submit(Request::Delete {
+            key: key.clone(),
+            ack,
+        })?;
+        waiting.push(rx);
+    }
+    for rx in waiting {
+        store.wait(&rx, "accept_loss", None)??;
+    }
+    store.inner.update_manifest(|m| {
+        for &id in &stripes {
+            add_range(&mut m.shared.discarded, id, id);
+        }
+        m.shared.version += 1;
+    })?;
+    store.inner.loss.clear();
+    if let Ok(mut report) = store.inner.open_report.lock() {
+        report.loss_accepted = true;
+    }
+    tracing::warn!(stripes = stripes.len(), keys = keys.len(), "loss accepted");
+    Ok(keys.len())
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::nodes::NodeSet;
+use super::stripes::StripeInfo;
 use super::{Options, WritePolicy};
 use crate::Error;
 use crate::format::ColumnHeader;
@@ -56,6 +57,37 @@ pub(crate) struct StripeIo<'a> {
 }
 
 impl StripeIo<'_> {
+    /// A node that takes writes for column `column` of `stripe` when its
+    /// home does not (nor `avoid`): the handoff that keeps the stripe
+    /// safest given where its other columns are (docs/DURABILITY.md,
+    /// "Repair, scrub, handoffs"). `None` when no node takes writes.
+    pub(crate) fn handoff_target(
+        &self,
+        stripe: &StripeInfo,
+        column: usize,
+        avoid: &[NodeId],
+        also_held: &[NodeId],
+    ) -> Option<NodeId> {
+        let homes: Option<Vec<NodeId>> = stripe.columns.iter().map(|c| c.home).collect();
+        let placement = crate::layout::Placement::from_columns(stripe.stripe_id, &homes?).ok()?;
+        let held: Vec<NodeId> = stripe
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| *c != column)
+            .filter_map(|(_, col)| col.stored.map(|(n, _)| n))
+            .filter(|&n| self.nodes.is_up(n))
+            .chain(also_held.iter().copied())
+            .collect();
+        let candidates: Vec<NodeId> = self
+            .nodes
+            .ids()
+            .filter(|&n| self.nodes.is_writable(n) && !avoid.contains(&n))
+            .collect();
+        self.layout
+            .handoff_for(&placement, column, &held, &candidates)
+    }
+
     /// Plans stripe `stripe_id`, whose columns have `column_lens` (0: not
     /// stored), on the nodes that take writes now (docs/DURABILITY.md,
     /// "The plan and the acknowledgement rule").

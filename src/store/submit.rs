@@ -69,94 +69,81 @@ impl Pending {
     }
 }
 
-impl Store {
-    /// Queues a request for the committer.
-    pub(crate) fn submit(&self, request: Request) -> Result<()> {
-        let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
-        let sender = guard.as_ref().ok_or(Error::Closed)?;
-        sender.send(request).map_err(|_| Error::Closed)
-    }
+/// The body of [`Store::submit`].
+pub(crate) fn submit(store: &Store, request: Request) -> Result<()> {
+    let guard = store.sender.read().unwrap_or_else(|p| p.into_inner());
+    let sender = guard.as_ref().ok_or(Error::Closed)?;
+    sender.send(request).map_err(|_| Error::Closed)
+}
 
-    /// Waits for a submission's answer: at most `timeout` when the
-    /// committer has its own thread; with a stepped committer, runs
-    /// commits until it is answered.
-    ///
-    /// # Errors
-    /// [`Error::TimedOut`] after `timeout` (naming `what`);
-    /// [`Error::Closed`] when the request was dropped unanswered.
-    pub(crate) fn wait(
-        &self,
-        pending: &Pending,
-        what: &'static str,
-        timeout: Option<Duration>,
-    ) -> Result<Result<bool>> {
-        loop {
-            match pending.rx.try_recv() {
-                Ok(answer) => return Ok(answer),
-                Err(TryRecvError::Disconnected) => return Err(Error::Closed),
-                Err(TryRecvError::Empty) => {}
-            }
-            if self.scheduling == Scheduling::Thread {
-                break;
-            }
-            match self.step_if_stepped(usize::MAX) {
-                Some(0) => return Err(Error::Closed),
-                Some(_) => continue,
-                None => break,
-            }
+/// The body of [`Store::wait`].
+pub(crate) fn wait(
+    store: &Store,
+    pending: &Pending,
+    what: &'static str,
+    timeout: Option<Duration>,
+) -> Result<Result<bool>> {
+    loop {
+        match pending.rx.try_recv() {
+            Ok(answer) => return Ok(answer),
+            Err(TryRecvError::Disconnected) => return Err(Error::Closed),
+            Err(TryRecvError::Empty) => {}
         }
-        match timeout {
-            Some(after) => pending.rx.recv_timeout(after).map_err(|e| match e {
-                mpsc::RecvTimeoutError::Timeout => Error::TimedOut { what, after },
-                mpsc::RecvTimeoutError::Disconnected => Error::Closed,
-            }),
-            None => pending.rx.recv().map_err(|_| Error::Closed),
+        if store.scheduling == Scheduling::Thread {
+            break;
+        }
+        match step_if_stepped(store, usize::MAX) {
+            Some(0) => return Err(Error::Closed),
+            Some(_) => continue,
+            None => break,
         }
     }
-
-    /// Whether the committer is stepped (the simulator): background work
-    /// then runs one step at a time, in an order one seed fixes.
-    pub(crate) fn is_stepped(&self) -> bool {
-        self.scheduling == Scheduling::Stepped
+    match timeout {
+        Some(after) => pending.rx.recv_timeout(after).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => Error::TimedOut { what, after },
+            mpsc::RecvTimeoutError::Disconnected => Error::Closed,
+        }),
+        None => pending.rx.recv().map_err(|_| Error::Closed),
     }
+}
 
-    /// Runs one commit of at most `max_requests` queued requests on a
-    /// stepped committer; returns how many it answered. `None` when the
-    /// committer has its own thread.
-    pub(crate) fn step_if_stepped(&self, max_requests: usize) -> Option<usize> {
-        let mut runner = self.committer.lock().unwrap_or_else(|p| p.into_inner());
-        match runner.as_mut() {
-            Some(Runner::Stepped(committer)) => Some(committer.step(max_requests)),
-            Some(Runner::Thread(_)) => None,
-            None => Some(0),
-        }
+/// The body of [`Store::is_stepped`].
+pub(crate) fn is_stepped(store: &Store) -> bool {
+    store.scheduling == Scheduling::Stepped
+}
+
+/// The body of [`Store::step_if_stepped`].
+pub(crate) fn step_if_stepped(store: &Store, max_requests: usize) -> Option<usize> {
+    let mut runner = store.committer.lock().unwrap_or_else(|p| p.into_inner());
+    match runner.as_mut() {
+        Some(Runner::Stepped(committer)) => Some(committer.step(max_requests)),
+        Some(Runner::Thread(_)) => None,
+        None => Some(0),
     }
+}
 
-    /// Stops the committer: a thread finishes what is queued and exits; a
-    /// stepped committer runs what is queued when `drain`, and otherwise
-    /// drops it unanswered (a simulated crash).
-    pub(crate) fn stop_committer(&self, drain: bool) {
-        let sender = self
-            .sender
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        drop(sender);
-        let runner = self
-            .committer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let panicked = match runner {
-            Some(Runner::Thread(handle)) => handle.join().is_err(),
-            Some(Runner::Stepped(mut committer)) => {
-                while drain && committer.step(usize::MAX) > 0 {}
-                false
-            }
-            None => false,
-        };
-        if panicked {
-            tracing::error!("the committer thread panicked");
+/// The body of [`Store::stop_committer`].
+pub(crate) fn stop_committer(store: &Store, drain: bool) {
+    let sender = store
+        .sender
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    drop(sender);
+    let runner = store
+        .committer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let panicked = match runner {
+        Some(Runner::Thread(handle)) => handle.join().is_err(),
+        Some(Runner::Stepped(mut committer)) => {
+            while drain && committer.step(usize::MAX) > 0 {}
+            false
         }
+        None => false,
+    };
+    if panicked {
+        tracing::error!("the committer thread panicked");
     }
 }

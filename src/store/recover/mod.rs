@@ -110,26 +110,35 @@ impl Recovery<'_> {
     /// [`Error::TooManyNodesDown`] when scans failed on too many nodes,
     /// [`Error::StripesUnrecoverable`] for a loss beyond the promise (unless
     /// salvaging), [`Error::InvalidLayout`] for stripes of another code.
-    pub(crate) fn recover(&self, manifest: &ManifestState, new_session: u64) -> Result<Recovered> {
-        let scanned = scan::NodeScanner {
+    fn scanner(&self) -> scan::NodeScanner<'_> {
+        scan::NodeScanner {
             layout: self.layout,
             nodes: self.nodes,
             manifests: self.manifests,
         }
-        .scan_nodes()?;
-        // Scans can fail: the outage is judged again before any stripe.
-        self.identify.check_outage()?;
-        let verdicts = classify::Classifier {
+    }
+
+    fn classifier(&self) -> classify::Classifier<'_> {
+        classify::Classifier {
             layout: self.layout,
             nodes: self.nodes,
             manifests: self.manifests,
         }
-        .classify(&scanned, manifest, new_session);
-        let built = index::IndexBuilder {
+    }
+
+    fn index_builder(&self) -> index::IndexBuilder<'_> {
+        index::IndexBuilder {
             layout: self.layout,
             reads: &self.reads,
         }
-        .build_state(verdicts.visible)?;
+    }
+
+    pub(crate) fn recover(&self, manifest: &ManifestState, new_session: u64) -> Result<Recovered> {
+        let scanned = self.scanner().scan_nodes()?;
+        // Scans can fail: the outage is judged again before any stripe.
+        self.identify.check_outage()?;
+        let verdicts = self.classifier().classify(&scanned, manifest, new_session);
+        let built = self.index_builder().build_state(verdicts.visible)?;
         let mut state = built.state;
         let lost: Vec<(StripeInfo, Vec<String>)> = verdicts
             .lost
