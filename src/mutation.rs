@@ -5,6 +5,7 @@
 //! is a constant `false` the compiler removes.
 
 /// One fix that can be switched off.
+#[cfg_attr(not(feature = "object-store"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mutation {

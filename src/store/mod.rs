@@ -20,25 +20,28 @@ mod commit;
 mod compact;
 mod health;
 mod index;
+mod inner;
 mod lifecycle;
 mod manifest;
 mod nodes;
 mod open;
+mod options;
 mod pack;
 mod read;
 mod recover;
 mod repair;
 mod salvage;
+mod state;
 mod stripe_io;
 mod stripes;
 mod submit;
 #[cfg(any(test, feature = "testing"))]
 mod testing;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,569 +52,24 @@ pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
 pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
 
+#[cfg(any(test, feature = "testing"))]
 pub(crate) use self::clock::Clock;
-use self::clock::SystemClock;
 pub(crate) use self::commit::Request;
 use self::commit::{Committer, WriterStart};
-use self::health::Counters;
-use self::index::{BlobLoc, Index, PartLoc};
-use self::manifest::{ManifestState, Manifests};
-use self::nodes::NodeSet;
-use self::open::{Mode, SESSION_SHIFT};
-use self::salvage::PendingLoss;
+use self::index::{BlobLoc, PartLoc};
+use self::open::Mode;
 use self::stripes::StripeInfo;
-use self::stripes::StripeTable;
 pub(crate) use self::submit::Pending;
 use self::submit::{Runner, Scheduling, Start};
 use crate::codec::Codec;
 use crate::format::KEY_LEN_MAX;
 use crate::layout::Layout;
-#[cfg(feature = "object-store")]
-use crate::node::ObjectOptions;
-use crate::node::{DefaultNodeFactory, GivenNodes, LocalOptions, Node, NodeFactory};
+use crate::node::{DefaultNodeFactory, GivenNodes, Node, NodeFactory};
 use crate::{Error, Result};
 
-/// The largest value `put` accepts: 64 GiB.
-pub const BLOB_LEN_MAX: u64 = 64 << 30;
-/// The most parts one blob may be cut into (a 64 GiB blob in 64 KiB columns).
-pub const PARTS_PER_BLOB_MAX: u64 = BLOB_LEN_MAX / COLUMN_LEN_TARGET_MIN as u64;
-/// The smallest column target `Options` accepts.
-pub const COLUMN_LEN_TARGET_MIN: usize = 64 << 10;
-
-const _: () = assert!(KEY_LEN_MAX < COLUMN_LEN_TARGET_MIN);
-const _: () = assert!(PARTS_PER_BLOB_MAX <= u32::MAX as u64);
-
-/// What a put needs before it returns `Ok` while nodes or sites are down.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum WritePolicy {
-    /// Keep accepting writes through an outage: a column whose node takes
-    /// no writes goes to a handoff node chosen so the stripe keeps the
-    /// promise given what has failed (within the home site when it can);
-    /// the column is recorded as away from home for repair to move back.
-    /// When the failures use the promise up (a whole site down), a stripe
-    /// is still acknowledged once every column is on a surviving node (a
-    /// degraded write, counted in [`Stats::degraded_writes`]). A put fails
-    /// only if no node takes writes, or it is not acknowledged within
-    /// [`Options::put_timeout`].
-    #[default]
-    Available,
-    /// Refuse (with [`Error::WriteRefused`]) a put whose columns could not
-    /// be placed so that the layout's whole promise holds.
-    Strict,
-}
-
-/// How a store behaves. `Options::default()` suits most uses.
-///
-/// # Example
-///
-/// ```
-/// use std::time::Duration;
-/// use geoshard::{Options, WritePolicy};
-///
-/// let options = Options {
-///     commit_interval: Duration::from_millis(1),
-///     write_policy: WritePolicy::Strict,
-///     ..Options::default()
-/// };
-/// assert_eq!(options.column_len_target, 1 << 20);
-/// ```
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Target length of a data column: a stripe is sealed when its columns
-    /// reach it, and no blob part is longer. Default 1 MiB;
-    /// at least [`COLUMN_LEN_TARGET_MIN`].
-    pub column_len_target: usize,
-    /// Blobs longer than this are cut into k equal parts, one per data
-    /// column, so the columns of a stripe stay level (parity is as long as
-    /// the longest data column). Shorter blobs stay whole in one column, so
-    /// a healthy read of one is a single slice. Default 64 KiB.
-    pub split_len_min: usize,
-    /// How long the oldest waiting put may wait for others to share its
-    /// commit. Default 2 ms.
-    pub commit_interval: Duration,
-    /// What a put needs while nodes are down. Default
-    /// [`WritePolicy::Available`].
-    pub write_policy: WritePolicy,
-    /// A new generation (segment file on every node) starts when the
-    /// current one holds this many bytes per node. Default 256 MiB.
-    pub segment_len_target: u64,
-    /// Options for local directory nodes.
-    pub local: LocalOptions,
-    /// Options for object-store nodes (`s3://`, `gs://`, `az://`,
-    /// `file://` locations): concurrency, timeouts, retries, the lease.
-    #[cfg(feature = "object-store")]
-    pub object: ObjectOptions,
-    /// A healthy read from an object-store node that has not answered
-    /// after this long is raced by a degraded read from k other columns,
-    /// and the first correct answer wins: a slow site does not stall
-    /// reads. Default 200 ms.
-    pub read_hedge_after: Duration,
-    /// The longest a put, delete or flush waits for its acknowledgement;
-    /// then it fails with [`Error::TimedOut`] (the write may still land,
-    /// whole). Default 30 s.
-    pub put_timeout: Duration,
-    /// Open a store even when more is missing than the promise covers
-    /// (docs/DURABILITY.md, D2). Every `get`, `contains` or `len_of` whose
-    /// answer the loss could change then fails with
-    /// [`Error::PossiblyLost`] until [`Store::accept_loss`];
-    /// [`Store::open_report`] lists the keys known to be lost. Default
-    /// false.
-    pub salvage: bool,
-}
-
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            column_len_target: 1 << 20,
-            split_len_min: 64 << 10,
-            commit_interval: Duration::from_millis(2),
-            write_policy: WritePolicy::Available,
-            segment_len_target: 256 << 20,
-            local: LocalOptions::default(),
-            #[cfg(feature = "object-store")]
-            object: ObjectOptions::default(),
-            read_hedge_after: Duration::from_millis(200),
-            put_timeout: Duration::from_secs(30),
-            salvage: false,
-        }
-    }
-}
-
-/// The index and the stripe table, read and updated together, with the
-/// per-generation byte counts compaction chooses by.
-#[derive(Debug, Default)]
-pub(crate) struct State {
-    pub index: Index,
-    pub stripes: StripeTable,
-    pub generations: BTreeMap<u64, GenerationUsage>,
-}
-
-/// Blob bytes a generation holds, and how many of them are still live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct GenerationUsage {
-    /// Stripes of the generation that are visible.
-    pub stripes: u64,
-    /// Column bytes stored per node summed over all columns (data + parity).
-    pub column_bytes: u64,
-    /// Bytes of blob parts written into the generation.
-    pub blob_bytes: u64,
-    /// Bytes of blob parts the index still points to.
-    pub live_bytes: u64,
-    /// Column bytes no stripe needs any more: handoff copies whose column
-    /// is home again, and stripes open discarded.
-    pub stale_column_bytes: u64,
-}
-
-impl GenerationUsage {
-    /// The useful fraction of the generation: live blob bytes over blob
-    /// bytes written, times the column bytes still needed over all column
-    /// bytes stored. Compaction rewrites generations where it is low.
-    pub fn useful_ratio(&self) -> f64 {
-        let live = if self.blob_bytes == 0 {
-            0.0
-        } else {
-            self.live_bytes as f64 / self.blob_bytes as f64
-        };
-        let stored = self.column_bytes + self.stale_column_bytes;
-        let needed = if stored == 0 {
-            1.0
-        } else {
-            self.column_bytes as f64 / stored as f64
-        };
-        live * needed
-    }
-}
-
-impl State {
-    /// Forgets where column `column` of `stripe_id` is (its record is
-    /// damaged): reads go degraded and repair rebuilds it.
-    pub fn forget_column(&mut self, stripe_id: u64, column: usize) {
-        let slot = self
-            .stripes
-            .slots()
-            .find(|(_, stripe)| stripe.stripe_id == stripe_id)
-            .map(|(slot, _)| slot);
-        if let Some(slot) = slot {
-            self.stripes.update(slot, stripe_id, |info| {
-                if let Some(col) = info.columns.get_mut(column) {
-                    col.stored = None;
-                }
-            });
-        }
-    }
-
-    /// Marks every column stored on `id` as missing (the node came back
-    /// empty): reads go degraded and repair rebuilds them.
-    pub fn forget_columns_on(&mut self, id: crate::layout::NodeId) {
-        let held: Vec<(u32, u64)> = self
-            .stripes
-            .slots()
-            .filter(|(_, stripe)| {
-                stripe
-                    .columns
-                    .iter()
-                    .any(|c| c.stored.is_some_and(|(n, _)| n == id))
-            })
-            .map(|(slot, stripe)| (slot, stripe.stripe_id))
-            .collect();
-        for (slot, stripe_id) in held {
-            self.stripes.update(slot, stripe_id, |info| {
-                for column in &mut info.columns {
-                    if column.stored.is_some_and(|(n, _)| n == id) {
-                        column.stored = None;
-                    }
-                }
-            });
-        }
-    }
-
-    /// Adds a visible stripe; returns its slot.
-    pub fn add_stripe(&mut self, info: stripes::StripeInfo) -> u32 {
-        let usage = self.generations.entry(info.generation).or_default();
-        usage.stripes += 1;
-        usage.column_bytes += info.columns.iter().map(|c| u64::from(c.len)).sum::<u64>();
-        self.stripes.insert(info)
-    }
-
-    fn generation_of(&self, slot: u32) -> Option<u64> {
-        self.stripes.get(slot).map(|s| s.generation)
-    }
-
-    /// Counts `bytes` of a column record as no longer needed.
-    pub fn add_stale(&mut self, generation: u64, bytes: u64) {
-        self.generations
-            .entry(generation)
-            .or_default()
-            .stale_column_bytes += bytes;
-    }
-
-    /// Adds `delta` (positive or negative) to the live bytes of every
-    /// generation the blob has parts in.
-    fn account(&mut self, loc: &BlobLoc, live: bool, written: bool) {
-        for part in loc.parts() {
-            let Some(generation) = self.generation_of(part.slot) else {
-                continue;
-            };
-            let usage = self.generations.entry(generation).or_default();
-            let len = u64::from(part.len);
-            if written {
-                usage.blob_bytes += len;
-            }
-            if live {
-                usage.live_bytes += len;
-            } else {
-                usage.live_bytes = usage.live_bytes.saturating_sub(len);
-            }
-        }
-    }
-
-    /// A newly written blob becomes the key's value.
-    pub fn insert_blob(&mut self, key: &[u8], loc: BlobLoc) {
-        self.account(&loc, true, true);
-        if let Some(old) = self.index.insert(key, loc) {
-            self.account(&old, false, false);
-        }
-    }
-
-    /// The id of the newest stripe holding part of `loc`.
-    pub fn stripe_id_of(&self, loc: &BlobLoc) -> Option<u64> {
-        loc.parts()
-            .iter()
-            .filter_map(|p| self.stripes.get(p.slot).map(|s| s.stripe_id))
-            .max()
-    }
-
-    pub fn remove_blob(&mut self, key: &[u8]) {
-        if let Some(old) = self.index.remove(key) {
-            self.account(&old, false, false);
-        }
-    }
-
-    /// Forgets a retired generation's stripes.
-    pub fn drop_generation(&mut self, generation: u64) {
-        self.stripes.retain(|s| s.generation != generation);
-        self.generations.remove(&generation);
-    }
-}
-
-/// Columns found missing or bad (by reads, scans and open), waiting for
-/// the next repair: (stripe id, column index).
-#[derive(Debug, Default)]
-pub(crate) struct RepairQueue(Mutex<BTreeSet<(u64, u16)>>);
-
-impl RepairQueue {
-    pub(crate) fn push(&self, stripe_id: u64, column_index: u16) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((stripe_id, column_index));
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    /// Empties the queue and returns what was in it.
-    pub(crate) fn take(&self) -> BTreeSet<(u64, u16)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-/// Everything the public handle and the committer share.
-pub(crate) struct Inner {
-    pub layout: Layout,
-    pub options: Options,
-    pub codec: Codec,
-    pub nodes: NodeSet,
-    state: RwLock<State>,
-    pub stats: Counters,
-    repair_queue: RepairQueue,
-    open_report: Mutex<OpenReport>,
-    /// Held by the one compaction, repair or scrub that may run at a time.
-    maintenance: Mutex<()>,
-    /// Opens the nodes, and reopens them for repair.
-    pub factory: Arc<dyn NodeFactory>,
-    /// The identity a created store gets, instead of a random one (the
-    /// simulator: one seed, one trace).
-    fixed_store_id: Option<[u8; 16]>,
-    /// When the object-store nodes were last checked (by `clock`).
-    pub remote_checked: Mutex<Option<Duration>>,
-    /// The time that decides deadlines and check intervals.
-    pub clock: Arc<dyn Clock>,
-    /// Set by `close`: the nodes are released.
-    pub closed: AtomicBool,
-    /// The manifest as last written, and which nodes hold it.
-    pub manifests: Manifests,
-    /// The next stripe id the committer will use.
-    pub next_stripe_id: AtomicU64,
-    /// A loss beyond the promise found by a salvage open, until accepted.
-    pub loss: PendingLoss,
-    /// Retired generations whose removal is not confirmed on every node:
-    /// compaction carries their retire markers forward.
-    retired_pending: Mutex<BTreeSet<u64>>,
-    /// Set by a salvage open whose manifest reached no quorum: writes are
-    /// refused (their stripe ids could collide with a later session's).
-    pub read_only: AtomicBool,
-    /// I/O that fans out runs one call after another on the calling
-    /// thread, in a fixed order (a stepped store, the simulator's):
-    /// degraded reads ask their source columns in turn instead of racing
-    /// them, and a repair's appends to one node's several generations do
-    /// not race for it. Which columns answer first, which failures are
-    /// heard, and which of two appends a node's fault hits must not depend
-    /// on thread timing.
-    pub sequential_io: bool,
-}
-
-impl Inner {
-    /// The store's shared state before anything is read from the nodes.
-    fn new(
-        layout: Layout,
-        options: Options,
-        factory: Arc<dyn NodeFactory>,
-        nodes: Vec<open::Handle>,
-        codec: Codec,
-        start: &Start,
-    ) -> Inner {
-        let node_count = layout.nodes().len();
-        Inner {
-            nodes: NodeSet::new(&layout, &*factory, nodes),
-            layout,
-            options,
-            codec,
-            state: RwLock::new(State::default()),
-            stats: Counters::default(),
-            repair_queue: RepairQueue::default(),
-            open_report: Mutex::new(OpenReport::default()),
-            maintenance: Mutex::new(()),
-            factory,
-            fixed_store_id: start.store_id,
-            remote_checked: Mutex::new(None),
-            clock: start
-                .clock
-                .clone()
-                .unwrap_or_else(|| Arc::new(SystemClock::new())),
-            closed: AtomicBool::new(false),
-            manifests: Manifests::new(node_count),
-            next_stripe_id: AtomicU64::new(0),
-            loss: PendingLoss::default(),
-            retired_pending: Mutex::new(BTreeSet::new()),
-            read_only: AtomicBool::new(false),
-            sequential_io: start.scheduling == Scheduling::Stepped,
-        }
-    }
-
-    /// Identifies the store, recovers its stripes and index, and starts a
-    /// new session (docs/DURABILITY.md, "Open"). Returns the session's
-    /// first stripe id and the stripes open must rebuild before it
-    /// returns.
-    fn open_session(&self, mode: Mode, started: Instant) -> Result<(u64, Vec<u64>)> {
-        let (found, max_session) = self.identifier().identify(mode)?;
-        self.identifier().check_outage()?;
-        let session = max_session + 1;
-        self.manifests.replace(found.clone());
-        let recovered = self.recovery().recover(&found, session)?;
-        if !self.start_session(session, recovered.discarded_ranges.clone())? {
-            self.read_only.store(true, Ordering::Release);
-        }
-        let report = recovered.report;
-        *self.write_state() = recovered.state;
-        if let Some(loss) = recovered.loss {
-            self.loss.set(loss);
-        }
-        let cleaned = recover::remove_retired_leftovers(&self.nodes, &recovered.retired);
-        if !cleaned {
-            *self
-                .retired_pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = recovered.retired;
-        }
-        let first_stripe_id = (session << SESSION_SHIFT) | 1;
-        self.next_stripe_id
-            .store(first_stripe_id, Ordering::Release);
-        tracing::info!(
-            session,
-            blobs = report.blobs,
-            stripes = report.stripes_visible,
-            discarded = report.stripes_discarded,
-            lost = report.stripes_lost,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "store opened"
-        );
-        if let Ok(mut r) = self.open_report.lock() {
-            *r = report;
-        }
-        Ok((first_stripe_id, recovered.below_margin))
-    }
-
-    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        // A panic while holding the lock cannot leave the index half
-        // updated in a way readers could observe: publishing is a sequence
-        // of whole-entry inserts. So a poisoned lock is still usable.
-        self.state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn index_contains(&self, key: &[u8]) -> bool {
-        self.read_state().index.contains(key)
-    }
-
-    pub(crate) fn queue_repair(&self, stripe_id: u64, column_index: u16) {
-        self.repair_queue.push(stripe_id, column_index);
-    }
-
-    pub(crate) fn repair_queue_len(&self) -> usize {
-        self.repair_queue.len()
-    }
-
-    /// Empties the repair queue and returns what was in it.
-    pub(crate) fn take_repair_queue(&self) -> BTreeSet<(u64, u16)> {
-        self.repair_queue.take()
-    }
-
-    /// Starts session `session` on the member nodes (see
-    /// [`Manifests::start_session`]).
-    pub(crate) fn start_session(&self, session: u64, discarded: Vec<(u64, u64)>) -> Result<bool> {
-        self.manifests.start_session(
-            &self.nodes,
-            &self.layout,
-            self.options.salvage,
-            session,
-            discarded,
-        )
-    }
-
-    /// Changes the committed manifest (see [`Manifests::update`]).
-    pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut ManifestState)) -> Result<()> {
-        self.manifests.update(&self.nodes, &self.layout, change)
-    }
-
-    /// Adopts node `id` from the next stripe id on (see
-    /// [`Manifests::adopt`]).
-    pub(crate) fn adopt_node(
-        &self,
-        id: crate::layout::NodeId,
-        node: &dyn crate::node::Node,
-    ) -> Result<()> {
-        let next = self.next_stripe_id.load(Ordering::Acquire);
-        self.manifests.adopt(&self.layout, next, id, node)
-    }
-
-    /// Where the columns are, and whether the store survives a site loss.
-    pub(crate) fn health(&self) -> Health {
-        health::compute(
-            &self.layout,
-            &self.nodes,
-            &self.read_state(),
-            self.loss.is_pending(),
-            self.nodes
-                .superseded_by()
-                .map(|(node, reason)| format!("node {node}: {reason}")),
-        )
-    }
-
-    /// The store's identity from its nodes' manifests.
-    pub(crate) fn identifier(&self) -> open::Identify<'_> {
-        open::Identify {
-            layout: &self.layout,
-            options: &self.options,
-            nodes: &self.nodes,
-            manifests: &self.manifests,
-            fixed_store_id: self.fixed_store_id,
-        }
-    }
-
-    /// Open's recovery over this store's nodes.
-    pub(crate) fn recovery(&self) -> recover::Recovery<'_> {
-        recover::Recovery {
-            layout: &self.layout,
-            options: &self.options,
-            nodes: &self.nodes,
-            manifests: &self.manifests,
-            repairs: &self.repair_queue,
-            reads: self.reads(),
-            identify: self.identifier(),
-        }
-    }
-
-    /// The node set's lifecycle: checks, revival, adoption.
-    pub(crate) fn lifecycle(&self) -> lifecycle::NodeLifecycle<'_> {
-        lifecycle::NodeLifecycle {
-            layout: &self.layout,
-            nodes: &self.nodes,
-            factory: &*self.factory,
-            manifests: &self.manifests,
-            clock: &*self.clock,
-            remote_checked: &self.remote_checked,
-            next_stripe_id: &self.next_stripe_id,
-            state: &self.state,
-        }
-    }
-
-    /// Stripe I/O over this store's nodes.
-    pub(crate) fn stripe_io(&self) -> stripe_io::StripeIo<'_> {
-        stripe_io::StripeIo {
-            layout: &self.layout,
-            options: &self.options,
-            nodes: &self.nodes,
-        }
-    }
-
-    /// The read path over this store's nodes.
-    pub(crate) fn reads(&self) -> read::Reads<'_> {
-        read::Reads {
-            layout: &self.layout,
-            options: &self.options,
-            codec: &self.codec,
-            nodes: &self.nodes,
-            stats: &self.stats,
-            repairs: &self.repair_queue,
-            sequential_io: self.sequential_io,
-        }
-    }
-}
+pub(crate) use inner::Inner;
+pub use options::{BLOB_LEN_MAX, COLUMN_LEN_TARGET_MIN, Options, PARTS_PER_BLOB_MAX, WritePolicy};
+pub(crate) use state::{RepairQueue, State};
 
 /// A geoshard store: blobs under keys, Reed-Solomon coded across the sites
 /// and nodes of a [`Layout`].
@@ -1328,6 +786,7 @@ impl Store {
         submit::is_stepped(self)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Runs one commit of at most `max_requests` queued requests on a
     /// stepped committer; returns how many it answered. `None` when the
     /// committer has its own thread.

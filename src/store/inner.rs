@@ -1,0 +1,277 @@
+//! Everything the public handle and the committer share, and the
+//! components it hands out (each over the parts of it that it needs).
+
+use super::clock::Clock;
+use super::clock::SystemClock;
+use super::health::Counters;
+use super::manifest::{ManifestState, Manifests};
+use super::nodes::NodeSet;
+use super::open::{Mode, SESSION_SHIFT};
+use super::salvage::PendingLoss;
+use super::submit::{Scheduling, Start};
+use super::{Health, OpenReport, health, lifecycle, open, read, recover, stripe_io};
+use super::{Options, RepairQueue, State};
+use crate::Result;
+use crate::codec::Codec;
+use crate::layout::Layout;
+use crate::node::NodeFactory;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+/// Everything the public handle and the committer share.
+pub(crate) struct Inner {
+    pub layout: Layout,
+    pub options: Options,
+    pub codec: Codec,
+    pub nodes: NodeSet,
+    pub state: RwLock<State>,
+    pub stats: Counters,
+    pub repair_queue: RepairQueue,
+    pub open_report: Mutex<OpenReport>,
+    /// Held by the one compaction, repair or scrub that may run at a time.
+    pub maintenance: Mutex<()>,
+    /// Opens the nodes, and reopens them for repair.
+    pub factory: Arc<dyn NodeFactory>,
+    /// The identity a created store gets, instead of a random one (the
+    /// simulator: one seed, one trace).
+    pub fixed_store_id: Option<[u8; 16]>,
+    /// When the object-store nodes were last checked (by `clock`).
+    pub remote_checked: Mutex<Option<Duration>>,
+    /// The time that decides deadlines and check intervals.
+    pub clock: Arc<dyn Clock>,
+    /// Set by `close`: the nodes are released.
+    pub closed: AtomicBool,
+    /// The manifest as last written, and which nodes hold it.
+    pub manifests: Manifests,
+    /// The next stripe id the committer will use.
+    pub next_stripe_id: AtomicU64,
+    /// A loss beyond the promise found by a salvage open, until accepted.
+    pub loss: PendingLoss,
+    /// Retired generations whose removal is not confirmed on every node:
+    /// compaction carries their retire markers forward.
+    pub retired_pending: Mutex<BTreeSet<u64>>,
+    /// Set by a salvage open whose manifest reached no quorum: writes are
+    /// refused (their stripe ids could collide with a later session's).
+    pub read_only: AtomicBool,
+    /// I/O that fans out runs one call after another on the calling
+    /// thread, in a fixed order (a stepped store, the simulator's):
+    /// degraded reads ask their source columns in turn instead of racing
+    /// them, and a repair's appends to one node's several generations do
+    /// not race for it. Which columns answer first, which failures are
+    /// heard, and which of two appends a node's fault hits must not depend
+    /// on thread timing.
+    pub sequential_io: bool,
+}
+
+impl Inner {
+    /// The store's shared state before anything is read from the nodes.
+    pub(crate) fn new(
+        layout: Layout,
+        options: Options,
+        factory: Arc<dyn NodeFactory>,
+        nodes: Vec<open::Handle>,
+        codec: Codec,
+        start: &Start,
+    ) -> Inner {
+        let node_count = layout.nodes().len();
+        Inner {
+            nodes: NodeSet::new(&layout, &*factory, nodes),
+            layout,
+            options,
+            codec,
+            state: RwLock::new(State::default()),
+            stats: Counters::default(),
+            repair_queue: RepairQueue::default(),
+            open_report: Mutex::new(OpenReport::default()),
+            maintenance: Mutex::new(()),
+            factory,
+            fixed_store_id: start.store_id,
+            remote_checked: Mutex::new(None),
+            clock: start
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemClock::new())),
+            closed: AtomicBool::new(false),
+            manifests: Manifests::new(node_count),
+            next_stripe_id: AtomicU64::new(0),
+            loss: PendingLoss::default(),
+            retired_pending: Mutex::new(BTreeSet::new()),
+            read_only: AtomicBool::new(false),
+            sequential_io: start.scheduling == Scheduling::Stepped,
+        }
+    }
+
+    /// Identifies the store, recovers its stripes and index, and starts a
+    /// new session (docs/DURABILITY.md, "Open"). Returns the session's
+    /// first stripe id and the stripes open must rebuild before it
+    /// returns.
+    pub(crate) fn open_session(&self, mode: Mode, started: Instant) -> Result<(u64, Vec<u64>)> {
+        let (found, max_session) = self.identifier().identify(mode)?;
+        self.identifier().check_outage()?;
+        let session = max_session + 1;
+        self.manifests.replace(found.clone());
+        let recovered = self.recovery().recover(&found, session)?;
+        if !self.start_session(session, recovered.discarded_ranges.clone())? {
+            self.read_only.store(true, Ordering::Release);
+        }
+        let report = recovered.report;
+        *self.write_state() = recovered.state;
+        if let Some(loss) = recovered.loss {
+            self.loss.set(loss);
+        }
+        let cleaned = recover::remove_retired_leftovers(&self.nodes, &recovered.retired);
+        if !cleaned {
+            *self
+                .retired_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = recovered.retired;
+        }
+        let first_stripe_id = (session << SESSION_SHIFT) | 1;
+        self.next_stripe_id
+            .store(first_stripe_id, Ordering::Release);
+        tracing::info!(
+            session,
+            blobs = report.blobs,
+            stripes = report.stripes_visible,
+            discarded = report.stripes_discarded,
+            lost = report.stripes_lost,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
+        if let Ok(mut r) = self.open_report.lock() {
+            *r = report;
+        }
+        Ok((first_stripe_id, recovered.below_margin))
+    }
+
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave the index half
+        // updated in a way readers could observe: publishing is a sequence
+        // of whole-entry inserts. So a poisoned lock is still usable.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn index_contains(&self, key: &[u8]) -> bool {
+        self.read_state().index.contains(key)
+    }
+
+    pub(crate) fn queue_repair(&self, stripe_id: u64, column_index: u16) {
+        self.repair_queue.push(stripe_id, column_index);
+    }
+
+    pub(crate) fn repair_queue_len(&self) -> usize {
+        self.repair_queue.len()
+    }
+
+    /// Empties the repair queue and returns what was in it.
+    pub(crate) fn take_repair_queue(&self) -> BTreeSet<(u64, u16)> {
+        self.repair_queue.take()
+    }
+
+    /// Starts session `session` on the member nodes (see
+    /// [`Manifests::start_session`]).
+    pub(crate) fn start_session(&self, session: u64, discarded: Vec<(u64, u64)>) -> Result<bool> {
+        self.manifests.start_session(
+            &self.nodes,
+            &self.layout,
+            self.options.salvage,
+            session,
+            discarded,
+        )
+    }
+
+    /// Changes the committed manifest (see [`Manifests::update`]).
+    pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut ManifestState)) -> Result<()> {
+        self.manifests.update(&self.nodes, &self.layout, change)
+    }
+
+    /// Adopts node `id` from the next stripe id on (see
+    /// [`Manifests::adopt`]).
+    pub(crate) fn adopt_node(
+        &self,
+        id: crate::layout::NodeId,
+        node: &dyn crate::node::Node,
+    ) -> Result<()> {
+        let next = self.next_stripe_id.load(Ordering::Acquire);
+        self.manifests.adopt(&self.layout, next, id, node)
+    }
+
+    /// Where the columns are, and whether the store survives a site loss.
+    pub(crate) fn health(&self) -> Health {
+        health::compute(
+            &self.layout,
+            &self.nodes,
+            &self.read_state(),
+            self.loss.is_pending(),
+            self.nodes
+                .superseded_by()
+                .map(|(node, reason)| format!("node {node}: {reason}")),
+        )
+    }
+
+    /// The store's identity from its nodes' manifests.
+    pub(crate) fn identifier(&self) -> open::Identify<'_> {
+        open::Identify {
+            layout: &self.layout,
+            options: &self.options,
+            nodes: &self.nodes,
+            manifests: &self.manifests,
+            fixed_store_id: self.fixed_store_id,
+        }
+    }
+
+    /// Open's recovery over this store's nodes.
+    pub(crate) fn recovery(&self) -> recover::Recovery<'_> {
+        recover::Recovery {
+            layout: &self.layout,
+            options: &self.options,
+            nodes: &self.nodes,
+            manifests: &self.manifests,
+            repairs: &self.repair_queue,
+            reads: self.reads(),
+            identify: self.identifier(),
+        }
+    }
+
+    /// The node set's lifecycle: checks, revival, adoption.
+    pub(crate) fn lifecycle(&self) -> lifecycle::NodeLifecycle<'_> {
+        lifecycle::NodeLifecycle {
+            layout: &self.layout,
+            nodes: &self.nodes,
+            factory: &*self.factory,
+            manifests: &self.manifests,
+            clock: &*self.clock,
+            remote_checked: &self.remote_checked,
+            next_stripe_id: &self.next_stripe_id,
+            state: &self.state,
+        }
+    }
+
+    /// Stripe I/O over this store's nodes.
+    pub(crate) fn stripe_io(&self) -> stripe_io::StripeIo<'_> {
+        stripe_io::StripeIo {
+            layout: &self.layout,
+            options: &self.options,
+            nodes: &self.nodes,
+        }
+    }
+
+    /// The read path over this store's nodes.
+    pub(crate) fn reads(&self) -> read::Reads<'_> {
+        read::Reads {
+            layout: &self.layout,
+            options: &self.options,
+            codec: &self.codec,
+            nodes: &self.nodes,
+            stats: &self.stats,
+            repairs: &self.repair_queue,
+            sequential_io: self.sequential_io,
+        }
+    }
+}

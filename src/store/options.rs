@@ -1,0 +1,113 @@
+//! The store's options and limits.
+
+use crate::format::KEY_LEN_MAX;
+use crate::node::LocalOptions;
+#[cfg(feature = "object-store")]
+use crate::node::ObjectOptions;
+use std::time::Duration;
+
+/// The largest value `put` accepts: 64 GiB.
+pub const BLOB_LEN_MAX: u64 = 64 << 30;
+/// The most parts one blob may be cut into (a 64 GiB blob in 64 KiB columns).
+pub const PARTS_PER_BLOB_MAX: u64 = BLOB_LEN_MAX / COLUMN_LEN_TARGET_MIN as u64;
+/// The smallest column target `Options` accepts.
+pub const COLUMN_LEN_TARGET_MIN: usize = 64 << 10;
+
+const _: () = assert!(KEY_LEN_MAX < COLUMN_LEN_TARGET_MIN);
+const _: () = assert!(PARTS_PER_BLOB_MAX <= u32::MAX as u64);
+
+/// What a put needs before it returns `Ok` while nodes or sites are down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WritePolicy {
+    /// Keep accepting writes through an outage: a column whose node takes
+    /// no writes goes to a handoff node chosen so the stripe keeps the
+    /// promise given what has failed (within the home site when it can);
+    /// the column is recorded as away from home for repair to move back.
+    /// When the failures use the promise up (a whole site down), a stripe
+    /// is still acknowledged once every column is on a surviving node (a
+    /// degraded write, counted in [`Stats::degraded_writes`]). A put fails
+    /// only if no node takes writes, or it is not acknowledged within
+    /// [`Options::put_timeout`].
+    #[default]
+    Available,
+    /// Refuse (with [`Error::WriteRefused`]) a put whose columns could not
+    /// be placed so that the layout's whole promise holds.
+    Strict,
+}
+
+/// How a store behaves. `Options::default()` suits most uses.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use geoshard::{Options, WritePolicy};
+///
+/// let options = Options {
+///     commit_interval: Duration::from_millis(1),
+///     write_policy: WritePolicy::Strict,
+///     ..Options::default()
+/// };
+/// assert_eq!(options.column_len_target, 1 << 20);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Target length of a data column: a stripe is sealed when its columns
+    /// reach it, and no blob part is longer. Default 1 MiB;
+    /// at least [`COLUMN_LEN_TARGET_MIN`].
+    pub column_len_target: usize,
+    /// Blobs longer than this are cut into k equal parts, one per data
+    /// column, so the columns of a stripe stay level (parity is as long as
+    /// the longest data column). Shorter blobs stay whole in one column, so
+    /// a healthy read of one is a single slice. Default 64 KiB.
+    pub split_len_min: usize,
+    /// How long the oldest waiting put may wait for others to share its
+    /// commit. Default 2 ms.
+    pub commit_interval: Duration,
+    /// What a put needs while nodes are down. Default
+    /// [`WritePolicy::Available`].
+    pub write_policy: WritePolicy,
+    /// A new generation (segment file on every node) starts when the
+    /// current one holds this many bytes per node. Default 256 MiB.
+    pub segment_len_target: u64,
+    /// Options for local directory nodes.
+    pub local: LocalOptions,
+    /// Options for object-store nodes (`s3://`, `gs://`, `az://`,
+    /// `file://` locations): concurrency, timeouts, retries, the lease.
+    #[cfg(feature = "object-store")]
+    pub object: ObjectOptions,
+    /// A healthy read from an object-store node that has not answered
+    /// after this long is raced by a degraded read from k other columns,
+    /// and the first correct answer wins: a slow site does not stall
+    /// reads. Default 200 ms.
+    pub read_hedge_after: Duration,
+    /// The longest a put, delete or flush waits for its acknowledgement;
+    /// then it fails with [`Error::TimedOut`] (the write may still land,
+    /// whole). Default 30 s.
+    pub put_timeout: Duration,
+    /// Open a store even when more is missing than the promise covers
+    /// (docs/DURABILITY.md, D2). Every `get`, `contains` or `len_of` whose
+    /// answer the loss could change then fails with
+    /// [`Error::PossiblyLost`] until [`Store::accept_loss`];
+    /// [`Store::open_report`] lists the keys known to be lost. Default
+    /// false.
+    pub salvage: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            column_len_target: 1 << 20,
+            split_len_min: 64 << 10,
+            commit_interval: Duration::from_millis(2),
+            write_policy: WritePolicy::Available,
+            segment_len_target: 256 << 20,
+            local: LocalOptions::default(),
+            #[cfg(feature = "object-store")]
+            object: ObjectOptions::default(),
+            read_hedge_after: Duration::from_millis(200),
+            put_timeout: Duration::from_secs(30),
+            salvage: false,
+        }
+    }
+}

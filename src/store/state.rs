@@ -1,0 +1,187 @@
+//! What the running store knows: the stripe table, the index, the
+//! generations' usage, and the columns waiting for repair.
+
+use super::index::{BlobLoc, Index};
+use super::stripes::StripeTable;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, PoisonError};
+
+/// The index and the stripe table, read and updated together, with the
+/// per-generation byte counts compaction chooses by.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub index: Index,
+    pub stripes: StripeTable,
+    pub generations: BTreeMap<u64, GenerationUsage>,
+}
+
+/// Blob bytes a generation holds, and how many of them are still live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GenerationUsage {
+    /// Stripes of the generation that are visible.
+    pub stripes: u64,
+    /// Column bytes stored per node summed over all columns (data + parity).
+    pub column_bytes: u64,
+    /// Bytes of blob parts written into the generation.
+    pub blob_bytes: u64,
+    /// Bytes of blob parts the index still points to.
+    pub live_bytes: u64,
+    /// Column bytes no stripe needs any more: handoff copies whose column
+    /// is home again, and stripes open discarded.
+    pub stale_column_bytes: u64,
+}
+
+impl GenerationUsage {
+    /// The useful fraction of the generation: live blob bytes over blob
+    /// bytes written, times the column bytes still needed over all column
+    /// bytes stored. Compaction rewrites generations where it is low.
+    pub fn useful_ratio(&self) -> f64 {
+        let live = if self.blob_bytes == 0 {
+            0.0
+        } else {
+            self.live_bytes as f64 / self.blob_bytes as f64
+        };
+        let stored = self.column_bytes + self.stale_column_bytes;
+        let needed = if stored == 0 {
+            1.0
+        } else {
+            self.column_bytes as f64 / stored as f64
+        };
+        live * needed
+    }
+}
+
+impl State {
+    /// Forgets where column `column` of `stripe_id` is (its record is
+    /// damaged): reads go degraded and repair rebuilds it.
+    pub fn forget_column(&mut self, stripe_id: u64, column: usize) {
+        let slot = self
+            .stripes
+            .slots()
+            .find(|(_, stripe)| stripe.stripe_id == stripe_id)
+            .map(|(slot, _)| slot);
+        if let Some(slot) = slot {
+            self.stripes.update(slot, stripe_id, |info| {
+                if let Some(col) = info.columns.get_mut(column) {
+                    col.stored = None;
+                }
+            });
+        }
+    }
+
+    /// Marks every column stored on `id` as missing (the node came back
+    /// empty): reads go degraded and repair rebuilds them.
+    pub fn forget_columns_on(&mut self, id: crate::layout::NodeId) {
+        let held: Vec<(u32, u64)> = self
+            .stripes
+            .slots()
+            .filter(|(_, stripe)| {
+                stripe
+                    .columns
+                    .iter()
+                    .any(|c| c.stored.is_some_and(|(n, _)| n == id))
+            })
+            .map(|(slot, stripe)| (slot, stripe.stripe_id))
+            .collect();
+        for (slot, stripe_id) in held {
+            self.stripes.update(slot, stripe_id, |info| {
+                for column in &mut info.columns {
+                    if column.stored.is_some_and(|(n, _)| n == id) {
+                        column.stored = None;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Adds a visible stripe; returns its slot.
+    pub fn add_stripe(&mut self, info: super::stripes::StripeInfo) -> u32 {
+        let usage = self.generations.entry(info.generation).or_default();
+        usage.stripes += 1;
+        usage.column_bytes += info.columns.iter().map(|c| u64::from(c.len)).sum::<u64>();
+        self.stripes.insert(info)
+    }
+
+    pub(crate) fn generation_of(&self, slot: u32) -> Option<u64> {
+        self.stripes.get(slot).map(|s| s.generation)
+    }
+
+    /// Counts `bytes` of a column record as no longer needed.
+    pub fn add_stale(&mut self, generation: u64, bytes: u64) {
+        self.generations
+            .entry(generation)
+            .or_default()
+            .stale_column_bytes += bytes;
+    }
+
+    /// Adds `delta` (positive or negative) to the live bytes of every
+    /// generation the blob has parts in.
+    pub(crate) fn account(&mut self, loc: &BlobLoc, live: bool, written: bool) {
+        for part in loc.parts() {
+            let Some(generation) = self.generation_of(part.slot) else {
+                continue;
+            };
+            let usage = self.generations.entry(generation).or_default();
+            let len = u64::from(part.len);
+            if written {
+                usage.blob_bytes += len;
+            }
+            if live {
+                usage.live_bytes += len;
+            } else {
+                usage.live_bytes = usage.live_bytes.saturating_sub(len);
+            }
+        }
+    }
+
+    /// A newly written blob becomes the key's value.
+    pub fn insert_blob(&mut self, key: &[u8], loc: BlobLoc) {
+        self.account(&loc, true, true);
+        if let Some(old) = self.index.insert(key, loc) {
+            self.account(&old, false, false);
+        }
+    }
+
+    /// The id of the newest stripe holding part of `loc`.
+    pub fn stripe_id_of(&self, loc: &BlobLoc) -> Option<u64> {
+        loc.parts()
+            .iter()
+            .filter_map(|p| self.stripes.get(p.slot).map(|s| s.stripe_id))
+            .max()
+    }
+
+    pub fn remove_blob(&mut self, key: &[u8]) {
+        if let Some(old) = self.index.remove(key) {
+            self.account(&old, false, false);
+        }
+    }
+
+    /// Forgets a retired generation's stripes.
+    pub fn drop_generation(&mut self, generation: u64) {
+        self.stripes.retain(|s| s.generation != generation);
+        self.generations.remove(&generation);
+    }
+}
+
+/// Columns found missing or bad (by reads, scans and open), waiting for
+/// the next repair: (stripe id, column index).
+#[derive(Debug, Default)]
+pub(crate) struct RepairQueue(Mutex<BTreeSet<(u64, u16)>>);
+
+impl RepairQueue {
+    pub(crate) fn push(&self, stripe_id: u64, column_index: u16) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((stripe_id, column_index));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Empties the queue and returns what was in it.
+    pub(crate) fn take(&self) -> BTreeSet<(u64, u16)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
