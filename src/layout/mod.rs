@@ -402,7 +402,7 @@ impl Layout {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] if a name is not a node of this layout
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if a name is not a node of this layout
     /// (it was removed), if two columns name the same node, or if there are
     /// more than [`COLUMN_COUNT_MAX`] names.
     pub fn placement_from_names<S: AsRef<str>>(
@@ -558,10 +558,10 @@ impl Layout {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidLayout`] when the text is not valid TOML or not a
+    /// [`Error::InvalidLayout`](crate::Error::InvalidLayout) when the text is not valid TOML or not a
     /// layout (the reason names the line and column), or a node has both or
     /// neither of `path` and `url`; then everything
-    /// [`LayoutBuilder::build`](super::LayoutBuilder::build) refuses.
+    /// [`LayoutBuilder::build`](LayoutBuilder::build) refuses.
     pub fn from_toml_str(text: &str) -> Result<Layout> {
         toml::from_toml_str(text)
     }
@@ -571,7 +571,7 @@ impl Layout {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the file cannot be read, [`Error::LimitExceeded`]
+    /// [`Error::Io`](crate::Error::Io) when the file cannot be read, [`Error::LimitExceeded`](crate::Error::LimitExceeded)
     /// when it is over [`LAYOUT_FILE_LEN_MAX`] bytes, and everything
     /// [`Layout::from_toml_str`] returns.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Layout> {

@@ -13,6 +13,23 @@
 //!   rebuilds just that range from k other columns.
 //! - `open` rebuilds the index from whatever nodes are reachable, as long as
 //!   every acknowledged stripe still has k columns.
+//!
+//! This file is the face: [`Store`] and its methods, each a short call into
+//! the module that does the work. Below it, each concept has one home and
+//! calls go downward:
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `options.rs`, `state.rs` | the options; the stripe table, index and repair queue |
+//! | `inner.rs` | what the handle and the committer share, and the components it hands out |
+//! | `submit.rs`, `commit.rs` | writes as submissions; the committer (threaded or stepped) |
+//! | `stripe_io.rs` (`StripeIo`) | where a stripe's columns go (plan, handoffs, acknowledgement rule) and writing them |
+//! | `read.rs` (`Reads`) | reading a part, degraded reads, rebuilding a byte range, entry tables |
+//! | `lifecycle.rs` (`NodeLifecycle`) | checking, reviving, reopening and adopting nodes through the factory |
+//! | `nodes.rs` (`NodeSet`) | each node's handle, up/writable state, and "superseded" |
+//! | `manifest.rs` (`Manifests`) | the manifest as last written and the membership |
+//! | `open.rs` (`Identify`), `recover/` | identity at open; recovery, one file per phase |
+//! | `repair.rs`, `compact.rs`, `salvage.rs`, `health.rs` | repair and scrub, compaction, a pending loss, the health report |
 
 mod blob;
 mod clock;

@@ -25,12 +25,12 @@ pub enum WritePolicy {
     /// the column is recorded as away from home for repair to move back.
     /// When the failures use the promise up (a whole site down), a stripe
     /// is still acknowledged once every column is on a surviving node (a
-    /// degraded write, counted in [`Stats::degraded_writes`]). A put fails
+    /// degraded write, counted in [`Stats::degraded_writes`](super::Stats::degraded_writes)). A put fails
     /// only if no node takes writes, or it is not acknowledged within
     /// [`Options::put_timeout`].
     #[default]
     Available,
-    /// Refuse (with [`Error::WriteRefused`]) a put whose columns could not
+    /// Refuse (with [`Error::WriteRefused`](crate::Error::WriteRefused)) a put whose columns could not
     /// be placed so that the layout's whole promise holds.
     Strict,
 }
@@ -82,14 +82,14 @@ pub struct Options {
     /// reads. Default 200 ms.
     pub read_hedge_after: Duration,
     /// The longest a put, delete or flush waits for its acknowledgement;
-    /// then it fails with [`Error::TimedOut`] (the write may still land,
+    /// then it fails with [`Error::TimedOut`](crate::Error::TimedOut) (the write may still land,
     /// whole). Default 30 s.
     pub put_timeout: Duration,
     /// Open a store even when more is missing than the promise covers
     /// (docs/DURABILITY.md, D2). Every `get`, `contains` or `len_of` whose
     /// answer the loss could change then fails with
-    /// [`Error::PossiblyLost`] until [`Store::accept_loss`];
-    /// [`Store::open_report`] lists the keys known to be lost. Default
+    /// [`Error::PossiblyLost`](crate::Error::PossiblyLost) until [`Store::accept_loss`](super::Store::accept_loss);
+    /// [`Store::open_report`](super::Store::open_report) lists the keys known to be lost. Default
     /// false.
     pub salvage: bool,
 }
