@@ -277,12 +277,16 @@ impl Codec {
 
     /// Computes the m parity columns of the k data columns.
     ///
-    /// Columns may have any length (0 included) and any alignment, but all
-    /// the same length. Parity is overwritten, not XOR-ed into.
+    /// Columns may have any length (0 included) and any alignment. The
+    /// parity columns all have the same length; a data column may be
+    /// shorter, and is then taken as zero-padded to it (a stripe's short
+    /// data columns: the padding is never stored, nor copied anywhere).
+    /// Parity is overwritten, not XOR-ed into.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if `data.len() != k`, `parity.len() != m`,
-    /// or the slices differ in length.
+    /// the parity columns differ in length, or a data column is longer than
+    /// they are.
     pub fn encode(&self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<()> {
         let (k, m) = (self.data_count(), self.parity_count());
         if data.len() != k || parity.len() != m {
@@ -292,14 +296,15 @@ impl Codec {
                 parity.len()
             )));
         }
-        let column_len = data[0].len();
-        if data.iter().any(|c| c.len() != column_len)
-            || parity.iter().any(|c| c.len() != column_len)
+        let column_len = parity[0].len();
+        if data.iter().any(|c| c.len() > column_len) || parity.iter().any(|c| c.len() != column_len)
         {
-            return Err(Error::invalid("encode: columns differ in length"));
+            return Err(Error::invalid(
+                "encode: parity columns differ in length, or a data column is longer than them",
+            ));
         }
         if column_len > 0 {
-            engine::apply(&*self.inner.engine, &self.inner.encode_tables, data, parity);
+            engine::apply_padded(&*self.inner.engine, &self.inner.encode_tables, data, parity);
         }
         Ok(())
     }
@@ -308,8 +313,10 @@ impl Codec {
     ///
     /// Column indices run over `0..k + m`: data columns are `0..k`, parity
     /// columns `k..k + m`. Each `present` entry is `(column_index, bytes)`,
-    /// each `missing` entry `(column_index, buffer to fill)`; all slices have
-    /// the same length. At least k columns must be present; the k with the
+    /// each `missing` entry `(column_index, buffer to fill)`. The buffers to
+    /// fill have the same length; a present column may be shorter, and is
+    /// then taken as zero-padded to it (a short data column of a stripe,
+    /// whose padding is never stored). At least k columns must be present; the k with the
     /// lowest indices are used. The decode matrix of each (used present set,
     /// missing set) is cached, so a repeated erasure pattern does not invert
     /// a matrix again.
@@ -321,18 +328,18 @@ impl Codec {
     /// - [`Error::NotEnoughColumns`] `{ needed: k, available: present.len() }`
     ///   if fewer than k columns are present (e.g. more than m are missing).
     /// - [`Error::InvalidArgument`] if an index is `>= k + m`, an index
-    ///   repeats (within or across the two lists), or the slices differ in
-    ///   length.
+    ///   repeats (within or across the two lists), the buffers to fill
+    ///   differ in length, or a present column is longer than they are.
     pub fn reconstruct(
         &self,
         present: &[(usize, &[u8])],
         missing: &mut [(usize, &mut [u8])],
     ) -> Result<()> {
         let (k, n) = (self.data_count(), self.column_count());
-        let column_len = present
+        let column_len = missing
             .first()
             .map(|(_, c)| c.len())
-            .or_else(|| missing.first().map(|(_, c)| c.len()))
+            .or_else(|| present.iter().map(|(_, c)| c.len()).max())
             .unwrap_or(0);
         let mut present_set = ColumnSet::new();
         for &(column_index, bytes) in present {
@@ -342,8 +349,10 @@ impl Codec {
                     "column {column_index} is present twice"
                 )));
             }
-            if bytes.len() != column_len {
-                return Err(Error::invalid("reconstruct: columns differ in length"));
+            if bytes.len() > column_len {
+                return Err(Error::invalid(
+                    "reconstruct: a present column is longer than the missing ones",
+                ));
             }
         }
         let mut missing_set = ColumnSet::new();
@@ -361,7 +370,9 @@ impl Codec {
                 )));
             }
             if bytes.len() != column_len {
-                return Err(Error::invalid("reconstruct: columns differ in length"));
+                return Err(Error::invalid(
+                    "reconstruct: the buffers to fill differ in length",
+                ));
             }
         }
         if present.len() < k {
@@ -413,7 +424,7 @@ impl Codec {
             outputs[missing_set.rank(*column_index)] = &mut **bytes;
         }
         let missing_count = missing_set.len();
-        engine::apply(
+        engine::apply_padded(
             &*self.inner.engine,
             tables,
             &inputs[..self.data_count()],
@@ -425,7 +436,9 @@ impl Codec {
     /// the expected crc32 (`crc32fast`) of every column, which columns are
     /// damaged.
     ///
-    /// `columns` are all k + m columns in index order, of equal length.
+    /// `columns` are all k + m columns in index order; the parity columns
+    /// have equal length, a data column may be shorter (taken as
+    /// zero-padded).
     /// Parity is recomputed tile by tile into `scratch` (at most
     /// m x [`VERIFY_TILE_LEN`] bytes, allocated on first use and
     /// reused afterwards), so a warm verify does not allocate.
@@ -452,9 +465,9 @@ impl Codec {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if `columns.len() != k + m`, the columns
-    /// differ in length, or `checksums` is given with a length other than
-    /// k + m.
+    /// [`Error::InvalidArgument`] if `columns.len() != k + m`, the parity
+    /// columns differ in length or a data column is longer than they are,
+    /// or `checksums` is given with a length other than k + m.
     pub fn verify(
         &self,
         columns: &[&[u8]],

@@ -238,6 +238,68 @@ fn empty_columns_encode_and_reconstruct() {
     }
 }
 
+/// Data columns shorter than the stripe are taken as zero-padded by encode,
+/// reconstruct and verify: the same bytes as with the padding written out,
+/// on every engine, across lengths that cut the stripe at several points,
+/// past the zeros block (16 KiB) and across tiles.
+#[test]
+fn short_data_columns_are_taken_as_zero_padded() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for kind in EngineKind::available() {
+        for &(k, m, stripe_len) in &[(4, 2, 1000), (6, 3, 70_001), (3, 13, 40_000), (2, 1, 5)] {
+            let codec = Codec::with_engine(k, m, kind).unwrap();
+            let lens: Vec<usize> = (0..k)
+                .map(|c| match c {
+                    0 => stripe_len,
+                    1 => 0,
+                    _ => rng.random_range(0..=stripe_len),
+                })
+                .collect();
+            let short: Vec<Vec<u8>> = lens
+                .iter()
+                .map(|&len| (0..len).map(|_| rng.random()).collect())
+                .collect();
+            let padded: Vec<Vec<u8>> = short
+                .iter()
+                .map(|c| {
+                    let mut p = c.clone();
+                    p.resize(stripe_len, 0);
+                    p
+                })
+                .collect();
+            let encode = |data: &[Vec<u8>]| {
+                let mut parity = vec![vec![0u8; stripe_len]; m];
+                let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+                let mut out: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+                codec.encode(&refs, &mut out).unwrap();
+                parity
+            };
+            let parity = encode(&short);
+            assert_eq!(parity, encode(&padded), "{kind} RS({k},{m}) encode");
+
+            // Rebuild data column 0 (full length) and the last parity column
+            // from the short data columns and the other parity columns.
+            let mut present: Vec<(usize, &[u8])> =
+                (1..k).map(|c| (c, short[c].as_slice())).collect();
+            present.extend((0..m - 1).map(|j| (k + j, parity[j].as_slice())));
+            if present.len() >= k {
+                let (mut col0, mut last) = (vec![0u8; stripe_len], vec![0u8; stripe_len]);
+                codec
+                    .reconstruct(&present, &mut [(0, &mut col0), (k + m - 1, &mut last)])
+                    .unwrap();
+                assert_eq!(col0, padded[0], "{kind} RS({k},{m}) reconstruct data");
+                assert_eq!(last, parity[m - 1], "{kind} RS({k},{m}) reconstruct parity");
+            }
+
+            let mut columns: Vec<&[u8]> = short.iter().map(Vec::as_slice).collect();
+            columns.extend(parity.iter().map(Vec::as_slice));
+            let mut scratch = VerifyScratch::new();
+            let report = codec.verify(&columns, None, &mut scratch).unwrap();
+            assert!(report.parity_matches(), "{kind} RS({k},{m}) verify");
+        }
+    }
+}
+
 #[test]
 fn engines_agree_with_scalar_across_lengths_groups_and_tiles() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -417,8 +479,10 @@ fn invalid_arguments_are_errors_not_panics() {
     // encode: counts and lengths
     assert!(is_invalid(codec.encode(&[&a], &mut [&mut p, &mut q])));
     assert!(is_invalid(codec.encode(&[&a, &b], &mut [&mut p])));
+    // A data column longer than the parity columns (shorter is padding).
+    let mut short_q = [0u8; 7];
     assert!(is_invalid(
-        codec.encode(&[&a, &short], &mut [&mut p, &mut q])
+        codec.encode(&[&a, &short], &mut [&mut short_out, &mut short_q])
     ));
     assert!(is_invalid(
         codec.encode(&[&a, &b], &mut [&mut p, &mut short_out])
@@ -441,9 +505,11 @@ fn invalid_arguments_are_errors_not_panics() {
     assert!(is_invalid(
         codec.reconstruct(&[(0, &a), (1, &b)], &mut [(1, &mut p)])
     ));
-    assert!(is_invalid(
-        codec.reconstruct(&[(0, &a), (1, &short)], &mut [(2, &mut p)])
-    ));
+    // A present column shorter than the missing ones is padding, not an
+    // error.
+    codec
+        .reconstruct(&[(0, &a), (1, &short)], &mut [(2, &mut p)])
+        .unwrap();
     assert!(is_invalid(
         codec.reconstruct(&[(0, &a), (1, &b)], &mut [(2, &mut short_out)])
     ));

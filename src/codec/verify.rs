@@ -87,9 +87,11 @@ pub(super) fn verify(
             columns.len()
         )));
     }
-    let column_len = columns[0].len();
-    if columns.iter().any(|c| c.len() != column_len) {
-        return Err(Error::invalid("verify: columns differ in length"));
+    let column_len = columns.iter().map(|c| c.len()).max().unwrap_or(0);
+    if columns[k..].iter().any(|c| c.len() != column_len) {
+        return Err(Error::invalid(
+            "verify: parity columns differ in length, or a data column is longer than them",
+        ));
     }
     if let Some(checksums) = checksums
         && checksums.len() != n
@@ -121,7 +123,9 @@ pub(super) fn verify(
             let end = (start + tile_len).min(column_len);
             let mut inputs: [&[u8]; COLUMN_COUNT_MAX] = [&[]; COLUMN_COUNT_MAX];
             for (tile, column) in inputs.iter_mut().zip(data) {
-                *tile = &column[start..end];
+                // A short data column: what it has of the tile, the rest
+                // taken as zeros.
+                *tile = &column[start.min(column.len())..end.min(column.len())];
             }
             let mut outputs: [&mut [u8]; COLUMN_COUNT_MAX] = std::array::from_fn(|_| &mut [][..]);
             for (tile, buffer) in outputs
@@ -130,7 +134,7 @@ pub(super) fn verify(
             {
                 *tile = &mut buffer[..end - start];
             }
-            engine::apply(
+            engine::apply_padded(
                 codec.engine_impl(),
                 codec.encode_tables(),
                 &inputs[..k],

@@ -656,8 +656,9 @@ impl Committer {
         Ok(table_lens)
     }
 
-    /// Computes the parity columns over the data columns zero-padded to the
-    /// stripe length (the padding is never stored). Returns every column's
+    /// Computes the parity columns over the data columns taken as
+    /// zero-padded to the stripe length (the padding is never stored, nor
+    /// written out). Returns every column's
     /// length and checksum, and the stripe length.
     fn encode_parity(
         &mut self,
@@ -675,8 +676,9 @@ impl Committer {
             .collect();
         let stripe_len = lens.iter().copied().max().unwrap_or(0) as usize;
 
-        // Parity over the data columns zero-padded to the stripe length.
-        for buf in &mut self.payloads {
+        // Parity over the data columns as they are: the codec takes the
+        // short ones as zero-padded to the stripe length.
+        for buf in self.payloads.iter_mut().skip(k) {
             buf.resize(stripe_len, 0);
         }
         {
@@ -692,9 +694,6 @@ impl Committer {
         let mut column_lens = lens;
         for len in column_lens.iter_mut().skip(k) {
             *len = stripe_len as u32;
-        }
-        for (c, buf) in self.payloads.iter_mut().enumerate().take(k) {
-            buf.truncate(column_lens[c] as usize);
         }
         let column_checksums: Vec<u32> = self.payloads.iter().map(|b| crc32fast::hash(b)).collect();
         Ok((column_lens, column_checksums, stripe_len))

@@ -319,8 +319,9 @@ impl Reads<'_> {
     /// Rebuilds bytes `[offset, offset + len)` of `column` from the same
     /// range of k other columns.
     ///
-    /// Columns shorter than the range are zero-padded (padding is never
-    /// stored); empty columns cost no I/O. If the first k sources give bytes
+    /// Columns shorter than the range give what they store, and the codec
+    /// takes the rest as zeros (padding is never stored, nor copied); empty
+    /// columns cost no I/O. If the first k sources give bytes
     /// that fail the caller's check, the caller sees a checksum error; whole
     /// columns are verified by scrub, not here.
     pub(crate) fn rebuild_range(
@@ -335,21 +336,18 @@ impl Reads<'_> {
         let k = code.data_count;
         let len_usize = len as usize;
         let end = u64::from(offset) + u64::from(len);
-        // Sources: (column index, bytes of the range, zero padded).
-        let mut sources: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
+        // Sources: (column index, the bytes of the range it stores). A
+        // column that ends inside the range gives what it has, one that ends
+        // before it nothing: the codec takes the rest as the zeros a stripe
+        // never stores.
+        let mut sources: Vec<(usize, Bytes)> = Vec::with_capacity(k);
         let order = source_order(stripe, column, offset, exclude);
-        let padded = |bytes: &[u8]| {
-            let mut buf = Vec::with_capacity(len_usize);
-            buf.extend_from_slice(bytes);
-            buf.resize(len_usize, 0);
-            buf
-        };
         let mut io: Vec<(usize, u32)> = Vec::new();
         for c in order {
             let stored_len = u64::from(stripe.columns[c].len);
             if stored_len <= u64::from(offset) {
                 if sources.len() < k {
-                    sources.push((c, vec![0u8; len_usize]));
+                    sources.push((c, Bytes::new()));
                 }
                 continue;
             }
@@ -365,7 +363,7 @@ impl Reads<'_> {
         // like local ones, so which answer first does not follow threads.
         if remote && !self.sequential_io && sources.len() < k {
             for (c, bytes) in self.fetch_first(stripe, &io, offset, k - sources.len()) {
-                sources.push((c, padded(&bytes)));
+                sources.push((c, bytes));
             }
         } else {
             for (c, avail) in io {
@@ -373,7 +371,7 @@ impl Reads<'_> {
                     break;
                 }
                 if let Some(bytes) = self.read_column_range(stripe, c, offset, avail) {
-                    sources.push((c, padded(&bytes)));
+                    sources.push((c, bytes));
                 }
             }
         }

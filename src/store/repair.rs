@@ -223,8 +223,6 @@ impl std::ops::Deref for Payload {
 struct Buffers {
     /// Output buffers, returned here after their batch is written.
     pool: Vec<Vec<u8>>,
-    /// Zero-padded copies of short source columns.
-    padded: Vec<Vec<u8>>,
 }
 
 impl Buffers {
@@ -605,31 +603,16 @@ fn reconstruct(
         );
         return None;
     }
-    // RS works on equal lengths: short columns are padded with the
-    // zeros that are never stored (into reused scratch); full-length
-    // ones are used where they are mapped.
-    buffers.padded.resize_with(available.len(), Vec::new);
-    for (i, &c) in available.iter().enumerate() {
-        let stored = intact[c].as_deref().unwrap_or(&[]);
-        if stored.len() < stripe_len {
-            let pad = &mut buffers.padded[i];
-            pad.clear();
-            pad.extend_from_slice(stored);
-            pad.resize(stripe_len, 0);
-        }
-    }
     let mut rebuilt: Vec<Vec<u8>> = Vec::with_capacity(to_rebuild.len());
     for _ in to_rebuild {
         let v = buffers.take(stripe_len);
         rebuilt.push(v);
     }
+    // Short columns as they are stored: the codec takes them as padded
+    // with the zeros a stripe never stores.
     let present: Vec<(usize, &[u8])> = available
         .iter()
-        .enumerate()
-        .map(|(i, &c)| match intact[c].as_deref() {
-            Some(b) if b.len() == stripe_len => (c, b),
-            _ => (c, &buffers.padded[i][..]),
-        })
+        .map(|&c| (c, intact[c].as_deref().unwrap_or(&[])))
         .collect();
     {
         let mut missing: Vec<(usize, &mut [u8])> = to_rebuild
@@ -899,7 +882,7 @@ pub(crate) fn scrub(store: &Store, options: &ScrubOptions) -> Result<ScrubReport
             ..Progress::default()
         };
         let mut scratch = VerifyScratch::new();
-        let mut padded: Vec<Vec<u8>> = Vec::new();
+        let mut columns: Vec<Bytes> = Vec::new();
         for stripe in &stripes {
             scrub_stripe(
                 store,
@@ -907,7 +890,7 @@ pub(crate) fn scrub(store: &Store, options: &ScrubOptions) -> Result<ScrubReport
                 &intact,
                 &mut report,
                 &mut scratch,
-                &mut padded,
+                &mut columns,
             );
             progress.stripes_done += 1;
             progress.bytes_read = report.bytes_read;
@@ -940,16 +923,14 @@ fn scrub_stripe(
     intact: &IntactRecords,
     report: &mut ScrubReport,
     scratch: &mut VerifyScratch,
-    padded: &mut Vec<Vec<u8>>,
+    columns: &mut Vec<Bytes>,
 ) {
     let inner = &store.inner;
     report.stripes_checked += 1;
-    let stripe_len = stripe.columns.iter().map(|c| c.len).max().unwrap_or(0) as usize;
-    padded.resize_with(stripe.columns.len(), Vec::new);
+    columns.clear();
     let mut all_intact = true;
     for (c, col) in stripe.columns.iter().enumerate() {
-        let buf = &mut padded[c];
-        buf.clear();
+        columns.push(Bytes::new());
         if col.len > 0 {
             let Some(bytes) = inner.reads().read_column_range(stripe, c, 0, col.len) else {
                 report.columns_missing += 1;
@@ -976,13 +957,14 @@ fn scrub_stripe(
                 all_intact = false;
                 continue;
             }
-            buf.extend_from_slice(&bytes);
+            columns[c] = bytes;
         }
-        buf.resize(stripe_len, 0);
     }
     if all_intact {
-        let columns: Vec<&[u8]> = padded.iter().map(Vec::as_slice).collect();
-        match inner.codec.verify(&columns, None, scratch) {
+        // Short data columns as they are stored: verify takes them as
+        // zero-padded.
+        let refs: Vec<&[u8]> = columns.iter().map(|b| &b[..]).collect();
+        match inner.codec.verify(&refs, None, scratch) {
             Ok(verdict) if verdict.parity_matches() => {}
             Ok(_) => {
                 report.parity_mismatches += 1;

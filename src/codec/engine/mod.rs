@@ -138,6 +138,73 @@ pub(crate) fn apply(
     }
 }
 
+/// Zeros standing in for the part of an input past its end.
+const ZEROS_LEN: usize = 16 << 10;
+static ZEROS: [u8; ZEROS_LEN] = [0; ZEROS_LEN];
+
+/// [`apply`] with inputs that may be shorter than the outputs: each input is
+/// taken as zero-padded to the outputs' length (the padding a stripe never
+/// stores), without being copied anywhere. The range is cut at every
+/// input's end; past it a shared block of zeros stands in for the input,
+/// at most [`ZEROS_LEN`] bytes at a time. Equal lengths go straight to
+/// [`apply`].
+///
+/// # Panics
+/// As [`apply`], or if an input is longer than the outputs.
+pub(crate) fn apply_padded(
+    engine: &dyn Engine,
+    tables: &MatrixTables,
+    inputs: &[&[u8]],
+    outputs: &mut [&mut [u8]],
+) {
+    let len = outputs.first().map_or(0, |o| o.len());
+    let output_count = outputs.len();
+    assert!(
+        inputs.iter().all(|c| c.len() <= len),
+        "an input is longer than the outputs"
+    );
+    if inputs.iter().all(|c| c.len() == len) {
+        apply(engine, tables, inputs, outputs);
+        return;
+    }
+    let mut input_parts: [&[u8]; 256] = [&[]; 256];
+    let mut start = 0;
+    while start < len {
+        // Up to the next input's end, and no further than the zeros reach
+        // where an input has ended.
+        let mut end = len;
+        let mut ended = false;
+        for input in inputs {
+            if input.len() > start {
+                end = end.min(input.len());
+            } else {
+                ended = true;
+            }
+        }
+        if ended {
+            end = end.min(start + ZEROS_LEN);
+        }
+        for (part, input) in input_parts.iter_mut().zip(inputs) {
+            *part = if input.len() >= end {
+                &input[start..end]
+            } else {
+                &ZEROS[..end - start]
+            };
+        }
+        let mut output_parts: [&mut [u8]; 256] = std::array::from_fn(|_| &mut [][..]);
+        for (part, output) in output_parts.iter_mut().zip(outputs.iter_mut()) {
+            *part = &mut output[start..end];
+        }
+        apply(
+            engine,
+            tables,
+            &input_parts[..inputs.len()],
+            &mut output_parts[..output_count],
+        );
+        start = end;
+    }
+}
+
 /// A coefficient matrix expanded into the lookup forms the engines use.
 ///
 /// Row groups: rows are split into groups of [`GROUP_ROWS_MAX`] (the last one
