@@ -259,6 +259,7 @@ impl Inner {
             layout: &self.layout,
             options: &self.options,
             nodes: &self.nodes,
+            sequential_io: self.sequential_io,
         }
     }
 

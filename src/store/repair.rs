@@ -24,12 +24,13 @@ use bytes::Bytes;
 
 use super::Store;
 use super::nodes::NodeSet;
+use super::stripe_io::NodeAppend;
 use super::stripes::StripeInfo;
 use crate::Result;
 use crate::codec::VerifyScratch;
 use crate::format::ColumnHeader;
 use crate::layout::NodeId;
-use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all};
+use crate::node::{RecordLocation, RecordRef};
 
 /// Called with progress as repair or scrub goes.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -233,9 +234,6 @@ impl Buffers {
         v
     }
 }
-
-/// The batch members going to one (node, generation), and the node.
-type AppendGroup = ((NodeId, u64), Vec<usize>, Arc<dyn Node>);
 
 /// Bytes of rebuilt columns gathered before they are written.
 const REPAIR_BATCH_BYTES: usize = 8 << 20;
@@ -808,52 +806,36 @@ fn append_round(
         groups.entry((p.target, p.generation)).or_default().push(i);
     }
     let mut failed = Vec::new();
-    let mut live: Vec<AppendGroup> = Vec::new();
-    for (key, members) in groups {
-        match inner.nodes.get_writable(key.0) {
-            Some(node) => live.push((key, members, node)),
-            None => failed.extend(members),
-        }
-    }
-    let records: Vec<Vec<RecordRef<'_>>> = live
-        .iter()
-        .map(|(_, members, _)| {
-            members
-                .iter()
-                .map(|&i| RecordRef {
-                    header: &batch[i].header,
-                    payload: &batch[i].payload,
-                })
-                .collect()
-        })
-        .collect();
-    let appends: Vec<AppendBatch<'_>> = live
-        .iter()
-        .zip(&records)
-        .map(|(((_, generation), _, node), recs)| (&**node, *generation, &recs[..]))
-        .collect();
-    let results = if inner.sequential_io {
-        appends
+    let mut members_of: Vec<Vec<usize>> = Vec::new();
+    let mut appends: Vec<NodeAppend<'_>> = Vec::new();
+    for ((node_id, generation), members) in groups {
+        let Some(node) = inner.nodes.get_writable(node_id) else {
+            failed.extend(members);
+            continue;
+        };
+        let records = members
             .iter()
-            .map(|&(node, generation, records)| node.append(generation, records))
-            .collect()
-    } else {
-        append_all(&appends)
-    };
-    for (((target, generation), members, _), result) in live.into_iter().zip(results) {
+            .map(|&i| RecordRef {
+                header: &batch[i].header,
+                payload: &batch[i].payload,
+            })
+            .collect();
+        appends.push(NodeAppend {
+            node_id,
+            node,
+            generation,
+            records,
+        });
+        members_of.push(members);
+    }
+    let io = inner.stripe_io();
+    let results = io.append_groups(&appends, true);
+    for ((members, append), result) in members_of.into_iter().zip(&appends).zip(results) {
         match result {
-            Ok(locations) if locations.len() == members.len() => {
-                done.extend(members.into_iter().zip(locations));
-            }
-            Ok(_) => {
-                inner
-                    .nodes
-                    .mark_unwritable(target, "a repair append returned too few locations");
-                failed.extend(members);
-            }
+            Ok(locations) => done.extend(members.into_iter().zip(locations)),
             Err(e) => {
-                tracing::warn!(node = %inner.nodes.slot(target).name, error = %e, "repair append failed");
-                inner.stripe_io().note_append_error(target, generation, &e);
+                tracing::warn!(node = %inner.nodes.slot(append.node_id).name, error = %e, "repair append failed");
+                io.note_append_error(append.node_id, append.generation, &e);
                 failed.extend(members);
             }
         }

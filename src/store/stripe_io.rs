@@ -54,9 +54,63 @@ pub(crate) struct StripeIo<'a> {
     pub layout: &'a Layout,
     pub options: &'a Options,
     pub nodes: &'a NodeSet,
+    /// Appends to several generations of one node go one after another
+    /// (a stepped store: see `Inner::sequential_io`).
+    pub sequential_io: bool,
+}
+
+/// One node's share of a write: records for one of its generations.
+pub(crate) struct NodeAppend<'r> {
+    pub node_id: NodeId,
+    pub node: Arc<dyn Node>,
+    pub generation: u64,
+    pub records: Vec<RecordRef<'r>>,
 }
 
 impl StripeIo<'_> {
+    /// Appends every group's records to its node: all at once (local nodes
+    /// share one io_uring submission), or one after another in a stepped
+    /// store when `ordered` (several generations of one node race for it
+    /// otherwise). A node that answers with the wrong number of locations
+    /// takes no more writes and its group fails; other errors are returned
+    /// as they are, for the caller to judge (`note_append_error`, or a
+    /// superseded store).
+    pub(crate) fn append_groups(
+        &self,
+        groups: &[NodeAppend<'_>],
+        ordered: bool,
+    ) -> Vec<crate::Result<Vec<RecordLocation>>> {
+        let batches: Vec<AppendBatch<'_>> = groups
+            .iter()
+            .map(|g| (&*g.node, g.generation, &g.records[..]))
+            .collect();
+        let results = if ordered && self.sequential_io {
+            batches
+                .iter()
+                .map(|&(node, generation, records)| node.append(generation, records))
+                .collect()
+        } else {
+            append_all(&batches)
+        };
+        groups
+            .iter()
+            .zip(results)
+            .map(|(g, result)| match result {
+                Ok(locations) if locations.len() == g.records.len() => Ok(locations),
+                Ok(locations) => {
+                    let why = format!(
+                        "append returned {} locations for {}",
+                        locations.len(),
+                        g.records.len()
+                    );
+                    self.nodes.mark_unwritable(g.node_id, why.clone());
+                    Err(Error::invalid(why))
+                }
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
     /// A node that takes writes for column `column` of `stripe` when its
     /// home does not (nor `avoid`): the handoff that keeps the stripe
     /// safest given where its other columns are (docs/DURABILITY.md,
@@ -258,41 +312,29 @@ impl StripeIo<'_> {
     ) -> std::result::Result<Vec<Option<(NodeId, RecordLocation)>>, WriteFailed> {
         let live = self.writable_groups(plan)?;
         let mut failed = Vec::new();
-        let records: Vec<Vec<RecordRef<'_>>> = live
+        let groups: Vec<NodeAppend<'_>> = live
             .iter()
-            .map(|(_, cols, _)| {
-                cols.iter()
+            .map(|(n, cols, node)| NodeAppend {
+                node_id: *n,
+                node: Arc::clone(node),
+                generation,
+                records: cols
+                    .iter()
                     .map(|&c| RecordRef {
                         header: &headers[c],
                         payload: payloads[c],
                     })
-                    .collect()
+                    .collect(),
             })
             .collect();
-        let batches: Vec<AppendBatch<'_>> = live
-            .iter()
-            .zip(&records)
-            .map(|((_, _, node), recs)| (&**node, generation, &recs[..]))
-            .collect();
-        let results = append_all(&batches);
+        let results = self.append_groups(&groups, false);
         let mut out = vec![None; plan.nodes.len()];
         for ((n, cols, _), result) in live.iter().zip(results) {
             match result {
-                Ok(locations) if locations.len() == cols.len() => {
+                Ok(locations) => {
                     for (&c, loc) in cols.iter().zip(locations) {
                         out[c] = Some((*n, loc));
                     }
-                }
-                Ok(locations) => {
-                    self.nodes.mark_unwritable(
-                        *n,
-                        format!(
-                            "append returned {} locations for {}",
-                            locations.len(),
-                            cols.len()
-                        ),
-                    );
-                    failed.push(*n);
                 }
                 Err(Error::Superseded { node, reason }) => {
                     self.nodes.supersede(node.clone(), reason.clone());
