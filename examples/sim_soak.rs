@@ -6,6 +6,11 @@
 //! cargo run --release --example sim_soak -- [first seed] [seeds, 0 = until stopped] [operations per seed]
 //! cargo run --release --example sim_soak -- 0 1000 1000
 //! ```
+//!
+//! Memory is bounded too (the model's "memory bounded"): on Linux each
+//! seed's peak resident memory is read from the kernel's high-water mark
+//! (reset before the seed through `/proc/self/clear_refs`), and a seed whose
+//! peak passes `GEOSHARD_SIM_MEMORY_MIB` (default 256) fails the soak.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -29,8 +34,14 @@ fn main() {
     // Every seed's trace, folded in seed order: a change meant to keep
     // behaviour (a refactor) must keep it too.
     let mut traces = 0u64;
+    let memory_limit_mib: u64 = std::env::var("GEOSHARD_SIM_MEMORY_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let mut peak_mib = 0u64;
     let mut seed = first;
     while seeds == 0 || seed < first + seeds {
+        reset_peak_memory();
         let report = match run(&SimConfig { seed, operations }) {
             Ok(report) => report,
             Err(failure) => {
@@ -48,6 +59,16 @@ fn main() {
                     report.node_io, again.node_io
                 );
                 nondeterministic += 1;
+            }
+        }
+        if let Some(peak) = peak_memory_mib() {
+            peak_mib = peak_mib.max(peak);
+            if peak > memory_limit_mib {
+                eprintln!(
+                    "seed {seed}: peak resident memory {peak} MiB, over the {memory_limit_mib} MiB \
+                     bound (GEOSHARD_SIM_MEMORY_MIB)"
+                );
+                std::process::exit(1);
             }
         }
         total += report.operations;
@@ -90,6 +111,7 @@ fn main() {
         slowest_step_us as f64 / 1e3
     );
     println!("trace of every seed: {traces:016x}");
+    println!("peak resident memory of a seed: {peak_mib} MiB (bound {memory_limit_mib} MiB)");
     println!("operations by kind:");
     for (kind, count) in &by_kind {
         println!("  {kind:<18} {count}");
@@ -99,4 +121,18 @@ fn main() {
         eprintln!("{nondeterministic} seeds gave a different trace when run again");
         std::process::exit(1);
     }
+}
+
+/// Resets the kernel's high-water mark of this process's resident memory
+/// (Linux; elsewhere nothing is measured).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's peak resident memory since the last reset, in MiB.
+fn peak_memory_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
