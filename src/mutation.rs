@@ -50,12 +50,19 @@ pub enum Mutation {
     /// S11: an append that finds its node's prefix wiped leaves its object
     /// there (segments without a manifest: repair never adopts the node).
     KeepOrphanOnWipedPrefix,
+    /// S12: an object-store node whose lease reads fail (the node itself
+    /// answering) is marked down, reads included, instead of taking no
+    /// more writes.
+    LeaseDoubtMarksDown,
+    /// S13: a failed commit attempt whose discard could not be recorded
+    /// when it failed is never recorded later.
+    ForgetUnrecordedDiscards,
 }
 
 #[cfg(any(test, feature = "testing"))]
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 14] = [
+    pub const ALL: [Mutation; 16] = [
         Mutation::SiteBlindHandoff,
         Mutation::SilentNewestLoss,
         Mutation::TombstoneRace,
@@ -70,6 +77,8 @@ impl Mutation {
         Mutation::VanishedObjectFailsScan,
         Mutation::ManifestOnWipedPrefix,
         Mutation::KeepOrphanOnWipedPrefix,
+        Mutation::LeaseDoubtMarksDown,
+        Mutation::ForgetUnrecordedDiscards,
     ];
 
     fn bit(self) -> u64 {

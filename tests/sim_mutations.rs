@@ -21,11 +21,13 @@ const FOUND: &[(Mutation, u64, u64)] = &[
     (Mutation::KeepFailedAttempts, 27, 1000),
     (Mutation::ProposalsDecideNothing, 4, 1000),
     (Mutation::CutTornTails, 1536, 1000),
-    (Mutation::ScrubPayloadsOnly, 290, 1000),
-    (Mutation::LeaseUnknownIsOurs, 28, 1000),
+    (Mutation::ScrubPayloadsOnly, 111, 1000),
+    (Mutation::LeaseUnknownIsOurs, 24, 1000),
     (Mutation::VanishedObjectFailsScan, 24, 1000),
     (Mutation::ManifestOnWipedPrefix, 24, 1000),
-    (Mutation::KeepOrphanOnWipedPrefix, 82, 1000),
+    (Mutation::KeepOrphanOnWipedPrefix, 62, 1000),
+    (Mutation::LeaseDoubtMarksDown, 24, 1000),
+    (Mutation::ForgetUnrecordedDiscards, 453, 1000),
 ];
 
 #[test]

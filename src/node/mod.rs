@@ -249,7 +249,10 @@ pub trait Node: Send + Sync + std::fmt::Debug {
     /// or the sync fails (no record of the batch is acknowledged; earlier
     /// durable records stay readable); [`Error::NodeFenced`] after a failure
     /// that left the node in an unknown state; [`Error::Unavailable`] for a
-    /// node that cannot be reached now.
+    /// node that cannot be reached now; [`Error::WriteRefused`] for a node
+    /// that answers but must take no writes now (an object-store node whose
+    /// lease cannot be confirmed): the store stops writing to it and goes on
+    /// reading it.
     fn append(&self, generation: u64, records: &[RecordRef<'_>]) -> Result<Vec<RecordLocation>>;
 
     /// Reads `len` bytes at `offset` of `generation`'s segment. The bytes
@@ -321,7 +324,9 @@ pub trait Node: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the node cannot be reached or lost its
-    /// contents; [`Error::Superseded`] when another writer holds it.
+    /// contents; [`Error::Superseded`] when another writer holds it;
+    /// [`Error::WriteRefused`] when it answers but must take no writes now
+    /// (its lease cannot be confirmed): it stays readable.
     fn check(&self) -> Result<()> {
         Ok(())
     }

@@ -510,23 +510,14 @@ impl Sim {
         let mut object_rng = Rng::new(mix(config.seed ^ OBJECT_STREAM));
         let objects = object_rng.one_in(4);
         let mut faults = faults;
-        let mut lease_reads_at_takeover = false;
         if objects {
             for fault in [Fault::LeaseReads, Fault::StaleListing] {
-                // Lease reads failing on a writer nobody took over is an
-                // open finding (S10, docs/TESTING.md): only at a takeover,
-                // unless the known gaps are on.
-                let standalone = known_gaps || fault != Fault::LeaseReads;
                 if !object_rng.one_in(3) {
                     faults.push(fault);
-                    if !standalone {
-                        faults.pop();
-                        lease_reads_at_takeover = true;
-                    }
                 }
             }
         }
-        lease_reads_at_takeover |= faults.contains(&Fault::LeaseReads);
+        let lease_reads_at_takeover = faults.contains(&Fault::LeaseReads);
         let world = World::new(config.seed, &layout, objects);
         if objects {
             world.faults().object_seeds += 1;

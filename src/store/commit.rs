@@ -371,7 +371,9 @@ impl Committer {
         });
         if let Err(e) = recorded {
             tracing::warn!(first, last = end - 1, error = %e,
-                "could not record a failed commit attempt as discarded; the next open decides");
+                "could not record a failed commit attempt as discarded yet; the next manifest \
+                 update that reaches a quorum will");
+            self.inner.manifests.defer_discard(first, end - 1);
         }
     }
 

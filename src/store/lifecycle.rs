@@ -50,8 +50,16 @@ impl NodeLifecycle<'_> {
             };
             if self.nodes.is_remote(id) {
                 remote.push((id, node));
-            } else if let Err(e) = node.check() {
-                self.nodes.mark_down(id, super::open::down_reason(e));
+            } else {
+                match node.check() {
+                    Ok(()) => {}
+                    // It answers but must take no writes (a lease in
+                    // doubt): reads go on (simulator finding S12).
+                    Err(e @ Error::WriteRefused { .. }) => {
+                        self.nodes.mark_unwritable(id, format!("check: {e}"));
+                    }
+                    Err(e) => self.nodes.mark_down(id, super::open::down_reason(e)),
+                }
             }
         }
         if remote.is_empty() || !self.remote_check_due() {
@@ -76,6 +84,9 @@ impl NodeLifecycle<'_> {
             match result {
                 Ok(()) => {}
                 Err(Error::Superseded { node, reason }) => self.nodes.supersede(node, reason),
+                Err(e @ Error::WriteRefused { .. }) => {
+                    self.nodes.mark_unwritable(id, format!("check: {e}"));
+                }
                 Err(e) => self.nodes.mark_down(id, format!("check failed: {e}")),
             }
         }
@@ -135,6 +146,10 @@ impl NodeLifecycle<'_> {
                         }
                         Err(Error::Superseded { node, reason }) => {
                             self.nodes.supersede(node, reason);
+                            continue;
+                        }
+                        Err(e @ Error::WriteRefused { .. }) => {
+                            self.nodes.mark_unwritable(id, format!("check: {e}"));
                             continue;
                         }
                         Err(e) => {

@@ -131,6 +131,10 @@ pub(crate) struct Manifests {
     current: Mutex<ManifestState>,
     /// Per layout node: whether it holds this store's manifest.
     members: Mutex<Vec<bool>>,
+    /// Stripe-id ranges of failed commit attempts that no manifest write
+    /// has recorded as discarded yet (D4): every later update that reaches
+    /// a quorum records them.
+    pending_discards: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Manifests {
@@ -152,7 +156,29 @@ impl Manifests {
                 node_since: vec![0; node_count],
             }),
             members: Mutex::new(vec![false; node_count]),
+            pending_discards: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps `first..=last` (a failed attempt) to be recorded as discarded
+    /// by the next manifest update that reaches a quorum.
+    pub(crate) fn defer_discard(&self, first: u64, last: u64) {
+        if crate::mutation::enabled(crate::mutation::Mutation::ForgetUnrecordedDiscards) {
+            return;
+        }
+        self.pending_discards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((first, last));
+    }
+
+    /// Whether some failed attempt is not recorded as discarded yet.
+    pub(crate) fn has_pending_discards(&self) -> bool {
+        !self
+            .pending_discards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     fn lock(&self) -> MutexGuard<'_, ManifestState> {
@@ -194,7 +220,13 @@ impl Manifests {
         let failed = write_all(layout, next, &targets);
         for (id, e) in &failed {
             tracing::warn!(node = %layout.node(*id).name, error = %e, "manifest write failed");
-            nodes.mark_down(*id, format!("writing its manifest failed: {e}"));
+            let reason = format!("writing its manifest failed: {e}");
+            if matches!(e, Error::WriteRefused { .. }) {
+                // A lease in doubt: no writes, but reads go on (S12).
+                nodes.mark_unwritable(*id, reason);
+            } else {
+                nodes.mark_down(*id, reason);
+            }
         }
         let written: Vec<NodeId> = targets
             .iter()
@@ -281,11 +313,23 @@ impl Manifests {
         let mut current = self.lock();
         let mut next = current.clone();
         change(&mut next);
+        let pending: Vec<(u64, u64)> = self
+            .pending_discards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for &(first, last) in &pending {
+            crate::format::add_range(&mut next.shared.discarded, first, last);
+        }
         next.shared.version += 1;
         next.shared.committed = true;
         match self.write_to_members(nodes, layout, &next)? {
             Reach::Quorum => {
                 *current = next;
+                self.pending_discards
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|range| !pending.contains(range));
                 Ok(())
             }
             Reach::Short(missing, superseded) => {

@@ -259,6 +259,14 @@ pub(crate) fn repair_stripes(
         },
         ..RepairReport::default()
     };
+    if inner.manifests.has_pending_discards() {
+        // Failed attempts that could not be recorded when they failed (the
+        // nodes were down, or their leases in doubt): now that nodes are
+        // back, record them (D4).
+        if let Err(e) = inner.update_manifest(|_| {}) {
+            tracing::warn!(error = %e, "failed attempts still not recorded as discarded");
+        }
+    }
     // Wait for in-flight commits so their stripes are in the table.
     store.flush()?;
 

@@ -556,6 +556,23 @@ impl ObjectNode {
     }
 }
 
+/// The error of a node whose lease could not be confirmed (a lease read
+/// failed or timed out) although the node itself answered: a write
+/// refusal, so the store stops writing to it but goes on reading what it
+/// holds (the objects are immutable; who holds the lease does not change
+/// them). Repair or the next check asks again.
+fn lease_in_doubt(node: &str, why: impl std::fmt::Display) -> Error {
+    if crate::mutation::enabled(crate::mutation::Mutation::LeaseDoubtMarksDown) {
+        return Error::Unavailable {
+            node: node.to_owned(),
+            reason: format!("the lease could not be confirmed: {why}"),
+        };
+    }
+    Error::WriteRefused {
+        reason: format!("node {node}: the lease could not be confirmed: {why}"),
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -786,14 +803,16 @@ impl Node for ObjectNode {
                 // counted as ours.
                 LeaseCheck::Unknown(_)
                     if crate::mutation::enabled(crate::mutation::Mutation::LeaseUnknownIsOurs) => {}
+                // The node answered; only its lease is in doubt: no
+                // acknowledgement, no more writes for now, reads go on
+                // (simulator finding S12).
                 LeaseCheck::Unknown(why) => {
-                    return Err(Error::Unavailable {
-                        node: self.name.clone(),
-                        reason: format!(
-                            "the lease could not be confirmed after the append of {path} ({why}); \
-                             the append is not acknowledged"
+                    return Err(lease_in_doubt(
+                        &self.name,
+                        format!(
+                            "after the append of {path} ({why}); the append is not acknowledged"
                         ),
-                    });
+                    ));
                 }
             }
         }
@@ -983,10 +1002,7 @@ impl Node for ObjectNode {
                 node: self.name.clone(),
                 reason: "its leases are gone: the prefix was wiped".into(),
             }),
-            LeaseCheck::Unknown(why) => Err(Error::Unavailable {
-                node: self.name.clone(),
-                reason: format!("the lease could not be read ({why})"),
-            }),
+            LeaseCheck::Unknown(why) => Err(lease_in_doubt(&self.name, why)),
         }
     }
 
@@ -1047,12 +1063,7 @@ impl Node for ObjectNode {
                     });
                 }
                 LeaseCheck::Gone => {}
-                LeaseCheck::Unknown(why) => {
-                    return Err(Error::Unavailable {
-                        node: self.name.clone(),
-                        reason: format!("the lease could not be confirmed ({why})"),
-                    });
-                }
+                LeaseCheck::Unknown(why) => return Err(lease_in_doubt(&self.name, why)),
             }
         }
         let store = Arc::clone(&self.store);
