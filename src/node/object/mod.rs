@@ -520,6 +520,28 @@ impl ObjectNode {
         Ok(seq)
     }
 
+    /// What a write may do after the lease check found `found`: go on when
+    /// the lease is ours; else the error to return: [`Error::Superseded`]
+    /// (another writer holds the node, and this one stops for good),
+    /// [`Error::Unavailable`] (the prefix was wiped: repair takes it back)
+    /// or a lease in doubt ([`Error::WriteRefused`]: no writes, reads go
+    /// on). `context` says what the check was for.
+    fn lease_verdict(&self, found: LeaseCheck, context: &str) -> Result<()> {
+        match found {
+            LeaseCheck::Ours => Ok(()),
+            LeaseCheck::Other(reason) => Err(self.supersede(reason)),
+            LeaseCheck::Gone => Err(Error::Unavailable {
+                node: self.name.clone(),
+                reason: format!(
+                    "its leases are gone: the prefix was wiped (repair takes it back); {context}"
+                ),
+            }),
+            LeaseCheck::Unknown(why) => {
+                Err(lease_in_doubt(&self.name, format!("{why}; {context}")))
+            }
+        }
+    }
+
     /// Removes the object an append wrote (or may have written) into a
     /// prefix whose leases are all gone: nobody acknowledged it, and left
     /// there it would be segments without a manifest, which repair refuses
@@ -780,40 +802,25 @@ impl Node for ObjectNode {
         // that took over may have read it already, and its manifest decides
         // it either way.
         if self.lease.is_some() {
-            match runtime::block_on(self.check_lease())? {
-                LeaseCheck::Ours => {}
-                LeaseCheck::Other(reason) => return Err(self.supersede(reason)),
-                LeaseCheck::Gone => {
-                    // The prefix was wiped (a lost site that came back
-                    // empty) and no writer holds it: the object just
-                    // written is an orphan that nobody acknowledged. Left
-                    // there it would be segments without a manifest, which
-                    // repair refuses to adopt, and the node would stay down
-                    // for good (simulator finding S11). A writer that opens
-                    // the prefix after this check and listed the object
-                    // treats it as absent once it is gone (review item 9).
-                    self.remove_orphan(&path);
-                    return Err(Error::Unavailable {
-                        node: self.name.clone(),
-                        reason: "its leases are gone: the prefix was wiped (repair takes it back)"
-                            .into(),
-                    });
-                }
-                // Durability review item 8, switched off: an unclear answer
-                // counted as ours.
-                LeaseCheck::Unknown(_)
-                    if crate::mutation::enabled(crate::mutation::Mutation::LeaseUnknownIsOurs) => {}
-                // The node answered; only its lease is in doubt: no
-                // acknowledgement, no more writes for now, reads go on
-                // (simulator finding S12).
-                LeaseCheck::Unknown(why) => {
-                    return Err(lease_in_doubt(
-                        &self.name,
-                        format!(
-                            "after the append of {path} ({why}); the append is not acknowledged"
-                        ),
-                    ));
-                }
+            let found = runtime::block_on(self.check_lease())?;
+            if let LeaseCheck::Gone = found {
+                // The prefix was wiped (a lost site that came back empty)
+                // and no writer holds it: the object just written is an
+                // orphan that nobody acknowledged. Left there it would be
+                // segments without a manifest, which repair refuses to
+                // adopt, and the node would stay down for good (simulator
+                // finding S11). A writer that opens the prefix after this
+                // check and listed the object treats it as absent once it
+                // is gone (review item 9).
+                self.remove_orphan(&path);
+            }
+            // Durability review item 8, switched off: an unclear answer
+            // counted as ours.
+            let unknown_is_ours = matches!(found, LeaseCheck::Unknown(_))
+                && crate::mutation::enabled(crate::mutation::Mutation::LeaseUnknownIsOurs);
+            if !unknown_is_ours {
+                let context = format!("after the append of {path}; it is not acknowledged");
+                self.lease_verdict(found, &context)?;
             }
         }
         self.write_generations()
@@ -995,15 +1002,7 @@ impl Node for ObjectNode {
             return Ok(());
         }
         let found = runtime::block_on(self.check_lease())?;
-        match found {
-            LeaseCheck::Ours => Ok(()),
-            LeaseCheck::Other(reason) => Err(self.supersede(reason)),
-            LeaseCheck::Gone => Err(Error::Unavailable {
-                node: self.name.clone(),
-                reason: "its leases are gone: the prefix was wiped".into(),
-            }),
-            LeaseCheck::Unknown(why) => Err(lease_in_doubt(&self.name, why)),
-        }
+        self.lease_verdict(found, "checking the node")
     }
 
     fn read_manifest(&self) -> Result<Option<Bytes>> {
@@ -1042,28 +1041,17 @@ impl Node for ObjectNode {
         // A writer that lost the lease must not overwrite the manifest the
         // new one wrote.
         if self.lease.is_some() {
-            match runtime::block_on(self.check_lease())? {
-                LeaseCheck::Ours => {}
-                LeaseCheck::Other(reason) => return Err(self.supersede(reason)),
-                // A wiped prefix (a lost site that came back empty) holds
-                // none of the records the manifest would vouch for: a
-                // manifest written there makes the node look like an
-                // intact member that never got them, and an open would
-                // discard stripes on that evidence (simulator finding S10).
-                // Repair reopens the node and adopts it properly.
-                LeaseCheck::Gone
-                    if !crate::mutation::enabled(
-                        crate::mutation::Mutation::ManifestOnWipedPrefix,
-                    ) =>
-                {
-                    return Err(Error::Unavailable {
-                        node: self.name.clone(),
-                        reason: "its leases are gone: the prefix was wiped (repair takes it back)"
-                            .into(),
-                    });
-                }
-                LeaseCheck::Gone => {}
-                LeaseCheck::Unknown(why) => return Err(lease_in_doubt(&self.name, why)),
+            let found = runtime::block_on(self.check_lease())?;
+            // A wiped prefix (a lost site that came back empty) holds none
+            // of the records the manifest would vouch for: a manifest
+            // written there makes the node look like an intact member that
+            // never got them, and an open would discard stripes on that
+            // evidence (simulator finding S10). The verdict refuses it;
+            // repair reopens the node and adopts it properly.
+            let gone_allowed = matches!(found, LeaseCheck::Gone)
+                && crate::mutation::enabled(crate::mutation::Mutation::ManifestOnWipedPrefix);
+            if !gone_allowed {
+                self.lease_verdict(found, "before writing the manifest")?;
             }
         }
         let store = Arc::clone(&self.store);
