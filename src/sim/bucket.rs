@@ -4,12 +4,13 @@
 //! survives the process, with the faults of an object service applied and
 //! every request traced.
 //!
-//! Every request completes when it is first polled (the in-memory store
-//! never waits), so the object node's futures run in the same order on
-//! every run of a seed, whichever of geoshard's runtime threads polls them.
-//! A request that hangs is simulated as the request timeout passing in
-//! simulated time and the request failing, which is what the object node's
-//! own timeout makes of a hang.
+//! The object node runs on the simulator's executor (`executor.rs`): every
+//! request is polled on the thread that called the node, and completes
+//! when it is first polled (the in-memory store never waits), except a
+//! hung lease read, which never answers: the node's own timeout, a timer
+//! on simulated time, ends it. A put whose answer is lost after the
+//! service applied it answers a timeout error, as the HTTP client's own
+//! timeout would.
 //!
 //! Faults, per disk:
 //! - unreachable, or the bucket gone (a vanished directory): every request
@@ -47,9 +48,9 @@ const OP_HEAD: u64 = 13;
 const OP_DELETE: u64 = 14;
 const OP_LIST: u64 = 15;
 
-/// Simulated time a hung request takes before the object node's timeout
-/// ends it, in microseconds (the simulator's `request_timeout`).
-pub(crate) const HANG_US: u64 = 2_000_000;
+/// The simulator's `request_timeout` (how long the object node's lease
+/// check waits), in microseconds.
+pub(crate) const REQUEST_TIMEOUT_US: u64 = 2_000_000;
 
 /// One handle's view of a simulated node's bucket.
 #[derive(Clone, Debug)]
@@ -80,6 +81,35 @@ fn is_lease(path: &Path) -> bool {
     path.as_ref().split('/').any(|part| part == "lease")
 }
 
+/// Why a request is not served.
+enum Refused {
+    /// It fails with this error.
+    Fails(object_store::Error),
+    /// It never answers (a hung lease read).
+    Hangs,
+}
+
+impl From<object_store::Error> for Refused {
+    fn from(e: object_store::Error) -> Refused {
+        Refused::Fails(e)
+    }
+}
+
+impl Refused {
+    /// The error of a request that cannot hang.
+    fn error(self) -> object_store::Error {
+        match self {
+            Refused::Fails(e) => e,
+            Refused::Hangs => failure("no answer within the request timeout"),
+        }
+    }
+}
+
+/// A request that never answers: pending until the caller drops it.
+async fn hang<T>() -> T {
+    std::future::pending().await
+}
+
 /// What a crash leaves of a put or delete under way.
 enum Fate {
     Done,
@@ -89,7 +119,11 @@ enum Fate {
 impl SimBucket {
     /// Enters a request: its simulated time, whether this handle and the
     /// bucket answer, and the faults that refuse it before it is applied.
-    fn enter(&self, op: u64, path: Option<&Path>) -> Result<std::sync::MutexGuard<'_, Disk>> {
+    fn enter(
+        &self,
+        op: u64,
+        path: Option<&Path>,
+    ) -> std::result::Result<std::sync::MutexGuard<'_, Disk>, Refused> {
         let disk = self.world.disk(self.index);
         let unreachable = disk.unreachable || !disk.present;
         self.world.advance(if unreachable {
@@ -98,13 +132,13 @@ impl SimBucket {
             disk.latency_us
         });
         if self.world.process() != self.process {
-            return Err(failure("this process is gone"));
+            return Err(failure("this process is gone").into());
         }
         if disk.unreachable {
-            return Err(failure("unreachable"));
+            return Err(failure("unreachable").into());
         }
         if !disk.present {
-            return Err(failure("the bucket is gone"));
+            return Err(failure("the bucket is gone").into());
         }
         let bucket = disk
             .bucket
@@ -116,16 +150,15 @@ impl SimBucket {
             && self.opened < fault.opened_before
         {
             if fault.hang {
-                self.world.advance(HANG_US);
-                return Err(failure("no answer within the request timeout"));
+                return Err(Refused::Hangs);
             }
-            return Err(failure("503 Service Unavailable"));
+            return Err(failure("503 Service Unavailable").into());
         }
         if op == OP_GET && disk.read_eio {
-            return Err(failure("500 Internal Error (disk read)"));
+            return Err(failure("500 Internal Error (disk read)").into());
         }
         if op == OP_PUT && disk.full && !path.is_some_and(is_lease) {
-            return Err(failure("507 Insufficient Storage"));
+            return Err(failure("507 Insufficient Storage").into());
         }
         Ok(disk)
     }
@@ -165,7 +198,7 @@ impl SimBucket {
     }
 
     fn put_now(&self, path: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        let mut disk = self.enter(OP_PUT, Some(path))?;
+        let mut disk = self.enter(OP_PUT, Some(path)).map_err(Refused::error)?;
         let bytes = payload.iter().fold(Vec::new(), |mut all, part| {
             all.extend_from_slice(part);
             all
@@ -191,7 +224,7 @@ impl SimBucket {
         Ok(done)
     }
 
-    fn get_now(&self, path: &Path, options: GetOptions) -> Result<GetResult> {
+    fn get_now(&self, path: &Path, options: GetOptions) -> std::result::Result<GetResult, Refused> {
         let op = if options.head { OP_HEAD } else { OP_GET };
         let mut disk = self.enter(op, Some(path))?;
         let (start, len) = match &options.range {
@@ -208,11 +241,11 @@ impl SimBucket {
             .unwrap_or_else(|| Err(failure("the in-memory store did not answer at once")));
         let found = u32::from(got.is_ok());
         self.record(&mut disk, op, path, start, len, found);
-        got
+        Ok(got?)
     }
 
     fn delete_now(&self, path: &Path) -> Result<()> {
-        let mut disk = self.enter(OP_DELETE, Some(path))?;
+        let mut disk = self.enter(OP_DELETE, Some(path)).map_err(Refused::error)?;
         self.record(&mut disk, OP_DELETE, path, 0, 0, 0);
         let fate = self.fate(&mut disk);
         if let Some(Fate::Lost) = fate {
@@ -249,21 +282,29 @@ impl SimBucket {
         Ok(())
     }
 
-    fn list_now(&self, prefix: Option<&Path>) -> Vec<Result<ObjectMeta>> {
+    fn list_now(
+        &self,
+        prefix: Option<&Path>,
+    ) -> std::result::Result<Vec<Result<ObjectMeta>>, Refused> {
         let mut disk = match self.enter(OP_LIST, prefix) {
             Ok(disk) => disk,
-            Err(e) => return vec![Err(e)],
+            Err(Refused::Fails(e)) => return Ok(vec![Err(e)]),
+            Err(Refused::Hangs) => return Err(Refused::Hangs),
         };
         let Some(state) = disk.bucket.as_ref() else {
-            return vec![Err(failure("not an object node"))];
+            return Ok(vec![Err(failure("not an object node"))]);
         };
         let mut metas: Vec<ObjectMeta> =
             match state.bucket.list(prefix).collect::<Vec<_>>().now_or_never() {
                 Some(found) => match found.into_iter().collect::<Result<Vec<_>>>() {
                     Ok(metas) => metas,
-                    Err(e) => return vec![Err(e)],
+                    Err(e) => return Ok(vec![Err(e)]),
                 },
-                None => return vec![Err(failure("the in-memory store did not answer at once"))],
+                None => {
+                    return Ok(vec![Err(failure(
+                        "the in-memory store did not answer at once",
+                    ))]);
+                }
             };
         if state.stale_listing {
             for gone in &state.deleted {
@@ -280,7 +321,7 @@ impl SimBucket {
         });
         let prefix = prefix.cloned().unwrap_or_default();
         self.record(&mut disk, OP_LIST, &prefix, 0, listed, hash);
-        metas.into_iter().map(Ok).collect()
+        Ok(metas.into_iter().map(Ok).collect())
     }
 }
 
@@ -307,7 +348,11 @@ impl ObjectStore for SimBucket {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.get_now(location, options)
+        match self.get_now(location, options) {
+            Ok(got) => Ok(got),
+            Err(Refused::Fails(e)) => Err(e),
+            Err(Refused::Hangs) => hang().await,
+        }
     }
 
     fn delete_stream(
@@ -325,7 +370,10 @@ impl ObjectStore for SimBucket {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        futures_util::stream::iter(self.list_now(prefix)).boxed()
+        match self.list_now(prefix) {
+            Ok(listed) => futures_util::stream::iter(listed).boxed(),
+            Err(_) => futures_util::stream::pending().boxed(),
+        }
     }
 
     async fn list_with_delimiter(&self, _prefix: Option<&Path>) -> Result<ListResult> {

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::bucket::{HANG_US, SimBucket};
+use super::bucket::{REQUEST_TIMEOUT_US, SimBucket};
+use super::executor::SimExecutor;
 use super::node::SimNode;
 use super::world::World;
 use crate::format::scan_segment;
@@ -96,7 +97,7 @@ impl SimFactory {
             process: self.world.process(),
         };
         let options = ObjectOptions {
-            request_timeout: std::time::Duration::from_micros(HANG_US),
+            request_timeout: std::time::Duration::from_micros(REQUEST_TIMEOUT_US),
             ..ObjectOptions::default()
         };
         let node = ObjectNode::open_store_as(
@@ -105,7 +106,59 @@ impl SimFactory {
             "geoshard",
             &options,
             format!("sim open {opened}"),
+            Arc::new(SimExecutor {
+                world: Arc::clone(&self.world),
+            }),
         )?;
         Ok(Arc::new(node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::RecordRef;
+    use crate::sim::world::LeaseFault;
+
+    /// A hung lease read is ended by the object node's own timeout, a
+    /// timer on simulated time: the append is refused as a lease in doubt
+    /// after exactly the request timeout (and the requests' latency).
+    #[test]
+    fn a_hung_lease_read_ends_at_the_nodes_own_timeout() {
+        let layout = crate::sim::sim_layout(3, 1, 2, 1);
+        let world = World::new(7, &layout, true);
+        let factory = SimFactory {
+            world: Arc::clone(&world),
+        };
+        let spec = &layout.nodes()[0];
+        let node = factory
+            .open_node(spec, OpenPurpose::Create)
+            .unwrap_or_else(|e| panic!("open: {e}"));
+        let opened_before = world.opens.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(bucket) = world.disk(0).bucket.as_mut() {
+            bucket.lease_fault = Some(LeaseFault {
+                hang: true,
+                opened_before,
+            });
+        }
+        let before = world.now_us();
+        let header = crate::node::conformance::sample_header(1, 1, 0, b"abcd");
+        let appended = node.append(
+            1,
+            &[RecordRef {
+                header: &header,
+                payload: b"abcd",
+            }],
+        );
+        assert!(
+            matches!(appended, Err(Error::WriteRefused { .. })),
+            "{appended:?}"
+        );
+        let took = world.now_us() - before;
+        assert!(
+            (REQUEST_TIMEOUT_US..REQUEST_TIMEOUT_US + 10_000).contains(&took),
+            "took {took} µs"
+        );
+        assert!(world.take_hang().is_none());
     }
 }

@@ -44,6 +44,7 @@
 //! composition.
 
 mod bucket;
+mod executor;
 mod factory;
 mod model;
 mod node;
@@ -1181,6 +1182,9 @@ impl Sim {
     fn took(&mut self, what: &str, before: u64) -> Result<(), String> {
         let took = self.world.now_us() - before;
         self.report.slowest_step_us = self.report.slowest_step_us.max(took);
+        if let Some(why) = self.world.take_hang() {
+            return Err(format!("{what}: {why}: a hang"));
+        }
         if took > STEP_LIMIT_US {
             return Err(format!(
                 "{what} took {took} µs of simulated time (more than {STEP_LIMIT_US}): a hang"
@@ -1439,7 +1443,10 @@ impl Sim {
         }
         self.collect()?;
         if self.beyond {
-            return Ok(());
+            return match self.world.take_hang() {
+                Some(why) => Err(format!("final check: {why}: a hang")),
+                None => Ok(()),
+            };
         }
         let mut survives = false;
         for _ in 0..3 {
@@ -1462,7 +1469,10 @@ impl Sim {
         for key in keys {
             self.get(&key)?;
         }
-        Ok(())
+        match self.world.take_hang() {
+            Some(why) => Err(format!("final check: {why}: a hang")),
+            None => Ok(()),
+        }
     }
 }
 

@@ -178,6 +178,9 @@ pub(crate) struct World {
     /// The process running the store: bumped by a crash, which ends every
     /// object-store handle of the process before it.
     process: AtomicU64,
+    /// The first request that waited for something that never comes (the
+    /// simulator fails the run on it).
+    hang: Mutex<Option<String>>,
 }
 
 /// Simulated time per call to a node that does not answer (a connect
@@ -225,12 +228,29 @@ impl World {
             io_log: std::env::var_os("GEOSHARD_SIM_IO_LOG").is_some(),
             opens: AtomicU64::new(0),
             process: AtomicU64::new(0),
+            hang: Mutex::new(None),
         })
     }
 
     /// The process running the store now.
     pub fn process(&self) -> u64 {
         self.process.load(Ordering::Acquire)
+    }
+
+    /// Notes a request that waits for something that never comes.
+    pub fn note_hang(&self, why: &str) {
+        self.hang
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| why.to_owned());
+    }
+
+    /// The hang noted since the last call, if any.
+    pub fn take_hang(&self) -> Option<String> {
+        self.hang
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Moves simulated time on by `micros`.

@@ -86,6 +86,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::Semaphore;
@@ -97,6 +98,7 @@ use crate::format::{
 };
 use crate::layout::Remote;
 use crate::{Error, Result};
+use runtime::{Executor, SharedRuntime};
 
 /// Bits of a [`RecordLocation`] offset that hold the offset inside an
 /// object; the bits above hold the object's sequence number.
@@ -116,6 +118,22 @@ const LEASE_NAME: &str = "lease";
 /// Object names an append tries before giving up.
 const APPEND_NAME_ATTEMPTS: usize = 16;
 const MANIFEST_NAME: &str = "manifest";
+
+/// How a node runs: its executor, and the lease holder's name (default:
+/// host, process, wall clock and a counter).
+struct Runtime {
+    holder: Option<String>,
+    executor: Arc<dyn Executor>,
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        Runtime {
+            holder: None,
+            executor: Arc::new(SharedRuntime),
+        }
+    }
+}
 
 /// Options of an [`ObjectNode`]: concurrency, timeouts, retries, fencing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,6 +192,8 @@ pub struct ObjectNode {
     superseded: Mutex<Option<String>>,
     /// How long a lease check may take before it counts as failed.
     request_timeout: Duration,
+    /// Where requests run and the lease check's timer counts.
+    executor: Arc<dyn Executor>,
 }
 
 impl std::fmt::Debug for ObjectNode {
@@ -205,7 +225,7 @@ impl ObjectNode {
             return Err(Error::invalid("max_in_flight must be at least 1"));
         }
         let (store, prefix) = connect::connect(name, url, remote, options)?;
-        Self::open_prefix(name, url, store, prefix, options, None)
+        Self::open_prefix(name, url, store, prefix, options, Runtime::default())
     }
 
     /// The object store and prefix a node at `url` opens over, built as
@@ -246,12 +266,14 @@ impl ObjectNode {
             reason: format!("node {name}: prefix {prefix:?}: {e}"),
             fix: "use a prefix of path segments separated by '/'".into(),
         })?;
-        Self::open_prefix(name, url, store, prefix, options, None)
+        Self::open_prefix(name, url, store, prefix, options, Runtime::default())
     }
 
-    /// [`open_store`](Self::open_store) with the lease holder named
-    /// `holder` instead of host, process and wall-clock time: the
-    /// simulator's nodes write the same lease bytes on every run of a seed.
+    /// [`open_store`](Self::open_store) on the simulator's terms: the
+    /// lease holder named `holder` instead of host, process and wall-clock
+    /// time (the same lease bytes on every run of a seed), and requests and
+    /// timers on `executor` (one the simulator drives) instead of the
+    /// shared tokio runtime.
     #[cfg(feature = "testing")]
     pub(crate) fn open_store_as(
         name: &str,
@@ -259,9 +281,14 @@ impl ObjectNode {
         prefix: &str,
         options: &ObjectOptions,
         holder: String,
+        executor: Arc<dyn Executor>,
     ) -> Result<ObjectNode> {
         let prefix = Path::parse(prefix).map_err(|e| Error::invalid(format!("prefix: {e}")))?;
-        Self::open_prefix(name, name, store, prefix, options, Some(holder))
+        let runtime = Runtime {
+            holder: Some(holder),
+            executor,
+        };
+        Self::open_prefix(name, name, store, prefix, options, runtime)
     }
 
     fn open_prefix(
@@ -270,7 +297,7 @@ impl ObjectNode {
         store: Arc<dyn ObjectStore>,
         prefix: Path,
         options: &ObjectOptions,
-        holder: Option<String>,
+        runtime: Runtime,
     ) -> Result<ObjectNode> {
         let mut node = ObjectNode {
             name: name.to_owned(),
@@ -282,9 +309,10 @@ impl ObjectNode {
             lease: None,
             superseded: Mutex::new(None),
             request_timeout: options.request_timeout,
+            executor: runtime.executor,
         };
         if options.lease {
-            node.lease = Some(node.take_lease(holder)?);
+            node.lease = Some(node.take_lease(runtime.holder)?);
         }
         node.list_all()?;
         tracing::debug!(node = name, url, "object node opened");
@@ -318,11 +346,19 @@ impl ObjectNode {
         future: impl Future<Output = object_store::Result<T>> + Send + 'static,
     ) -> Result<T> {
         let limit = Arc::clone(&self.limit);
-        let result = runtime::block_on(async move {
+        let result = self.block_on(async move {
             let _permit = limit.acquire_owned().await;
             future.await
         })?;
         result.map_err(|e| self.error(&what.into(), e))
+    }
+
+    /// Runs `future` on the node's executor and waits for its output.
+    fn block_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
+        runtime::block_on(&*self.executor, future)
     }
 
     /// Maps an `object_store` error to ours.
@@ -472,6 +508,7 @@ impl ObjectNode {
         let dir = self.lease_dir();
         let ours = self.lease.unwrap_or(0);
         let timeout = self.request_timeout;
+        let timer = self.executor.sleep(timeout);
         async move {
             let check = async {
                 let own_path = dir.clone().join(format!("{ours:016x}"));
@@ -497,9 +534,9 @@ impl ObjectNode {
                     (Err(e), _) | (_, Err(e)) => LeaseCheck::Unknown(e.to_string()),
                 }
             };
-            match tokio::time::timeout(timeout, check).await {
-                Ok(found) => found,
-                Err(_) => LeaseCheck::Unknown(format!("no answer within {timeout:?}")),
+            match futures_util::future::select(Box::pin(check), timer).await {
+                Either::Left((found, _)) => found,
+                Either::Right(_) => LeaseCheck::Unknown(format!("no answer within {timeout:?}")),
             }
         }
     }
@@ -553,7 +590,7 @@ impl ObjectNode {
         }
         let store = Arc::clone(&self.store);
         let orphan = path.clone();
-        let removed = runtime::block_on(async move { store.delete(&orphan).await });
+        let removed = self.block_on(async move { store.delete(&orphan).await });
         if !matches!(
             removed,
             Ok(Ok(()) | Err(object_store::Error::NotFound { .. }))
@@ -769,7 +806,7 @@ impl Node for ObjectNode {
             let limit = Arc::clone(&self.limit);
             let put_path = path.clone();
             let payload = PutPayload::from(body.clone());
-            let put = runtime::block_on(async move {
+            let put = self.block_on(async move {
                 let _permit = limit.acquire_owned().await;
                 store
                     .put_opts(&put_path, payload, PutOptions::from(PutMode::Create))
@@ -788,7 +825,7 @@ impl Node for ObjectNode {
                     // timeout after the server stored it). Into a wiped
                     // prefix that leaves an orphan, as below.
                     if self.lease.is_some()
-                        && matches!(runtime::block_on(self.check_lease()), Ok(LeaseCheck::Gone))
+                        && matches!(self.block_on(self.check_lease()), Ok(LeaseCheck::Gone))
                     {
                         self.remove_orphan(&path);
                     }
@@ -802,7 +839,7 @@ impl Node for ObjectNode {
         // that took over may have read it already, and its manifest decides
         // it either way.
         if self.lease.is_some() {
-            let found = runtime::block_on(self.check_lease())?;
+            let found = self.block_on(self.check_lease())?;
             if let LeaseCheck::Gone = found {
                 // The prefix was wiped (a lost site that came back empty)
                 // and no writer holds it: the object just written is an
@@ -1001,7 +1038,7 @@ impl Node for ObjectNode {
         if self.lease.is_none() {
             return Ok(());
         }
-        let found = runtime::block_on(self.check_lease())?;
+        let found = self.block_on(self.check_lease())?;
         self.lease_verdict(found, "checking the node")
     }
 
@@ -1041,7 +1078,7 @@ impl Node for ObjectNode {
         // A writer that lost the lease must not overwrite the manifest the
         // new one wrote.
         if self.lease.is_some() {
-            let found = runtime::block_on(self.check_lease())?;
+            let found = self.block_on(self.check_lease())?;
             // A wiped prefix (a lost site that came back empty) holds none
             // of the records the manifest would vouch for: a manifest
             // written there makes the node look like an intact member that
@@ -1182,10 +1219,12 @@ mod tests {
         let store = Arc::clone(&node.store);
         let size = *node.read_generations()[&4].objects.get(&0).expect("object");
         assert!(size > SCAN_WHOLE_MAX, "the object is large enough to walk");
-        let walked = runtime::block_on(async move { scan_headers(&*store, &path, size, 4).await })
-            .expect("runtime")
-            .expect("walk")
-            .expect("the walk judged the object");
+        let walked = runtime::block_on(&SharedRuntime, async move {
+            scan_headers(&*store, &path, size, 4).await
+        })
+        .expect("runtime")
+        .expect("walk")
+        .expect("the walk judged the object");
         assert_eq!(walked.records.len(), 5);
     }
 
@@ -1322,7 +1361,7 @@ mod tests {
         assert_eq!(racer, 1);
         let store = Arc::clone(&first.store);
         let path = first.lease_dir().join(format!("{:016x}", 1));
-        let created = runtime::block_on(async move {
+        let created = runtime::block_on(&SharedRuntime, async move {
             store
                 .put_opts(
                     &path,
