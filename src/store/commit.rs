@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,6 +30,7 @@ use super::index::{BlobLoc, PartLoc};
 use super::pack::{OpenStripe, Placed};
 use super::stripe_io::{PlanRefused, WriteFailed};
 use super::stripes::{ColumnInfo, StripeInfo};
+use super::submit::Ack;
 use crate::format::{self, ColumnHeader, CommitStamp, Entry, EntryFlags};
 use crate::layout::NodeId;
 use crate::{Error, Result};
@@ -39,14 +40,14 @@ pub(crate) enum Request {
     Put {
         key: Box<[u8]>,
         value: Bytes,
-        ack: SyncSender<Result<bool>>,
+        ack: Ack,
     },
     Delete {
         key: Box<[u8]>,
-        ack: SyncSender<Result<bool>>,
+        ack: Ack,
     },
     Flush {
-        ack: SyncSender<Result<bool>>,
+        ack: Ack,
     },
     /// Compaction: rewrite a live blob, but only if the index still points
     /// where the compactor read it (no newer put or delete raced it).
@@ -54,7 +55,7 @@ pub(crate) enum Request {
         key: Box<[u8]>,
         value: Bytes,
         expected: BlobLoc,
-        ack: SyncSender<Result<bool>>,
+        ack: Ack,
     },
     /// Compaction: carry a tombstone forward out of a generation being
     /// retired, if the key still has no value. `hides_generation` is the
@@ -62,13 +63,13 @@ pub(crate) enum Request {
     Tombstone {
         key: Box<[u8]>,
         hides_generation: u64,
-        ack: SyncSender<Result<bool>>,
+        ack: Ack,
     },
     /// Compaction: durably mark generations as retired before their
     /// segments are removed.
     Retire {
         generations: Vec<u64>,
-        ack: SyncSender<Result<bool>>,
+        ack: Ack,
     },
 }
 
@@ -84,7 +85,7 @@ impl Request {
         }
     }
 
-    fn ack(&self) -> &SyncSender<Result<bool>> {
+    fn ack(&self) -> &Ack {
         match self {
             Request::Put { ack, .. }
             | Request::Delete { ack, .. }
@@ -335,14 +336,21 @@ impl Committer {
                         | Request::Tombstone { .. } => answers[i],
                         _ => true,
                     };
-                    // A caller that gave up waiting has dropped its receiver.
-                    let _ = req.ack().send(Ok(answer));
+                    // Counted here, so the blocking and the async API
+                    // count the same: durable user writes.
+                    match req {
+                        Request::Put { .. } => self.inner.stats.puts.inc(),
+                        Request::Delete { .. } => self.inner.stats.deletes.inc(),
+                        _ => {}
+                    }
+                    // A caller that gave up waiting has dropped its end.
+                    req.ack().send(Ok(answer));
                 }
             }
             Err(failure) => {
                 self.inner.stats.write_failures.inc();
                 for req in &batch {
-                    let _ = req.ack().send(Err(failure.to_error()));
+                    req.ack().send(Err(failure.to_error()));
                 }
             }
         }

@@ -70,11 +70,11 @@ pub struct Stats {
     pub blobs: usize,
     /// Visible stripes.
     pub stripes: usize,
-    /// Successful puts.
+    /// Durable puts (blocking and async; relocations by compaction not counted).
     pub puts: u64,
     /// Gets of keys that exist.
     pub gets: u64,
-    /// Deletes.
+    /// Durable deletes (blocking and async).
     pub deletes: u64,
     /// Blob parts rebuilt from other columns because their own column could
     /// not be read or failed its checksum.

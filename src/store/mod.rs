@@ -68,6 +68,7 @@ pub use compact::{CompactOptions, CompactReport};
 pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
 pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
+pub use submit::Completion;
 
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use self::clock::Clock;
@@ -372,8 +373,57 @@ impl Store {
     /// - [`Error::Superseded`] once another writer took over;
     /// - [`Error::Closed`] after [`Store::close`].
     pub fn put(&self, key: &[u8], value: impl Into<Bytes>) -> Result<()> {
+        let pending = self.submit_put(key, value.into())?;
+        self.wait(&pending, "put", Some(self.inner.options.put_timeout))?
+            .map(|_| ())
+    }
+
+    /// [`put`](Store::put) for async callers: queues the put now and
+    /// returns a future that resolves when it is durable, without blocking
+    /// a thread meanwhile. Many puts in flight share commits, so an async
+    /// service gets group commit without a thread per waiting put. The
+    /// future is `'static` and runtime-agnostic; see [`Completion`] for
+    /// what dropping it means.
+    ///
+    /// ```
+    /// # use geoshard::{layout::Layout, Options, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let layout = Layout::builder().code(2, 1)
+    /// #     .site("a", |s| s.node("a1", dir.path().join("a1")))
+    /// #     .site("b", |s| s.node("b1", dir.path().join("b1")))
+    /// #     .site("c", |s| s.node("c1", dir.path().join("c1")))
+    /// #     .build()?;
+    /// let store = Store::create(layout, Options::default())?;
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    /// runtime.block_on(async {
+    ///     // A thousand puts in flight on this one thread, in a few commits.
+    ///     let puts: Vec<_> = (0..1000)
+    ///         .map(|i| store.put_async(format!("room-1/msg-{i:06}").as_bytes(), vec![b'x'; 100]))
+    ///         .collect();
+    ///     for put in puts {
+    ///         put.await?;
+    ///     }
+    ///     Ok::<(), geoshard::Error>(())
+    /// })?;
+    /// assert_eq!(store.len(), 1000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Store::put) (the future resolves to them; a bad key or an
+    /// oversized value at once), except [`Error::TimedOut`]: see
+    /// [`Completion`].
+    pub fn put_async(&self, key: &[u8], value: impl Into<Bytes>) -> Completion<()> {
+        match self.submit_put(key, value.into()) {
+            Ok(pending) => Completion::waiting(pending, |_| ()),
+            Err(e) => Completion::ready(Err(e)),
+        }
+    }
+
+    /// Checks a put and queues it for the committer.
+    fn submit_put(&self, key: &[u8], value: Bytes) -> Result<Pending> {
         check_key(key)?;
-        let value = value.into();
         if value.len() as u64 > BLOB_LEN_MAX {
             return Err(Error::LimitExceeded {
                 what: "value length",
@@ -387,9 +437,7 @@ impl Store {
             value,
             ack,
         })?;
-        let out = self.wait(&pending, "put", Some(self.inner.options.put_timeout))?;
-        self.inner.stats.puts.inc();
-        out.map(|_| ())
+        Ok(pending)
     }
 
     /// The value under `key`, or `None`.
@@ -602,15 +650,35 @@ impl Store {
     ///
     /// As [`Store::put`].
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        let pending = self.submit_delete(key)?;
+        self.wait(&pending, "delete", Some(self.inner.options.put_timeout))?
+    }
+
+    /// [`delete`](Store::delete) for async callers: queues the delete now
+    /// and returns a future that resolves, with whether the key existed,
+    /// once the tombstone is durable. See [`put_async`](Store::put_async)
+    /// and [`Completion`].
+    ///
+    /// # Errors
+    ///
+    /// As [`delete`](Store::delete), except [`Error::TimedOut`]: see
+    /// [`Completion`].
+    pub fn delete_async(&self, key: &[u8]) -> Completion<bool> {
+        match self.submit_delete(key) {
+            Ok(pending) => Completion::waiting(pending, |existed| existed),
+            Err(e) => Completion::ready(Err(e)),
+        }
+    }
+
+    /// Checks a delete and queues it for the committer.
+    fn submit_delete(&self, key: &[u8]) -> Result<Pending> {
         check_key(key)?;
         let (ack, pending) = Pending::channel();
         self.submit(Request::Delete {
             key: key.into(),
             ack,
         })?;
-        let out = self.wait(&pending, "delete", Some(self.inner.options.put_timeout))?;
-        self.inner.stats.deletes.inc();
-        out
+        Ok(pending)
     }
 
     /// True when `key` has a value.
@@ -657,6 +725,21 @@ impl Store {
         self.submit(Request::Flush { ack })?;
         self.wait(&pending, "flush", Some(self.inner.options.put_timeout))?
             .map(|_| ())
+    }
+
+    /// [`flush`](Store::flush) for async callers: resolves once everything
+    /// queued before it is durable (or failed). See [`Completion`].
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Store::flush), except [`Error::TimedOut`]: see
+    /// [`Completion`].
+    pub fn flush_async(&self) -> Completion<()> {
+        let (ack, pending) = Pending::channel();
+        match self.submit(Request::Flush { ack }) {
+            Ok(()) => Completion::waiting(pending, |_| ()),
+            Err(e) => Completion::ready(Err(e)),
+        }
     }
 
     /// Counters since open.
