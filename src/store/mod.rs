@@ -35,6 +35,7 @@ mod blob;
 mod clock;
 mod commit;
 mod compact;
+mod get;
 mod health;
 mod index;
 mod inner;
@@ -74,9 +75,7 @@ pub use submit::Completion;
 pub(crate) use self::clock::Clock;
 pub(crate) use self::commit::Request;
 use self::commit::{Committer, WriterStart};
-use self::index::{BlobLoc, PartLoc};
 use self::open::Mode;
-use self::stripes::StripeInfo;
 pub(crate) use self::submit::Pending;
 use self::submit::{Runner, Scheduling, Start};
 use crate::codec::Codec;
@@ -456,171 +455,36 @@ impl Store {
     /// - [`Error::Closed`] after [`close`](Store::close).
     pub fn get(&self, key: &[u8]) -> Result<Option<Blob>> {
         check_key(key)?;
-        // A read of a location compaction removed meanwhile fails; the key
-        // is then resolved again (a few times at most).
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.get_once(key) {
-                Ok(found) => return Ok(found),
-                Err(Moved) if attempts < GET_ATTEMPTS_MAX => continue,
-                Err(Moved) => {
-                    return Err(Error::Unavailable {
-                        node: "(all)".into(),
-                        reason: format!(
-                            "the value kept moving ({GET_ATTEMPTS_MAX} tries): compaction is \
-                             rewriting it; try again"
-                        ),
-                    });
-                }
-                Err(Failed(e)) => return Err(e),
-            }
-        }
+        get::get(&self.inner, key)
     }
 
-    fn get_once(&self, key: &[u8]) -> std::result::Result<Option<Blob>, GetError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Failed(Error::Closed));
+    /// [`get`](Store::get) for async callers: never blocks the caller's
+    /// thread on I/O it may wait for. A healthy read of a whole blob on a
+    /// reachable local node is answered at once (a checked slice of a
+    /// mapped segment, as `get` returns it); an absent key too. A read of a
+    /// remote node, a degraded read, a split blob or a read while a salvage
+    /// loss is pending runs on one of geoshard's read threads (16, shared by
+    /// the process; more reads in flight queue), and the future resolves
+    /// when it is done. See [`Completion`].
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Store::get).
+    pub fn get_async(&self, key: &[u8]) -> Completion<Option<Blob>> {
+        if let Err(e) = check_key(key) {
+            return Completion::ready(Err(e));
         }
-        // Resolve under the lock, read after it. The common case (a whole
-        // blob on a reachable node) needs only the node and the record's
-        // location; the stripe itself is fetched only to read degraded.
-        let mut parts: Vec<(PartLoc, Arc<StripeInfo>)> = Vec::new();
-        let (whole, resolved) = {
-            let state = self.inner.read_state();
-            let Some(loc) = state.index.get(key) else {
-                drop(state);
-                self.inner.loss.check(key, None).map_err(Failed)?;
-                return Ok(None);
-            };
-            let stripe_of = |p: &PartLoc| -> Result<&Arc<StripeInfo>> {
-                state.stripes.get(p.slot).ok_or_else(|| Error::Corrupt {
-                    location: format!("stripe slot {}", p.slot),
-                    reason: "indexed stripe is missing from the stripe table".into(),
-                })
-            };
-            match loc {
-                BlobLoc::Whole(p) => {
-                    let stripe = stripe_of(p).map_err(Failed)?;
-                    let stored = stripe
-                        .columns
-                        .get(usize::from(p.column_index))
-                        .and_then(|c| c.stored);
-                    (Some((*p, stripe.stripe_id, stored)), None)
-                }
-                BlobLoc::Split(split) => {
-                    parts = split
-                        .parts
-                        .iter()
-                        .map(|p| Ok((*p, Arc::clone(stripe_of(p)?))))
-                        .collect::<Result<_>>()
-                        .map_err(Failed)?;
-                    (None, Some(loc.clone()))
-                }
-            }
-        };
-        if self.inner.loss.is_pending() {
-            let newest = whole
-                .map(|w| w.1)
-                .into_iter()
-                .chain(parts.iter().map(|(_, s)| s.stripe_id))
-                .max();
-            self.inner.loss.check(key, newest).map_err(Failed)?;
+        if let Some(answer) = get::get_if_local(&self.inner, key) {
+            return Completion::ready(answer);
         }
-        self.inner.stats.gets.inc();
-        if let Some((part, stripe_id, stored)) = whole {
-            return self.read_whole_blob(&part, stripe_id, stored);
-        }
-        match self.read_split(&parts) {
-            Ok(chunks) => Ok(Some(Blob::from_chunks(chunks))),
-            // The parts were resolved under the lock and read after it: if
-            // the key points elsewhere now, compaction moved it.
-            Err(_) if self.inner.read_state().index.get(key) != resolved.as_ref() => Err(Moved),
-            Err(e) => Err(Failed(e)),
-        }
-    }
-
-    /// Reads a whole blob at `part` of stripe `stripe_id`, whose column is
-    /// `stored`: from its node, or rebuilt from the stripe's other columns
-    /// (hedged when the node is remote).
-    #[inline]
-    fn read_whole_blob(
-        &self,
-        part: &PartLoc,
-        stripe_id: u64,
-        stored: Option<(crate::layout::NodeId, crate::node::RecordLocation)>,
-    ) -> std::result::Result<Option<Blob>, GetError> {
-        if let Some((node, _)) = stored
-            && self.inner.nodes.is_remote(node)
-        {
-            // Remote: the hedged read needs the stripe; a copy of its Arc
-            // costs nothing next to a network round trip.
-            let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
-            return match stripe {
-                Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
-                    self.inner
-                        .reads()
-                        .read_part(&stripe, part)
-                        .map_err(Failed)?,
-                ))),
-                _ => Err(Moved),
-            };
-        }
-        let read = stored.and_then(|(node, loc)| {
-            self.inner
-                .reads()
-                .read_stored(stripe_id, node, loc, part.offset, part.len)
-        });
-        if let Some(bytes) = self.inner.reads().checked(stripe_id, part, read) {
-            return Ok(Some(Blob::from(bytes)));
-        }
-        // Degraded: rebuild from the stripe's other columns.
-        let stripe = self.inner.read_state().stripes.get(part.slot).cloned();
-        match stripe {
-            Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
-                self.inner
-                    .reads()
-                    .read_degraded(&stripe, part)
-                    .map_err(Failed)?,
-            ))),
-            // Compaction moved the blob meanwhile: read it where it is now.
-            _ => Err(Moved),
-        }
-    }
-
-    /// Reads every part of a split blob (in parallel when remote).
-    fn read_split(&self, parts: &[(PartLoc, Arc<StripeInfo>)]) -> Result<Vec<Bytes>> {
-        let remote = parts.iter().any(|(part, stripe)| {
-            stripe
-                .columns
-                .get(usize::from(part.column_index))
-                .and_then(|c| c.stored)
-                .is_some_and(|(node, _)| self.inner.nodes.is_remote(node))
-        });
-        if remote && parts.len() > 1 {
-            // Parts on remote nodes are fetched in parallel: a split blob
-            // costs one round trip, not one per part.
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = parts
-                    .iter()
-                    .map(|(part, stripe)| {
-                        scope.spawn(|| self.inner.reads().read_part(stripe, part))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|handle| {
-                        handle
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
+        let (ack, pending) = Pending::channel();
+        let inner = Arc::clone(&self.inner);
+        let owned = key.to_vec();
+        if get::spawn_read(move || ack.send(get::get(&inner, &owned))) {
+            Completion::answered_by(pending)
         } else {
-            parts
-                .iter()
-                .map(|(part, stripe)| self.inner.reads().read_part(stripe, part))
-                .collect()
+            // No thread to be had: answer here rather than not at all.
+            Completion::ready(get::get(&self.inner, key))
         }
     }
 
@@ -951,17 +815,6 @@ impl Drop for Store {
         let _ = self.close();
     }
 }
-
-/// How often a get resolves a key again after compaction moved it.
-const GET_ATTEMPTS_MAX: usize = 8;
-
-/// Why one try of a get did not answer.
-enum GetError {
-    /// The value moved (compaction) between resolving and reading it.
-    Moved,
-    Failed(Error),
-}
-use GetError::{Failed, Moved};
 
 /// Iterator over the keys with a prefix; see [`Store::keys_with_prefix`].
 #[derive(Debug)]

@@ -49,43 +49,44 @@ pub(crate) enum Runner {
 ///
 /// One completion serves every way of waiting: the blocking API parks its
 /// thread on it, a future polls it (the async API), the simulator takes
-/// the answer when it is there.
+/// the answer when it is there. `T` is the answer (a write's: whether it
+/// found the key; an async read's: the blob).
 #[derive(Debug)]
-pub(crate) struct Pending {
-    slot: Arc<Slot>,
+pub(crate) struct Pending<T = Result<bool>> {
+    slot: Arc<Slot<T>>,
 }
 
-/// The committer's end of a submission: answers it once. Dropped
+/// The answering end of a [`Pending`]: answers it once. Dropped
 /// unanswered (the store closed, or a simulated crash), it answers
 /// [`Error::Closed`].
 #[derive(Debug)]
-pub(crate) struct Ack {
-    slot: Arc<Slot>,
+pub(crate) struct Ack<T = Result<bool>> {
+    slot: Arc<Slot<T>>,
 }
 
-#[derive(Debug, Default)]
-struct Slot {
-    state: Mutex<SlotState>,
+#[derive(Debug)]
+struct Slot<T> {
+    state: Mutex<SlotState<T>>,
     answered: Condvar,
 }
 
-#[derive(Debug, Default)]
-struct SlotState {
-    answer: Option<Result<bool>>,
+#[derive(Debug)]
+struct SlotState<T> {
+    answer: Option<T>,
     /// The [`Ack`] is gone (answered or dropped).
     done: bool,
     /// The task awaiting the answer, if a future polls it.
     waker: Option<Waker>,
 }
 
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
+impl<T> Slot<T> {
+    fn lock(&self) -> MutexGuard<'_, SlotState<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Ends the submission with `answer` (if not ended yet) and wakes
     /// whoever waits.
-    fn finish(&self, answer: Option<Result<bool>>) {
+    fn finish(&self, answer: Option<T>) {
         let waker = {
             let mut state = self.lock();
             if !state.done {
@@ -101,14 +102,14 @@ impl Slot {
     }
 }
 
-impl Ack {
+impl<T> Ack<T> {
     /// Answers the submission.
-    pub(crate) fn send(&self, answer: Result<bool>) {
+    pub(crate) fn send(&self, answer: T) {
         self.slot.finish(Some(answer));
     }
 }
 
-impl Drop for Ack {
+impl<T> Drop for Ack<T> {
     fn drop(&mut self) {
         self.slot.finish(None);
     }
@@ -123,17 +124,6 @@ enum Unanswered {
 }
 
 impl Pending {
-    /// A request's acknowledgement and the completion it answers.
-    pub(crate) fn channel() -> (Ack, Pending) {
-        let slot = Arc::new(Slot::default());
-        (
-            Ack {
-                slot: Arc::clone(&slot),
-            },
-            Pending { slot },
-        )
-    }
-
     /// The answer, if the committer has given it. `Some(Err(Closed))` when
     /// the request was dropped unanswered (the store closed or crashed).
     #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
@@ -144,14 +134,34 @@ impl Pending {
             Err(_) => None,
         }
     }
+}
+
+impl<T> Pending<T> {
+    /// A request's acknowledgement and the completion it answers.
+    pub(crate) fn channel() -> (Ack<T>, Pending<T>) {
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState {
+                answer: None,
+                done: false,
+                waker: None,
+            }),
+            answered: Condvar::new(),
+        });
+        (
+            Ack {
+                slot: Arc::clone(&slot),
+            },
+            Pending { slot },
+        )
+    }
 
     /// The answer, or why there is none (`None`: not yet).
-    fn take(&self) -> std::result::Result<Result<bool>, Option<Unanswered>> {
+    fn take(&self) -> std::result::Result<T, Option<Unanswered>> {
         let mut state = self.slot.lock();
         Self::take_from(&mut state)
     }
 
-    fn take_from(state: &mut SlotState) -> std::result::Result<Result<bool>, Option<Unanswered>> {
+    fn take_from(state: &mut SlotState<T>) -> std::result::Result<T, Option<Unanswered>> {
         match state.answer.take() {
             Some(answer) => Ok(answer),
             None if state.done => Err(Some(Unanswered::Closed)),
@@ -161,7 +171,7 @@ impl Pending {
 
     /// Parks the calling thread until the answer comes, or `timeout`
     /// passes.
-    fn wait(&self, timeout: Option<Duration>) -> std::result::Result<Result<bool>, Unanswered> {
+    fn wait(&self, timeout: Option<Duration>) -> std::result::Result<T, Unanswered> {
         let deadline = timeout.map(|after| std::time::Instant::now() + after);
         let mut state = self.slot.lock();
         loop {
@@ -191,13 +201,13 @@ impl Pending {
         }
     }
 
-    /// Polls for the answer from a future: ready once the committer
-    /// answered (or the request was dropped: [`Error::Closed`]).
-    pub(crate) fn poll_answer(&self, cx: &mut Context<'_>) -> Poll<Result<bool>> {
+    /// Polls for the answer from a future: ready once answered, with
+    /// `None` when the answering end was dropped unanswered.
+    pub(crate) fn poll_answer(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = self.slot.lock();
         match Self::take_from(&mut state) {
-            Ok(answer) => Poll::Ready(answer),
-            Err(Some(_)) => Poll::Ready(Err(Error::Closed)),
+            Ok(answer) => Poll::Ready(Some(answer)),
+            Err(Some(_)) => Poll::Ready(None),
             Err(None) => {
                 match &mut state.waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -288,60 +298,73 @@ pub(crate) fn stop_committer(store: &Store, drain: bool) {
     }
 }
 
-/// A write submitted through the async API ([`Store::put_async`],
-/// [`Store::delete_async`], [`Store::flush_async`]): a future that
-/// resolves once the committer has made the write durable, with what the
-/// blocking call would return.
+/// A call through the async API ([`Store::put_async`],
+/// [`Store::delete_async`], [`Store::flush_async`], [`Store::get_async`]):
+/// a future that resolves to what the blocking call would return. A write
+/// resolves once the committer has made it durable; a read once its bytes
+/// are read and checked.
 ///
 /// It waits on the same completion the committer answers for the blocking
 /// API, without a thread: no runtime of its own, no timer, no dependency on
 /// tokio, so it works on any executor. It holds no reference to the store
 /// (it is `'static`, `Send` and `Unpin`), so it can be spawned; thousands
-/// can be in flight on one thread, and the committer packs them into
+/// can be in flight on one thread, and the committer packs the writes into
 /// commits together.
 ///
 /// # Cancellation
 ///
-/// The write was queued when the call returned; dropping the future does
+/// A write was queued when the call returned; dropping the future does
 /// not take it back. A dropped put or delete may still land, whole, or
 /// fail: it is an unacknowledged write (docs/DURABILITY.md, D4): never
 /// half applied, and a later read tells which. Await a
 /// [`flush_async`](Store::flush_async) to know everything queued before it
-/// was answered.
+/// was answered. A dropped read may still run to its end on a pooled
+/// thread; it changes nothing.
 ///
 /// # Errors
 ///
 /// As the blocking call, except [`Error::TimedOut`]: the future has no
 /// timer, so [`Options::put_timeout`](crate::Options::put_timeout) bounds
 /// only the committer's retries, not the wait. Wrap it in your runtime's
-/// timeout for a deadline (the write may then still land, as above).
-/// [`Error::Closed`] when the store is closed or dropped before the write
+/// timeout for a deadline (a write may then still land, as above).
+/// [`Error::Closed`] when the store is closed or dropped before a write
 /// was answered.
-#[must_use = "a completion does nothing unless awaited (the write is queued either way)"]
+#[must_use = "a completion does nothing unless awaited (a write is queued either way)"]
 pub struct Completion<T> {
     state: CompletionState<T>,
 }
 
 enum CompletionState<T> {
-    /// Refused before it was queued, or already answered and taken.
+    /// Answered at once (refused, or a read served inline), or answered
+    /// and taken.
     Done(Option<Result<T>>),
-    Waiting {
+    /// A write: the committer's answer, mapped by `answer`.
+    Write {
         pending: Pending,
         answer: fn(bool) -> T,
     },
+    /// A read on a pooled thread.
+    Read(Pending<Result<T>>),
 }
 
 impl<T> Completion<T> {
-    /// A completion that waits for `pending` and maps the committer's
+    /// A write's completion: waits for `pending` and maps the committer's
     /// answer with `answer`.
     pub(crate) fn waiting(pending: Pending, answer: fn(bool) -> T) -> Completion<T> {
         Completion {
-            state: CompletionState::Waiting { pending, answer },
+            state: CompletionState::Write { pending, answer },
         }
     }
 
-    /// A completion that is already answered (a write refused before it
-    /// was queued).
+    /// A completion answered by whoever holds the other end of `pending`
+    /// (a read on another thread).
+    pub(crate) fn answered_by(pending: Pending<Result<T>>) -> Completion<T> {
+        Completion {
+            state: CompletionState::Read(pending),
+        }
+    }
+
+    /// A completion that is already answered.
     pub(crate) fn ready(result: Result<T>) -> Completion<T> {
         Completion {
             state: CompletionState::Done(Some(result)),
@@ -362,9 +385,13 @@ impl<T> std::future::Future for Completion<T> {
                     "a write's completion was polled after it had answered",
                 ))));
             }
-            CompletionState::Waiting { pending, answer } => match pending.poll_answer(cx) {
+            CompletionState::Write { pending, answer } => match pending.poll_answer(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(got) => got.map(*answer),
+                Poll::Ready(got) => got.unwrap_or(Err(Error::Closed)).map(*answer),
+            },
+            CompletionState::Read(pending) => match pending.poll_answer(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(got) => got.unwrap_or(Err(Error::Closed)),
             },
         };
         self.state = CompletionState::Done(None);
@@ -377,7 +404,7 @@ impl<T> std::fmt::Debug for Completion<T> {
         let state = match &self.state {
             CompletionState::Done(Some(_)) => "refused",
             CompletionState::Done(None) => "answered",
-            CompletionState::Waiting { .. } => "waiting",
+            CompletionState::Write { .. } | CompletionState::Read(_) => "waiting",
         };
         f.debug_struct("Completion").field("state", &state).finish()
     }

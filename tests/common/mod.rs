@@ -3,6 +3,8 @@
 
 pub use geoshard::testing::s3;
 
+pub mod poll;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

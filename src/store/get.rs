@@ -1,0 +1,274 @@
+//! The front of the read path: a key resolved in the index under the lock,
+//! then its blob read after it (a whole blob from one column, a split one
+//! part by part), resolving again when compaction moved it meanwhile. The
+//! reading itself (healthy, degraded, hedged) is [`Reads`](super::read).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::Inner;
+use super::blob::Blob;
+use super::index::{BlobLoc, PartLoc};
+use super::stripes::StripeInfo;
+use crate::{Error, Result};
+
+/// How often a get resolves a key again after compaction moved it.
+const GET_ATTEMPTS_MAX: usize = 8;
+
+/// Why one try of a get did not answer.
+enum GetError {
+    /// The value moved (compaction) between resolving and reading it.
+    Moved,
+    Failed(Error),
+}
+use GetError::{Failed, Moved};
+
+/// The body of [`Store::get`](super::Store::get), after the key's check.
+pub(crate) fn get(inner: &Inner, key: &[u8]) -> Result<Option<Blob>> {
+    // A read of a location compaction removed meanwhile fails; the key
+    // is then resolved again (a few times at most).
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match get_once(inner, key) {
+            Ok(found) => return Ok(found),
+            Err(Moved) if attempts < GET_ATTEMPTS_MAX => continue,
+            Err(Moved) => {
+                return Err(Error::Unavailable {
+                    node: "(all)".into(),
+                    reason: format!(
+                        "the value kept moving ({GET_ATTEMPTS_MAX} tries): compaction is \
+                         rewriting it; try again"
+                    ),
+                });
+            }
+            Err(Failed(e)) => return Err(e),
+        }
+    }
+}
+
+fn get_once(inner: &Inner, key: &[u8]) -> std::result::Result<Option<Blob>, GetError> {
+    if inner.closed.load(Ordering::Acquire) {
+        return Err(Failed(Error::Closed));
+    }
+    // Resolve under the lock, read after it. The common case (a whole
+    // blob on a reachable node) needs only the node and the record's
+    // location; the stripe itself is fetched only to read degraded.
+    let mut parts: Vec<(PartLoc, Arc<StripeInfo>)> = Vec::new();
+    let (whole, resolved) = {
+        let state = inner.read_state();
+        let Some(loc) = state.index.get(key) else {
+            drop(state);
+            inner.loss.check(key, None).map_err(Failed)?;
+            return Ok(None);
+        };
+        let stripe_of = |p: &PartLoc| -> Result<&Arc<StripeInfo>> {
+            state.stripes.get(p.slot).ok_or_else(|| Error::Corrupt {
+                location: format!("stripe slot {}", p.slot),
+                reason: "indexed stripe is missing from the stripe table".into(),
+            })
+        };
+        match loc {
+            BlobLoc::Whole(p) => {
+                let stripe = stripe_of(p).map_err(Failed)?;
+                let stored = stripe
+                    .columns
+                    .get(usize::from(p.column_index))
+                    .and_then(|c| c.stored);
+                (Some((*p, stripe.stripe_id, stored)), None)
+            }
+            BlobLoc::Split(split) => {
+                parts = split
+                    .parts
+                    .iter()
+                    .map(|p| Ok((*p, Arc::clone(stripe_of(p)?))))
+                    .collect::<Result<_>>()
+                    .map_err(Failed)?;
+                (None, Some(loc.clone()))
+            }
+        }
+    };
+    if inner.loss.is_pending() {
+        let newest = whole
+            .map(|w| w.1)
+            .into_iter()
+            .chain(parts.iter().map(|(_, s)| s.stripe_id))
+            .max();
+        inner.loss.check(key, newest).map_err(Failed)?;
+    }
+    inner.stats.gets.inc();
+    if let Some((part, stripe_id, stored)) = whole {
+        return read_whole_blob(inner, &part, stripe_id, stored);
+    }
+    match read_split(inner, &parts) {
+        Ok(chunks) => Ok(Some(Blob::from_chunks(chunks))),
+        // The parts were resolved under the lock and read after it: if
+        // the key points elsewhere now, compaction moved it.
+        Err(_) if inner.read_state().index.get(key) != resolved.as_ref() => Err(Moved),
+        Err(e) => Err(Failed(e)),
+    }
+}
+
+/// Reads a whole blob at `part` of stripe `stripe_id`, whose column is
+/// `stored`: from its node, or rebuilt from the stripe's other columns
+/// (hedged when the node is remote).
+#[inline]
+fn read_whole_blob(
+    inner: &Inner,
+    part: &PartLoc,
+    stripe_id: u64,
+    stored: Option<(crate::layout::NodeId, crate::node::RecordLocation)>,
+) -> std::result::Result<Option<Blob>, GetError> {
+    if let Some((node, _)) = stored
+        && inner.nodes.is_remote(node)
+    {
+        // Remote: the hedged read needs the stripe; a copy of its Arc
+        // costs nothing next to a network round trip.
+        let stripe = inner.read_state().stripes.get(part.slot).cloned();
+        return match stripe {
+            Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
+                inner.reads().read_part(&stripe, part).map_err(Failed)?,
+            ))),
+            _ => Err(Moved),
+        };
+    }
+    let read = stored.and_then(|(node, loc)| {
+        inner
+            .reads()
+            .read_stored(stripe_id, node, loc, part.offset, part.len)
+    });
+    if let Some(bytes) = inner.reads().checked(stripe_id, part, read) {
+        return Ok(Some(Blob::from(bytes)));
+    }
+    // Degraded: rebuild from the stripe's other columns.
+    let stripe = inner.read_state().stripes.get(part.slot).cloned();
+    match stripe {
+        Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
+            inner.reads().read_degraded(&stripe, part).map_err(Failed)?,
+        ))),
+        // Compaction moved the blob meanwhile: read it where it is now.
+        _ => Err(Moved),
+    }
+}
+
+/// Reads every part of a split blob (in parallel when remote).
+fn read_split(inner: &Inner, parts: &[(PartLoc, Arc<StripeInfo>)]) -> Result<Vec<Bytes>> {
+    let remote = parts.iter().any(|(part, stripe)| {
+        stripe
+            .columns
+            .get(usize::from(part.column_index))
+            .and_then(|c| c.stored)
+            .is_some_and(|(node, _)| inner.nodes.is_remote(node))
+    });
+    if remote && parts.len() > 1 {
+        // Parts on remote nodes are fetched in parallel: a split blob
+        // costs one round trip, not one per part.
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|(part, stripe)| scope.spawn(|| inner.reads().read_part(stripe, part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+    } else {
+        parts
+            .iter()
+            .map(|(part, stripe)| inner.reads().read_part(stripe, part))
+            .collect()
+    }
+}
+
+/// A get answered on the calling thread when that costs no wait: the key
+/// is absent, or its blob is whole in one column of a reachable local node,
+/// read and checked now (a slice of a mapped segment). `None` when the get
+/// needs more (a remote or down node, a split blob, a checksum failure, a
+/// pending loss): the caller then runs [`get`] where it may block.
+pub(crate) fn get_if_local(inner: &Inner, key: &[u8]) -> Option<Result<Option<Blob>>> {
+    if inner.closed.load(Ordering::Acquire) {
+        return Some(Err(Error::Closed));
+    }
+    if inner.loss.is_pending() {
+        return None;
+    }
+    let (part, stripe_id, node, loc) = {
+        let state = inner.read_state();
+        let Some(found) = state.index.get(key) else {
+            return Some(Ok(None));
+        };
+        let BlobLoc::Whole(part) = found else {
+            return None;
+        };
+        let stripe = state.stripes.get(part.slot)?;
+        let (node, loc) = stripe.columns.get(usize::from(part.column_index))?.stored?;
+        (*part, stripe.stripe_id, node, loc)
+    };
+    if inner.nodes.is_remote(node) || !inner.nodes.is_up(node) {
+        return None;
+    }
+    let read = inner
+        .reads()
+        .read_stored(stripe_id, node, loc, part.offset, part.len);
+    let bytes = inner.reads().checked(stripe_id, &part, read)?;
+    inner.stats.gets.inc();
+    Some(Ok(Some(Blob::from(bytes))))
+}
+
+/// Threads that run the async API's reads that may wait (remote, degraded,
+/// split): few and shared, so thousands of such reads in flight queue
+/// instead of starting a thread each. They are not the pool the reads
+/// themselves fan out on (`node::spawn_blocking`): a read waiting here for
+/// its columns never waits for a thread held by another read waiting here.
+const READ_THREADS: usize = 16;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+static READ_POOL: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> =
+    std::sync::OnceLock::new();
+
+/// Runs `job` on the async reads' pool, starting it on first use. False
+/// when no thread could be started (`job` is dropped).
+pub(crate) fn spawn_read(job: impl FnOnce() + Send + 'static) -> bool {
+    let pool = READ_POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..READ_THREADS {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("geoshard-read-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = {
+                            let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            rx.recv()
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if spawned.is_ok() {
+                started += 1;
+            }
+        }
+        (started > 0).then(|| std::sync::Mutex::new(tx))
+    });
+    match pool {
+        Some(tx) => tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(Box::new(job))
+            .is_ok(),
+        None => false,
+    }
+}
