@@ -18,10 +18,13 @@ use common::value;
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +34,7 @@ use geoshard::codec::Codec;
 use geoshard::format::{ColumnHeader, CommitStamp};
 use geoshard::layout::{Layout, Location, SiteId};
 use geoshard::node::{LocalNode, LocalOptions, Node, RecordRef};
-use geoshard::{Options, Store};
+use geoshard::{Completion, Options, Store};
 
 /// Counts live heap bytes, for the index-memory figure.
 struct Counting;
@@ -63,6 +66,8 @@ static ALLOC: Counting = Counting;
 
 const THREADS_SMALL: usize = 64;
 const THREADS_LARGE: usize = 8;
+/// Puts in flight through the async API.
+const IN_FLIGHT: usize = 4096;
 
 /// The systems under test, behind one interface.
 trait System2: Sync {
@@ -382,6 +387,61 @@ fn put_many(
     (started.elapsed(), latencies)
 }
 
+/// Puts `count` values of `len` bytes through the async API from this
+/// thread, keeping `in_flight` of them waiting; returns the elapsed time
+/// and every put's latency (submission to answer).
+fn put_async_many(
+    store: &Store,
+    in_flight: usize,
+    count: usize,
+    len: usize,
+    tag: &str,
+) -> (Duration, Vec<Duration>) {
+    let payload = value(len, 1);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut window: Vec<Option<(Completion<()>, Instant)>> = Vec::with_capacity(in_flight);
+    let mut latencies = Vec::with_capacity(count);
+    let mut submitted = 0usize;
+    let submit = |submitted: &mut usize| {
+        let key = format!("{tag}/{submitted}");
+        *submitted += 1;
+        (
+            store.put_async(key.as_bytes(), payload.clone()),
+            Instant::now(),
+        )
+    };
+    let started = Instant::now();
+    while submitted < count.min(in_flight) {
+        window.push(Some(submit(&mut submitted)));
+    }
+    while latencies.len() < count {
+        let mut progressed = false;
+        for slot in window.iter_mut() {
+            let Some((future, at)) = slot else { continue };
+            if let Poll::Ready(answer) = Pin::new(future).poll(&mut cx) {
+                answer.expect("put");
+                latencies.push(at.elapsed());
+                progressed = true;
+                *slot = (submitted < count).then(|| submit(&mut submitted));
+            }
+        }
+        if !progressed {
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+    }
+    (started.elapsed(), latencies)
+}
+
+/// Wakes the benchmark's thread.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
@@ -429,6 +489,25 @@ fn bench_puts(c: &mut Criterion, sys: &Systems) {
     }
     g.finish();
 
+    // The async API: one thread keeps IN_FLIGHT puts in flight.
+    let mut g = c.benchmark_group(format!("put_1KiB_{IN_FLIGHT}_in_flight_async"));
+    g.throughput(Throughput::Elements(1)).sample_size(10);
+    g.bench_function("geoshard", |b| {
+        b.iter_custom(|iters| {
+            put_async_many(&sys.geoshard, IN_FLIGHT, iters as usize, 1024, "a1k").0
+        })
+    });
+    g.finish();
+    let (elapsed, mut lat) = put_async_many(&sys.geoshard, IN_FLIGHT, 65_536, 1024, "alat");
+    lat.sort_unstable();
+    println!(
+        "put latency, 1 KiB values, {IN_FLIGHT} in flight (async, one thread), 65,536 puts:\n  \
+         geoshard        {:8.0} puts/s  p50 {:6.2} ms  p99 {:6.2} ms",
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+    );
+
     println!("put latency, 1 KiB values, {THREADS_SMALL} threads, 6,400 puts:");
     for (name, s) in named {
         let (elapsed, mut lat) = put_many(s, THREADS_SMALL, 6_400, 1024, "lat");
@@ -471,6 +550,21 @@ fn bench_gets(c: &mut Criterion, sys: &Systems) {
                     s.get(keys[i].as_bytes())
                 })
             });
+            if name == "geoshard" {
+                // The async face of the same read: answered at the first
+                // poll (healthy, local).
+                let mut cx = Context::from_waker(Waker::noop());
+                g.bench_function(BenchmarkId::new(name, "healthy_async"), |b| {
+                    b.iter(|| {
+                        i = (i + 7919) % keys.len();
+                        let mut read = sys.geoshard.get_async(keys[i].as_bytes());
+                        match Pin::new(&mut read).poll(&mut cx) {
+                            Poll::Ready(got) => got.expect("get").expect("present"),
+                            Poll::Pending => panic!("a healthy local get waited"),
+                        }
+                    })
+                });
+            }
         }
         g.finish();
     }

@@ -427,3 +427,99 @@ fn bad_input_gets_the_documented_exit_code_and_one_line() {
     assert!(help.contains("Exit codes:"), "{help}");
     assert!(help.contains("3  data not found"), "{help}");
 }
+
+#[test]
+fn bulk_put_and_get_move_a_tree_in_and_out_with_one_open() {
+    let dir = store_dir();
+    let d = dir.path();
+    // A tree of chat exports: nested directories, an empty file, a photo.
+    let tree = d.join("export");
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for room in 0..3 {
+        for msg in 0..40 {
+            let rel = format!("room-{room}/msg-{msg:04}.txt");
+            files.push((rel, format!("message {msg} of room {room}").into_bytes()));
+        }
+    }
+    files.push(("room-0/photos/cat.jpg".into(), photo(300 << 10)));
+    files.push(("empty".into(), Vec::new()));
+    for (rel, bytes) in &files {
+        let path = tree.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let out = geoshard(d, &["--json", "put", "--prefix", "chat/", "--dir"])
+        .arg(&tree)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert_eq!(json(&out)["blobs"], files.len());
+    geoshard(d, &["get", "chat/room-2/msg-0007.txt"])
+        .assert()
+        .success()
+        .stdout("message 7 of room 2");
+
+    // A list of paths, relative to where the command runs.
+    std::fs::write(
+        d.join("list.txt"),
+        "export/room-1/msg-0001.txt\n./export/empty\n",
+    )
+    .unwrap();
+    let out = geoshard(d, &["put", "--prefix", "listed/", "--list", "list.txt"])
+        .current_dir(d)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("stored 2 blobs"));
+    geoshard(d, &["get", "listed/export/room-1/msg-0001.txt"])
+        .assert()
+        .success()
+        .stdout("message 1 of room 1");
+
+    // Out again: every blob under the prefix, byte for byte.
+    let back = d.join("back");
+    let out = geoshard(d, &["--json", "get", "--prefix", "chat/", "-o"])
+        .arg(&back)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert_eq!(json(&out)["blobs"], files.len());
+    for (rel, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(back.join("chat").join(rel)).unwrap(),
+            bytes,
+            "{rel}"
+        );
+    }
+
+    // A special file as the target of a single get (fsync of /dev/null is
+    // EINVAL: it is not synced).
+    geoshard(d, &["get", "chat/room-0/photos/cat.jpg", "-o", "/dev/null"])
+        .assert()
+        .success();
+
+    // Paths that would leave the prefix, and keys that would leave the
+    // directory, are refused with one line.
+    std::fs::write(d.join("bad.txt"), "../escape\n").unwrap();
+    let out = geoshard(d, &["put", "--list", "bad.txt"])
+        .current_dir(d)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(one_line_error(&out).contains("no leading `/` or `..`"));
+    geoshard(d, &["put", "odd/../key", "-"])
+        .write_stdin("x")
+        .assert()
+        .success();
+    let out = geoshard(d, &["get", "--prefix", "odd/", "-o"])
+        .arg(d.join("odd"))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(one_line_error(&out).contains("cannot be written as a file"));
+}

@@ -5,6 +5,7 @@
 //! blob was lost. The other commands operate a store described by a layout
 //! file (`--layout geoshard.toml`).
 
+mod bulk;
 mod drill;
 mod ops;
 mod ui;
@@ -69,22 +70,49 @@ enum Command {
     /// empty. Every other command needs a store created this way.
     Create,
     /// Store a blob under KEY, read from FILE or from stdin (`-`, the
-    /// default).
+    /// default); or many files at once with --dir or --list, keyed by
+    /// their paths (many puts in flight, sharing commits).
     Put {
-        /// The key (UTF-8 text, stored as its bytes).
-        key: String,
+        /// The key (UTF-8 text, stored as its bytes). Not with --dir or
+        /// --list.
+        #[arg(required_unless_present_any = ["dir", "list"])]
+        key: Option<String>,
         /// File to read the value from; `-` for stdin.
         #[arg(default_value = "-")]
         file: PathBuf,
+        /// Store every file under DIR (recursively), each under PREFIX
+        /// followed by its path relative to DIR, with `/` between parts.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["key", "list"])]
+        dir: Option<PathBuf>,
+        /// Store the files named in LIST, one path per line (`-` for
+        /// stdin), each under PREFIX followed by the path as written.
+        #[arg(long, value_name = "LIST", conflicts_with = "key")]
+        list: Option<PathBuf>,
+        /// Put before every key taken from a path (with --dir or --list).
+        #[arg(long, value_name = "PREFIX", default_value = "")]
+        prefix: String,
     },
-    /// Write the blob stored under KEY to stdout or to a file. Exit code 3
-    /// if there is none.
+    /// Write the blob stored under KEY to stdout or to a file (special
+    /// files such as /dev/null work). Exit code 3 if there is none. With
+    /// --prefix, write every blob whose key starts with PREFIX into the
+    /// directory -o DIR, one file per key.
     Get {
-        /// The key.
-        key: String,
-        /// Write to this file instead of stdout.
+        /// The key. Not with --prefix.
+        #[arg(required_unless_present = "prefix")]
+        key: Option<String>,
+        /// Write to this file instead of stdout; with --prefix, the
+        /// directory to write into (created if missing).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Every key starting with this; each is written to DIR/KEY, its
+        /// `/`-separated parts as subdirectories.
+        #[arg(
+            long,
+            value_name = "PREFIX",
+            conflicts_with = "key",
+            requires = "output"
+        )]
+        prefix: Option<String>,
     },
     /// Delete the blob stored under KEY. Exit code 3 if there is none.
     Delete {

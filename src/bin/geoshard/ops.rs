@@ -10,7 +10,7 @@ use geoshard::{
 };
 use serde::Serialize;
 
-use crate::{CliResult, Command, Failure, ui};
+use crate::{CliResult, Command, Failure, bulk, ui};
 
 /// Runs one operator command.
 pub fn run(layout_path: &Path, json: bool, salvage: bool, command: Command) -> CliResult {
@@ -23,8 +23,37 @@ pub fn run(layout_path: &Path, json: bool, salvage: bool, command: Command) -> C
         Command::Drill(_) => Err(Failure::failed("drill does not take a store")),
         Command::Create => created(&store, json),
         Command::AcceptLoss => accept_loss(&store, json),
-        Command::Put { key, file } => put(&store, json, &key, &file),
-        Command::Get { key, output } => get(&store, json, &key, output.as_deref()),
+        Command::Put {
+            key: Some(key),
+            file,
+            ..
+        } => put(&store, json, &key, &file),
+        Command::Put {
+            dir: Some(dir),
+            prefix,
+            ..
+        } => bulk::put_dir(&store, json, &dir, &prefix),
+        Command::Put {
+            list: Some(list),
+            prefix,
+            ..
+        } => bulk::put_list(&store, json, &list, &prefix),
+        Command::Put { .. } => Err(Failure::usage(
+            "put needs a KEY, or --dir DIR, or --list FILE",
+        )),
+        Command::Get {
+            prefix: Some(prefix),
+            output: Some(dir),
+            ..
+        } => bulk::get_prefix(&store, json, &prefix, &dir),
+        Command::Get {
+            key: Some(key),
+            output,
+            ..
+        } => get(&store, json, &key, output.as_deref()),
+        Command::Get { .. } => Err(Failure::usage(
+            "get needs a KEY, or --prefix PREFIX with -o DIR",
+        )),
         Command::Delete { key } => delete(&store, json, &key),
         Command::Ls { prefix } => ls(&store, json, &prefix),
         Command::Stat => stat(&store, json),
@@ -189,7 +218,12 @@ fn get(store: &Store, json: bool, key: &str, output: Option<&Path>) -> CliResult
             for chunk in blob.chunks() {
                 file.write_all(chunk).map_err(|e| write_err(&what, e))?;
             }
-            file.sync_all().map_err(|e| write_err(&what, e))?;
+            // Special files (/dev/null, a pipe, a terminal) cannot be
+            // synced (EINVAL): only a regular file's bytes need it.
+            let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+            if regular {
+                file.sync_all().map_err(|e| write_err(&what, e))?;
+            }
             if json {
                 ui::print_json(&PutOutput {
                     key,
