@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, Wake, Waker};
@@ -34,7 +34,7 @@ use geoshard::codec::Codec;
 use geoshard::format::{ColumnHeader, CommitStamp};
 use geoshard::layout::{Layout, Location, SiteId};
 use geoshard::node::{LocalNode, LocalOptions, Node, RecordRef};
-use geoshard::{Completion, Options, Store};
+use geoshard::{Options, Store};
 
 /// Counts live heap bytes, for the index-memory figure.
 struct Counting;
@@ -66,8 +66,9 @@ static ALLOC: Counting = Counting;
 
 const THREADS_SMALL: usize = 64;
 const THREADS_LARGE: usize = 8;
-/// Puts in flight through the async API.
+/// Puts in flight through the async interfaces: 1 KiB values, 1 MiB ones.
 const IN_FLIGHT: usize = 4096;
+const IN_FLIGHT_LARGE: usize = 64;
 
 /// The systems under test, behind one interface.
 trait System2: Sync {
@@ -90,7 +91,68 @@ impl System2 for Store {
 // ---- baseline (a): 3-way replication with the same group commit ----
 
 /// A queued put: key, value, and where to acknowledge it.
-type RepRequest = (Vec<u8>, Bytes, SyncSender<()>);
+type RepRequest = (Vec<u8>, Bytes, RepAck);
+
+/// How a replicated put is acknowledged: to a blocked thread, or to a
+/// future (the async interface, as geoshard's `Completion`).
+enum RepAck {
+    Blocking(SyncSender<()>),
+    Async(Arc<AsyncAck>),
+}
+
+impl RepAck {
+    fn send(self) {
+        match self {
+            RepAck::Blocking(tx) => {
+                let _ = tx.send(());
+            }
+            RepAck::Async(ack) => {
+                ack.done.store(true, Ordering::Release);
+                let waker = ack.waker.lock().expect("waker").take();
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+        }
+    }
+}
+
+/// The answer slot of an async replicated put.
+#[derive(Default)]
+struct AsyncAck {
+    done: AtomicBool,
+    waker: std::sync::Mutex<Option<Waker>>,
+}
+
+/// A replicated put through the async interface: ready once acknowledged.
+struct RepCompletion(Arc<AsyncAck>);
+
+impl Future for RepCompletion {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *self.0.waker.lock().expect("waker") = Some(cx.waker().clone());
+        if self.0.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Replicated {
+    fn put_async(&self, key: &[u8], value: Bytes) -> RepCompletion {
+        let ack = Arc::new(AsyncAck::default());
+        self.tx
+            .as_ref()
+            .expect("open")
+            .send((key.to_vec(), value, RepAck::Async(Arc::clone(&ack))))
+            .expect("send");
+        RepCompletion(ack)
+    }
+}
 
 struct Replicated {
     tx: Option<Sender<RepRequest>>,
@@ -205,7 +267,7 @@ fn replicate(
         let mut ix = index.write().expect("index");
         for ((key, _, ack), (off, len, crc)) in batch.into_iter().zip(spans) {
             ix.insert(key, (base.generation, base.offset + off, len, crc));
-            let _ = ack.send(());
+            ack.send();
         }
     }
 }
@@ -216,7 +278,7 @@ impl System2 for Replicated {
         self.tx
             .as_ref()
             .expect("open")
-            .send((key.to_vec(), value, ack))
+            .send((key.to_vec(), value, RepAck::Blocking(ack)))
             .expect("send");
         rx.recv().expect("ack");
     }
@@ -387,11 +449,35 @@ fn put_many(
     (started.elapsed(), latencies)
 }
 
-/// Puts `count` values of `len` bytes through the async API from this
-/// thread, keeping `in_flight` of them waiting; returns the elapsed time
-/// and every put's latency (submission to answer).
+/// A put through an async interface, as a boxed future.
+type AsyncPut<'a> = dyn Fn(&[u8], Bytes) -> Pin<Box<dyn Future<Output = ()> + Send>> + 'a;
+
+/// The async puts of each system under test.
+fn async_puts(sys: &Systems) -> [(&'static str, Box<AsyncPut<'_>>); 2] {
+    [
+        (
+            "geoshard",
+            Box::new(|key: &[u8], value: Bytes| {
+                let put = sys.geoshard.put_async(key, value);
+                Box::pin(async move { put.await.expect("put") })
+                    as Pin<Box<dyn Future<Output = ()> + Send>>
+            }),
+        ),
+        (
+            "replication_3x",
+            Box::new(|key: &[u8], value: Bytes| {
+                Box::pin(sys.replicated.put_async(key, value))
+                    as Pin<Box<dyn Future<Output = ()> + Send>>
+            }),
+        ),
+    ]
+}
+
+/// Puts `count` values of `len` bytes through `put` from this thread,
+/// keeping `in_flight` of them waiting; returns the elapsed time and every
+/// put's latency (submission to answer).
 fn put_async_many(
-    store: &Store,
+    put: &AsyncPut<'_>,
     in_flight: usize,
     count: usize,
     len: usize,
@@ -400,16 +486,14 @@ fn put_async_many(
     let payload = value(len, 1);
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
-    let mut window: Vec<Option<(Completion<()>, Instant)>> = Vec::with_capacity(in_flight);
+    type Waiting = (Pin<Box<dyn Future<Output = ()> + Send>>, Instant);
+    let mut window: Vec<Option<Waiting>> = Vec::with_capacity(in_flight);
     let mut latencies = Vec::with_capacity(count);
     let mut submitted = 0usize;
     let submit = |submitted: &mut usize| {
         let key = format!("{tag}/{submitted}");
         *submitted += 1;
-        (
-            store.put_async(key.as_bytes(), payload.clone()),
-            Instant::now(),
-        )
+        (put(key.as_bytes(), payload.clone()), Instant::now())
     };
     let started = Instant::now();
     while submitted < count.min(in_flight) {
@@ -419,8 +503,7 @@ fn put_async_many(
         let mut progressed = false;
         for slot in window.iter_mut() {
             let Some((future, at)) = slot else { continue };
-            if let Poll::Ready(answer) = Pin::new(future).poll(&mut cx) {
-                answer.expect("put");
+            if future.as_mut().poll(&mut cx).is_ready() {
                 latencies.push(at.elapsed());
                 progressed = true;
                 *slot = (submitted < count).then(|| submit(&mut submitted));
@@ -489,24 +572,37 @@ fn bench_puts(c: &mut Criterion, sys: &Systems) {
     }
     g.finish();
 
-    // The async API: one thread keeps IN_FLIGHT puts in flight.
+    // The async interfaces: one thread keeps IN_FLIGHT puts in flight.
+    let puts = async_puts(sys);
     let mut g = c.benchmark_group(format!("put_1KiB_{IN_FLIGHT}_in_flight_async"));
     g.throughput(Throughput::Elements(1)).sample_size(10);
-    g.bench_function("geoshard", |b| {
-        b.iter_custom(|iters| {
-            put_async_many(&sys.geoshard, IN_FLIGHT, iters as usize, 1024, "a1k").0
-        })
-    });
+    for (name, put) in &puts {
+        g.bench_function(*name, |b| {
+            b.iter_custom(|iters| put_async_many(put, IN_FLIGHT, iters as usize, 1024, "a1k").0)
+        });
+    }
     g.finish();
-    let (elapsed, mut lat) = put_async_many(&sys.geoshard, IN_FLIGHT, 65_536, 1024, "alat");
-    lat.sort_unstable();
-    println!(
-        "put latency, 1 KiB values, {IN_FLIGHT} in flight (async, one thread), 65,536 puts:\n  \
-         geoshard        {:8.0} puts/s  p50 {:6.2} ms  p99 {:6.2} ms",
-        lat.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&lat, 0.50).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
-    );
+    let mut g = c.benchmark_group(format!("put_1MiB_{IN_FLIGHT_LARGE}_in_flight_async"));
+    g.throughput(Throughput::Bytes(1 << 20)).sample_size(10);
+    for (name, put) in &puts {
+        g.bench_function(*name, |b| {
+            b.iter_custom(|iters| {
+                put_async_many(put, IN_FLIGHT_LARGE, iters as usize, 1 << 20, "a1m").0
+            })
+        });
+    }
+    g.finish();
+    println!("put latency, 1 KiB values, {IN_FLIGHT} in flight (async, one thread), 65,536 puts:");
+    for (name, put) in &puts {
+        let (elapsed, mut lat) = put_async_many(put, IN_FLIGHT, 65_536, 1024, "alat");
+        lat.sort_unstable();
+        println!(
+            "  {name:15} {:8.0} puts/s  p50 {:6.2} ms  p99 {:6.2} ms",
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            percentile(&lat, 0.50).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        );
+    }
 
     println!("put latency, 1 KiB values, {THREADS_SMALL} threads, 6,400 puts:");
     for (name, s) in named {
