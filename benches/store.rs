@@ -525,6 +525,17 @@ impl Wake for Unpark {
     }
 }
 
+/// One line of a latency report: rate, p50 and p99 of `latencies`.
+fn print_latency(name: &str, elapsed: Duration, mut latencies: Vec<Duration>) {
+    latencies.sort_unstable();
+    println!(
+        "  {name:15} {:8.0} puts/s  p50 {:6.2} ms  p99 {:6.2} ms",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
@@ -594,26 +605,14 @@ fn bench_puts(c: &mut Criterion, sys: &Systems) {
     g.finish();
     println!("put latency, 1 KiB values, {IN_FLIGHT} in flight (async, one thread), 65,536 puts:");
     for (name, put) in &puts {
-        let (elapsed, mut lat) = put_async_many(put, IN_FLIGHT, 65_536, 1024, "alat");
-        lat.sort_unstable();
-        println!(
-            "  {name:15} {:8.0} puts/s  p50 {:6.2} ms  p99 {:6.2} ms",
-            lat.len() as f64 / elapsed.as_secs_f64(),
-            percentile(&lat, 0.50).as_secs_f64() * 1e3,
-            percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        );
+        let (elapsed, lat) = put_async_many(put, IN_FLIGHT, 65_536, 1024, "alat");
+        print_latency(name, elapsed, lat);
     }
 
     println!("put latency, 1 KiB values, {THREADS_SMALL} threads, 6,400 puts:");
     for (name, s) in named {
-        let (elapsed, mut lat) = put_many(s, THREADS_SMALL, 6_400, 1024, "lat");
-        lat.sort_unstable();
-        println!(
-            "  {name:15} {:8.0} puts/s  p50 {:6.2} ms  p99 {:6.2} ms",
-            lat.len() as f64 / elapsed.as_secs_f64(),
-            percentile(&lat, 0.50).as_secs_f64() * 1e3,
-            percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        );
+        let (elapsed, lat) = put_many(s, THREADS_SMALL, 6_400, 1024, "lat");
+        print_latency(name, elapsed, lat);
     }
 }
 
