@@ -17,6 +17,12 @@ use crate::{Error, Result};
 /// [`Error::InvalidLayout`] for a URL or setting the client refuses, a
 /// scheme this build has no feature for, or a credential variable that is
 /// not set.
+// Built without any backend feature, every scheme is refused before the
+// settings are used.
+#[cfg_attr(
+    not(any(feature = "aws", feature = "gcp", feature = "azure")),
+    allow(unused_variables, unreachable_code)
+)]
 pub(crate) fn connect(
     name: &str,
     url: &str,
