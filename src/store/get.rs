@@ -214,10 +214,15 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8]) -> Option<Result<Option<Bl
     if inner.nodes.is_remote(node) || !inner.nodes.is_up(node) {
         return None;
     }
-    let read = inner
+    let bytes = inner
         .reads()
-        .read_stored(stripe_id, node, loc, part.offset, part.len);
-    let bytes = inner.reads().checked(stripe_id, &part, read)?;
+        .read_stored(stripe_id, node, loc, part.offset, part.len)?;
+    // A mismatch is left to the full read, which counts it once, warns and
+    // rebuilds (a read error has marked the node down already, so the full
+    // read goes straight to the other columns).
+    if crc32fast::hash(&bytes) != part.checksum {
+        return None;
+    }
     inner.stats.gets.inc();
     Some(Ok(Some(Blob::from(bytes))))
 }
@@ -231,7 +236,7 @@ const READ_THREADS: usize = 16;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-static READ_POOL: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> =
+static READ_POOL: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
     std::sync::OnceLock::new();
 
 /// Runs `job` on the async reads' pool, starting it on first use. False
@@ -261,14 +266,8 @@ pub(crate) fn spawn_read(job: impl FnOnce() + Send + 'static) -> bool {
                 started += 1;
             }
         }
-        (started > 0).then(|| std::sync::Mutex::new(tx))
+        (started > 0).then_some(tx)
     });
-    match pool {
-        Some(tx) => tx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send(Box::new(job))
-            .is_ok(),
-        None => false,
-    }
+    pool.as_ref()
+        .is_some_and(|tx| tx.send(Box::new(job)).is_ok())
 }
