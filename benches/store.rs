@@ -2,7 +2,7 @@
 //! on the same local node directories and the same machine in one run:
 //!
 //! - geoshard: RS(6,3) over 3 sites x 3 nodes, packed stripes, group commit;
-//! - replication: the same group commit, each commit's values appended
+//! - replication: the same pipelined group commit, each commit's values appended
 //!   whole to one node in each of 3 sites (3x the bytes);
 //! - naive RS: each blob coded alone into 6+3 records, one per node, each
 //!   synced (no packing, no group commit).
@@ -88,7 +88,7 @@ impl System2 for Store {
     }
 }
 
-// ---- baseline (a): 3-way replication with the same group commit ----
+// ---- baseline (a): 3-way replication with the same pipelined group commit ----
 
 /// A queued put: key, value, and where to acknowledge it.
 type RepRequest = (Vec<u8>, Bytes, RepAck);
@@ -148,14 +148,18 @@ impl Replicated {
         self.tx
             .as_ref()
             .expect("open")
-            .send((key.to_vec(), value, RepAck::Async(Arc::clone(&ack))))
+            .send(RepMsg::Put((
+                key.to_vec(),
+                value,
+                RepAck::Async(Arc::clone(&ack)),
+            )))
             .expect("send");
         RepCompletion(ack)
     }
 }
 
 struct Replicated {
-    tx: Option<Sender<RepRequest>>,
+    tx: Option<Sender<RepMsg>>,
     index: Arc<RepIndex>,
     nodes: Arc<Vec<LocalNode>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -180,8 +184,8 @@ impl Replicated {
         let interval = options.commit_interval;
         let capacity = options.column_len_target * 6;
         let thread = {
-            let (nodes, index) = (Arc::clone(&nodes), Arc::clone(&index));
-            std::thread::spawn(move || replicate(rx, &nodes, &index, interval, capacity))
+            let (nodes, index, events) = (Arc::clone(&nodes), Arc::clone(&index), tx.clone());
+            std::thread::spawn(move || replicate(rx, events, nodes, index, interval, capacity))
         };
         Replicated {
             tx: Some(tx),
@@ -194,81 +198,135 @@ impl Replicated {
 
 type RepIndex = RwLock<HashMap<Vec<u8>, (u64, u64, u32, u32)>>;
 
+/// What the replication committer's queue carries.
+enum RepMsg {
+    Put(RepRequest),
+    /// The writer finished a commit.
+    Written,
+    /// The store is dropped.
+    Stop,
+}
+
+/// The same pipelined group commit as geoshard's: a commit is sealed at
+/// once when nothing is being written; behind a commit being written, the
+/// next gathers until it is durable, `interval` passed or it is full, and
+/// is then handed to the writer (at most one waits there). The writer
+/// appends to the three replicas, publishes, and acknowledges in order.
 fn replicate(
-    rx: Receiver<RepRequest>,
-    nodes: &[LocalNode],
-    index: &RepIndex,
+    rx: Receiver<RepMsg>,
+    events: Sender<RepMsg>,
+    nodes: Arc<Vec<LocalNode>>,
+    index: Arc<RepIndex>,
     interval: Duration,
     capacity: usize,
 ) {
-    let mut payload = Vec::new();
-    let mut stripe_id = 1u64;
-    let names: Vec<String> = (0..3).map(|s| format!("r{s}")).collect();
-    while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + interval;
-        let mut weight = first.1.len();
-        let mut batch = vec![first];
-        while weight < capacity {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(r) if !left.is_zero() => {
-                    weight += r.1.len();
-                    batch.push(r);
-                }
-                Ok(r) => {
-                    batch.push(r);
-                    break;
-                }
-                Err(_) => break,
+    let (wtx, wrx) = mpsc::sync_channel::<Vec<RepRequest>>(1);
+    let writer = std::thread::spawn(move || {
+        let mut payload = Vec::new();
+        let mut stripe_id = 1u64;
+        while let Ok(batch) = wrx.recv() {
+            write_replicated(&nodes, &index, &mut payload, stripe_id, batch);
+            stripe_id += 1;
+            if events.send(RepMsg::Written).is_err() {
+                break;
             }
         }
-        payload.clear();
-        let mut spans = Vec::with_capacity(batch.len());
-        for (_, v, _) in &batch {
-            spans.push((payload.len() as u64, v.len() as u32, crc32fast::hash(v)));
-            payload.extend_from_slice(v);
+    });
+    let mut outstanding = 0usize;
+    let mut gathering: Vec<RepRequest> = Vec::new();
+    let mut weight = 0usize;
+    let mut since = Instant::now();
+    let mut stopping = false;
+    loop {
+        if stopping && gathering.is_empty() && outstanding == 0 {
+            break;
         }
-        let crc = crc32fast::hash(&payload);
-        let len = payload.len() as u32;
-        let headers: Vec<ColumnHeader> = (0..3u16)
-            .map(|c| ColumnHeader {
-                stripe_id,
-                generation: 1,
-                data_count: 1,
-                parity_count: 2,
-                column_index: c,
-                column_lens: vec![len; 3],
-                column_checksums: vec![crc; 3],
-                placement: names.clone(),
-                entry_table_lens: vec![0],
-                commit: CommitStamp::default(),
-                handoffs: Vec::new(),
+        let due = !gathering.is_empty()
+            && outstanding < 2
+            && (outstanding == 0 || stopping || weight >= capacity || since.elapsed() >= interval);
+        if due {
+            outstanding += 1;
+            weight = 0;
+            wtx.send(std::mem::take(&mut gathering)).expect("writer");
+            continue;
+        }
+        let timeout = if gathering.is_empty() || outstanding >= 2 {
+            Duration::from_secs(1)
+        } else {
+            interval.saturating_sub(since.elapsed())
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(RepMsg::Put(r)) => {
+                if gathering.is_empty() {
+                    since = Instant::now();
+                }
+                weight += r.1.len();
+                gathering.push(r);
+            }
+            Ok(RepMsg::Written) => outstanding -= 1,
+            Ok(RepMsg::Stop) => stopping = true,
+            Err(_) => {}
+        }
+    }
+    drop(wtx);
+    let _ = writer.join();
+}
+
+/// One replicated commit: its values appended to every replica, then
+/// published and acknowledged.
+fn write_replicated(
+    nodes: &[LocalNode],
+    index: &RepIndex,
+    payload: &mut Vec<u8>,
+    stripe_id: u64,
+    batch: Vec<RepRequest>,
+) {
+    let names: Vec<String> = (0..3).map(|s| format!("r{s}")).collect();
+    payload.clear();
+    let mut spans = Vec::with_capacity(batch.len());
+    for (_, v, _) in &batch {
+        spans.push((payload.len() as u64, v.len() as u32, crc32fast::hash(v)));
+        payload.extend_from_slice(v);
+    }
+    let crc = crc32fast::hash(payload);
+    let len = payload.len() as u32;
+    let headers: Vec<ColumnHeader> = (0..3u16)
+        .map(|c| ColumnHeader {
+            stripe_id,
+            generation: 1,
+            data_count: 1,
+            parity_count: 2,
+            column_index: c,
+            column_lens: vec![len; 3],
+            column_checksums: vec![crc; 3],
+            placement: names.clone(),
+            entry_table_lens: vec![0],
+            commit: CommitStamp::default(),
+            handoffs: Vec::new(),
+        })
+        .collect();
+    let locs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .zip(&headers)
+            .map(|(node, header)| {
+                let payload = &payload[..];
+                s.spawn(move || {
+                    node.append(1, &[RecordRef { header, payload }])
+                        .expect("append")
+                })
             })
             .collect();
-        stripe_id += 1;
-        let locs: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = nodes
-                .iter()
-                .zip(&headers)
-                .map(|(node, header)| {
-                    let payload = &payload;
-                    s.spawn(move || {
-                        node.append(1, &[RecordRef { header, payload }])
-                            .expect("append")
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("join"))
-                .collect()
-        });
-        let base = locs[0][0];
-        let mut ix = index.write().expect("index");
-        for ((key, _, ack), (off, len, crc)) in batch.into_iter().zip(spans) {
-            ix.insert(key, (base.generation, base.offset + off, len, crc));
-            ack.send();
-        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("join"))
+            .collect()
+    });
+    let base = locs[0][0];
+    let mut ix = index.write().expect("index");
+    for ((key, _, ack), (off, len, crc)) in batch.into_iter().zip(spans) {
+        ix.insert(key, (base.generation, base.offset + off, len, crc));
+        ack.send();
     }
 }
 
@@ -278,7 +336,7 @@ impl System2 for Replicated {
         self.tx
             .as_ref()
             .expect("open")
-            .send((key.to_vec(), value, RepAck::Blocking(ack)))
+            .send(RepMsg::Put((key.to_vec(), value, RepAck::Blocking(ack))))
             .expect("send");
         rx.recv().expect("ack");
     }
@@ -293,7 +351,9 @@ impl System2 for Replicated {
 
 impl Drop for Replicated {
     fn drop(&mut self) {
-        drop(self.tx.take());
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(RepMsg::Stop);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

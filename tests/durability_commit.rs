@@ -142,7 +142,7 @@ fn delete_in_the_same_commit_as_a_carried_tombstone_stays_deleted() {
     let dir = common::fast_tempdir();
     let layout = common::layout_3x3(dir.path());
     let options = Options {
-        commit_interval: Duration::from_millis(400),
+        commit_delay: Duration::from_millis(400),
         segment_len_target: 1,
         ..common::options()
     };

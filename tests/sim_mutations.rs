@@ -13,21 +13,21 @@ use geoshard::sim::{SimConfig, run};
 
 /// (mutation, the first seed of 0.. that found it, operations per seed).
 const FOUND: &[(Mutation, u64, u64)] = &[
-    (Mutation::SiteBlindHandoff, 3, 1000),
-    (Mutation::SilentNewestLoss, 1093, 1000),
-    (Mutation::TombstoneRace, 46, 1000),
+    (Mutation::SiteBlindHandoff, 6, 1000),
+    (Mutation::SilentNewestLoss, 575, 1000),
+    (Mutation::TombstoneRace, 58, 1000),
     (Mutation::OpenCreatesWhenEmpty, 1, 1000),
     (Mutation::RepairKeepsHandle, 3, 1000),
-    (Mutation::KeepFailedAttempts, 27, 1000),
-    (Mutation::ProposalsDecideNothing, 4, 1000),
-    (Mutation::CutTornTails, 1536, 1000),
-    (Mutation::ScrubPayloadsOnly, 111, 1000),
-    (Mutation::LeaseUnknownIsOurs, 24, 1000),
-    (Mutation::VanishedObjectFailsScan, 24, 1000),
-    (Mutation::ManifestOnWipedPrefix, 24, 1000),
-    (Mutation::KeepOrphanOnWipedPrefix, 62, 1000),
-    (Mutation::LeaseDoubtMarksDown, 24, 1000),
-    (Mutation::ForgetUnrecordedDiscards, 453, 1000),
+    (Mutation::KeepFailedAttempts, 6, 1000),
+    (Mutation::ProposalsDecideNothing, 49, 1000),
+    (Mutation::CutTornTails, 2703, 1000),
+    (Mutation::ScrubPayloadsOnly, 576, 1000),
+    (Mutation::LeaseUnknownIsOurs, 30, 1000),
+    (Mutation::VanishedObjectFailsScan, 30, 1000),
+    (Mutation::ManifestOnWipedPrefix, 219, 1000),
+    (Mutation::KeepOrphanOnWipedPrefix, 30, 1000),
+    (Mutation::LeaseDoubtMarksDown, 30, 1000),
+    (Mutation::ForgetUnrecordedDiscards, 111, 1000),
 ];
 
 #[test]

@@ -54,8 +54,9 @@ fn flipped_bytes_on_one_node_never_reach_a_reader() {
         });
     }
 
-    // Damage the records of the node holding the most: a header byte in
-    // some, an entry-table byte in others, a blob byte in others.
+    // Damage the records of the node holding the most data columns (the
+    // ones gets read): a header byte in some, an entry-table byte in
+    // others, a blob byte in others.
     let (victim, records) = layout
         .nodes()
         .iter()
@@ -70,7 +71,11 @@ fn flipped_bytes_on_one_node_never_reach_a_reader() {
             }
             (path.clone(), records)
         })
-        .max_by_key(|(_, r)| r.len())
+        .max_by_key(|(_, r)| {
+            r.iter()
+                .filter(|rec| rec.header.entry_table_len().unwrap_or(0) > 0)
+                .count()
+        })
         .unwrap();
     assert!(
         records.len() >= 6,
@@ -79,7 +84,18 @@ fn flipped_bytes_on_one_node_never_reach_a_reader() {
     );
     let segments = common::files_under(&victim);
     let mut kinds = [0usize; 4];
+    // The last record of each segment stays intact: damage there reads as
+    // a torn tail, and open rebuilds what a torn tail hides before it
+    // returns, so no read would meet it.
+    let mut last_of_segment: HashMap<u64, u64> = HashMap::new();
+    for rec in &records {
+        let last = last_of_segment.entry(rec.location.generation).or_default();
+        *last = (*last).max(rec.location.offset);
+    }
     for (i, rec) in records.iter().enumerate() {
+        if last_of_segment.get(&rec.location.generation) == Some(&rec.location.offset) {
+            continue;
+        }
         let segment = segments
             .iter()
             .find(|p| {
@@ -135,7 +151,7 @@ fn flipped_bytes_on_one_node_never_reach_a_reader() {
         );
     }
     let stats = store.stats();
-    assert!(stats.degraded_reads > 0, "{stats:?}");
+    assert!(stats.degraded_reads > 0, "{stats:?} {report:?} {kinds:?}");
     assert!(
         stats.repair_queue > 0,
         "damaged columns are queued for repair: {stats:?}"

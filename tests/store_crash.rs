@@ -62,7 +62,7 @@ fn acknowledged_puts_survive_a_crash_mid_commit() {
                 // which the "crash" will cut short.
                 let checkpoint = sizes(root);
                 let slow = Options {
-                    commit_interval: Duration::from_millis(300),
+                    commit_delay: Duration::from_millis(300),
                     ..common::options()
                 };
                 drop(store);

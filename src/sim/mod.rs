@@ -20,6 +20,8 @@
 //! - operations: put (0 B to 3 MiB, about 1% over 64 KiB, split blobs
 //!   included), delete, get, contains, `len_of`, `keys_with_prefix`, flush,
 //!   committer steps of 1 to 64 submissions (hundreds stay in flight),
+//!   each leaving nothing, a written or a sealed commit outstanding for
+//!   the next to be sealed behind (pipelined commits),
 //!   compact, repair, scrub, health, close and reopen, a second opener
 //!   (refused), an open with every disk unmounted (refused);
 //! - faults: a process crash during a commit, a flush, a compaction, a
@@ -62,7 +64,7 @@ pub use self::world::FaultCounts;
 use self::world::{SimClock, World};
 use crate::layout::{Layout, SiteId};
 use crate::store::{CompactOptions, RepairOptions, ScrubOptions};
-use crate::store::{Pending, Request};
+use crate::store::{Overlap, Pending, Request};
 use crate::{Error, Options, Store, WritePolicy};
 
 /// One simulation run: a seed and how many operations it takes.
@@ -665,6 +667,12 @@ impl Sim {
         self.final_check()
     }
 
+    /// What a commit step leaves outstanding (pipelined commits): nothing,
+    /// a written commit, or a sealed one.
+    fn overlap(&mut self) -> Overlap {
+        [Overlap::None, Overlap::Written, Overlap::Sealed][self.rng.below(3) as usize]
+    }
+
     fn store(&self) -> Result<&Store, String> {
         self.store.as_ref().ok_or_else(|| "no store".to_string())
     }
@@ -675,9 +683,12 @@ impl Sim {
             Op::Delete => self.delete(),
             Op::Step => {
                 let max = 1 + self.rng.below(64) as usize;
-                let answered = self.store()?.step_if_stepped(max).unwrap_or(0);
+                let overlap = self.overlap();
+                let answered = self.store()?.step_overlapping(max, overlap).unwrap_or(0);
                 self.collect()?;
-                Ok(format!("{answered} answered"))
+                Ok(format!(
+                    "{answered} answered ({overlap:?} left outstanding)"
+                ))
             }
             Op::Get => {
                 let key = self.key();
@@ -1010,8 +1021,20 @@ impl Sim {
         match point {
             CrashPoint::Commit => {
                 // Everything queued: a commit of many stripes, so a node's
-                // append holds several records and can tear between them.
-                let _ = self.store()?.step_if_stepped(usize::MAX);
+                // append holds several records and can tear between them;
+                // half the time after another commit left outstanding, so
+                // the crash comes between overlapping commits.
+                if self.rng.one_in(2) {
+                    let overlap = if self.rng.one_in(2) {
+                        Overlap::Written
+                    } else {
+                        Overlap::Sealed
+                    };
+                    let max = 1 + self.rng.below(16) as usize;
+                    let _ = self.store()?.step_overlapping(max, overlap);
+                }
+                let overlap = self.overlap();
+                let _ = self.store()?.step_overlapping(usize::MAX, overlap);
             }
             CrashPoint::Flush => {
                 let _ = self.store()?.flush();

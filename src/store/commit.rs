@@ -1,26 +1,37 @@
-//! The committer: one thread that turns queued puts and deletes into sealed,
-//! durable stripes (group commit).
+//! The committer: turns queued puts and deletes into sealed, durable
+//! stripes (group commit), and pipelines its commits: while the writer
+//! (`writer.rs`) appends one commit, the committer gathers and seals the
+//! next.
 //!
 //! Protocol, per commit (docs/DURABILITY.md, "The plan and the
-//! acknowledgement rule"; invariants D1, D3, D4):
-//! 1. take the queued requests (until the stripe is full, the oldest has
-//!    waited `commit_interval`, or a flush asks);
+//! acknowledgement rule" and "Pipelined commits"; invariants D1, D3, D4):
+//! 1. take the queued requests (until the stripe is full, a flush asks, or
+//!    the oldest has waited `commit_interval` behind a commit being
+//!    written, `commit_delay` (default 0) when none is);
 //! 2. pack them into stripes; seal each stripe (entry tables, parity), plan
-//!    a node for every column (home, or a site-safe handoff), and append the
-//!    columns to exactly those nodes in parallel, one sync per node;
-//! 3. if an append fails, the node is marked and the whole commit is sealed
+//!    a node for every column (home, or a site-safe handoff), and hand it
+//!    to the writer, which appends the columns to exactly those nodes in
+//!    parallel, one sync per node. At most two commits are outstanding: a
+//!    commit is sealed against the effects of the one before it, which is
+//!    not published yet;
+//! 3. commits are published and answered in the order they were sealed,
+//!    which is their stripe-id order. If an append fails, the node is
+//!    marked; the writer writes nothing more until the committer has the
+//!    answers of every outstanding commit; the failed commit is sealed
 //!    again under new stripe ids (a retry; the earlier attempt is never
-//!    acknowledged); a commit that cannot be planned or runs out of time
-//!    fails every request in it;
-//! 4. only when every planned column of every stripe is durable: publish the
-//!    stripes and index updates, then acknowledge.
+//!    acknowledged) and the commits behind it are sealed again after it. A
+//!    commit that cannot be planned or runs out of time fails every request
+//!    in it;
+//! 4. only when every planned column of every stripe of a commit is durable
+//!    and every earlier commit is published: publish its stripes and index
+//!    updates, then acknowledge.
 //!
 //! Every delete writes a tombstone. A commit never changes generation after
 //! its first stripe (a retry stays in the attempt's generation).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,9 +39,9 @@ use bytes::Bytes;
 use super::Inner;
 use super::index::{BlobLoc, PartLoc};
 use super::pack::{OpenStripe, Placed};
-use super::stripe_io::{PlanRefused, WriteFailed};
-use super::stripes::{ColumnInfo, StripeInfo};
+use super::stripe_io::PlanRefused;
 use super::submit::Ack;
+use super::writer::{Buffers, JobResult, Outcome, SealedStripe, WriterCore, WriterMsg, Written};
 use crate::format::{self, ColumnHeader, CommitStamp, Entry, EntryFlags};
 use crate::layout::NodeId;
 use crate::{Error, Result};
@@ -120,7 +131,7 @@ pub(crate) const NODE_CHECK_INTERVAL: std::time::Duration = std::time::Duration:
 /// Why a commit attempt failed; rebuilt into an `Error` for every waiting
 /// caller.
 #[derive(Clone, Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// The stripe could not be planned (no node, or the strict policy).
     Plan(PlanRefused),
     Superseded {
@@ -134,7 +145,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn to_error(&self) -> Error {
+    pub(crate) fn to_error(&self) -> Error {
         match self {
             Failure::Plan(refused) => refused.to_error(),
             Failure::Superseded { node, reason } => Error::Superseded {
@@ -155,6 +166,37 @@ impl Failure {
     }
 }
 
+/// What the committer's queue carries.
+pub(crate) enum Event {
+    /// A request from the store.
+    Request(Request),
+    /// The writer's answer for a commit.
+    Written(JobResult),
+    /// The store is closing: commit what is queued, then stop.
+    Shutdown,
+}
+
+/// How much a step of a stepped committer leaves outstanding (the
+/// simulator's choice; a threaded committer decides by itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+pub(crate) enum Overlap {
+    /// The commit is written, published and answered within the step.
+    None,
+    /// The commit is written but left unpublished: the next step seals the
+    /// next commit while it is outstanding.
+    Written,
+    /// The commit is sealed but not written yet: the next step writes it,
+    /// then the next commit.
+    Sealed,
+}
+
+/// Commits outstanding at most: one being written, one sealed behind it.
+const DEPTH: usize = 2;
+
+/// Stripes the committer may seal ahead of the writer.
+const STRIPES_AHEAD: usize = 2;
+
 /// Where the writer continues after open.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WriterStart {
@@ -162,37 +204,181 @@ pub(crate) struct WriterStart {
     pub next_stripe_id: u64,
 }
 
+/// Where the stripes the committer seals go.
+enum Link {
+    /// The writer thread (production); answers come back as events.
+    Thread {
+        tx: Option<SyncSender<WriterMsg>>,
+        handle: Option<std::thread::JoinHandle<()>>,
+    },
+    /// Held here and handled when a step says (a stepped store).
+    Inline {
+        queue: VecDeque<WriterMsg>,
+        core: WriterCore,
+    },
+}
+
+/// A generation and the bytes written to it so far.
+#[derive(Clone, Copy, Debug)]
+struct GenerationState {
+    generation: u64,
+    bytes: u64,
+}
+
+/// A retry of a failed commit: it keeps its deadline, its count and its
+/// generation.
+#[derive(Clone, Copy, Debug)]
+struct RetryOf {
+    attempts: usize,
+    deadline: Duration,
+    generation: GenerationState,
+}
+
+/// A sealed commit, waiting for the writer's answer.
+struct Outstanding {
+    job: u64,
+    batch: Vec<Request>,
+    /// Per request: whether a delete found its key, whether a relocate or
+    /// tombstone was written.
+    answers: Vec<bool>,
+    /// The attempt's stripe ids: `first..end`.
+    first: u64,
+    end: u64,
+    /// The generation state before it was sealed (restored when it and the
+    /// commits after it are sealed again) and the one it wrote in.
+    before: GenerationState,
+    generation: GenerationState,
+    attempts: usize,
+    deadline: Duration,
+    result: Option<Outcome>,
+}
+
+/// Requests received and not yet sealed.
+#[derive(Default)]
+struct Gathering {
+    requests: VecDeque<Request>,
+    weight: usize,
+    flushes: usize,
+    /// When the oldest arrived (the wall clock: a gathering wait).
+    since: Option<Instant>,
+}
+
+impl Gathering {
+    fn push_back(&mut self, request: Request) {
+        self.add(&request);
+        self.requests.push_back(request);
+    }
+
+    fn add(&mut self, request: &Request) {
+        self.weight += request.weight();
+        self.flushes += usize::from(matches!(request, Request::Flush { .. }));
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Puts requests that were sealed once back in front, in order.
+    fn push_front_all(&mut self, batch: Vec<Request>) {
+        for request in batch.into_iter().rev() {
+            self.add(&request);
+            self.requests.push_front(request);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// The next commit's requests: up to a stripe's worth of bytes, at most
+    /// `max_requests`, ending at the first flush.
+    fn take(&mut self, capacity: usize, max_requests: usize) -> Vec<Request> {
+        let mut batch = Vec::new();
+        let mut weight = 0;
+        while batch.len() < max_requests && weight < capacity {
+            let Some(request) = self.requests.pop_front() else {
+                break;
+            };
+            let flush = matches!(request, Request::Flush { .. });
+            weight += request.weight();
+            self.weight -= request.weight();
+            self.flushes -= usize::from(flush);
+            batch.push(request);
+            if flush {
+                break;
+            }
+        }
+        self.since = if self.requests.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        batch
+    }
+}
+
 pub(crate) struct Committer {
     inner: Arc<Inner>,
-    rx: Receiver<Request>,
+    rx: Receiver<Event>,
     open: OpenStripe,
-    /// Reused column payload buffers, k + m.
+    /// The column payloads of the stripe being sealed, k + m.
     payloads: Vec<Vec<u8>>,
+    /// Payload sets the writer gave back, for reuse.
+    spare: Arc<Buffers>,
     next_stripe_id: u64,
     generation: u64,
     generation_bytes: u64,
-    /// First stripe id of the commit attempt being written.
-    commit_first: u64,
-    /// Whether the attempt being written appended anything (only then can
-    /// it leave columns behind that need discarding).
-    attempt_wrote: bool,
     /// When the nodes were last checked (by the store's clock).
     nodes_checked: Duration,
     /// The session this committer writes (every stripe id carries it).
     session: u64,
-}
-
-/// A sealed and written stripe, before it is published.
-struct Written {
-    info: StripeInfo,
-    /// (request, part index, where the part is).
-    parts: Vec<(usize, u32, PartLoc)>,
-    /// Written without the promise's margin (docs/DURABILITY.md).
-    degraded: bool,
+    link: Link,
+    /// Sealed commits, oldest first, answered in this order.
+    outstanding: VecDeque<Outstanding>,
+    gathering: Gathering,
+    next_job: u64,
+    /// A shutdown was asked: seal what is gathered without waiting.
+    closing: bool,
 }
 
 impl Committer {
-    pub fn new(inner: Arc<Inner>, rx: Receiver<Request>, start: WriterStart) -> Committer {
+    /// A committer whose writer runs on its own thread, answering through
+    /// `events` (a sender of the committer's own queue).
+    pub fn threaded(
+        inner: Arc<Inner>,
+        rx: Receiver<Event>,
+        events: Sender<Event>,
+        start: WriterStart,
+    ) -> Result<Committer> {
+        let (tx, writer_rx) = std::sync::mpsc::sync_channel(STRIPES_AHEAD);
+        let spare = Arc::new(Buffers::default());
+        let core = WriterCore::new(Arc::clone(&inner), Arc::clone(&spare));
+        let handle = std::thread::Builder::new()
+            .name("geoshard-writer".into())
+            .spawn(move || super::writer::run(core, writer_rx, events))
+            .map_err(|e| Error::io("starting the writer thread", e))?;
+        let link = Link::Thread {
+            tx: Some(tx),
+            handle: Some(handle),
+        };
+        Ok(Committer::new(inner, rx, start, link, spare))
+    }
+
+    /// A committer whose writer runs inline, when a step says.
+    pub fn stepped(inner: Arc<Inner>, rx: Receiver<Event>, start: WriterStart) -> Committer {
+        let spare = Arc::new(Buffers::default());
+        let core = WriterCore::new(Arc::clone(&inner), Arc::clone(&spare));
+        let link = Link::Inline {
+            queue: VecDeque::new(),
+            core,
+        };
+        Committer::new(inner, rx, start, link, spare)
+    }
+
+    fn new(
+        inner: Arc<Inner>,
+        rx: Receiver<Event>,
+        start: WriterStart,
+        link: Link,
+        spare: Arc<Buffers>,
+    ) -> Committer {
         let nodes_checked = inner.clock.now();
         let code = inner.layout.code();
         let open = OpenStripe::new(
@@ -202,178 +388,431 @@ impl Committer {
         );
         Committer {
             payloads: vec![Vec::new(); code.data_count + code.parity_count],
+            spare,
             inner,
             rx,
             open,
             next_stripe_id: start.next_stripe_id,
             generation: 0,
             generation_bytes: 0,
-            commit_first: 0,
-            attempt_wrote: false,
             nodes_checked,
             session: super::open::session_of(start.next_stripe_id),
+            link,
+            outstanding: VecDeque::new(),
+            gathering: Gathering::default(),
+            next_job: 0,
+            closing: false,
         }
     }
 
-    /// Runs until every `Sender` is dropped and the queue is drained.
+    fn stripe_capacity(&self) -> usize {
+        self.inner.options.column_len_target * self.inner.layout.code().data_count
+    }
+
+    /// Runs until the store asks it to stop and everything queued is
+    /// answered.
     pub fn run(mut self) {
         let interval = self.inner.options.commit_interval;
-        let code = self.inner.layout.code();
-        let stripe_capacity = self.inner.options.column_len_target * code.data_count;
+        let delay = self.inner.options.commit_delay;
+        let capacity = self.stripe_capacity();
         loop {
             // Idle wake-ups double as the node watchdog: a directory deleted
-            // under a running store is noticed within a second.
-            let first = match self.rx.recv_timeout(NODE_CHECK_INTERVAL) {
-                Ok(first) => first,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.inner.lifecycle().check_nodes();
-                    self.nodes_checked = self.inner.clock.now();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            // Under steady load there is no idle moment: check the nodes
-            // every interval anyway, so a vanished directory is noticed.
+            // under a running store is noticed within a second; under
+            // steady load there is no idle moment, so check every interval
+            // anyway.
             let now = self.inner.clock.now();
             if now.saturating_sub(self.nodes_checked) >= NODE_CHECK_INTERVAL {
                 self.inner.lifecycle().check_nodes();
                 self.nodes_checked = now;
             }
-            let deadline = Instant::now() + interval;
-            let mut flush = matches!(first, Request::Flush { .. });
-            let mut weight = first.weight();
-            let mut batch = vec![first];
-            while !flush && weight < stripe_capacity {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match self.rx.recv_timeout(left) {
-                    Ok(req) => {
-                        flush |= matches!(req, Request::Flush { .. });
-                        weight += req.weight();
-                        batch.push(req);
+            loop {
+                match self.rx.try_recv() {
+                    Ok(event) => self.on_event(event),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.closing = true;
+                        break;
                     }
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
-            self.commit(batch);
+            if self.closing && self.gathering.is_empty() && self.outstanding.is_empty() {
+                break;
+            }
+            // Behind a commit being written, gather for `commit_interval`
+            // (it ends sooner when that commit is durable); with none,
+            // for `commit_delay`.
+            let waited = self.gathering.since.map(|since| since.elapsed());
+            let gather_for = if self.outstanding.is_empty() {
+                delay
+            } else {
+                interval
+            };
+            if self.may_seal() {
+                let due = self.closing
+                    || self.gathering.flushes > 0
+                    || self.gathering.weight >= capacity
+                    || waited.is_some_and(|w| w >= gather_for);
+                if due {
+                    let batch = self.gathering.take(capacity, usize::MAX);
+                    self.seal_job(batch, None);
+                    continue;
+                }
+            }
+            // Wait for a request, or the writer's answer, or the end of the
+            // gathering interval.
+            let timeout = match waited {
+                Some(w) if self.may_seal() => gather_for.saturating_sub(w),
+                _ => NODE_CHECK_INTERVAL,
+            }
+            .min(NODE_CHECK_INTERVAL);
+            match self.rx.recv_timeout(timeout) {
+                Ok(event) => self.on_event(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => self.closing = true,
+            }
+        }
+        if let Link::Thread { tx, handle } = &mut self.link {
+            drop(tx.take());
+            if let Some(handle) = handle.take()
+                && handle.join().is_err()
+            {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+    }
+
+    /// Whether another commit may be sealed now: fewer than [`DEPTH`]
+    /// outstanding, and no failure waiting to be handled (a commit sealed
+    /// behind it would be sealed again anyway).
+    fn may_seal(&self) -> bool {
+        !self.gathering.is_empty() && self.outstanding.len() < DEPTH && !self.failure_pending()
+    }
+
+    /// Whether an outstanding commit failed and is not handled yet.
+    fn failure_pending(&self) -> bool {
+        self.outstanding
+            .iter()
+            .any(|o| matches!(o.result, Some(Outcome::Failed { .. })))
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Request(request) => self.gathering.push_back(request),
+            Event::Written(result) => {
+                self.on_result(result);
+                self.settle(0);
+            }
+            Event::Shutdown => self.closing = true,
         }
     }
 
     /// Runs one commit of what is queued now (at most `max_requests`
-    /// requests, a stripe's worth of bytes, up to the first flush), as the
-    /// thread of [`run`](Self::run) would; returns how many requests it
-    /// answered. The simulator's committer step.
-    pub fn step(&mut self, max_requests: usize) -> usize {
-        let code = self.inner.layout.code();
-        let stripe_capacity = self.inner.options.column_len_target * code.data_count;
-        let mut batch = Vec::new();
-        let mut weight = 0;
-        while batch.len() < max_requests && weight < stripe_capacity {
-            let Ok(request) = self.rx.try_recv() else {
-                break;
-            };
-            let flush = matches!(request, Request::Flush { .. });
-            weight += request.weight();
-            batch.push(request);
-            if flush {
-                break;
+    /// requests, a stripe's worth of bytes, up to the first flush) as
+    /// `overlap` says, or, with nothing queued, finishes every outstanding
+    /// commit; returns how many requests it answered. The simulator's
+    /// committer step.
+    pub fn step(&mut self, max_requests: usize, overlap: Overlap) -> usize {
+        let capacity = self.stripe_capacity();
+        // Before the next commit is taken from the queue: a full pipeline
+        // gives way, and a failure is handled (the commits behind it go
+        // back to the front of the queue, ahead of what is taken next).
+        let mut answered = 0;
+        if self.outstanding.len() >= DEPTH || self.failure_pending() {
+            answered += self.settle_inline(DEPTH - 1);
+        }
+        while self.gathering.requests.len() < max_requests
+            && self.gathering.weight < capacity
+            && self.gathering.flushes == 0
+        {
+            match self.rx.try_recv() {
+                Ok(Event::Request(request)) => self.gathering.push_back(request),
+                Ok(Event::Written(result)) => self.on_result(result),
+                Ok(Event::Shutdown) => self.closing = true,
+                Err(_) => break,
             }
         }
-        let answered = batch.len();
-        if answered > 0 {
-            self.commit(batch);
+        let batch = self.gathering.take(capacity, max_requests);
+        if batch.is_empty() {
+            return answered + self.settle_inline(0);
+        }
+        self.seal_job(batch, None);
+        match overlap {
+            Overlap::None => answered + self.settle_inline(0),
+            Overlap::Written => answered + self.settle_inline(1),
+            Overlap::Sealed => {
+                // Write every commit but the newest, and answer them.
+                self.run_inline(true);
+                answered + self.settle(1)
+            }
+        }
+    }
+
+    /// A stepped store: handles every message the writer holds and answers
+    /// commits in order until at most `keep` are outstanding (retries and
+    /// failures included).
+    fn settle_inline(&mut self, keep: usize) -> usize {
+        let mut answered = 0;
+        loop {
+            self.run_inline(false);
+            let before = self.outstanding.len();
+            answered += self.settle(keep);
+            let unwritten = self.outstanding.iter().any(|o| o.result.is_none());
+            if self.outstanding.len() <= keep && !unwritten {
+                return answered;
+            }
+            if self.outstanding.len() == before && !unwritten {
+                return answered;
+            }
+        }
+    }
+
+    /// A stepped store: handles the messages the writer holds (all of
+    /// them, or all but the newest commit's).
+    fn run_inline(&mut self, spare_newest: bool) {
+        let newest = self.outstanding.back().map(|o| o.job);
+        let mut results = Vec::new();
+        if let Link::Inline { queue, core } = &mut self.link {
+            while let Some(msg) = queue.front() {
+                let job = match msg {
+                    WriterMsg::Stripe { job, .. } | WriterMsg::End { job, .. } => Some(*job),
+                    WriterMsg::Resume => None,
+                };
+                if spare_newest && job.is_some() && job == newest {
+                    break;
+                }
+                let Some(msg) = queue.pop_front() else {
+                    break;
+                };
+                results.extend(core.handle(msg));
+            }
+        }
+        for result in results {
+            self.on_result(result);
+        }
+    }
+
+    fn send(&mut self, msg: WriterMsg) {
+        match &mut self.link {
+            Link::Thread { tx, .. } => {
+                // The writer only stops when this end is dropped.
+                if let Some(tx) = tx
+                    && tx.send(msg).is_err()
+                {
+                    tracing::error!("the writer thread is gone");
+                }
+            }
+            Link::Inline { queue, .. } => queue.push_back(msg),
+        }
+    }
+
+    /// Takes the writer's answer for a commit.
+    fn on_result(&mut self, result: JobResult) {
+        if let Some(o) = self.outstanding.iter_mut().find(|o| o.job == result.job) {
+            o.result = Some(result.outcome);
+        }
+    }
+
+    /// Publishes and answers outstanding commits in order, while the oldest
+    /// has its answer and more than `keep` are outstanding. A failed commit
+    /// is handled (whatever `keep` says) once every commit behind it is
+    /// answered (they were not written): its attempt discarded, itself
+    /// sealed again or failed, the ones behind it put back to be sealed
+    /// again. Returns how many requests were answered.
+    fn settle(&mut self, keep: usize) -> usize {
+        let mut answered = 0;
+        while let Some(front) = self.outstanding.front() {
+            match &front.result {
+                None => break,
+                Some(Outcome::Written(_)) => {
+                    if self.outstanding.len() <= keep {
+                        break;
+                    }
+                    let Some(done) = self.outstanding.pop_front() else {
+                        break;
+                    };
+                    answered += self.finish_written(done);
+                }
+                Some(Outcome::Failed { .. } | Outcome::Skipped) => {
+                    if self.outstanding.iter().any(|o| o.result.is_none()) {
+                        break;
+                    }
+                    answered += self.handle_failure();
+                }
+            }
         }
         answered
     }
 
-    fn commit(&mut self, batch: Vec<Request>) {
-        // The store's clock, not the wall: whether a retry still fits must
-        // come out the same on every run of a simulated seed.
-        let deadline = self.inner.clock.now() + self.inner.options.put_timeout;
-        // A commit stays in one generation, retries included: a new one
-        // starts only with a new commit.
-        if self.generation == 0 || self.generation_bytes >= self.inner.options.segment_len_target {
-            self.generation = self.next_stripe_id;
-            self.generation_bytes = 0;
-        }
-        // A retry per node at most: each failed attempt marks a node.
-        let attempts_max = self.inner.nodes.len() + 1;
-        let mut attempts = 0;
-        let outcome = loop {
-            let mut written: Vec<Written> = Vec::new();
-            // Per request: whether a delete found its key, whether a relocate
-            // or tombstone was written.
-            let mut answers = vec![false; batch.len()];
-            attempts += 1;
-            // The attempt's stripe ids start here, whatever it gets to.
-            self.commit_first = self.next_stripe_id;
-            self.attempt_wrote = false;
-            let result = self.pack_and_write(&batch, &mut written, &mut answers);
-            if result.is_err() {
-                self.discard_attempt();
-            }
-            match result {
-                Ok(()) => break Ok((written, answers)),
-                Err(Failure::Retry(nodes))
-                    if attempts < attempts_max && self.inner.clock.now() < deadline =>
-                {
-                    tracing::warn!(nodes = ?nodes, attempts, "commit attempt failed; sealing again");
-                    self.inner.stats.commit_retries.inc();
+    fn finish_written(&mut self, done: Outstanding) -> usize {
+        let Outstanding {
+            batch,
+            answers,
+            result,
+            ..
+        } = done;
+        let Some(Outcome::Written(written)) = result else {
+            return 0;
+        };
+        self.publish(&batch, written);
+        for (i, req) in batch.iter().enumerate() {
+            let answer = match req {
+                Request::Delete { .. } | Request::Relocate { .. } | Request::Tombstone { .. } => {
+                    answers[i]
                 }
-                Err(failure) => break Err(failure),
+                _ => true,
+            };
+            // Counted here, so the blocking and the async API count the
+            // same: durable user writes.
+            match req {
+                Request::Put { .. } => self.inner.stats.puts.inc(),
+                Request::Delete { .. } => self.inner.stats.deletes.inc(),
+                _ => {}
+            }
+            // A caller that gave up waiting has dropped its end.
+            req.ack().send(Ok(answer));
+        }
+        batch.len()
+    }
+
+    /// The oldest outstanding commit failed, and every commit behind it
+    /// has been answered (skipped).
+    fn handle_failure(&mut self) -> usize {
+        let Some(failed) = self.outstanding.pop_front() else {
+            return 0;
+        };
+        let behind: Vec<Outstanding> = self.outstanding.drain(..).collect();
+        // Everything sealed from the failed commit on is undone: its
+        // generation state too (a retry stays in the attempt's generation).
+        self.generation = failed.before.generation;
+        self.generation_bytes = failed.before.bytes;
+        for later in behind.into_iter().rev() {
+            self.gathering.push_front_all(later.batch);
+        }
+        self.send(WriterMsg::Resume);
+        let (failure, wrote) = match failed.result {
+            Some(Outcome::Failed { failure, wrote }) => (failure, wrote),
+            // Cannot come first; sealed again like the ones behind.
+            _ => {
+                self.gathering.push_front_all(failed.batch);
+                return 0;
             }
         };
-        self.open.clear();
-        match outcome {
-            Ok((written, answers)) => {
-                self.publish(&batch, written);
-                for (i, req) in batch.iter().enumerate() {
-                    let answer = match req {
-                        Request::Delete { .. }
-                        | Request::Relocate { .. }
-                        | Request::Tombstone { .. } => answers[i],
-                        _ => true,
-                    };
-                    // Counted here, so the blocking and the async API
-                    // count the same: durable user writes.
-                    match req {
-                        Request::Put { .. } => self.inner.stats.puts.inc(),
-                        Request::Delete { .. } => self.inner.stats.deletes.inc(),
-                        _ => {}
-                    }
-                    // A caller that gave up waiting has dropped its end.
-                    req.ack().send(Ok(answer));
-                }
+        if wrote {
+            self.discard_attempt(failed.first, failed.end);
+        }
+        let attempts_max = self.inner.nodes.len() + 1;
+        let retry = matches!(failure, Failure::Retry(_))
+            && failed.attempts < attempts_max
+            && self.inner.clock.now() < failed.deadline;
+        if retry {
+            if let Failure::Retry(nodes) = &failure {
+                tracing::warn!(nodes = ?nodes, attempts = failed.attempts,
+                    "commit attempt failed; sealing again");
             }
-            Err(failure) => {
-                self.inner.stats.write_failures.inc();
-                for req in &batch {
-                    req.ack().send(Err(failure.to_error()));
-                }
+            self.inner.stats.commit_retries.inc();
+            self.seal_job(
+                failed.batch,
+                Some(RetryOf {
+                    attempts: failed.attempts + 1,
+                    deadline: failed.deadline,
+                    generation: failed.generation,
+                }),
+            );
+            0
+        } else {
+            self.inner.stats.write_failures.inc();
+            for req in &failed.batch {
+                req.ack().send(Err(failure.to_error()));
             }
+            failed.batch.len()
         }
     }
 
-    /// Records the stripe ids of a failed commit attempt as discarded in
-    /// the manifest (docs/DURABILITY.md, D4). Its columns may be durable on
-    /// some nodes; the nodes that would show it was never acknowledged (the
-    /// ones that failed) may be rebuilt or adopted before the next open,
-    /// and without this record that open would take what is left of the
-    /// attempt for a stripe it must show, and refuse to open when it
-    /// cannot be decoded. If the manifest cannot be written now, the
-    /// evidence rule still decides at the next open, as before.
-    fn discard_attempt(&mut self) {
-        // An attempt that appended nothing (a plan refused, a read-only or
-        // superseded store) left no column anywhere: nothing to record, and
-        // no manifest write for every refused put of a strict store.
-        if !self.attempt_wrote
-            || crate::mutation::enabled(crate::mutation::Mutation::KeepFailedAttempts)
-        {
+    /// Seals `batch` as one commit (or as a retry of one) and hands its
+    /// stripes to the writer; it is then outstanding.
+    fn seal_job(&mut self, batch: Vec<Request>, retry: Option<RetryOf>) {
+        let before = GenerationState {
+            generation: self.generation,
+            bytes: self.generation_bytes,
+        };
+        let (attempts, deadline) = match retry {
+            Some(r) => {
+                self.generation = r.generation.generation;
+                self.generation_bytes = r.generation.bytes;
+                (r.attempts, r.deadline)
+            }
+            None => {
+                // A commit stays in one generation, retries included: a new
+                // one starts only with a new commit.
+                if self.generation == 0
+                    || self.generation_bytes >= self.inner.options.segment_len_target
+                {
+                    self.generation = self.next_stripe_id;
+                    self.generation_bytes = 0;
+                }
+                // The store's clock, not the wall: whether a retry still
+                // fits must come out the same on every run of a simulated
+                // seed.
+                (1, self.inner.clock.now() + self.inner.options.put_timeout)
+            }
+        };
+        let generation = GenerationState {
+            generation: self.generation,
+            bytes: self.generation_bytes,
+        };
+        let job = self.next_job;
+        self.next_job += 1;
+        let first = self.next_stripe_id;
+        let mut answers = vec![false; batch.len()];
+        // The commit before this one is not published yet: what it does
+        // to the index is taken from its batch.
+        let (prev_batch, prev_answers) = match self.outstanding.back_mut() {
+            Some(prev) => (
+                std::mem::take(&mut prev.batch),
+                std::mem::take(&mut prev.answers),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let before_keys = effects(&prev_batch, &prev_answers);
+        let sealed = self.pack_and_send(job, &batch, &mut answers, before_keys);
+        if let Some(prev) = self.outstanding.back_mut() {
+            prev.batch = prev_batch;
+            prev.answers = prev_answers;
+        }
+        self.open.clear();
+        self.send(WriterMsg::End {
+            job,
+            failure: sealed.err(),
+        });
+        self.outstanding.push_back(Outstanding {
+            job,
+            batch,
+            answers,
+            first,
+            end: self.next_stripe_id,
+            before,
+            generation,
+            attempts,
+            deadline,
+            result: None,
+        });
+    }
+
+    /// Records the stripe ids `first..end` of a failed commit attempt as
+    /// discarded in the manifest (docs/DURABILITY.md, D4). Its columns may
+    /// be durable on some nodes; the nodes that would show it was never
+    /// acknowledged (the ones that failed) may be rebuilt or adopted before
+    /// the next open, and without this record that open would take what is
+    /// left of the attempt for a stripe it must show, and refuse to open
+    /// when it cannot be decoded. If the manifest cannot be written now,
+    /// the evidence rule still decides at the next open, as before. Only an
+    /// attempt that appended something needs it: one refused before (a
+    /// plan refused, a read-only or superseded store) left no column
+    /// anywhere.
+    fn discard_attempt(&mut self, first: u64, end: u64) {
+        if end <= first || crate::mutation::enabled(crate::mutation::Mutation::KeepFailedAttempts) {
             return;
         }
-        let (first, end) = (self.commit_first, self.next_stripe_id);
         let recorded = self.inner.update_manifest(|m| {
             crate::format::add_range(&mut m.shared.discarded, first, end - 1);
         });
@@ -385,15 +824,16 @@ impl Committer {
         }
     }
 
-    fn pack_and_write(
+    fn pack_and_send(
         &mut self,
+        job: u64,
         batch: &[Request],
-        written: &mut Vec<Written>,
         answers: &mut [bool],
+        before: HashMap<&[u8], bool>,
     ) -> Result<(), Failure> {
         self.check_writable(batch)?;
         self.open.clear();
-        self.commit_first = self.next_stripe_id;
+        let commit_first = self.next_stripe_id;
         // Only the last operation on a key in a commit is written: no one can
         // have observed an earlier one, since none is acknowledged before the
         // whole commit is durable. So a commit holds at most one entry (or
@@ -402,6 +842,7 @@ impl Committer {
             last_op: last_ops(batch),
             exists: HashMap::new(),
             carried: HashMap::new(),
+            before,
         };
         keys.carried = carried_tombstones(batch, &keys.last_op);
         for (i, req) in batch.iter().enumerate() {
@@ -409,12 +850,13 @@ impl Committer {
                 Packed::Skip => continue,
                 Packed::Retire(payload) => {
                     self.place_all(
+                        job,
+                        commit_first,
                         i,
                         RETIRE_KEY,
                         Some(&payload),
                         EntryFlags::RETIRE,
                         0,
-                        written,
                     )?;
                     continue;
                 }
@@ -431,118 +873,33 @@ impl Committer {
                     continue;
                 }
             }
-            self.place_all(i, key, value, flags, hides, written)?;
+            self.place_all(job, commit_first, i, key, value, flags, hides)?;
         }
         if !self.open.is_empty() {
-            written.push(self.seal_and_write()?);
+            self.seal_and_send(job, commit_first)?;
         }
         Ok(())
-    }
-
-    /// Refuses to write for a store another writer took over, and a batch
-    /// with writes in a read-only store.
-    fn check_writable(&self, batch: &[Request]) -> Result<(), Failure> {
-        if let Some((node, reason)) = self.inner.nodes.superseded_by() {
-            return Err(Failure::Superseded { node, reason });
-        }
-        let writes = batch.iter().any(|r| !matches!(r, Request::Flush { .. }));
-        if writes
-            && self
-                .inner
-                .read_only
-                .load(std::sync::atomic::Ordering::Acquire)
-        {
-            return Err(Failure::Internal(READ_ONLY.into()));
-        }
-        Ok(())
-    }
-
-    /// What request `i` of the batch writes, if anything, setting its
-    /// answer (whether a delete found its key, whether a relocate or
-    /// tombstone was written).
-    fn entry_for<'a>(
-        &self,
-        i: usize,
-        req: &'a Request,
-        keys: &BatchKeys<'a>,
-        answers: &mut [bool],
-    ) -> Packed<'a> {
-        match req {
-            Request::Put { key, value, .. } => Packed::place(key, Some(value), EntryFlags::NONE, 0),
-            Request::Delete { key, .. } => {
-                answers[i] = match keys.exists.get(&key[..]) {
-                    Some(e) => *e,
-                    None => self.inner.index_contains(key),
-                };
-                if !answers[i] && crate::mutation::enabled(crate::mutation::Mutation::TombstoneRace)
-                {
-                    return Packed::Skip;
-                }
-                // Every value it hides has a lower stripe id, so lies in
-                // this generation or an older one (a value of a failed
-                // commit the index never saw included).
-                let hides = self
-                    .generation
-                    .max(keys.carried.get(&key[..]).copied().unwrap_or(0));
-                Packed::place(key, None, EntryFlags::TOMBSTONE, hides)
-            }
-            Request::Relocate {
-                key,
-                value,
-                expected,
-                ..
-            } => {
-                // A user operation on the key in this batch is newer.
-                if keys.last_op.contains_key(&key[..])
-                    || self.inner.read_state().index.get(key) != Some(expected)
-                {
-                    return Packed::Skip;
-                }
-                answers[i] = true;
-                Packed::place(key, Some(value), EntryFlags::NONE, 0)
-            }
-            Request::Tombstone {
-                key,
-                hides_generation,
-                ..
-            } => {
-                // A user put in this batch hides everything older by
-                // itself, a user delete took this one's place above, and
-                // a value in the index is newer than the tombstone.
-                if keys.last_op.contains_key(&key[..]) {
-                    answers[i] = keys.carried.contains_key(&key[..]);
-                    return Packed::Skip;
-                }
-                if self.inner.index_contains(key) {
-                    return Packed::Skip;
-                }
-                answers[i] = true;
-                Packed::place(key, None, EntryFlags::TOMBSTONE, *hides_generation)
-            }
-            Request::Retire { generations, .. } => {
-                Packed::Retire(generations.iter().flat_map(|g| g.to_le_bytes()).collect())
-            }
-            Request::Flush { .. } => Packed::Skip,
-        }
     }
 
     /// Places every part of one entry, sealing stripes as they fill. A
     /// tombstone records `hides` (the newest generation that may hold a
     /// value it hides) in its `blob_len`.
+    #[allow(clippy::too_many_arguments)]
     fn place_all(
         &mut self,
+        job: u64,
+        commit_first: u64,
         request: usize,
         key: &[u8],
         value: Option<&[u8]>,
         flags: EntryFlags,
         hides: u64,
-        written: &mut Vec<Written>,
     ) -> Result<(), Failure> {
         let mut part = 0;
         while let Placed::StripeFull { resume_part } =
             self.open.place(request, key, value, flags, part)
         {
-            written.push(self.seal_and_write()?);
+            self.seal_and_send(job, commit_first)?;
             part = resume_part;
         }
         if flags.contains(EntryFlags::TOMBSTONE) {
@@ -551,9 +908,9 @@ impl Committer {
         Ok(())
     }
 
-    /// Seals the open stripe (entry tables, parity, checksums) and appends
-    /// its column records.
-    fn seal_and_write(&mut self) -> Result<Written, Failure> {
+    /// Seals the open stripe (entry tables, parity, checksums), plans it,
+    /// and hands it to the writer.
+    fn seal_and_send(&mut self, job: u64, commit_first: u64) -> Result<(), Failure> {
         let code = self.inner.layout.code();
         let (k, m) = (code.data_count, code.parity_count);
         let stripe_id = self.take_stripe_id()?;
@@ -572,15 +929,15 @@ impl Committer {
             data_count: k as u16,
             parity_count: m as u16,
             column_index: 0,
-            column_lens: column_lens.clone(),
-            column_checksums: column_checksums.clone(),
+            column_lens,
+            column_checksums,
             placement: homes
                 .iter()
                 .map(|id| self.inner.layout.node(*id).name.clone())
                 .collect(),
             entry_table_lens: table_lens,
             commit: CommitStamp {
-                commit_first_stripe_id: self.commit_first,
+                commit_first_stripe_id: commit_first,
             },
             handoffs: io.handoffs_of(stripe_id, &plan),
         };
@@ -590,37 +947,26 @@ impl Committer {
                 ..header.clone()
             })
             .collect();
-        let payloads: Vec<&[u8]> = self.payloads.iter().map(Vec::as_slice).collect();
-        self.attempt_wrote = true;
-        let stored = io
-            .write_planned(self.generation, &plan, &headers, &payloads)
-            .map_err(|failed| self.write_failure(failed))?;
         self.generation_bytes += stripe_len as u64;
-        self.inner
-            .stats
-            .bytes_written
-            .add(column_lens.iter().map(|l| u64::from(*l)).sum());
-
         let parts = self.placed_parts();
         self.open.clear();
-        let columns = (0..k + m)
-            .map(|c| ColumnInfo {
-                len: column_lens[c],
-                checksum: column_checksums[c],
-                home: Some(homes[c]),
-                stored: stored[c],
-            })
-            .collect();
-        Ok(Written {
-            info: StripeInfo {
+        // The filled payloads go to the writer; the next stripe fills a
+        // set it gave back.
+        let spare = self.spare.take().unwrap_or_else(|| vec![Vec::new(); k + m]);
+        let payloads = std::mem::replace(&mut self.payloads, spare);
+        self.send(WriterMsg::Stripe {
+            job,
+            stripe: SealedStripe {
                 stripe_id,
                 generation: self.generation,
-                columns,
-                header,
+                plan,
+                headers,
+                payloads,
+                homes,
+                parts,
             },
-            parts,
-            degraded: plan.degraded,
-        })
+        });
+        Ok(())
     }
 
     /// The next stripe id of this session (published for readers of
@@ -709,19 +1055,6 @@ impl Committer {
         Ok((column_lens, column_checksums, stripe_len))
     }
 
-    /// Why an attempt's writes failed, as the commit sees it.
-    fn write_failure(&self, failed: WriteFailed) -> Failure {
-        match failed {
-            WriteFailed::Superseded { node, reason } => Failure::Superseded { node, reason },
-            WriteFailed::Nodes(nodes) => Failure::Retry(
-                nodes
-                    .iter()
-                    .map(|&n| self.inner.layout.node(n).name.clone())
-                    .collect(),
-            ),
-        }
-    }
-
     /// Where each value part of the open stripe lies: (request, part index,
     /// location); the slot is assigned when the stripe is published.
     fn placed_parts(&self) -> Vec<(usize, u32, PartLoc)> {
@@ -748,6 +1081,103 @@ impl Committer {
         parts
     }
 
+    /// Refuses to write for a store another writer took over, and a batch
+    /// with writes in a read-only store.
+    fn check_writable(&self, batch: &[Request]) -> Result<(), Failure> {
+        if let Some((node, reason)) = self.inner.nodes.superseded_by() {
+            return Err(Failure::Superseded { node, reason });
+        }
+        let writes = batch.iter().any(|r| !matches!(r, Request::Flush { .. }));
+        if writes
+            && self
+                .inner
+                .read_only
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(Failure::Internal(READ_ONLY.into()));
+        }
+        Ok(())
+    }
+    /// What request `i` of the batch writes, if anything, setting its
+    /// answer (whether a delete found its key, whether a relocate or
+    /// tombstone was written).
+    fn entry_for<'a>(
+        &self,
+        i: usize,
+        req: &'a Request,
+        keys: &BatchKeys<'a>,
+        answers: &mut [bool],
+    ) -> Packed<'a> {
+        match req {
+            Request::Put { key, value, .. } => Packed::place(key, Some(value), EntryFlags::NONE, 0),
+            Request::Delete { key, .. } => {
+                answers[i] = match keys.exists.get(&key[..]) {
+                    Some(e) => *e,
+                    None => keys
+                        .before
+                        .get(&key[..])
+                        .copied()
+                        .unwrap_or_else(|| self.inner.index_contains(key)),
+                };
+                if !answers[i] && crate::mutation::enabled(crate::mutation::Mutation::TombstoneRace)
+                {
+                    return Packed::Skip;
+                }
+                // Every value it hides has a lower stripe id, so lies in
+                // this generation or an older one (a value of a failed
+                // commit the index never saw included).
+                let hides = self
+                    .generation
+                    .max(keys.carried.get(&key[..]).copied().unwrap_or(0));
+                Packed::place(key, None, EntryFlags::TOMBSTONE, hides)
+            }
+            Request::Relocate {
+                key,
+                value,
+                expected,
+                ..
+            } => {
+                // A user operation on the key in this batch, or in the
+                // commit before it (not published yet), is newer; so is a
+                // relocation there.
+                if keys.last_op.contains_key(&key[..])
+                    || keys.before.contains_key(&key[..])
+                    || self.inner.read_state().index.get(key) != Some(expected)
+                {
+                    return Packed::Skip;
+                }
+                answers[i] = true;
+                Packed::place(key, Some(value), EntryFlags::NONE, 0)
+            }
+            Request::Tombstone {
+                key,
+                hides_generation,
+                ..
+            } => {
+                // A user put in this batch hides everything older by
+                // itself, a user delete took this one's place above, and
+                // a value in the index is newer than the tombstone.
+                if keys.last_op.contains_key(&key[..]) {
+                    answers[i] = keys.carried.contains_key(&key[..]);
+                    return Packed::Skip;
+                }
+                let exists = keys
+                    .before
+                    .get(&key[..])
+                    .copied()
+                    .unwrap_or_else(|| self.inner.index_contains(key));
+                if exists {
+                    return Packed::Skip;
+                }
+                answers[i] = true;
+                Packed::place(key, None, EntryFlags::TOMBSTONE, *hides_generation)
+            }
+            Request::Retire { generations, .. } => {
+                Packed::Retire(generations.iter().flat_map(|g| g.to_le_bytes()).collect())
+            }
+            Request::Flush { .. } => Packed::Skip,
+        }
+    }
     /// Makes a durable commit visible: stripes first, then the index.
     fn publish(&self, batch: &[Request], written: Vec<Written>) {
         let mut parts_by_request: HashMap<usize, Vec<(u32, PartLoc)>> = HashMap::new();
@@ -811,6 +1241,9 @@ struct BatchKeys<'a> {
     /// batch is a user delete: that delete's tombstone takes over what they
     /// hide (the newest generation they hide).
     carried: HashMap<&'a [u8], u64>,
+    /// Whether each key the commit before this one writes exists once it
+    /// is published (it is not yet: see [`effects`]).
+    before: HashMap<&'a [u8], bool>,
 }
 
 /// What one request of a batch writes.
@@ -871,4 +1304,31 @@ fn last_ops(batch: &[Request]) -> HashMap<&[u8], usize> {
         }
     }
     last
+}
+
+/// What publishing a commit will do to the index: per key it writes,
+/// whether the key then exists. A commit sealed while this one is
+/// outstanding decides against it (docs/DURABILITY.md, "Pipelined
+/// commits"), exactly as it would once this one is published.
+fn effects<'a>(batch: &'a [Request], answers: &[bool]) -> HashMap<&'a [u8], bool> {
+    let mut effects = HashMap::new();
+    if batch.is_empty() {
+        return effects;
+    }
+    let last = last_ops(batch);
+    for (i, req) in batch.iter().enumerate() {
+        match req {
+            Request::Put { key, .. } if last.get(&key[..]) == Some(&i) => {
+                effects.insert(&key[..], true);
+            }
+            Request::Delete { key, .. } if last.get(&key[..]) == Some(&i) => {
+                effects.insert(&key[..], false);
+            }
+            Request::Relocate { key, .. } if answers.get(i) == Some(&true) => {
+                effects.insert(&key[..], true);
+            }
+            _ => {}
+        }
+    }
+    effects
 }

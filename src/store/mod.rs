@@ -55,6 +55,7 @@ mod stripes;
 mod submit;
 #[cfg(any(test, feature = "testing"))]
 mod testing;
+mod writer;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -73,8 +74,10 @@ pub use submit::Completion;
 
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use self::clock::Clock;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use self::commit::Overlap;
 pub(crate) use self::commit::Request;
-use self::commit::{Committer, WriterStart};
+use self::commit::{Committer, Event, WriterStart};
 use self::open::Mode;
 pub(crate) use self::submit::Pending;
 use self::submit::{Runner, Scheduling, Start};
@@ -127,7 +130,7 @@ pub(crate) use state::{RepairQueue, State};
 /// ```
 pub struct Store {
     inner: Arc<Inner>,
-    sender: RwLock<Option<Sender<Request>>>,
+    sender: RwLock<Option<Sender<Event>>>,
     committer: Mutex<Option<Runner>>,
     /// Who runs the committer (fixed at open: a wait need not lock it to
     /// know).
@@ -295,21 +298,25 @@ impl Store {
         let inner = Arc::new(Inner::new(layout, options, factory, nodes, codec, &start));
         let (first_stripe_id, below_margin) = inner.open_session(mode, started)?;
         let (tx, rx) = mpsc::channel();
-        let committer = Committer::new(
-            Arc::clone(&inner),
-            rx,
-            WriterStart {
-                next_stripe_id: first_stripe_id,
-            },
-        );
+        let writer_start = WriterStart {
+            next_stripe_id: first_stripe_id,
+        };
         let runner = match start.scheduling {
-            Scheduling::Thread => Runner::Thread(
-                std::thread::Builder::new()
-                    .name("geoshard-committer".into())
-                    .spawn(move || committer.run())
-                    .map_err(|e| Error::io("starting the committer thread", e))?,
-            ),
-            Scheduling::Stepped => Runner::Stepped(Box::new(committer)),
+            Scheduling::Thread => {
+                let committer =
+                    Committer::threaded(Arc::clone(&inner), rx, tx.clone(), writer_start)?;
+                Runner::Thread(
+                    std::thread::Builder::new()
+                        .name("geoshard-committer".into())
+                        .spawn(move || committer.run())
+                        .map_err(|e| Error::io("starting the committer thread", e))?,
+                )
+            }
+            Scheduling::Stepped => Runner::Stepped(Box::new(Committer::stepped(
+                Arc::clone(&inner),
+                rx,
+                writer_start,
+            ))),
         };
         let store = Store {
             inner,
@@ -755,7 +762,14 @@ impl Store {
     /// stepped committer; returns how many it answered. `None` when the
     /// committer has its own thread.
     pub(crate) fn step_if_stepped(&self, max_requests: usize) -> Option<usize> {
-        submit::step_if_stepped(self, max_requests)
+        submit::step_if_stepped(self, max_requests, Overlap::None)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Like [`step_if_stepped`](Self::step_if_stepped), leaving the commit
+    /// outstanding as `overlap` says (pipelined commits).
+    pub(crate) fn step_overlapping(&self, max_requests: usize, overlap: Overlap) -> Option<usize> {
+        submit::step_if_stepped(self, max_requests, overlap)
     }
 
     /// Stops the committer: a thread finishes what is queued and exits; a

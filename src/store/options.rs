@@ -62,8 +62,16 @@ pub struct Options {
     /// a healthy read of one is a single slice. Default 64 KiB.
     pub split_len_min: usize,
     /// How long the oldest waiting put may wait for others to share its
-    /// commit. Default 2 ms.
+    /// commit while an earlier commit is being written (commits are
+    /// pipelined: the next one gathers while the previous one syncs, and
+    /// is sealed to follow it when this has passed, or when the earlier
+    /// one is durable, whichever comes first). Default 2 ms.
     pub commit_interval: Duration,
+    /// How long a put waits for others to share its commit when no commit
+    /// is being written. Default 0: it is sealed at once, and the puts
+    /// that arrive while it is written share the next commit. Raise it
+    /// only to make bursts of puts from an idle store share one commit.
+    pub commit_delay: Duration,
     /// What a put needs while nodes are down. Default
     /// [`WritePolicy::Available`].
     pub write_policy: WritePolicy,
@@ -100,6 +108,7 @@ impl Default for Options {
             column_len_target: 1 << 20,
             split_len_min: 64 << 10,
             commit_interval: Duration::from_millis(2),
+            commit_delay: Duration::ZERO,
             write_policy: WritePolicy::Available,
             segment_len_target: 256 << 20,
             local: LocalOptions::default(),

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::Store;
-use super::commit::{Committer, Request};
+use super::commit::{Committer, Event, Overlap, Request};
 use crate::{Error, Result};
 
 /// How a store starts, beyond its layout and options.
@@ -27,8 +27,8 @@ pub(crate) struct Start {
 /// Who runs the committer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Scheduling {
-    /// Its own thread, which waits for requests and gathers a commit for up
-    /// to `commit_interval` (production).
+    /// Its own thread, which gathers requests into commits and seals the
+    /// next while a writer thread appends the previous one (production).
     #[default]
     Thread,
     /// Whoever waits: `Store::step_if_stepped` runs one commit of what is queued,
@@ -223,7 +223,9 @@ impl<T> Pending<T> {
 pub(crate) fn submit(store: &Store, request: Request) -> Result<()> {
     let guard = store.sender.read().unwrap_or_else(|p| p.into_inner());
     let sender = guard.as_ref().ok_or(Error::Closed)?;
-    sender.send(request).map_err(|_| Error::Closed)
+    sender
+        .send(Event::Request(request))
+        .map_err(|_| Error::Closed)
 }
 
 /// The body of [`Store::wait`].
@@ -242,7 +244,7 @@ pub(crate) fn wait(
         if store.scheduling == Scheduling::Thread {
             break;
         }
-        match step_if_stepped(store, usize::MAX) {
+        match step_if_stepped(store, usize::MAX, Overlap::None) {
             Some(0) => return Err(Error::Closed),
             Some(_) => continue,
             None => break,
@@ -263,10 +265,14 @@ pub(crate) fn is_stepped(store: &Store) -> bool {
 }
 
 /// The body of [`Store::step_if_stepped`].
-pub(crate) fn step_if_stepped(store: &Store, max_requests: usize) -> Option<usize> {
+pub(crate) fn step_if_stepped(
+    store: &Store,
+    max_requests: usize,
+    overlap: Overlap,
+) -> Option<usize> {
     let mut runner = store.committer.lock().unwrap_or_else(|p| p.into_inner());
     match runner.as_mut() {
-        Some(Runner::Stepped(committer)) => Some(committer.step(max_requests)),
+        Some(Runner::Stepped(committer)) => Some(committer.step(max_requests, overlap)),
         Some(Runner::Thread(_)) => None,
         None => Some(0),
     }
@@ -279,6 +285,12 @@ pub(crate) fn stop_committer(store: &Store, drain: bool) {
         .write()
         .unwrap_or_else(|p| p.into_inner())
         .take();
+    // A threaded committer stops once it has answered everything queued
+    // before this (its writer holds a sender too, so the queue never
+    // disconnects).
+    if let Some(sender) = &sender {
+        let _ = sender.send(Event::Shutdown);
+    }
     drop(sender);
     let runner = store
         .committer
@@ -288,7 +300,7 @@ pub(crate) fn stop_committer(store: &Store, drain: bool) {
     let panicked = match runner {
         Some(Runner::Thread(handle)) => handle.join().is_err(),
         Some(Runner::Stepped(mut committer)) => {
-            while drain && committer.step(usize::MAX) > 0 {}
+            while drain && committer.step(usize::MAX, Overlap::None) > 0 {}
             false
         }
         None => false,
