@@ -251,6 +251,8 @@ struct Outstanding {
     attempts: usize,
     deadline: Duration,
     result: Option<Outcome>,
+    /// When it was sealed (for the commit latency metric).
+    sealed_at: Instant,
 }
 
 /// Requests received and not yet sealed.
@@ -423,6 +425,9 @@ impl Committer {
             let now = self.inner.clock.now();
             if now.saturating_sub(self.nodes_checked) >= NODE_CHECK_INTERVAL {
                 self.inner.lifecycle().check_nodes();
+                self.inner
+                    .metrics
+                    .observe_nodes(&self.inner.nodes, self.inner.repair_queue_len());
                 self.nodes_checked = now;
             }
             loop {
@@ -648,11 +653,36 @@ impl Committer {
             batch,
             answers,
             result,
+            sealed_at,
+            job,
+            first,
             ..
         } = done;
         let Some(Outcome::Written(written)) = result else {
             return 0;
         };
+        let metrics = &self.inner.metrics;
+        let bytes: u64 = written
+            .iter()
+            .flat_map(|w| &w.info.columns)
+            .map(|c| u64::from(c.len))
+            .sum();
+        let handoffs: usize = written.iter().map(|w| w.info.header.handoffs.len()).sum();
+        metrics
+            .commit_seconds
+            .record(super::metrics::seconds_since(sealed_at));
+        metrics.commit_bytes.record(bytes as f64);
+        metrics.commit_requests.record(batch.len() as f64);
+        metrics.handoff_columns.increment(handoffs as u64);
+        tracing::debug!(
+            job,
+            first_stripe = first,
+            stripes = written.len(),
+            requests = batch.len(),
+            bytes,
+            handoffs,
+            "commit durable"
+        );
         self.publish(&batch, written);
         for (i, req) in batch.iter().enumerate() {
             let answer = match req {
@@ -667,6 +697,11 @@ impl Committer {
                 Request::Put { .. } => self.inner.stats.puts.inc(),
                 Request::Delete { .. } => self.inner.stats.deletes.inc(),
                 _ => {}
+            }
+            if matches!(req, Request::Put { .. } | Request::Delete { .. }) {
+                metrics
+                    .write_seconds
+                    .record(super::metrics::seconds_since(req.ack().submitted()));
             }
             // A caller that gave up waiting has dropped its end.
             req.ack().send(Ok(answer));
@@ -763,6 +798,14 @@ impl Committer {
         let job = self.next_job;
         self.next_job += 1;
         let first = self.next_stripe_id;
+        let sealed_at = Instant::now();
+        let _span = tracing::debug_span!(
+            "commit_seal",
+            job,
+            requests = batch.len(),
+            first_stripe = first
+        )
+        .entered();
         let mut answers = vec![false; batch.len()];
         // The commit before this one is not published yet: what it does
         // to the index is taken from its batch.
@@ -795,6 +838,7 @@ impl Committer {
             attempts,
             deadline,
             result: None,
+            sealed_at,
         });
     }
 

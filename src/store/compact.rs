@@ -76,6 +76,7 @@ pub struct CompactReport {
 pub(crate) fn compact(store: &Store, options: &CompactOptions) -> Result<CompactReport> {
     let inner = &store.inner;
     let _only_one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+    let _span = tracing::info_span!("compaction").entered();
     store.flush()?;
     let candidates: Vec<u64> = {
         let state = inner.read_state();
@@ -104,6 +105,14 @@ pub(crate) fn compact(store: &Store, options: &CompactOptions) -> Result<Compact
     for generation in candidates {
         compact_one(store, generation, &mut report)?;
     }
+    tracing::info!(
+        generations = ?report.generations_compacted,
+        blobs_moved = report.blobs_moved,
+        bytes_moved = report.bytes_moved,
+        tombstones_carried = report.tombstones_carried,
+        column_bytes_removed = report.column_bytes_removed,
+        "compaction done"
+    );
     Ok(report)
 }
 

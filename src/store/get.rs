@@ -98,17 +98,29 @@ fn get_once(inner: &Inner, key: &[u8]) -> std::result::Result<Option<Blob>, GetE
             .max();
         inner.loss.check(key, newest).map_err(Failed)?;
     }
-    inner.stats.gets.inc();
-    if let Some((part, stripe_id, stored)) = whole {
-        return read_whole_blob(inner, &part, stripe_id, stored);
+    let count = inner.stats.gets.fetch_inc();
+    // Timed: a sample of the local whole-blob reads, every other read.
+    let local = matches!(whole, Some((_, _, Some((node, _)))) if !inner.nodes.is_remote(node));
+    let started = (!local || count.is_multiple_of(super::metrics::GET_SAMPLE_EVERY))
+        .then(std::time::Instant::now);
+    let got = if let Some((part, stripe_id, stored)) = whole {
+        read_whole_blob(inner, &part, stripe_id, stored)
+    } else {
+        match read_split(inner, &parts) {
+            Ok(chunks) => Ok(Some(Blob::from_chunks(chunks))),
+            // The parts were resolved under the lock and read after it: if
+            // the key points elsewhere now, compaction moved it.
+            Err(_) if inner.read_state().index.get(key) != resolved.as_ref() => Err(Moved),
+            Err(e) => Err(Failed(e)),
+        }
+    };
+    if let Some(started) = started {
+        inner
+            .metrics
+            .get_seconds
+            .record(super::metrics::seconds_since(started));
     }
-    match read_split(inner, &parts) {
-        Ok(chunks) => Ok(Some(Blob::from_chunks(chunks))),
-        // The parts were resolved under the lock and read after it: if
-        // the key points elsewhere now, compaction moved it.
-        Err(_) if inner.read_state().index.get(key) != resolved.as_ref() => Err(Moved),
-        Err(e) => Err(Failed(e)),
-    }
+    got
 }
 
 /// Reads a whole blob at `part` of stripe `stripe_id`, whose column is

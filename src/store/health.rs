@@ -7,20 +7,49 @@ use super::State;
 use super::nodes::NodeSet;
 use crate::layout::Layout;
 
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
+/// A counter of [`Stats`], mirrored into a `metrics` counter (a no-op
+/// when no recorder was installed at open).
+#[derive(Default)]
+pub(crate) struct Counter {
+    value: AtomicU64,
+    metric: Option<metrics::Counter>,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Counter").field(&self.get()).finish()
+    }
+}
 
 impl Counter {
+    fn registered(name: &'static str) -> Counter {
+        Counter {
+            value: AtomicU64::new(0),
+            metric: Some(metrics::counter!(name)),
+        }
+    }
+
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
+    }
+
+    /// Adds one; returns the count before it.
+    pub fn fetch_inc(&self) -> u64 {
+        if let Some(metric) = &self.metric {
+            metric.increment(1);
+        }
+        self.value.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        if let Some(metric) = &self.metric {
+            metric.increment(n);
+        }
+        self.value.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.value.load(Ordering::Relaxed)
     }
 }
 
@@ -42,6 +71,25 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counters whose every change also goes to the `metrics` recorder
+    /// installed now (`geoshard_<name>_total`).
+    pub fn registered() -> Counters {
+        Counters {
+            puts: Counter::registered("geoshard_puts_total"),
+            gets: Counter::registered("geoshard_gets_total"),
+            deletes: Counter::registered("geoshard_deletes_total"),
+            degraded_reads: Counter::registered("geoshard_degraded_reads_total"),
+            hedged_reads: Counter::registered("geoshard_hedged_reads_total"),
+            checksum_failures: Counter::registered("geoshard_checksum_failures_total"),
+            read_errors: Counter::registered("geoshard_read_errors_total"),
+            write_failures: Counter::registered("geoshard_write_failures_total"),
+            degraded_writes: Counter::registered("geoshard_degraded_writes_total"),
+            commit_retries: Counter::registered("geoshard_commit_retries_total"),
+            bytes_written: Counter::registered("geoshard_bytes_written_total"),
+            repair_bytes_read: Counter::registered("geoshard_repair_bytes_read_total"),
+        }
+    }
+
     pub fn snapshot(&self, blobs: usize, stripes: usize, repair_queue: usize) -> Stats {
         Stats {
             blobs,

@@ -28,6 +28,9 @@ pub(crate) struct Inner {
     pub nodes: NodeSet,
     pub state: RwLock<State>,
     pub stats: Counters,
+    /// Histograms and gauges for the `metrics` recorder (registered at
+    /// open).
+    pub metrics: super::metrics::Metrics,
     pub repair_queue: RepairQueue,
     pub open_report: Mutex<OpenReport>,
     /// Held by the one compaction, repair or scrub that may run at a time.
@@ -76,13 +79,15 @@ impl Inner {
         start: &Start,
     ) -> Inner {
         let node_count = layout.nodes().len();
+        let metrics = super::metrics::Metrics::register(&layout);
         Inner {
             nodes: NodeSet::new(&layout, &*factory, nodes),
             layout,
             options,
             codec,
             state: RwLock::new(State::default()),
-            stats: Counters::default(),
+            stats: Counters::registered(),
+            metrics,
             repair_queue: RepairQueue::default(),
             open_report: Mutex::new(OpenReport::default()),
             maintenance: Mutex::new(()),

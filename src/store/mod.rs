@@ -41,6 +41,7 @@ mod index;
 mod inner;
 mod lifecycle;
 mod manifest;
+mod metrics;
 mod nodes;
 mod open;
 mod options;
@@ -291,6 +292,14 @@ impl Store {
         start: Start,
     ) -> Result<Store> {
         check_options(&options)?;
+        let _span = tracing::info_span!(
+            "open",
+            mode = ?mode,
+            nodes = layout.nodes().len(),
+            sites = layout.sites().len(),
+            code = %layout.code()
+        )
+        .entered();
         let nodes = open::open_handles(&*factory, &layout, mode)?;
         let code = layout.code();
         let codec = Codec::new(code.data_count, code.parity_count)?;

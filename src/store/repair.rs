@@ -251,6 +251,12 @@ pub(crate) fn repair_stripes(
 ) -> Result<RepairReport> {
     let inner = &store.inner;
     let _one_at_a_time = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+    let _span = tracing::info_span!(
+        "repair",
+        queued = inner.repair_queue_len(),
+        only = only.map(|o| o.len())
+    )
+    .entered();
     let started = Instant::now();
     let mut report = RepairReport {
         nodes_revived: match only {
@@ -295,6 +301,28 @@ pub(crate) fn repair_stripes(
     report.columns_moved_home += written.columns_moved_home;
     report.bytes_written += written.bytes_written;
     report.elapsed = started.elapsed();
+    let metrics = &inner.metrics;
+    metrics
+        .repair_columns_rebuilt
+        .increment(written.columns_rebuilt);
+    metrics
+        .repair_columns_moved_home
+        .increment(written.columns_moved_home);
+    metrics
+        .repair_bytes_written
+        .increment(written.bytes_written);
+    metrics.repair_progress.set(1.0);
+    metrics.repair_queue.set(inner.repair_queue_len() as f64);
+    tracing::info!(
+        stripes_repaired = report.stripes_repaired,
+        stripes_unrepairable = report.stripes_unrepairable,
+        columns_rebuilt = report.columns_rebuilt,
+        columns_moved_home = report.columns_moved_home,
+        bytes_read = report.bytes_read,
+        bytes_written = report.bytes_written,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "repair done"
+    );
     Ok(report)
 }
 
@@ -379,6 +407,11 @@ fn write_batches(
         progress.stripes_done = stripes_done;
         progress.bytes_written = written.bytes_written;
         progress.bytes_read = store.inner.stats.repair_bytes_read.get();
+        store
+            .inner
+            .metrics
+            .repair_progress
+            .set(stripes_done as f64 / progress.stripes_total.max(1) as f64);
         if let Some(callback) = &options.progress {
             callback(&progress);
         }
@@ -854,6 +887,7 @@ fn append_round(
 /// The body of [`Store::scrub`].
 pub(crate) fn scrub(store: &Store, options: &ScrubOptions) -> Result<ScrubReport> {
     let inner = &store.inner;
+    let _span = tracing::info_span!("scrub", repair = options.repair).entered();
     let started = Instant::now();
     let mut report = ScrubReport::default();
     {
@@ -887,6 +921,10 @@ pub(crate) fn scrub(store: &Store, options: &ScrubOptions) -> Result<ScrubReport
             if progress.stripes_done.is_multiple_of(64)
                 || progress.stripes_done == progress.stripes_total
             {
+                inner
+                    .metrics
+                    .scrub_progress
+                    .set(progress.stripes_done as f64 / progress.stripes_total.max(1) as f64);
                 if let Some(callback) = &options.progress {
                     callback(&progress);
                 }
@@ -894,6 +932,14 @@ pub(crate) fn scrub(store: &Store, options: &ScrubOptions) -> Result<ScrubReport
             }
         }
     }
+    inner.metrics.scrub_bytes_read.increment(report.bytes_read);
+    tracing::info!(
+        columns_checked = report.columns_checked,
+        columns_missing = report.columns_missing,
+        bytes_read = report.bytes_read,
+        clean = report.is_clean(),
+        "scrub done"
+    );
     if options.repair && !report.is_clean() {
         report.repair = Some(repair(
             store,

@@ -68,6 +68,8 @@ pub(crate) struct Ack<T = Result<bool>> {
 struct Slot<T> {
     state: Mutex<SlotState<T>>,
     answered: Condvar,
+    /// When it was submitted (for the write latency metric).
+    submitted: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -103,6 +105,11 @@ impl<T> Slot<T> {
 }
 
 impl<T> Ack<T> {
+    /// When the submission was made.
+    pub(crate) fn submitted(&self) -> std::time::Instant {
+        self.slot.submitted
+    }
+
     /// Answers the submission.
     pub(crate) fn send(&self, answer: T) {
         self.slot.finish(Some(answer));
@@ -146,6 +153,7 @@ impl<T> Pending<T> {
                 waker: None,
             }),
             answered: Condvar::new(),
+            submitted: std::time::Instant::now(),
         });
         (
             Ack {

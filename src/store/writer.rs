@@ -215,6 +215,7 @@ fn write_stripe(inner: &Inner, stripe: SealedStripe) -> (Result<Written, Failure
         parts,
     } = stripe;
     let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    let started = std::time::Instant::now();
     let stored = match inner
         .stripe_io()
         .write_planned(generation, &plan, &headers, &refs)
@@ -223,6 +224,10 @@ fn write_stripe(inner: &Inner, stripe: SealedStripe) -> (Result<Written, Failure
         Err(failed) => return (Err(write_failure(inner, failed)), payloads),
     };
     drop(refs);
+    inner
+        .metrics
+        .stripe_append_seconds
+        .record(started.elapsed().as_secs_f64());
     let header = headers.swap_remove(0);
     inner
         .stats

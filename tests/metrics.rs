@@ -1,0 +1,140 @@
+//! Metrics: with a recorder installed before the store opens, the
+//! counters, histograms and gauges move as the store works (puts, gets, a
+//! degraded read after a node's data is gone, repair). Alone in its binary:
+//! the recorder is process-wide.
+
+mod common;
+
+use std::collections::HashMap;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::{CompositeKey, MetricKind};
+
+use geoshard::{RepairOptions, Store};
+
+/// Every metric of the snapshot: (kind, name, labels) -> value.
+fn snapshot(snapshotter: &Snapshotter) -> HashMap<(MetricKind, String, Vec<String>), DebugValue> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value): (CompositeKey, _, _, DebugValue)| {
+            let (kind, key) = key.into_parts();
+            let labels = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            ((kind, key.name().to_string(), labels), value)
+        })
+        .collect()
+}
+
+fn counter(all: &HashMap<(MetricKind, String, Vec<String>), DebugValue>, name: &str) -> u64 {
+    match all.get(&(MetricKind::Counter, name.to_string(), Vec::new())) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+fn histogram_len(
+    all: &HashMap<(MetricKind, String, Vec<String>), DebugValue>,
+    name: &str,
+) -> usize {
+    match all.get(&(MetricKind::Histogram, name.to_string(), Vec::new())) {
+        Some(DebugValue::Histogram(values)) => values.len(),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+fn gauge(
+    all: &HashMap<(MetricKind, String, Vec<String>), DebugValue>,
+    name: &str,
+    labels: &[&str],
+) -> f64 {
+    let labels = labels.iter().map(|l| l.to_string()).collect();
+    match all.get(&(MetricKind::Gauge, name.to_string(), labels)) {
+        Some(DebugValue::Gauge(v)) => v.into_inner(),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_recorder_sees_the_counters_histograms_and_gauges_move() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("the only recorder of this process");
+
+    let dir = common::fast_tempdir();
+    let layout = common::layout_3x3(dir.path());
+    let store = common::create(layout.clone(), common::options());
+    let puts = 300;
+    let completions: Vec<_> = (0..puts)
+        .map(|i| store.put_async(format!("m/{i}").as_bytes(), common::value(i, 1500)))
+        .collect();
+    for answer in common::poll::run_all(completions).0 {
+        answer.expect("put");
+    }
+    assert!(store.delete(b"m/0").expect("delete"));
+    for i in 1..puts {
+        assert!(
+            store
+                .get(format!("m/{i}").as_bytes())
+                .expect("get")
+                .is_some()
+        );
+    }
+    let all = snapshot(&snapshotter);
+    assert_eq!(counter(&all, "geoshard_puts_total"), puts);
+    assert_eq!(counter(&all, "geoshard_deletes_total"), 1);
+    assert_eq!(counter(&all, "geoshard_gets_total"), puts - 1);
+    assert!(counter(&all, "geoshard_bytes_written_total") > puts * 1500);
+    // The debugging recorder drains histograms at each snapshot.
+    assert_eq!(
+        histogram_len(&all, "geoshard_write_seconds"),
+        puts as usize + 1
+    );
+    assert!(histogram_len(&all, "geoshard_commit_seconds") >= 2);
+    assert!(histogram_len(&all, "geoshard_commit_bytes") >= 2);
+    assert!(histogram_len(&all, "geoshard_stripe_append_seconds") >= 2);
+    // One healthy get in 64 is timed.
+    assert!(histogram_len(&all, "geoshard_get_seconds") >= 4);
+
+    // A node's data gone under the running store: reads rebuild, repair
+    // puts it back.
+    store.close().expect("close");
+    drop(store);
+    let victim = &layout.nodes()[0];
+    let geoshard::layout::Location::Dir(path) = &victim.location else {
+        unreachable!("a local layout")
+    };
+    std::fs::remove_dir_all(path).expect("burn a node");
+    std::fs::create_dir_all(path).expect("an empty disk");
+    let store = Store::open(layout.clone(), common::options()).expect("open without a node");
+    for i in 1..puts {
+        assert!(
+            store
+                .get(format!("m/{i}").as_bytes())
+                .expect("get")
+                .is_some()
+        );
+    }
+    let all = snapshot(&snapshotter);
+    assert!(counter(&all, "geoshard_degraded_reads_total") > 0);
+    let report = store.repair(&RepairOptions::default()).expect("repair");
+    assert!(report.columns_rebuilt > 0, "{report:?}");
+    let all = snapshot(&snapshotter);
+    assert_eq!(
+        counter(&all, "geoshard_repair_columns_rebuilt_total"),
+        report.columns_rebuilt
+    );
+    assert!(counter(&all, "geoshard_repair_bytes_written_total") > 0);
+    assert_eq!(gauge(&all, "geoshard_repair_progress_ratio", &[]), 1.0);
+    // The committer sets the node gauges within a second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let all = snapshot(&snapshotter);
+    let node = format!("node={}", victim.name);
+    assert_eq!(gauge(&all, "geoshard_node_up", &[&node]), 1.0);
+    assert_eq!(gauge(&all, "geoshard_node_writable", &[&node]), 1.0);
+}
