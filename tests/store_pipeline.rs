@@ -6,28 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::poll::run_all;
-use geoshard::layout::{Layout, Location};
-use geoshard::node::{FaultyNode, LocalNode, LocalOptions, Node};
 use geoshard::{Options, Store};
-
-fn open_faulty(layout: &Layout) -> Vec<Arc<FaultyNode<LocalNode>>> {
-    layout
-        .nodes()
-        .iter()
-        .map(|spec| {
-            let Location::Dir(path) = &spec.location else {
-                unreachable!("a local layout")
-            };
-            let node = LocalNode::open(spec.name.clone(), path, &LocalOptions::default())
-                .expect("open node");
-            Arc::new(FaultyNode::new(node))
-        })
-        .collect()
-}
 
 /// The value of write `i` to key `k`; `None` for a delete.
 fn write(i: usize) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -48,16 +30,8 @@ fn writes_in_flight_land_in_queue_order_across_failed_appends_and_a_reopen() {
     common::create(layout.clone(), common::options())
         .close()
         .expect("close");
-    let nodes = open_faulty(&layout);
-    let store = Store::open_with_nodes(
-        layout.clone(),
-        common::options(),
-        nodes
-            .iter()
-            .map(|n| Ok(Arc::clone(n) as Arc<dyn Node>))
-            .collect(),
-    )
-    .expect("open");
+    let (nodes, handles) = common::faulty_nodes(&layout);
+    let store = Store::open_with_nodes(layout.clone(), common::options(), handles).expect("open");
     let total = 3000;
     let mut last: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
     let mut completions = Vec::new();
