@@ -338,6 +338,8 @@ pub(crate) struct Committer {
     next_job: u64,
     /// A shutdown was asked: seal what is gathered without waiting.
     closing: bool,
+    /// The writer thread stopped (it panicked): nothing can be written.
+    writer_gone: bool,
 }
 
 impl Committer {
@@ -404,6 +406,7 @@ impl Committer {
             gathering: Gathering::default(),
             next_job: 0,
             closing: false,
+            writer_gone: false,
         }
     }
 
@@ -440,6 +443,9 @@ impl Committer {
                     }
                 }
             }
+            if self.writer_stopped() {
+                self.fail_everything();
+            }
             if self.closing && self.gathering.is_empty() && self.outstanding.is_empty() {
                 break;
             }
@@ -473,7 +479,11 @@ impl Committer {
             match self.rx.recv_timeout(timeout) {
                 Ok(event) => self.on_event(event),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => self.closing = true,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The writer holds a sender while it runs.
+                    self.writer_gone |= !self.outstanding.is_empty();
+                    self.closing = true;
+                }
             }
         }
         if let Link::Thread { tx, handle } = &mut self.link {
@@ -603,10 +613,48 @@ impl Committer {
                 if let Some(tx) = tx
                     && tx.send(msg).is_err()
                 {
-                    tracing::error!("the writer thread is gone");
+                    self.writer_gone = true;
                 }
             }
             Link::Inline { queue, .. } => queue.push_back(msg),
+        }
+    }
+
+    /// Whether the writer thread stopped (it panicked: its end of the
+    /// queue is gone, or its thread finished while commits wait for it).
+    fn writer_stopped(&mut self) -> bool {
+        if let Link::Thread {
+            handle: Some(handle),
+            ..
+        } = &self.link
+            && !self.outstanding.is_empty()
+            && handle.is_finished()
+        {
+            self.writer_gone = true;
+        }
+        self.writer_gone
+    }
+
+    /// With the writer gone, fails every outstanding and gathered request
+    /// (unacknowledged writes: each landed whole or not at all, D4)
+    /// instead of leaving its caller waiting for ever.
+    fn fail_everything(&mut self) {
+        let reason = "the store's writer thread stopped; the write was not acknowledged \
+            (close the store and open it again)";
+        let outstanding: Vec<Outstanding> = self.outstanding.drain(..).collect();
+        let gathered: Vec<Request> = self.gathering.take(usize::MAX, usize::MAX);
+        let requests = outstanding
+            .iter()
+            .flat_map(|o| o.batch.iter())
+            .chain(gathered.iter());
+        for req in requests {
+            self.inner.stats.write_failures.inc();
+            req.ack().send(Err(Error::WriteRefused {
+                reason: reason.into(),
+            }));
+        }
+        if !self.closing {
+            tracing::error!("the writer thread stopped: writes fail until the store is reopened");
         }
     }
 
@@ -755,6 +803,11 @@ impl Committer {
             );
             0
         } else {
+            // The generation it started (if it did) may hold its columns:
+            // later commits go on in it, so it is tracked (and compacted)
+            // like any other.
+            self.generation = failed.generation.generation;
+            self.generation_bytes = failed.generation.bytes;
             self.inner.stats.write_failures.inc();
             for req in &failed.batch {
                 req.ack().send(Err(failure.to_error()));
