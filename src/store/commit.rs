@@ -261,7 +261,8 @@ struct Gathering {
     requests: VecDeque<Request>,
     weight: usize,
     flushes: usize,
-    /// When the oldest arrived (the wall clock: a gathering wait).
+    /// When the oldest waiting request had arrived, at the latest (the
+    /// wall clock: a gathering wait).
     since: Option<Instant>,
 }
 
@@ -307,12 +308,21 @@ impl Gathering {
                 break;
             }
         }
-        self.since = if self.requests.is_empty() {
-            None
-        } else {
-            Some(Instant::now())
-        };
+        // What is left arrived after what was taken, and has waited no
+        // longer than `since` says: it is sealed no later than the
+        // interval after it.
+        if self.requests.is_empty() {
+            self.since = None;
+        }
         batch
+    }
+
+    /// Every request, in order.
+    fn drain(&mut self) -> Vec<Request> {
+        self.weight = 0;
+        self.flushes = 0;
+        self.since = None;
+        self.requests.drain(..).collect()
     }
 }
 
@@ -571,11 +581,11 @@ impl Committer {
             self.run_inline(false);
             let before = self.outstanding.len();
             answered += self.settle(keep);
+            // Everything written: done once few enough are left, or when
+            // nothing more can be answered.
             let unwritten = self.outstanding.iter().any(|o| o.result.is_none());
-            if self.outstanding.len() <= keep && !unwritten {
-                return answered;
-            }
-            if self.outstanding.len() == before && !unwritten {
+            let left = self.outstanding.len();
+            if !unwritten && (left <= keep || left == before) {
                 return answered;
             }
         }
@@ -642,7 +652,7 @@ impl Committer {
         let reason = "the store's writer thread stopped; the write was not acknowledged \
             (close the store and open it again)";
         let outstanding: Vec<Outstanding> = self.outstanding.drain(..).collect();
-        let gathered: Vec<Request> = self.gathering.take(usize::MAX, usize::MAX);
+        let gathered = self.gathering.drain();
         let requests = outstanding
             .iter()
             .flat_map(|o| o.batch.iter())

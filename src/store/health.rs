@@ -9,10 +9,18 @@ use crate::layout::Layout;
 
 /// A counter of [`Stats`], mirrored into a `metrics` counter (a no-op
 /// when no recorder was installed at open).
-#[derive(Default)]
 pub(crate) struct Counter {
     value: AtomicU64,
-    metric: Option<metrics::Counter>,
+    metric: metrics::Counter,
+}
+
+impl Default for Counter {
+    fn default() -> Counter {
+        Counter {
+            value: AtomicU64::new(0),
+            metric: metrics::Counter::noop(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Counter {
@@ -25,7 +33,7 @@ impl Counter {
     fn registered(name: &'static str) -> Counter {
         Counter {
             value: AtomicU64::new(0),
-            metric: Some(metrics::counter!(name)),
+            metric: metrics::counter!(name),
         }
     }
 
@@ -35,16 +43,12 @@ impl Counter {
 
     /// Adds one; returns the count before it.
     pub fn fetch_inc(&self) -> u64 {
-        if let Some(metric) = &self.metric {
-            metric.increment(1);
-        }
+        self.metric.increment(1);
         self.value.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn add(&self, n: u64) {
-        if let Some(metric) = &self.metric {
-            metric.increment(n);
-        }
+        self.metric.increment(n);
         self.value.fetch_add(n, Ordering::Relaxed);
     }
 

@@ -11,9 +11,10 @@ use metrics::{Counter, Gauge, Histogram};
 use super::nodes::NodeSet;
 use crate::layout::Layout;
 
-/// One healthy `get` in this many is timed (the rest are a memory-mapped
-/// slice, whose timing would cost more than the read); every get that
-/// reads a column remotely or rebuilds is timed.
+/// One `get` of a whole blob on a local node in this many is timed (the
+/// read is a memory-mapped slice, whose timing would cost more than the
+/// read); every get of a split blob, or of a column on a remote node or
+/// on none, is timed. `get_async`'s answers at the first poll are not.
 pub(crate) const GET_SAMPLE_EVERY: u64 = 64;
 
 /// The store's histograms and gauges; its counters live with
