@@ -222,6 +222,17 @@ mod tests {
     }
 
     #[test]
+    fn wrapping_a_shared_handle_of_any_node_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        run(|| {
+            LocalNode::open("f1", dir.path(), &LocalOptions::default()).map(|node| {
+                let shared: std::sync::Arc<dyn Node> = std::sync::Arc::new(node);
+                FaultyNode::new(shared)
+            })
+        });
+    }
+
+    #[test]
     fn each_fault_does_what_it_says() {
         let dir = tempfile::tempdir().unwrap();
         let node = node(dir.path());

@@ -48,6 +48,7 @@
 //! ```
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -339,6 +340,58 @@ pub trait Node: Send + Sync + std::fmt::Debug {
     /// does, so that its appends go through [`Node::append`]. Default: none.
     fn shared_submission(&self) -> Option<SharedSubmission<'_>> {
         None
+    }
+}
+
+/// A shared handle is a node: a wrapper such as [`FaultyNode`] can wrap the
+/// `Arc<dyn Node>` a [`NodeFactory`] opened, whatever its type.
+impl<N: Node + ?Sized> Node for Arc<N> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn append(&self, generation: u64, records: &[RecordRef<'_>]) -> Result<Vec<RecordLocation>> {
+        (**self).append(generation, records)
+    }
+
+    fn read(&self, generation: u64, offset: u64, len: u32) -> Result<Bytes> {
+        (**self).read(generation, offset, len)
+    }
+
+    fn scan(&self, generation: u64) -> Result<Scan> {
+        (**self).scan(generation)
+    }
+
+    fn generations(&self) -> Result<Vec<u64>> {
+        (**self).generations()
+    }
+
+    fn remove_generation(&self, generation: u64) -> Result<()> {
+        (**self).remove_generation(generation)
+    }
+
+    fn capacity(&self) -> Result<Capacity> {
+        (**self).capacity()
+    }
+
+    fn read_manifest(&self) -> Result<Option<Bytes>> {
+        (**self).read_manifest()
+    }
+
+    fn write_manifest(&self, manifest: &[u8]) -> Result<()> {
+        (**self).write_manifest(manifest)
+    }
+
+    fn is_fenced(&self) -> bool {
+        (**self).is_fenced()
+    }
+
+    fn check(&self) -> Result<()> {
+        (**self).check()
+    }
+
+    fn shared_submission(&self) -> Option<SharedSubmission<'_>> {
+        (**self).shared_submission()
     }
 }
 
