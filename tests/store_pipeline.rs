@@ -142,3 +142,148 @@ fn commit_delay_gathers_a_burst_into_one_commit() {
     let at_once = stripes_of_a_burst(common::options());
     assert!(at_once >= 2, "{at_once} stripes");
 }
+
+/// A local node whose appends panic once armed: a bug in a node (or the
+/// writer) that kills the store's writer thread.
+#[derive(Debug)]
+struct PanickingNode {
+    inner: geoshard::node::LocalNode,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl geoshard::node::Node for PanickingNode {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn append(
+        &self,
+        generation: u64,
+        records: &[geoshard::node::RecordRef<'_>],
+    ) -> geoshard::Result<Vec<geoshard::node::RecordLocation>> {
+        assert!(
+            !self.armed.load(std::sync::atomic::Ordering::Acquire),
+            "injected panic in an append (expected by the test)"
+        );
+        self.inner.append(generation, records)
+    }
+
+    fn read(&self, generation: u64, offset: u64, len: u32) -> geoshard::Result<bytes::Bytes> {
+        self.inner.read(generation, offset, len)
+    }
+
+    fn scan(&self, generation: u64) -> geoshard::Result<geoshard::node::Scan> {
+        self.inner.scan(generation)
+    }
+
+    fn generations(&self) -> geoshard::Result<Vec<u64>> {
+        self.inner.generations()
+    }
+
+    fn remove_generation(&self, generation: u64) -> geoshard::Result<()> {
+        self.inner.remove_generation(generation)
+    }
+
+    fn capacity(&self) -> geoshard::Result<geoshard::node::Capacity> {
+        self.inner.capacity()
+    }
+
+    fn read_manifest(&self) -> geoshard::Result<Option<bytes::Bytes>> {
+        self.inner.read_manifest()
+    }
+
+    fn write_manifest(&self, manifest: &[u8]) -> geoshard::Result<()> {
+        self.inner.write_manifest(manifest)
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.inner.is_fenced()
+    }
+}
+
+/// D4 when the writer thread dies: every write waiting on it fails (none
+/// hangs), later writes fail at once, close returns, and a reopen finds
+/// every acknowledged write and each failed one whole or absent.
+#[test]
+fn a_writer_thread_that_dies_fails_every_waiting_write_and_loses_nothing_acknowledged() {
+    use geoshard::node::{LocalNode, LocalOptions, Node};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = common::fast_tempdir();
+    let layout = common::layout_3x3(dir.path());
+    common::create(layout.clone(), common::options())
+        .close()
+        .expect("close");
+    let armed = Arc::new(AtomicBool::new(false));
+    let handles: Vec<common::Handle> = layout
+        .nodes()
+        .iter()
+        .map(|spec| {
+            let geoshard::layout::Location::Dir(path) = &spec.location else {
+                panic!("local layouts only")
+            };
+            let inner = LocalNode::open(spec.name.clone(), path, &LocalOptions::default())
+                .expect("open node");
+            let node = PanickingNode {
+                inner,
+                armed: Arc::clone(&armed),
+            };
+            Ok(Arc::new(node) as Arc<dyn Node>)
+        })
+        .collect();
+    let store = Store::open_with_nodes(layout.clone(), common::options(), handles).expect("open");
+    let acked: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
+        .map(|i| (format!("acked/{i:03}").into_bytes(), common::value(i, 700)))
+        .collect();
+    for (key, value) in &acked {
+        store.put(key, value.clone()).expect("put before the panic");
+    }
+
+    armed.store(true, Ordering::Release);
+    let failed: Vec<(Vec<u8>, Vec<u8>)> = (0..500)
+        .map(|i| {
+            (
+                format!("failed/{i:03}").into_bytes(),
+                common::value(1000 + i, 900),
+            )
+        })
+        .collect();
+    let completions = failed
+        .iter()
+        .map(|(key, value)| store.put_async(key, value.clone()))
+        .collect();
+    // `run_all` fails the test if any write is never answered.
+    let (answers, _) = run_all(completions);
+    for (answer, (key, _)) in answers.iter().zip(&failed) {
+        assert!(
+            matches!(answer, Err(geoshard::Error::WriteRefused { .. })),
+            "{}: {answer:?}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    let later = store.put(b"later", b"x".to_vec());
+    assert!(later.is_err(), "a put after the writer died: {later:?}");
+    let _ = store.close();
+    drop(store);
+
+    let store = Store::open(layout, common::options()).expect("reopen");
+    for (key, value) in &acked {
+        let got = store.get(key).expect("get");
+        assert_eq!(
+            got.map(|b| b.to_bytes()),
+            Some(bytes::Bytes::from(value.clone())),
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    for (key, value) in &failed {
+        if let Some(got) = store.get(key).expect("get") {
+            assert_eq!(
+                got.to_bytes(),
+                bytes::Bytes::from(value.clone()),
+                "half a write"
+            );
+        }
+    }
+}
