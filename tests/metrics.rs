@@ -46,6 +46,23 @@ fn histogram_len(
     }
 }
 
+/// The per-node metric `name` (label `node`), each node's value read by
+/// `read`.
+fn per_node<T>(
+    all: &HashMap<(MetricKind, String, Vec<String>), DebugValue>,
+    kind: MetricKind,
+    name: &str,
+    read: impl Fn(&DebugValue) -> T,
+) -> HashMap<String, T> {
+    all.iter()
+        .filter(|((k, n, _), _)| *k == kind && n == name)
+        .filter_map(|((_, _, labels), value)| {
+            let node = labels.iter().find_map(|l| l.strip_prefix("node="))?;
+            Some((node.to_string(), read(value)))
+        })
+        .collect()
+}
+
 fn gauge(
     all: &HashMap<(MetricKind, String, Vec<String>), DebugValue>,
     name: &str,
@@ -85,22 +102,60 @@ fn a_recorder_sees_the_counters_histograms_and_gauges_move() {
         answer.expect("put");
     }
     assert!(store.delete(b"m/0").expect("delete"));
+    // Values split over every data column, one commit each: every node
+    // takes an append in each, and one in 16 shared submissions is timed
+    // per node.
+    let split = 32;
+    for i in 0..split {
+        store
+            .put(format!("big/{i}").as_bytes(), common::value(i, 96 << 10))
+            .expect("put");
+    }
     read_back(&store, puts);
     let all = snapshot(&snapshotter);
-    assert_eq!(counter(&all, "geoshard_puts_total"), puts);
+    assert_eq!(counter(&all, "geoshard_puts_total"), puts + split);
     assert_eq!(counter(&all, "geoshard_deletes_total"), 1);
     assert_eq!(counter(&all, "geoshard_gets_total"), puts - 1);
     assert!(counter(&all, "geoshard_bytes_written_total") > puts * 1500);
     // The debugging recorder drains histograms at each snapshot.
     assert_eq!(
         histogram_len(&all, "geoshard_write_seconds"),
-        puts as usize + 1
+        (puts + split) as usize + 1
     );
     assert!(histogram_len(&all, "geoshard_commit_seconds") >= 2);
     assert!(histogram_len(&all, "geoshard_commit_bytes") >= 2);
     assert!(histogram_len(&all, "geoshard_stripe_append_seconds") >= 2);
     // One healthy get in 64 is timed.
     assert!(histogram_len(&all, "geoshard_get_seconds") >= 4);
+    // Every node took appends, each timed, and together they took every
+    // column byte the commits wrote.
+    let times = per_node(
+        &all,
+        MetricKind::Histogram,
+        "geoshard_node_append_seconds",
+        |v| match v {
+            DebugValue::Histogram(values) => values.iter().map(|v| v.into_inner()).collect(),
+            other => panic!("{other:?}"),
+        },
+    );
+    let bytes = per_node(
+        &all,
+        MetricKind::Counter,
+        "geoshard_node_bytes_written_total",
+        |v| match v {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{other:?}"),
+        },
+    );
+    assert_eq!(times.len(), layout.nodes().len(), "{times:?}");
+    assert_eq!(bytes.len(), layout.nodes().len(), "{bytes:?}");
+    for node in layout.nodes() {
+        let values: &Vec<f64> = &times[&node.name];
+        assert!(!values.is_empty(), "{}: no append timed", node.name);
+        assert!(values.iter().all(|&v| v > 0.0 && v < 60.0), "{values:?}");
+    }
+    let node_bytes: u64 = bytes.values().sum();
+    assert_eq!(node_bytes, counter(&all, "geoshard_bytes_written_total"));
 
     // A node's data gone under the running store: reads rebuild, repair
     // puts it back.

@@ -49,6 +49,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -517,8 +518,30 @@ pub type AppendBatch<'a> = (&'a (dyn Node + 'static), u64, &'a [RecordRef<'a>]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>>> {
-    let mut results: Vec<Option<Result<Vec<RecordLocation>>>> =
-        batches.iter().map(|_| None).collect();
+    append_all_timed(batches)
+        .into_iter()
+        .map(|(result, _)| result)
+        .collect()
+}
+
+/// A batch's answer and, when measured, its time.
+pub(crate) type TimedAppend = (Result<Vec<RecordLocation>>, Option<Duration>);
+
+/// One call in this many of [`append_all_timed`] times the batches that
+/// share the io_uring submission (see `UringEngine::run`); batches on
+/// threads of their own are always timed.
+pub(crate) const SHARED_APPEND_SAMPLE_EVERY: u64 = 16;
+
+/// As [`append_all`], with each batch's time when it was measured: from the
+/// call to that batch's records being durable (or its failure known). The
+/// store's per-node append times.
+pub(crate) fn append_all_timed(batches: &[AppendBatch<'_>]) -> Vec<TimedAppend> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let started = Instant::now();
+    let timed = CALLS
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .is_multiple_of(SHARED_APPEND_SAMPLE_EVERY);
+    let mut results: Vec<Option<TimedAppend>> = batches.iter().map(|_| None).collect();
     let mut shared: Vec<(usize, &LocalNode, u64, &[RecordRef<'_>])> = Vec::new();
     let mut threaded: Vec<usize> = Vec::new();
     let mut seen: HashSet<(*const LocalNode, u64)> = HashSet::new();
@@ -541,20 +564,26 @@ pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>
             .iter()
             .map(|&index| {
                 let (node, generation, records) = batches[index];
-                (index, scope.spawn(move || node.append(generation, records)))
+                let handle = scope.spawn(move || {
+                    let result = node.append(generation, records);
+                    (result, Some(started.elapsed()))
+                });
+                (index, handle)
             })
             .collect();
         if let Some(index) = inline {
             let (node, generation, records) = batches[index];
-            results[index] = Some(node.append(generation, records));
+            let result = node.append(generation, records);
+            results[index] = Some((result, Some(started.elapsed())));
         }
         if !shared.is_empty() {
             let local: Vec<(&LocalNode, u64, &[RecordRef<'_>])> = shared
                 .iter()
                 .map(|&(_, node, generation, records)| (node, generation, records))
                 .collect();
-            for ((index, ..), result) in shared.iter().zip(append_shared(&local)) {
-                results[*index] = Some(result);
+            for ((index, ..), (result, done)) in shared.iter().zip(append_shared(&local, timed)) {
+                let elapsed = done.map(|done| done.saturating_duration_since(started));
+                results[*index] = Some((result, elapsed));
             }
         }
         for (index, handle) in handles {
@@ -566,23 +595,29 @@ pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>
     });
     results
         .into_iter()
-        .map(|result| result.unwrap_or_else(|| Err(Error::invalid("batch was not appended"))))
+        .map(|result| {
+            result.unwrap_or_else(|| (Err(Error::invalid("batch was not appended")), None))
+        })
         .collect()
 }
 
 #[cfg(target_os = "linux")]
 fn append_shared(
     batches: &[(&LocalNode, u64, &[RecordRef<'_>])],
-) -> Vec<Result<Vec<RecordLocation>>> {
-    LocalNode::append_shared(batches)
+    timed: bool,
+) -> Vec<local::DoneAppend> {
+    LocalNode::append_shared(batches, timed)
 }
 
 #[cfg(not(target_os = "linux"))]
 fn append_shared(
     batches: &[(&LocalNode, u64, &[RecordRef<'_>])],
-) -> Vec<Result<Vec<RecordLocation>>> {
+    timed: bool,
+) -> Vec<local::DoneAppend> {
     batches
         .iter()
-        .map(|(node, generation, records)| node.append(*generation, records))
+        .map(|(node, generation, records)| {
+            (node.append(*generation, records), timed.then(Instant::now))
+        })
         .collect()
 }

@@ -265,6 +265,7 @@ impl Inner {
             options: &self.options,
             nodes: &self.nodes,
             sequential_io: self.sequential_io,
+            metrics: &self.metrics,
         }
     }
 

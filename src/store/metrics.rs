@@ -4,12 +4,12 @@
 //! no-op: recording costs a branch, and nothing is allocated per
 //! operation either way. README.md ("Metrics and tracing") lists them.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 
 use super::nodes::NodeSet;
-use crate::layout::Layout;
+use crate::layout::{Layout, NodeId};
 
 /// One `get` of a whole blob on a local node in this many is timed (the
 /// read is a memory-mapped slice, whose timing would cost more than the
@@ -35,6 +35,13 @@ pub(crate) struct Metrics {
     /// Seconds to append one stripe's columns to all its planned nodes in
     /// parallel, syncs included (the slowest planned node's time).
     pub stripe_append_seconds: Histogram,
+    /// Per node (label `node`): seconds from the start of a stripe's (or a
+    /// repair batch's) appends to this node's records being durable
+    /// (sampled for local nodes sharing the io_uring submission: one
+    /// stripe in `SHARED_APPEND_SAMPLE_EVERY`).
+    pub node_append_seconds: Vec<Histogram>,
+    /// Per node: column payload bytes appended (commits and repair).
+    pub node_bytes_written: Vec<Counter>,
     /// Columns written to a node other than their home.
     pub handoff_columns: Counter,
     /// Columns repair rebuilt, and columns it moved home.
@@ -66,7 +73,18 @@ impl Metrics {
                 .map(|node| metrics::gauge!(name, "node" => node.name.clone()))
                 .collect()
         };
+        let node_label = |node: &crate::layout::NodeSpec| node.name.clone();
         Metrics {
+            node_append_seconds: layout
+                .nodes()
+                .iter()
+                .map(|node| metrics::histogram!("geoshard_node_append_seconds", "node" => node_label(node)))
+                .collect(),
+            node_bytes_written: layout
+                .nodes()
+                .iter()
+                .map(|node| metrics::counter!("geoshard_node_bytes_written_total", "node" => node_label(node)))
+                .collect(),
             write_seconds: metrics::histogram!("geoshard_write_seconds"),
             get_seconds: metrics::histogram!("geoshard_get_seconds"),
             commit_seconds: metrics::histogram!("geoshard_commit_seconds"),
@@ -85,6 +103,19 @@ impl Metrics {
             repair_queue: metrics::gauge!("geoshard_repair_queue_columns"),
             node_up: per_node("geoshard_node_up"),
             node_writable: per_node("geoshard_node_writable"),
+        }
+    }
+
+    /// Records one node's append: its time (when it was measured) and
+    /// payload bytes.
+    pub fn observe_append(&self, node: NodeId, elapsed: Option<Duration>, bytes: u64) {
+        if let (Some(elapsed), Some(histogram)) =
+            (elapsed, self.node_append_seconds.get(node.index()))
+        {
+            histogram.record(elapsed.as_secs_f64());
+        }
+        if let Some(counter) = self.node_bytes_written.get(node.index()) {
+            counter.increment(bytes);
         }
     }
 

@@ -3,14 +3,16 @@
 //! those nodes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use super::metrics::Metrics;
 use super::nodes::NodeSet;
 use super::stripes::StripeInfo;
 use super::{Options, WritePolicy};
 use crate::Error;
 use crate::format::ColumnHeader;
 use crate::layout::{Layout, NodeId, PromiseRoom};
-use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all};
+use crate::node::{AppendBatch, Node, RecordLocation, RecordRef, append_all_timed};
 
 /// Where every column of a stripe goes.
 #[derive(Clone, Debug)]
@@ -57,6 +59,8 @@ pub(crate) struct StripeIo<'a> {
     /// Appends to several generations of one node go one after another
     /// (a stepped store: see `Inner::sequential_io`).
     pub sequential_io: bool,
+    /// Where each node's append time and bytes go.
+    pub metrics: &'a Metrics,
 }
 
 /// One node's share of a write: records for one of its generations.
@@ -84,18 +88,30 @@ impl StripeIo<'_> {
             .iter()
             .map(|g| (&*g.node, g.generation, &g.records[..]))
             .collect();
-        let results = if ordered && self.sequential_io {
-            batches
-                .iter()
-                .map(|&(node, generation, records)| node.append(generation, records))
-                .collect()
-        } else {
-            append_all(&batches)
-        };
+        let results: Vec<(crate::Result<Vec<RecordLocation>>, Option<Duration>)> =
+            if ordered && self.sequential_io {
+                batches
+                    .iter()
+                    .map(|&(node, generation, records)| {
+                        let started = Instant::now();
+                        (node.append(generation, records), Some(started.elapsed()))
+                    })
+                    .collect()
+            } else {
+                append_all_timed(&batches)
+            };
         groups
             .iter()
             .zip(results)
-            .map(|(g, result)| match result {
+            .map(|(g, (result, elapsed))| {
+                if result.is_ok() {
+                    let bytes = g.records.iter().map(|r| r.payload.len() as u64).sum();
+                    self.metrics.observe_append(g.node_id, elapsed, bytes);
+                }
+                result
+            })
+            .zip(groups)
+            .map(|(result, g)| match result {
                 Ok(locations) if locations.len() == g.records.len() => Ok(locations),
                 Ok(locations) => {
                     let why = format!(

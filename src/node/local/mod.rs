@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -32,6 +33,9 @@ mod segment;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use io::{WriteAndSync, WriteFailure, WriteStandIn};
 use segment::{AppendContext, Segment};
+
+/// A batch's answer and, when timed, when it was done.
+pub(crate) type DoneAppend = (Result<Vec<RecordLocation>>, Option<Instant>);
 
 /// Which engine a [`LocalNode`] writes with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -325,27 +329,34 @@ impl LocalNode {
     /// submission: every batch is its own linked chain of writes and sync,
     /// and the kernel runs the chains in parallel. No two batches may name
     /// the same node and generation (the caller, `append_all`, ensures it).
+    /// When `timed`, each result comes with when that batch was done
+    /// (durable or failed).
     #[cfg(target_os = "linux")]
     pub(crate) fn append_shared(
         batches: &[(&LocalNode, u64, &[RecordRef<'_>])],
-    ) -> Vec<Result<Vec<RecordLocation>>> {
-        let mut results: Vec<Option<Result<Vec<RecordLocation>>>> =
-            batches.iter().map(|_| None).collect();
+        timed: bool,
+    ) -> Vec<DoneAppend> {
+        let mut results: Vec<Option<DoneAppend>> = batches.iter().map(|_| None).collect();
         let Some(engine) = io::Engine::shared_uring() else {
             return batches
                 .iter()
-                .map(|(node, generation, records)| node.append(*generation, records))
+                .map(|(node, generation, records)| {
+                    (node.append(*generation, records), timed.then(Instant::now))
+                })
                 .collect();
         };
         let mut ready: Vec<(usize, &LocalNode, Arc<Segment>, &[RecordRef<'_>])> = Vec::new();
         for (index, &(node, generation, records)) in batches.iter().enumerate() {
             if records.is_empty() {
-                results[index] = Some(node.check_fence().map(|()| Vec::new()));
+                results[index] = Some((
+                    node.check_fence().map(|()| Vec::new()),
+                    timed.then(Instant::now),
+                ));
                 continue;
             }
             match node.start_append(generation, records) {
                 Ok(segment) => ready.push((index, node, segment, records)),
-                Err(error) => results[index] = Some(Err(error)),
+                Err(error) => results[index] = Some((Err(error), timed.then(Instant::now))),
             }
         }
         // Writer locks are taken in one global order (by segment address)
@@ -357,7 +368,10 @@ impl LocalNode {
         for ((index, node, segment, records), context) in ready.iter().zip(&contexts) {
             match segment.prepare(context, records) {
                 Ok(batch) => prepared.push((*index, *node, context, batch)),
-                Err(failure) => results[*index] = Some(Err(node.record_failure(failure))),
+                Err(failure) => {
+                    results[*index] =
+                        Some((Err(node.record_failure(failure)), timed.then(Instant::now)));
+                }
             }
         }
         let bufs: Vec<Vec<std::io::IoSlice<'_>>> = prepared
@@ -373,19 +387,22 @@ impl LocalNode {
                 bufs,
             })
             .collect();
-        let outcomes = engine.run(&jobs);
+        let outcomes = engine.run(&jobs, timed);
         drop(jobs);
         drop(bufs);
-        for ((index, node, context, batch), outcome) in prepared.into_iter().zip(outcomes) {
-            results[index] = Some(
+        for ((index, node, context, batch), (outcome, done)) in prepared.into_iter().zip(outcomes) {
+            results[index] = Some((
                 batch
                     .finish(context, outcome)
                     .map_err(|failure| node.record_failure(failure)),
-            );
+                done,
+            ));
         }
         results
             .into_iter()
-            .map(|result| result.unwrap_or_else(|| Err(Error::invalid("batch was not appended"))))
+            .map(|result| {
+                result.unwrap_or_else(|| (Err(Error::invalid("batch was not appended")), None))
+            })
             .collect()
     }
 
