@@ -16,16 +16,20 @@
 //! it was due, so a stall is not hidden by the requests it delays); with
 //! `--rate 0` the connections send flat out.
 //!
-//! Phases: `before` (healthy), `fire` (after `POST /admin/burn/{site}`),
-//! `repair` (while `POST /admin/repair` runs), `after`. Each request counts
-//! in the phase in which it was due. The run fails (exit code 1) on any
-//! error, on any acknowledged write that does not read back exactly, or when
-//! the fire phase shows no degraded reads or no handoffs. The client never
-//! retries: every non-2xx answer, timeout and broken connection is an error.
+//! Phases: `before` (healthy), `fire` (from the moment `POST
+//! /admin/burn/{site}` is sent), `repair` (while `POST /admin/repair`
+//! runs), `after`. Each request counts in the phase in which it was due.
+//! The run fails (exit code 1) on any error, on a 2xx answer with wrong
+//! content, on any acknowledged write that does not read back exactly, when
+//! the fire phase shows no degraded reads or no handoffs (columns written
+//! away from home), when the repair leaves a stripe unrepaired or a column
+//! missing, or when reads are still degraded after it. The client never
+//! retries: every non-2xx answer, timeout and broken connection is an
+//! error.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -100,8 +104,6 @@ enum Phase {
     After = 3,
 }
 
-const PHASES: [Phase; 4] = [Phase::Before, Phase::Fire, Phase::Repair, Phase::After];
-
 impl Phase {
     fn name(self) -> &'static str {
         match self {
@@ -154,7 +156,8 @@ struct Shared {
     args: Args,
     started: Instant,
     next_ticket: AtomicU64,
-    phase: AtomicU8,
+    /// When each phase started, in order.
+    phase_starts: Mutex<Vec<(Phase, Instant)>>,
     stop: AtomicBool,
     /// Latencies (µs) by phase and kind.
     latencies: Mutex<BTreeMap<(Phase, Kind), Vec<u64>>>,
@@ -167,8 +170,22 @@ struct Shared {
 }
 
 impl Shared {
-    fn phase(&self) -> Phase {
-        PHASES[usize::from(self.phase.load(Ordering::Acquire))]
+    /// The phase at `at`: a request counts in the phase in which it was
+    /// due. Asked once the request is answered, so every phase that
+    /// started before it was due is known.
+    fn phase_at(&self, at: Instant) -> Phase {
+        lock(&self.phase_starts)
+            .iter()
+            .rev()
+            .find(|(_, start)| *start <= at)
+            .map_or(Phase::Before, |(phase, _)| *phase)
+    }
+
+    /// Starts `phase` now; returns when.
+    fn enter(&self, phase: Phase) -> Instant {
+        let now = Instant::now();
+        lock(&self.phase_starts).push((phase, now));
+        now
     }
 
     fn error(&self, phase: Phase, what: String) {
@@ -206,6 +223,9 @@ struct Connection {
 /// Why a request failed.
 enum Failed {
     Status(StatusCode, String),
+    /// A 2xx answer whose content is wrong (a photo's bytes, the order of
+    /// messages, a missing field).
+    Wrong(String),
     Timeout,
     Connection(String),
 }
@@ -214,6 +234,7 @@ impl Failed {
     fn describe(&self) -> String {
         match self {
             Failed::Status(status, _) => format!("HTTP {}", status.as_u16()),
+            Failed::Wrong(_) => "wrong answer".to_string(),
             Failed::Timeout => "timeout".to_string(),
             Failed::Connection(e) => format!("connection: {e}"),
         }
@@ -324,9 +345,10 @@ async fn worker(shared: Arc<Shared>, id: u32) {
             }
             None => Instant::now(),
         };
-        let phase = shared.phase();
         let kind = pick_kind(&shared, &mut rng);
-        match one_request(&shared, &mut connection, &mut rng, kind).await {
+        let answer = one_request(&shared, &mut connection, &mut rng, kind).await;
+        let phase = shared.phase_at(due);
+        match answer {
             Ok(()) => {
                 let micros = due.elapsed().as_micros() as u64;
                 lock(&shared.latencies)
@@ -341,8 +363,12 @@ async fn worker(shared: Arc<Shared>, id: u32) {
                 per_second[second].push(micros);
             }
             Err(failed) => {
-                if let Failed::Status(status, body) = &failed {
-                    eprintln!("chat_load: {} answered {status}: {body}", kind.name());
+                match &failed {
+                    Failed::Status(status, body) => {
+                        eprintln!("chat_load: {} answered {status}: {body}", kind.name());
+                    }
+                    Failed::Wrong(what) => eprintln!("chat_load: {}: {what}", kind.name()),
+                    Failed::Timeout | Failed::Connection(_) => {}
                 }
                 shared.error(phase, format!("{}: {}", kind.name(), failed.describe()));
             }
@@ -399,9 +425,7 @@ async fn one_request(
             let seq = serde_json::from_slice::<Value>(&answer)
                 .ok()
                 .and_then(|v| v.get(field).and_then(Value::as_u64))
-                .ok_or_else(|| {
-                    Failed::Status(StatusCode::OK, format!("no {field} in the answer"))
-                })?;
+                .ok_or_else(|| Failed::Wrong(format!("no {field} in the answer")))?;
             let acked = Acked {
                 room,
                 seq,
@@ -422,18 +446,16 @@ async fn one_request(
                 room_name(args, room)
             );
             let answer = connection.request(Method::GET, &path, Bytes::new()).await?;
-            let messages: Vec<Value> = serde_json::from_slice(&answer).map_err(|e| {
-                Failed::Status(StatusCode::OK, format!("not a list of messages: {e}"))
-            })?;
+            let messages: Vec<Value> = serde_json::from_slice(&answer)
+                .map_err(|e| Failed::Wrong(format!("not a list of messages: {e}")))?;
             let seqs: Vec<u64> = messages
                 .iter()
                 .filter_map(|m| m.get("seq").and_then(Value::as_u64))
                 .collect();
             if seqs.len() != messages.len() || seqs.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(Failed::Status(
-                    StatusCode::OK,
-                    format!("recent messages out of send order: {seqs:?}"),
-                ));
+                return Err(Failed::Wrong(format!(
+                    "recent messages out of send order: {seqs:?}"
+                )));
             }
             Ok(())
         }
@@ -449,14 +471,11 @@ async fn one_request(
             );
             let answer = connection.request(Method::GET, &path, Bytes::new()).await?;
             if answer.len() != photo.len || crc32fast::hash(&answer) != photo.crc {
-                return Err(Failed::Status(
-                    StatusCode::OK,
-                    format!(
-                        "photo {path}: {} bytes read, {} written, or their checksums differ",
-                        answer.len(),
-                        photo.len
-                    ),
-                ));
+                return Err(Failed::Wrong(format!(
+                    "photo {path}: {} bytes read, {} written, or their checksums differ",
+                    answer.len(),
+                    photo.len
+                )));
             }
             Ok(())
         }
@@ -506,6 +525,12 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
+    if !(args.phase_secs.is_finite() && args.phase_secs > 0.0 && args.phase_secs <= 86_400.0) {
+        return Err(format!(
+            "--phase-secs {} is not a length of time: give seconds between 0 and 86400",
+            args.phase_secs
+        ));
+    }
     let mut admin = Connection::new(args.addr);
     let first = stats(&mut admin).await?;
     println!(
@@ -529,7 +554,7 @@ async fn run(args: Args) -> Result<bool, String> {
         args: args.clone(),
         started: Instant::now(),
         next_ticket: AtomicU64::new(0),
-        phase: AtomicU8::new(Phase::Before as u8),
+        phase_starts: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
         latencies: Mutex::new(BTreeMap::new()),
         per_second: Mutex::new(Vec::new()),
@@ -537,6 +562,7 @@ async fn run(args: Args) -> Result<bool, String> {
         messages: Mutex::new(Vec::new()),
         photos: Mutex::new(Vec::new()),
     });
+    lock(&shared.phase_starts).push((Phase::Before, shared.started));
     let workers: Vec<_> = (0..args.connections)
         .map(|id| tokio::spawn(worker(shared.clone(), id)))
         .collect();
@@ -545,26 +571,31 @@ async fn run(args: Args) -> Result<bool, String> {
     let mut records = Vec::new();
     let mut at_start = (shared.started, first);
     let mut ok = true;
-    let mut advance = |records: &mut Vec<PhaseRecord>, phase: Phase, now: Value| {
-        let (started, before) = std::mem::replace(&mut at_start, (Instant::now(), now.clone()));
-        records.push(PhaseRecord {
-            phase,
-            started,
-            ended: Instant::now(),
-            degraded_reads: counter(&now, "degraded_reads") - counter(&before, "degraded_reads"),
-            handoffs: counter(&now, "degraded_writes") - counter(&before, "degraded_writes"),
-        });
-    };
+    // Ends the phase that started at the last boundary: its counters are
+    // the difference of the service's counters at the two boundaries.
+    let mut advance =
+        |records: &mut Vec<PhaseRecord>, phase: Phase, boundary: Instant, now: Value| {
+            let (started, before) = std::mem::replace(&mut at_start, (boundary, now.clone()));
+            let delta = |name: &str| counter(&now, name).saturating_sub(counter(&before, name));
+            records.push(PhaseRecord {
+                phase,
+                started,
+                ended: boundary,
+                degraded_reads: delta("degraded_reads"),
+                handoffs: delta("handoff_columns"),
+            });
+        };
 
     tokio::time::sleep(phase_len).await;
     if args.no_fire {
         let now = stats(&mut admin).await?;
-        advance(&mut records, Phase::Before, now);
-        shared.phase.store(Phase::After as u8, Ordering::Release);
+        let boundary = shared.enter(Phase::After);
+        advance(&mut records, Phase::Before, boundary, now);
         tokio::time::sleep(phase_len).await;
     } else {
         let now = stats(&mut admin).await?;
-        advance(&mut records, Phase::Before, now);
+        let boundary = shared.enter(Phase::Fire);
+        advance(&mut records, Phase::Before, boundary, now);
         let burn = admin
             .request_within(
                 ADMIN_TIMEOUT,
@@ -574,21 +605,21 @@ async fn run(args: Args) -> Result<bool, String> {
             )
             .await
             .map_err(|f| format!("burning {}: {}", args.burn, f.describe()))?;
-        shared.phase.store(Phase::Fire as u8, Ordering::Release);
         println!("burned: {}", String::from_utf8_lossy(&burn));
         tokio::time::sleep(phase_len).await;
 
         let now = stats(&mut admin).await?;
-        advance(&mut records, Phase::Fire, now);
-        shared.phase.store(Phase::Repair as u8, Ordering::Release);
+        let boundary = shared.enter(Phase::Repair);
+        advance(&mut records, Phase::Fire, boundary, now);
         let repair = admin
             .request_within(ADMIN_TIMEOUT, Method::POST, "/admin/repair", Bytes::new())
             .await
             .map_err(|f| format!("repair: {}", f.describe()))?;
+        let boundary = shared.enter(Phase::After);
         println!("repaired: {}", String::from_utf8_lossy(&repair));
+        ok &= repair_complete(&repair);
         let now = stats(&mut admin).await?;
-        advance(&mut records, Phase::Repair, now);
-        shared.phase.store(Phase::After as u8, Ordering::Release);
+        advance(&mut records, Phase::Repair, boundary, now);
         tokio::time::sleep(phase_len).await;
     }
     shared.stop.store(true, Ordering::Release);
@@ -596,7 +627,7 @@ async fn run(args: Args) -> Result<bool, String> {
         worker.await.map_err(|e| format!("a worker failed: {e}"))?;
     }
     let now = stats(&mut admin).await?;
-    advance(&mut records, Phase::After, now);
+    advance(&mut records, Phase::After, Instant::now(), now);
 
     if args.timeline {
         timeline(&shared, &records);
@@ -614,8 +645,25 @@ async fn run(args: Args) -> Result<bool, String> {
     Ok(ok)
 }
 
-/// Prints the table; false when there were errors or the fire showed no
-/// degraded reads or no handoffs.
+/// Whether the repair report says every stripe was repaired and no column
+/// is missing.
+fn repair_complete(answer: &[u8]) -> bool {
+    let Ok(report) = serde_json::from_slice::<Value>(answer) else {
+        println!("  the repair answer is not JSON");
+        return false;
+    };
+    let unrepairable = counter(&report, "stripes_unrepairable");
+    let missing = counter(&report, "columns_missing");
+    if unrepairable > 0 || missing > 0 {
+        println!("  repair left {unrepairable} stripes unrepairable and {missing} columns missing");
+        return false;
+    }
+    true
+}
+
+/// Prints the table; false when there were errors, the fire showed no
+/// degraded reads or no handoffs, or reads were still degraded after the
+/// repair.
 fn report(shared: &Shared, records: &[PhaseRecord]) -> bool {
     let latencies = lock(&shared.latencies);
     let errors = lock(&shared.errors);
@@ -683,6 +731,11 @@ fn report(shared: &Shared, records: &[PhaseRecord]) -> bool {
         }
         if record.phase == Phase::Fire && (record.degraded_reads == 0 || record.handoffs == 0) {
             println!("  the fire phase shows no degraded reads or no handoffs");
+            ok = false;
+        }
+        let repaired = records.iter().any(|r| r.phase == Phase::Repair);
+        if record.phase == Phase::After && repaired && record.degraded_reads > 0 {
+            println!("  reads were still degraded after the repair");
             ok = false;
         }
     }

@@ -38,6 +38,10 @@
 //!   its nodes afresh, rebuilds their columns and moves handoffs home; the
 //!   answer is the repair report.
 //!
+//! The admin endpoints have no authentication (a burn deletes data): keep
+//! `--listen` on loopback, or put the service behind a proxy that guards
+//! `/admin`. The service warns at start when it listens elsewhere.
+//!
 //! Room names are 1 to 64 characters of `A-Z a-z 0-9 _ -`. A geoshard error
 //! is answered with its message: 400/413 for bad input, 503 when the store
 //! cannot serve (more lost than the layout promises), 504 when a write is not
@@ -125,6 +129,12 @@ async fn run(args: Args) -> Result<(), String> {
     let address = listener
         .local_addr()
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    if !address.ip().is_loopback() {
+        eprintln!(
+            "chat_service: warning: the /admin endpoints (burn deletes data) have no \
+             authentication; listening on {address}, not on loopback"
+        );
+    }
     eprintln!(
         "chat_service: {} store of {} blobs, {} sites; listening on http://{address}",
         if created { "created a" } else { "opened the" },
@@ -149,8 +159,8 @@ async fn run(args: Args) -> Result<(), String> {
         rooms: Arc::new(Rooms::default()),
         prometheus,
     });
-    // Without TCP_NODELAY a photo's last segment can wait for the client's
-    // delayed ACK (~40 ms each time).
+    // Answers go out as they are written, not held back by Nagle's
+    // algorithm for the client's ACK.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -207,9 +217,14 @@ fn open_or_create(
 ) -> Result<(Store, bool), String> {
     match Store::open_with_factory(layout.clone(), options.clone(), factory.clone()) {
         Ok(store) => Ok((store, false)),
-        Err(Error::NoStore { .. }) => Store::create_with_factory(layout, options, factory)
-            .map(|store| (store, true))
-            .map_err(|e| format!("creating the store: {e}")),
+        Err(Error::NoStore { .. }) => {
+            // The failed open's handles (and their locks or leases) go
+            // before the create opens the nodes again.
+            factory.nodes().clear();
+            Store::create_with_factory(layout, options, factory)
+                .map(|store| (store, true))
+                .map_err(|e| format!("creating the store: {e}"))
+        }
         Err(e) => Err(format!("opening the store: {e}")),
     }
 }
@@ -298,12 +313,20 @@ struct Rooms {
 }
 
 impl Rooms {
+    fn next(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.next.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Takes the room's next sequence number.
     fn take(&self, store: &Store, room: &str) -> u64 {
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let seq = next
-            .entry(room.to_string())
-            .or_insert_with(|| last_seq(store, room).map_or(1, |last| last + 1));
+        if !self.next().contains_key(room) {
+            // Found outside the lock (a walk of the room's keys): another
+            // caller may have found it meanwhile; both found the same.
+            let found = last_seq(store, room).map_or(1, |last| last + 1);
+            self.next().entry(room.to_string()).or_insert(found);
+        }
+        let mut next = self.next();
+        let seq = next.entry(room.to_string()).or_insert(1);
         let taken = *seq;
         *seq += 1;
         taken
@@ -313,27 +336,28 @@ impl Rooms {
     /// nothing in it is not remembered: reads of made-up names cost nothing
     /// lasting.
     fn last(&self, store: &Store, room: &str) -> u64 {
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(&seq) = next.get(room) {
+        if let Some(&seq) = self.next().get(room) {
             return seq - 1;
         }
         match last_seq(store, room) {
-            Some(last) => {
-                next.insert(room.to_string(), last + 1);
-                last
-            }
+            Some(last) => *self.next().entry(room.to_string()).or_insert(last + 1) - 1,
             None => 0,
         }
     }
 }
 
-/// The highest sequence number stored in the room.
+/// The highest sequence number stored in the room, over its messages and
+/// its photos (they share the sequence).
 fn last_seq(store: &Store, room: &str) -> Option<u64> {
-    let prefix = message_prefix(room);
-    store
-        .keys_with_prefix(prefix.as_bytes())
-        .filter_map(|key| seq_of(&key[prefix.len()..]))
-        .last()
+    [message_prefix(room), photo_prefix(room)]
+        .iter()
+        .filter_map(|prefix| {
+            store
+                .keys_with_prefix(prefix.as_bytes())
+                .filter_map(|key| seq_of(&key[prefix.len()..]))
+                .last()
+        })
+        .max()
 }
 
 fn message_prefix(room: &str) -> String {
@@ -342,6 +366,10 @@ fn message_prefix(room: &str) -> String {
 
 fn message_key(room: &str, seq: u64) -> String {
     format!("m/{room}/{seq:020}")
+}
+
+fn photo_prefix(room: &str) -> String {
+    format!("p/{room}/")
 }
 
 fn photo_key(room: &str, id: u64) -> String {
@@ -627,6 +655,7 @@ async fn admin_stats(State(service): State<Service>) -> Response {
             "read_errors": stats.read_errors,
             "write_failures": stats.write_failures,
             "degraded_writes": stats.degraded_writes,
+            "handoff_columns": stats.handoff_columns,
             "commit_retries": stats.commit_retries,
             "bytes_written": stats.bytes_written,
             "repair_queue": stats.repair_queue,

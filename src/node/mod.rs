@@ -518,7 +518,7 @@ pub type AppendBatch<'a> = (&'a (dyn Node + 'static), u64, &'a [RecordRef<'a>]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>>> {
-    append_all_timed(batches)
+    append_all_timed(batches, false)
         .into_iter()
         .map(|(result, _)| result)
         .collect()
@@ -527,20 +527,17 @@ pub fn append_all(batches: &[AppendBatch<'_>]) -> Vec<Result<Vec<RecordLocation>
 /// A batch's answer and, when measured, its time.
 pub(crate) type TimedAppend = (Result<Vec<RecordLocation>>, Option<Duration>);
 
-/// One call in this many of [`append_all_timed`] times the batches that
-/// share the io_uring submission (see `UringEngine::run`); batches on
-/// threads of their own are always timed.
-pub(crate) const SHARED_APPEND_SAMPLE_EVERY: u64 = 16;
-
 /// As [`append_all`], with each batch's time when it was measured: from the
 /// call to that batch's records being durable (or its failure known). The
-/// store's per-node append times.
-pub(crate) fn append_all_timed(batches: &[AppendBatch<'_>]) -> Vec<TimedAppend> {
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// store's per-node append times. Batches on threads of their own are
+/// always timed; those that share the io_uring submission only when
+/// `time_shared` (timing them wakes the caller about once per batch
+/// instead of once: see `UringEngine::run`). A batch that finishes while
+/// the caller waits for another is stamped when the caller wakes, so a
+/// fast node's time can read as long as a slower one's.
+pub(crate) fn append_all_timed(batches: &[AppendBatch<'_>], time_shared: bool) -> Vec<TimedAppend> {
     let started = Instant::now();
-    let timed = CALLS
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        .is_multiple_of(SHARED_APPEND_SAMPLE_EVERY);
+    let timed = time_shared;
     let mut results: Vec<Option<TimedAppend>> = batches.iter().map(|_| None).collect();
     let mut shared: Vec<(usize, &LocalNode, u64, &[RecordRef<'_>])> = Vec::new();
     let mut threaded: Vec<usize> = Vec::new();

@@ -731,7 +731,7 @@ impl Committer {
             .record(super::metrics::seconds_since(sealed_at));
         metrics.commit_bytes.record(bytes as f64);
         metrics.commit_requests.record(batch.len() as f64);
-        metrics.handoff_columns.increment(handoffs as u64);
+        self.inner.stats.handoff_columns.add(handoffs as u64);
         tracing::debug!(
             job,
             first_stripe = first,

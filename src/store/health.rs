@@ -68,6 +68,7 @@ pub(crate) struct Counters {
     pub read_errors: Counter,
     pub write_failures: Counter,
     pub degraded_writes: Counter,
+    pub handoff_columns: Counter,
     pub commit_retries: Counter,
     pub bytes_written: Counter,
     /// Bytes read by repairs, for progress reports.
@@ -88,6 +89,7 @@ impl Counters {
             read_errors: Counter::registered("geoshard_read_errors_total"),
             write_failures: Counter::registered("geoshard_write_failures_total"),
             degraded_writes: Counter::registered("geoshard_degraded_writes_total"),
+            handoff_columns: Counter::registered("geoshard_handoff_columns_total"),
             commit_retries: Counter::registered("geoshard_commit_retries_total"),
             bytes_written: Counter::registered("geoshard_bytes_written_total"),
             repair_bytes_read: Counter::registered("geoshard_repair_bytes_read_total"),
@@ -107,6 +109,7 @@ impl Counters {
             read_errors: self.read_errors.get(),
             write_failures: self.write_failures.get(),
             degraded_writes: self.degraded_writes.get(),
+            handoff_columns: self.handoff_columns.get(),
             commit_retries: self.commit_retries.get(),
             bytes_written: self.bytes_written.get(),
             repair_queue,
@@ -144,6 +147,9 @@ pub struct Stats {
     /// the promise was used up (a whole site down) or could not be kept;
     /// repair restores it.
     pub degraded_writes: u64,
+    /// Columns commits wrote to a node other than their home (handoffs:
+    /// the home took no writes); repair moves them home.
+    pub handoff_columns: u64,
     /// Commit attempts sealed again after an append failed.
     pub commit_retries: u64,
     /// Column bytes appended to nodes (data and parity).

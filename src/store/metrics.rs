@@ -4,12 +4,18 @@
 //! no-op: recording costs a branch, and nothing is allocated per
 //! operation either way. README.md ("Metrics and tracing") lists them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 
 use super::nodes::NodeSet;
 use crate::layout::{Layout, NodeId};
+
+/// One stripe in this many has its appends through the shared io_uring
+/// submission timed per node (timing wakes the writer about once per node
+/// instead of once; see README, "Metrics and tracing").
+pub(crate) const SHARED_APPEND_SAMPLE_EVERY: u64 = 16;
 
 /// One `get` of a whole blob on a local node in this many is timed (the
 /// read is a memory-mapped slice, whose timing would cost more than the
@@ -38,12 +44,13 @@ pub(crate) struct Metrics {
     /// Per node (label `node`): seconds from the start of a stripe's (or a
     /// repair batch's) appends to this node's records being durable
     /// (sampled for local nodes sharing the io_uring submission: one
-    /// stripe in `SHARED_APPEND_SAMPLE_EVERY`).
+    /// stripe in [`SHARED_APPEND_SAMPLE_EVERY`]).
     pub node_append_seconds: Vec<Histogram>,
     /// Per node: column payload bytes appended (commits and repair).
     pub node_bytes_written: Vec<Counter>,
-    /// Columns written to a node other than their home.
-    pub handoff_columns: Counter,
+    /// Appends through the shared io_uring submission so far: one in
+    /// [`SHARED_APPEND_SAMPLE_EVERY`] is timed per node.
+    shared_appends: AtomicU64,
     /// Columns repair rebuilt, and columns it moved home.
     pub repair_columns_rebuilt: Counter,
     pub repair_columns_moved_home: Counter,
@@ -80,6 +87,7 @@ impl Metrics {
                 .iter()
                 .map(|node| metrics::histogram!("geoshard_node_append_seconds", "node" => node_label(node)))
                 .collect(),
+            shared_appends: AtomicU64::new(0),
             node_bytes_written: layout
                 .nodes()
                 .iter()
@@ -91,7 +99,6 @@ impl Metrics {
             commit_bytes: metrics::histogram!("geoshard_commit_bytes"),
             commit_requests: metrics::histogram!("geoshard_commit_requests"),
             stripe_append_seconds: metrics::histogram!("geoshard_stripe_append_seconds"),
-            handoff_columns: metrics::counter!("geoshard_handoff_columns_total"),
             repair_columns_rebuilt: metrics::counter!("geoshard_repair_columns_rebuilt_total"),
             repair_columns_moved_home: metrics::counter!(
                 "geoshard_repair_columns_moved_home_total"
@@ -104,6 +111,14 @@ impl Metrics {
             node_up: per_node("geoshard_node_up"),
             node_writable: per_node("geoshard_node_writable"),
         }
+    }
+
+    /// Whether the next stripe's appends through the shared io_uring
+    /// submission are timed per node.
+    pub fn time_shared_appends(&self) -> bool {
+        self.shared_appends
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SHARED_APPEND_SAMPLE_EVERY)
     }
 
     /// Records one node's append: its time (when it was measured) and

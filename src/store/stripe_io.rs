@@ -88,6 +88,8 @@ impl StripeIo<'_> {
             .iter()
             .map(|g| (&*g.node, g.generation, &g.records[..]))
             .collect();
+        // A stepped store (the simulator) appends one node after another,
+        // each timed from its own start.
         let results: Vec<(crate::Result<Vec<RecordLocation>>, Option<Duration>)> =
             if ordered && self.sequential_io {
                 batches
@@ -98,21 +100,17 @@ impl StripeIo<'_> {
                     })
                     .collect()
             } else {
-                append_all_timed(&batches)
+                append_all_timed(&batches, self.metrics.time_shared_appends())
             };
         groups
             .iter()
             .zip(results)
-            .map(|(g, (result, elapsed))| {
-                if result.is_ok() {
+            .map(|(g, (result, elapsed))| match result {
+                Ok(locations) if locations.len() == g.records.len() => {
                     let bytes = g.records.iter().map(|r| r.payload.len() as u64).sum();
                     self.metrics.observe_append(g.node_id, elapsed, bytes);
+                    Ok(locations)
                 }
-                result
-            })
-            .zip(groups)
-            .map(|(result, g)| match result {
-                Ok(locations) if locations.len() == g.records.len() => Ok(locations),
                 Ok(locations) => {
                     let why = format!(
                         "append returned {} locations for {}",
