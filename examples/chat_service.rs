@@ -498,12 +498,26 @@ async fn post_message(
                 "a message is UTF-8 text".to_string(),
             ));
         }
-        let seq = service.rooms.take(&service.store, &room);
-        put_durably(&service.store, &message_key(&room, seq), body).await?;
-        Ok(Json(json!({ "seq": seq })))
+        post_durably(&service, &room, body, message_key, "seq").await
     }
     .await;
     timed("post_message", started, answer.into_response())
+}
+
+/// Takes the room's next sequence number for `body`, puts it under
+/// `key_of(room, seq)` and answers `{field: seq}` once it is durable.
+/// Messages and photos share the sequence: one counter orders everything
+/// posted to a room.
+async fn post_durably(
+    service: &Service,
+    room: &str,
+    body: Bytes,
+    key_of: fn(&str, u64) -> String,
+    field: &str,
+) -> Result<Json<serde_json::Value>, Failure> {
+    let seq = service.rooms.take(&service.store, room);
+    put_durably(&service.store, &key_of(room, seq), body).await?;
+    Ok(Json(json!({ field: seq })))
 }
 
 #[derive(Deserialize)]
@@ -589,11 +603,7 @@ async fn post_photo(
     let started = Instant::now();
     let answer = async {
         check_room(&room)?;
-        // Photos share the room's sequence: one counter orders everything
-        // posted to it.
-        let id = service.rooms.take(&service.store, &room);
-        put_durably(&service.store, &photo_key(&room, id), body).await?;
-        Ok::<_, Failure>(Json(json!({ "id": id })))
+        post_durably(&service, &room, body, photo_key, "id").await
     }
     .await;
     timed("post_photo", started, answer.into_response())
@@ -639,6 +649,18 @@ async fn prometheus_page(State(service): State<Service>) -> Response {
         .into_response()
 }
 
+/// The answer of an admin endpoint's blocking work: its JSON, its failure,
+/// or the task's panic.
+fn admin_answer(
+    answer: Result<Result<serde_json::Value, Failure>, tokio::task::JoinError>,
+) -> Response {
+    match answer {
+        Ok(Ok(value)) => Json(value).into_response(),
+        Ok(Err(failure)) => failure.into_response(),
+        Err(e) => Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 async fn admin_stats(State(service): State<Service>) -> Response {
     let store = service.store.clone();
     let answer = tokio::task::spawn_blocking(move || {
@@ -666,10 +688,7 @@ async fn admin_stats(State(service): State<Service>) -> Response {
         })
     })
     .await;
-    match answer {
-        Ok(value) => Json(value).into_response(),
-        Err(e) => Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    admin_answer(answer.map(Ok))
 }
 
 async fn admin_burn(State(service): State<Service>, Path(site): Path<String>) -> Response {
@@ -709,11 +728,7 @@ async fn admin_burn(State(service): State<Service>, Path(site): Path<String>) ->
         }))
     })
     .await;
-    match answer {
-        Ok(Ok(value)) => Json(value).into_response(),
-        Ok(Err(failure)) => failure.into_response(),
-        Err(e) => Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    admin_answer(answer)
 }
 
 async fn admin_repair(State(service): State<Service>) -> Response {
@@ -736,9 +751,5 @@ async fn admin_repair(State(service): State<Service>) -> Response {
         }))
     })
     .await;
-    match answer {
-        Ok(Ok(value)) => Json(value).into_response(),
-        Ok(Err(failure)) => failure.into_response(),
-        Err(e) => Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    admin_answer(answer)
 }
