@@ -411,8 +411,14 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.0, 5.0,
 ];
 
-/// An answer, timed into `chat_request_seconds{route, status}`.
-fn timed(route: &'static str, started: Instant, response: Response) -> Response {
+/// Runs a handler's work and answers it, timed into
+/// `chat_request_seconds{route, status}`.
+async fn timed<R: IntoResponse>(
+    route: &'static str,
+    answer: impl Future<Output = Result<R, Failure>>,
+) -> Response {
+    let started = Instant::now();
+    let response = answer.await.into_response();
     metrics::histogram!(
         "chat_request_seconds",
         "route" => route,
@@ -483,8 +489,7 @@ async fn post_message(
     Path(room): Path<String>,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let answer = async {
+    timed("post_message", async {
         check_room(&room)?;
         if body.len() > MESSAGE_LEN_MAX {
             return Err(Failure(
@@ -499,9 +504,8 @@ async fn post_message(
             ));
         }
         post_durably(&service, &room, body, message_key, "seq").await
-    }
-    .await;
-    timed("post_message", started, answer.into_response())
+    })
+    .await
 }
 
 /// Takes the room's next sequence number for `body`, puts it under
@@ -550,17 +554,15 @@ async fn recent_messages(
     Path(room): Path<String>,
     Query(query): Query<RecentQuery>,
 ) -> Response {
-    let started = Instant::now();
-    let answer = async {
+    timed("recent_messages", async {
         check_room(&room)?;
         let limit = query.limit.unwrap_or(50).min(READ_LIMIT_MAX);
         let last = service.rooms.last(&service.store, &room);
         let first = last.saturating_sub(limit) + 1;
         let messages = read_messages(&service.store, &room, first..=last).await?;
         Ok::<_, Failure>(Json(messages))
-    }
-    .await;
-    timed("recent_messages", started, answer.into_response())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -574,8 +576,7 @@ async fn history(
     Path(room): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Response {
-    let started = Instant::now();
-    let answer = async {
+    timed("history", async {
         check_room(&room)?;
         let after = query.after.unwrap_or(0);
         let limit = query.limit.unwrap_or(READ_LIMIT_MAX).min(READ_LIMIT_MAX) as usize;
@@ -590,9 +591,8 @@ async fn history(
             .collect();
         let messages = read_messages(&service.store, &room, seqs.into_iter()).await?;
         Ok::<_, Failure>(Json(messages))
-    }
-    .await;
-    timed("history", started, answer.into_response())
+    })
+    .await
 }
 
 async fn post_photo(
@@ -600,21 +600,18 @@ async fn post_photo(
     Path(room): Path<String>,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let answer = async {
+    timed("post_photo", async {
         check_room(&room)?;
         post_durably(&service, &room, body, photo_key, "id").await
-    }
-    .await;
-    timed("post_photo", started, answer.into_response())
+    })
+    .await
 }
 
 async fn get_photo(
     State(service): State<Service>,
     Path((room, id)): Path<(String, u64)>,
 ) -> Response {
-    let started = Instant::now();
-    let answer = async {
+    timed("get_photo", async {
         check_room(&room)?;
         let Some(blob) = service
             .store
@@ -636,9 +633,8 @@ async fn get_photo(
             .header(header::CONTENT_LENGTH, len)
             .body(body)
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
-    }
-    .await;
-    timed("get_photo", started, answer.into_response())
+    })
+    .await
 }
 
 async fn prometheus_page(State(service): State<Service>) -> Response {

@@ -531,13 +531,12 @@ pub(crate) type TimedAppend = (Result<Vec<RecordLocation>>, Option<Duration>);
 /// call to that batch's records being durable (or its failure known). The
 /// store's per-node append times. Batches on threads of their own are
 /// always timed; those that share the io_uring submission only when
-/// `time_shared` (timing them wakes the caller about once per batch
+/// `timed` (timing them wakes the caller about once per batch
 /// instead of once: see `UringEngine::run`). A batch that finishes while
 /// the caller waits for another is stamped when the caller wakes, so a
 /// fast node's time can read as long as a slower one's.
-pub(crate) fn append_all_timed(batches: &[AppendBatch<'_>], time_shared: bool) -> Vec<TimedAppend> {
+pub(crate) fn append_all_timed(batches: &[AppendBatch<'_>], timed: bool) -> Vec<TimedAppend> {
     let started = Instant::now();
-    let timed = time_shared;
     let mut results: Vec<Option<TimedAppend>> = batches.iter().map(|_| None).collect();
     let mut shared: Vec<(usize, &LocalNode, u64, &[RecordRef<'_>])> = Vec::new();
     let mut threaded: Vec<usize> = Vec::new();

@@ -73,26 +73,16 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Registers every handle with the recorder installed now.
     pub fn register(layout: &Layout) -> Metrics {
-        let per_node = |name: &'static str| -> Vec<Gauge> {
-            layout
-                .nodes()
-                .iter()
-                .map(|node| metrics::gauge!(name, "node" => node.name.clone()))
-                .collect()
-        };
-        let node_label = |node: &crate::layout::NodeSpec| node.name.clone();
         Metrics {
-            node_append_seconds: layout
-                .nodes()
-                .iter()
-                .map(|node| metrics::histogram!("geoshard_node_append_seconds", "node" => node_label(node)))
-                .collect(),
+            node_append_seconds: per_node(
+                layout,
+                |node| metrics::histogram!("geoshard_node_append_seconds", "node" => node),
+            ),
+            node_bytes_written: per_node(
+                layout,
+                |node| metrics::counter!("geoshard_node_bytes_written_total", "node" => node),
+            ),
             shared_appends: AtomicU64::new(0),
-            node_bytes_written: layout
-                .nodes()
-                .iter()
-                .map(|node| metrics::counter!("geoshard_node_bytes_written_total", "node" => node_label(node)))
-                .collect(),
             write_seconds: metrics::histogram!("geoshard_write_seconds"),
             get_seconds: metrics::histogram!("geoshard_get_seconds"),
             commit_seconds: metrics::histogram!("geoshard_commit_seconds"),
@@ -108,8 +98,14 @@ impl Metrics {
             repair_progress: metrics::gauge!("geoshard_repair_progress_ratio"),
             scrub_progress: metrics::gauge!("geoshard_scrub_progress_ratio"),
             repair_queue: metrics::gauge!("geoshard_repair_queue_columns"),
-            node_up: per_node("geoshard_node_up"),
-            node_writable: per_node("geoshard_node_writable"),
+            node_up: per_node(
+                layout,
+                |node| metrics::gauge!("geoshard_node_up", "node" => node),
+            ),
+            node_writable: per_node(
+                layout,
+                |node| metrics::gauge!("geoshard_node_writable", "node" => node),
+            ),
         }
     }
 
@@ -147,6 +143,16 @@ impl Metrics {
         }
         self.repair_queue.set(repair_queue as f64);
     }
+}
+
+/// One handle per node of `layout`, made by `handle` from the node's name
+/// (its `node` label).
+fn per_node<T>(layout: &Layout, handle: impl Fn(String) -> T) -> Vec<T> {
+    layout
+        .nodes()
+        .iter()
+        .map(|node| handle(node.name.clone()))
+        .collect()
 }
 
 /// Seconds since `start`, for a histogram.
