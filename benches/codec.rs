@@ -5,8 +5,8 @@
 //! Lines per group: every geoshard engine this CPU runs
 //! (`geoshard-<engine>`), `reed-solomon-erasure` (simd-accel), and
 //! `reed-solomon-simd`; with `--features bench-isal`, Intel ISA-L 2.31
-//! (`isal` = its run-time dispatch, the AVX-512 + GFNI kernels on this CPU;
-//! `isal-avx2` = `ec_encode_data_avx2`). ISA-L gets the very same coding
+//! (`isal` = its run-time dispatch: the AVX-512 + GFNI kernels on a CPU
+//! that has them; `isal-avx2` = `ec_encode_data_avx2`, on CPUs with AVX2). ISA-L gets the very same coding
 //! matrix (reed-solomon-erasure's), and its decode tables are built once per
 //! erasure pattern outside the timed loop, as geoshard's LRU does.
 //!
@@ -15,7 +15,9 @@
 //! cargo bench --bench codec --features bench-isal -- 'encode/RS\(6,3\)'   # a subset
 //! python3 benches/codec_table.py                                          # the table
 //! # the issue's target cells, geoshard and ISA-L interleaved call batch by
-//! # call batch (robust against a noisy machine):
+//! # call batch (robust against a noisy machine): the best engine this CPU
+//! # runs (or the one GEOSHARD_SIMD names) against ISA-L's dispatch, and
+//! # both AVX2 kernels (any x86-64 CPU):
 //! GEOSHARD_BENCH_INTERLEAVED=1 cargo bench --bench codec --features bench-isal
 //! ```
 
@@ -286,19 +288,23 @@ mod isal {
     );
     type InitTables = unsafe extern "C" fn(c_int, c_int, *mut c_uchar, *mut c_uchar);
 
-    fn kernels() -> [(&'static str, InitTables, Encode); 2] {
-        [
-            (
-                "isal",
-                ec_init_tables as InitTables,
-                ec_encode_data as Encode,
-            ),
-            (
+    /// ISA-L's kernels this CPU can run: its run-time dispatch always, and
+    /// `ec_encode_data_avx2` where the CPU has AVX2 (it would fault
+    /// without).
+    fn kernels() -> Vec<(&'static str, InitTables, Encode)> {
+        let mut kernels = vec![(
+            "isal",
+            ec_init_tables as InitTables,
+            ec_encode_data as Encode,
+        )];
+        if EngineKind::Avx2.is_available() {
+            kernels.push((
                 "isal-avx2",
                 ec_init_tables_base as InitTables,
                 ec_encode_data_avx2 as Encode,
-            ),
-        ]
+            ));
+        }
+        kernels
     }
 
     /// One ISA-L kernel set up to multiply `rows` (row-major, row_count x k)
@@ -421,23 +427,48 @@ mod isal {
     }
 
     /// The issue's target cells, geoshard vs ISA-L measured interleaved
-    /// (`GEOSHARD_BENCH_INTERLEAVED=1`), printed as a Markdown table.
+    /// (`GEOSHARD_BENCH_INTERLEAVED=1`), printed as a Markdown table: the
+    /// best engine this CPU runs against ISA-L's run-time dispatch, and,
+    /// where the CPU has AVX2, both libraries' AVX2 kernels.
     pub(super) fn interleaved_table() {
+        // GEOSHARD_SIMD picks the first engine (to see the table a CPU
+        // without AVX-512 would print); unset, the best one.
+        let best = match std::env::var(geoshard::codec::SIMD_ENV_VAR) {
+            Ok(name) => name
+                .parse::<EngineKind>()
+                .expect("GEOSHARD_SIMD names an engine"),
+            Err(_) => EngineKind::best(),
+        };
+        let mut engines = vec![best];
+        if EngineKind::Avx2.is_available() {
+            engines.push(EngineKind::Avx2);
+        } else {
+            println!(
+                "(no AVX2 on this CPU: only the best engine, {best}, against ISA-L's dispatch)"
+            );
+        }
+        let mut header = String::from("| op | code | column |");
+        for (engine, (isal, ..)) in engines.iter().zip(kernels()) {
+            header.push_str(&format!(" geoshard {engine} | {isal} | ratio |"));
+        }
+        println!("{header}");
         println!(
-            "| op | code | column | geoshard avx512gfni | ISA-L | ratio | geoshard avx2 | ISA-L avx2 | ratio |"
+            "| --- | --- | --- |{}",
+            " --- | --- | --- |".repeat(engines.len())
         );
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for (k, m) in [(6, 3), (10, 4)] {
             for column_len in [64 << 10, 1 << 20] {
                 let mut stripe = Stripe::new(k, m, column_len);
                 let matrix = coding_matrix(k, m);
-                let engines = [EngineKind::Avx512Gfni, EngineKind::Avx2];
-                let [gfni, avx2] = engines.map(|e| Codec::with_engine(k, m, e).expect("engine"));
+                let codecs: Vec<Codec> = engines
+                    .iter()
+                    .map(|&e| Codec::with_engine(k, m, e).expect("engine"))
+                    .collect();
                 let data_bytes = k * column_len;
 
                 // encode
                 let mut cells = Vec::new();
-                for (codec, (_, init, encode)) in [&gfni, &avx2].into_iter().zip(kernels()) {
+                for (codec, (_, init, encode)) in codecs.iter().zip(kernels()) {
                     let mut parity_rows = matrix[k * k..].to_vec();
                     let (data, parity) = stripe.columns.split_at_mut(k);
                     let data: Vec<&[u8]> = data.iter().map(|c| c.as_slice()).collect();
@@ -470,7 +501,7 @@ mod isal {
                     .collect();
                 let inputs: Vec<&[u8]> = present.iter().map(|&(_, c)| c).collect();
                 let mut rebuilt = vec![vec![0u8; column_len]; m];
-                for (codec, (_, init, encode)) in [&gfni, &avx2].into_iter().zip(kernels()) {
+                for (codec, (_, init, encode)) in codecs.iter().zip(kernels()) {
                     let mut rows = inverse[..m * k].to_vec();
                     let mut isal = IsalRun::new(init, encode, k, &mut rows, &inputs);
                     let mut missing: Vec<(usize, &mut [u8])> = rebuilt
