@@ -6,7 +6,8 @@
 //! (`geoshard-<engine>`), `reed-solomon-erasure` (simd-accel), and
 //! `reed-solomon-simd`; with `--features bench-isal`, Intel ISA-L 2.31
 //! (`isal` = its run-time dispatch: the AVX-512 + GFNI kernels on a CPU
-//! that has them; `isal-avx2` = `ec_encode_data_avx2`, on CPUs with AVX2). ISA-L gets the very same coding
+//! that has them; `isal-avx2gfni` = `ec_encode_data_avx2_gfni`, on CPUs with
+//! AVX2 and GFNI; `isal-avx2` = `ec_encode_data_avx2`, on CPUs with AVX2). ISA-L gets the very same coding
 //! matrix (reed-solomon-erasure's), and its decode tables are built once per
 //! erasure pattern outside the timed loop, as geoshard's LRU does.
 //!
@@ -16,8 +17,8 @@
 //! python3 benches/codec_table.py                                          # the table
 //! # the issue's target cells, geoshard and ISA-L interleaved call batch by
 //! # call batch (robust against a noisy machine): the best engine this CPU
-//! # runs (or the one GEOSHARD_SIMD names) against ISA-L's dispatch, and
-//! # both AVX2 kernels (any x86-64 CPU):
+//! # runs (or the one GEOSHARD_SIMD names) against ISA-L's dispatch, then
+//! # both libraries' AVX2 + GFNI and AVX2 kernels where the CPU has them:
 //! GEOSHARD_BENCH_INTERLEAVED=1 cargo bench --bench codec --features bench-isal
 //! ```
 
@@ -247,6 +248,16 @@ mod isal {
             data: *mut *mut c_uchar,
             coding: *mut *mut c_uchar,
         );
+        /// GFNI tables (8 bytes per coefficient), for the `*_gfni` kernels.
+        fn ec_init_tables_gfni(k: c_int, rows: c_int, a: *mut c_uchar, gftbls: *mut c_uchar);
+        fn ec_encode_data_avx2_gfni(
+            len: c_int,
+            k: c_int,
+            rows: c_int,
+            gftbls: *mut c_uchar,
+            data: *mut *mut c_uchar,
+            coding: *mut *mut c_uchar,
+        );
         fn ec_encode_data_avx2(
             len: c_int,
             k: c_int,
@@ -288,20 +299,40 @@ mod isal {
     );
     type InitTables = unsafe extern "C" fn(c_int, c_int, *mut c_uchar, *mut c_uchar);
 
-    /// ISA-L's kernels this CPU can run: its run-time dispatch always, and
-    /// `ec_encode_data_avx2` where the CPU has AVX2 (it would fault
-    /// without).
-    fn kernels() -> Vec<(&'static str, InitTables, Encode)> {
+    /// ISA-L's kernels this CPU can run, each with the geoshard engine it
+    /// is compared with in the interleaved table: its run-time dispatch
+    /// (against geoshard's best engine) always; `ec_encode_data_avx2_gfni`
+    /// where the CPU has AVX2 and GFNI; `ec_encode_data_avx2` where it has
+    /// AVX2 (each would fault without).
+    fn kernels() -> Vec<(&'static str, InitTables, Encode, EngineKind)> {
+        // GEOSHARD_SIMD picks the engine against the dispatch (to see the
+        // table a CPU without AVX-512 would print); unset, the best one.
+        let best = match std::env::var(geoshard::codec::SIMD_ENV_VAR) {
+            Ok(name) => name
+                .parse::<EngineKind>()
+                .expect("GEOSHARD_SIMD names an engine"),
+            Err(_) => EngineKind::best(),
+        };
         let mut kernels = vec![(
             "isal",
             ec_init_tables as InitTables,
             ec_encode_data as Encode,
+            best,
         )];
+        if EngineKind::Avx2Gfni.is_available() {
+            kernels.push((
+                "isal-avx2gfni",
+                ec_init_tables_gfni as InitTables,
+                ec_encode_data_avx2_gfni as Encode,
+                EngineKind::Avx2Gfni,
+            ));
+        }
         if EngineKind::Avx2.is_available() {
             kernels.push((
                 "isal-avx2",
                 ec_init_tables_base as InitTables,
                 ec_encode_data_avx2 as Encode,
+                EngineKind::Avx2,
             ));
         }
         kernels
@@ -376,7 +407,7 @@ mod isal {
         inputs: &[&[u8]],
         expected: &[&[u8]],
     ) {
-        for (name, init, encode) in kernels() {
+        for (name, init, encode, _) in kernels() {
             let mut isal = IsalRun::new(init, encode, k, rows, inputs);
             isal.run();
             for (o, e) in isal.outputs.iter().zip(expected) {
@@ -427,48 +458,32 @@ mod isal {
     }
 
     /// The issue's target cells, geoshard vs ISA-L measured interleaved
-    /// (`GEOSHARD_BENCH_INTERLEAVED=1`), printed as a Markdown table: the
-    /// best engine this CPU runs against ISA-L's run-time dispatch, and,
-    /// where the CPU has AVX2, both libraries' AVX2 kernels.
+    /// (`GEOSHARD_BENCH_INTERLEAVED=1`), printed as a Markdown table: one
+    /// pair of columns per pair of [`kernels`].
     pub(super) fn interleaved_table() {
-        // GEOSHARD_SIMD picks the first engine (to see the table a CPU
-        // without AVX-512 would print); unset, the best one.
-        let best = match std::env::var(geoshard::codec::SIMD_ENV_VAR) {
-            Ok(name) => name
-                .parse::<EngineKind>()
-                .expect("GEOSHARD_SIMD names an engine"),
-            Err(_) => EngineKind::best(),
-        };
-        let mut engines = vec![best];
-        if EngineKind::Avx2.is_available() {
-            engines.push(EngineKind::Avx2);
-        } else {
-            println!(
-                "(no AVX2 on this CPU: only the best engine, {best}, against ISA-L's dispatch)"
-            );
-        }
+        let kernels = kernels();
         let mut header = String::from("| op | code | column |");
-        for (engine, (isal, ..)) in engines.iter().zip(kernels()) {
+        for (isal, _, _, engine) in &kernels {
             header.push_str(&format!(" geoshard {engine} | {isal} | ratio |"));
         }
         println!("{header}");
         println!(
             "| --- | --- | --- |{}",
-            " --- | --- | --- |".repeat(engines.len())
+            " --- | --- | --- |".repeat(kernels.len())
         );
         for (k, m) in [(6, 3), (10, 4)] {
             for column_len in [64 << 10, 1 << 20] {
                 let mut stripe = Stripe::new(k, m, column_len);
                 let matrix = coding_matrix(k, m);
-                let codecs: Vec<Codec> = engines
+                let codecs: Vec<Codec> = kernels
                     .iter()
-                    .map(|&e| Codec::with_engine(k, m, e).expect("engine"))
+                    .map(|&(_, _, _, e)| Codec::with_engine(k, m, e).expect("engine"))
                     .collect();
                 let data_bytes = k * column_len;
 
                 // encode
                 let mut cells = Vec::new();
-                for (codec, (_, init, encode)) in codecs.iter().zip(kernels()) {
+                for (codec, &(_, init, encode, _)) in codecs.iter().zip(&kernels) {
                     let mut parity_rows = matrix[k * k..].to_vec();
                     let (data, parity) = stripe.columns.split_at_mut(k);
                     let data: Vec<&[u8]> = data.iter().map(|c| c.as_slice()).collect();
@@ -501,7 +516,7 @@ mod isal {
                     .collect();
                 let inputs: Vec<&[u8]> = present.iter().map(|&(_, c)| c).collect();
                 let mut rebuilt = vec![vec![0u8; column_len]; m];
-                for (codec, (_, init, encode)) in codecs.iter().zip(kernels()) {
+                for (codec, &(_, init, encode, _)) in codecs.iter().zip(&kernels) {
                     let mut rows = inverse[..m * k].to_vec();
                     let mut isal = IsalRun::new(init, encode, k, &mut rows, &inputs);
                     let mut missing: Vec<(usize, &mut [u8])> = rebuilt

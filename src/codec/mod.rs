@@ -53,7 +53,7 @@ const SMALL_CODE_COLUMNS_MAX: usize = 32;
 pub const DECODE_CACHE_CAPACITY: usize = 32;
 
 /// The environment variable that forces an engine (`scalar`, `ssse3`,
-/// `avx2`, `avx512gfni` or `neon`) for [`Codec::new`].
+/// `avx2`, `avx2gfni`, `avx512gfni` or `neon`) for [`Codec::new`].
 pub const SIMD_ENV_VAR: &str = "GEOSHARD_SIMD";
 
 /// The instruction set a [`Codec`] computes with.
@@ -65,6 +65,9 @@ pub enum EngineKind {
     Ssse3,
     /// x86-64 AVX2 `vpshufb` nibble tables, 32 bytes per step.
     Avx2,
+    /// x86-64 AVX2 + GFNI `vgf2p8affineqb` bit matrices, 32 bytes per step
+    /// (CPUs with GFNI but no AVX-512).
+    Avx2Gfni,
     /// x86-64 AVX-512BW + GFNI `vgf2p8affineqb` bit matrices, 64 bytes per step.
     Avx512Gfni,
     /// aarch64 NEON `tbl` nibble tables, 16 bytes per step.
@@ -73,10 +76,11 @@ pub enum EngineKind {
 
 impl EngineKind {
     /// Every engine, slowest first.
-    pub const ALL: [EngineKind; 5] = [
+    pub const ALL: [EngineKind; 6] = [
         EngineKind::Scalar,
         EngineKind::Ssse3,
         EngineKind::Avx2,
+        EngineKind::Avx2Gfni,
         EngineKind::Avx512Gfni,
         EngineKind::Neon,
     ];
@@ -87,6 +91,7 @@ impl EngineKind {
             EngineKind::Scalar => "scalar",
             EngineKind::Ssse3 => "ssse3",
             EngineKind::Avx2 => "avx2",
+            EngineKind::Avx2Gfni => "avx2gfni",
             EngineKind::Avx512Gfni => "avx512gfni",
             EngineKind::Neon => "neon",
         }
@@ -130,11 +135,11 @@ impl FromStr for EngineKind {
     type Err = Error;
 
     /// Parses a lowercase engine name (`scalar`, `ssse3`, `avx2`,
-    /// `avx512gfni`, `neon`).
+    /// `avx2gfni`, `avx512gfni`, `neon`).
     fn from_str(s: &str) -> Result<EngineKind> {
         EngineKind::ALL.into_iter().find(|kind| kind.name() == s).ok_or_else(|| {
             Error::invalid(format!(
-                "unknown SIMD engine {s:?}; expected one of scalar, ssse3, avx2, avx512gfni, neon"
+                "unknown SIMD engine {s:?}; expected one of scalar, ssse3, avx2, avx2gfni, avx512gfni, neon"
             ))
         })
     }
@@ -198,7 +203,7 @@ impl fmt::Debug for Codec {
 impl Codec {
     /// RS(`data_count`, `parity_count`) on the best engine for this CPU, or on
     /// the engine named by the `GEOSHARD_SIMD` environment variable
-    /// (`scalar|ssse3|avx2|avx512gfni|neon`) when it is set and not empty.
+    /// (`scalar|ssse3|avx2|avx2gfni|avx512gfni|neon`) when it is set and not empty.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if a count is 0, if `data_count +

@@ -119,6 +119,28 @@ fn engine_from_env_values() {
     ));
 }
 
+/// The AVX2 + GFNI engine runs wherever the CPU has both (then every test
+/// here that walks `EngineKind::available()` checks it against the scalar
+/// engine); elsewhere it is skipped, and this says so. qemu's user mode
+/// emulates no GFNI, and the AMD EPYC machines of this project without
+/// AVX-512 have none either.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_gfni_engine_runs_where_the_cpu_has_gfni() {
+    let has = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("gfni");
+    assert_eq!(EngineKind::Avx2Gfni.is_available(), has);
+    if !has {
+        eprintln!("skipped: this CPU has no GFNI, so the avx2gfni engine is not tested here");
+        return;
+    }
+    assert!(EngineKind::available().contains(&EngineKind::Avx2Gfni));
+    let codec = Codec::with_engine(6, 3, EngineKind::Avx2Gfni).unwrap();
+    assert_eq!(codec.engine(), EngineKind::Avx2Gfni);
+    if !EngineKind::Avx512Gfni.is_available() {
+        assert_eq!(EngineKind::best(), EngineKind::Avx2Gfni);
+    }
+}
+
 /// The aarch64 run (under qemu in CI) must exercise the NEON engine, not
 /// just the scalar one.
 #[cfg(target_arch = "aarch64")]

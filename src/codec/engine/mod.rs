@@ -19,6 +19,8 @@ use super::matrix::Matrix;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2gfni;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512gfni;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
@@ -87,6 +89,10 @@ pub(crate) fn build(kind: EngineKind) -> Option<Box<dyn Engine>> {
         EngineKind::Ssse3 => ssse3::Ssse3::detect().map(|e| Box::new(e) as Box<dyn Engine>),
         #[cfg(target_arch = "x86_64")]
         EngineKind::Avx2 => avx2::Avx2::detect().map(|e| Box::new(e) as Box<dyn Engine>),
+        #[cfg(target_arch = "x86_64")]
+        EngineKind::Avx2Gfni => {
+            avx2gfni::Avx2Gfni::detect().map(|e| Box::new(e) as Box<dyn Engine>)
+        }
         #[cfg(target_arch = "x86_64")]
         EngineKind::Avx512Gfni => {
             avx512gfni::Avx512Gfni::detect().map(|e| Box::new(e) as Box<dyn Engine>)
