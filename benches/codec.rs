@@ -17,8 +17,9 @@
 //! python3 benches/codec_table.py                                          # the table
 //! # the issue's target cells, geoshard and ISA-L interleaved call batch by
 //! # call batch (robust against a noisy machine): the best engine this CPU
-//! # runs (or the one GEOSHARD_SIMD names) against ISA-L's dispatch, then
-//! # both libraries' AVX2 + GFNI and AVX2 kernels where the CPU has them:
+//! # runs (or the one GEOSHARD_SIMD names; ISA-L's side stays its dispatch)
+//! # against ISA-L's dispatch, then both libraries' AVX2 + GFNI and AVX2
+//! # kernels where the CPU has them:
 //! GEOSHARD_BENCH_INTERLEAVED=1 cargo bench --bench codec --features bench-isal
 //! ```
 
@@ -301,18 +302,14 @@ mod isal {
 
     /// ISA-L's kernels this CPU can run, each with the geoshard engine it
     /// is compared with in the interleaved table: its run-time dispatch
-    /// (against geoshard's best engine) always; `ec_encode_data_avx2_gfni`
-    /// where the CPU has AVX2 and GFNI; `ec_encode_data_avx2` where it has
-    /// AVX2 (each would fault without).
+    /// (against the engine `Codec::new` picks: the best one, or the one
+    /// `GEOSHARD_SIMD` names; ISA-L's side stays its dispatch) always;
+    /// `ec_encode_data_avx2_gfni` where the CPU has AVX2 and GFNI;
+    /// `ec_encode_data_avx2` where it has AVX2 (each would fault without).
     fn kernels() -> Vec<(&'static str, InitTables, Encode, EngineKind)> {
-        // GEOSHARD_SIMD picks the engine against the dispatch (to see the
-        // table a CPU without AVX-512 would print); unset, the best one.
-        let best = match std::env::var(geoshard::codec::SIMD_ENV_VAR) {
-            Ok(name) => name
-                .parse::<EngineKind>()
-                .expect("GEOSHARD_SIMD names an engine"),
-            Err(_) => EngineKind::best(),
-        };
+        let best = Codec::new(2, 1)
+            .expect("GEOSHARD_SIMD names an engine this CPU runs")
+            .engine();
         let mut kernels = vec![(
             "isal",
             ec_init_tables as InitTables,
@@ -384,7 +381,9 @@ mod isal {
             // SAFETY: k input pointers (to slices the caller keeps alive
             // for as long as this value) and row_count output pointers to
             // our own buffers, each `len` bytes; ISA-L only reads the inputs
-            // (its API is not const-correct).
+            // (its API is not const-correct). `encode` is the dispatching
+            // `ec_encode_data` or a kernel `kernels()` listed only where the
+            // CPU has its instructions.
             unsafe {
                 (self.encode)(
                     self.len,

@@ -27,12 +27,14 @@ for dirpath, _dirs, files in os.walk(root):
 
 columns = [
     ("geoshard-avx512gfni", "gfni"),
+    ("geoshard-avx2gfni", "avx2gfni"),
     ("geoshard-avx2", "avx2"),
     ("geoshard-ssse3", "ssse3"),
     ("geoshard-scalar", "scalar"),
     ("reed-solomon-erasure", "rse"),
     ("reed-solomon-simd", "rs-simd"),
     ("isal", "ISA-L"),
+    ("isal-avx2gfni", "ISA-L avx2gfni"),
     ("isal-avx2", "ISA-L avx2"),
 ]
 op_order = {"encode": 0}
@@ -49,8 +51,8 @@ def key(item):
     return (0 if op == "encode" else 1 if op == "reconstruct-1" else 2, code_key(code), length_order[length])
 
 
-print("| op | code | column | " + " | ".join(c[1] for c in columns) + " | gfni / ISA-L | avx2 / ISA-L avx2 |")
-print("|" + " --- |" * (3 + len(columns) + 2))
+print("| op | code | column | " + " | ".join(c[1] for c in columns) + " | gfni / ISA-L | avx2gfni / ISA-L avx2gfni | avx2 / ISA-L avx2 |")
+print("|" + " --- |" * (3 + len(columns) + 3))
 for item in sorted(results, key=key):
     row = results[item]
     cells = []
@@ -65,4 +67,5 @@ for item in sorted(results, key=key):
     if op.startswith("reconstruct-") and op != "reconstruct-1":
         op_label = "reconstruct " + op.split("-")[1] + " (m)"
     print(f"| {op_label} | {code} | {length} | " + " | ".join(cells)
-          + f" | {ratio('geoshard-avx512gfni', 'isal')} | {ratio('geoshard-avx2', 'isal-avx2')} |")
+          + f" | {ratio('geoshard-avx512gfni', 'isal')} | {ratio('geoshard-avx2gfni', 'isal-avx2gfni')}"
+          + f" | {ratio('geoshard-avx2', 'isal-avx2')} |")

@@ -524,13 +524,16 @@ fn geoshard_async_put(store: &Store) -> Box<AsyncPut<'_>> {
 }
 
 /// The async puts of each system under test.
-fn async_puts(sys: &Systems) -> [(&'static str, Box<AsyncPut<'_>>); 2] {
+fn async_puts<'a>(
+    geoshard: &'a Store,
+    replicated: &'a Replicated,
+) -> [(&'static str, Box<AsyncPut<'a>>); 2] {
     [
-        ("geoshard", geoshard_async_put(&sys.geoshard)),
+        ("geoshard", geoshard_async_put(geoshard)),
         (
             "replication_3x",
-            Box::new(|key: &[u8], value: Bytes| {
-                Box::pin(sys.replicated.put_async(key, value))
+            Box::new(move |key: &[u8], value: Bytes| {
+                Box::pin(replicated.put_async(key, value))
                     as Pin<Box<dyn Future<Output = ()> + Send>>
             }),
         ),
@@ -648,7 +651,7 @@ fn bench_puts(c: &mut Criterion, sys: &Systems) {
     g.finish();
 
     // The async interfaces: one thread keeps IN_FLIGHT puts in flight.
-    let puts = async_puts(sys);
+    let puts = async_puts(&sys.geoshard, &sys.replicated);
     let mut g = c.benchmark_group(format!("put_1KiB_{IN_FLIGHT}_in_flight_async"));
     g.throughput(Throughput::Elements(1)).sample_size(10);
     for (name, put) in &puts {
@@ -888,20 +891,27 @@ fn main() {
     c.final_summary();
 }
 
-/// 1 MiB async puts of both systems in alternating rounds on fresh stores.
+/// 1 MiB async puts of both systems in alternating rounds, on a pair of
+/// stores made for this report.
 ///
-/// On these VMs copying into the page cache runs at 4-5 GB/s while it
-/// reuses pages freed moments ago and at 0.4-0.5 GB/s per CPU once it grows
-/// into memory the host has taken back (docs/PERFORMANCE.md, "Where the
-/// 1 MiB async puts spend their time"). A criterion group measures one
-/// system after the other, so whichever runs second finds colder memory.
-/// Here each round puts 256 MiB through each system, the first system
-/// alternating, so both see the same states; the ratio is of the medians.
+/// On these VMs a buffered write copies into the page cache at 4-5 GB/s
+/// while the kernel reuses pages freed moments ago, and at 0.4-0.5 GB/s
+/// once the cache grows into memory the VM has not used lately
+/// (docs/PERFORMANCE.md, "1 MiB async puts and the page cache"). A
+/// criterion group measures one system after the other, so whichever runs
+/// second finds colder memory. Here each round puts 256 MiB through each
+/// system, the first one alternating, so both see the same states; the
+/// ratio is of the medians. It writes about 9 GiB to the temp directory
+/// (1.5x and 3x of 2 GiB each), removed at the end.
 fn large_put_rounds_report() {
     const ROUNDS: usize = 8;
     const PUTS: usize = 256;
-    let sys = systems();
-    let puts = async_puts(&sys);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options::default();
+    let geoshard =
+        Store::create(layout(&dir.path().join("geoshard")), options.clone()).expect("store");
+    let replicated = Replicated::open(&dir.path().join("replicated"), &options);
+    let puts = async_puts(&geoshard, &replicated);
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
         for turn in 0..2 {

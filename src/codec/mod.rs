@@ -7,8 +7,8 @@
 //! (`galois_8::ReedSolomon`), so parity is byte-identical to it.
 //!
 //! The arithmetic runs on one [`EngineKind`] picked once per [`Codec`]: the
-//! best this CPU has (AVX-512 + GFNI, AVX2, SSSE3, NEON, scalar), or the one
-//! named by the `GEOSHARD_SIMD` environment variable.
+//! best this CPU has (AVX-512 + GFNI, AVX2 + GFNI, AVX2, SSSE3, NEON,
+//! scalar), or the one named by the `GEOSHARD_SIMD` environment variable.
 //!
 //! Range reconstruct: Reed-Solomon works byte position by byte position, so
 //! bytes [a, b) of a missing column depend only on bytes [a, b) of the
@@ -56,8 +56,10 @@ pub const DECODE_CACHE_CAPACITY: usize = 32;
 /// `avx2`, `avx2gfni`, `avx512gfni` or `neon`) for [`Codec::new`].
 pub const SIMD_ENV_VAR: &str = "GEOSHARD_SIMD";
 
-/// The instruction set a [`Codec`] computes with.
+/// The instruction set a [`Codec`] computes with. More engines may come,
+/// so a `match` on it needs a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum EngineKind {
     /// Portable table lookups; always available.
     Scalar,
@@ -65,8 +67,9 @@ pub enum EngineKind {
     Ssse3,
     /// x86-64 AVX2 `vpshufb` nibble tables, 32 bytes per step.
     Avx2,
-    /// x86-64 AVX2 + GFNI `vgf2p8affineqb` bit matrices, 32 bytes per step
-    /// (CPUs with GFNI but no AVX-512).
+    /// x86-64 AVX2 + GFNI `vgf2p8affineqb` bit matrices, 32 bytes per step:
+    /// the best engine of CPUs with GFNI but no AVX-512 (available, not
+    /// chosen, on CPUs that have both).
     Avx2Gfni,
     /// x86-64 AVX-512BW + GFNI `vgf2p8affineqb` bit matrices, 64 bytes per step.
     Avx512Gfni,

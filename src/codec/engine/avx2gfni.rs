@@ -121,7 +121,7 @@ unsafe fn group<const G: usize>(
             }
             offset += 64;
         }
-        while offset < vector_len {
+        while offset + 32 <= vector_len {
             let mut acc = [_mm256_setzero_si256(); G];
             for (input, matrix) in inputs.iter().zip(matrices) {
                 let v = _mm256_loadu_si256(input.as_ptr().add(offset).cast());
