@@ -144,15 +144,19 @@ fn puts_in_flight_across_a_crash_and_a_site_fire_keep_every_acknowledgement() {
     // About 90 MB in all: many commits, so the crash finds some
     // acknowledged, some written but unacknowledged, some not yet written.
     let value = |i: usize| common::value(i as u64, 100 + (i * 7919) % 60_000);
-    let mut puts: Vec<Option<geoshard::Completion<()>>> = (0..PUTS)
+    // The first half is submitted and polled until half of it is
+    // acknowledged; the second half is submitted just before the disks are
+    // copied as a crash would leave them, so the crash always finds puts in
+    // flight, however fast the disks (on a warm page cache the first half
+    // can be durable before the first poll).
+    let first = PUTS / 2;
+    let mut puts: Vec<Option<geoshard::Completion<()>>> = (0..first)
         .map(|i| Some(store.put_async(&key(i), value(i))))
         .collect();
-    // Poll until about half are acknowledged, then take the disks as a
-    // crash would leave them, with the rest still in flight.
     let mut cx = Context::from_waker(Waker::noop());
     let mut acked = vec![false; PUTS];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while acked.iter().filter(|a| **a).count() < PUTS / 2 {
+    while acked.iter().filter(|a| **a).count() < first / 2 {
         for (i, slot) in puts.iter_mut().enumerate() {
             if let Some(put) = slot
                 && let Poll::Ready(answer) = std::pin::Pin::new(put).poll(&mut cx)
@@ -165,6 +169,7 @@ fn puts_in_flight_across_a_crash_and_a_site_fire_keep_every_acknowledgement() {
         assert!(std::time::Instant::now() < deadline, "puts never answered");
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
+    puts.extend((first..PUTS).map(|i| Some(store.put_async(&key(i), value(i)))));
     let crashed = dir.path().join("crashed");
     common::copy_tree(&live, &crashed);
     let acked_at_crash = acked.iter().filter(|a| **a).count();
