@@ -484,10 +484,14 @@ mod isal {
                 let mut cells = Vec::new();
                 for (codec, &(_, init, encode, _)) in codecs.iter().zip(&kernels) {
                     let mut parity_rows = matrix[k * k..].to_vec();
-                    let (data, parity) = stripe.columns.split_at_mut(k);
-                    let data: Vec<&[u8]> = data.iter().map(|c| c.as_slice()).collect();
+                    let data: Vec<&[u8]> =
+                        stripe.columns[..k].iter().map(|c| c.as_slice()).collect();
+                    // Parity into buffers of its own, as ISA-L's outputs are
+                    // (writing into the stripe's parity columns measured
+                    // slower for the same kernel).
+                    let mut own = vec![vec![0u8; column_len]; m];
                     let mut parity: Vec<&mut [u8]> =
-                        parity.iter_mut().map(|c| c.as_mut_slice()).collect();
+                        own.iter_mut().map(|c| c.as_mut_slice()).collect();
                     let mut isal = IsalRun::new(init, encode, k, &mut parity_rows, &data);
                     cells.push(interleaved(
                         || codec.encode(&data, &mut parity).expect("encode"),
