@@ -472,7 +472,7 @@ mod isal {
         );
         for (k, m) in [(6, 3), (10, 4)] {
             for column_len in [64 << 10, 1 << 20] {
-                let mut stripe = Stripe::new(k, m, column_len);
+                let stripe = Stripe::new(k, m, column_len);
                 let matrix = coding_matrix(k, m);
                 let codecs: Vec<Codec> = kernels
                     .iter()
