@@ -19,7 +19,10 @@ for dirpath, _dirs, files in os.walk(root):
         bench = json.load(f)
     with open(os.path.join(dirpath, "estimates.json")) as f:
         estimates = json.load(f)
-    op, code, length = bench["group_id"].split("/")
+    parts = bench["group_id"].split("/")
+    if len(parts) != 3 or not parts[0].startswith(("encode", "reconstruct")):
+        continue  # another bench's group (target/criterion is shared)
+    op, code, length = parts
     line = bench["function_id"] or bench.get("value_str")
     data_bytes = bench["throughput"]["Bytes"]
     median_ns = estimates["median"]["point_estimate"]
