@@ -7,7 +7,8 @@
 //! `reed-solomon-simd`; with `--features bench-isal`, Intel ISA-L 2.31
 //! (`isal` = its run-time dispatch: the AVX-512 + GFNI kernels on a CPU
 //! that has them; `isal-avx2gfni` = `ec_encode_data_avx2_gfni`, on CPUs with
-//! AVX2 and GFNI; `isal-avx2` = `ec_encode_data_avx2`, on CPUs with AVX2). ISA-L gets the very same coding
+//! AVX2 and GFNI; `isal-avx2` = `ec_encode_data_avx2`, on CPUs with AVX2).
+//! ISA-L gets the very same coding
 //! matrix (reed-solomon-erasure's), and its decode tables are built once per
 //! erasure pattern outside the timed loop, as geoshard's LRU does.
 //!

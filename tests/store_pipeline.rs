@@ -206,7 +206,7 @@ impl geoshard::node::Node for PanickingNode {
 /// every acknowledged write and each failed one whole or absent.
 #[test]
 fn a_writer_thread_that_dies_fails_every_waiting_write_and_loses_nothing_acknowledged() {
-    use geoshard::node::{LocalNode, LocalOptions, Node};
+    use geoshard::node::Node;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -216,15 +216,9 @@ fn a_writer_thread_that_dies_fails_every_waiting_write_and_loses_nothing_acknowl
         .close()
         .expect("close");
     let armed = Arc::new(AtomicBool::new(false));
-    let handles: Vec<common::Handle> = layout
-        .nodes()
-        .iter()
-        .map(|spec| {
-            let geoshard::layout::Location::Dir(path) = &spec.location else {
-                panic!("local layouts only")
-            };
-            let inner = LocalNode::open(spec.name.clone(), path, &LocalOptions::default())
-                .expect("open node");
+    let handles: Vec<common::Handle> = common::local_nodes(&layout)
+        .into_iter()
+        .map(|inner| {
             let node = PanickingNode {
                 inner,
                 armed: Arc::clone(&armed),

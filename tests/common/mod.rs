@@ -258,21 +258,29 @@ pub type FaultyLocal = std::sync::Arc<geoshard::node::FaultyNode<geoshard::node:
 /// A node handle as `Store::open_with_nodes` takes it.
 pub type Handle = std::result::Result<std::sync::Arc<dyn geoshard::node::Node>, String>;
 
-/// Every node of `layout` opened as a local node inside a fault-injecting
-/// wrapper, and the handles `Store::open_with_nodes` takes.
-pub fn faulty_nodes(layout: &Layout) -> (Vec<FaultyLocal>, Vec<Handle>) {
-    use geoshard::node::{FaultyNode, LocalNode, LocalOptions, Node};
-    let faulty: Vec<std::sync::Arc<FaultyNode<LocalNode>>> = layout
+/// Every node of `layout` (a layout of local directories) opened as a
+/// local node, in layout order.
+pub fn local_nodes(layout: &Layout) -> Vec<geoshard::node::LocalNode> {
+    use geoshard::node::{LocalNode, LocalOptions};
+    layout
         .nodes()
         .iter()
         .map(|spec| {
             let geoshard::layout::Location::Dir(path) = &spec.location else {
                 panic!("local layouts only")
             };
-            let node = LocalNode::open(spec.name.clone(), path, &LocalOptions::default())
-                .expect("open node");
-            std::sync::Arc::new(FaultyNode::new(node))
+            LocalNode::open(spec.name.clone(), path, &LocalOptions::default()).expect("open node")
         })
+        .collect()
+}
+
+/// Every node of `layout` opened as a local node inside a fault-injecting
+/// wrapper, and the handles `Store::open_with_nodes` takes.
+pub fn faulty_nodes(layout: &Layout) -> (Vec<FaultyLocal>, Vec<Handle>) {
+    use geoshard::node::{FaultyNode, Node};
+    let faulty: Vec<FaultyLocal> = local_nodes(layout)
+        .into_iter()
+        .map(|node| std::sync::Arc::new(FaultyNode::new(node)))
         .collect();
     let handles = faulty
         .iter()

@@ -1,12 +1,14 @@
 //! AVX2 + GFNI engine: `vgf2p8affineqb` on 256-bit registers, for CPUs
 //! that have GFNI but no AVX-512 (Intel's E-core Xeons such as Sierra
 //! Forest, client cores since Alder Lake). One 8x8 bit matrix per
-//! coefficient is applied to 32 bytes at a time, one instruction where the
-//! nibble method of the AVX2 engine takes five.
+//! coefficient is applied to 32 bytes at a time: one instruction where the
+//! nibble method of the AVX2 engine takes two table loads, two shuffles and
+//! an XOR.
 //!
-//! Per 32-byte step every input vector is loaded once and folded into up to
-//! eight output accumulators held in registers (16 ymm registers: eight
-//! accumulators, the input and the broadcast matrix). The tail of fewer than
+//! Per step every input vector is loaded once and folded into up to eight
+//! output accumulators held in registers (16 ymm registers: eight
+//! accumulators, the input and the broadcast matrix); with up to four
+//! outputs a step takes two vectors (64 bytes). The tail of fewer than
 //! 32 bytes goes through the scalar engine, as in the AVX2 engine (AVX2 has
 //! no byte-masked loads).
 
