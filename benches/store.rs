@@ -13,7 +13,9 @@
 //! and replication in alternating rounds (fair to both whatever state the
 //! page cache is in), and put latency against commit latency.
 //! `GEOSHARD_BENCH_OPEN_BLOBS` sets the open benchmark's size (default
-//! 1,000,000).
+//! 1,000,000). `GEOSHARD_BENCH_SECTIONS` (comma-separated, from `puts`,
+//! `gets`, `degraded`, `open`, `open_large`, `rounds`, `latency`) runs only
+//! those sections; unset, all run.
 
 mod common;
 
@@ -878,16 +880,36 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
-    {
+    let sections = std::env::var("GEOSHARD_BENCH_SECTIONS").ok();
+    let run = |name: &str| {
+        sections
+            .as_deref()
+            .is_none_or(|s| s.split(',').any(|x| x.trim() == name))
+    };
+    if run("puts") || run("gets") {
         let sys = systems();
-        bench_puts(&mut c, &sys);
-        bench_gets(&mut c, &sys);
+        if run("puts") {
+            bench_puts(&mut c, &sys);
+        }
+        if run("gets") {
+            bench_gets(&mut c, &sys);
+        }
     }
-    bench_degraded_get(&mut c);
-    bench_open(&mut c);
-    bench_open_large(&mut c);
-    large_put_rounds_report();
-    commit_latency_report();
+    if run("degraded") {
+        bench_degraded_get(&mut c);
+    }
+    if run("open") {
+        bench_open(&mut c);
+    }
+    if run("open_large") {
+        bench_open_large(&mut c);
+    }
+    if run("rounds") {
+        large_put_rounds_report();
+    }
+    if run("latency") {
+        commit_latency_report();
+    }
     c.final_summary();
 }
 

@@ -1249,7 +1249,7 @@ impl Committer {
                 // relocation there.
                 if keys.last_op.contains_key(&key[..])
                     || keys.before.contains_key(&key[..])
-                    || self.inner.read_state().index.get(key) != Some(expected)
+                    || self.inner.read_state().index.get(key).as_ref() != Some(expected)
                 {
                     return Packed::Skip;
                 }

@@ -143,12 +143,15 @@ fn generation_contents(store: &Store, generation: u64) -> (Vec<Arc<StripeInfo>>,
                 .is_some_and(|s| s.generation == generation)
         })
     };
-    let live = state
+    let mut live: Vec<LiveBlob> = state
         .index
         .iter()
         .filter(|(_, loc)| in_generation(loc))
-        .map(|(k, loc)| (Box::<[u8]>::from(k), loc.clone()))
+        .map(|(k, loc)| (Box::<[u8]>::from(k), loc))
         .collect();
+    // Relocated in key order: the same stripes whatever order the index
+    // keeps (the simulator's traces depend on it).
+    live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     (stripes, live)
 }
 

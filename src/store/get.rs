@@ -70,7 +70,7 @@ fn get_once(inner: &Inner, key: &[u8]) -> std::result::Result<Option<Blob>, GetE
                 reason: "indexed stripe is missing from the stripe table".into(),
             })
         };
-        match loc {
+        match &loc {
             BlobLoc::Whole(p) => {
                 let stripe = stripe_of(p).map_err(Failed)?;
                 let stored = stripe
@@ -110,7 +110,7 @@ fn get_once(inner: &Inner, key: &[u8]) -> std::result::Result<Option<Blob>, GetE
             Ok(chunks) => Ok(Some(Blob::from_chunks(chunks))),
             // The parts were resolved under the lock and read after it: if
             // the key points elsewhere now, compaction moved it.
-            Err(_) if inner.read_state().index.get(key) != resolved.as_ref() => Err(Moved),
+            Err(_) if inner.read_state().index.get(key) != resolved => Err(Moved),
             Err(e) => Err(Failed(e)),
         }
     };
@@ -221,7 +221,7 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8]) -> Option<Result<Option<Bl
         };
         let stripe = state.stripes.get(part.slot)?;
         let (node, loc) = stripe.columns.get(usize::from(part.column_index))?.stored?;
-        (*part, stripe.stripe_id, node, loc)
+        (part, stripe.stripe_id, node, loc)
     };
     if inner.nodes.is_remote(node) || !inner.nodes.is_up(node) {
         return None;

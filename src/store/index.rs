@@ -1,10 +1,32 @@
 //! The in-memory index: key -> where the blob's bytes are.
 //!
-//! Always rebuildable from the columns' entry tables (see `recover.rs`); kept
-//! in a `BTreeMap` so `keys_with_prefix` is an ordered range scan.
+//! Always rebuildable from the columns' entry tables (see `recover`). Built
+//! for a small heap per blob, because there is one entry per blob and a
+//! store holds hundreds of millions (docs/PERFORMANCE.md, "The lean
+//! index"):
+//!
+//! - **Records in one arena.** Each key lives once, in a record appended to
+//!   a byte arena: a 4-byte header (key length, kind, column index), the
+//!   location (16 bytes), the key, padding to a multiple of 4. A record's id
+//!   is its offset / 4, so 4-byte ids address 16 GiB of arena.
+//! - **Point lookups** go through a hash table of record ids (hashbrown's
+//!   `HashTable<u32>`: 4 bytes and one control byte per bucket, at most 7/8
+//!   full), hashed with SipHash-1-3 under a per-index random key (std's
+//!   `RandomState`), so keys a user chooses cannot flood one bucket chain.
+//! - **Key order** (`keys_with_prefix`) is built only when asked for: sorted
+//!   runs of ids, extended from the arena's tail at each query and merged
+//!   so their sizes at least double from newest to oldest (O(log n) runs).
+//!   A store that is never listed never pays for it.
+//! - **Changes**: a replaced value is rewritten in its record; a removed
+//!   key leaves a dead record, and once dead records are a quarter of the
+//!   arena it is compacted in place (ids shift down; the table is remapped,
+//!   the key order rebuilt at the next query).
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, PoisonError};
+
+use hashbrown::HashTable;
 
 /// Where one part of a blob lives: a byte range of one column's payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,8 +42,7 @@ pub(crate) struct PartLoc {
 }
 
 /// A blob in the index: whole in one column, or cut into parts. Kept to 24
-/// bytes (the common case inline, the rare split blob boxed) because there
-/// is one per key.
+/// bytes (the common case inline, the rare split blob boxed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum BlobLoc {
     Whole(PartLoc),
@@ -56,74 +77,426 @@ impl BlobLoc {
     }
 }
 
+/// Records are aligned to this many bytes; a record's id is its offset
+/// divided by it.
+const ALIGN: usize = 4;
+/// Header and location: key length (u16), kind (u8), column index (u8),
+/// then slot (or split number), offset, length, checksum (u32 each), all
+/// little-endian.
+const FIXED: usize = 20;
+const KIND_WHOLE: u8 = 0;
+const KIND_SPLIT: u8 = 1;
+const KIND_DEAD: u8 = 2;
+/// The arena's largest size: ids are u32 in units of [`ALIGN`].
+const ARENA_MAX: usize = (u32::MAX as usize) * ALIGN;
+/// Above this the index refuses new keys ([`Index::is_full`]), leaving
+/// room for the puts already admitted.
+const ARENA_FULL: usize = ARENA_MAX - (1 << 30);
+/// Dead records are compacted away once they are at least this many
+/// bytes and a quarter of the arena (less in unit tests, which compact
+/// small indexes).
+const DEAD_BYTES_MIN: usize = if cfg!(test) { 4096 } else { 1 << 20 };
+
+fn record_len(key_len: usize) -> usize {
+    (FIXED + key_len).next_multiple_of(ALIGN)
+}
+
+/// Key order, built on demand: runs of record ids, each sorted by key (dead
+/// records included until a merge drops them), covering the records of
+/// the arena's first `covered` bytes.
 #[derive(Debug, Default)]
+struct Order {
+    runs: Vec<Vec<u32>>,
+    covered: usize,
+}
+
+#[derive(Default)]
 pub(crate) struct Index {
-    map: BTreeMap<Box<[u8]>, BlobLoc>,
+    arena: Vec<u8>,
+    table: HashTable<u32>,
+    hasher: RandomState,
+    splits: Vec<Option<Box<SplitBlob>>>,
+    free_splits: Vec<u32>,
+    dead_bytes: usize,
+    order: Mutex<Order>,
+}
+
+impl fmt::Debug for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index")
+            .field("len", &self.len())
+            .field("arena_bytes", &self.arena.len())
+            .field("dead_bytes", &self.dead_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a little-endian u32 at `at` (the arena's records are written by
+/// this module only, so the bounds hold; `get` keeps it panic-free anyway).
+fn u32_at(arena: &[u8], at: usize) -> u32 {
+    arena
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+fn key_len_at(arena: &[u8], offset: usize) -> usize {
+    usize::from(u16::from_le_bytes([arena[offset], arena[offset + 1]]))
+}
+
+fn key_at(arena: &[u8], id: u32) -> &[u8] {
+    let offset = id as usize * ALIGN;
+    let len = key_len_at(arena, offset);
+    &arena[offset + FIXED..offset + FIXED + len]
+}
+
+fn kind_at(arena: &[u8], id: u32) -> u8 {
+    arena[id as usize * ALIGN + 2]
 }
 
 impl Index {
-    pub fn get(&self, key: &[u8]) -> Option<&BlobLoc> {
-        self.map.get(key)
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let arena = &self.arena;
+        self.table
+            .find(self.hash(key), |&id| key_at(arena, id) == key)
+            .copied()
+    }
+
+    fn loc_of(&self, id: u32) -> BlobLoc {
+        let at = id as usize * ALIGN;
+        let arena = &self.arena;
+        match arena[at + 2] {
+            KIND_SPLIT => {
+                let split = self
+                    .splits
+                    .get(u32_at(arena, at + 4) as usize)
+                    .and_then(Option::as_ref);
+                match split {
+                    Some(s) => BlobLoc::Split(s.clone()),
+                    // Unreachable: a split record's number is live until
+                    // the record changes kind.
+                    None => BlobLoc::split(0, Box::new([])),
+                }
+            }
+            _ => BlobLoc::Whole(PartLoc {
+                slot: u32_at(arena, at + 4),
+                offset: u32_at(arena, at + 8),
+                len: u32_at(arena, at + 12),
+                checksum: u32_at(arena, at + 16),
+                column_index: u16::from(arena[at + 3]),
+            }),
+        }
+    }
+
+    /// Frees the split of record `id`, if it has one.
+    fn free_split(&mut self, id: u32) {
+        let at = id as usize * ALIGN;
+        if self.arena[at + 2] == KIND_SPLIT {
+            let number = u32_at(&self.arena, at + 4);
+            if let Some(slot) = self.splits.get_mut(number as usize) {
+                *slot = None;
+                self.free_splits.push(number);
+            }
+        }
+    }
+
+    /// Writes `loc` into record `id` (whose split, if any, is freed).
+    fn set_loc(&mut self, id: u32, loc: BlobLoc) {
+        let at = id as usize * ALIGN;
+        let (kind, column, fields) = match loc {
+            BlobLoc::Whole(p) => {
+                // At most 256 columns (GF(2^8)): the index fits a byte.
+                debug_assert!(p.column_index <= u16::from(u8::MAX));
+                (
+                    KIND_WHOLE,
+                    p.column_index as u8,
+                    [p.slot, p.offset, p.len, p.checksum],
+                )
+            }
+            BlobLoc::Split(split) => {
+                let number = match self.free_splits.pop() {
+                    Some(n) => {
+                        self.splits[n as usize] = Some(split);
+                        n
+                    }
+                    None => {
+                        self.splits.push(Some(split));
+                        (self.splits.len() - 1) as u32
+                    }
+                };
+                (KIND_SPLIT, 0, [number, 0, 0, 0])
+            }
+        };
+        let record = &mut self.arena[at..at + FIXED];
+        record[2] = kind;
+        record[3] = column;
+        for (i, field) in fields.iter().enumerate() {
+            record[4 + 4 * i..8 + 4 * i].copy_from_slice(&field.to_le_bytes());
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<BlobLoc> {
+        self.find(key).map(|id| self.loc_of(id))
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.map.contains_key(key)
+        self.find(key).is_some()
+    }
+
+    /// `Some((limit, used))` when the arena is near the most its 4-byte ids
+    /// address (16 GiB, about 400 million keys of 20 bytes): puts are then
+    /// refused (`Error::LimitExceeded`) rather than risk an id that does
+    /// not fit.
+    pub fn full(&self) -> Option<(usize, usize)> {
+        (self.arena.len() >= ARENA_FULL).then_some((ARENA_FULL, self.arena.len()))
     }
 
     /// Inserts or replaces; returns the previous location.
     pub fn insert(&mut self, key: &[u8], loc: BlobLoc) -> Option<BlobLoc> {
-        if let Some(slot) = self.map.get_mut(key) {
-            return Some(std::mem::replace(slot, loc));
+        if let Some(id) = self.find(key) {
+            let old = self.loc_of(id);
+            self.free_split(id);
+            self.set_loc(id, loc);
+            return Some(old);
         }
-        self.map.insert(key.into(), loc);
+        let offset = self.arena.len();
+        let len = record_len(key.len());
+        // `full` keeps puts away from the limit; a key past it is
+        // dropped loudly rather than given an id that aliases another.
+        if offset + len > ARENA_MAX || key.len() > usize::from(u16::MAX) {
+            tracing::error!(offset, "index arena full: entry not indexed");
+            return None;
+        }
+        let id = (offset / ALIGN) as u32;
+        self.arena.resize(offset + len, 0);
+        self.arena[offset..offset + 2].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        self.arena[offset + FIXED..offset + FIXED + key.len()].copy_from_slice(key);
+        self.set_loc(id, loc);
+        let hash = self.hash(key);
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table
+            .insert_unique(hash, id, |&id| hasher.hash_one(key_at(arena, id)));
         None
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<BlobLoc> {
-        self.map.remove(key)
+        let hash = self.hash(key);
+        let arena = &self.arena;
+        let entry = self
+            .table
+            .find_entry(hash, |&id| key_at(arena, id) == key)
+            .ok()?;
+        let (id, _) = entry.remove();
+        let old = self.loc_of(id);
+        self.free_split(id);
+        self.arena[id as usize * ALIGN + 2] = KIND_DEAD;
+        self.dead_bytes += record_len(key.len());
+        if self.dead_bytes >= DEAD_BYTES_MIN && self.dead_bytes * 4 >= self.arena.len() {
+            self.compact();
+        }
+        Some(old)
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
+    }
+
+    /// Drops the dead records: live ones slide down over them, in order,
+    /// and the table's ids are shifted to match. The key order is rebuilt
+    /// at the next query.
+    fn compact(&mut self) {
+        // (first old id after a gap, dead units before it), ascending.
+        let mut shifts: Vec<(u32, u32)> = Vec::new();
+        let (mut read, mut write) = (0usize, 0usize);
+        let end = self.arena.len();
+        while read < end {
+            let len = record_len(key_len_at(&self.arena, read));
+            if self.arena[read + 2] == KIND_DEAD {
+                read += len;
+                continue;
+            }
+            if read != write {
+                let shift = ((read - write) / ALIGN) as u32;
+                if shifts.last().is_none_or(|&(_, s)| s != shift) {
+                    shifts.push(((read / ALIGN) as u32, shift));
+                }
+                self.arena.copy_within(read..read + len, write);
+            }
+            read += len;
+            write += len;
+        }
+        self.arena.truncate(write);
+        self.arena.shrink_to(write + write / 4);
+        for id in self.table.iter_mut() {
+            let at = shifts.partition_point(|&(from, _)| from <= *id);
+            if at > 0 {
+                *id -= shifts[at - 1].1;
+            }
+        }
+        self.dead_bytes = 0;
+        *self.order.get_mut().unwrap_or_else(PoisonError::into_inner) = Order::default();
+    }
+
+    /// Gives back the spare capacity the arena grew (after open's bulk
+    /// insert, which doubles it as it goes).
+    pub fn shrink_to_fit(&mut self) {
+        self.arena.shrink_to_fit();
+        self.splits.shrink_to_fit();
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table
+            .shrink_to_fit(|&id| hasher.hash_one(key_at(arena, id)));
+    }
+
+    /// Brings the key order up to date with the arena: the records added
+    /// since the last query become a sorted run, and runs merge while the
+    /// older of the last two is at most twice the newer's size.
+    fn refresh_order(&self, order: &mut Order) {
+        let arena = &self.arena[..];
+        if order.covered < arena.len() {
+            let mut fresh = Vec::new();
+            let mut at = order.covered;
+            while at < arena.len() {
+                if arena[at + 2] != KIND_DEAD {
+                    fresh.push((at / ALIGN) as u32);
+                }
+                at += record_len(key_len_at(arena, at));
+            }
+            order.covered = arena.len();
+            if !fresh.is_empty() {
+                fresh.shrink_to_fit();
+                fresh.sort_unstable_by(|&a, &b| key_at(arena, a).cmp(key_at(arena, b)));
+                order.runs.push(fresh);
+            }
+        }
+        while let [.., older, newer] = &order.runs[..]
+            && older.len() <= 2 * newer.len()
+        {
+            let mut merged = Vec::with_capacity(older.len() + newer.len());
+            let (mut i, mut j) = (0, 0);
+            let live = |id: u32| kind_at(arena, id) != KIND_DEAD;
+            while i < older.len() && j < newer.len() {
+                let (a, b) = (older[i], newer[j]);
+                if key_at(arena, a) <= key_at(arena, b) {
+                    if live(a) {
+                        merged.push(a);
+                    }
+                    i += 1;
+                } else {
+                    if live(b) {
+                        merged.push(b);
+                    }
+                    j += 1;
+                }
+            }
+            merged.extend(older[i..].iter().copied().filter(|&id| live(id)));
+            merged.extend(newer[j..].iter().copied().filter(|&id| live(id)));
+            order.runs.pop();
+            order.runs.pop();
+            order.runs.push(merged);
+        }
     }
 
     /// Up to `limit` keys starting with `prefix`, strictly after `after`
-    /// (for resumable iteration without holding the lock).
+    /// (for resumable iteration without holding the lock), in key order.
     pub fn keys_with_prefix(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Vec<Box<[u8]>> {
-        let lower: Bound<&[u8]> = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
+        let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refresh_order(&mut order);
+        let arena = &self.arena[..];
+        let (lower, exclusive) = match after {
+            Some(a) if a >= prefix => (a, true),
+            _ => (prefix, false),
         };
-        self.map
-            .range::<[u8], _>((lower, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, _)| k.clone())
-            .collect()
+        let mut found: Vec<&[u8]> = Vec::new();
+        for run in &order.runs {
+            let start = run.partition_point(|&id| {
+                let key = key_at(arena, id);
+                if exclusive { key <= lower } else { key < lower }
+            });
+            let mut taken = 0;
+            for &id in &run[start..] {
+                let key = key_at(arena, id);
+                if taken == limit || !key.starts_with(prefix) {
+                    break;
+                }
+                if kind_at(arena, id) != KIND_DEAD {
+                    found.push(key);
+                    taken += 1;
+                }
+            }
+        }
+        found.sort_unstable();
+        found.truncate(limit);
+        found.into_iter().map(Box::from).collect()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &BlobLoc)> {
-        self.map.iter().map(|(k, v)| (&k[..], v))
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], BlobLoc)> {
+        let arena = &self.arena[..];
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            while at < arena.len() {
+                let id = (at / ALIGN) as u32;
+                at += record_len(key_len_at(arena, at));
+                if kind_at(arena, id) != KIND_DEAD {
+                    return Some((key_at(arena, id), self.loc_of(id)));
+                }
+            }
+            None
+        })
+    }
+
+    /// Heap bytes the index holds (arena, table, splits, key order).
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        let order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        self.arena.capacity()
+            + self.table.allocation_size()
+            + self.splits.capacity() * std::mem::size_of::<Option<Box<SplitBlob>>>()
+            + self
+                .splits
+                .iter()
+                .flatten()
+                .map(|s| std::mem::size_of::<SplitBlob>() + std::mem::size_of_val(&*s.parts))
+                .sum::<usize>()
+            + self.free_splits.capacity() * 4
+            + order.runs.iter().map(|r| r.capacity() * 4).sum::<usize>()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn loc(n: u32) -> BlobLoc {
         BlobLoc::Whole(PartLoc {
-            slot: 1,
+            slot: n ^ 0x5a5a,
             offset: n,
-            len: n,
-            checksum: 0,
-            column_index: 0,
+            len: n.wrapping_mul(3),
+            checksum: n.rotate_left(7),
+            column_index: (n % 256) as u16,
         })
+    }
+
+    fn split_loc(n: u32) -> BlobLoc {
+        BlobLoc::split(
+            u64::from(n) << 20,
+            (0..3)
+                .map(|i| match loc(n + i) {
+                    BlobLoc::Whole(p) => p,
+                    BlobLoc::Split(_) => unreachable!(),
+                })
+                .collect(),
+        )
     }
 
     #[test]
@@ -140,5 +513,100 @@ mod tests {
         assert_eq!(ix.insert(b"a", loc(2)), Some(loc(1)));
         assert_eq!(ix.remove(b"a"), Some(loc(2)));
         assert!(!ix.contains(b"a"));
+        assert_eq!(ix.keys_with_prefix(b"", None, 10).len(), 4);
+        // Re-inserted after removal: listed once, with its new value.
+        ix.insert(b"a", loc(3));
+        assert_eq!(ix.keys_with_prefix(b"", None, 10).len(), 5);
+        assert_eq!(ix.get(b"a"), Some(loc(3)));
+    }
+
+    /// Random inserts, replacements (whole and split), removals and
+    /// listings, against a `BTreeMap` model; enough removals to compact
+    /// the arena several times.
+    #[test]
+    fn matches_an_ordered_map_through_churn_and_compaction() {
+        let mut ix = Index::default();
+        let mut model: BTreeMap<Vec<u8>, BlobLoc> = BTreeMap::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut compactions = 0;
+        for step in 0..200_000u32 {
+            let r = next();
+            // Keys of 0 to 40 bytes, from a space small enough to collide.
+            let n = (r >> 8) % 20_000;
+            let key: Vec<u8> = format!("k{n:05}/{}", "x".repeat((n % 34) as usize)).into_bytes()
+                [..((n % 41) as usize).min(7 + (n % 34) as usize)]
+                .to_vec();
+            match r % 10 {
+                0..=4 => {
+                    let value = if r % 97 == 0 {
+                        split_loc(step)
+                    } else {
+                        loc(step)
+                    };
+                    assert_eq!(
+                        ix.insert(&key, value.clone()),
+                        model.insert(key.clone(), value)
+                    );
+                }
+                5..=8 => {
+                    let dead_before = ix.dead_bytes;
+                    assert_eq!(ix.remove(&key), model.remove(&key));
+                    if ix.dead_bytes < dead_before {
+                        compactions += 1;
+                    }
+                }
+                _ => {
+                    let prefix = &key[..key.len().min(3)];
+                    let after = (r % 3 == 0).then_some(key.as_slice());
+                    let limit = (r >> 40) as usize % 50;
+                    let want: Vec<Box<[u8]>> = model
+                        .keys()
+                        .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a))
+                        .take(limit)
+                        .map(|k| k.as_slice().into())
+                        .collect();
+                    assert_eq!(
+                        ix.keys_with_prefix(prefix, after, limit),
+                        want,
+                        "step {step}"
+                    );
+                }
+            }
+            assert_eq!(ix.get(&key), model.get(&key).cloned());
+            assert_eq!(ix.len(), model.len());
+        }
+        assert!(compactions >= 2, "only {compactions} compactions");
+        let mut all: Vec<(Vec<u8>, BlobLoc)> = ix.iter().map(|(k, l)| (k.to_vec(), l)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+    }
+
+    /// The heap per entry the lean index exists for: 20 bytes of record
+    /// plus padding, and at most 5 / (7/16) bytes of table per entry.
+    #[test]
+    fn heap_per_entry_stays_small() {
+        let mut ix = Index::default();
+        let count = 100_000u32;
+        let mut key_bytes = 0;
+        for n in 0..count {
+            let key = format!("room-{}/msg-{}", n % 977, n);
+            key_bytes += key.len();
+            ix.insert(key.as_bytes(), loc(n));
+        }
+        ix.shrink_to_fit();
+        let per = (ix.heap_bytes() - key_bytes) as f64 / f64::from(count);
+        assert!(
+            per <= 20.0 + 3.0 + 11.5,
+            "{per:.1} B per entry beyond the keys"
+        );
+        ix.keys_with_prefix(b"", None, 1);
+        let listed = (ix.heap_bytes() - key_bytes) as f64 / f64::from(count);
+        assert!(listed <= per + 4.5, "{listed:.1} B per entry once listed");
     }
 }

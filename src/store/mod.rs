@@ -378,7 +378,8 @@ impl Store {
     ///
     /// - [`Error::InvalidArgument`] for an empty key;
     /// - [`Error::LimitExceeded`] for a key over [`KEY_LEN_MAX`] bytes or a
-    ///   value over [`BLOB_LEN_MAX`];
+    ///   value over [`BLOB_LEN_MAX`], or when the in-memory index is full
+    ///   (16 GiB of keys and locations, about 400 million 20-byte keys);
     /// - [`Error::NotEnoughColumns`] when no node takes writes, or
     ///   [`Error::WriteRefused`] (under [`WritePolicy::Strict`], or when
     ///   every retry failed): the put did not happen (a failed put may
@@ -444,6 +445,13 @@ impl Store {
                 what: "value length",
                 limit: BLOB_LEN_MAX,
                 actual: value.len() as u64,
+            });
+        }
+        if let Some((limit, used)) = self.inner.read_state().index.full() {
+            return Err(Error::LimitExceeded {
+                what: "index arena bytes",
+                limit: limit as u64,
+                actual: used as u64,
             });
         }
         let (ack, pending) = Pending::channel();
@@ -515,7 +523,7 @@ impl Store {
         let (len, stripe) = {
             let state = self.inner.read_state();
             match state.index.get(key) {
-                Some(loc) => (Some(loc.len()), state.stripe_id_of(loc)),
+                Some(loc) => (Some(loc.len()), state.stripe_id_of(&loc)),
                 None => (None, None),
             }
         };

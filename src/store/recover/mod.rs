@@ -140,6 +140,8 @@ impl Recovery<'_> {
         let verdicts = self.classifier().classify(&scanned, manifest, new_session);
         let built = self.index_builder().build_state(verdicts.visible)?;
         let mut state = built.state;
+        // The bulk insert grew the index's arena by doubling.
+        state.index.shrink_to_fit();
         let lost: Vec<(StripeInfo, Vec<String>)> = verdicts
             .lost
             .into_iter()
