@@ -784,7 +784,7 @@ fn bench_open(c: &mut Criterion) {
     let started = Instant::now();
     {
         let store = Store::create(layout.clone(), Options::default()).expect("store");
-        put_many(&store, THREADS_SMALL, blobs, 100, "o");
+        fill_chat_store(&store, blobs);
     }
     println!(
         "open: wrote {blobs} blobs of 100 B in {:.1} s",
@@ -794,11 +794,18 @@ fn bench_open(c: &mut Criterion) {
     let before = LIVE.load(Ordering::Relaxed);
     let store = Store::open(layout.clone(), Options::default()).expect("open");
     let after = LIVE.load(Ordering::Relaxed);
+    let blobs = store.len();
+    let stripes = store.health().stripes;
     let key_bytes: usize = store.keys_with_prefix(b"").map(|k| k.len()).sum();
+    let listed = LIVE.load(Ordering::Relaxed);
     println!(
-        "index memory: {} blobs, {:.1} B/blob beyond the key bytes (all store heap after open)",
-        store.len(),
-        (after - before).saturating_sub(key_bytes) as f64 / store.len() as f64
+        "index memory: {blobs} blobs in {stripes} stripes ({:.1} blobs per stripe), \
+         {:.1} B/blob beyond the key bytes (all store heap after open), \
+         {:.1} B/blob once keys_with_prefix has built the key order; {}",
+        blobs as f64 / stripes as f64,
+        (after - before).saturating_sub(key_bytes) as f64 / blobs as f64,
+        listed.saturating_sub(before + key_bytes) as f64 / blobs as f64,
+        proc_memory(),
     );
     drop(store);
 
@@ -864,6 +871,60 @@ fn bench_open_large(c: &mut Criterion) {
         b.iter(|| Store::open(layout.clone(), Options::default()).expect("open"))
     });
     g.finish();
+}
+
+/// The key of message `n` of a chat store: 10,000 rooms, messages spread
+/// over them round-robin (`room-<r>/msg-<n>`, 15 to 22 bytes).
+fn chat_key(n: usize) -> String {
+    format!("room-{}/msg-{n}", n % 10_000)
+}
+
+/// Puts `count` messages of 100 B under [`chat_key`]s, 4,096 in flight
+/// from this thread (commits of thousands of blobs: stripes as full as a
+/// busy service's).
+fn fill_chat_store(store: &Store, count: usize) {
+    const IN_FLIGHT: usize = 4096;
+    let payload = value(100, 7);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut window: Vec<geoshard::Completion<()>> = Vec::with_capacity(IN_FLIGHT);
+    let mut submitted = 0;
+    while submitted < count || !window.is_empty() {
+        while submitted < count && window.len() < IN_FLIGHT {
+            window.push(store.put_async(chat_key(submitted).as_bytes(), payload.clone()));
+            submitted += 1;
+        }
+        let before = window.len();
+        window.retain_mut(|put| match Pin::new(put).poll(&mut cx) {
+            Poll::Ready(done) => {
+                done.expect("put");
+                false
+            }
+            Poll::Pending => true,
+        });
+        if window.len() == before {
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Resident and anonymous memory of this process (from /proc/self/status).
+fn proc_memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or_else(|| "?".to_string(), |kb| format!("{} MiB", kb / 1024))
+    };
+    format!(
+        "process RSS {} (anonymous {}, file-backed {})",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:")
+    )
 }
 
 fn copy_dir(from: &Path, to: &Path) {
