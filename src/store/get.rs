@@ -72,12 +72,15 @@ fn get_once(inner: &Inner, key: &[u8]) -> std::result::Result<Option<Blob>, GetE
         };
         match &loc {
             BlobLoc::Whole(p) => {
-                let stripe = stripe_of(p).map_err(Failed)?;
-                let stored = stripe
-                    .columns
-                    .get(usize::from(p.column_index))
-                    .and_then(|c| c.stored);
-                (Some((*p, stripe.stripe_id, stored)), None)
+                let (stripe_id, stored) = match state.stripes.stored(p.slot, p.column_index) {
+                    Some(found) => found,
+                    None => {
+                        let stripe = stripe_of(p).map_err(Failed)?;
+                        let column = stripe.columns.get(usize::from(p.column_index));
+                        (stripe.stripe_id, column.and_then(|c| c.stored))
+                    }
+                };
+                (Some((*p, stripe_id, stored)), None)
             }
             BlobLoc::Split(split) => {
                 parts = split
@@ -219,9 +222,9 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8]) -> Option<Result<Option<Bl
         let BlobLoc::Whole(part) = found else {
             return None;
         };
-        let stripe = state.stripes.get(part.slot)?;
-        let (node, loc) = stripe.columns.get(usize::from(part.column_index))?.stored?;
-        (part, stripe.stripe_id, node, loc)
+        let (stripe_id, stored) = state.stripes.stored(part.slot, part.column_index)?;
+        let (node, loc) = stored?;
+        (part, stripe_id, node, loc)
     };
     if inner.nodes.is_remote(node) || !inner.nodes.is_up(node) {
         return None;
