@@ -714,6 +714,14 @@ fn bench_gets(c: &mut Criterion, sys: &Systems) {
                     s.get(keys[i].as_bytes())
                 })
             });
+            if name == "geoshard" && len == 1024 {
+                g.bench_function(BenchmarkId::new(name, "contains"), |b| {
+                    b.iter(|| {
+                        i = (i + 7919) % keys.len();
+                        sys.geoshard.contains(keys[i].as_bytes()).expect("contains")
+                    })
+                });
+            }
             if name == "geoshard" {
                 // The async face of the same read: answered at the first
                 // poll (healthy, local).
@@ -731,7 +739,58 @@ fn bench_gets(c: &mut Criterion, sys: &Systems) {
             }
         }
         g.finish();
+        if len == 1024 {
+            get_rounds_report(sys, &named, count);
+        }
     }
+}
+
+/// Healthy 1 KiB gets of both systems in alternating rounds (the first
+/// system alternating): criterion measures one after the other, and on
+/// these VMs the second often finds the caches in another state. Prints
+/// each system's median ns per get and the ratio.
+fn get_rounds_report(sys: &Systems, named: &[(&str, &dyn System2); 2], count: usize) {
+    const ROUNDS: usize = 8;
+    const GETS: usize = 200_000;
+    let per = count.div_ceil(THREADS_SMALL.min(count));
+    let keys: Vec<String> = (0..count)
+        .map(|i| format!("g1KiB/{}/{}", i / per, i % per))
+        .collect();
+    let mut ns: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut contains_ns = Vec::new();
+    for round in 0..ROUNDS {
+        for turn in 0..2 {
+            let which = (round + turn) % 2;
+            let s = named[which].1;
+            let mut i = 0;
+            let started = Instant::now();
+            for _ in 0..GETS {
+                i = (i + 7919) % keys.len();
+                std::hint::black_box(s.get(keys[i].as_bytes()));
+            }
+            ns[which].push(started.elapsed().as_nanos() as f64 / GETS as f64);
+        }
+        let started = Instant::now();
+        for n in 0..GETS {
+            let key = &keys[(n * 7919) % keys.len()];
+            std::hint::black_box(sys.geoshard.contains(key.as_bytes()).expect("contains"));
+        }
+        contains_ns.push(started.elapsed().as_nanos() as f64 / GETS as f64);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (g, r) = (median(&mut ns[0]), median(&mut ns[1]));
+    let c = median(&mut contains_ns);
+    println!(
+        "get rounds (1 KiB, 1 thread, {ROUNDS} alternating rounds of {GETS}): {} {g:.0} ns, \
+         {} {r:.0} ns: {:.2}x; geoshard contains {c:.0} ns ({:.2}x its get)",
+        named[0].0,
+        named[1].0,
+        r / g,
+        g / c
+    );
 }
 
 fn bench_degraded_get(c: &mut Criterion) {
@@ -807,6 +866,34 @@ fn bench_open(c: &mut Criterion) {
         listed.saturating_sub(before + key_bytes) as f64 / blobs as f64,
         proc_memory(),
     );
+    // Point reads of random keys across the whole store (the index and
+    // the segments far larger than the caches).
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let random_keys: Vec<String> = (0..100_000)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            chat_key((rng % blobs as u64) as usize)
+        })
+        .collect();
+    let mut g = c.benchmark_group(format!("random_key_{blobs}_blobs_1_thread"));
+    g.throughput(Throughput::Elements(1));
+    for (name, contains) in [("get_100B", false), ("contains", true)] {
+        let mut i = 0;
+        g.bench_function(BenchmarkId::new("geoshard", name), |b| {
+            b.iter(|| {
+                i = (i + 1) % random_keys.len();
+                let key = random_keys[i].as_bytes();
+                if contains {
+                    assert!(store.contains(key).expect("contains"));
+                } else {
+                    store.get(key).expect("get").expect("present");
+                }
+            })
+        });
+    }
+    g.finish();
     drop(store);
 
     let mut g = c.benchmark_group(format!("open_{blobs}_blobs"));

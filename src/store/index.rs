@@ -11,8 +11,9 @@
 //!   is its offset / 4, so 4-byte ids address 16 GiB of arena.
 //! - **Point lookups** go through a hash table of record ids (hashbrown's
 //!   `HashTable<u32>`: 4 bytes and one control byte per bucket, at most 7/8
-//!   full), hashed with SipHash-1-3 under a per-index random key (std's
-//!   `RandomState`), so keys a user chooses cannot flood one bucket chain.
+//!   full), hashed with SipHash-1-3 (one pass over the key, as std's
+//!   `HashMap` hashes but without its `Hasher` plumbing) under a random key
+//!   per index, so keys a user chooses cannot flood one bucket chain.
 //! - **Key order** (`keys_with_prefix`) is built only when asked for: sorted
 //!   runs of ids, extended from the arena's tail at each query and merged
 //!   so their sizes at least double from newest to oldest (O(log n) runs).
@@ -110,11 +111,88 @@ struct Order {
     covered: usize,
 }
 
+/// A random 128-bit SipHash key (drawn from std's per-process random
+/// keys).
+#[derive(Clone, Copy)]
+struct HashKey(u64, u64);
+
+impl Default for HashKey {
+    fn default() -> HashKey {
+        let random = RandomState::new();
+        HashKey(
+            random.hash_one(0x6765_6f73u32),
+            random.hash_one(0x6861_7264u32),
+        )
+    }
+}
+
+impl HashKey {
+    #[inline]
+    fn hash(self, key: &[u8]) -> u64 {
+        siphash::<1, 3>(self.0, self.1, key)
+    }
+}
+
+#[inline(always)]
+fn round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13);
+    v[1] ^= v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16);
+    v[3] ^= v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21);
+    v[3] ^= v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17);
+    v[1] ^= v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// SipHash-c-d of `bytes` under the key `(k0, k1)`, as the reference
+/// defines it (the message length in the last block's top byte).
+#[inline]
+pub(crate) fn siphash<const C: usize, const D: usize>(k0: u64, k1: u64, bytes: &[u8]) -> u64 {
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let m = u64::from_le_bytes(word);
+        v[3] ^= m;
+        for _ in 0..C {
+            round(&mut v);
+        }
+        v[0] ^= m;
+    }
+    let tail = chunks.remainder();
+    let mut last = [0u8; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    let m = u64::from_le_bytes(last) | ((bytes.len() as u64) << 56);
+    v[3] ^= m;
+    for _ in 0..C {
+        round(&mut v);
+    }
+    v[0] ^= m;
+    v[2] ^= 0xff;
+    for _ in 0..D {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
 #[derive(Default)]
 pub(crate) struct Index {
     arena: Vec<u8>,
     table: HashTable<u32>,
-    hasher: RandomState,
+    hasher: HashKey,
     splits: Vec<Option<Box<SplitBlob>>>,
     free_splits: Vec<u32>,
     dead_bytes: usize,
@@ -156,7 +234,7 @@ fn kind_at(arena: &[u8], id: u32) -> u8 {
 
 impl Index {
     fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+        self.hasher.hash(key)
     }
 
     fn find(&self, key: &[u8]) -> Option<u32> {
@@ -279,7 +357,7 @@ impl Index {
         let hash = self.hash(key);
         let (arena, hasher) = (&self.arena, &self.hasher);
         self.table
-            .insert_unique(hash, id, |&id| hasher.hash_one(key_at(arena, id)));
+            .insert_unique(hash, id, |&id| hasher.hash(key_at(arena, id)));
         None
     }
 
@@ -348,7 +426,7 @@ impl Index {
         self.splits.shrink_to_fit();
         let (arena, hasher) = (&self.arena, &self.hasher);
         self.table
-            .shrink_to_fit(|&id| hasher.hash_one(key_at(arena, id)));
+            .shrink_to_fit(|&id| hasher.hash(key_at(arena, id)));
     }
 
     /// Brings the key order up to date with the arena: the records added
@@ -497,6 +575,31 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    /// The one-shot SipHash is the reference one: its 2-4 variant against
+    /// std's (deprecated but stable) SipHash-2-4, every length to 64.
+    #[test]
+    #[allow(deprecated)]
+    fn siphash_matches_the_reference() {
+        use std::hash::Hasher;
+        let bytes: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37)).collect();
+        for len in 0..=bytes.len() {
+            let (k0, k1) = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908 ^ len as u64);
+            let mut std = std::hash::SipHasher::new_with_keys(k0, k1);
+            std.write(&bytes[..len]);
+            assert_eq!(
+                siphash::<2, 4>(k0, k1, &bytes[..len]),
+                std.finish(),
+                "{len}"
+            );
+        }
+        // The reference's test vector: key 00..0f, message 00..0e.
+        let message: Vec<u8> = (0..15).collect();
+        assert_eq!(
+            siphash::<2, 4>(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908, &message),
+            0xa129_ca61_49be_45e5
+        );
     }
 
     #[test]
