@@ -335,12 +335,25 @@ impl Index {
 
     /// Inserts or replaces; returns the previous location.
     pub fn insert(&mut self, key: &[u8], loc: BlobLoc) -> Option<BlobLoc> {
-        if let Some(id) = self.find(key) {
-            let old = self.loc_of(id);
-            self.free_split(id);
-            self.set_loc(id, loc);
-            return Some(old);
-        }
+        // One hash and one probe: the entry either holds the key's record
+        // or is the bucket a new one goes to.
+        let hash = self.hash(key);
+        let (arena, hasher) = (&self.arena, self.hasher);
+        let entry = self.table.entry(
+            hash,
+            |&id| key_at(arena, id) == key,
+            |&id| hasher.hash(key_at(arena, id)),
+        );
+        let vacant = match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => {
+                let id = *found.get();
+                let old = self.loc_of(id);
+                self.free_split(id);
+                self.set_loc(id, loc);
+                return Some(old);
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => vacant,
+        };
         let offset = self.arena.len();
         let len = record_len(key.len());
         // `full` keeps puts away from the limit; a key past it is
@@ -350,15 +363,20 @@ impl Index {
             return None;
         }
         let id = (offset / ALIGN) as u32;
+        vacant.insert(id);
         self.arena.resize(offset + len, 0);
         self.arena[offset..offset + 2].copy_from_slice(&(key.len() as u16).to_le_bytes());
         self.arena[offset + FIXED..offset + FIXED + key.len()].copy_from_slice(key);
         self.set_loc(id, loc);
-        let hash = self.hash(key);
-        let (arena, hasher) = (&self.arena, &self.hasher);
-        self.table
-            .insert_unique(hash, id, |&id| hasher.hash(key_at(arena, id)));
         None
+    }
+
+    /// Makes room for `additional` more keys in the point table (open's
+    /// bulk insert reserves once instead of rehashing at every doubling).
+    pub fn reserve(&mut self, additional: usize) {
+        let (arena, hasher) = (&self.arena, self.hasher);
+        self.table
+            .reserve(additional, |&id| hasher.hash(key_at(arena, id)));
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<BlobLoc> {
