@@ -855,7 +855,12 @@ fn bench_open(c: &mut Criterion) {
     let after = LIVE.load(Ordering::Relaxed);
     let blobs = store.len();
     let stripes = store.health().stripes;
+    let listing = Instant::now();
+    let first_keys: Vec<Vec<u8>> = store.keys_with_prefix(b"").take(1000).collect();
+    let first_listing = listing.elapsed();
+    assert_eq!(first_keys.len(), 1000.min(blobs));
     let key_bytes: usize = store.keys_with_prefix(b"").map(|k| k.len()).sum();
+    let listing = listing.elapsed();
     let listed = LIVE.load(Ordering::Relaxed);
     println!(
         "index memory: {blobs} blobs in {stripes} stripes ({:.1} blobs per stripe), \
@@ -865,6 +870,12 @@ fn bench_open(c: &mut Criterion) {
         (after - before).saturating_sub(key_bytes) as f64 / blobs as f64,
         listed.saturating_sub(before + key_bytes) as f64 / blobs as f64,
         proc_memory(),
+    );
+    println!(
+        "key order: the first 1,000 keys after open in {:.2} s (sorting the index), \
+         then every key in {:.2} s",
+        first_listing.as_secs_f64(),
+        (listing - first_listing).as_secs_f64()
     );
     // Point reads of random keys across the whole store (the index and
     // the segments far larger than the caches).

@@ -581,6 +581,11 @@ impl Store {
     /// The keys that start with `prefix`, in byte order. The iterator reads
     /// the index in batches, so it sees a consistent prefix of each batch
     /// but not one snapshot of the whole store.
+    ///
+    /// The index keeps no key order until the first listing after open,
+    /// which sorts every key (about 3 s for 10^7 keys on a 2-vCPU VM;
+    /// writes wait meanwhile) and adds 4 bytes per key; later listings
+    /// sort only the keys added since.
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> KeysWithPrefix<'_> {
         KeysWithPrefix {
             store: self,
