@@ -102,6 +102,58 @@ fn record_len(key_len: usize) -> usize {
     (FIXED + key_len).next_multiple_of(ALIGN)
 }
 
+/// Records of more than this many bytes not in the key order yet are
+/// sorted outside the store's lock ([`Index::order_backlog`]): sorting 10^7
+/// keys in place took 3 s, with puts waiting behind the lock.
+pub(crate) const ORDER_BACKLOG_MAX: usize = if cfg!(test) { 4096 } else { 4 << 20 };
+
+/// The live records of `records` (the arena from byte `from` on), as ids
+/// sorted by key.
+fn sorted_run(records: &[u8], from: usize) -> Vec<u32> {
+    let base = (from / ALIGN) as u32;
+    let mut run = Vec::new();
+    let mut at = 0;
+    while at < records.len() {
+        if records[at + 2] != KIND_DEAD {
+            run.push((at / ALIGN) as u32);
+        }
+        at += record_len(key_len_at(records, at));
+    }
+    run.shrink_to_fit();
+    run.sort_unstable_by(|&a, &b| key_at(records, a).cmp(key_at(records, b)));
+    for id in &mut run {
+        *id += base;
+    }
+    run
+}
+
+/// A copy of the records the key order does not cover yet.
+pub(crate) struct OrderBacklog {
+    records: Vec<u8>,
+    from: usize,
+    compactions: u64,
+}
+
+impl OrderBacklog {
+    /// Sorts the copy (the slow part; no lock needed).
+    pub fn sort(self) -> SortedBacklog {
+        SortedBacklog {
+            run: sorted_run(&self.records, self.from),
+            from: self.from,
+            to: self.from + self.records.len(),
+            compactions: self.compactions,
+        }
+    }
+}
+
+/// A sorted run of the records of `from..to`, for [`Index::add_sorted`].
+pub(crate) struct SortedBacklog {
+    run: Vec<u32>,
+    from: usize,
+    to: usize,
+    compactions: u64,
+}
+
 /// Key order, built on demand: runs of record ids, each sorted by key (dead
 /// records included until a merge drops them), covering the records of
 /// the arena's first `covered` bytes.
@@ -196,6 +248,8 @@ pub(crate) struct Index {
     splits: Vec<Option<Box<SplitBlob>>>,
     free_splits: Vec<u32>,
     dead_bytes: usize,
+    /// Arena compactions so far (they change ids).
+    compactions: u64,
     order: Mutex<Order>,
 }
 
@@ -364,6 +418,14 @@ impl Index {
         }
         let id = (offset / ALIGN) as u32;
         vacant.insert(id);
+        if self.arena.capacity() < offset + len {
+            // Grow by an eighth, not the doubling a Vec does by itself:
+            // after open's shrink the first put would double the arena
+            // (30 B per key at 10^7 keys). Large blocks grow in place
+            // (the allocator remaps them), so the smaller steps cost little.
+            let step = (self.arena.capacity() / 8).max(len).max(4096);
+            self.arena.reserve_exact(step);
+        }
         self.arena.resize(offset + len, 0);
         self.arena[offset..offset + 2].copy_from_slice(&(key.len() as u16).to_le_bytes());
         self.arena[offset + FIXED..offset + FIXED + key.len()].copy_from_slice(key);
@@ -434,6 +496,7 @@ impl Index {
             }
         }
         self.dead_bytes = 0;
+        self.compactions += 1;
         *self.order.get_mut().unwrap_or_else(PoisonError::into_inner) = Order::default();
     }
 
@@ -451,23 +514,20 @@ impl Index {
     /// since the last query become a sorted run, and runs merge while the
     /// older of the last two is at most twice the newer's size.
     fn refresh_order(&self, order: &mut Order) {
-        let arena = &self.arena[..];
-        if order.covered < arena.len() {
-            let mut fresh = Vec::new();
-            let mut at = order.covered;
-            while at < arena.len() {
-                if arena[at + 2] != KIND_DEAD {
-                    fresh.push((at / ALIGN) as u32);
-                }
-                at += record_len(key_len_at(arena, at));
-            }
-            order.covered = arena.len();
-            if !fresh.is_empty() {
-                fresh.shrink_to_fit();
-                fresh.sort_unstable_by(|&a, &b| key_at(arena, a).cmp(key_at(arena, b)));
-                order.runs.push(fresh);
-            }
+        if order.covered < self.arena.len() {
+            let run = sorted_run(&self.arena[order.covered..], order.covered);
+            order.covered = self.arena.len();
+            self.add_run(order, run);
         }
+    }
+
+    /// Adds a sorted run of ids to the key order and merges runs while the
+    /// older of the last two is at most twice the newer's size.
+    fn add_run(&self, order: &mut Order, run: Vec<u32>) {
+        if !run.is_empty() {
+            order.runs.push(run);
+        }
+        let arena = &self.arena[..];
         while let [.., older, newer] = &order.runs[..]
             && older.len() <= 2 * newer.len()
         {
@@ -493,6 +553,34 @@ impl Index {
             order.runs.pop();
             order.runs.pop();
             order.runs.push(merged);
+        }
+    }
+
+    /// A copy of the records the key order does not cover yet, when they
+    /// are more than [`ORDER_BACKLOG_MAX`] bytes: the caller sorts them
+    /// (`OrderBacklog::sort`) without holding the store's lock and hands
+    /// the run back (`add_sorted`). `None` when the backlog is small
+    /// enough to sort in place.
+    pub fn order_backlog(&self) -> Option<OrderBacklog> {
+        let order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        (self.arena.len() - order.covered > ORDER_BACKLOG_MAX).then(|| OrderBacklog {
+            records: self.arena[order.covered..].to_vec(),
+            from: order.covered,
+            compactions: self.compactions,
+        })
+    }
+
+    /// Adds a run sorted from an [`order_backlog`](Index::order_backlog)
+    /// copy, unless the order moved on meanwhile (another listing added
+    /// it first, or the arena was compacted and the ids changed).
+    pub fn add_sorted(&self, sorted: SortedBacklog) {
+        let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        if sorted.compactions == self.compactions
+            && sorted.from == order.covered
+            && sorted.to <= self.arena.len()
+        {
+            order.covered = sorted.to;
+            self.add_run(&mut order, sorted.run);
         }
     }
 
@@ -706,6 +794,69 @@ mod tests {
         let mut all: Vec<(Vec<u8>, BlobLoc)> = ix.iter().map(|(k, l)| (k.to_vec(), l)).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+    }
+
+    /// A backlog sorted outside the lock joins the key order whatever
+    /// happened meanwhile: more inserts and removals (joins), or an arena
+    /// compaction (refused; the order is then sorted in place).
+    #[test]
+    fn a_backlog_sorted_outside_the_lock_joins_the_order() {
+        let mut ix = Index::default();
+        let mut model: BTreeMap<Vec<u8>, BlobLoc> = BTreeMap::new();
+        let put = |ix: &mut Index, model: &mut BTreeMap<Vec<u8>, BlobLoc>, n: u32| {
+            let key = format!("room-{}/msg-{n}", n % 13).into_bytes();
+            ix.insert(&key, loc(n));
+            model.insert(key, loc(n));
+        };
+        for n in 0..2000 {
+            put(&mut ix, &mut model, n);
+        }
+        let backlog = ix
+            .order_backlog()
+            .expect("a backlog over the test threshold");
+        for n in 2000..2100 {
+            put(&mut ix, &mut model, n);
+        }
+        for n in (0..2100).step_by(7) {
+            let key = format!("room-{}/msg-{n}", n % 13).into_bytes();
+            ix.remove(&key);
+            model.remove(&key);
+        }
+        let compactions = ix.compactions;
+        ix.add_sorted(backlog.sort());
+        let all = |ix: &Index| ix.keys_with_prefix(b"", None, usize::MAX);
+        let want: Vec<Box<[u8]>> = model.keys().map(|k| k.as_slice().into()).collect();
+        assert_eq!(all(&ix), want);
+        assert_eq!(
+            ix.compactions, compactions,
+            "no compaction in the first half"
+        );
+        // Joined: the run covers the copy, so the refresh sorted only the
+        // 100 records added after it.
+        assert_eq!(ix.order.lock().unwrap().runs.len(), 2);
+
+        // Now a compaction between the copy and its return, on a fresh
+        // index (the first listing's backlog starts at byte 0, as the
+        // order does again after a compaction), with the arena grown back
+        // past the copy's end.
+        let mut ix = Index::default();
+        let mut model = BTreeMap::new();
+        for n in 0..3000 {
+            put(&mut ix, &mut model, n);
+        }
+        let backlog = ix.order_backlog().expect("a backlog");
+        for n in 0..2000 {
+            let key = format!("room-{}/msg-{n}", n % 13).into_bytes();
+            ix.remove(&key);
+            model.remove(&key);
+        }
+        assert!(ix.compactions > 0, "the removals compacted the arena");
+        for n in 10_000..14_000 {
+            put(&mut ix, &mut model, n);
+        }
+        ix.add_sorted(backlog.sort());
+        let want: Vec<Box<[u8]>> = model.keys().map(|k| k.as_slice().into()).collect();
+        assert_eq!(all(&ix), want);
     }
 
     /// The heap per entry the lean index exists for: 20 bytes of record
