@@ -90,7 +90,7 @@ const KIND_SPLIT: u8 = 1;
 const KIND_DEAD: u8 = 2;
 /// The arena's largest size: ids are u32 in units of [`ALIGN`].
 const ARENA_MAX: usize = (u32::MAX as usize) * ALIGN;
-/// Above this the index refuses new keys ([`Index::is_full`]), leaving
+/// Above this the index refuses new keys ([`Index::full`]), leaving
 /// room for the puts already admitted.
 const ARENA_FULL: usize = ARENA_MAX - (1 << 30);
 /// Dead records are compacted away once they are at least this many

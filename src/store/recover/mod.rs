@@ -140,7 +140,7 @@ impl Recovery<'_> {
         let verdicts = self.classifier().classify(&scanned, manifest, new_session);
         let built = self.index_builder().build_state(verdicts.visible)?;
         let mut state = built.state;
-        // The bulk insert grew the index's arena by doubling.
+        // Gives back what the bulk insert over-reserved (arena and table).
         state.index.shrink_to_fit();
         let lost: Vec<(StripeInfo, Vec<String>)> = verdicts
             .lost
