@@ -25,7 +25,8 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hashbrown::HashTable;
 
@@ -88,11 +89,19 @@ const FIXED: usize = 20;
 const KIND_WHOLE: u8 = 0;
 const KIND_SPLIT: u8 = 1;
 const KIND_DEAD: u8 = 2;
-/// The arena's largest size: ids are u32 in units of [`ALIGN`].
-const ARENA_MAX: usize = (u32::MAX as usize) * ALIGN;
+/// The arena's largest size: ids are u32 in units of [`ALIGN`] (less
+/// where `usize` is narrower).
+const ARENA_MAX: usize = {
+    let ids = (u32::MAX as u64) * (ALIGN as u64);
+    if ids < isize::MAX as u64 {
+        ids as usize
+    } else {
+        isize::MAX as usize
+    }
+};
 /// Above this the index refuses new keys ([`Index::full`]), leaving
 /// room for the puts already admitted.
-const ARENA_FULL: usize = ARENA_MAX - (1 << 30);
+const ARENA_FULL: usize = ARENA_MAX - ARENA_MAX / 16;
 /// Dead records are compacted away once they are at least this many
 /// bytes and a quarter of the arena (less in unit tests, which compact
 /// small indexes).
@@ -127,11 +136,32 @@ fn sorted_run(records: &[u8], from: usize) -> Vec<u32> {
     run
 }
 
+/// What a listing should do about the records not in the key order yet.
+pub(crate) enum Backlog {
+    /// Few enough to sort in place, under the lock.
+    Small,
+    /// Sort this copy outside the lock, then [`Index::add_sorted`].
+    Sort(OrderBacklog),
+    /// Another listing is sorting them: wait for it.
+    Busy,
+}
+
+/// The right to sort the backlog, released when dropped (also when the
+/// sort unwinds).
+struct SortClaim(Arc<AtomicBool>);
+
+impl Drop for SortClaim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// A copy of the records the key order does not cover yet.
 pub(crate) struct OrderBacklog {
     records: Vec<u8>,
     from: usize,
     compactions: u64,
+    claim: SortClaim,
 }
 
 impl OrderBacklog {
@@ -142,6 +172,7 @@ impl OrderBacklog {
             from: self.from,
             to: self.from + self.records.len(),
             compactions: self.compactions,
+            _claim: self.claim,
         }
     }
 }
@@ -152,6 +183,7 @@ pub(crate) struct SortedBacklog {
     from: usize,
     to: usize,
     compactions: u64,
+    _claim: SortClaim,
 }
 
 /// Key order, built on demand: runs of record ids, each sorted by key (dead
@@ -251,6 +283,10 @@ pub(crate) struct Index {
     /// Arena compactions so far (they change ids).
     compactions: u64,
     order: Mutex<Order>,
+    /// Set while a listing sorts a backlog outside the lock.
+    sorting: Arc<AtomicBool>,
+    /// Set when a key was not indexed because the arena was full.
+    overflowed: bool,
 }
 
 impl fmt::Debug for Index {
@@ -414,6 +450,7 @@ impl Index {
         // dropped loudly rather than given an id that aliases another.
         if offset + len > ARENA_MAX || key.len() > usize::from(u16::MAX) {
             tracing::error!(offset, "index arena full: entry not indexed");
+            self.overflowed = true;
             return None;
         }
         let id = (offset / ALIGN) as u32;
@@ -431,6 +468,12 @@ impl Index {
         self.arena[offset + FIXED..offset + FIXED + key.len()].copy_from_slice(key);
         self.set_loc(id, loc);
         None
+    }
+
+    /// True once a key could not be indexed (the arena was full): open
+    /// fails rather than serve a store with keys missing.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// Makes room for `additional` more keys in the point table (open's
@@ -561,12 +604,22 @@ impl Index {
     /// (`OrderBacklog::sort`) without holding the store's lock and hands
     /// the run back (`add_sorted`). `None` when the backlog is small
     /// enough to sort in place.
-    pub fn order_backlog(&self) -> Option<OrderBacklog> {
+    ///
+    /// One listing sorts at a time: others get [`Backlog::Busy`] and wait
+    /// for it (a copy each would cost 30 B per key apiece).
+    pub fn order_backlog(&self) -> Backlog {
         let order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-        (self.arena.len() - order.covered > ORDER_BACKLOG_MAX).then(|| OrderBacklog {
+        if self.arena.len() - order.covered <= ORDER_BACKLOG_MAX {
+            return Backlog::Small;
+        }
+        if self.sorting.swap(true, Ordering::AcqRel) {
+            return Backlog::Busy;
+        }
+        Backlog::Sort(OrderBacklog {
             records: self.arena[order.covered..].to_vec(),
             from: order.covered,
             compactions: self.compactions,
+            claim: SortClaim(Arc::clone(&self.sorting)),
         })
     }
 
@@ -796,6 +849,56 @@ mod tests {
         assert_eq!(all, model.into_iter().collect::<Vec<_>>());
     }
 
+    fn sort_claim(ix: &Index) -> OrderBacklog {
+        match ix.order_backlog() {
+            Backlog::Sort(backlog) => backlog,
+            Backlog::Small => panic!("no backlog"),
+            Backlog::Busy => panic!("busy"),
+        }
+    }
+
+    /// One listing sorts a backlog at a time; a run refused because an
+    /// in-place refresh covered the records first changes nothing; keys
+    /// removed and put again (split or whole) meanwhile are listed once.
+    #[test]
+    fn one_backlog_sort_at_a_time_and_a_late_run_is_refused() {
+        let mut ix = Index::default();
+        let key = |n: u32| format!("k{:05}", n % 4000).into_bytes();
+        for n in 0..4000 {
+            ix.insert(&key(n), loc(n));
+        }
+        let backlog = sort_claim(&ix);
+        assert!(matches!(ix.order_backlog(), Backlog::Busy));
+        // Meanwhile: removals and re-puts (a split one among them), and a
+        // listing that sorts in place (the backlog is now over the
+        // threshold, but the test calls the in-place path directly).
+        for n in (0..4000).step_by(7) {
+            ix.remove(&key(n));
+            let value = if n % 2 == 0 { split_loc(n) } else { loc(n + 1) };
+            ix.insert(&key(n), value);
+        }
+        assert_eq!(ix.compactions, 0);
+        let listed = ix.keys_with_prefix(b"k", None, usize::MAX);
+        assert_eq!(listed.len(), 4000);
+        assert!(
+            listed.windows(2).all(|w| w[0] < w[1]),
+            "ordered, no duplicates"
+        );
+        ix.add_sorted(backlog.sort());
+        assert_eq!(ix.keys_with_prefix(b"k", None, usize::MAX), listed);
+        assert_eq!(ix.get(&key(0)), Some(split_loc(0)));
+        assert_eq!(ix.get(&key(7)), Some(loc(8)));
+        // The claim was released with the refused run.
+        ix.insert(b"z-new-key-over-the-threshold-0", loc(1));
+        for n in 0..300 {
+            ix.insert(
+                format!("z{n:04}-padding-padding-padding").as_bytes(),
+                loc(n),
+            );
+        }
+        assert!(matches!(ix.order_backlog(), Backlog::Sort(_)));
+    }
+
     /// A backlog sorted outside the lock joins the key order whatever
     /// happened meanwhile: more inserts and removals (joins), or an arena
     /// compaction (refused; the order is then sorted in place).
@@ -811,9 +914,7 @@ mod tests {
         for n in 0..2000 {
             put(&mut ix, &mut model, n);
         }
-        let backlog = ix
-            .order_backlog()
-            .expect("a backlog over the test threshold");
+        let backlog = sort_claim(&ix);
         for n in 2000..2100 {
             put(&mut ix, &mut model, n);
         }
@@ -844,7 +945,7 @@ mod tests {
         for n in 0..3000 {
             put(&mut ix, &mut model, n);
         }
-        let backlog = ix.order_backlog().expect("a backlog");
+        let backlog = sort_claim(&ix);
         for n in 0..2000 {
             let key = format!("room-{}/msg-{n}", n % 13).into_bytes();
             ix.remove(&key);

@@ -379,7 +379,8 @@ impl Store {
     /// - [`Error::InvalidArgument`] for an empty key;
     /// - [`Error::LimitExceeded`] for a key over [`KEY_LEN_MAX`] bytes or a
     ///   value over [`BLOB_LEN_MAX`], or when the in-memory index is full
-    ///   (16 GiB of keys and locations, about 400 million 20-byte keys);
+    ///   (15 GiB of keys and locations, about 350 million 20-byte keys;
+    ///   removed keys count until the index compacts them);
     /// - [`Error::NotEnoughColumns`] when no node takes writes, or
     ///   [`Error::WriteRefused`] (under [`WritePolicy::Strict`], or when
     ///   every retry failed): the put did not happen (a failed put may
@@ -879,10 +880,18 @@ impl Iterator for KeysWithPrefix<'_> {
         // A large backlog of keys not in the key order yet (the first
         // listing after open: all of them) is sorted from a copy, without
         // the state lock, so puts and gets go on meanwhile.
-        let backlog = self.store.inner.read_state().index.order_backlog();
-        if let Some(backlog) = backlog {
-            let sorted = backlog.sort();
-            self.store.inner.read_state().index.add_sorted(sorted);
+        loop {
+            let backlog = self.store.inner.read_state().index.order_backlog();
+            match backlog {
+                index::Backlog::Small => break,
+                index::Backlog::Sort(backlog) => {
+                    let sorted = backlog.sort();
+                    self.store.inner.read_state().index.add_sorted(sorted);
+                    break;
+                }
+                // Another listing is sorting: its run serves this one too.
+                index::Backlog::Busy => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
         }
         let keys = self.store.inner.read_state().index.keys_with_prefix(
             &self.prefix,

@@ -15,6 +15,8 @@ use crate::layout::Layout;
 /// Entries decoded before open estimates the store's entry count from
 /// them (see `build_state`).
 const RESERVE_SAMPLE_ENTRIES: u64 = 4096;
+/// The fewest entry-table bytes per entry the reservation assumes.
+const RESERVE_ENTRY_BYTES_MIN: u64 = 44;
 
 /// The table and index built, with the generations retire markers name.
 pub(crate) struct Built {
@@ -83,7 +85,12 @@ impl IndexBuilder<'_> {
                     sampled_entries += entries.len() as u64;
                     if sampled_entries >= RESERVE_SAMPLE_ENTRIES {
                         reserved = true;
-                        let estimate = table_bytes * sampled_entries / sampled_bytes.max(1);
+                        // At most one entry per 44 bytes of entry table (a
+                        // 32-byte entry and a 12-byte key): short keys in
+                        // the first tables must not size the table for the
+                        // whole store (shorter keys grow it as before).
+                        let estimate = (table_bytes * sampled_entries / sampled_bytes.max(1))
+                            .min(table_bytes / RESERVE_ENTRY_BYTES_MIN);
                         state.index.reserve(
                             usize::try_from(estimate)
                                 .unwrap_or(0)

@@ -140,6 +140,16 @@ impl Recovery<'_> {
         let verdicts = self.classifier().classify(&scanned, manifest, new_session);
         let built = self.index_builder().build_state(verdicts.visible)?;
         let mut state = built.state;
+        if state.index.overflowed() {
+            // Keys were left out of the index: refuse rather than answer
+            // None for them.
+            let (limit, used) = state.index.full().unwrap_or((0, 0));
+            return Err(Error::LimitExceeded {
+                what: "index arena bytes (the store has more keys than one process indexes)",
+                limit: limit as u64,
+                actual: used as u64,
+            });
+        }
         // Gives back what the bulk insert over-reserved (arena and table).
         state.index.shrink_to_fit();
         let lost: Vec<(StripeInfo, Vec<String>)> = verdicts
