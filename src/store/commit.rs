@@ -1335,6 +1335,10 @@ impl Committer {
                 _ => {}
             }
         }
+        self.inner.index_full.store(
+            state.index.full().is_some(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 

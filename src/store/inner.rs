@@ -46,6 +46,9 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     /// Set by `close`: the nodes are released.
     pub closed: AtomicBool,
+    /// Whether the index was full at the last publish: puts are refused
+    /// (checked without the state lock, which publish holds for writing).
+    pub index_full: AtomicBool,
     /// The manifest as last written, and which nodes hold it.
     pub manifests: Manifests,
     /// The next stripe id the committer will use.
@@ -99,6 +102,7 @@ impl Inner {
                 .clone()
                 .unwrap_or_else(|| Arc::new(SystemClock::new())),
             closed: AtomicBool::new(false),
+            index_full: AtomicBool::new(false),
             manifests: Manifests::new(node_count),
             next_stripe_id: AtomicU64::new(0),
             loss: PendingLoss::default(),

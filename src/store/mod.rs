@@ -448,7 +448,9 @@ impl Store {
                 actual: value.len() as u64,
             });
         }
-        if let Some((limit, used)) = self.inner.read_state().index.full() {
+        if self.inner.index_full.load(Ordering::Relaxed)
+            && let Some((limit, used)) = self.inner.read_state().index.full()
+        {
             return Err(Error::LimitExceeded {
                 what: "index arena bytes",
                 limit: limit as u64,
