@@ -161,6 +161,11 @@ impl<N: Node> Node for FaultyNode<N> {
         self.inner.generations()
     }
 
+    fn segment_len(&self, generation: u64) -> Result<u64> {
+        self.enter()?;
+        self.inner.segment_len(generation)
+    }
+
     fn remove_generation(&self, generation: u64) -> Result<()> {
         self.enter()?;
         self.inner.remove_generation(generation)

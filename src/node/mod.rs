@@ -274,6 +274,27 @@ pub trait Node: Send + Sync + std::fmt::Debug {
     /// read; damage inside it is reported in the [`Scan`], never an error.
     fn scan(&self, generation: u64) -> Result<Scan>;
 
+    /// Bytes of `generation`'s segment that are durable: every record a
+    /// later [`scan`](Node::scan) lists ends at or before it, until more
+    /// are appended. 0 for a generation that does not exist. A checkpoint
+    /// records it per segment, and the open that loads the checkpoint scans
+    /// only past it (docs/DURABILITY.md, "Checkpoints").
+    ///
+    /// The default scans the segment and returns the end of its last
+    /// intact record; nodes that know the length without a scan say so.
+    ///
+    /// # Errors
+    /// As [`scan`](Node::scan).
+    fn segment_len(&self, generation: u64) -> Result<u64> {
+        let scan = self.scan(generation)?;
+        Ok(scan
+            .records
+            .iter()
+            .map(|r| r.location.offset + u64::from(r.location.len))
+            .max()
+            .unwrap_or(0))
+    }
+
     /// The generations that hold at least one durable record, ascending.
     ///
     /// # Errors
@@ -365,6 +386,10 @@ impl<N: Node + ?Sized> Node for Arc<N> {
 
     fn generations(&self) -> Result<Vec<u64>> {
         (**self).generations()
+    }
+
+    fn segment_len(&self, generation: u64) -> Result<u64> {
+        (**self).segment_len(generation)
     }
 
     fn remove_generation(&self, generation: u64) -> Result<()> {

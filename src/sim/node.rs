@@ -377,6 +377,11 @@ impl Node for SimNode {
         ))
     }
 
+    fn segment_len(&self, generation: u64) -> Result<u64> {
+        let _disk = self.enter()?;
+        Ok(self.durable_len(generation))
+    }
+
     fn generations(&self) -> Result<Vec<u64>> {
         let disk = self.enter()?;
         Ok(disk

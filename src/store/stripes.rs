@@ -231,6 +231,42 @@ impl StripeTable {
         self.by_id.len()
     }
 
+    /// A table with each stripe in the slot given (a checkpoint's table:
+    /// the index names stripes by slot). Slots left out are free.
+    ///
+    /// # Errors
+    /// A slot or a stripe id given twice, or a slot past 2^31.
+    pub fn restore(stripes: Vec<(u32, StripeInfo)>) -> std::result::Result<StripeTable, String> {
+        let mut table = StripeTable::default();
+        let end = stripes
+            .iter()
+            .map(|(slot, _)| *slot as usize + 1)
+            .max()
+            .unwrap_or(0);
+        if end > 1 << 31 {
+            return Err(format!("slot {}", end - 1));
+        }
+        table.slots = vec![None; end];
+        for (slot, info) in stripes {
+            let id = info.stripe_id;
+            if table.slots[slot as usize].is_some() {
+                return Err(format!("slot {slot} twice"));
+            }
+            if table.by_id.insert(id, slot).is_some() {
+                return Err(format!("stripe {id} twice"));
+            }
+            table.slots[slot as usize] = Some(Arc::new(info));
+        }
+        table.free = (0..end as u32)
+            .rev()
+            .filter(|&slot| table.slots[slot as usize].is_none())
+            .collect();
+        for slot in 0..end as u32 {
+            table.refresh_hot(slot);
+        }
+        Ok(table)
+    }
+
     /// Replaces the stripe in `slot` with a changed copy, if it is still
     /// the stripe `stripe_id`.
     pub fn update(&mut self, slot: u32, stripe_id: u64, change: impl FnOnce(&mut StripeInfo)) {

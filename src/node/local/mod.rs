@@ -468,6 +468,10 @@ impl Node for LocalNode {
         ))
     }
 
+    fn segment_len(&self, generation: u64) -> Result<u64> {
+        Ok(self.segment(generation).map_or(0, |s| s.durable_len()))
+    }
+
     fn generations(&self) -> Result<Vec<u64>> {
         let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
         // A segment whose every byte was cut as a torn tail at open is
