@@ -100,7 +100,7 @@ pub mod testing;
 
 pub use error::{Error, Result};
 pub use store::{
-    BLOB_LEN_MAX, Blob, CompactOptions, CompactReport, Completion, Health, NodeHealth, OpenReport,
-    Options, Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport, Stats,
-    Store, WritePolicy,
+    BLOB_LEN_MAX, Blob, CheckpointReport, CompactOptions, CompactReport, Completion, Health,
+    NodeHealth, OpenReport, Options, Progress, ProgressFn, RepairOptions, RepairReport,
+    ScrubOptions, ScrubReport, Stats, Store, WritePolicy,
 };

@@ -40,7 +40,7 @@ mod entry;
 mod header;
 mod manifest;
 mod segment;
-mod wire;
+pub(crate) mod wire;
 
 pub use entry::{
     ENTRY_FIXED_LEN, ENTRY_TABLE_PREFIX_LEN, ENTRY_TABLE_SUFFIX_LEN, Entry, EntryFlags,

@@ -1339,6 +1339,9 @@ impl Committer {
             state.index.full().is_some(),
             std::sync::atomic::Ordering::Relaxed,
         );
+        self.inner
+            .entries_since_checkpoint
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -53,6 +53,13 @@ pub(crate) struct Inner {
     pub manifests: Manifests,
     /// The next stripe id the committer will use.
     pub next_stripe_id: AtomicU64,
+    /// Checkpoints started this session (numbers their generations).
+    pub checkpoints_taken: std::sync::atomic::AtomicU32,
+    /// Entries published since the last checkpoint was taken (the
+    /// automatic checkpoint policy counts them).
+    pub entries_since_checkpoint: AtomicU64,
+    /// Set while a checkpoint started by the policy runs.
+    pub checkpoint_running: Arc<AtomicBool>,
     /// A loss beyond the promise found by a salvage open, until accepted.
     pub loss: PendingLoss,
     /// Retired generations whose removal is not confirmed on every node:
@@ -105,6 +112,9 @@ impl Inner {
             index_full: AtomicBool::new(false),
             manifests: Manifests::new(node_count),
             next_stripe_id: AtomicU64::new(0),
+            checkpoints_taken: std::sync::atomic::AtomicU32::new(0),
+            entries_since_checkpoint: AtomicU64::new(0),
+            checkpoint_running: Arc::new(AtomicBool::new(false)),
             loss: PendingLoss::default(),
             retired_pending: Mutex::new(BTreeSet::new()),
             read_only: AtomicBool::new(false),
@@ -245,6 +255,7 @@ impl Inner {
             repairs: &self.repair_queue,
             reads: self.reads(),
             identify: self.identifier(),
+            codec: &self.codec,
         }
     }
 

@@ -205,7 +205,7 @@ impl NodeLifecycle<'_> {
         // columns it held are gone, whatever their old locations say.
         // Forget them so reads go degraded at once and this repair
         // rebuilds every one.
-        if node.generations().is_ok_and(|g| g.is_empty()) {
+        if node.generations().is_ok_and(|g| only_checkpoints(&g)) {
             self.state
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -242,7 +242,7 @@ impl NodeLifecycle<'_> {
                 self.manifests.set_member(id, true);
                 Ok(())
             }
-            None if node.generations()?.is_empty() => self.manifests.adopt(
+            None if only_checkpoints(&node.generations()?) => self.manifests.adopt(
                 self.layout,
                 self.next_stripe_id.load(Ordering::Acquire),
                 id,
@@ -254,4 +254,13 @@ impl NodeLifecycle<'_> {
             }),
         }
     }
+}
+
+/// Whether a node's generations hold no data: none, or only columns of
+/// checkpoints (written before the store noticed the node came back empty;
+/// they hold no stripe and check themselves when read).
+fn only_checkpoints(generations: &[u64]) -> bool {
+    generations
+        .iter()
+        .all(|&g| super::checkpoint::is_checkpoint_generation(g))
 }

@@ -32,6 +32,7 @@
 //! | `repair.rs`, `compact.rs`, `salvage.rs`, `health.rs` | repair and scrub, compaction, a pending loss, the health report |
 
 mod blob;
+mod checkpoint;
 mod clock;
 mod commit;
 mod compact;
@@ -67,6 +68,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use blob::Blob;
+pub use checkpoint::CheckpointReport;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use checkpoint::fuzzing::decode_edited as checkpoint_decode_edited;
 pub use compact::{CompactOptions, CompactReport};
 pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
@@ -638,6 +642,53 @@ impl Store {
             Ok(()) => Completion::waiting(pending, |_| ()),
             Err(e) => Completion::ready(Err(e)),
         }
+    }
+
+    /// Writes a checkpoint now: the index and the stripe table as of this
+    /// moment, Reed-Solomon coded across the nodes like a stripe, so that
+    /// the next open reads it and scans only the records written after it
+    /// (docs/DURABILITY.md, "Checkpoints"). Writes from other threads go
+    /// on meanwhile, but for one copy of the index under the state's lock
+    /// ([`CheckpointReport::locked_ms`]). The store also writes one in the
+    /// background every [`Options::checkpoint_every`] writes.
+    ///
+    /// A checkpoint is kept only when every one of its columns was
+    /// written; the older ones are removed after it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use geoshard::layout::Layout;
+    /// # use geoshard::{Options, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let layout = Layout::builder()
+    /// #     .code(2, 1)
+    /// #     .site("seoul", |s| s.node("s1", dir.path().join("s1").as_path()))
+    /// #     .site("busan", |s| s.node("b1", dir.path().join("b1").as_path()))
+    /// #     .site("daejeon", |s| s.node("d1", dir.path().join("d1").as_path()))
+    /// #     .build()?;
+    /// let store = Store::create(layout.clone(), Options::default())?;
+    /// store.put(b"chat/1", &b"hello"[..])?;
+    /// let report = store.checkpoint()?;
+    /// assert_eq!(report.blobs, 1);
+    /// store.put(b"chat/2", &b"after it"[..])?;
+    /// drop(store);
+    /// let store = Store::open(layout, Options::default())?;
+    /// assert_eq!(store.open_report().checkpoint, Some(report.generation));
+    /// assert!(store.contains(b"chat/1")? && store.contains(b"chat/2")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Closed`] after close;
+    /// - [`Error::WriteRefused`] on a read-only store, with a loss not
+    ///   accepted, or while a failed commit's discard is not recorded;
+    /// - [`Error::Unavailable`] (or the node's error) when a node could not
+    ///   take its column: nothing of this checkpoint is kept;
+    /// - the error of the flush that settles the commits before it.
+    pub fn checkpoint(&self) -> Result<CheckpointReport> {
+        checkpoint::write(&self.inner, || self.flush())
     }
 
     /// Counters since open.

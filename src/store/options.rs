@@ -100,6 +100,17 @@ pub struct Options {
     /// [`Store::open_report`](super::Store::open_report) lists the keys known to be lost. Default
     /// false.
     pub salvage: bool,
+    /// Open starts from the newest checkpoint that decodes and scans only
+    /// the records written after it (docs/DURABILITY.md, "Checkpoints").
+    /// Off: open scans every record, as before checkpoints. Default true.
+    pub checkpoints: bool,
+    /// A checkpoint is written in the background once this many puts and
+    /// deletes were made durable since the last one began; 0 writes them
+    /// only when [`Store::checkpoint`](super::Store::checkpoint) is called.
+    /// Open's work past the checkpoint grows with this number, each
+    /// checkpoint's with the store (docs/PERFORMANCE.md, "Checkpoints").
+    /// Default 1,000,000.
+    pub checkpoint_every: u64,
 }
 
 impl Default for Options {
@@ -117,6 +128,8 @@ impl Default for Options {
             read_hedge_after: Duration::from_millis(200),
             put_timeout: Duration::from_secs(30),
             salvage: false,
+            checkpoints: true,
+            checkpoint_every: 1_000_000,
         }
     }
 }

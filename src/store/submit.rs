@@ -5,6 +5,8 @@
 //! step at a time ([`Scheduling::Stepped`]), so one seed fixes which
 //! requests share a commit.
 
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
@@ -233,7 +235,53 @@ pub(crate) fn submit(store: &Store, request: Request) -> Result<()> {
     let sender = guard.as_ref().ok_or(Error::Closed)?;
     sender
         .send(Event::Request(request))
-        .map_err(|_| Error::Closed)
+        .map_err(|_| Error::Closed)?;
+    let inner = &store.inner;
+    let every = inner.options.checkpoint_every;
+    if every > 0
+        && store.scheduling == Scheduling::Thread
+        && inner.entries_since_checkpoint.load(Ordering::Relaxed) >= every
+        && !inner.checkpoint_running.swap(true, Ordering::AcqRel)
+    {
+        start_checkpoint(Arc::clone(inner), sender.clone());
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint on a thread of its own (the policy of
+/// `Options::checkpoint_every`); its commits settle through a flush sent
+/// like any request.
+fn start_checkpoint(inner: Arc<super::inner::Inner>, sender: Sender<Event>) {
+    let running = Arc::clone(&inner.checkpoint_running);
+    let flag = Arc::clone(&running);
+    let work = move || {
+        let timeout = inner.options.put_timeout;
+        let settle = || {
+            let (ack, pending) = Pending::channel();
+            sender
+                .send(Event::Request(Request::Flush { ack }))
+                .map_err(|_| Error::Closed)?;
+            match pending.wait(Some(timeout)) {
+                Ok(answer) => answer.map(|_| ()),
+                Err(Unanswered::Closed) => Err(Error::Closed),
+                Err(Unanswered::TimedOut) => Err(Error::TimedOut {
+                    what: "checkpoint",
+                    after: timeout,
+                }),
+            }
+        };
+        if let Err(e) = super::checkpoint::write(&inner, settle) {
+            tracing::warn!(error = %e, "background checkpoint not written; the next one retries");
+        }
+        running.store(false, Ordering::Release);
+    };
+    let spawned = std::thread::Builder::new()
+        .name("geoshard-checkpoint".into())
+        .spawn(work);
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start a checkpoint thread");
+        flag.store(false, Ordering::Release);
+    }
 }
 
 /// The body of [`Store::wait`].

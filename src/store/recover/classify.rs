@@ -29,6 +29,10 @@ pub(crate) struct Verdicts {
     /// Column bytes of discarded stripes by generation (stale: compaction
     /// reclaims them).
     pub stale_bytes: BTreeMap<u64, u64>,
+    /// The discarded ranges outgrew the manifest's limit, and a scan past
+    /// a checkpoint cannot tell which ones are empty: only a full scan
+    /// can open.
+    pub ranges_overflow: bool,
 }
 
 /// Phase 2: which stripes are part of the store (docs/DURABILITY.md,
@@ -37,6 +41,11 @@ pub(crate) struct Classifier<'a> {
     pub layout: &'a Layout,
     pub nodes: &'a NodeSet,
     pub manifests: &'a Manifests,
+    /// Set when the stripes to judge are only those past a checkpoint's
+    /// horizons: the newest stripe id of the last session the checkpoint
+    /// holds (0 for none). No discarded range is pruned or forgotten then
+    /// (what lies below the horizons was not scanned).
+    pub past_checkpoint: Option<u64>,
 }
 
 impl Classifier<'_> {
@@ -77,7 +86,9 @@ impl Classifier<'_> {
                 .or_default()
                 .push((stripe_id, found));
         }
-        let mut newest_seen: Option<u64> = None;
+        let mut newest_seen: Option<u64> = self
+            .past_checkpoint
+            .filter(|&id| id > 0 && session_of(id) == newest);
         for (commit, stripes) in commits {
             newest_seen = newest_seen.max(stripes.iter().map(|(id, _)| *id).max());
             let never_acknowledged = stripes
@@ -97,8 +108,10 @@ impl Classifier<'_> {
                 }
             }
         }
-        out.discarded_ranges =
+        let (ranges, overflow) =
             self.discarded_ranges(scanned, manifest, new_session, newest_seen, &out);
+        out.discarded_ranges = ranges;
+        out.ranges_overflow = overflow;
         out
     }
 
@@ -203,7 +216,7 @@ impl Classifier<'_> {
         new_session: u64,
         newest_seen: Option<u64>,
         verdicts: &Verdicts,
-    ) -> Vec<(u64, u64)> {
+    ) -> (Vec<(u64, u64)>, bool) {
         let newest = manifest.shared.session;
         let everyone_here =
             super::super::open::missing_nodes(self.nodes, self.manifests).is_empty();
@@ -213,6 +226,9 @@ impl Classifier<'_> {
             .iter()
             .copied()
             .filter(|&(first, last)| {
+                if self.past_checkpoint.is_some() {
+                    return true;
+                }
                 // Two sessions old, every node scanned, nothing found in it:
                 // nothing can turn up there any more.
                 let old = session_of(last).saturating_add(2) <= newest;
@@ -231,6 +247,9 @@ impl Classifier<'_> {
         let room =
             crate::format::DISCARDED_RANGES_MAX.saturating_sub(verdicts.discarded_now.len() + 1);
         while ranges.len() > room {
+            if self.past_checkpoint.is_some() {
+                return (ranges, true);
+            }
             let Some(at) = ranges
                 .iter()
                 .position(|&(first, last)| scanned.stripes.range(first..=last).next().is_none())
@@ -255,6 +274,6 @@ impl Classifier<'_> {
                 add_range(&mut ranges, tail_first, tail_last);
             }
         }
-        ranges
+        (ranges, false)
     }
 }

@@ -38,10 +38,25 @@ impl IndexBuilder<'_> {
     ///
     /// # Errors
     /// An entry table that can be neither read nor rebuilt.
-    pub(crate) fn build_state(&self, mut visible: Vec<(StripeInfo, u64)>) -> Result<Built> {
+    pub(crate) fn build_state(&self, visible: Vec<(StripeInfo, u64)>) -> Result<Built> {
+        self.build_onto(State::default(), visible)
+    }
+
+    /// [`build_state`](Self::build_state) over `state` (a checkpoint's):
+    /// the visible stripes are newer than every stripe in it.
+    ///
+    /// # Errors
+    /// As `build_state`.
+    pub(crate) fn build_onto(
+        &self,
+        mut state: State,
+        mut visible: Vec<(StripeInfo, u64)>,
+    ) -> Result<Built> {
         let k = self.layout.code().data_count;
+        // Entries already in the state (a checkpoint's) are not counted
+        // against the reservation for the stripes' entries.
+        let base = state.index.len();
         visible.sort_by_key(|(s, _)| s.stripe_id);
-        let mut state = State::default();
         let order: Vec<(u64, u64)> = visible
             .iter()
             .map(|(s, commit)| (s.stripe_id, *commit))
@@ -94,7 +109,7 @@ impl IndexBuilder<'_> {
                         state.index.reserve(
                             usize::try_from(estimate)
                                 .unwrap_or(0)
-                                .saturating_sub(state.index.len()),
+                                .saturating_sub(state.index.len().saturating_sub(base)),
                         );
                     }
                 }
@@ -132,7 +147,7 @@ impl IndexBuilder<'_> {
 
 /// Drops every index entry with a part in a retired generation, and the
 /// generations themselves: one pass over the index.
-fn drop_retired(state: &mut State, retired: &BTreeSet<u64>) {
+pub(crate) fn drop_retired(state: &mut State, retired: &BTreeSet<u64>) {
     if retired.is_empty() {
         return;
     }

@@ -19,7 +19,7 @@ mod classify;
 mod index;
 mod scan;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::manifest::ManifestState;
 use super::manifest::Manifests;
@@ -29,7 +29,7 @@ use super::read::Reads;
 use super::salvage::{LOST_KEYS_LISTED, LossState};
 use super::stripes::StripeInfo;
 use super::{Options, RepairQueue, State};
-use crate::layout::Layout;
+use crate::layout::{Layout, NodeId};
 use crate::{Error, Result};
 
 /// What open found, for `health()` and logs.
@@ -73,6 +73,15 @@ pub struct OpenReport {
     /// that is up (a commit a crash cut short) and rebuilt before it
     /// returned, so no failure within the promise can take them.
     pub stripes_rebuilt_at_open: usize,
+    /// The generation of the checkpoint open started from; `None` when it
+    /// scanned every record (no checkpoint, `Options::checkpoints` off, or
+    /// none that decodes and matches the nodes: the log says why). The
+    /// counts of records, regions and tables above are then those past
+    /// the checkpoint's horizons.
+    pub checkpoint: Option<u64>,
+    /// Stripes with records past the checkpoint's horizons (0 without a
+    /// checkpoint).
+    pub tail_stripes: usize,
 }
 
 /// What recovery built and decided.
@@ -91,6 +100,16 @@ pub(crate) struct Recovered {
     pub below_margin: Vec<u64>,
 }
 
+/// What open found past the checkpoint (or everywhere, without one).
+struct Tail {
+    scanned: scan::Scanned,
+    lost: Vec<(StripeInfo, Vec<String>)>,
+    stale_bytes: BTreeMap<u64, u64>,
+    discarded_now: usize,
+    discarded_earlier: usize,
+    discarded_ranges: Vec<(u64, u64)>,
+}
+
 /// Open's recovery: scan the nodes, judge the stripes, build the index.
 pub(crate) struct Recovery<'a> {
     pub layout: &'a Layout,
@@ -100,6 +119,7 @@ pub(crate) struct Recovery<'a> {
     pub repairs: &'a RepairQueue,
     pub reads: Reads<'a>,
     pub identify: Identify<'a>,
+    pub codec: &'a crate::codec::Codec,
 }
 
 impl Recovery<'_> {
@@ -118,11 +138,12 @@ impl Recovery<'_> {
         }
     }
 
-    fn classifier(&self) -> classify::Classifier<'_> {
+    fn classifier(&self, past_checkpoint: Option<u64>) -> classify::Classifier<'_> {
         classify::Classifier {
             layout: self.layout,
             nodes: self.nodes,
             manifests: self.manifests,
+            past_checkpoint,
         }
     }
 
@@ -134,11 +155,276 @@ impl Recovery<'_> {
     }
 
     pub(crate) fn recover(&self, manifest: &ManifestState, new_session: u64) -> Result<Recovered> {
+        if self.options.checkpoints {
+            match self.recover_from_checkpoint(manifest, new_session) {
+                Ok(Some(recovered)) => return Ok(recovered),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "open from the checkpoint failed; scanning every record");
+                }
+            }
+        }
         let scanned = self.scanner().scan_nodes()?;
         // Scans can fail: the outage is judged again before any stripe.
         self.identify.check_outage()?;
-        let verdicts = self.classifier().classify(&scanned, manifest, new_session);
+        let verdicts = self
+            .classifier(None)
+            .classify(&scanned, manifest, new_session);
         let built = self.index_builder().build_state(verdicts.visible)?;
+        let tail = Tail {
+            scanned,
+            lost: verdicts.lost,
+            stale_bytes: verdicts.stale_bytes,
+            discarded_now: verdicts.discarded_now.len(),
+            discarded_earlier: verdicts.discarded_earlier,
+            discarded_ranges: verdicts.discarded_ranges,
+        };
+        self.finish(built, tail, new_session, None)
+    }
+
+    /// Open from the newest checkpoint that decodes (docs/DURABILITY.md,
+    /// "Checkpoints", C4-C6): its stripe table and index, the records past
+    /// its horizons judged and applied as a full scan would, columns of
+    /// nodes that are down now forgotten. `None` (and the caller scans
+    /// everything) when there is no checkpoint or anything does not fit.
+    ///
+    /// # Errors
+    /// As [`recover`](Self::recover); the caller scans everything then.
+    fn recover_from_checkpoint(
+        &self,
+        manifest: &ManifestState,
+        new_session: u64,
+    ) -> Result<Option<Recovered>> {
+        let code = self.layout.code();
+        let k = code.data_count;
+        let Some((generation, snapshot)) =
+            super::checkpoint::load_newest(self.nodes, self.layout, self.codec)
+        else {
+            return Ok(None);
+        };
+        let refuse = |why: &str| {
+            tracing::warn!(
+                generation,
+                why,
+                "checkpoint not used; scanning every record"
+            );
+            Ok(None)
+        };
+        if snapshot.store_id != manifest.shared.store_id {
+            return refuse("of another store");
+        }
+        if snapshot.session > manifest.shared.session {
+            return refuse("of a session after the newest manifest's");
+        }
+        let mut horizons = scan::Horizons::default();
+        for &(number, g, len) in &snapshot.horizons {
+            let Some(id) = snapshot
+                .nodes
+                .get(usize::from(number))
+                .and_then(|name| self.layout.node_by_name(name))
+            else {
+                return refuse("names a node the layout does not have");
+            };
+            horizons.lens.insert((id, g), len);
+            horizons.measured.insert(id);
+        }
+        for number in 0..snapshot.nodes.len() {
+            // Measured nodes with no segment at all.
+            let named = snapshot.horizons.iter().any(|h| usize::from(h.0) == number);
+            if !named && let Some(id) = self.layout.node_by_name(&snapshot.nodes[number]) {
+                horizons.measured.insert(id);
+            }
+        }
+        let cut = snapshot.cut;
+        // A node with a segment shorter than the checkpoint saw it (cut
+        // behind the store's back, or rebuilt empty) is scanned whole, as a
+        // full scan would: what the checkpoint says it holds is not
+        // trusted. A segment that is gone must have been retired since
+        // (checked once the retire markers are read).
+        let mut absent: Vec<(NodeId, u64)> = Vec::new();
+        let measured: Vec<NodeId> = horizons.measured.iter().copied().collect();
+        for id in measured {
+            let Some(node) = self.nodes.get(id) else {
+                continue;
+            };
+            let Ok(present) = node.generations() else {
+                continue;
+            };
+            let mut intact = true;
+            for (&(n, g), &len) in &horizons.lens {
+                if n != id {
+                    continue;
+                }
+                if !present.contains(&g) {
+                    absent.push((id, g));
+                } else if !node.segment_len(g).is_ok_and(|have| have >= len) {
+                    intact = false;
+                }
+            }
+            if !intact {
+                horizons.measured.remove(&id);
+                horizons.lens.retain(|(n, _), _| *n != id);
+            }
+        }
+        let (mut state, retired, _) = match snapshot.into_state(k) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::warn!(generation, error = %e, "checkpoint does not load");
+                return Ok(None);
+            }
+        };
+        let mut retired: BTreeSet<u64> = retired.into_iter().collect();
+        let scanned = self.scanner().scan_nodes_from(&horizons)?;
+        self.identify.check_outage()?;
+        for id in &scanned.scanned_whole {
+            horizons.measured.remove(id);
+        }
+        // Columns on nodes that are not scanned now are missing, as a full
+        // scan would find them; columns on nodes the checkpoint did not
+        // measure are known again only from what the scan found.
+        let scanned_whole = |id| !horizons.measured.contains(&id);
+        let up = |id| self.nodes.is_up(id) && self.manifests.is_member(id);
+        let mut changed: Vec<u32> = Vec::new();
+        for (slot, info) in state.stripes.slots() {
+            if info
+                .columns
+                .iter()
+                .any(|c| c.stored.is_some_and(|(id, _)| !up(id) || scanned_whole(id)))
+            {
+                changed.push(slot);
+            }
+        }
+        for slot in changed {
+            let Some(id) = state.stripes.get(slot).map(|s| s.stripe_id) else {
+                continue;
+            };
+            state.stripes.update(slot, id, |info| {
+                for column in info.columns.iter_mut() {
+                    if column
+                        .stored
+                        .is_some_and(|(id, _)| !up(id) || scanned_whole(id))
+                    {
+                        column.stored = None;
+                    }
+                }
+            });
+        }
+        // The records found: more columns of stripes the checkpoint holds,
+        // or stripes after it.
+        let mut after = scan::Scanned {
+            damaged: scanned.damaged.clone(),
+            torn: scanned.torn.clone(),
+            ..scan::Scanned::default()
+        };
+        let mut discarded_earlier = 0;
+        let mut stale_bytes: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut merged: Vec<(u32, Vec<(NodeId, crate::node::ScannedRecord)>)> = Vec::new();
+        let mut tail_stripes = 0usize;
+        for (stripe_id, found) in scanned.stripes {
+            tail_stripes += 1;
+            if let Some(slot) = state.stripes.slot_of(stripe_id) {
+                let same = state.stripes.get(slot).is_some_and(|info| {
+                    info.generation == found.header.generation
+                        && info.header.column_lens == found.header.column_lens
+                        && info.header.column_checksums == found.header.column_checksums
+                });
+                if !same {
+                    return refuse("a stripe past the horizons differs from the checkpoint's");
+                }
+                merged.push((slot, found.records));
+            } else if stripe_id < cut {
+                if manifest.shared.is_discarded(stripe_id) {
+                    discarded_earlier += 1;
+                    *stale_bytes.entry(found.header.generation).or_default() +=
+                        found.stored_bytes();
+                } else if !retired.contains(&found.header.generation) {
+                    return refuse("a stripe older than the checkpoint that it does not hold");
+                }
+            } else {
+                after.stripes.insert(stripe_id, found);
+            }
+        }
+        for (slot, records) in merged {
+            let Some(id) = state.stripes.get(slot).map(|s| s.stripe_id) else {
+                continue;
+            };
+            state.stripes.update(slot, id, |info| {
+                for (node, record) in records {
+                    let c = usize::from(record.header.column_index);
+                    let Some(column) = info.columns.get_mut(c) else {
+                        continue;
+                    };
+                    let at_home = column.home == Some(node);
+                    let better = match column.stored {
+                        None => true,
+                        Some((at, _)) => at_home && column.home != Some(at),
+                    };
+                    if better {
+                        column.stored = Some((node, record.location));
+                    }
+                }
+            });
+        }
+        let newest_held = state
+            .stripes
+            .values()
+            .map(|s| s.stripe_id)
+            .filter(|&id| super::open::session_of(id) == manifest.shared.session)
+            .max()
+            .unwrap_or(0);
+        let mut verdicts =
+            self.classifier(Some(newest_held))
+                .classify(&after, manifest, new_session);
+        if verdicts.ranges_overflow {
+            return refuse("the discarded ranges are at the manifest's limit");
+        }
+        for (g, bytes) in stale_bytes {
+            *verdicts.stale_bytes.entry(g).or_default() += bytes;
+        }
+        let mut built = self.index_builder().build_onto(state, verdicts.visible)?;
+        retired.extend(built.retired.iter().copied());
+        // A segment the checkpoint saw that is gone was retired since.
+        if absent
+            .iter()
+            .any(|(id, g)| horizons.measured.contains(id) && !retired.contains(g))
+        {
+            return refuse("a segment it saw is gone, and no retire marker names it");
+        }
+        // Every stripe still decodes; a loss is left to the full scan,
+        // which reports it.
+        let undecodable = built.state.stripes.values().any(|info| {
+            info.columns
+                .iter()
+                .filter(|c| c.len == 0 || c.stored.is_some())
+                .count()
+                < k
+        });
+        if undecodable {
+            return refuse("a stripe it holds cannot be decoded from the nodes up now");
+        }
+        built.retired = retired;
+        let tail = Tail {
+            scanned: after,
+            lost: verdicts.lost,
+            stale_bytes: verdicts.stale_bytes,
+            discarded_now: verdicts.discarded_now.len(),
+            discarded_earlier: verdicts.discarded_earlier + discarded_earlier,
+            discarded_ranges: verdicts.discarded_ranges,
+        };
+        let mut recovered = self.finish(built, tail, new_session, Some(generation))?;
+        recovered.report.tail_stripes = tail_stripes;
+        Ok(Some(recovered))
+    }
+
+    /// The rest of open, after the stripes are judged and the index built
+    /// (from a checkpoint or not): a loss, stale bytes, repairs, the report.
+    fn finish(
+        &self,
+        built: index::Built,
+        tail: Tail,
+        new_session: u64,
+        checkpoint: Option<u64>,
+    ) -> Result<Recovered> {
         let mut state = built.state;
         if state.index.overflowed() {
             // Keys were left out of the index: refuse rather than answer
@@ -152,7 +438,7 @@ impl Recovery<'_> {
         }
         // Gives back what the bulk insert over-reserved (arena and table).
         state.index.shrink_to_fit();
-        let lost: Vec<(StripeInfo, Vec<String>)> = verdicts
+        let lost: Vec<(StripeInfo, Vec<String>)> = tail
             .lost
             .into_iter()
             .filter(|(info, _)| !built.retired.contains(&info.generation))
@@ -165,7 +451,7 @@ impl Recovery<'_> {
         } else {
             return Err(unrecoverable(&lost));
         };
-        for (generation, bytes) in verdicts.stale_bytes {
+        for (generation, bytes) in tail.stale_bytes {
             if !built.retired.contains(&generation) {
                 state
                     .generations
@@ -174,18 +460,20 @@ impl Recovery<'_> {
                     .stale_column_bytes += bytes;
             }
         }
+        let scanned = tail.scanned;
         let below_margin = self.queue_missing(&state, &scanned);
         let mut report = OpenReport {
             session: new_session,
             stripes_visible: state.stripes.len(),
-            stripes_discarded: verdicts.discarded_now.len(),
-            stripes_discarded_earlier: verdicts.discarded_earlier,
+            stripes_discarded: tail.discarded_now,
+            stripes_discarded_earlier: tail.discarded_earlier,
             stripes_lost: lost.len(),
             corrupt_regions: scanned.corrupt_regions,
             tail_bytes_truncated: scanned.tail_bytes_truncated,
             inconsistent_records: scanned.inconsistent_records,
             entry_tables_rebuilt: built.entry_tables_rebuilt,
             blobs: state.index.len(),
+            checkpoint,
             ..OpenReport::default()
         };
         if let Some(loss) = &loss {
@@ -199,7 +487,7 @@ impl Recovery<'_> {
             state,
             report,
             below_margin,
-            discarded_ranges: verdicts.discarded_ranges,
+            discarded_ranges: tail.discarded_ranges,
             retired: built.retired,
             loss,
         })

@@ -50,6 +50,24 @@ pub(crate) struct Scanned {
     pub tail_bytes_truncated: u64,
     /// Records whose header disagreed with the stripe's chosen header.
     pub inconsistent_records: usize,
+    /// Nodes a checkpoint measured that were scanned whole all the same:
+    /// a segment did not hold what the checkpoint saw.
+    pub scanned_whole: HashSet<NodeId>,
+}
+
+/// Where a scan starts in each segment: a checkpoint's horizons, for the
+/// nodes it measured. Nodes it did not measure, and segments it did not
+/// see, are scanned whole.
+#[derive(Default)]
+pub(crate) struct Horizons {
+    pub lens: HashMap<(NodeId, u64), u64>,
+    pub measured: HashSet<NodeId>,
+}
+
+impl Horizons {
+    fn from(&self, node: NodeId, generation: u64) -> u64 {
+        self.lens.get(&(node, generation)).copied().unwrap_or(0)
+    }
 }
 
 /// One node's scan: every generation's records, or why not.
@@ -70,6 +88,15 @@ impl NodeScanner<'_> {
     /// # Errors
     /// [`Error::InvalidLayout`] when a node holds stripes of another code.
     pub(crate) fn scan_nodes(&self) -> Result<Scanned> {
+        self.scan_nodes_from(&Horizons::default())
+    }
+
+    /// [`scan_nodes`](Self::scan_nodes), keeping only the records and
+    /// damage past `horizons`.
+    ///
+    /// # Errors
+    /// As `scan_nodes`.
+    pub(crate) fn scan_nodes_from(&self, horizons: &Horizons) -> Result<Scanned> {
         let code = self.layout.code();
         let (k, m) = (code.data_count, code.parity_count);
         let scanned = self.scan_members();
@@ -86,7 +113,36 @@ impl NodeScanner<'_> {
                     continue;
                 }
             };
-            for (generation, scan) in scans {
+            // A node is scanned from its horizons only if every segment
+            // scanned from one has a record ending there, or none starting
+            // before it (the checkpoint saw no record there): the segment
+            // still holds what the checkpoint saw. Else it is taken whole.
+            let meets = |generation: u64, scan: &Scan| {
+                let from = horizons.from(id, generation);
+                from == 0
+                    || scan.records.iter().all(|r| r.location.offset >= from)
+                    || scan
+                        .records
+                        .iter()
+                        .any(|r| r.location.offset + u64::from(r.location.len) == from)
+            };
+            let from_horizons = horizons.measured.contains(&id)
+                && scans
+                    .iter()
+                    .all(|(generation, scan)| meets(*generation, scan));
+            if horizons.measured.contains(&id) && !from_horizons {
+                out.scanned_whole.insert(id);
+            }
+            for (generation, mut scan) in scans {
+                let from = if from_horizons {
+                    horizons.from(id, generation)
+                } else {
+                    0
+                };
+                if from > 0 {
+                    scan.records.retain(|r| r.location.offset >= from);
+                    scan.corrupt.retain(|c| c.offset + c.len > from);
+                }
                 out.corrupt_regions += scan.corrupt.len();
                 out.tail_bytes_truncated += scan.truncated_tail_bytes;
                 if scan.truncated_tail_bytes > 0 {
@@ -135,6 +191,7 @@ impl NodeScanner<'_> {
                     s.spawn(move || {
                         let scans = node.generations().and_then(|gens| {
                             gens.into_iter()
+                                .filter(|&g| !super::super::checkpoint::is_checkpoint_generation(g))
                                 .map(|g| node.scan(g).map(|scan| (g, scan)))
                                 .collect::<Result<Vec<_>>>()
                         });

@@ -1,0 +1,985 @@
+//! Index checkpoints: the stripe table and the index as of one moment,
+//! written Reed-Solomon coded across the nodes like a stripe, so that open
+//! reads them instead of every entry table (docs/DURABILITY.md,
+//! "Checkpoints"; the bytes: docs/FORMAT.md, "Checkpoint").
+//!
+//! A checkpoint is a cache of what a full scan would rebuild, never the
+//! only copy of anything: open falls back to the full scan whenever a
+//! checkpoint cannot be read, fails a check, or does not match the nodes.
+//!
+//! Where it lives: generation `SESSION_MAX << 40 | session << 16 | n` of
+//! each node (a session no stripe id ever has), one record per column of
+//! each chunk of the body, the chunk's columns placed as a stripe with the
+//! chunk's number as its id would be.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::index::{IndexImage, PartLoc, SplitBlob};
+use super::inner::Inner;
+use super::open::{SESSION_MAX, SESSION_SHIFT, session_of};
+use super::state::GenerationUsage;
+use super::stripes::{ColumnInfo, StripeInfo, StripeTable};
+use crate::format::wire::{Reader, put_u16, put_u32, put_u64};
+use crate::format::{COLUMN_LEN_MAX, ColumnHeader, CommitStamp};
+use crate::layout::{Layout, NodeId};
+use crate::node::{RecordLocation, RecordRef};
+use crate::{Error, Result};
+
+/// What [`Store::checkpoint`](super::Store::checkpoint) wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointReport {
+    /// The generation the checkpoint's columns were written to.
+    pub generation: u64,
+    /// Blobs in the checkpoint's index.
+    pub blobs: u64,
+    /// Stripes in its stripe table.
+    pub stripes: u64,
+    /// Bytes of the checkpoint before coding.
+    pub body_bytes: u64,
+    /// Column bytes written to the nodes (data and parity).
+    pub column_bytes: u64,
+    /// Older checkpoints removed.
+    pub removed: usize,
+    /// Milliseconds the store's state was locked for the copy (puts wait
+    /// that long at most).
+    pub locked_ms: u64,
+}
+
+/// Chunks of the body are coded with columns of at most this many bytes.
+const CHUNK_COLUMN_LEN: usize = if cfg!(test) { 4096 } else { 16 << 20 };
+const _: () = assert!(CHUNK_COLUMN_LEN as u64 <= COLUMN_LEN_MAX);
+
+/// The body's last bytes: magic, version, then the fields of [`Trailer`],
+/// then a crc32 of every byte of the body before it.
+const TRAILER_MAGIC: [u8; 4] = *b"GSCK";
+const TRAILER_VERSION: u16 = 1;
+const TRAILER_LEN: usize = 4 + 2 + 2 + 16 + 8 * 7 + 4;
+
+/// "Not stored" in a column's node field.
+const NOT_STORED: u16 = u16::MAX;
+
+/// Whether `generation` holds a checkpoint (no stripe id is of the session
+/// `SESSION_MAX`: open refuses to start it).
+pub(crate) fn is_checkpoint_generation(generation: u64) -> bool {
+    session_of(generation) == SESSION_MAX
+}
+
+/// The generation of checkpoint `n` of session `session`.
+fn generation_of(session: u64, n: u16) -> u64 {
+    (SESSION_MAX << SESSION_SHIFT) | ((session & ((1 << 24) - 1)) << 16) | u64::from(n)
+}
+
+/// Everything a checkpoint holds (docs/FORMAT.md, "Checkpoint").
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Snapshot {
+    pub store_id: [u8; 16],
+    /// The session that wrote it.
+    pub session: u64,
+    /// The next stripe id at the moment the horizons were taken: every
+    /// stripe below it is in the stripe table, or not part of the store.
+    pub cut: u64,
+    /// Names of the nodes the horizons and columns refer to, by number.
+    pub nodes: Vec<String>,
+    /// (node number, generation, bytes): each segment's durable length
+    /// when the checkpoint was taken. A node left out was not measured.
+    pub horizons: Vec<(u16, u64, u64)>,
+    /// Retired generations whose removal was not confirmed everywhere.
+    pub retired: Vec<u64>,
+    pub generations: Vec<(u64, GenerationUsage)>,
+    /// (slot, stripe) of every visible stripe.
+    pub stripes: Vec<(u32, Arc<StripeInfo>)>,
+    pub index: IndexImage,
+}
+
+impl Snapshot {
+    /// The body: records, then the rest, then the trailer.
+    fn encode(&self, layout: &Layout) -> Result<Vec<u8>> {
+        let node_number = |id: NodeId| -> u16 {
+            self.nodes
+                .iter()
+                .position(|n| *n == layout.node(id).name)
+                .map_or(NOT_STORED, |i| i as u16)
+        };
+        let records = &self.index.records;
+        let mut out = Vec::with_capacity(records.len() + self.stripes.len() * 512 + 4096);
+        out.extend_from_slice(records);
+        let meta_start = out.len();
+        put_u16(&mut out, self.nodes.len() as u16);
+        for name in &self.nodes {
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+        }
+        put_u32(&mut out, self.horizons.len() as u32);
+        for &(node, generation, len) in &self.horizons {
+            put_u16(&mut out, node);
+            put_u64(&mut out, generation);
+            put_u64(&mut out, len);
+        }
+        put_u32(&mut out, self.retired.len() as u32);
+        for &generation in &self.retired {
+            put_u64(&mut out, generation);
+        }
+        put_u32(&mut out, self.generations.len() as u32);
+        for (generation, usage) in &self.generations {
+            put_u64(&mut out, *generation);
+            for value in [
+                usage.stripes,
+                usage.column_bytes,
+                usage.blob_bytes,
+                usage.live_bytes,
+                usage.stale_column_bytes,
+            ] {
+                put_u64(&mut out, value);
+            }
+        }
+        put_u32(&mut out, self.stripes.len() as u32);
+        for (slot, info) in &self.stripes {
+            put_u32(&mut out, *slot);
+            info.header.encode_into(&mut out)?;
+            for column in &info.columns {
+                put_u32(&mut out, column.len);
+                put_u32(&mut out, column.checksum);
+                let (node, loc) = match column.stored {
+                    Some((node, loc)) => (node_number(node), loc),
+                    None => (
+                        NOT_STORED,
+                        RecordLocation {
+                            generation: 0,
+                            offset: 0,
+                            len: 0,
+                        },
+                    ),
+                };
+                put_u16(&mut out, node);
+                put_u64(&mut out, loc.generation);
+                put_u64(&mut out, loc.offset);
+                put_u32(&mut out, loc.len);
+            }
+        }
+        put_u32(&mut out, self.index.splits.len() as u32);
+        for split in &self.index.splits {
+            put_u64(&mut out, split.len);
+            put_u32(&mut out, split.parts.len() as u32);
+            for part in &split.parts {
+                put_part(&mut out, part);
+            }
+        }
+        let meta_len = out.len() - meta_start;
+        out.extend_from_slice(&TRAILER_MAGIC);
+        put_u16(&mut out, TRAILER_VERSION);
+        put_u16(&mut out, 0);
+        out.extend_from_slice(&self.store_id);
+        for value in [
+            self.session,
+            self.cut,
+            self.index.hash_key.0,
+            self.index.hash_key.1,
+            records.len() as u64,
+            self.index.count,
+            meta_len as u64,
+        ] {
+            put_u64(&mut out, value);
+        }
+        let crc = crc32fast::hash(&out);
+        put_u32(&mut out, crc);
+        Ok(out)
+    }
+
+    /// Decodes a body (its records become the index image without a copy).
+    /// `layout` names the nodes and the code: a checkpoint of other nodes
+    /// or another code is refused.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for any byte out of place.
+    pub(crate) fn decode(mut body: Vec<u8>, layout: &Layout) -> Result<Snapshot> {
+        let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
+        if body.len() < TRAILER_LEN {
+            return Err(bad(format!("{} bytes", body.len())));
+        }
+        let crc_at = body.len() - 4;
+        let crc = u32::from_le_bytes([
+            body[crc_at],
+            body[crc_at + 1],
+            body[crc_at + 2],
+            body[crc_at + 3],
+        ]);
+        if crc32fast::hash(&body[..crc_at]) != crc {
+            return Err(bad("checksum mismatch".into()));
+        }
+        let mut t = Reader::new(&body[body.len() - TRAILER_LEN..], "checkpoint trailer");
+        if t.array::<4>()? != TRAILER_MAGIC {
+            return Err(bad("no trailer magic".into()));
+        }
+        let version = t.u16()?;
+        if version != TRAILER_VERSION {
+            return Err(bad(format!("version {version}")));
+        }
+        t.u16()?;
+        let store_id = t.array::<16>()?;
+        let (session, cut, k0, k1) = (t.u64()?, t.u64()?, t.u64()?, t.u64()?);
+        let (records_len, count, meta_len) = (t.u64()?, t.u64()?, t.u64()?);
+        let meta_end = body.len() - TRAILER_LEN;
+        let records_len = usize::try_from(records_len).map_err(|_| bad("length".into()))?;
+        if records_len.checked_add(usize::try_from(meta_len).unwrap_or(usize::MAX))
+            != Some(meta_end)
+        {
+            return Err(bad("section lengths".into()));
+        }
+        let mut snapshot = Snapshot {
+            store_id,
+            session,
+            cut,
+            ..Snapshot::default()
+        };
+        let mut r = Reader::new(&body[records_len..meta_end], "checkpoint");
+        let node_count = usize::from(r.u16()?);
+        for _ in 0..node_count {
+            let len = usize::from(r.u8()?);
+            let name = std::str::from_utf8(r.take(len)?).map_err(|_| bad("node name".into()))?;
+            snapshot.nodes.push(name.to_string());
+        }
+        let node_ids: Vec<Option<NodeId>> = snapshot
+            .nodes
+            .iter()
+            .map(|n| layout.node_by_name(n))
+            .collect();
+        let count_of = |r: &mut Reader<'_>, item: usize| -> Result<usize> {
+            let n = r.u32()? as usize;
+            if n.saturating_mul(item) > r.remaining() {
+                return Err(bad(format!("{n} items in {} bytes", r.remaining())));
+            }
+            Ok(n)
+        };
+        for _ in 0..count_of(&mut r, 18)? {
+            let node = r.u16()?;
+            if usize::from(node) >= node_count {
+                return Err(bad(format!("node number {node}")));
+            }
+            snapshot.horizons.push((node, r.u64()?, r.u64()?));
+        }
+        for _ in 0..count_of(&mut r, 8)? {
+            snapshot.retired.push(r.u64()?);
+        }
+        for _ in 0..count_of(&mut r, 48)? {
+            let generation = r.u64()?;
+            let usage = GenerationUsage {
+                stripes: r.u64()?,
+                column_bytes: r.u64()?,
+                blob_bytes: r.u64()?,
+                live_bytes: r.u64()?,
+                stale_column_bytes: r.u64()?,
+            };
+            snapshot.generations.push((generation, usage));
+        }
+        let code = layout.code();
+        for _ in 0..count_of(&mut r, 4 + crate::format::HEADER_FIXED_LEN)? {
+            let slot = r.u32()?;
+            let rest = &body[records_len + r.position()..meta_end];
+            let (header, header_len) = ColumnHeader::decode(rest)?;
+            r.take(header_len)?;
+            if usize::from(header.data_count) != code.data_count
+                || usize::from(header.parity_count) != code.parity_count
+            {
+                return Err(bad(format!("stripe {} of another code", header.stripe_id)));
+            }
+            let mut columns = Vec::with_capacity(header.column_lens.len());
+            for c in 0..header.column_lens.len() {
+                let (len, checksum, node) = (r.u32()?, r.u32()?, r.u16()?);
+                let loc = RecordLocation {
+                    generation: r.u64()?,
+                    offset: r.u64()?,
+                    len: r.u32()?,
+                };
+                let stored = if node == NOT_STORED {
+                    None
+                } else {
+                    let id = node_ids
+                        .get(usize::from(node))
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| bad(format!("node number {node}")))?;
+                    Some((id, loc))
+                };
+                let home = header
+                    .placement
+                    .get(c)
+                    .and_then(|name| layout.node_by_name(name));
+                columns.push(ColumnInfo {
+                    len,
+                    checksum,
+                    home,
+                    stored,
+                });
+            }
+            snapshot.stripes.push((
+                slot,
+                Arc::new(StripeInfo {
+                    stripe_id: header.stripe_id,
+                    generation: header.generation,
+                    columns: columns.into(),
+                    header,
+                }),
+            ));
+        }
+        let mut splits = Vec::new();
+        for _ in 0..count_of(&mut r, 12)? {
+            let len = r.u64()?;
+            let parts = count_of(&mut r, 18)?;
+            let parts: Vec<PartLoc> = (0..parts)
+                .map(|_| get_part(&mut r))
+                .collect::<Result<_>>()?;
+            splits.push(SplitBlob {
+                len,
+                parts: parts.into(),
+            });
+        }
+        if r.remaining() != 0 {
+            return Err(bad(format!(
+                "{} bytes after the last section",
+                r.remaining()
+            )));
+        }
+        body.truncate(records_len);
+        snapshot.index = IndexImage {
+            records: body,
+            splits,
+            count,
+            hash_key: (k0, k1),
+        };
+        Ok(snapshot)
+    }
+
+    /// The stripe table and the index this snapshot holds, checked against
+    /// each other (every part inside a column of a stripe in the table).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming what does not fit.
+    pub(crate) fn into_state(self, k: usize) -> Result<(super::State, Vec<u64>, u64)> {
+        let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
+        let stripes = StripeTable::restore(
+            self.stripes
+                .into_iter()
+                .map(|(slot, info)| (slot, Arc::unwrap_or_clone(info)))
+                .collect(),
+        )
+        .map_err(bad)?;
+        let part_ok = |p: &PartLoc| {
+            stripes.get(p.slot).is_some_and(|s| {
+                usize::from(p.column_index) < k
+                    && s.columns
+                        .get(usize::from(p.column_index))
+                        .is_some_and(|c| u64::from(p.offset) + u64::from(p.len) <= u64::from(c.len))
+            })
+        };
+        let index = super::index::Index::from_image(self.index, part_ok).map_err(bad)?;
+        let state = super::State {
+            index,
+            stripes,
+            generations: self.generations.into_iter().collect(),
+        };
+        Ok((state, self.retired, self.cut))
+    }
+}
+
+fn put_part(out: &mut Vec<u8>, part: &PartLoc) {
+    put_u32(out, part.slot);
+    put_u32(out, part.offset);
+    put_u32(out, part.len);
+    put_u32(out, part.checksum);
+    put_u16(out, part.column_index);
+}
+
+fn get_part(r: &mut Reader<'_>) -> Result<PartLoc> {
+    Ok(PartLoc {
+        slot: r.u32()?,
+        offset: r.u32()?,
+        len: r.u32()?,
+        checksum: r.u32()?,
+        column_index: r.u16()?,
+    })
+}
+
+/// Takes and writes a checkpoint (docs/DURABILITY.md, "Checkpoints", C1-C3):
+///
+/// 1. with maintenance held (no compaction, repair or scrub writes
+///    meanwhile), each reachable node's segment lengths: the horizons;
+/// 2. the next stripe id (`cut`), then `settle`: every commit that took an
+///    id below `cut` is published or failed (its discard recorded) when it
+///    returns, so every record below a horizon belongs to a stripe in the
+///    copy, or to one open discards;
+/// 3. the copy, under the state's read lock;
+/// 4. off the lock: the body, coded and written as one record per column
+///    of each chunk. Kept only if every column was written; the older
+///    checkpoints are removed after.
+///
+/// # Errors
+/// [`Error::Closed`], [`Error::WriteRefused`] (a read-only store, a loss
+/// not accepted, a failed commit's discard not recorded yet),
+/// [`Error::Unavailable`] or an I/O error when a column could not be
+/// written (the partial checkpoint is removed), or what `settle` returns.
+pub(crate) fn write(
+    inner: &Inner,
+    settle: impl FnOnce() -> Result<()>,
+) -> Result<CheckpointReport> {
+    let _only_one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+    if inner.closed.load(Ordering::Acquire) {
+        return Err(Error::Closed);
+    }
+    let refuse = |reason: &str| {
+        Err(Error::WriteRefused {
+            reason: format!("no checkpoint: {reason}"),
+        })
+    };
+    if inner.read_only.load(Ordering::Acquire) {
+        return refuse("the store is read-only");
+    }
+    if inner.loss.is_pending() {
+        return refuse("a loss beyond the promise is pending (Store::accept_loss)");
+    }
+    let layout = &inner.layout;
+    let mut nodes: Vec<String> = Vec::new();
+    let mut horizons = Vec::new();
+    for id in inner.nodes.ids() {
+        let Some(node) = inner
+            .nodes
+            .get(id)
+            .filter(|_| inner.manifests.is_member(id))
+        else {
+            continue;
+        };
+        let Ok(generations) = node.generations() else {
+            continue;
+        };
+        let number = nodes.len() as u16;
+        let measured: Result<Vec<(u16, u64, u64)>> = generations
+            .into_iter()
+            .filter(|&g| !is_checkpoint_generation(g))
+            .map(|g| Ok((number, g, node.segment_len(g)?)))
+            .collect();
+        // A node not measured is scanned whole by the open that loads
+        // this checkpoint.
+        if let Ok(measured) = measured {
+            nodes.push(layout.node(id).name.clone());
+            horizons.extend(measured);
+        }
+    }
+    // What the policy counts from here on is past this checkpoint (also
+    // when it fails: the next try waits as long).
+    let counted = inner.entries_since_checkpoint.load(Ordering::Relaxed);
+    inner
+        .entries_since_checkpoint
+        .fetch_sub(counted, Ordering::Relaxed);
+    // Read after the horizons: a record below one was written by a stripe
+    // whose id was taken before.
+    let cut = inner.next_stripe_id.load(Ordering::Acquire);
+    settle()?;
+    if inner.manifests.has_pending_discards() {
+        return refuse("a failed commit's discard is not recorded in the manifest yet");
+    }
+    let retired: Vec<u64> = inner
+        .retired_pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    let locked = Instant::now();
+    let (copy, stripes, generations) = {
+        let state = inner.read_state();
+        (
+            state.index.copy(),
+            state
+                .stripes
+                .slots()
+                .map(|(slot, info)| (slot, Arc::clone(info)))
+                .collect::<Vec<_>>(),
+            state.generations.clone(),
+        )
+    };
+    let locked_ms = locked.elapsed().as_millis() as u64;
+    // Every node a stored column names is in the table.
+    for (_, info) in &stripes {
+        for column in &info.columns {
+            if let Some((id, _)) = column.stored {
+                let name = &layout.node(id).name;
+                if !nodes.contains(name) {
+                    nodes.push(name.clone());
+                }
+            }
+        }
+    }
+    let manifest = inner.manifests.state();
+    let snapshot = Snapshot {
+        store_id: manifest.shared.store_id,
+        session: session_of(cut),
+        cut,
+        nodes,
+        horizons,
+        retired,
+        generations: generations.into_iter().collect(),
+        stripes,
+        index: copy.image(),
+    };
+    let body = snapshot.encode(layout)?;
+    let generation = generation_of(
+        snapshot.session,
+        inner.checkpoints_taken.fetch_add(1, Ordering::AcqRel) as u16,
+    );
+    let mut report = CheckpointReport {
+        generation,
+        blobs: snapshot.index.count,
+        stripes: snapshot.stripes.len() as u64,
+        body_bytes: body.len() as u64,
+        locked_ms,
+        ..CheckpointReport::default()
+    };
+    drop(snapshot);
+    match write_columns(inner, generation, &body) {
+        Ok(bytes) => report.column_bytes = bytes,
+        Err(e) => {
+            remove_checkpoints(inner, |g| g == generation);
+            return Err(e);
+        }
+    }
+    report.removed = remove_checkpoints(inner, |g| g < generation);
+    tracing::info!(
+        generation,
+        blobs = report.blobs,
+        body_bytes = report.body_bytes,
+        locked_ms,
+        "checkpoint written"
+    );
+    Ok(report)
+}
+
+/// Codes `body` chunk by chunk and appends each column to its home node.
+/// Returns the column bytes written.
+fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<u64> {
+    let layout = &inner.layout;
+    let code = layout.code();
+    let (k, m) = (code.data_count, code.parity_count);
+    let mut parity = vec![vec![0u8; body.len().div_ceil(k).min(CHUNK_COLUMN_LEN)]; m];
+    let mut written = 0u64;
+    for (chunk, data) in body.chunks(k * CHUNK_COLUMN_LEN).enumerate() {
+        let stripe_len = data.len().div_ceil(k);
+        let columns: Vec<&[u8]> = (0..k)
+            .map(|c| {
+                &data[(c * stripe_len).min(data.len())..((c + 1) * stripe_len).min(data.len())]
+            })
+            .collect();
+        let mut out: Vec<&mut [u8]> = parity.iter_mut().map(|p| &mut p[..stripe_len]).collect();
+        inner.codec.encode(&columns, &mut out)?;
+        let all: Vec<&[u8]> = columns
+            .iter()
+            .copied()
+            .chain(parity.iter().map(|p| &p[..stripe_len]))
+            .collect();
+        let placement = layout.placement(chunk as u64);
+        let names: Vec<String> = layout
+            .placement_names(&placement)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let mut header = ColumnHeader {
+            stripe_id: chunk as u64,
+            generation,
+            data_count: k as u16,
+            parity_count: m as u16,
+            column_index: 0,
+            column_lens: all.iter().map(|c| c.len() as u32).collect(),
+            column_checksums: all.iter().map(|c| crc32fast::hash(c)).collect(),
+            placement: names.clone(),
+            entry_table_lens: vec![0; k],
+            commit: CommitStamp::default(),
+            handoffs: Vec::new(),
+        };
+        for (c, payload) in all.iter().enumerate() {
+            if payload.is_empty() {
+                continue;
+            }
+            header.column_index = c as u16;
+            let node = layout
+                .node_by_name(&names[c])
+                .filter(|&id| inner.manifests.is_member(id))
+                .and_then(|id| inner.nodes.get_writable(id))
+                .ok_or_else(|| Error::Unavailable {
+                    node: names[c].clone(),
+                    reason: "cannot take its column of a checkpoint".into(),
+                })?;
+            node.append(
+                generation,
+                &[RecordRef {
+                    header: &header,
+                    payload,
+                }],
+            )?;
+            written += payload.len() as u64;
+        }
+    }
+    Ok(written)
+}
+
+/// Removes the checkpoint generations `which` picks from every reachable
+/// node; returns how many distinct generations were removed somewhere.
+fn remove_checkpoints(inner: &Inner, which: impl Fn(u64) -> bool) -> usize {
+    let mut removed = BTreeSet::new();
+    for id in inner.nodes.ids() {
+        let Some(node) = inner.nodes.get(id) else {
+            continue;
+        };
+        let Ok(generations) = node.generations() else {
+            continue;
+        };
+        for g in generations
+            .into_iter()
+            .filter(|&g| is_checkpoint_generation(g) && which(g))
+        {
+            match node.remove_generation(g) {
+                Ok(()) => {
+                    removed.insert(g);
+                }
+                Err(e) => tracing::warn!(node = %node.name(), generation = g, error = %e,
+                    "could not remove an old checkpoint; the next checkpoint retries"),
+            }
+        }
+    }
+    removed.len()
+}
+
+/// The newest checkpoint that decodes from the reachable nodes, with its
+/// generation; `None` when there is none (or none decodes: each failure
+/// is logged).
+pub(crate) fn load_newest(
+    inner_nodes: &super::nodes::NodeSet,
+    layout: &Layout,
+    codec: &crate::codec::Codec,
+) -> Option<(u64, Snapshot)> {
+    let mut found: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
+    for id in inner_nodes.ids() {
+        let Some(node) = inner_nodes.get(id) else {
+            continue;
+        };
+        let Ok(generations) = node.generations() else {
+            continue;
+        };
+        for g in generations
+            .into_iter()
+            .filter(|&g| is_checkpoint_generation(g))
+        {
+            found.entry(g).or_default().push(id);
+        }
+    }
+    for (generation, holders) in found.into_iter().rev() {
+        match read_body(inner_nodes, layout, codec, generation, &holders)
+            .and_then(|body| Snapshot::decode(body, layout))
+        {
+            Ok(snapshot) => return Some((generation, snapshot)),
+            Err(e) => {
+                tracing::warn!(generation, error = %e, "checkpoint not usable; trying an older one");
+            }
+        }
+    }
+    None
+}
+
+/// Where each column of a chunk was found.
+type ColumnsAt = HashMap<usize, (NodeId, RecordLocation)>;
+
+/// Reads and decodes the body of checkpoint `generation` from the nodes
+/// in `holders`: each chunk from its data columns where they are intact,
+/// else rebuilt from any k intact columns.
+fn read_body(
+    nodes: &super::nodes::NodeSet,
+    layout: &Layout,
+    codec: &crate::codec::Codec,
+    generation: u64,
+    holders: &[NodeId],
+) -> Result<Vec<u8>> {
+    let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
+    let code = layout.code();
+    let (k, m) = (code.data_count, code.parity_count);
+    // Per chunk: the header and where each column's record is.
+    let mut chunks: BTreeMap<u64, (ColumnHeader, ColumnsAt)> = BTreeMap::new();
+    for &id in holders {
+        let Some(node) = nodes.get(id) else { continue };
+        let Ok(scan) = node.scan(generation) else {
+            continue;
+        };
+        for record in scan.records {
+            let h = &record.header;
+            if usize::from(h.data_count) != k || usize::from(h.parity_count) != m {
+                continue;
+            }
+            let entry = chunks
+                .entry(h.stripe_id)
+                .or_insert_with(|| (h.clone(), HashMap::new()));
+            if entry.0.column_lens == h.column_lens
+                && entry.0.column_checksums == h.column_checksums
+            {
+                entry
+                    .1
+                    .entry(usize::from(h.column_index))
+                    .or_insert((id, record.location));
+            }
+        }
+    }
+    let total: u64 = chunks
+        .values()
+        .map(|(h, _)| {
+            h.column_lens[..k]
+                .iter()
+                .map(|&l| u64::from(l))
+                .sum::<u64>()
+        })
+        .sum();
+    let mut body = Vec::with_capacity(usize::try_from(total).map_err(|_| bad("size".into()))?);
+    for (n, (chunk, (header, columns))) in chunks.into_iter().enumerate() {
+        if chunk != n as u64 {
+            return Err(bad(format!("chunk {n} missing")));
+        }
+        let read = |c: usize| -> Option<bytes::Bytes> {
+            let (id, loc) = columns.get(&c)?;
+            let bytes = nodes.get(*id)?.read(generation, loc.offset, loc.len).ok()?;
+            (bytes.len() == header.column_lens[c] as usize
+                && crc32fast::hash(&bytes) == header.column_checksums[c])
+                .then_some(bytes)
+        };
+        let mut data: Vec<Option<bytes::Bytes>> = (0..k)
+            .map(|c| {
+                if header.column_lens[c] == 0 {
+                    Some(bytes::Bytes::new())
+                } else {
+                    read(c)
+                }
+            })
+            .collect();
+        if data.iter().any(Option::is_none) {
+            let stripe_len = header.column_lens.iter().copied().max().unwrap_or(0) as usize;
+            let mut present: Vec<(usize, bytes::Bytes)> = Vec::new();
+            let intact = data
+                .iter()
+                .enumerate()
+                .filter_map(|(c, d)| Some((c, d.clone()?)))
+                .chain((k..k + m).filter_map(|c| Some((c, read(c)?))));
+            present.extend(intact.take(k));
+            let missing_at: Vec<usize> = (0..k).filter(|&c| data[c].is_none()).collect();
+            let mut rebuilt: Vec<Vec<u8>> = vec![vec![0u8; stripe_len]; missing_at.len()];
+            {
+                let present_refs: Vec<(usize, &[u8])> =
+                    present.iter().map(|(c, b)| (*c, &b[..])).collect();
+                let mut missing: Vec<(usize, &mut [u8])> = missing_at
+                    .iter()
+                    .copied()
+                    .zip(rebuilt.iter_mut().map(|b| &mut b[..]))
+                    .collect();
+                codec.reconstruct(&present_refs, &mut missing)?;
+            }
+            for (c, mut bytes) in missing_at.into_iter().zip(rebuilt) {
+                bytes.truncate(header.column_lens[c] as usize);
+                if crc32fast::hash(&bytes) != header.column_checksums[c] {
+                    return Err(bad(format!("chunk {chunk} column {c} rebuilt wrong")));
+                }
+                data[c] = Some(bytes.into());
+            }
+        }
+        for column in data.into_iter().flatten() {
+            body.extend_from_slice(&column);
+        }
+    }
+    Ok(body)
+}
+
+/// A sample checkpoint for tests and the fuzzer.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod fuzzing {
+    use super::*;
+    use crate::store::index::{BlobLoc, Index};
+
+    pub(crate) fn layout() -> Layout {
+        let dir = std::path::Path::new("/nonexistent-checkpoint-test");
+        Layout::builder()
+            .code(2, 1)
+            .site("a", |s| s.node("a1", dir.join("a1").as_path()))
+            .site("b", |s| s.node("b1", dir.join("b1").as_path()))
+            .site("c", |s| s.node("c1", dir.join("c1").as_path()))
+            .build()
+            .expect("layout")
+    }
+
+    /// A snapshot of 3 stripes and 200 blobs (some split), as a running
+    /// store would take it.
+    pub(crate) fn sample(layout: &Layout) -> Snapshot {
+        let names: Vec<String> = ["a1", "b1", "c1"].map(String::from).to_vec();
+        let stripes: Vec<(u32, Arc<StripeInfo>)> = (0..3u32)
+            .map(|slot| {
+                let header = ColumnHeader {
+                    stripe_id: (1 << 40) | u64::from(slot + 1),
+                    generation: (1 << 40) | 1,
+                    data_count: 2,
+                    parity_count: 1,
+                    column_index: 0,
+                    column_lens: vec![4000, 3000, 4000],
+                    column_checksums: vec![7, 8, 9],
+                    placement: names.clone(),
+                    entry_table_lens: vec![100, 0],
+                    commit: CommitStamp::default(),
+                    handoffs: Vec::new(),
+                };
+                let columns = (0..3)
+                    .map(|c| ColumnInfo {
+                        len: header.column_lens[c],
+                        checksum: header.column_checksums[c],
+                        home: layout.node_by_name(&names[c]),
+                        stored: (c != 1 || slot != 2).then(|| {
+                            (
+                                NodeId(c as u16),
+                                RecordLocation {
+                                    generation: header.generation,
+                                    offset: 64 + u64::from(slot) * 5000,
+                                    len: header.column_lens[c],
+                                },
+                            )
+                        }),
+                    })
+                    .collect();
+                let info = StripeInfo {
+                    stripe_id: header.stripe_id,
+                    generation: header.generation,
+                    columns,
+                    header,
+                };
+                (slot * 2, Arc::new(info))
+            })
+            .collect();
+        let mut index = Index::default();
+        for n in 0..200u32 {
+            let part = |i: u32| PartLoc {
+                slot: (n % 3) * 2,
+                offset: 100 + i * 10,
+                len: 10,
+                checksum: n,
+                column_index: (i % 2) as u16,
+            };
+            let loc = if n % 9 == 0 {
+                BlobLoc::split(20, vec![part(0), part(1)].into())
+            } else {
+                BlobLoc::Whole(part(n % 50))
+            };
+            index.insert(format!("room-{}/msg-{n}", n % 7).as_bytes(), loc);
+        }
+        Snapshot {
+            store_id: [3; 16],
+            session: 1,
+            cut: (1 << 40) | 4,
+            nodes: names,
+            horizons: vec![(0, (1 << 40) | 1, 20_000), (2, (1 << 40) | 1, 19_000)],
+            retired: vec![5],
+            generations: vec![((1 << 40) | 1, GenerationUsage::default())],
+            stripes,
+            index: index.copy().image(),
+        }
+    }
+
+    /// Decodes the sample body edited by `edits` (a cut length, then
+    /// (offset, xor) pairs, then whether to fix the checksum up): returns
+    /// whether it loaded. Never panics, whatever the edits.
+    pub(crate) fn decode_edited(edits: &[u8]) -> bool {
+        let layout = layout();
+        let Ok(mut body) = sample(&layout).encode(&layout) else {
+            return false;
+        };
+        let Some((&fix, edits)) = edits.split_first() else {
+            return false;
+        };
+        let mut pairs = edits.chunks_exact(3);
+        for pair in &mut pairs {
+            let at = usize::from(u16::from_le_bytes([pair[0], pair[1]])) * 7 % body.len().max(1);
+            if let Some(byte) = body.get_mut(at) {
+                *byte ^= pair[2];
+            }
+        }
+        if let [a, b] = pairs.remainder() {
+            let cut = usize::from(u16::from_le_bytes([*a, *b])) * 7;
+            body.truncate(cut);
+        }
+        if fix & 1 == 1 && body.len() >= 4 {
+            let end = body.len() - 4;
+            let crc = crc32fast::hash(&body[..end]);
+            body[end..].copy_from_slice(&crc.to_le_bytes());
+        }
+        Snapshot::decode(body, &layout)
+            .and_then(|s| s.into_state(2))
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuzzing::{layout, sample};
+    use super::*;
+
+    #[test]
+    fn a_body_decodes_to_the_snapshot_it_encodes() {
+        let layout = layout();
+        let snapshot = sample(&layout);
+        let body = snapshot.encode(&layout).expect("encode");
+        let decoded = Snapshot::decode(body, &layout).expect("decode");
+        assert_eq!(decoded, snapshot);
+        let (state, retired, cut) = decoded.into_state(2).expect("state");
+        assert_eq!((retired, cut), (vec![5], (1 << 40) | 4));
+        assert_eq!(state.index.len(), 200);
+        assert_eq!(state.stripes.len(), 3);
+        assert!(state.stripes.get(1).is_none(), "slots keep their numbers");
+    }
+
+    /// Damaged bodies are refused, never panic: bits flipped, cut short,
+    /// and (so the damage gets past the checksum into the parser) the same
+    /// with the checksum fixed up.
+    #[test]
+    fn a_damaged_body_is_refused_and_never_panics() {
+        let layout = layout();
+        let good = sample(&layout).encode(&layout).expect("encode");
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut loaded = 0;
+        for round in 0..3000 {
+            let mut body = good.clone();
+            let r = next();
+            let at = (r >> 16) as usize % body.len();
+            match r % 3 {
+                0 => body.truncate(at),
+                _ => body[at] ^= 1 << (r >> 8 & 7),
+            }
+            let fixed = round % 2 == 0;
+            if fixed && body.len() >= 4 {
+                let end = body.len() - 4;
+                let crc = crc32fast::hash(&body[..end]);
+                body[end..].copy_from_slice(&crc.to_le_bytes());
+            }
+            let result = Snapshot::decode(body, &layout).and_then(|s| s.into_state(2));
+            if !fixed {
+                assert!(
+                    result.is_err(),
+                    "round {round}: damage got past the checksum"
+                );
+            }
+            loaded += usize::from(result.is_ok());
+        }
+        // Some flips land in key bytes or counts that still make sense.
+        assert!(loaded < 1500, "{loaded}");
+        assert!(super::fuzzing::decode_edited(&[0]), "no edits: loads");
+        assert!(
+            !super::fuzzing::decode_edited(&[0, 9, 0, 1]),
+            "a flip, no fix-up"
+        );
+    }
+}

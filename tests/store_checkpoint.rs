@@ -1,0 +1,296 @@
+//! Index checkpoints (docs/DURABILITY.md, "Checkpoints"): open from a
+//! checkpoint sees exactly what a full scan sees, through later writes,
+//! compaction, a burned site, a checkpoint cut short or damaged (then the
+//! full scan), and the background policy.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use geoshard::layout::{Layout, SiteId};
+use geoshard::{CompactOptions, Options, RepairOptions, Store};
+
+fn layout(root: &Path) -> Layout {
+    common::layout(root, 3, 2, 4, 2)
+}
+
+fn options(checkpoints: bool) -> Options {
+    Options {
+        checkpoints,
+        checkpoint_every: 0,
+        column_len_target: 64 << 10,
+        segment_len_target: 256 << 10,
+        ..common::options()
+    }
+}
+
+/// Every key and its value.
+fn contents(store: &Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    store
+        .keys_with_prefix(b"")
+        .map(|key| {
+            let value = store.get(&key).expect("get").expect("listed key present");
+            (key, value.to_bytes().to_vec())
+        })
+        .collect()
+}
+
+/// Asserts two key-value maps are equal, naming the first difference
+/// (not printing megabytes of values).
+fn same(got: &BTreeMap<Vec<u8>, Vec<u8>>, want: &BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
+    if got == want {
+        return;
+    }
+    let keys: std::collections::BTreeSet<&Vec<u8>> = got.keys().chain(want.keys()).collect();
+    for key in keys {
+        let (a, b) = (got.get(key), want.get(key));
+        assert!(
+            a == b,
+            "{what}: {} keys against {}; first difference at {:?}: {:?} against {:?} bytes",
+            got.len(),
+            want.len(),
+            String::from_utf8_lossy(key),
+            a.map(Vec::len),
+            b.map(Vec::len)
+        );
+    }
+}
+
+/// Puts, overwrites (some split into parts), deletes.
+fn write_some(store: &Store, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, round: u64, n: u64) {
+    for i in 0..n {
+        let key = format!("room-{}/msg-{}", i % 7, (round * 1000 + i) % 1500).into_bytes();
+        let len = if i % 97 == 5 {
+            150_000
+        } else {
+            20 + (i as usize * 37) % 900
+        };
+        let value = common::value(round * 7919 + i, len);
+        store.put(&key, value.clone()).expect("put");
+        model.insert(key, value);
+        if i % 5 == 0 {
+            let gone = format!("room-{}/msg-{}", (i + 3) % 7, (round * 1000 + i / 2) % 1500);
+            let existed = store.delete(gone.as_bytes()).expect("delete");
+            assert_eq!(existed, model.remove(gone.as_bytes()).is_some());
+        }
+    }
+}
+
+/// Opens with and without the checkpoint; both see `model`, and the
+/// checkpoint open reports the checkpoint it used.
+fn check_both(root: &Path, model: &BTreeMap<Vec<u8>, Vec<u8>>, checkpoint: Option<u64>) {
+    let store = Store::open(layout(root), options(true)).expect("open from checkpoint");
+    assert_eq!(store.open_report().checkpoint, checkpoint);
+    let from_checkpoint = contents(&store);
+    let health = store.health();
+    drop(store);
+    let store = Store::open(layout(root), options(false)).expect("open, full scan");
+    assert_eq!(store.open_report().checkpoint, None);
+    same(
+        &from_checkpoint,
+        &contents(&store),
+        "checkpoint open against full scan",
+    );
+    assert_eq!(store.health().stripes, health.stripes);
+    assert_eq!(store.health().columns_missing, health.columns_missing);
+    drop(store);
+    same(&from_checkpoint, model, "checkpoint open against the model");
+}
+
+#[test]
+fn open_from_a_checkpoint_sees_what_a_full_scan_sees() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    write_some(&store, &mut model, 0, 600);
+    let first = store.checkpoint().expect("checkpoint");
+    assert_eq!(first.blobs, model.len() as u64);
+    assert!(first.column_bytes > first.body_bytes, "coded: {first:?}");
+    // Past the checkpoint: more writes, overwrites and deletes of keys
+    // the checkpoint holds.
+    write_some(&store, &mut model, 1, 400);
+    drop(store);
+    check_both(root, &model, Some(first.generation));
+
+    // A second checkpoint replaces the first; writes after it, then
+    // compaction (retires generations the checkpoint names).
+    let store = Store::open(layout(root), options(true)).expect("open");
+    let second = store.checkpoint().expect("checkpoint");
+    assert!(second.generation > first.generation);
+    assert_eq!(second.removed, 1);
+    write_some(&store, &mut model, 2, 500);
+    let compacted = store
+        .compact(&CompactOptions {
+            live_ratio_max: 0.99,
+            ..CompactOptions::default()
+        })
+        .expect("compact");
+    assert!(!compacted.generations_compacted.is_empty());
+    write_some(&store, &mut model, 3, 100);
+    drop(store);
+    check_both(root, &model, Some(second.generation));
+    // And a checkpoint taken after the compaction.
+    let store = Store::open(layout(root), options(true)).expect("open");
+    let third = store.checkpoint().expect("checkpoint");
+    drop(store);
+    check_both(root, &model, Some(third.generation));
+}
+
+#[test]
+fn a_burned_site_is_rebuilt_from_the_checkpoint_and_reported() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    write_some(&store, &mut model, 0, 800);
+    let report = store.checkpoint().expect("checkpoint");
+    write_some(&store, &mut model, 1, 200);
+    drop(store);
+    common::burn_site(&layout(root), SiteId(0));
+    let store = Store::open(layout(root), options(true)).expect("open with a site gone");
+    assert_eq!(store.open_report().checkpoint, Some(report.generation));
+    same(&contents(&store), &model, "open against the model");
+    let health = store.health();
+    assert!(
+        health.columns_missing > 0,
+        "the burned site's columns are missing"
+    );
+    let full_missing = {
+        drop(store);
+        let full = Store::open(layout(root), options(false)).expect("full scan");
+        let missing = full.health().columns_missing;
+        drop(full);
+        missing
+    };
+    assert_eq!(health.columns_missing, full_missing);
+    let store = Store::open(layout(root), options(true)).expect("open");
+    store.repair(&RepairOptions::default()).expect("repair");
+    assert_eq!(store.health().columns_missing, 0);
+    drop(store);
+    // The rebuilt nodes are scanned whole; the checkpoint serves the rest.
+    check_both(root, &model, Some(report.generation));
+}
+
+/// Checkpoint generations' segment files on every node.
+fn checkpoint_files(root: &Path) -> Vec<std::path::PathBuf> {
+    common::files_under(root)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ffffff") && n.ends_with(".segment"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_damaged_or_partial_checkpoint_falls_back_to_the_full_scan() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    write_some(&store, &mut model, 0, 700);
+    let report = store.checkpoint().expect("checkpoint");
+    write_some(&store, &mut model, 1, 100);
+    drop(store);
+    let files = checkpoint_files(root);
+    assert_eq!(files.len(), 6, "one column per node: {files:?}");
+
+    // Two columns gone (m = 2): still decodes.
+    let saved = common::fast_tempdir();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::copy(f, saved.path().join(i.to_string())).expect("save");
+    }
+    for f in &files[..2] {
+        std::fs::remove_file(f).expect("remove column");
+    }
+    check_both(root, &model, Some(report.generation));
+
+    // Three gone (a crash cut the checkpoint short): full scan.
+    std::fs::remove_file(&files[2]).expect("remove column");
+    check_both(root, &model, None);
+
+    // Every column back, a bit flipped in three of them: their checksums
+    // fail, three are left, too few: full scan. In one: still decodes.
+    for (i, f) in files.iter().enumerate() {
+        std::fs::copy(saved.path().join(i.to_string()), f).expect("restore");
+    }
+    let flip = |f: &Path| {
+        let mut bytes = std::fs::read(f).expect("read");
+        let at = bytes.len() - 100;
+        bytes[at] ^= 0x10;
+        std::fs::write(f, bytes).expect("write");
+    };
+    flip(&files[0]);
+    check_both(root, &model, Some(report.generation));
+    flip(&files[3]);
+    flip(&files[5]);
+    check_both(root, &model, None);
+}
+
+#[test]
+fn a_segment_shorter_than_the_checkpoint_saw_it_is_scanned_whole() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    write_some(&store, &mut model, 0, 500);
+    drop(store);
+    // In a later session (so the cut below is damage to a visible stripe,
+    // not evidence against an unfinished commit of the last session).
+    let store = Store::open(layout(root), options(true)).expect("open");
+    let report = store.checkpoint().expect("checkpoint");
+    drop(store);
+    // A node's segment cut below the checkpoint's horizon (behind the
+    // store's back): that node is scanned whole.
+    let segment = common::files_under(&root.join("site1/n0"))
+        .into_iter()
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "segment")
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ffffff"))
+        })
+        .expect("a data segment");
+    let len = std::fs::metadata(&segment).expect("len").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open");
+    file.set_len(len / 2).expect("cut");
+    drop(file);
+    let store = Store::open(layout(root), options(true)).expect("open");
+    assert_eq!(store.open_report().checkpoint, Some(report.generation));
+    // The cut columns are missing, or were rebuilt by open (they were
+    // under a torn tail).
+    let missing = store.health().columns_missing;
+    assert!(missing + store.open_report().stripes_rebuilt_at_open > 0);
+    drop(store);
+    check_both(root, &model, Some(report.generation));
+}
+
+#[test]
+fn the_policy_writes_checkpoints_in_the_background() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let options = Options {
+        checkpoint_every: 300,
+        ..options(true)
+    };
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), options.clone()).expect("create");
+    write_some(&store, &mut model, 0, 1000);
+    // The last checkpoint may still be running: close waits for it.
+    store.close().expect("close");
+    drop(store);
+    assert!(
+        !checkpoint_files(root).is_empty(),
+        "no checkpoint was written"
+    );
+    let store = Store::open(layout(root), options).expect("open");
+    assert!(store.open_report().checkpoint.is_some());
+    same(&contents(&store), &model, "open against the model");
+}
