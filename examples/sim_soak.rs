@@ -31,6 +31,7 @@ fn main() {
     let (mut total, mut writes, mut acknowledged, mut reopens, mut beyond, mut node_io) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut simulated_us, mut slowest_step_us, mut nondeterministic) = (0u64, 0u64, 0u64);
+    let (mut checkpoints, mut checkpoint_opens) = (0u64, 0u64);
     // Every seed's trace, folded in seed order: a change meant to keep
     // behaviour (a refactor) must keep it too.
     let mut traces = 0u64;
@@ -75,6 +76,8 @@ fn main() {
         writes += report.writes;
         acknowledged += report.acknowledged;
         reopens += report.reopens;
+        checkpoints += report.checkpoints;
+        checkpoint_opens += report.checkpoint_opens;
         node_io += report.node_io;
         simulated_us += report.simulated_us;
         traces = traces.rotate_left(5) ^ report.trace_hash;
@@ -104,6 +107,9 @@ fn main() {
     );
     println!(
         "reopens {reopens}, node I/O calls {node_io}, seeds that went beyond the promise {beyond}"
+    );
+    println!(
+        "checkpoints written {checkpoints}, opens from a checkpoint {checkpoint_opens} of {reopens}"
     );
     println!(
         "simulated time {:.1} s, slowest operation {:.1} ms of simulated time",

@@ -93,6 +93,11 @@ pub struct SimReport {
     pub write_errors: u64,
     /// Opens of the store (the first create excluded).
     pub reopens: u64,
+    /// Opens that started from a checkpoint (the rest scanned every
+    /// record).
+    pub checkpoint_opens: u64,
+    /// Checkpoints written (the operation, or a crash point).
+    pub checkpoints: u64,
     /// Faults injected, by kind.
     pub faults: FaultCounts,
     /// A failure beyond the promise happened, and was reported loudly.
@@ -278,6 +283,7 @@ enum Op {
     Prefix,
     Flush,
     Compact,
+    Checkpoint,
     Repair,
     Scrub,
     Health,
@@ -289,7 +295,7 @@ enum Op {
     Unmounted,
 }
 
-const OPS: [Op; 18] = [
+const OPS: [Op; 19] = [
     Op::Put,
     Op::Delete,
     Op::Step,
@@ -299,6 +305,7 @@ const OPS: [Op; 18] = [
     Op::Prefix,
     Op::Flush,
     Op::Compact,
+    Op::Checkpoint,
     Op::Repair,
     Op::Scrub,
     Op::Health,
@@ -322,6 +329,7 @@ impl Op {
             Op::Prefix => "keys_with_prefix",
             Op::Flush => "flush",
             Op::Compact => "compact",
+            Op::Checkpoint => "checkpoint",
             Op::Repair => "repair",
             Op::Scrub => "scrub",
             Op::Health => "health",
@@ -345,6 +353,7 @@ impl Op {
             Op::Prefix => 15,
             Op::Flush => 20,
             Op::Compact => 6,
+            Op::Checkpoint => 4,
             Op::Repair => 4,
             Op::Scrub => 2,
             Op::Health => 5,
@@ -392,6 +401,7 @@ enum CrashPoint {
     Commit,
     Flush,
     Compact,
+    Checkpoint,
     Repair,
     Open,
 }
@@ -742,6 +752,17 @@ impl Sim {
                     Err(e) => kind(&e),
                 })
             }
+            Op::Checkpoint => {
+                let result = self.store()?.checkpoint();
+                self.collect()?;
+                Ok(match result {
+                    Ok(r) => {
+                        self.report.checkpoints += 1;
+                        format!("{} blobs, {} stripes", r.blobs, r.stripes)
+                    }
+                    Err(e) => kind(&e),
+                })
+            }
             Op::Repair => {
                 let result = self.store()?.repair(&RepairOptions::default());
                 self.collect()?;
@@ -978,6 +999,7 @@ impl Sim {
         ) {
             Ok(store) => {
                 let report = store.open_report();
+                self.report.checkpoint_opens += u64::from(report.checkpoint.is_some());
                 self.store = Some(store);
                 Ok(format!(
                     "opened: {} visible, {} discarded",
@@ -1010,9 +1032,10 @@ impl Sim {
             CrashPoint::Commit,
             CrashPoint::Flush,
             CrashPoint::Compact,
+            CrashPoint::Checkpoint,
             CrashPoint::Repair,
             CrashPoint::Open,
-        ][self.rng.below(5) as usize];
+        ][self.rng.below(6) as usize];
         let done = [100, 333, 700, 950][self.rng.below(4) as usize];
         self.world
             .crash_done_per_mille
@@ -1044,6 +1067,9 @@ impl Sim {
                     live_ratio_max: 0.95,
                     generations_max: 2,
                 });
+            }
+            CrashPoint::Checkpoint => {
+                let _ = self.store()?.checkpoint();
             }
             CrashPoint::Repair => {
                 let _ = self.store()?.repair(&RepairOptions::default());
