@@ -84,6 +84,9 @@ pub(crate) struct Snapshot {
     pub cut: u64,
     /// Names of the nodes the horizons and columns refer to, by number.
     pub nodes: Vec<String>,
+    /// How many of `nodes`, from the first, were measured (their horizons
+    /// are all their segments); the rest are named only by columns.
+    pub measured: u16,
     /// (node number, generation, bytes): each segment's durable length
     /// when the checkpoint was taken. A node left out was not measured.
     pub horizons: Vec<(u16, u64, u64)>,
@@ -113,6 +116,7 @@ impl Snapshot {
             out.push(name.len() as u8);
             out.extend_from_slice(name.as_bytes());
         }
+        put_u16(&mut out, self.measured);
         put_u32(&mut out, self.horizons.len() as u32);
         for &(node, generation, len) in &self.horizons {
             put_u16(&mut out, node);
@@ -242,6 +246,13 @@ impl Snapshot {
             let name = std::str::from_utf8(r.take(len)?).map_err(|_| bad("node name".into()))?;
             snapshot.nodes.push(name.to_string());
         }
+        snapshot.measured = r.u16()?;
+        if usize::from(snapshot.measured) > node_count {
+            return Err(bad(format!(
+                "{} nodes measured of {node_count}",
+                snapshot.measured
+            )));
+        }
         let node_ids: Vec<Option<NodeId>> = snapshot
             .nodes
             .iter()
@@ -256,8 +267,8 @@ impl Snapshot {
         };
         for _ in 0..count_of(&mut r, 18)? {
             let node = r.u16()?;
-            if usize::from(node) >= node_count {
-                return Err(bad(format!("node number {node}")));
+            if node >= snapshot.measured {
+                return Err(bad(format!("horizon of node number {node}, not measured")));
             }
             snapshot.horizons.push((node, r.u64()?, r.u64()?));
         }
@@ -501,6 +512,7 @@ pub(crate) fn write(
         )
     };
     let locked_ms = locked.elapsed().as_millis() as u64;
+    let measured = nodes.len() as u16;
     // Every node a stored column names is in the table.
     for (_, info) in &stripes {
         for column in &info.columns {
@@ -518,6 +530,7 @@ pub(crate) fn write(
         session: session_of(cut),
         cut,
         nodes,
+        measured,
         horizons,
         retired,
         generations: generations.into_iter().collect(),
@@ -876,6 +889,7 @@ pub(crate) mod fuzzing {
             session: 1,
             cut: (1 << 40) | 4,
             nodes: names,
+            measured: 3,
             horizons: vec![(0, (1 << 40) | 1, 20_000), (2, (1 << 40) | 1, 19_000)],
             retired: vec![5],
             generations: vec![((1 << 40) | 1, GenerationUsage::default())],

@@ -228,10 +228,9 @@ impl Recovery<'_> {
             horizons.lens.insert((id, g), len);
             horizons.measured.insert(id);
         }
-        for number in 0..snapshot.nodes.len() {
-            // Measured nodes with no segment at all.
-            let named = snapshot.horizons.iter().any(|h| usize::from(h.0) == number);
-            if !named && let Some(id) = self.layout.node_by_name(&snapshot.nodes[number]) {
+        // Measured nodes with no segment at all have no horizons.
+        for name in &snapshot.nodes[..usize::from(snapshot.measured)] {
+            if let Some(id) = self.layout.node_by_name(name) {
                 horizons.measured.insert(id);
             }
         }
