@@ -87,6 +87,9 @@ pub(crate) struct Snapshot {
     /// How many of `nodes`, from the first, were measured (their horizons
     /// are all their segments); the rest are named only by columns.
     pub measured: u16,
+    /// Each measured node's `node_since` (manifest): a node rebuilt since
+    /// has another, and its segments are not the ones measured.
+    pub node_since: Vec<u64>,
     /// (node number, generation, bytes): each segment's durable length
     /// when the checkpoint was taken. A node left out was not measured.
     pub horizons: Vec<(u16, u64, u64)>,
@@ -117,6 +120,9 @@ impl Snapshot {
             out.extend_from_slice(name.as_bytes());
         }
         put_u16(&mut out, self.measured);
+        for &since in &self.node_since {
+            put_u64(&mut out, since);
+        }
         put_u32(&mut out, self.horizons.len() as u32);
         for &(node, generation, len) in &self.horizons {
             put_u16(&mut out, node);
@@ -252,6 +258,9 @@ impl Snapshot {
                 "{} nodes measured of {node_count}",
                 snapshot.measured
             )));
+        }
+        for _ in 0..snapshot.measured {
+            snapshot.node_since.push(r.u64()?);
         }
         let node_ids: Vec<Option<NodeId>> = snapshot
             .nodes
@@ -452,7 +461,9 @@ pub(crate) fn write(
         return refuse("a loss beyond the promise is pending (Store::accept_loss)");
     }
     let layout = &inner.layout;
+    let since_now = inner.manifests.state().node_since;
     let mut nodes: Vec<String> = Vec::new();
+    let mut node_since: Vec<u64> = Vec::new();
     let mut horizons = Vec::new();
     for id in inner.nodes.ids() {
         let Some(node) = inner
@@ -475,6 +486,7 @@ pub(crate) fn write(
         // this checkpoint.
         if let Ok(measured) = measured {
             nodes.push(layout.node(id).name.clone());
+            node_since.push(since_now.get(id.index()).copied().unwrap_or(0));
             horizons.extend(measured);
         }
     }
@@ -531,6 +543,7 @@ pub(crate) fn write(
         cut,
         nodes,
         measured,
+        node_since,
         horizons,
         retired,
         generations: generations.into_iter().collect(),
@@ -890,6 +903,7 @@ pub(crate) mod fuzzing {
             cut: (1 << 40) | 4,
             nodes: names,
             measured: 3,
+            node_since: vec![0, 0, 7],
             horizons: vec![(0, (1 << 40) | 1, 20_000), (2, (1 << 40) | 1, 19_000)],
             retired: vec![5],
             generations: vec![((1 << 40) | 1, GenerationUsage::default())],

@@ -243,8 +243,11 @@ impl StripeTable {
             .map(|(slot, _)| *slot as usize + 1)
             .max()
             .unwrap_or(0);
-        if end > 1 << 31 {
-            return Err(format!("slot {}", end - 1));
+        // Free slots are reused first, so the highest slot is below the
+        // most stripes ever visible at once; a table mostly free (a
+        // hostile one) is refused rather than allocated.
+        if end > (stripes.len() * 4).max(1 << 20) {
+            return Err(format!("slot {} for {} stripes", end - 1, stripes.len()));
         }
         table.slots = vec![None; end];
         for (slot, info) in stripes {

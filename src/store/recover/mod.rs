@@ -120,6 +120,8 @@ pub(crate) struct Recovery<'a> {
     pub reads: Reads<'a>,
     pub identify: Identify<'a>,
     pub codec: &'a crate::codec::Codec,
+    /// The index's hash key, when it must not be random (the simulator).
+    pub hash_key: Option<(u64, u64)>,
 }
 
 impl Recovery<'_> {
@@ -151,6 +153,7 @@ impl Recovery<'_> {
         index::IndexBuilder {
             layout: self.layout,
             reads: &self.reads,
+            hash_key: self.hash_key,
         }
     }
 
@@ -226,12 +229,19 @@ impl Recovery<'_> {
                 return refuse("names a node the layout does not have");
             };
             horizons.lens.insert((id, g), len);
-            horizons.measured.insert(id);
         }
-        // Measured nodes with no segment at all have no horizons.
-        for name in &snapshot.nodes[..usize::from(snapshot.measured)] {
-            if let Some(id) = self.layout.node_by_name(name) {
+        // Measured nodes with no segment at all have no horizons. A node
+        // rebuilt since (adopted: its `node_since` moved on) may hold
+        // segments of the same names and lengths with other records at
+        // the offsets the checkpoint names: scanned whole.
+        for (name, &since) in snapshot.nodes.iter().zip(&snapshot.node_since) {
+            let Some(id) = self.layout.node_by_name(name) else {
+                continue;
+            };
+            if manifest.node_since.get(id.index()) == Some(&since) {
                 horizons.measured.insert(id);
+            } else {
+                horizons.lens.retain(|(n, _), _| *n != id);
             }
         }
         let cut = snapshot.cut;
@@ -278,17 +288,28 @@ impl Recovery<'_> {
         for id in &scanned.scanned_whole {
             horizons.measured.remove(id);
         }
-        // Columns on nodes that are not scanned now are missing, as a full
-        // scan would find them; columns on nodes the checkpoint did not
-        // measure are known again only from what the scan found.
-        let scanned_whole = |id| !horizons.measured.contains(&id);
+        // The checkpoint's column locations are kept only where the scan
+        // does not look: below a horizon of a measured node that is up.
+        // Columns on nodes that are down or not members now are missing,
+        // as a full scan would find them. The rest (nodes scanned whole,
+        // records written after the horizons were taken, a location a
+        // node wiped under a running store no longer holds) are known
+        // again only from what the scan finds (C4).
         let up = |id| self.nodes.is_up(id) && self.manifests.is_member(id);
+        let trusted = |(id, loc): (NodeId, crate::node::RecordLocation)| {
+            up(id)
+                && horizons.measured.contains(&id)
+                && horizons
+                    .lens
+                    .get(&(id, loc.generation))
+                    .is_some_and(|&len| loc.offset + u64::from(loc.len) <= len)
+        };
         let mut changed: Vec<u32> = Vec::new();
         for (slot, info) in state.stripes.slots() {
             if info
                 .columns
                 .iter()
-                .any(|c| c.stored.is_some_and(|(id, _)| !up(id) || scanned_whole(id)))
+                .any(|c| c.stored.is_some_and(|stored| !trusted(stored)))
             {
                 changed.push(slot);
             }
@@ -299,10 +320,7 @@ impl Recovery<'_> {
             };
             state.stripes.update(slot, id, |info| {
                 for column in info.columns.iter_mut() {
-                    if column
-                        .stored
-                        .is_some_and(|(id, _)| !up(id) || scanned_whole(id))
-                    {
+                    if column.stored.is_some_and(|stored| !trusted(stored)) {
                         column.stored = None;
                     }
                 }
@@ -353,11 +371,12 @@ impl Recovery<'_> {
                     let Some(column) = info.columns.get_mut(c) else {
                         continue;
                     };
+                    // A copy at home written after the checkpoint is what
+                    // a repair or a handoff's return wrote, because the one
+                    // the checkpoint knows was missing or damaged: it wins.
+                    // A copy away fills only a column with none.
                     let at_home = column.home == Some(node);
-                    let better = match column.stored {
-                        None => true,
-                        Some((at, _)) => at_home && column.home != Some(at),
-                    };
+                    let better = column.stored.is_none() || at_home;
                     if better {
                         column.stored = Some((node, record.location));
                     }
