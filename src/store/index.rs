@@ -765,6 +765,15 @@ impl Index {
         found.into_iter().map(Box::from).collect()
     }
 
+    /// An empty index hashing under `key` instead of a random key (the
+    /// simulator's stores: one seed, one trace, checkpoints included).
+    pub fn with_hash_key(key: (u64, u64)) -> Index {
+        Index {
+            hasher: HashKey(key.0, key.1),
+            ..Index::default()
+        }
+    }
+
     /// A copy of the arena and the split blobs: the part of taking an
     /// [`IndexImage`] that needs the caller's lock (one copy of the
     /// arena). [`IndexCopy::image`] does the rest without it.

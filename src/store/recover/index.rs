@@ -29,6 +29,8 @@ pub(crate) struct Built {
 pub(crate) struct IndexBuilder<'a> {
     pub layout: &'a Layout,
     pub reads: &'a Reads<'a>,
+    /// The index's hash key, when it must not be random (the simulator).
+    pub hash_key: Option<(u64, u64)>,
 }
 
 impl IndexBuilder<'_> {
@@ -39,7 +41,13 @@ impl IndexBuilder<'_> {
     /// # Errors
     /// An entry table that can be neither read nor rebuilt.
     pub(crate) fn build_state(&self, visible: Vec<(StripeInfo, u64)>) -> Result<Built> {
-        self.build_onto(State::default(), visible)
+        let state = State {
+            index: self
+                .hash_key
+                .map_or_else(Default::default, super::super::index::Index::with_hash_key),
+            ..State::default()
+        };
+        self.build_onto(state, visible)
     }
 
     /// [`build_state`](Self::build_state) over `state` (a checkpoint's):
