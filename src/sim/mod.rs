@@ -153,7 +153,7 @@ impl std::error::Error for SimFailure {}
 /// operations run to get there (all seeds before it included).
 #[derive(Debug)]
 pub struct Found {
-    /// The first seed that failed.
+    /// The first seed that failed (and passes without the mutation).
     pub seed: u64,
     /// Seeds run, the failing one included.
     pub seeds: u64,
@@ -164,7 +164,7 @@ pub struct Found {
 }
 
 /// Switches `mutation` on (alone) and runs `seeds` with `operations` each
-/// until one fails; switches it off again. `None` when no seed failed: the
+/// until one fails that passes without it; switches it off again. `None` when no seed failed: the
 /// simulator is missing a fault or an operation.
 pub fn find(
     mutation: crate::mutation::Mutation,
@@ -178,6 +178,15 @@ pub fn find(
         match run(&SimConfig { seed, operations }) {
             Ok(report) => run_ops += report.operations,
             Err(failure) => {
+                // A seed that fails without the mutation too finds a
+                // different bug, not this one.
+                crate::mutation::set(&[]);
+                let plain = run(&SimConfig { seed, operations });
+                crate::mutation::set(&[mutation]);
+                if plain.is_err() {
+                    run_ops += failure.at;
+                    continue;
+                }
                 found = Some(Found {
                     seed,
                     seeds: i as u64 + 1,
