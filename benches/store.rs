@@ -841,9 +841,14 @@ fn bench_open(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = layout(dir.path());
     let started = Instant::now();
+    // No checkpoints while filling: the opens below choose their own.
+    let no_checkpoints = Options {
+        checkpoint_every: 0,
+        ..Options::default()
+    };
     {
-        let store = Store::create(layout.clone(), Options::default()).expect("store");
-        fill_chat_store(&store, blobs);
+        let store = Store::create(layout.clone(), no_checkpoints.clone()).expect("store");
+        fill_chat_store(&store, 0, blobs);
     }
     println!(
         "open: wrote {blobs} blobs of 100 B in {:.1} s",
@@ -851,7 +856,11 @@ fn bench_open(c: &mut Criterion) {
     );
 
     let before = LIVE.load(Ordering::Relaxed);
-    let store = Store::open(layout.clone(), Options::default()).expect("open");
+    let full_scan = Options {
+        checkpoints: false,
+        ..no_checkpoints.clone()
+    };
+    let store = Store::open(layout.clone(), full_scan.clone()).expect("open");
     let after = LIVE.load(Ordering::Relaxed);
     let blobs = store.len();
     let stripes = store.health().stripes;
@@ -931,10 +940,93 @@ fn bench_open(c: &mut Criterion) {
     g.finish();
     drop(store);
 
+    // Puts with checkpoints written in the background against puts
+    // without, alternating rounds of fresh keys on this store.
+    let tail = (blobs / 10).clamp(1, 1_000_000);
+    checkpoint_put_rounds(&layout, &no_checkpoints, blobs, tail);
+    // A checkpoint now, then the largest tail the default policy leaves
+    // (Options::checkpoint_every writes, at most a tenth of the store).
+    let store = Store::open(layout.clone(), no_checkpoints.clone()).expect("open");
+    let written_before = store.stats().bytes_written;
+    let taking = Instant::now();
+    let report = store.checkpoint().expect("checkpoint");
+    let took = taking.elapsed();
+    let first_tail = store.len();
+    fill_chat_store(&store, 10 * blobs, tail);
+    let tail_bytes = store.stats().bytes_written - written_before;
+    let per_put = tail_bytes as f64 / tail as f64;
+    println!(
+        "checkpoint of {} blobs: {:.2} s ({} ms under the state lock), body {:.1} MiB, \
+         {:.1} MiB of columns ({:.1} B per blob); the {tail} puts after it wrote {:.1} B of \
+         columns each: one checkpoint every {} puts writes {:.2}x what they do (write \
+         amplification {:.2})",
+        report.blobs,
+        took.as_secs_f64(),
+        report.locked_ms,
+        report.body_bytes as f64 / (1 << 20) as f64,
+        report.column_bytes as f64 / (1 << 20) as f64,
+        report.column_bytes as f64 / report.blobs as f64,
+        per_put,
+        Options::default().checkpoint_every,
+        report.column_bytes as f64 / (Options::default().checkpoint_every as f64 * per_put),
+        1.0 + report.column_bytes as f64 / (Options::default().checkpoint_every as f64 * per_put),
+    );
+    drop(store);
+    let opened = |layout: &Layout, options: &Options| {
+        let before = LIVE.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let store = Store::open(layout.clone(), options.clone()).expect("open");
+        let elapsed = started.elapsed();
+        let heap = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+        (store, elapsed, heap)
+    };
+    let (store, elapsed, heap) = opened(&layout, &no_checkpoints);
+    let report = store.open_report();
+    assert!(report.checkpoint.is_some(), "opened from the checkpoint");
+    let key_bytes: usize = store.keys_with_prefix(b"").map(|k| k.len()).sum();
+    println!(
+        "open from the checkpoint with a tail of {} stripes ({tail} blobs): {:.2} s, {} blobs, \
+         {:.1} B/blob of store heap beyond the key bytes (before any listing; key bytes \
+         counted after one); {}",
+        report.tail_stripes,
+        elapsed.as_secs_f64(),
+        store.len(),
+        heap.saturating_sub(key_bytes) as f64 / store.len() as f64,
+        proc_memory()
+    );
+    assert_eq!(store.len(), first_tail + tail);
+    // Random-key reads on the store opened from the checkpoint.
+    let mut g = c.benchmark_group(format!("random_key_{blobs}_blobs_from_checkpoint"));
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function(BenchmarkId::new("geoshard", "get_100B"), |b| {
+        b.iter(|| {
+            i = (i + 1) % random_keys.len();
+            store
+                .get(random_keys[i].as_bytes())
+                .expect("get")
+                .expect("present")
+        })
+    });
+    g.finish();
+    drop(store);
+
+    // Timed opens: each includes health() and 10^4 random gets.
+    let open_and_read = |layout: &Layout, options: &Options| {
+        let store = Store::open(layout.clone(), options.clone()).expect("open");
+        let health = store.health();
+        for key in random_keys.iter().take(10_000) {
+            store.get(key.as_bytes()).expect("get").expect("present");
+        }
+        (store, health)
+    };
     let mut g = c.benchmark_group(format!("open_{blobs}_blobs"));
     g.sample_size(10);
-    g.bench_function("healthy", |b| {
-        b.iter(|| Store::open(layout.clone(), Options::default()).expect("open"))
+    g.bench_function("healthy_full_scan", |b| {
+        b.iter(|| open_and_read(&layout, &full_scan))
+    });
+    g.bench_function(format!("healthy_checkpoint_tail_{tail}"), |b| {
+        b.iter(|| open_and_read(&layout, &no_checkpoints))
     });
     let gone = dir.path().join("gone");
     for (i, spec) in layout.nodes().iter().enumerate() {
@@ -965,10 +1057,60 @@ fn bench_open(c: &mut Criterion) {
         });
     }
     let gone_layout = b2.build().expect("layout");
-    g.bench_function("one_site_gone", |b| {
-        b.iter(|| Store::open(gone_layout.clone(), Options::default()).expect("open"))
+    g.bench_function("one_site_gone_full_scan", |b| {
+        b.iter(|| open_and_read(&gone_layout, &full_scan))
+    });
+    g.bench_function(format!("one_site_gone_checkpoint_tail_{tail}"), |b| {
+        b.iter(|| {
+            let (store, health) = open_and_read(&gone_layout, &no_checkpoints);
+            assert!(store.open_report().checkpoint.is_some());
+            assert!(health.columns_missing > 0);
+            (store, health)
+        })
     });
     g.finish();
+}
+
+/// Put throughput with and without background checkpoints
+/// (`Options::checkpoint_every` at half a round, against 0): alternating
+/// rounds of `count` fresh chat messages each on the store at `layout`
+/// (of `blobs` blobs to start with), medians printed.
+fn checkpoint_put_rounds(layout: &Layout, no_checkpoints: &Options, blobs: usize, count: usize) {
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut next = 2 * blobs;
+    for round in 0..4 {
+        let with = round % 2 == 1;
+        let options = if with {
+            Options {
+                checkpoint_every: (count / 2) as u64,
+                ..Options::default()
+            }
+        } else {
+            no_checkpoints.clone()
+        };
+        let store = Store::open(layout.clone(), options).expect("open");
+        let started = Instant::now();
+        fill_chat_store(&store, next, count);
+        // The checkpoint a round started is part of its cost.
+        store.close().expect("close");
+        rates[usize::from(with)].push(count as f64 / started.elapsed().as_secs_f64());
+        next += count;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+    };
+    let (without, with) = (median(&mut rates[0]), median(&mut rates[1]));
+    println!(
+        "puts of 100 B, 4,096 in flight, {count} per round on the {blobs}-blob store: \
+         {:.0}/s without checkpoints, {:.0}/s with one every {} puts ({:.2}x); rounds {:?} / {:?}",
+        without,
+        with,
+        count / 2,
+        with / without,
+        rates[0].iter().map(|r| r.round()).collect::<Vec<_>>(),
+        rates[1].iter().map(|r| r.round()).collect::<Vec<_>>(),
+    );
 }
 
 /// Open of a store of few, large records: the segment scan at open reads
@@ -1004,7 +1146,7 @@ fn chat_key(n: usize) -> String {
 /// Puts `count` messages of 100 B under [`chat_key`]s, 4,096 in flight
 /// from this thread (commits of thousands of blobs: stripes as full as a
 /// busy service's).
-fn fill_chat_store(store: &Store, count: usize) {
+fn fill_chat_store(store: &Store, first: usize, count: usize) {
     const IN_FLIGHT: usize = 4096;
     let payload = value(100, 7);
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
@@ -1013,7 +1155,7 @@ fn fill_chat_store(store: &Store, count: usize) {
     let mut submitted = 0;
     while submitted < count || !window.is_empty() {
         while submitted < count && window.len() < IN_FLIGHT {
-            window.push(store.put_async(chat_key(submitted).as_bytes(), payload.clone()));
+            window.push(store.put_async(chat_key(first + submitted).as_bytes(), payload.clone()));
             submitted += 1;
         }
         let before = window.len();
