@@ -971,13 +971,7 @@ mod tests {
     fn a_damaged_body_is_refused_and_never_panics() {
         let layout = layout();
         let good = sample(&layout).encode(&layout).expect("encode");
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::store::index::tests::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut loaded = 0;
         for round in 0..3000 {
             let mut body = good.clone();

@@ -931,9 +931,19 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// A seeded xorshift64 generator for the tests of the store's parts.
+    pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
 
     fn loc(n: u32) -> BlobLoc {
         BlobLoc::Whole(PartLoc {
@@ -1036,13 +1046,7 @@ mod tests {
             ix.insert(format!("key-{n}").as_bytes(), value);
         }
         let good = ix.image();
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         for _ in 0..5_000 {
             let mut bad = IndexImage {
                 records: good.records.clone(),
@@ -1148,13 +1152,7 @@ mod tests {
     fn matches_an_ordered_map_through_churn_and_compaction() {
         let mut ix = Index::default();
         let mut model: BTreeMap<Vec<u8>, BlobLoc> = BTreeMap::new();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut compactions = 0;
         for step in 0..200_000u32 {
             let r = next();
@@ -1165,7 +1163,7 @@ mod tests {
                 .to_vec();
             match r % 10 {
                 0..=4 => {
-                    let value = if r % 97 == 0 {
+                    let value = if r.is_multiple_of(97) {
                         split_loc(step)
                     } else {
                         loc(step)
@@ -1184,7 +1182,7 @@ mod tests {
                 }
                 _ => {
                     let prefix = &key[..key.len().min(3)];
-                    let after = (r % 3 == 0).then_some(key.as_slice());
+                    let after = r.is_multiple_of(3).then_some(key.as_slice());
                     let limit = (r >> 40) as usize % 50;
                     let want: Vec<Box<[u8]>> = model
                         .keys()
