@@ -571,7 +571,9 @@ pub(crate) fn write(
             return Err(e);
         }
     }
-    report.removed = remove_checkpoints(inner, |g| g < generation);
+    // Every other one is older (its number may be higher: the count of a
+    // session wraps after 65,536).
+    report.removed = remove_checkpoints(inner, |g| g != generation);
     tracing::info!(
         generation,
         blobs = report.blobs,
