@@ -108,7 +108,7 @@ pub struct Options {
     /// deletes were made durable since the last one began; 0 writes them
     /// only when [`Store::checkpoint`](super::Store::checkpoint) is called.
     /// Open's work past the checkpoint grows with this number, each
-    /// checkpoint's with the store (docs/PERFORMANCE.md, "Checkpoints").
+    /// checkpoint's with the store (docs/PERFORMANCE.md, "Index checkpoints").
     /// Default 1,000,000.
     pub checkpoint_every: u64,
 }
