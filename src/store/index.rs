@@ -515,9 +515,30 @@ impl Index {
 
     /// Inserts or replaces; returns the previous location.
     pub fn insert(&mut self, key: &[u8], loc: BlobLoc) -> Option<BlobLoc> {
-        // One hash and one probe: the entry either holds the key's record
-        // or is the bucket a new one goes to.
-        let hash = self.hash(key);
+        self.insert_hashed(self.hash(key), key, loc)
+    }
+
+    /// The hash `key` is filed under ([`insert_hashed`](Self::insert_hashed),
+    /// [`remove_hashed`](Self::remove_hashed)).
+    pub fn hash_of(&self, key: &[u8]) -> u64 {
+        self.hash(key)
+    }
+
+    /// The mask of the bucket a hash starts its probe at, in the table
+    /// once it holds `len` keys (or as it is, when that is larger):
+    /// inserting in bucket order walks the table front to back instead of
+    /// at random (each random probe of a large table misses the caches
+    /// and the TLB).
+    pub fn bucket_mask(&self, len: usize) -> u64 {
+        buckets_for(len.max(self.table.capacity())) as u64 - 1
+    }
+
+    /// [`insert`](Self::insert) of a key whose hash is `hash`, as
+    /// [`hash_and_bucket`](Self::hash_and_bucket) gave it.
+    pub fn insert_hashed(&mut self, hash: u64, key: &[u8], loc: BlobLoc) -> Option<BlobLoc> {
+        debug_assert_eq!(hash, self.hash(key));
+        // One probe: the entry either holds the key's record or is the
+        // bucket a new one goes to.
         let (arena, hasher) = (&self.arena, self.hasher);
         let entry = self.table.entry(
             hash,
@@ -575,7 +596,13 @@ impl Index {
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<BlobLoc> {
-        let hash = self.hash(key);
+        self.remove_hashed(self.hash(key), key)
+    }
+
+    /// [`remove`](Self::remove) of a key whose hash is `hash`, as
+    /// [`hash_and_bucket`](Self::hash_and_bucket) gave it.
+    pub fn remove_hashed(&mut self, hash: u64, key: &[u8]) -> Option<BlobLoc> {
+        debug_assert_eq!(hash, self.hash(key));
         let arena = &self.arena;
         let entry = self
             .table

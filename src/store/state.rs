@@ -8,6 +8,41 @@ use std::sync::{Mutex, PoisonError};
 
 /// The index and the stripe table, read and updated together, with the
 /// per-generation byte counts compaction chooses by.
+/// Index changes gathered for [`State::apply_changes`]: keys packed in one
+/// buffer, each hashed as it is added (while it is in the caches).
+#[derive(Default)]
+pub(crate) struct Changes {
+    keys: Vec<u8>,
+    items: Vec<Change>,
+}
+
+struct Change {
+    hash: u64,
+    seq: u64,
+    key_at: usize,
+    key_len: usize,
+    /// `None`: the key is removed.
+    loc: Option<BlobLoc>,
+}
+
+impl Changes {
+    /// Adds a change of `key` (hashed under `index`'s key) to the end.
+    pub fn push(&mut self, index: &Index, key: &[u8], loc: Option<BlobLoc>) {
+        self.items.push(Change {
+            hash: index.hash_of(key),
+            seq: self.items.len() as u64,
+            key_at: self.keys.len(),
+            key_len: key.len(),
+            loc,
+        });
+        self.keys.extend_from_slice(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub index: Index,
@@ -148,6 +183,40 @@ impl State {
             .iter()
             .filter_map(|p| self.stripes.get(p.slot).map(|s| s.stripe_id))
             .max()
+    }
+
+    /// Applies `changes`, each key's in the order given, the keys in the
+    /// order of the index's table buckets (open's bulk inserts: walking a
+    /// large table front to back instead of at random). The usage sums
+    /// come out the same in any order of the keys.
+    pub fn apply_changes(&mut self, changes: &mut Changes) {
+        let mask = self
+            .index
+            .bucket_mask(self.index.len() + changes.items.len());
+        // By bucket, then in the order given (each key's changes keep
+        // theirs).
+        changes
+            .items
+            .sort_unstable_by_key(|c| (c.hash & mask, c.seq));
+        for change in changes.items.drain(..) {
+            let Some(key) = changes
+                .keys
+                .get(change.key_at..change.key_at + change.key_len)
+            else {
+                continue;
+            };
+            let old = match change.loc {
+                Some(loc) => {
+                    self.account(&loc, true, true);
+                    self.index.insert_hashed(change.hash, key, loc)
+                }
+                None => self.index.remove_hashed(change.hash, key),
+            };
+            if let Some(old) = old {
+                self.account(&old, false, false);
+            }
+        }
+        changes.keys.clear();
     }
 
     pub fn remove_blob(&mut self, key: &[u8]) {

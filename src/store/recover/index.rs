@@ -5,8 +5,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::super::State;
+use super::super::index::Index;
 use super::super::index::{BlobLoc, PartLoc};
 use super::super::read::Reads;
+use super::super::state::Changes;
 use super::super::stripes::StripeInfo;
 use crate::Result;
 use crate::format::EntryFlags;
@@ -17,6 +19,10 @@ use crate::layout::Layout;
 const RESERVE_SAMPLE_ENTRIES: u64 = 4096;
 /// The fewest entry-table bytes per entry the reservation assumes.
 const RESERVE_ENTRY_BYTES_MIN: u64 = 44;
+/// Index changes gathered before they are applied in bucket order
+/// ([`State::apply_changes`]): enough to walk a large table front to back
+/// in one sweep, few enough to bound what open holds besides the index.
+const CHANGES_BATCH: usize = 1 << 20;
 
 /// The table and index built, with the generations retire markers name.
 pub(crate) struct Built {
@@ -84,6 +90,7 @@ impl IndexBuilder<'_> {
         let mut retired: BTreeSet<u64> = BTreeSet::new();
         let mut rebuilt = 0;
         let mut commit_entries: Vec<Pending> = Vec::new();
+        let mut changes = Changes::default();
         let mut current_commit = None;
         for (stripe_id, commit) in order {
             let Some(slot) = state.stripes.slot_of(stripe_id) else {
@@ -93,7 +100,10 @@ impl IndexBuilder<'_> {
                 continue;
             };
             if current_commit != Some(commit) {
-                apply_commit(&mut state, &mut commit_entries);
+                gather_commit(&state.index, &mut commit_entries, &mut changes);
+                if changes.len() >= CHANGES_BATCH {
+                    state.apply_changes(&mut changes);
+                }
                 current_commit = Some(commit);
             }
             for c in 0..k {
@@ -143,7 +153,8 @@ impl IndexBuilder<'_> {
                 }
             }
         }
-        apply_commit(&mut state, &mut commit_entries);
+        gather_commit(&state.index, &mut commit_entries, &mut changes);
+        state.apply_changes(&mut changes);
         drop_retired(&mut state, &retired);
         Ok(Built {
             state,
@@ -191,14 +202,17 @@ struct Pending {
     blob_len: u64,
 }
 
-/// Applies one commit's entries: a tombstone removes its key, a whole blob
-/// replaces it, a split blob replaces it only if all its parts are here.
-fn apply_commit(state: &mut State, entries: &mut Vec<Pending>) {
+/// Turns one commit's entries into index changes: a tombstone removes its
+/// key, a whole blob replaces it, a split blob replaces it only if all its
+/// parts are here (after the commit's other changes).
+fn gather_commit(index: &Index, entries: &mut Vec<Pending>, changes: &mut Changes) {
     let mut split: HashMap<Vec<u8>, (u64, Vec<Option<PartLoc>>)> = HashMap::new();
     for e in entries.drain(..) {
         match e.loc {
-            None => state.remove_blob(&e.key),
-            Some(loc) if e.part_count <= 1 => state.insert_blob(&e.key, BlobLoc::Whole(loc)),
+            None => changes.push(index, &e.key, None),
+            Some(loc) if e.part_count <= 1 => {
+                changes.push(index, &e.key, Some(BlobLoc::Whole(loc)));
+            }
             Some(_) if u64::from(e.part_count) > super::super::PARTS_PER_BLOB_MAX => {
                 tracing::warn!(
                     part_count = e.part_count,
@@ -218,7 +232,7 @@ fn apply_commit(state: &mut State, entries: &mut Vec<Pending>) {
     for (key, (blob_len, parts)) in split {
         let parts: Option<Vec<PartLoc>> = parts.into_iter().collect();
         if let Some(parts) = parts {
-            state.insert_blob(&key, BlobLoc::split(blob_len, parts.into()));
+            changes.push(index, &key, Some(BlobLoc::split(blob_len, parts.into())));
         }
     }
 }
