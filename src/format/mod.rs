@@ -52,7 +52,7 @@ pub use segment::{
     SEGMENT_HEADER_LEN, SegmentDamage, SegmentRecord, SegmentScan, decode_segment_header,
     encode_segment_header, scan_segment,
 };
-pub(crate) use segment::{ScanSource, scan_segment_from};
+pub(crate) use segment::{ScanSource, scan_segment_from, scan_segment_past};
 
 use wire::{MAGIC_LEN, U8_LEN, U16_LEN, U32_LEN, U64_LEN};
 

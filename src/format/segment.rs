@@ -187,7 +187,44 @@ pub(crate) fn scan_segment_from<S: ScanSource>(
         Ok(found) => pending = Some((0, format!("segment header names generation {found}"))),
         Err(error) => pending = Some((0, error.to_string())),
     }
-    let mut pos = SEGMENT_HEADER_LEN;
+    scan_records(source, generation, SEGMENT_HEADER_LEN, scan, pending)
+}
+
+/// [`scan_segment_from`] from byte `start` on, where a record of a segment
+/// the caller trusts up to there ended (a checkpoint's horizon): the bytes
+/// before it are not read. `None` when `start` is past the end, or no
+/// intact record starts there (and it is not the end): no record boundary
+/// the caller could trust.
+///
+/// # Errors
+/// The source's read errors; the scan stops at the first one.
+pub(crate) fn scan_segment_past<S: ScanSource>(
+    source: &mut S,
+    generation: u64,
+    start: usize,
+) -> std::result::Result<Option<SegmentScan>, S::Error> {
+    if start < SEGMENT_HEADER_LEN || start > source.len() {
+        return Ok(None);
+    }
+    if start < source.len() && check_record(source, start, generation)?.is_err() {
+        return Ok(None);
+    }
+    let scan = SegmentScan {
+        intact_len: start as u64,
+        ..SegmentScan::default()
+    };
+    scan_records(source, generation, start, scan, None).map(Some)
+}
+
+/// The record walk of [`scan_segment_from`], from `pos` on, adding to
+/// `scan` (`pending`: damage that started before `pos`).
+fn scan_records<S: ScanSource>(
+    source: &mut S,
+    generation: u64,
+    mut pos: usize,
+    mut scan: SegmentScan,
+    mut pending: Option<(usize, String)>,
+) -> std::result::Result<SegmentScan, S::Error> {
     while pos < source.len() {
         match check_record(source, pos, generation)? {
             Ok((record, end)) => {

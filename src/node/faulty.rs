@@ -166,6 +166,11 @@ impl<N: Node> Node for FaultyNode<N> {
         self.inner.segment_len(generation)
     }
 
+    fn scan_from(&self, generation: u64, from: u64) -> Result<Option<Scan>> {
+        self.enter()?;
+        self.inner.scan_from(generation, from)
+    }
+
     fn remove_generation(&self, generation: u64) -> Result<()> {
         self.enter()?;
         self.inner.remove_generation(generation)

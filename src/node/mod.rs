@@ -295,6 +295,24 @@ pub trait Node: Send + Sync + std::fmt::Debug {
             .unwrap_or(0))
     }
 
+    /// The records of `generation` from byte `from` on, where the caller
+    /// knows an intact record ended (a checkpoint's horizon): the bytes
+    /// before it are trusted, not read (docs/DURABILITY.md, C4), so a node
+    /// whose open defers the scan of its segments reads only what was
+    /// written after. `Ok(None)` when the node has no cheaper way than
+    /// [`scan`](Node::scan), or when the segment holds no record
+    /// boundary at `from` (shorter, or other bytes there): the caller
+    /// then scans it whole.
+    ///
+    /// The default returns `Ok(None)`.
+    ///
+    /// # Errors
+    /// As [`scan`](Node::scan).
+    fn scan_from(&self, generation: u64, from: u64) -> Result<Option<Scan>> {
+        let _ = (generation, from);
+        Ok(None)
+    }
+
     /// The generations that hold at least one durable record, ascending.
     ///
     /// # Errors
@@ -390,6 +408,10 @@ impl<N: Node + ?Sized> Node for Arc<N> {
 
     fn segment_len(&self, generation: u64) -> Result<u64> {
         (**self).segment_len(generation)
+    }
+
+    fn scan_from(&self, generation: u64, from: u64) -> Result<Option<Scan>> {
+        (**self).scan_from(generation, from)
     }
 
     fn remove_generation(&self, generation: u64) -> Result<()> {

@@ -197,9 +197,8 @@ impl LocalNode {
         }
         let mut segments = BTreeMap::new();
         let mut removed_any = false;
-        let mut buf = Vec::new();
         for generation in generations {
-            match recovery::recover(&name, &dir, generation, &mut buf)? {
+            match recovery::recover(&name, &dir, generation)? {
                 Some(segment) => {
                     segments.insert(generation, Arc::new(segment));
                 }
@@ -281,7 +280,7 @@ impl LocalNode {
             file.set_len(0)
                 .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
         }
-        let segment = Arc::new(Segment::new(generation, path, file, 0, 0, 0, false));
+        let segment = Arc::new(Segment::new(generation, path, file));
         segments.insert(generation, Arc::clone(&segment));
         Ok(segment)
     }
@@ -435,7 +434,12 @@ impl Node for LocalNode {
         let Some(segment) = self.segment(generation) else {
             return Err(self.out_of_range(generation, offset, len, 0));
         };
-        let durable_len = segment.durable_len();
+        let durable_len = segment.durable_len().map_err(|e| {
+            Error::io(
+                format!("scanning segment {} of node {}", generation, self.name),
+                e,
+            )
+        })?;
         let end = offset
             .checked_add(u64::from(len))
             .filter(|&end| end <= durable_len)
@@ -460,16 +464,56 @@ impl Node for LocalNode {
                 e,
             )
         })?;
+        let truncated = segment.truncated_tail_bytes().map_err(|e| {
+            Error::io(
+                format!("scanning segment {generation} of node {}", self.name),
+                e,
+            )
+        })?;
         Ok(Scan::of_durable_bytes(
             generation,
             found,
             scanned_len,
-            segment.truncated_tail_bytes,
+            truncated,
         ))
     }
 
+    fn scan_from(&self, generation: u64, from: u64) -> Result<Option<Scan>> {
+        let Some(segment) = self.segment(generation) else {
+            return Ok(None);
+        };
+        let context = |e| {
+            Error::io(
+                format!(
+                    "scanning segment {generation} of node {} from byte {from}",
+                    self.name
+                ),
+                e,
+            )
+        };
+        let Some(found) = segment.recover_past(from).map_err(context)? else {
+            return Ok(None);
+        };
+        let truncated = segment.truncated_tail_bytes().map_err(context)?;
+        let durable_len = found.intact_len;
+        Ok(Some(Scan::of_durable_bytes(
+            generation,
+            found,
+            durable_len,
+            truncated,
+        )))
+    }
+
     fn segment_len(&self, generation: u64) -> Result<u64> {
-        Ok(self.segment(generation).map_or(0, |s| s.durable_len()))
+        match self.segment(generation) {
+            None => Ok(0),
+            Some(segment) => segment.durable_len().map_err(|e| {
+                Error::io(
+                    format!("scanning segment {generation} of node {}", self.name),
+                    e,
+                )
+            }),
+        }
     }
 
     fn generations(&self) -> Result<Vec<u64>> {
@@ -478,7 +522,7 @@ impl Node for LocalNode {
         // listed too, so its scan reports what was cut.
         Ok(segments
             .values()
-            .filter(|segment| segment.durable_len() > 0 || segment.truncated_tail_bytes > 0)
+            .filter(|segment| segment.listed())
             .map(|segment| segment.generation)
             .collect())
     }
@@ -537,7 +581,7 @@ impl Node for LocalNode {
     fn capacity(&self) -> Result<Capacity> {
         let used_bytes = {
             let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
-            segments.values().map(|segment| segment.durable_len()).sum()
+            segments.values().map(|segment| segment.len_hint()).sum()
         };
         let available_bytes = fs::available_bytes(&self.dir)
             .map_err(|e| Error::io(format!("measuring free space of {}", self.dir.display()), e))?;

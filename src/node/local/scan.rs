@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::format::{ScanSource, SegmentScan, scan_segment, scan_segment_from};
+use crate::format::{ScanSource, SegmentScan, scan_segment, scan_segment_from, scan_segment_past};
 
 /// Bytes read into the window at once (more when one request is longer).
 const WINDOW_LEN: usize = 4 << 20;
@@ -86,6 +86,33 @@ fn scan_file_pread(
         filled: 0,
     };
     let scan = scan_segment_from(&mut window, generation)?;
+    Ok((scan, window.len as u64))
+}
+
+/// [`scan_file`] from byte `start` on, the bytes before it trusted (see
+/// [`scan_segment_past`]), read with `pread` through `buf`. `None` when
+/// no intact record starts at `start` (nor does the file end there).
+///
+/// # Errors
+/// Any read error but an interruption (which is retried), e.g. EIO.
+pub(super) fn scan_file_past(
+    file: &File,
+    len: u64,
+    generation: u64,
+    start: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<(Option<SegmentScan>, u64)> {
+    let (Ok(len), Ok(start)) = (usize::try_from(len), usize::try_from(start)) else {
+        return Ok((None, len));
+    };
+    let mut window = Window {
+        file,
+        len,
+        buf,
+        start: 0,
+        filled: 0,
+    };
+    let scan = scan_segment_past(&mut window, generation, start)?;
     Ok((scan, window.len as u64))
 }
 

@@ -6,14 +6,14 @@ use std::io::IoSlice;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
 use super::io::{Engine, WriteAndSync, WriteFailure};
 use super::map::MapCache;
-use super::scan::scan_file;
+use super::scan::{scan_file, scan_file_past};
 use crate::format::{SEGMENT_HEADER_LEN, SegmentScan, encode_segment_header};
 use crate::node::{RecordLocation, RecordRef};
 use crate::{Error, Result};
@@ -38,15 +38,31 @@ pub(super) struct Segment {
     pub(super) generation: u64,
     pub(super) path: PathBuf,
     file: File,
-    /// Bytes that are durable and may be read. Only grows while open.
+    /// Bytes that are durable and may be read, once `recovered`. Only
+    /// grows while open.
     durable_len: AtomicU64,
-    /// Bytes recovery cut off the end when the node was opened.
-    pub(super) truncated_tail_bytes: u64,
+    /// Bytes past the last intact record that recovery found (a torn tail),
+    /// once `recovered`.
+    truncated_tail_bytes: AtomicU64,
+    /// Set once the segment's bytes were scanned: at the first use after
+    /// the node opened (or from a checkpoint's horizon, see
+    /// [`Segment::recover_past`]), or at creation.
+    recovered: AtomicBool,
+    /// What the deferred scan needs; taken (and the scan done) under this
+    /// lock.
+    deferred: Mutex<Option<Deferred>>,
     writer: Mutex<WriterState>,
     map: MapCache,
     /// The scan recovery made, handed to the first `scan` if nothing was
     /// appended since (saves the store a second pass over every payload).
     recovered_scan: Mutex<Option<SegmentScan>>,
+}
+
+/// A segment found when the node opened, not scanned yet.
+struct Deferred {
+    node_name: String,
+    /// The file's length when the node opened.
+    file_len: u64,
 }
 
 struct WriterState {
@@ -78,25 +94,46 @@ pub(super) struct AppendFailure {
 }
 
 impl Segment {
-    /// A segment whose first `durable_len` bytes are known good, with a
-    /// torn tail of `truncated_tail_bytes` found at open; appends go at
-    /// `append_at` (the end of the file: a tail is never written over, so
-    /// the next open still sees it, as damage).
-    pub(super) fn new(
+    /// A new segment, empty (`Prepared::finish` publishes what appends
+    /// write).
+    pub(super) fn new(generation: u64, path: PathBuf, file: File) -> Segment {
+        Segment::with_state(generation, path, file, 0, None, false)
+    }
+
+    /// A segment of `file_len` bytes found when its node opened, scanned
+    /// at its first use ([`Segment::recover`]). Appends go at the end of
+    /// the file: a tail is never written over, so the next open still
+    /// sees it, as damage.
+    pub(super) fn deferred(
         generation: u64,
         path: PathBuf,
         file: File,
-        durable_len: u64,
-        truncated_tail_bytes: u64,
+        file_len: u64,
+        node_name: &str,
+    ) -> Segment {
+        let deferred = Deferred {
+            node_name: node_name.to_string(),
+            file_len,
+        };
+        Segment::with_state(generation, path, file, file_len, Some(deferred), true)
+    }
+
+    fn with_state(
+        generation: u64,
+        path: PathBuf,
+        file: File,
         append_at: u64,
+        deferred: Option<Deferred>,
         entry_durable: bool,
     ) -> Segment {
         Segment {
             generation,
             path,
             file,
-            durable_len: AtomicU64::new(durable_len),
-            truncated_tail_bytes,
+            durable_len: AtomicU64::new(0),
+            truncated_tail_bytes: AtomicU64::new(0),
+            recovered: AtomicBool::new(deferred.is_none()),
+            deferred: Mutex::new(deferred),
             writer: Mutex::new(WriterState {
                 len: append_at,
                 scratch: Vec::new(),
@@ -108,7 +145,139 @@ impl Segment {
         }
     }
 
-    pub(super) fn cache_scan(&self, scan: SegmentScan) {
+    /// Scans a segment found at open, once (docs/DURABILITY.md, D5): what
+    /// follows the last intact record is a torn tail (or a record that
+    /// rotted), reported and left on disk, outside the durable bytes. The
+    /// scan is kept for the first [`scan`](Segment::scan).
+    ///
+    /// # Errors
+    /// A read error (an unreadable sector is never taken for a torn tail:
+    /// cutting it off would throw away acknowledged records); the segment
+    /// stays unscanned, and its next use tries again.
+    pub(super) fn recover(&self) -> std::io::Result<()> {
+        if self.recovered.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut deferred = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(found) = deferred.as_ref() else {
+            return Ok(());
+        };
+        let mut buf = Vec::new();
+        // A file that reads shorter than its length (cut by another process
+        // under the lock) scans as the bytes it holds; the rest is a tail.
+        let (scan, _read_len) = scan_file(&self.file, found.file_len, self.generation, &mut buf)?;
+        self.recovered_from(found, &scan)?;
+        self.cache_scan(scan);
+        *deferred = None;
+        self.recovered.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`recover`](Segment::recover) from byte `from` on, where the caller
+    /// knows an intact record ended (a checkpoint's horizon, C4): the bytes
+    /// before it are trusted and not read. Returns the records from `from`
+    /// on; `None` (and the segment still unscanned) when it was scanned
+    /// already, or holds no record boundary at `from`.
+    ///
+    /// # Errors
+    /// As `recover`.
+    pub(super) fn recover_past(&self, from: u64) -> std::io::Result<Option<SegmentScan>> {
+        if self.recovered.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let mut deferred = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(found) = deferred.as_ref() else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        let (scan, _read_len) =
+            scan_file_past(&self.file, found.file_len, self.generation, from, &mut buf)?;
+        let Some(scan) = scan else {
+            return Ok(None);
+        };
+        self.recovered_from(found, &scan)?;
+        *deferred = None;
+        self.recovered.store(true, Ordering::Release);
+        Ok(Some(scan))
+    }
+
+    /// Publishes what recovery's `scan` of the segment `found` found.
+    fn recovered_from(&self, found: &Deferred, scan: &SegmentScan) -> std::io::Result<()> {
+        let (node_name, file_len, generation) = (&found.node_name, found.file_len, self.generation);
+        for damage in &scan.damaged {
+            tracing::warn!(
+                node = %node_name,
+                generation,
+                offset = damage.offset,
+                len = damage.len,
+                reason = %damage.reason,
+                "damaged bytes in a segment; skipped and reported for repair"
+            );
+        }
+        // The tail stays on disk: cutting it would destroy the evidence of
+        // how long it was: an open that crashed after the cut would leave
+        // the next open seeing a node with no tail, and a record-sized cut
+        // (which is no evidence, docs/DURABILITY.md, D5) taken for a
+        // column that was never written. A segment with bytes but no
+        // intact record is kept the same way.
+        if file_len > scan.intact_len {
+            if crate::mutation::enabled(crate::mutation::Mutation::CutTornTails) {
+                self.file.set_len(scan.intact_len)?;
+                self.file.sync_all()?;
+                self.writer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len = scan.intact_len;
+            }
+            tracing::warn!(
+                node = %node_name,
+                generation,
+                tail = file_len - scan.intact_len,
+                reason = scan.tail_reason.as_deref().unwrap_or(""),
+                "a torn tail after the last intact record of a segment; left in place, outside the durable bytes"
+            );
+        }
+        self.truncated_tail_bytes
+            .store(file_len.saturating_sub(scan.intact_len), Ordering::Release);
+        self.durable_len.store(scan.intact_len, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the segment is listed by `generations`: it has durable bytes
+    /// or a torn tail (a segment not scanned yet: any bytes).
+    pub(super) fn listed(&self) -> bool {
+        if let Some(found) = self
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return found.file_len > 0;
+        }
+        self.durable_len.load(Ordering::Acquire) > 0
+            || self.truncated_tail_bytes.load(Ordering::Acquire) > 0
+    }
+
+    /// Bytes the segment holds: its durable bytes, or the file's length
+    /// when it was not scanned yet.
+    pub(super) fn len_hint(&self) -> u64 {
+        self.deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or_else(|| self.durable_len.load(Ordering::Acquire), |d| d.file_len)
+    }
+
+    /// Bytes of a torn tail recovery found (see [`Segment::recover`]).
+    ///
+    /// # Errors
+    /// As `recover`.
+    pub(super) fn truncated_tail_bytes(&self) -> std::io::Result<u64> {
+        self.recover()?;
+        Ok(self.truncated_tail_bytes.load(Ordering::Acquire))
+    }
+
+    fn cache_scan(&self, scan: SegmentScan) {
         *self
             .recovered_scan
             .lock()
@@ -120,7 +289,7 @@ impl Segment {
     /// reads short, and its missing durable bytes are the damaged tail
     /// (returned length minus `intact_len`) with a reason that says so.
     pub(super) fn scan(&self) -> std::io::Result<(SegmentScan, u64)> {
-        let durable_len = self.durable_len();
+        let durable_len = self.durable_len()?;
         let cached = self
             .recovered_scan
             .lock()
@@ -147,13 +316,18 @@ impl Segment {
         Ok((scan, durable_len))
     }
 
-    pub(super) fn durable_len(&self) -> u64 {
-        self.durable_len.load(Ordering::Acquire)
+    /// The durable bytes (the segment is scanned first if it was not).
+    ///
+    /// # Errors
+    /// As [`recover`](Segment::recover).
+    pub(super) fn durable_len(&self) -> std::io::Result<u64> {
+        self.recover()?;
+        Ok(self.durable_len.load(Ordering::Acquire))
     }
 
     /// Reads `start..end` of the durable bytes (the caller checked bounds).
     pub(super) fn read(&self, start: u64, end: u64) -> std::io::Result<Bytes> {
-        self.map.slice(&self.file, self.durable_len(), start, end)
+        self.map.slice(&self.file, self.durable_len()?, start, end)
     }
 
     /// Appends already validated records and syncs them with `engine`.
@@ -180,6 +354,19 @@ impl Segment {
         context: &AppendContext<'_>,
         records: &'r [RecordRef<'r>],
     ) -> Result<Prepared<'s, 'r>, AppendFailure> {
+        // Scanned before the first append: its tail is found (and zeroed
+        // below) before records go after it.
+        self.recover().map_err(|source| AppendFailure {
+            error: Error::io(
+                format!(
+                    "scanning node {} segment {} before appending",
+                    context.node_name,
+                    self.path.display()
+                ),
+                source,
+            ),
+            fence: false,
+        })?;
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if context.fenced.load(Ordering::Acquire) {
             return Err(AppendFailure {
@@ -245,7 +432,8 @@ impl Segment {
         append_at: u64,
     ) -> Result<(), AppendFailure> {
         use std::os::unix::fs::FileExt;
-        let durable_len = self.durable_len();
+        // Recovered by `prepare` before the writer lock was taken.
+        let durable_len = self.durable_len.load(Ordering::Acquire);
         if append_at <= durable_len {
             return Ok(());
         }

@@ -744,3 +744,90 @@ fn a_sigbus_outside_the_engine_mappings_still_kills_the_process() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A segment found at open is scanned at its first use, or from a horizon
+/// (`scan_from`): records past it only, a torn tail past it found; a
+/// horizon with no record boundary is refused and the scan is whole.
+#[test]
+fn segments_are_scanned_at_first_use_or_from_a_horizon() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second, third, path) = {
+        let node = open(dir.path(), IoEngineKind::Pwrite);
+        let first = append_one(&node, 4, 1, 300).0;
+        let second = append_one(&node, 4, 2, 300).0;
+        let third = append_one(&node, 4, 3, 300).0;
+        (first, second, third, dir.path().join(segment::file_name(4)))
+    };
+    let horizon = second.offset + u64::from(second.len);
+    // A torn write after the last record.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0xab; 77])
+        .unwrap();
+    let end = third.offset + u64::from(third.len);
+
+    // From the horizon: the record after it and the tail, nothing before.
+    let node = open(dir.path(), IoEngineKind::Pwrite);
+    assert_eq!(node.generations().unwrap(), vec![4]);
+    let scan = node.scan_from(4, horizon).unwrap().expect("a boundary");
+    assert_eq!(scan.records.len(), 1);
+    assert_eq!(scan.records[0].location, third);
+    assert_eq!(scan.truncated_tail_bytes, 77);
+    assert_eq!(node.segment_len(4).unwrap(), end);
+    // Scanned now: a second call has nothing cheaper; scan is whole.
+    assert!(node.scan_from(4, horizon).unwrap().is_none());
+    let whole = node.scan(4).unwrap();
+    assert_eq!(whole.records.len(), 3);
+    assert!(whole.corrupt.is_empty());
+    drop(node);
+
+    // No record starts at a horizon inside a record, or past the file:
+    // refused, and the segment stays to be scanned whole.
+    let node = open(dir.path(), IoEngineKind::Pwrite);
+    assert!(node.scan_from(4, horizon - 1).unwrap().is_none());
+    assert!(node.scan_from(4, end + 1000).unwrap().is_none());
+    // At the end of the last record, where the torn write starts: no
+    // record there either (the caller scans whole, and finds a record
+    // ending there).
+    assert!(node.scan_from(4, end).unwrap().is_none());
+    let scan = node.scan(4).unwrap();
+    assert_eq!((scan.records.len(), scan.truncated_tail_bytes), (3, 77));
+    drop(node);
+    // Without the torn write, a horizon at the end of the file: nothing
+    // after it.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(end).unwrap();
+    drop(file);
+    let node = open(dir.path(), IoEngineKind::Pwrite);
+    let scan = node.scan_from(4, end).unwrap().expect("the end");
+    assert!(scan.records.is_empty() && scan.corrupt.is_empty());
+    assert_eq!(scan.truncated_tail_bytes, 0);
+    drop(node);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0xab; 77])
+        .unwrap();
+
+    // A read first scans the segment whole.
+    let node = open(dir.path(), IoEngineKind::Pwrite);
+    assert_eq!(
+        node.read(4, first.offset, first.len).unwrap().len(),
+        first.len as usize
+    );
+    assert!(node.scan_from(4, horizon).unwrap().is_none());
+    let scan = node.scan(4).unwrap();
+    assert_eq!((scan.records.len(), scan.truncated_tail_bytes), (3, 77));
+    // An append goes after the tail, as after a whole scan at open.
+    let fourth = append_one(&node, 4, 4, 300).0;
+    assert!(fourth.offset > end + 77);
+    drop(node);
+    let node = open(dir.path(), IoEngineKind::Pwrite);
+    let scan = node.scan(4).unwrap();
+    assert_eq!(scan.records.len(), 4);
+    assert_eq!(scan.corrupt.len(), 1, "the zeroed tail is damage now");
+}

@@ -245,34 +245,23 @@ impl Recovery<'_> {
             }
         }
         let cut = snapshot.cut;
-        // A node with a segment shorter than the checkpoint saw it (cut
-        // behind the store's back, or rebuilt empty) is scanned whole, as a
-        // full scan would: what the checkpoint says it holds is not
-        // trusted. A segment that is gone must have been retired since
-        // (checked once the retire markers are read).
+        // A segment that is gone must have been retired since (checked
+        // once the retire markers are read). A node with a segment shorter
+        // than the checkpoint saw it (cut behind the store's back, or
+        // rebuilt empty) is scanned whole, as a full scan would: what the
+        // checkpoint says it holds is not trusted (the scan finds it).
         let mut absent: Vec<(NodeId, u64)> = Vec::new();
-        let measured: Vec<NodeId> = horizons.measured.iter().copied().collect();
-        for id in measured {
+        for &id in &horizons.measured {
             let Some(node) = self.nodes.get(id) else {
                 continue;
             };
             let Ok(present) = node.generations() else {
                 continue;
             };
-            let mut intact = true;
-            for (&(n, g), &len) in &horizons.lens {
-                if n != id {
-                    continue;
-                }
-                if !present.contains(&g) {
+            for &(n, g) in horizons.lens.keys() {
+                if n == id && !present.contains(&g) {
                     absent.push((id, g));
-                } else if !node.segment_len(g).is_ok_and(|have| have >= len) {
-                    intact = false;
                 }
-            }
-            if !intact {
-                horizons.measured.remove(&id);
-                horizons.lens.retain(|(n, _), _| *n != id);
             }
         }
         let (mut state, retired, _) = match snapshot.into_state(k) {

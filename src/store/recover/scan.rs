@@ -70,8 +70,9 @@ impl Horizons {
     }
 }
 
-/// One node's scan: every generation's records, or why not.
-type NodeScan = (NodeId, Arc<dyn Node>, Result<Vec<(u64, Scan)>>);
+/// One node's scan: every generation's records (and whether the node
+/// scanned it from its horizon itself, `Node::scan_from`), or why not.
+type NodeScan = (NodeId, Arc<dyn Node>, Result<Vec<(u64, Scan, bool)>>);
 
 /// Phase 1: every reachable member node's records.
 pub(crate) struct NodeScanner<'a> {
@@ -99,7 +100,7 @@ impl NodeScanner<'_> {
     pub(crate) fn scan_nodes_from(&self, horizons: &Horizons) -> Result<Scanned> {
         let code = self.layout.code();
         let (k, m) = (code.data_count, code.parity_count);
-        let scanned = self.scan_members();
+        let scanned = self.scan_members(horizons);
         // Candidate headers per stripe id: a stripe id with two different
         // headers (a misdirected or hostile record) keeps the header found
         // in the most columns.
@@ -114,25 +115,49 @@ impl NodeScanner<'_> {
                 }
             };
             // A node is scanned from its horizons only if every segment
-            // scanned from one has a record ending there, or none starting
-            // before it (the checkpoint saw no record there): the segment
-            // still holds what the checkpoint saw. Else it is taken whole.
-            let meets = |generation: u64, scan: &Scan| {
+            // scanned from one has a record ending there (or the node found
+            // one starting there, scanning from it), or none before it and
+            // is at least that long (the checkpoint saw no record there):
+            // the segment still holds what the checkpoint saw. Else it is
+            // taken whole.
+            let meets = |generation: u64, scan: &Scan, from_horizon: bool| {
                 let from = horizons.from(id, generation);
                 from == 0
-                    || scan.records.iter().all(|r| r.location.offset >= from)
+                    || from_horizon
                     || scan
                         .records
                         .iter()
                         .any(|r| r.location.offset + u64::from(r.location.len) == from)
+                    || (scan.records.iter().all(|r| r.location.offset >= from)
+                        && node.segment_len(generation).is_ok_and(|len| len >= from))
             };
             let from_horizons = horizons.measured.contains(&id)
-                && scans
-                    .iter()
-                    .all(|(generation, scan)| meets(*generation, scan));
-            if horizons.measured.contains(&id) && !from_horizons {
+                && scans.iter().all(|(generation, scan, from_horizon)| {
+                    meets(*generation, scan, *from_horizon)
+                });
+            let scans: Vec<(u64, Scan)> = if horizons.measured.contains(&id) && !from_horizons {
                 out.scanned_whole.insert(id);
-            }
+                // What was scanned from a horizon is scanned again whole.
+                let whole = scans
+                    .into_iter()
+                    .map(|(generation, scan, from_horizon)| {
+                        if from_horizon {
+                            node.scan(generation).map(|scan| (generation, scan))
+                        } else {
+                            Ok((generation, scan))
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>();
+                match whole {
+                    Ok(whole) => whole,
+                    Err(e) => {
+                        self.nodes.mark_down(id, format!("scan failed: {e}"));
+                        continue;
+                    }
+                }
+            } else {
+                scans.into_iter().map(|(g, scan, _)| (g, scan)).collect()
+            };
             for (generation, mut scan) in scans {
                 let from = if from_horizons {
                     horizons.from(id, generation)
@@ -179,8 +204,9 @@ impl NodeScanner<'_> {
         Ok(out)
     }
 
-    /// Every member node's scan, all nodes at once, in node order.
-    fn scan_members(&self) -> Vec<NodeScan> {
+    /// Every member node's scan, all nodes at once, in node order; a
+    /// measured node's segments from their horizons where the node can.
+    fn scan_members(&self, horizons: &Horizons) -> Vec<NodeScan> {
         std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .nodes
@@ -192,7 +218,19 @@ impl NodeScanner<'_> {
                         let scans = node.generations().and_then(|gens| {
                             gens.into_iter()
                                 .filter(|&g| !super::super::checkpoint::is_checkpoint_generation(g))
-                                .map(|g| node.scan(g).map(|scan| (g, scan)))
+                                .map(|g| {
+                                    let from = if horizons.measured.contains(&id) {
+                                        horizons.from(id, g)
+                                    } else {
+                                        0
+                                    };
+                                    if from > 0
+                                        && let Some(scan) = node.scan_from(g, from)?
+                                    {
+                                        return Ok((g, scan, true));
+                                    }
+                                    node.scan(g).map(|scan| (g, scan, false))
+                                })
                                 .collect::<Result<Vec<_>>>()
                         });
                         (id, node, scans)
