@@ -97,6 +97,52 @@ impl Entry {
     }
 
     fn check(&self) -> Result<(), String> {
+        self.as_ref().check()
+    }
+
+    fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            key: &self.key,
+            flags: self.flags,
+            offset: self.offset,
+            len: self.len,
+            checksum: self.checksum,
+            part_index: self.part_index,
+            part_count: self.part_count,
+            blob_len: self.blob_len,
+        }
+    }
+}
+
+/// An [`Entry`] whose key is borrowed from the table's bytes: open decodes
+/// millions of entries, and an allocation per key was a third of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EntryRef<'a> {
+    pub key: &'a [u8],
+    pub flags: EntryFlags,
+    pub offset: u32,
+    pub len: u32,
+    pub checksum: u32,
+    pub part_index: u32,
+    pub part_count: u32,
+    pub blob_len: u64,
+}
+
+impl EntryRef<'_> {
+    pub(crate) fn to_entry(self) -> Entry {
+        Entry {
+            key: self.key.to_vec(),
+            flags: self.flags,
+            offset: self.offset,
+            len: self.len,
+            checksum: self.checksum,
+            part_index: self.part_index,
+            part_count: self.part_count,
+            blob_len: self.blob_len,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
         if self.key.is_empty() || self.key.len() > KEY_LEN_MAX {
             return Err(format!(
                 "key length {} not in 1..={KEY_LEN_MAX}",
@@ -205,6 +251,17 @@ pub fn encode_entry_table(entries: &[Entry], out: &mut Vec<u8>) -> Result<()> {
 /// flag, a field that breaks a rule or limit;
 /// [`Error::ChecksumMismatch`] when the table's checksum fails.
 pub fn decode_entry_table(bytes: &[u8]) -> Result<Vec<Entry>> {
+    Ok(decode_entry_table_refs(bytes)?
+        .into_iter()
+        .map(EntryRef::to_entry)
+        .collect())
+}
+
+/// [`decode_entry_table`], the keys borrowed from `bytes`.
+///
+/// # Errors
+/// As `decode_entry_table`.
+pub(crate) fn decode_entry_table_refs(bytes: &[u8]) -> Result<Vec<EntryRef<'_>>> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
@@ -281,8 +338,8 @@ pub fn decode_entry_table(bytes: &[u8]) -> Result<Vec<Entry>> {
                 format!("entry {index}: key length {key_len}"),
             ));
         }
-        let key = reader.take(key_len)?.to_vec();
-        let entry = Entry {
+        let key = reader.take(key_len)?;
+        let entry = EntryRef {
             key,
             flags,
             offset,

@@ -46,6 +46,7 @@ pub use entry::{
     ENTRY_FIXED_LEN, ENTRY_TABLE_PREFIX_LEN, ENTRY_TABLE_SUFFIX_LEN, Entry, EntryFlags,
     decode_entry_table, encode_entry_table, entry_table_len,
 };
+pub(crate) use entry::{EntryRef, decode_entry_table_refs};
 pub use header::{ColumnHeader, CommitStamp};
 pub use manifest::{DISCARDED_RANGES_MAX, MANIFEST_LEN_MAX, MANIFEST_MAGIC, Manifest, add_range};
 pub use segment::{

@@ -414,9 +414,26 @@ impl Reads<'_> {
         column: usize,
         table_len: u32,
     ) -> Result<(Vec<crate::format::Entry>, bool)> {
+        self.with_entry_table(info, column, table_len, |entries| {
+            entries.iter().map(|e| e.to_entry()).collect()
+        })
+    }
+
+    /// [`entry_table`](Self::entry_table), handing the entries to `use_`
+    /// with their keys borrowed (open's bulk read: no allocation per key).
+    ///
+    /// # Errors
+    /// As `entry_table`.
+    pub(crate) fn with_entry_table<R>(
+        &self,
+        info: &StripeInfo,
+        column: usize,
+        table_len: u32,
+        use_: impl FnOnce(&[crate::format::EntryRef<'_>]) -> R,
+    ) -> Result<(R, bool)> {
         if let Some(bytes) = self.read_column_range(info, column, 0, table_len) {
-            match crate::format::decode_entry_table(&bytes) {
-                Ok(entries) => return Ok((entries, false)),
+            match crate::format::decode_entry_table_refs(&bytes) {
+                Ok(entries) => return Ok((use_(&entries), false)),
                 Err(e) => {
                     self.stats.checksum_failures.inc();
                     tracing::warn!(stripe = info.stripe_id, column, error = %e,
@@ -426,7 +443,8 @@ impl Reads<'_> {
         }
         self.repairs.push(info.stripe_id, column as u16);
         let bytes = self.rebuild_range(info, column, 0, table_len, &[])?;
-        Ok((crate::format::decode_entry_table(&bytes)?, true))
+        let entries = crate::format::decode_entry_table_refs(&bytes)?;
+        Ok((use_(&entries), true))
     }
 }
 

@@ -89,8 +89,11 @@ impl IndexBuilder<'_> {
         }
         let mut retired: BTreeSet<u64> = BTreeSet::new();
         let mut rebuilt = 0;
-        let mut commit_entries: Vec<Pending> = Vec::new();
         let mut changes = Changes::default();
+        // The split blobs of the commit being read (whole only if every
+        // part is in it), added after its other changes.
+        let mut splits = Splits::new();
+        let mut retire_markers: Vec<PartLoc> = Vec::new();
         let mut current_commit = None;
         for (stripe_id, commit) in order {
             let Some(slot) = state.stripes.slot_of(stripe_id) else {
@@ -100,7 +103,7 @@ impl IndexBuilder<'_> {
                 continue;
             };
             if current_commit != Some(commit) {
-                gather_commit(&state.index, &mut commit_entries, &mut changes);
+                end_commit(&state.index, &mut splits, &mut changes);
                 if changes.len() >= CHANGES_BATCH {
                     state.apply_changes(&mut changes);
                 }
@@ -111,11 +114,48 @@ impl IndexBuilder<'_> {
                 if table_len == 0 {
                     continue;
                 }
-                let (entries, was_rebuilt) = self.reads.entry_table(&info, c, table_len)?;
+                let index = &state.index;
+                let (count, was_rebuilt) =
+                    self.reads
+                        .with_entry_table(&info, c, table_len, |entries| {
+                            for e in entries {
+                                let loc = PartLoc {
+                                    slot,
+                                    offset: e.offset,
+                                    len: e.len,
+                                    checksum: e.checksum,
+                                    column_index: c as u16,
+                                };
+                                if e.flags.contains(EntryFlags::RETIRE) {
+                                    retire_markers.push(loc);
+                                } else if e.flags.contains(EntryFlags::TOMBSTONE) {
+                                    changes.push(index, e.key, None);
+                                } else if e.part_count <= 1 {
+                                    changes.push(index, e.key, Some(BlobLoc::Whole(loc)));
+                                } else if u64::from(e.part_count) > super::super::PARTS_PER_BLOB_MAX
+                                {
+                                    tracing::warn!(
+                                        part_count = e.part_count,
+                                        "entry with an impossible part count skipped"
+                                    );
+                                } else {
+                                    let split = splits.entry(e.key.to_vec()).or_insert_with(|| {
+                                        (e.blob_len, vec![None; e.part_count as usize])
+                                    });
+                                    if let Some(p) = split.1.get_mut(e.part_index as usize) {
+                                        *p = Some(loc);
+                                    }
+                                }
+                            }
+                            entries.len()
+                        })?;
                 rebuilt += usize::from(was_rebuilt);
+                for loc in retire_markers.drain(..) {
+                    retired.extend(self.reads.retired_generations(&info, &loc)?);
+                }
                 if !reserved {
                     sampled_bytes += u64::from(table_len);
-                    sampled_entries += entries.len() as u64;
+                    sampled_entries += count as u64;
                     if sampled_entries >= RESERVE_SAMPLE_ENTRIES {
                         reserved = true;
                         // At most one entry per 44 bytes of entry table (a
@@ -131,29 +171,9 @@ impl IndexBuilder<'_> {
                         );
                     }
                 }
-                for e in entries {
-                    let loc = PartLoc {
-                        slot,
-                        offset: e.offset,
-                        len: e.len,
-                        checksum: e.checksum,
-                        column_index: c as u16,
-                    };
-                    if e.flags.contains(EntryFlags::RETIRE) {
-                        retired.extend(self.reads.retired_generations(&info, &loc)?);
-                        continue;
-                    }
-                    commit_entries.push(Pending {
-                        key: e.key,
-                        loc: (!e.flags.contains(EntryFlags::TOMBSTONE)).then_some(loc),
-                        part_index: e.part_index,
-                        part_count: e.part_count,
-                        blob_len: e.blob_len,
-                    });
-                }
             }
         }
-        gather_commit(&state.index, &mut commit_entries, &mut changes);
+        end_commit(&state.index, &mut splits, &mut changes);
         state.apply_changes(&mut changes);
         drop_retired(&mut state, &retired);
         Ok(Built {
@@ -192,44 +212,14 @@ pub(crate) fn drop_retired(state: &mut State, retired: &BTreeSet<u64>) {
     }
 }
 
-/// One entry of the commit being gathered.
-struct Pending {
-    key: Vec<u8>,
-    /// `None` for a tombstone.
-    loc: Option<PartLoc>,
-    part_index: u32,
-    part_count: u32,
-    blob_len: u64,
-}
+/// A commit's split blobs by key: the blob's length and its parts found.
+type Splits = HashMap<Vec<u8>, (u64, Vec<Option<PartLoc>>)>;
 
-/// Turns one commit's entries into index changes: a tombstone removes its
-/// key, a whole blob replaces it, a split blob replaces it only if all its
-/// parts are here (after the commit's other changes).
-fn gather_commit(index: &Index, entries: &mut Vec<Pending>, changes: &mut Changes) {
-    let mut split: HashMap<Vec<u8>, (u64, Vec<Option<PartLoc>>)> = HashMap::new();
-    for e in entries.drain(..) {
-        match e.loc {
-            None => changes.push(index, &e.key, None),
-            Some(loc) if e.part_count <= 1 => {
-                changes.push(index, &e.key, Some(BlobLoc::Whole(loc)));
-            }
-            Some(_) if u64::from(e.part_count) > super::super::PARTS_PER_BLOB_MAX => {
-                tracing::warn!(
-                    part_count = e.part_count,
-                    "entry with an impossible part count skipped"
-                );
-            }
-            Some(loc) => {
-                let slot = split
-                    .entry(e.key)
-                    .or_insert_with(|| (e.blob_len, vec![None; e.part_count as usize]));
-                if let Some(p) = slot.1.get_mut(e.part_index as usize) {
-                    *p = Some(loc);
-                }
-            }
-        }
-    }
-    for (key, (blob_len, parts)) in split {
+/// Ends a commit: its split blobs whose every part is in it replace their
+/// keys, after the commit's other changes (a tombstone removes its key, a
+/// whole blob replaces it, in the order of the entries).
+fn end_commit(index: &Index, splits: &mut Splits, changes: &mut Changes) {
+    for (key, (blob_len, parts)) in splits.drain() {
         let parts: Option<Vec<PartLoc>> = parts.into_iter().collect();
         if let Some(parts) = parts {
             changes.push(index, &key, Some(BlobLoc::split(blob_len, parts.into())));
