@@ -8,6 +8,10 @@ use std::sync::{Mutex, PoisonError};
 
 /// The index and the stripe table, read and updated together, with the
 /// per-generation byte counts compaction chooses by.
+/// Partitions of [`State::apply_changes`]: 2^8, each a few thousand
+/// changes of a batch of 2^20.
+const PARTITION_BITS: u32 = 8;
+
 /// Index changes gathered for [`State::apply_changes`]: keys packed in one
 /// buffer, each hashed as it is added (while it is in the caches).
 #[derive(Default)]
@@ -189,34 +193,74 @@ impl State {
     /// order of the index's table buckets (open's bulk inserts: walking a
     /// large table front to back instead of at random). The usage sums
     /// come out the same in any order of the keys.
+    ///
+    /// The changes are first moved, with their keys, into partitions by
+    /// the top bits of their bucket (one pass, reading in order): each
+    /// partition is then sorted and applied with its keys in the caches,
+    /// where a sort of the whole batch would read the keys at random.
     pub fn apply_changes(&mut self, changes: &mut Changes) {
         let mask = self
             .index
             .bucket_mask(self.index.len() + changes.items.len());
-        // By bucket, then in the order given (each key's changes keep
-        // theirs).
-        changes
-            .items
-            .sort_unstable_by_key(|c| (c.hash & mask, c.seq));
-        for change in changes.items.drain(..) {
-            let Some(key) = changes
-                .keys
-                .get(change.key_at..change.key_at + change.key_len)
-            else {
+        let shift = (64 - mask.leading_zeros()).saturating_sub(PARTITION_BITS);
+        let partition = |c: &Change| ((c.hash & mask) >> shift) as usize;
+        let mut counts = [(0usize, 0usize); 1 << PARTITION_BITS];
+        for c in &changes.items {
+            let p = &mut counts[partition(c)];
+            p.0 += 1;
+            p.1 += c.key_len;
+        }
+        let (mut at, mut key_at) = (0, 0);
+        let mut starts = [(0usize, 0usize); 1 << PARTITION_BITS];
+        for (start, (items, key_bytes)) in starts.iter_mut().zip(counts) {
+            *start = (at, key_at);
+            at += items;
+            key_at += key_bytes;
+        }
+        let bounds: Vec<usize> = starts.iter().map(|s| s.0).chain([at]).collect();
+        let mut moved: Vec<Option<Change>> = Vec::with_capacity(changes.items.len());
+        moved.resize_with(changes.items.len(), || None);
+        let mut keys = vec![0u8; key_at];
+        for mut c in changes.items.drain(..) {
+            let (at, key_at) = &mut starts[partition(&c)];
+            let (Some(from), Some(to)) = (
+                changes.keys.get(c.key_at..c.key_at + c.key_len),
+                keys.get_mut(*key_at..*key_at + c.key_len),
+            ) else {
                 continue;
             };
-            let old = match change.loc {
-                Some(loc) => {
-                    self.account(&loc, true, true);
-                    self.index.insert_hashed(change.hash, key, loc)
-                }
-                None => self.index.remove_hashed(change.hash, key),
-            };
-            if let Some(old) = old {
-                self.account(&old, false, false);
+            to.copy_from_slice(from);
+            c.key_at = *key_at;
+            *key_at += c.key_len;
+            if let Some(slot) = moved.get_mut(*at) {
+                *slot = Some(c);
             }
+            *at += 1;
         }
         changes.keys.clear();
+        for window in bounds.windows(2) {
+            let Some(part) = moved.get_mut(window[0]..window[1]) else {
+                continue;
+            };
+            // By bucket, then in the order given (each key's changes keep
+            // theirs).
+            part.sort_unstable_by_key(|c| c.as_ref().map(|c| (c.hash & mask, c.seq)));
+            for change in part.iter_mut().filter_map(Option::take) {
+                let Some(key) = keys.get(change.key_at..change.key_at + change.key_len) else {
+                    continue;
+                };
+                let old = match change.loc {
+                    Some(loc) => {
+                        self.account(&loc, true, true);
+                        self.index.insert_hashed(change.hash, key, loc)
+                    }
+                    None => self.index.remove_hashed(change.hash, key),
+                };
+                if let Some(old) = old {
+                    self.account(&old, false, false);
+                }
+            }
+        }
     }
 
     pub fn remove_blob(&mut self, key: &[u8]) {
