@@ -52,6 +52,8 @@ pub struct CheckpointReport {
 /// Chunks of the body are coded with columns of at most this many bytes.
 const CHUNK_COLUMN_LEN: usize = if cfg!(test) { 4096 } else { 16 << 20 };
 const _: () = assert!(CHUNK_COLUMN_LEN as u64 <= COLUMN_LEN_MAX);
+/// Bodies at least this long are read by two threads.
+const PARALLEL_BODY_MIN: usize = 64 << 20;
 
 /// The body's last bytes: magic, version, then the fields of [`Trailer`],
 /// then a crc32 of every byte of the body before it.
@@ -387,13 +389,25 @@ impl Snapshot {
                 .collect(),
         )
         .map_err(bad)?;
+        // Each data column's length by slot, flat (checked for every
+        // record: one load instead of three dependent ones).
+        let slots = stripes.slots().map(|(slot, _)| slot as usize + 1).max();
+        let mut column_lens: Vec<Option<u32>> = vec![None; slots.unwrap_or(0) * k];
+        for (slot, info) in stripes.slots() {
+            for (c, column) in info.columns.iter().take(k).enumerate() {
+                if let Some(len) = column_lens.get_mut(slot as usize * k + c) {
+                    *len = Some(column.len);
+                }
+            }
+        }
         let part_ok = |p: &PartLoc| {
-            stripes.get(p.slot).is_some_and(|s| {
-                usize::from(p.column_index) < k
-                    && s.columns
-                        .get(usize::from(p.column_index))
-                        .is_some_and(|c| u64::from(p.offset) + u64::from(p.len) <= u64::from(c.len))
-            })
+            let c = usize::from(p.column_index);
+            c < k
+                && column_lens
+                    .get((p.slot as usize).saturating_mul(k).saturating_add(c))
+                    .copied()
+                    .flatten()
+                    .is_some_and(|len| u64::from(p.offset) + u64::from(p.len) <= u64::from(len))
         };
         let index = super::index::Index::from_image(self.index, part_ok).map_err(bad)?;
         let state = super::State {
@@ -717,6 +731,9 @@ pub(crate) fn load_newest(
 /// Where each column of a chunk was found.
 type ColumnsAt = HashMap<usize, (NodeId, RecordLocation)>;
 
+/// A chunk to read: its number, header, columns, and its part of the body.
+type ChunkOut<'a> = (u64, ColumnHeader, ColumnsAt, &'a mut [u8]);
+
 /// Reads and decodes the body of checkpoint `generation` from the nodes
 /// in `holders`: each chunk from its data columns where they are intact,
 /// else rebuilt from any k intact columns.
@@ -764,61 +781,121 @@ fn read_body(
                 .sum::<u64>()
         })
         .sum();
-    let mut body = Vec::with_capacity(usize::try_from(total).map_err(|_| bad("size".into()))?);
+    let total = usize::try_from(total).map_err(|_| bad("size".into()))?;
+    // Zeroed without being touched (the allocator maps fresh pages); two
+    // threads fill it, a chunk each in turn: touching hundreds of MiB of
+    // fresh memory is most of the read (docs/PERFORMANCE.md).
+    let mut body = vec![0u8; total];
+    let mut parts: Vec<ChunkOut<'_>> = Vec::new();
+    let mut rest = &mut body[..];
     for (n, (chunk, (header, columns))) in chunks.into_iter().enumerate() {
         if chunk != n as u64 {
             return Err(bad(format!("chunk {n} missing")));
         }
-        let read = |c: usize| -> Option<bytes::Bytes> {
-            let (id, loc) = columns.get(&c)?;
-            let bytes = nodes.get(*id)?.read(generation, loc.offset, loc.len).ok()?;
-            (bytes.len() == header.column_lens[c] as usize
-                && crc32fast::hash(&bytes) == header.column_checksums[c])
-                .then_some(bytes)
-        };
-        let mut data: Vec<Option<bytes::Bytes>> = (0..k)
-            .map(|c| {
-                if header.column_lens[c] == 0 {
-                    Some(bytes::Bytes::new())
-                } else {
-                    read(c)
-                }
+        let len: usize = header.column_lens[..k].iter().map(|&l| l as usize).sum();
+        let (part, after) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = after;
+        parts.push((chunk, header, columns, part));
+    }
+    // Small bodies (every test's and the simulator's, whose nodes log the
+    // order of reads) are read by this thread alone.
+    let threads = if total >= PARALLEL_BODY_MIN { 2 } else { 1 };
+    let mut shares: Vec<Vec<ChunkOut<'_>>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, part) in parts.into_iter().enumerate() {
+        shares[i % threads].push(part);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                s.spawn(move || {
+                    for (chunk, header, columns, out) in share {
+                        read_chunk(
+                            nodes, codec, generation, k, m, chunk, &header, &columns, out,
+                        )?;
+                    }
+                    Ok::<(), Error>(())
+                })
             })
             .collect();
-        if data.iter().any(Option::is_none) {
-            let stripe_len = header.column_lens.iter().copied().max().unwrap_or(0) as usize;
-            let mut present: Vec<(usize, bytes::Bytes)> = Vec::new();
-            let intact = data
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })?;
+    Ok(body)
+}
+
+/// Reads chunk `chunk` of checkpoint `generation` into `out` (its data
+/// columns' lengths): from its data columns where they are intact, else
+/// rebuilt from any k intact columns.
+#[allow(clippy::too_many_arguments, reason = "one chunk's whole context")]
+fn read_chunk(
+    nodes: &super::nodes::NodeSet,
+    codec: &crate::codec::Codec,
+    generation: u64,
+    k: usize,
+    m: usize,
+    chunk: u64,
+    header: &ColumnHeader,
+    columns: &ColumnsAt,
+    out: &mut [u8],
+) -> Result<()> {
+    let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
+    let read = |c: usize| -> Option<bytes::Bytes> {
+        let (id, loc) = columns.get(&c)?;
+        let bytes = nodes.get(*id)?.read(generation, loc.offset, loc.len).ok()?;
+        (bytes.len() == header.column_lens[c] as usize
+            && crc32fast::hash(&bytes) == header.column_checksums[c])
+            .then_some(bytes)
+    };
+    let mut data: Vec<Option<bytes::Bytes>> = (0..k)
+        .map(|c| {
+            if header.column_lens[c] == 0 {
+                Some(bytes::Bytes::new())
+            } else {
+                read(c)
+            }
+        })
+        .collect();
+    if data.iter().any(Option::is_none) {
+        let stripe_len = header.column_lens.iter().copied().max().unwrap_or(0) as usize;
+        let mut present: Vec<(usize, bytes::Bytes)> = Vec::new();
+        let intact = data
+            .iter()
+            .enumerate()
+            .filter_map(|(c, d)| Some((c, d.clone()?)))
+            .chain((k..k + m).filter_map(|c| Some((c, read(c)?))));
+        present.extend(intact.take(k));
+        let missing_at: Vec<usize> = (0..k).filter(|&c| data[c].is_none()).collect();
+        let mut rebuilt: Vec<Vec<u8>> = vec![vec![0u8; stripe_len]; missing_at.len()];
+        {
+            let present_refs: Vec<(usize, &[u8])> =
+                present.iter().map(|(c, b)| (*c, &b[..])).collect();
+            let mut missing: Vec<(usize, &mut [u8])> = missing_at
                 .iter()
-                .enumerate()
-                .filter_map(|(c, d)| Some((c, d.clone()?)))
-                .chain((k..k + m).filter_map(|c| Some((c, read(c)?))));
-            present.extend(intact.take(k));
-            let missing_at: Vec<usize> = (0..k).filter(|&c| data[c].is_none()).collect();
-            let mut rebuilt: Vec<Vec<u8>> = vec![vec![0u8; stripe_len]; missing_at.len()];
-            {
-                let present_refs: Vec<(usize, &[u8])> =
-                    present.iter().map(|(c, b)| (*c, &b[..])).collect();
-                let mut missing: Vec<(usize, &mut [u8])> = missing_at
-                    .iter()
-                    .copied()
-                    .zip(rebuilt.iter_mut().map(|b| &mut b[..]))
-                    .collect();
-                codec.reconstruct(&present_refs, &mut missing)?;
-            }
-            for (c, mut bytes) in missing_at.into_iter().zip(rebuilt) {
-                bytes.truncate(header.column_lens[c] as usize);
-                if crc32fast::hash(&bytes) != header.column_checksums[c] {
-                    return Err(bad(format!("chunk {chunk} column {c} rebuilt wrong")));
-                }
-                data[c] = Some(bytes.into());
-            }
+                .copied()
+                .zip(rebuilt.iter_mut().map(|b| &mut b[..]))
+                .collect();
+            codec.reconstruct(&present_refs, &mut missing)?;
         }
-        for column in data.into_iter().flatten() {
-            body.extend_from_slice(&column);
+        for (c, mut bytes) in missing_at.into_iter().zip(rebuilt) {
+            bytes.truncate(header.column_lens[c] as usize);
+            if crc32fast::hash(&bytes) != header.column_checksums[c] {
+                return Err(bad(format!("chunk {chunk} column {c} rebuilt wrong")));
+            }
+            data[c] = Some(bytes.into());
         }
     }
-    Ok(body)
+    let mut at = 0;
+    for column in data.into_iter().flatten() {
+        let Some(into) = out.get_mut(at..at + column.len()) else {
+            return Err(bad(format!("chunk {chunk} longer than its header says")));
+        };
+        into.copy_from_slice(&column);
+        at += column.len();
+    }
+    Ok(())
 }
 
 /// A sample checkpoint for tests and the fuzzer.

@@ -275,7 +275,7 @@ pub(crate) fn siphash<const C: usize, const D: usize>(k0: u64, k1: u64, bytes: &
 /// The live records of an [`Index`] in its arena format, with their split
 /// blobs and hash key: what a checkpoint stores (docs/FORMAT.md,
 /// "Checkpoint").
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct IndexImage {
     /// Records back to back: key length (u16), kind (0 whole, 1 split),
     /// column index, then slot (or split number), offset, length and
@@ -301,6 +301,28 @@ pub(crate) struct IndexCopy {
 /// Buckets hashbrown's table gets for `count` entries (`with_capacity`):
 /// records stored in bucket order load into the table front to back.
 /// Only speed depends on it matching hashbrown's rule.
+/// Images of at least this many records are loaded with their keys
+/// hashed ahead by a second thread, in blocks of `HASH_BLOCK`.
+const HASH_AHEAD_MIN: usize = 1 << 16;
+const HASH_BLOCK: usize = 1 << 14;
+
+/// The hashes of the keys of `arena`'s records in order, as
+/// [`Index::load_records`] walks them: it stops where that walk finds a
+/// record it refuses (which then fails the load).
+fn record_hashes(arena: &[u8], hasher: HashKey) -> impl FnMut() -> Option<u64> + '_ {
+    let mut at = 0;
+    move || {
+        let header = arena.get(at..at + FIXED)?;
+        let key_len = usize::from(u16::from_le_bytes([header[0], header[1]]));
+        if key_len == 0 || key_len > crate::format::KEY_LEN_MAX {
+            return None;
+        }
+        let key = arena.get(at + FIXED..at + FIXED + key_len)?;
+        at += record_len(key_len);
+        Some(hasher.hash(key))
+    }
+}
+
 fn buckets_for(count: usize) -> usize {
     if count < 8 {
         return 8;
@@ -852,8 +874,91 @@ impl Index {
         let mut used = vec![false; splits.len()];
         index.splits = splits.into_iter().map(|s| Some(Box::new(s))).collect();
         index.table = HashTable::with_capacity(count);
-        let arena = &index.arena;
-        let hasher = index.hasher;
+        let (arena, hasher) = (&index.arena, index.hasher);
+        if count < HASH_AHEAD_MIN {
+            let hashes = std::iter::from_fn(record_hashes(arena, hasher));
+            Index::load_records(
+                arena,
+                hasher,
+                &mut index.table,
+                &index.splits,
+                &mut used,
+                &mut part_ok,
+                hashes,
+            )?;
+        } else {
+            // Another thread hashes the keys ahead (half the work), in
+            // blocks handed over and back.
+            std::thread::scope(|s| {
+                let (ahead, hashed) = std::sync::mpsc::sync_channel::<Vec<u64>>(4);
+                let (give_back, returned) = std::sync::mpsc::channel::<Vec<u64>>();
+                s.spawn(move || {
+                    let mut next = record_hashes(arena, hasher);
+                    loop {
+                        let mut block = returned.try_recv().unwrap_or_default();
+                        block.clear();
+                        block.extend(std::iter::from_fn(&mut next).take(HASH_BLOCK));
+                        let last = block.len() < HASH_BLOCK;
+                        if ahead.send(block).is_err() || last {
+                            return;
+                        }
+                    }
+                });
+                let (mut block, mut next) = (Vec::new(), 0);
+                let hashes = std::iter::from_fn(|| {
+                    loop {
+                        if let Some(&hash) = block.get(next) {
+                            next += 1;
+                            return Some(hash);
+                        }
+                        if next > 0 && block.len() < HASH_BLOCK {
+                            return None;
+                        }
+                        let _ = give_back.send(std::mem::take(&mut block));
+                        block = hashed.recv().ok()?;
+                        next = 0;
+                        if block.is_empty() {
+                            return None;
+                        }
+                    }
+                });
+                Index::load_records(
+                    arena,
+                    hasher,
+                    &mut index.table,
+                    &index.splits,
+                    &mut used,
+                    &mut part_ok,
+                    hashes,
+                )
+            })?;
+        }
+        if index.table.len() != count || used.iter().any(|u| !u) {
+            return Err(format!(
+                "{} records, {count} announced; {} splits unused",
+                index.table.len(),
+                used.iter().filter(|u| !**u).count()
+            ));
+        }
+        Ok(index)
+    }
+
+    /// [`from_image`](Self::from_image)'s walk: checks every record of
+    /// `arena` and files it in `table` under the next of `hashes` (the
+    /// hash of its key, from [`record_hashes`]).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of an index being built"
+    )]
+    fn load_records(
+        arena: &[u8],
+        hasher: HashKey,
+        table: &mut HashTable<u32>,
+        splits: &[Option<Box<SplitBlob>>],
+        used: &mut [bool],
+        part_ok: &mut impl FnMut(&PartLoc) -> bool,
+        mut hashes: impl Iterator<Item = u64>,
+    ) -> std::result::Result<(), String> {
         let mut at = 0;
         while at < arena.len() {
             let header = arena
@@ -883,23 +988,25 @@ impl Index {
                 }
                 KIND_SPLIT => {
                     let number = field(0) as usize;
-                    let split = index
-                        .splits
+                    let split = splits
                         .get(number)
                         .and_then(Option::as_ref)
                         .filter(|_| !used[number])
                         .ok_or_else(|| format!("split number {number} at byte {at}"))?;
                     used[number] = true;
-                    if split.parts.is_empty() || !split.parts.iter().all(&mut part_ok) {
+                    if split.parts.is_empty() || !split.parts.iter().all(&mut *part_ok) {
                         return Err(format!("split blob {number} at byte {at}"));
                     }
                 }
                 kind => return Err(format!("record kind {kind} at byte {at}")),
             }
             let key = &arena[at + FIXED..at + FIXED + key_len];
-            let hash = hasher.hash(key);
+            let hash = hashes
+                .next()
+                .ok_or_else(|| format!("no hash for the record at byte {at}"))?;
+            debug_assert_eq!(hash, hasher.hash(key));
             let id = (at / ALIGN) as u32;
-            match index.table.entry(
+            match table.entry(
                 hash,
                 |&other| key_at(arena, other) == key,
                 |&other| hasher.hash(key_at(arena, other)),
@@ -913,14 +1020,7 @@ impl Index {
             }
             at += len;
         }
-        if index.table.len() != count || used.iter().any(|u| !u) {
-            return Err(format!(
-                "{} records, {count} announced; {} splits unused",
-                index.table.len(),
-                used.iter().filter(|u| !**u).count()
-            ));
-        }
-        Ok(index)
+        Ok(())
     }
 
     /// Every entry, in no particular order.
@@ -1024,8 +1124,43 @@ pub(crate) mod tests {
     /// entries, list the same keys, and go on taking changes.
     #[test]
     fn an_image_loads_back_to_the_same_index() {
+        // Below and above HASH_AHEAD_MIN (keys hashed by a second thread).
+        for records in [20_000, 3 * HASH_AHEAD_MIN as u32] {
+            image_round_trip(records);
+        }
+    }
+
+    /// A large image damaged in the middle (a key length of 0, or cut in a
+    /// record) is refused while the second thread hashes ahead.
+    #[test]
+    fn a_large_damaged_image_is_refused() {
         let mut ix = Index::default();
-        for n in 0..20_000u32 {
+        for n in 0..2 * HASH_AHEAD_MIN as u32 {
+            ix.insert(format!("room-{}/msg-{n}", n % 97).as_bytes(), loc(n));
+        }
+        let image = ix.image();
+        let mut zero = image.clone();
+        let middle = record_start_near(&zero.records, zero.records.len() / 2);
+        zero.records[middle..middle + 2].copy_from_slice(&0u16.to_le_bytes());
+        assert!(Index::from_image(zero, |_| true).is_err());
+        let mut cut = image.clone();
+        cut.records.truncate(middle + 3);
+        assert!(Index::from_image(cut, |_| true).is_err());
+        assert!(Index::from_image(image, |_| true).is_ok());
+    }
+
+    /// The start of the first record at or after byte `near` of `records`.
+    fn record_start_near(records: &[u8], near: usize) -> usize {
+        let mut at = 0;
+        while at < near {
+            at += record_len(key_len_at(records, at));
+        }
+        at
+    }
+
+    fn image_round_trip(records: u32) {
+        let mut ix = Index::default();
+        for n in 0..records {
             let key = format!("room-{}/msg-{n}", n % 97);
             let value = if n % 31 == 0 { split_loc(n) } else { loc(n) };
             ix.insert(key.as_bytes(), value);
