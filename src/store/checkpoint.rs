@@ -380,7 +380,7 @@ impl Snapshot {
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming what does not fit.
-    pub(crate) fn into_state(self, k: usize) -> Result<(super::State, Vec<u64>, u64)> {
+    pub(crate) fn into_state(self, k: usize, room: usize) -> Result<(super::State, Vec<u64>, u64)> {
         let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
         let stripes = StripeTable::restore(
             self.stripes
@@ -409,7 +409,7 @@ impl Snapshot {
                     .flatten()
                     .is_some_and(|len| u64::from(p.offset) + u64::from(p.len) <= u64::from(len))
         };
-        let index = super::index::Index::from_image(self.index, part_ok).map_err(bad)?;
+        let index = super::index::Index::from_image(self.index, room, part_ok).map_err(bad)?;
         let state = super::State {
             index,
             stripes,
@@ -1019,7 +1019,7 @@ pub(crate) mod fuzzing {
             body[end..].copy_from_slice(&crc.to_le_bytes());
         }
         Snapshot::decode(body, &layout)
-            .and_then(|s| s.into_state(2))
+            .and_then(|s| s.into_state(2, 0))
             .is_ok()
     }
 }
@@ -1036,7 +1036,7 @@ mod tests {
         let body = snapshot.encode(&layout).expect("encode");
         let decoded = Snapshot::decode(body, &layout).expect("decode");
         assert_eq!(decoded, snapshot);
-        let (state, retired, cut) = decoded.into_state(2).expect("state");
+        let (state, retired, cut) = decoded.into_state(2, 0).expect("state");
         assert_eq!((retired, cut), (vec![5], (1 << 40) | 4));
         assert_eq!(state.index.len(), 200);
         assert_eq!(state.stripes.len(), 3);
@@ -1066,7 +1066,7 @@ mod tests {
                 let crc = crc32fast::hash(&body[..end]);
                 body[end..].copy_from_slice(&crc.to_le_bytes());
             }
-            let result = Snapshot::decode(body, &layout).and_then(|s| s.into_state(2));
+            let result = Snapshot::decode(body, &layout).and_then(|s| s.into_state(2, 0));
             if !fixed {
                 assert!(
                     result.is_err(),

@@ -845,12 +845,15 @@ impl Index {
     /// key. The bytes may come from a damaged or hostile checkpoint: every
     /// record is checked (bounds, kind, key length, each part by
     /// `part_ok`), split numbers must be used once each and keys must be
-    /// distinct. The records become the arena without a copy.
+    /// distinct. The records become the arena without a copy. The table
+    /// has room for `room` more keys (an open's tail: growing it past a
+    /// power of two later rehashes every key).
     ///
     /// # Errors
     /// What is wrong with the first bad record.
     pub fn from_image(
         image: IndexImage,
+        room: usize,
         mut part_ok: impl FnMut(&PartLoc) -> bool,
     ) -> std::result::Result<Index, String> {
         let IndexImage {
@@ -873,7 +876,7 @@ impl Index {
         };
         let mut used = vec![false; splits.len()];
         index.splits = splits.into_iter().map(|s| Some(Box::new(s))).collect();
-        index.table = HashTable::with_capacity(count);
+        index.table = HashTable::with_capacity(count.saturating_add(room));
         let (arena, hasher) = (&index.arena, index.hasher);
         if count < HASH_AHEAD_MIN {
             let hashes = std::iter::from_fn(record_hashes(arena, hasher));
@@ -1142,11 +1145,11 @@ pub(crate) mod tests {
         let mut zero = image.clone();
         let middle = record_start_near(&zero.records, zero.records.len() / 2);
         zero.records[middle..middle + 2].copy_from_slice(&0u16.to_le_bytes());
-        assert!(Index::from_image(zero, |_| true).is_err());
+        assert!(Index::from_image(zero, 0, |_| true).is_err());
         let mut cut = image.clone();
         cut.records.truncate(middle + 3);
-        assert!(Index::from_image(cut, |_| true).is_err());
-        assert!(Index::from_image(image, |_| true).is_ok());
+        assert!(Index::from_image(cut, 0, |_| true).is_err());
+        assert!(Index::from_image(image, 0, |_| true).is_ok());
     }
 
     /// The start of the first record at or after byte `near` of `records`.
@@ -1171,7 +1174,7 @@ pub(crate) mod tests {
         assert!(ix.compactions > 0 && ix.dead_bytes > 0);
         let image = ix.image();
         assert_eq!(image.count, ix.len() as u64);
-        let mut loaded = Index::from_image(image, |_| true).expect("loads");
+        let mut loaded = Index::from_image(image, 0, |_| true).expect("loads");
         let entries = |ix: &Index| {
             let mut all: Vec<(Vec<u8>, BlobLoc)> =
                 ix.iter().map(|(k, l)| (k.to_vec(), l)).collect();
@@ -1227,7 +1230,7 @@ pub(crate) mod tests {
                     bad.splits.remove(n);
                 }
             }
-            let _ = Index::from_image(bad, |p| p.column_index < 250);
+            let _ = Index::from_image(bad, 0, |p| p.column_index < 250);
         }
         let mut whole = Index::default();
         for n in 0..3u32 {
@@ -1238,20 +1241,20 @@ pub(crate) mod tests {
         twice.records.extend_from_slice(&first);
         twice.count += 1;
         assert!(
-            Index::from_image(twice, |_| true)
+            Index::from_image(twice, 0, |_| true)
                 .unwrap_err()
                 .contains("twice")
         );
         // loc(5)'s part, refused by the stripe table.
         assert!(
-            Index::from_image(ix.image(), |p| p.slot != 5 ^ 0x5a5a)
+            Index::from_image(ix.image(), 0, |p| p.slot != 5 ^ 0x5a5a)
                 .unwrap_err()
                 .contains("outside")
         );
         let mut kind = ix.image();
         kind.records[2] = 9;
         assert!(
-            Index::from_image(kind, |_| true)
+            Index::from_image(kind, 0, |_| true)
                 .unwrap_err()
                 .contains("kind")
         );
@@ -1276,7 +1279,7 @@ pub(crate) mod tests {
         let imaged = started.elapsed();
         drop(ix);
         let started = std::time::Instant::now();
-        let loaded = Index::from_image(image, |_| true).expect("loads");
+        let loaded = Index::from_image(image, 0, |_| true).expect("loads");
         eprintln!(
             "copy {:.3} s, image {:.3} s, load {:.3} s, {} keys",
             copied.as_secs_f64(),

@@ -18,7 +18,7 @@ use crate::layout::Layout;
 /// them (see `build_state`).
 const RESERVE_SAMPLE_ENTRIES: u64 = 4096;
 /// The fewest entry-table bytes per entry the reservation assumes.
-const RESERVE_ENTRY_BYTES_MIN: u64 = 44;
+pub(super) const RESERVE_ENTRY_BYTES_MIN: u64 = 44;
 /// Index changes gathered before they are applied in bucket order
 /// ([`State::apply_changes`]): enough to walk a large table front to back
 /// in one sweep, few enough to bound what open holds besides the index.

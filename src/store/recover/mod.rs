@@ -264,7 +264,28 @@ impl Recovery<'_> {
                 }
             }
         }
-        let (mut state, retired, _) = match snapshot.into_state(k) {
+        // The tail first: the index is loaded with room for its entries
+        // (at most one per RESERVE_ENTRY_BYTES_MIN bytes of entry table),
+        // so they never grow the table past a power of two (a rehash of
+        // every key: half the open of a store just under one). A header's
+        // claim counts only up to the bytes of the records found.
+        let scanned = self.scanner().scan_nodes_from(&horizons)?;
+        self.identify.check_outage()?;
+        let tail_table_bytes: u64 = scanned
+            .stripes
+            .range(snapshot.cut..)
+            .map(|(_, found)| {
+                let claimed: u64 = found
+                    .header
+                    .entry_table_lens
+                    .iter()
+                    .map(|&len| u64::from(len))
+                    .sum();
+                claimed.min(found.stored_bytes())
+            })
+            .sum();
+        let room = usize::try_from(tail_table_bytes / index::RESERVE_ENTRY_BYTES_MIN).unwrap_or(0);
+        let (mut state, retired, _) = match snapshot.into_state(k, room) {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::warn!(generation, error = %e, "checkpoint does not load");
@@ -272,8 +293,6 @@ impl Recovery<'_> {
             }
         };
         let mut retired: BTreeSet<u64> = retired.into_iter().collect();
-        let scanned = self.scanner().scan_nodes_from(&horizons)?;
-        self.identify.check_outage()?;
         for id in &scanned.scanned_whole {
             horizons.measured.remove(id);
         }
