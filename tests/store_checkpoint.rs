@@ -185,6 +185,22 @@ fn checkpoint_files(root: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// A node directory's data segments (not checkpoints), oldest first.
+fn data_segments(node: &Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<_> = common::files_under(node)
+        .into_iter()
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "segment")
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ffffff"))
+        })
+        .collect();
+    segments.sort();
+    segments
+}
+
 #[test]
 fn a_damaged_or_partial_checkpoint_falls_back_to_the_full_scan() {
     let dir = common::fast_tempdir();
@@ -245,15 +261,9 @@ fn a_segment_shorter_than_the_checkpoint_saw_it_is_scanned_whole() {
     drop(store);
     // A node's segment cut below the checkpoint's horizon (behind the
     // store's back): that node is scanned whole.
-    let segment = common::files_under(&root.join("site1/n0"))
+    let segment = data_segments(&root.join("site1/n0"))
         .into_iter()
-        .find(|p| {
-            p.extension().is_some_and(|e| e == "segment")
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("ffffff"))
-        })
+        .next()
         .expect("a data segment");
     let len = std::fs::metadata(&segment).expect("len").len();
     let file = std::fs::OpenOptions::new()
@@ -286,17 +296,7 @@ fn an_open_from_a_checkpoint_reads_only_past_the_horizons() {
     write_some(&store, &mut model, 1, 100);
     drop(store);
     // A byte in the middle of a node's oldest data segment flips.
-    let mut segments: Vec<_> = common::files_under(&root.join("site0/n0"))
-        .into_iter()
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "segment")
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("ffffff"))
-        })
-        .collect();
-    segments.sort();
+    let segments = data_segments(&root.join("site0/n0"));
     let segment = segments.first().expect("a data segment");
     let mut bytes = std::fs::read(segment).expect("read");
     let at = bytes.len() / 2;

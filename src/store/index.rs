@@ -895,8 +895,7 @@ impl Index {
         index.splits = splits.into_iter().map(|s| Some(Box::new(s))).collect();
         index.table = HashTable::with_capacity(count.saturating_add(room));
         let (arena, hasher) = (&index.arena, index.hasher);
-        if count < HASH_AHEAD_MIN {
-            let hashes = std::iter::from_fn(record_hashes(arena, hasher));
+        let mut load = |hashes: &mut dyn Iterator<Item = u64>| {
             Index::load_records(
                 arena,
                 hasher,
@@ -905,7 +904,10 @@ impl Index {
                 &mut used,
                 &mut part_ok,
                 hashes,
-            )?;
+            )
+        };
+        if count < HASH_AHEAD_MIN {
+            load(&mut std::iter::from_fn(record_hashes(arena, hasher)))?;
         } else {
             // Another thread hashes the keys ahead (half the work), in
             // blocks handed over and back.
@@ -925,7 +927,7 @@ impl Index {
                     }
                 });
                 let (mut block, mut next) = (Vec::new(), 0);
-                let hashes = std::iter::from_fn(|| {
+                load(&mut std::iter::from_fn(|| {
                     loop {
                         if let Some(&hash) = block.get(next) {
                             next += 1;
@@ -941,16 +943,7 @@ impl Index {
                             return None;
                         }
                     }
-                });
-                Index::load_records(
-                    arena,
-                    hasher,
-                    &mut index.table,
-                    &index.splits,
-                    &mut used,
-                    &mut part_ok,
-                    hashes,
-                )
+                }))
             })?;
         }
         if index.table.len() != count || used.iter().any(|u| !u) {
@@ -977,7 +970,7 @@ impl Index {
         splits: &[Option<Box<SplitBlob>>],
         used: &mut [bool],
         part_ok: &mut impl FnMut(&PartLoc) -> bool,
-        mut hashes: impl Iterator<Item = u64>,
+        hashes: &mut dyn Iterator<Item = u64>,
     ) -> std::result::Result<(), String> {
         let mut at = 0;
         while at < arena.len() {

@@ -78,13 +78,7 @@ fn scan_file_pread(
 ) -> io::Result<(SegmentScan, u64)> {
     let len = usize::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment larger than memory"))?;
-    let mut window = Window {
-        file,
-        len,
-        buf,
-        start: 0,
-        filled: 0,
-    };
+    let mut window = Window::new(file, len, buf);
     let scan = scan_segment_from(&mut window, generation)?;
     Ok((scan, window.len as u64))
 }
@@ -105,13 +99,7 @@ pub(super) fn scan_file_past(
     let (Ok(len), Ok(start)) = (usize::try_from(len), usize::try_from(start)) else {
         return Ok((None, len));
     };
-    let mut window = Window {
-        file,
-        len,
-        buf,
-        start: 0,
-        filled: 0,
-    };
+    let mut window = Window::new(file, len, buf);
     let scan = scan_segment_past(&mut window, generation, start)?;
     Ok((scan, window.len as u64))
 }
@@ -128,7 +116,18 @@ struct Window<'a> {
     filled: usize,
 }
 
-impl Window<'_> {
+impl<'a> Window<'a> {
+    /// An empty window on the first `len` bytes of `file`.
+    fn new(file: &'a File, len: usize, buf: &'a mut Vec<u8>) -> Window<'a> {
+        Window {
+            file,
+            len,
+            buf,
+            start: 0,
+            filled: 0,
+        }
+    }
+
     /// Reads from `start` up to `want` bytes into the window.
     fn fill(&mut self, start: usize, want: usize) -> io::Result<()> {
         if self.buf.len() < want {

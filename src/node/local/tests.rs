@@ -760,13 +760,16 @@ fn segments_are_scanned_at_first_use_or_from_a_horizon() {
         (first, second, third, dir.path().join(segment::file_name(4)))
     };
     let horizon = second.offset + u64::from(second.len);
-    // A torn write after the last record.
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(&[0xab; 77])
-        .unwrap();
+    // A torn write after the last record: 77 bytes of garbage.
+    let torn_write = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(&[0xab; 77])
+            .unwrap();
+    };
+    torn_write(&path);
     let end = third.offset + u64::from(third.len);
 
     // From the horizon: the record after it and the tail, nothing before.
@@ -806,12 +809,7 @@ fn segments_are_scanned_at_first_use_or_from_a_horizon() {
     assert!(scan.records.is_empty() && scan.corrupt.is_empty());
     assert_eq!(scan.truncated_tail_bytes, 0);
     drop(node);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(&[0xab; 77])
-        .unwrap();
+    torn_write(&path);
 
     // A read first scans the segment whole.
     let node = open(dir.path(), IoEngineKind::Pwrite);
