@@ -77,6 +77,22 @@ fn write_some(store: &Store, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, round: u64,
     }
 }
 
+/// A store at `root` with `before` writes, a checkpoint, then `after`
+/// more writes (round 1), closed: what it holds and the checkpoint.
+fn checkpoint_between(
+    root: &Path,
+    before: u64,
+    after: u64,
+) -> (BTreeMap<Vec<u8>, Vec<u8>>, geoshard::CheckpointReport) {
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    write_some(&store, &mut model, 0, before);
+    let report = store.checkpoint().expect("checkpoint");
+    write_some(&store, &mut model, 1, after);
+    drop(store);
+    (model, report)
+}
+
 /// Opens with and without the checkpoint; both see `model`, and the
 /// checkpoint open reports the checkpoint it used.
 fn check_both(root: &Path, model: &BTreeMap<Vec<u8>, Vec<u8>>, checkpoint: Option<u64>) {
@@ -142,12 +158,7 @@ fn open_from_a_checkpoint_sees_what_a_full_scan_sees() {
 fn a_burned_site_is_rebuilt_from_the_checkpoint_and_reported() {
     let dir = common::fast_tempdir();
     let root = dir.path();
-    let mut model = BTreeMap::new();
-    let store = Store::create(layout(root), options(true)).expect("create");
-    write_some(&store, &mut model, 0, 800);
-    let report = store.checkpoint().expect("checkpoint");
-    write_some(&store, &mut model, 1, 200);
-    drop(store);
+    let (model, report) = checkpoint_between(root, 800, 200);
     common::burn_site(&layout(root), SiteId(0));
     let store = Store::open(layout(root), options(true)).expect("open with a site gone");
     assert_eq!(store.open_report().checkpoint, Some(report.generation));
@@ -205,12 +216,7 @@ fn data_segments(node: &Path) -> Vec<std::path::PathBuf> {
 fn a_damaged_or_partial_checkpoint_falls_back_to_the_full_scan() {
     let dir = common::fast_tempdir();
     let root = dir.path();
-    let mut model = BTreeMap::new();
-    let store = Store::create(layout(root), options(true)).expect("create");
-    write_some(&store, &mut model, 0, 700);
-    let report = store.checkpoint().expect("checkpoint");
-    write_some(&store, &mut model, 1, 100);
-    drop(store);
+    let (model, report) = checkpoint_between(root, 700, 100);
     let files = checkpoint_files(root);
     assert_eq!(files.len(), 6, "one column per node: {files:?}");
 
@@ -289,12 +295,7 @@ fn a_segment_shorter_than_the_checkpoint_saw_it_is_scanned_whole() {
 fn an_open_from_a_checkpoint_reads_only_past_the_horizons() {
     let dir = common::fast_tempdir();
     let root = dir.path();
-    let mut model = BTreeMap::new();
-    let store = Store::create(layout(root), options(true)).expect("create");
-    write_some(&store, &mut model, 0, 500);
-    let report = store.checkpoint().expect("checkpoint");
-    write_some(&store, &mut model, 1, 100);
-    drop(store);
+    let (model, report) = checkpoint_between(root, 500, 100);
     // A byte in the middle of a node's oldest data segment flips.
     let segments = data_segments(&root.join("site0/n0"));
     let segment = segments.first().expect("a data segment");
