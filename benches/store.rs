@@ -89,7 +89,7 @@ impl System2 for Store {
         Store::get(self, key)
             .expect("get")
             .expect("present")
-            .to_bytes()
+            .into_bytes()
     }
 }
 

@@ -81,6 +81,38 @@ impl Blob {
         }
     }
 
+    /// The remaining bytes as one `Bytes`, consuming the blob: as
+    /// [`to_bytes`](Blob::to_bytes), and for a blob in one chunk (every
+    /// healthy read of a whole blob) that chunk itself, without taking
+    /// another reference to it.
+    ///
+    /// ```
+    /// use bytes::{Buf, Bytes};
+    /// use geoshard::Blob;
+    ///
+    /// let mut blob = Blob::from(Bytes::from_static(b"hello world"));
+    /// blob.advance(6);
+    /// assert_eq!(&blob.into_bytes()[..], b"world");
+    /// let two = Blob::from_chunks(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cd")]);
+    /// assert_eq!(Bytes::from(two), Bytes::from_static(b"abcd"));
+    /// ```
+    pub fn into_bytes(self) -> Bytes {
+        if let Some(one) = self.one {
+            return one;
+        }
+        let mut chunks = self.into_chunks();
+        match chunks.len() {
+            0 | 1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+                for chunk in &chunks {
+                    out.extend_from_slice(chunk);
+                }
+                out.freeze()
+            }
+        }
+    }
+
     /// The remaining chunks, in order.
     pub fn chunks(&self) -> &[Bytes] {
         match &self.one {
@@ -153,6 +185,13 @@ impl io::Read for Blob {
     }
 }
 
+impl From<Blob> for Bytes {
+    /// [`Blob::into_bytes`].
+    fn from(blob: Blob) -> Bytes {
+        blob.into_bytes()
+    }
+}
+
 impl From<Bytes> for Blob {
     fn from(bytes: Bytes) -> Blob {
         Blob {
@@ -204,5 +243,28 @@ mod tests {
         let data = Bytes::from(vec![7u8; 100]);
         let blob = Blob::from(data.clone());
         assert_eq!(blob.to_bytes().as_ptr(), data.as_ptr());
+        assert_eq!(blob.into_bytes().as_ptr(), data.as_ptr());
+    }
+
+    #[test]
+    fn into_bytes_is_what_remains() {
+        let chunks = vec![
+            Bytes::from_static(b"ab"),
+            Bytes::from_static(b"cde"),
+            Bytes::from_static(b"f"),
+        ];
+        for skip in 0..=6 {
+            let mut blob = Blob::from_chunks(chunks.clone());
+            blob.advance(skip);
+            let expected = blob.to_bytes();
+            assert_eq!(&expected[..], &b"abcdef"[skip..]);
+            assert_eq!(blob.clone().into_bytes(), expected);
+            assert_eq!(Bytes::from(blob), expected);
+        }
+        // The last chunk alone remains: it is returned, not copied.
+        let mut blob = Blob::from_chunks(chunks.clone());
+        blob.advance(5);
+        assert_eq!(blob.into_bytes().as_ptr(), chunks[2].as_ptr());
+        assert!(Blob::default().into_bytes().is_empty());
     }
 }

@@ -207,13 +207,27 @@ fn read_split(inner: &Inner, parts: &[(PartLoc, Arc<StripeInfo>)]) -> Result<Vec
 /// read and checked now (a slice of a mapped segment). `None` when the get
 /// needs more (a remote or down node, a split blob, a checksum failure, a
 /// pending loss): the caller then runs [`get`] where it may block.
-pub(crate) fn get_if_local(inner: &Inner, key: &[u8]) -> Option<Result<Option<Blob>>> {
+///
+/// `Store::get` tries this first: its common case then costs one lock of
+/// the state and no more than the read (the ratio against replication's
+/// get is in docs/PERFORMANCE.md). With `timed`, one get in
+/// [`GET_SAMPLE_EVERY`](super::metrics::GET_SAMPLE_EVERY) (by the count
+/// of gets so far, read without a write: a sample, not an exact period)
+/// is timed into `get_seconds`.
+pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Result<Option<Blob>>> {
     if inner.closed.load(Ordering::Acquire) {
         return Some(Err(Error::Closed));
     }
     if inner.loss.is_pending() {
         return None;
     }
+    let started = (timed
+        && inner
+            .stats
+            .gets
+            .get()
+            .is_multiple_of(super::metrics::GET_SAMPLE_EVERY))
+    .then(std::time::Instant::now);
     let (part, stripe_id, node, loc) = {
         let state = inner.read_state();
         let Some(found) = state.index.get(key) else {
@@ -239,6 +253,12 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8]) -> Option<Result<Option<Bl
         return None;
     }
     inner.stats.gets.inc();
+    if let Some(started) = started {
+        inner
+            .metrics
+            .get_seconds
+            .record(super::metrics::seconds_since(started));
+    }
     Some(Ok(Some(Blob::from(bytes))))
 }
 

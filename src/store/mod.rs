@@ -486,6 +486,9 @@ impl Store {
     /// - [`Error::Closed`] after [`close`](Store::close).
     pub fn get(&self, key: &[u8]) -> Result<Option<Blob>> {
         check_key(key)?;
+        if let Some(answer) = get::get_if_local(&self.inner, key, true) {
+            return answer;
+        }
         get::get(&self.inner, key)
     }
 
@@ -505,7 +508,7 @@ impl Store {
         if let Err(e) = check_key(key) {
             return Completion::ready(Err(e));
         }
-        if let Some(answer) = get::get_if_local(&self.inner, key) {
+        if let Some(answer) = get::get_if_local(&self.inner, key, false) {
             return Completion::ready(answer);
         }
         let (ack, pending) = Pending::channel();
