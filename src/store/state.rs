@@ -42,10 +42,23 @@ impl Changes {
         self.keys.extend_from_slice(key);
     }
 
+    /// Changes with room for `items` changes and `key_bytes` of keys.
+    pub fn with_capacity(items: usize, key_bytes: usize) -> Changes {
+        Changes {
+            keys: Vec::with_capacity(key_bytes),
+            items: Vec::with_capacity(items),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
 }
+
+/// Batches of at least this many changes have their partitions sorted by
+/// two threads (the simulator's small batches stay on one: the order is
+/// the same either way, each partition's sort being on unique keys).
+const PARALLEL_SORT_MIN: usize = 1 << 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -238,27 +251,41 @@ impl State {
             *at += 1;
         }
         changes.keys.clear();
-        for window in bounds.windows(2) {
-            let Some(part) = moved.get_mut(window[0]..window[1]) else {
+        // Each partition by bucket, then in the order given (each key's
+        // changes keep theirs): (bucket, seq) is unique, so the sort is
+        // the same on one thread or two.
+        let sort_parts = |parts: &mut [Option<Change>], bounds: &[usize]| {
+            let base = bounds.first().copied().unwrap_or(0);
+            for window in bounds.windows(2) {
+                if let Some(part) = parts.get_mut(window[0] - base..window[1] - base) {
+                    part.sort_unstable_by_key(|c| c.as_ref().map(|c| (c.hash & mask, c.seq)));
+                }
+            }
+        };
+        if moved.len() >= PARALLEL_SORT_MIN {
+            // Two runs of whole partitions, split where the count halves.
+            let half = bounds.partition_point(|&b| b < moved.len() / 2);
+            let (first, second) = moved.split_at_mut(bounds[half]);
+            std::thread::scope(|s| {
+                s.spawn(|| sort_parts(first, &bounds[..=half]));
+                sort_parts(second, &bounds[half..]);
+            });
+        } else {
+            sort_parts(&mut moved, &bounds);
+        }
+        for change in moved.iter_mut().filter_map(Option::take) {
+            let Some(key) = keys.get(change.key_at..change.key_at + change.key_len) else {
                 continue;
             };
-            // By bucket, then in the order given (each key's changes keep
-            // theirs).
-            part.sort_unstable_by_key(|c| c.as_ref().map(|c| (c.hash & mask, c.seq)));
-            for change in part.iter_mut().filter_map(Option::take) {
-                let Some(key) = keys.get(change.key_at..change.key_at + change.key_len) else {
-                    continue;
-                };
-                let old = match change.loc {
-                    Some(loc) => {
-                        self.account(&loc, true, true);
-                        self.index.insert_hashed(change.hash, key, loc)
-                    }
-                    None => self.index.remove_hashed(change.hash, key),
-                };
-                if let Some(old) = old {
-                    self.account(&old, false, false);
+            let old = match change.loc {
+                Some(loc) => {
+                    self.account(&loc, true, true);
+                    self.index.insert_hashed(change.hash, key, loc)
                 }
+                None => self.index.remove_hashed(change.hash, key),
+            };
+            if let Some(old) = old {
+                self.account(&old, false, false);
             }
         }
     }
@@ -296,5 +323,60 @@ impl RepairQueue {
     /// Empties the queue and returns what was in it.
     pub(crate) fn take(&self) -> BTreeSet<(u64, u16)> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::store::index::PartLoc;
+
+    fn whole(n: u32) -> BlobLoc {
+        BlobLoc::Whole(PartLoc {
+            slot: 0,
+            offset: n,
+            len: 1,
+            checksum: n,
+            column_index: 0,
+        })
+    }
+
+    /// A batch applied in bucket order ends as applying it change by
+    /// change would: each key's last change wins (a removal included), on
+    /// one thread (small batches) and with the partitions sorted by two.
+    #[test]
+    fn a_batch_of_changes_ends_as_its_changes_in_order() {
+        for count in [1_000usize, 3 * PARALLEL_SORT_MIN] {
+            let mut state = State::default();
+            let mut expected: HashMap<Vec<u8>, Option<u32>> = HashMap::new();
+            for i in 0..count / 4 {
+                let key = format!("k{i}").into_bytes();
+                state.index.insert(&key, whole(u32::MAX));
+                expected.insert(key, Some(u32::MAX));
+            }
+            let mut changes = Changes::default();
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ count as u64;
+            for n in 0..count as u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Few keys for many changes: most keys change many times.
+                let key = format!("k{}", x % (count as u64 / 3)).into_bytes();
+                let value = (x >> 40).is_multiple_of(4).then_some(n);
+                changes.push(&state.index, &key, value.map(whole));
+                expected.insert(key, value);
+            }
+            state.apply_changes(&mut changes);
+            assert_eq!(changes.len(), 0);
+            for (key, value) in &expected {
+                assert_eq!(state.index.get(key), value.map(whole), "{count}");
+            }
+            assert_eq!(
+                state.index.len(),
+                expected.values().filter(|v| v.is_some()).count()
+            );
+        }
     }
 }

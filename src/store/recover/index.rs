@@ -89,7 +89,13 @@ impl IndexBuilder<'_> {
         }
         let mut retired: BTreeSet<u64> = BTreeSet::new();
         let mut rebuilt = 0;
-        let mut changes = Changes::default();
+        // Room for the first batch at once (the tail of an open from a
+        // checkpoint is usually one): growing by doubling touches its
+        // fresh memory twice.
+        let batch = usize::try_from(table_bytes / RESERVE_ENTRY_BYTES_MIN)
+            .unwrap_or(usize::MAX)
+            .min(CHANGES_BATCH);
+        let mut changes = Changes::with_capacity(batch, batch * 24);
         // The split blobs of the commit being read (whole only if every
         // part is in it), added after its other changes.
         let mut splits = Splits::new();
