@@ -15,7 +15,9 @@
 //! `GEOSHARD_BENCH_OPEN_BLOBS` sets the open benchmark's size (default
 //! 1,000,000). `GEOSHARD_BENCH_SECTIONS` (comma-separated, from `puts`,
 //! `gets`, `degraded`, `open`, `open_large`, `rounds`, `latency`) runs only
-//! those sections; unset, all run.
+//! those sections; unset, all run. `open_scale` (the open of 10^8 blobs
+//! with the page cache dropped, or of `GEOSHARD_BENCH_SCALE_BLOBS`, in
+//! `GEOSHARD_BENCH_SCALE_DIR`) runs only when named: it writes tens of GB.
 
 mod common;
 
@@ -1071,6 +1073,15 @@ fn bench_open(c: &mut Criterion) {
     g.finish();
 }
 
+/// Writes back dirty pages and drops the page cache (root only): true
+/// when it was dropped.
+fn drop_page_cache() -> bool {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success());
+    synced && std::fs::write("/proc/sys/vm/drop_caches", b"3").is_ok()
+}
+
 /// Put throughput with and without background checkpoints
 /// (`Options::checkpoint_every` at half a round, against 0): alternating
 /// rounds of `count` fresh chat messages each on the store at `layout`
@@ -1191,6 +1202,137 @@ fn proc_memory() -> String {
     )
 }
 
+/// Open at scale (section `open_scale`, run only when named): a store of
+/// `GEOSHARD_BENCH_SCALE_BLOBS` chat messages (default 10^8: about 27 GB
+/// of disk and 15 GB of memory while it is written; check free space
+/// first), then a checkpoint, then the largest tail the default policy
+/// leaves (`Options::checkpoint_every` puts, at most a tenth of the
+/// store), kept in `GEOSHARD_BENCH_SCALE_DIR` (required) and reused by the
+/// next run while it holds a marker of the same count. Each open is timed
+/// with `health()` and 10^4 random gets, as in the `open` section, but
+/// printed instead of sampled by criterion (a full scan of 10^8 blobs
+/// takes about a minute): from the checkpoint three times, a full scan
+/// once, then both again with site 2's directories moved aside. An open
+/// without them changes the other nodes' manifests: the marker is removed
+/// first, so the next run writes the store again.
+fn open_scale_report() {
+    let blobs: usize = std::env::var("GEOSHARD_BENCH_SCALE_BLOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000_000);
+    let dir = PathBuf::from(
+        std::env::var("GEOSHARD_BENCH_SCALE_DIR")
+            .expect("GEOSHARD_BENCH_SCALE_DIR: where the store of the open_scale section is kept"),
+    );
+    let tail = (blobs / 10).clamp(1, Options::default().checkpoint_every as usize);
+    let marker = dir.join(format!("filled-{blobs}-{tail}"));
+    let layout = layout(&dir);
+    let no_checkpoints = Options {
+        checkpoint_every: 0,
+        ..Options::default()
+    };
+    let full_scan = Options {
+        checkpoints: false,
+        ..no_checkpoints.clone()
+    };
+    if !marker.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("remove the old store");
+        }
+        let store = Store::create(layout.clone(), no_checkpoints.clone()).expect("store");
+        let started = Instant::now();
+        fill_chat_store(&store, 0, blobs);
+        let filled = started.elapsed();
+        let report = store.checkpoint().expect("checkpoint");
+        let checkpointed = started.elapsed();
+        fill_chat_store(&store, 10 * blobs, tail);
+        println!(
+            "open_scale: wrote {blobs} blobs of 100 B in {:.0} s, a checkpoint of them in {:.1} s \
+             ({} ms under the state lock, {:.0} MiB of columns), then a tail of {tail} in {:.1} s",
+            filled.as_secs_f64(),
+            (checkpointed - filled).as_secs_f64(),
+            report.locked_ms,
+            report.column_bytes as f64 / (1 << 20) as f64,
+            (started.elapsed() - checkpointed).as_secs_f64()
+        );
+        drop(store);
+        std::fs::write(&marker, b"").expect("marker");
+    }
+    // Keys are counted, not listed: a listing would build the key order.
+    let digits = |n: usize| n.checked_ilog10().unwrap_or(0) as usize + 1;
+    let key_len = |n: usize| "room-".len() + digits(n % 10_000) + "/msg-".len() + digits(n);
+    let key_bytes: usize = (0..blobs)
+        .chain(10 * blobs..10 * blobs + tail)
+        .map(key_len)
+        .sum();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let random_keys: Vec<String> = (0..10_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chat_key(x as usize % blobs)
+        })
+        .collect();
+    let timed_open = |layout: &Layout, options: &Options, what: &str| {
+        let before = LIVE.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let store = Store::open(layout.clone(), options.clone()).expect("open");
+        let opened = started.elapsed();
+        let heap = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+        let health = store.health();
+        for key in &random_keys {
+            store.get(key.as_bytes()).expect("get").expect("present");
+        }
+        let elapsed = started.elapsed();
+        let report = store.open_report();
+        println!(
+            "  {what}: {:.2} s with health() and 10^4 random gets (open {:.2} s; {} \
+             tail stripes; {} blobs; {} columns missing; {:.1} B/blob of heap beyond the key \
+             bytes; {})",
+            elapsed.as_secs_f64(),
+            opened.as_secs_f64(),
+            report.tail_stripes,
+            store.len(),
+            health.columns_missing,
+            heap.saturating_sub(key_bytes) as f64 / store.len().max(1) as f64,
+            proc_memory()
+        );
+        assert_eq!(store.len(), blobs + tail);
+        elapsed.as_secs_f64()
+    };
+    let drop_caches = || {
+        if !drop_page_cache() {
+            println!("  (page cache not dropped: /proc/sys/vm/drop_caches is not writable here)");
+        }
+    };
+    println!("open_scale: {blobs} blobs + a tail of {tail}, {key_bytes} key bytes");
+    let runs = |layout: &Layout, name: &str| {
+        let mut from_checkpoint = Vec::new();
+        for _ in 0..3 {
+            drop_caches();
+            from_checkpoint.push(timed_open(
+                layout,
+                &no_checkpoints,
+                &format!("{name}, from the checkpoint"),
+            ));
+        }
+        from_checkpoint.sort_by(f64::total_cmp);
+        drop_caches();
+        let full = timed_open(layout, &full_scan, &format!("{name}, full scan"));
+        println!(
+            "  {name}: from the checkpoint {:.2} s (median of 3), full scan {full:.2} s: {:.1}x",
+            from_checkpoint[1],
+            full / from_checkpoint[1]
+        );
+    };
+    runs(&layout, "healthy");
+    std::fs::remove_file(&marker).expect("remove the marker");
+    let aside = dir.join("site2-aside");
+    std::fs::rename(dir.join("site2"), &aside).expect("move site 2 aside");
+    runs(&layout, "site 2 gone");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read_dir").flatten() {
@@ -1228,6 +1370,13 @@ fn main() {
     }
     if run("open_large") {
         bench_open_large(&mut c);
+    }
+    // Only when named: it writes tens of GB.
+    if sections
+        .as_deref()
+        .is_some_and(|s| s.split(',').any(|x| x.trim() == "open_scale"))
+    {
+        open_scale_report();
     }
     if run("rounds") {
         large_put_rounds_report();
