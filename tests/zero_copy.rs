@@ -52,17 +52,22 @@ fn reads_are_slices_of_the_mapping() {
     let location = append(&node, 1, &payload);
     let whole = node.read(1, location.offset, location.len).unwrap();
     let again = node.read(1, location.offset, location.len).unwrap();
+    // Small reads (a page or a few) and large ones go through two
+    // mappings of the segment, advised differently (src/node/local/map).
     let part = node.read(1, location.offset + 4096, 4096).unwrap();
+    let next = node.read(1, location.offset + 8192, 4096).unwrap();
     assert_eq!(&whole[..], &payload[..]);
+    assert_eq!(&part[..], &payload[4096..8192]);
+    assert_eq!(&next[..], &payload[8192..12288]);
     assert_eq!(
         whole.as_ptr(),
         again.as_ptr(),
         "two reads share the same memory"
     );
     assert_eq!(
-        part.as_ptr(),
-        whole.as_ptr().wrapping_add(4096),
-        "a sub-range points inside it"
+        next.as_ptr(),
+        part.as_ptr().wrapping_add(4096),
+        "small reads are slices of one mapping"
     );
     let segment = dir.path().join("0000000000000001.segment");
     let segment = segment.to_str().unwrap();
@@ -99,4 +104,54 @@ fn bytes_outlive_rotation_removal_and_the_node() {
     drop(node);
     assert_eq!(&held[..], &old_payload[..]);
     assert_eq!(&held_new[..], &new_payload[..]);
+}
+
+/// The `VmFlags` of the mapping holding `address`, from /proc/self/smaps.
+fn vm_flags_of(address: usize) -> Option<Vec<String>> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((low, high)) = range.split_once('-')
+            && let (Ok(low), Ok(high)) = (
+                usize::from_str_radix(low, 16),
+                usize::from_str_radix(high, 16),
+            )
+        {
+            inside = low <= address && address < high;
+        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+            return Some(flags.split_whitespace().map(str::to_string).collect());
+        }
+    }
+    None
+}
+
+/// A small read comes from a mapping advised random access (a cold page
+/// read alone, not the device's whole readahead around it); a large one
+/// from a mapping with the default readahead (docs/PERFORMANCE.md, "Open
+/// at 10^8 blobs").
+#[test]
+fn small_reads_are_from_a_mapping_advised_random_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = LocalNode::open("n1", dir.path(), &LocalOptions::default()).unwrap();
+    let payload = vec![3u8; 1 << 20];
+    let location = append(&node, 1, &payload);
+    let small = node.read(1, location.offset, 100).unwrap();
+    let large = node.read(1, location.offset, location.len).unwrap();
+    let random = |bytes: &bytes::Bytes| {
+        vm_flags_of(bytes.as_ptr() as usize)
+            .expect("the read's mapping in /proc/self/smaps")
+            .iter()
+            .any(|f| f == "rr")
+    };
+    assert!(
+        random(&small),
+        "small read: {:?}",
+        vm_flags_of(small.as_ptr() as usize)
+    );
+    assert!(
+        !random(&large),
+        "large read: {:?}",
+        vm_flags_of(large.as_ptr() as usize)
+    );
 }

@@ -7,13 +7,17 @@
 //! mapping, a new mapping of the durable length replaces it; `Bytes` handed
 //! out earlier keep the old mapping alive until they drop.
 //!
-//! The read mapping is advised random access: a get touches a page or a
-//! few, and the default read-around on a page-cache miss reads up to the
-//! device's readahead (8 MiB on the VMs of docs/PERFORMANCE.md, "Open at
-//! 10^8 blobs") for each, about 3 ms per cold get instead of 0.1 ms. A
-//! read of [`WILL_NEED_MIN`] bytes or more asks for its whole range at
-//! once instead (one request, not a fault per page). Scans map the file
-//! on their own, with the default (sequential) readahead.
+//! Reads of a page or a few (a get of a small blob) go through a mapping
+//! advised random access: the default read-around on a page-cache miss
+//! reads up to the device's readahead (8 MiB on the VMs of
+//! docs/PERFORMANCE.md, "Open at 10^8 blobs"), about 3 ms per cold get
+//! instead of 0.1 ms. Reads of [`LARGE_READ_MIN`] bytes or more (large
+//! blobs, checkpoint columns, entry tables) go through a second mapping of
+//! the same file with the default readahead, made at the first such read:
+//! under random advice they would fault page by page. Asking for their
+//! range first (`MADV_WILLNEED`) would cost every warm read a walk of its
+//! pages (17 µs per MiB here); a second mapping costs nothing per read.
+//! Scans map the file on their own, with the default readahead.
 //!
 //! A mapped page can still become unreadable: the file may be truncated
 //! behind the node's back, or the medium may fail. A load from such a page
@@ -32,7 +36,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -47,45 +51,23 @@ mod sigbus;
 #[cfg(target_os = "linux")]
 pub(crate) use sigbus::sigbus_pages_replaced;
 
-/// Reads of at least this many bytes tell the kernel their whole range
-/// is needed before they touch it (`MADV_WILLNEED`): one read request
-/// instead of a fault per page under the mapping's random advice. Smaller
-/// reads skip the call (a system call would cost more than the read of a
-/// page that is usually cached).
-const WILL_NEED_MIN: usize = 64 << 10;
+/// Reads of at least this many bytes use the mapping with the default
+/// readahead; smaller ones the one advised random access.
+const LARGE_READ_MIN: usize = 64 << 10;
 
 pub(super) struct MapCache {
-    current: RwLock<Current>,
-}
-
-/// The current mapping, as the `Bytes` reads are sliced from and as the
-/// mapping itself (for advice); both empty before the first map.
-#[derive(Default)]
-struct Current {
-    bytes: Bytes,
-    map: Option<Arc<MappedSegment>>,
-}
-
-impl Current {
-    /// `start..end` (within `bytes`), its range first advised as needed
-    /// when it is large.
-    fn slice(&self, start: usize, end: usize) -> Bytes {
-        if end - start >= WILL_NEED_MIN
-            && let Some(mapped) = &self.map
-        {
-            // Advice only: a failure changes how fast, not what is read.
-            let _ = mapped
-                .map
-                .advise_range(memmap2::Advice::WillNeed, start, end - start);
-        }
-        self.bytes.slice(start..end)
-    }
+    /// Reads under [`LARGE_READ_MIN`]: a mapping advised random access.
+    small: RwLock<Bytes>,
+    /// Larger reads: a mapping with the default readahead, made at the
+    /// first such read.
+    large: RwLock<Bytes>,
 }
 
 impl MapCache {
     pub(super) fn new() -> Self {
         MapCache {
-            current: RwLock::new(Current::default()),
+            small: RwLock::new(Bytes::new()),
+            large: RwLock::new(Bytes::new()),
         }
     }
 
@@ -108,14 +90,16 @@ impl MapCache {
             return Ok(Bytes::new());
         }
         let (start, end) = (to_usize(start)?, to_usize(end)?);
+        let random = end - start < LARGE_READ_MIN;
+        let cache = if random { &self.small } else { &self.large };
         {
-            let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-            if end <= current.bytes.len() {
-                return Ok(current.slice(start, end));
+            let current = cache.read().unwrap_or_else(PoisonError::into_inner);
+            if end <= current.len() {
+                return Ok(current.slice(start..end));
             }
         }
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        if end > current.bytes.len() {
+        let mut current = cache.write().unwrap_or_else(PoisonError::into_inner);
+        if end > current.len() {
             // Never map past the real end of the file: those pages would
             // fault on the first load.
             let file_len = file.metadata()?.len();
@@ -131,18 +115,17 @@ impl MapCache {
             }
             match MappedSegment::map(file, len)? {
                 Some(mapped) => {
-                    // Advice only, as above.
-                    let _ = mapped.map.advise(memmap2::Advice::Random);
-                    let mapped = Arc::new(mapped);
-                    *current = Current {
-                        bytes: Bytes::from_owner(Shared(Arc::clone(&mapped))),
-                        map: Some(mapped),
-                    };
+                    if random {
+                        // Advice only: a failure changes how fast pages
+                        // arrive, not what is read.
+                        let _ = mapped.map.advise(memmap2::Advice::Random);
+                    }
+                    *current = Bytes::from_owner(mapped);
                 }
                 None => return copy(file, start, end),
             }
         }
-        Ok(current.slice(start, end))
+        Ok(current.slice(start..end))
     }
 }
 
@@ -217,16 +200,6 @@ impl MappedSegment {
 impl AsRef<[u8]> for MappedSegment {
     fn as_ref(&self) -> &[u8] {
         &self.map
-    }
-}
-
-/// A read mapping shared by the `Bytes` handed out and the cache that
-/// advises it: the owner given to `Bytes::from_owner`.
-struct Shared(Arc<MappedSegment>);
-
-impl AsRef<[u8]> for Shared {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.map
     }
 }
 
