@@ -152,7 +152,7 @@ fn read_whole_blob(
     let read = stored.and_then(|(node, loc)| {
         inner
             .reads()
-            .read_stored(stripe_id, node, loc, part.offset, part.len)
+            .read_stored(stripe_id, node, loc, part.offset, part.len, true)
     });
     if let Some(bytes) = inner.reads().checked(stripe_id, part, read) {
         return Ok(Some(Blob::from(bytes)));
@@ -245,7 +245,7 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Res
     }
     let bytes = inner
         .reads()
-        .read_stored(stripe_id, node, loc, part.offset, part.len)?;
+        .read_stored(stripe_id, node, loc, part.offset, part.len, true)?;
     // A mismatch is left to the full read, which counts it once, warns and
     // rebuilds (a read error has marked the node down already, so the full
     // read goes straight to the other columns).

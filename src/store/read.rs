@@ -224,7 +224,7 @@ impl Reads<'_> {
     ) -> Option<Bytes> {
         let info = stripe.columns.get(column)?;
         let (node_id, loc) = info.stored?;
-        self.read_stored(stripe.stripe_id, node_id, loc, offset, len)
+        self.read_stored(stripe.stripe_id, node_id, loc, offset, len, false)
     }
 
     /// Bytes `[offset, offset + len)` of the column record at `loc` on
@@ -237,13 +237,19 @@ impl Reads<'_> {
         loc: RecordLocation,
         offset: u32,
         len: u32,
+        point: bool,
     ) -> Option<Bytes> {
         let end = u64::from(offset) + u64::from(len);
         if end > u64::from(loc.len) {
             return None;
         }
         let read = self.nodes.with_node(node_id, |node| {
-            node.read(loc.generation, loc.offset + u64::from(offset), len)
+            let at = loc.offset + u64::from(offset);
+            if point {
+                node.read_point(loc.generation, at, len)
+            } else {
+                node.read(loc.generation, at, len)
+            }
         })?;
         match read {
             Ok(bytes) => Some(bytes),

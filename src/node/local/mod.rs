@@ -244,6 +244,31 @@ impl LocalNode {
         Ok(())
     }
 
+    /// [`Node::read`], through the mapping for point reads when `point`.
+    fn read_as(&self, generation: u64, offset: u64, len: u32, point: bool) -> Result<Bytes> {
+        let Some(segment) = self.segment(generation) else {
+            return Err(self.out_of_range(generation, offset, len, 0));
+        };
+        let durable_len = segment.durable_len().map_err(|e| {
+            Error::io(
+                format!("scanning segment {} of node {}", generation, self.name),
+                e,
+            )
+        })?;
+        let end = offset
+            .checked_add(u64::from(len))
+            .filter(|&end| end <= durable_len)
+            .ok_or_else(|| self.out_of_range(generation, offset, len, durable_len))?;
+        let bytes = segment.read(offset, end, point).map_err(|e| {
+            Error::io(
+                format!("reading segment {} of node {}", generation, self.name),
+                e,
+            )
+        })?;
+        map::warn_if_pages_were_replaced();
+        Ok(bytes)
+    }
+
     fn segment(&self, generation: u64) -> Option<Arc<Segment>> {
         let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
         segments.get(&generation).cloned()
@@ -431,27 +456,11 @@ impl Node for LocalNode {
     }
 
     fn read(&self, generation: u64, offset: u64, len: u32) -> Result<Bytes> {
-        let Some(segment) = self.segment(generation) else {
-            return Err(self.out_of_range(generation, offset, len, 0));
-        };
-        let durable_len = segment.durable_len().map_err(|e| {
-            Error::io(
-                format!("scanning segment {} of node {}", generation, self.name),
-                e,
-            )
-        })?;
-        let end = offset
-            .checked_add(u64::from(len))
-            .filter(|&end| end <= durable_len)
-            .ok_or_else(|| self.out_of_range(generation, offset, len, durable_len))?;
-        let bytes = segment.read(offset, end).map_err(|e| {
-            Error::io(
-                format!("reading segment {} of node {}", generation, self.name),
-                e,
-            )
-        })?;
-        map::warn_if_pages_were_replaced();
-        Ok(bytes)
+        self.read_as(generation, offset, len, false)
+    }
+
+    fn read_point(&self, generation: u64, offset: u64, len: u32) -> Result<Bytes> {
+        self.read_as(generation, offset, len, true)
     }
 
     fn scan(&self, generation: u64) -> Result<Scan> {

@@ -325,9 +325,11 @@ impl Segment {
         Ok(self.durable_len.load(Ordering::Acquire))
     }
 
-    /// Reads `start..end` of the durable bytes (the caller checked bounds).
-    pub(super) fn read(&self, start: u64, end: u64) -> std::io::Result<Bytes> {
-        self.map.slice(&self.file, self.durable_len()?, start, end)
+    /// Reads `start..end` of the durable bytes (the caller checked bounds);
+    /// `point`: a get's read (see `MapCache::slice`).
+    pub(super) fn read(&self, start: u64, end: u64, point: bool) -> std::io::Result<Bytes> {
+        self.map
+            .slice(&self.file, self.durable_len()?, start, end, point)
     }
 
     /// Appends already validated records and syncs them with `engine`.

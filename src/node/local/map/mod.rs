@@ -7,17 +7,17 @@
 //! mapping, a new mapping of the durable length replaces it; `Bytes` handed
 //! out earlier keep the old mapping alive until they drop.
 //!
-//! Reads of a page or a few (a get of a small blob) go through a mapping
-//! advised random access: the default read-around on a page-cache miss
-//! reads up to the device's readahead (8 MiB on the VMs of
-//! docs/PERFORMANCE.md, "Open at 10^8 blobs"), about 3 ms per cold get
-//! instead of 0.1 ms. Reads of [`LARGE_READ_MIN`] bytes or more (large
-//! blobs, checkpoint columns, entry tables) go through a second mapping of
-//! the same file with the default readahead, made at the first such read:
-//! under random advice they would fault page by page. Asking for their
-//! range first (`MADV_WILLNEED`) would cost every warm read a walk of its
-//! pages (17 µs per MiB here); a second mapping costs nothing per read.
-//! Scans map the file on their own, with the default readahead.
+//! A get's read of a small blob (`Node::read_point`, under
+//! [`LARGE_READ_MIN`]) goes through a mapping advised random access: the
+//! default read-around on a page-cache miss reads up to the device's
+//! readahead (8 MiB on the VMs of docs/PERFORMANCE.md, "Open at 10^8
+//! blobs"), about 3 ms per cold get instead of 0.1 ms. Every other read
+//! (large blobs, entry tables, checkpoint columns: reads that walk a file)
+//! goes through a second mapping of the same file with the default
+//! readahead: under random advice they fault page by page (a full-scan
+//! open of 10^8 blobs took 3x as long). Asking for a large read's range
+//! with `MADV_WILLNEED` instead would cost every warm read a walk of its
+//! pages (17 µs per MiB here). Scans map the file on their own.
 //!
 //! A mapped page can still become unreadable: the file may be truncated
 //! behind the node's back, or the medium may fail. A load from such a page
@@ -51,15 +51,16 @@ mod sigbus;
 #[cfg(target_os = "linux")]
 pub(crate) use sigbus::sigbus_pages_replaced;
 
-/// Reads of at least this many bytes use the mapping with the default
-/// readahead; smaller ones the one advised random access.
+/// Point reads of at least this many bytes use the mapping with the
+/// default readahead (a large blob is read whole); smaller ones the one
+/// advised random access.
 const LARGE_READ_MIN: usize = 64 << 10;
 
 pub(super) struct MapCache {
-    /// Reads under [`LARGE_READ_MIN`]: a mapping advised random access.
+    /// Point reads under [`LARGE_READ_MIN`]: a mapping advised random
+    /// access, made at the first such read.
     small: RwLock<Bytes>,
-    /// Larger reads: a mapping with the default readahead, made at the
-    /// first such read.
+    /// Every other read: a mapping with the default readahead.
     large: RwLock<Bytes>,
 }
 
@@ -72,7 +73,8 @@ impl MapCache {
     }
 
     /// Returns bytes `start..end` of `file`, which the caller has checked lie
-    /// within `durable_len`, the file's durable (never rewritten) prefix.
+    /// within `durable_len`, the file's durable (never rewritten) prefix;
+    /// `point`: a get's read ([`LARGE_READ_MIN`]).
     ///
     /// # Errors
     /// `UnexpectedEof` when the file has become shorter than `end` (it was
@@ -84,13 +86,14 @@ impl MapCache {
         durable_len: u64,
         start: u64,
         end: u64,
+        point: bool,
     ) -> io::Result<Bytes> {
         debug_assert!(start <= end && end <= durable_len);
         if start == end {
             return Ok(Bytes::new());
         }
         let (start, end) = (to_usize(start)?, to_usize(end)?);
-        let random = end - start < LARGE_READ_MIN;
+        let random = point && end - start < LARGE_READ_MIN;
         let cache = if random { &self.small } else { &self.large };
         {
             let current = cache.read().unwrap_or_else(PoisonError::into_inner);
