@@ -914,15 +914,7 @@ fn bench_open(c: &mut Criterion) {
     );
     // Point reads of random keys across the whole store (the index and
     // the segments far larger than the caches).
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let random_keys: Vec<String> = (0..100_000)
-        .map(|_| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            chat_key((rng % blobs as u64) as usize)
-        })
-        .collect();
+    let random_keys = random_chat_keys(100_000, blobs);
     let mut g = c.benchmark_group(format!("random_key_{blobs}_blobs_1_thread"));
     g.throughput(Throughput::Elements(1));
     for (name, contains) in [("get_100B", false), ("contains", true)] {
@@ -1154,6 +1146,20 @@ fn chat_key(n: usize) -> String {
     format!("room-{}/msg-{n}", n % 10_000)
 }
 
+/// `count` keys of messages drawn at random (a fixed xorshift sequence)
+/// from the first `blobs`.
+fn random_chat_keys(count: usize, blobs: usize) -> Vec<String> {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    (0..count)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            chat_key((rng % blobs as u64) as usize)
+        })
+        .collect()
+}
+
 /// Puts `count` messages of 100 B under [`chat_key`]s, 4,096 in flight
 /// from this thread (commits of thousands of blobs: stripes as full as a
 /// busy service's).
@@ -1265,15 +1271,7 @@ fn open_scale_report() {
         .chain(10 * blobs..10 * blobs + tail)
         .map(key_len)
         .sum();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let random_keys: Vec<String> = (0..10_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chat_key(x as usize % blobs)
-        })
-        .collect();
+    let random_keys = random_chat_keys(10_000, blobs);
     let timed_open = |layout: &Layout, options: &Options, what: &str| {
         let before = LIVE.load(Ordering::Relaxed);
         let started = Instant::now();
