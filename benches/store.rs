@@ -1209,15 +1209,14 @@ fn proc_memory() -> String {
 }
 
 /// Open at scale (section `open_scale`, run only when named): a store of
-/// `GEOSHARD_BENCH_SCALE_BLOBS` chat messages (default 10^8: about 27 GB
-/// of disk and 15 GB of memory while it is written; check free space
-/// first), then a checkpoint, then the largest tail the default policy
+/// `GEOSHARD_BENCH_SCALE_BLOBS` chat messages (default 10^8: 28 GB of
+/// disk, check free space first; about 5 GB of heap once open), then a checkpoint, then the largest tail the default policy
 /// leaves (`Options::checkpoint_every` puts, at most a tenth of the
 /// store), kept in `GEOSHARD_BENCH_SCALE_DIR` (required) and reused by the
 /// next run while it holds a marker of the same count. Each open is timed
 /// with `health()` and 10^4 random gets, as in the `open` section, but
 /// printed instead of sampled by criterion (a full scan of 10^8 blobs
-/// takes about a minute): from the checkpoint three times, a full scan
+/// took 65-87 s here with the page cache dropped): from the checkpoint three times, a full scan
 /// once, then both again with site 2's directories moved aside. An open
 /// without them changes the other nodes' manifests: the marker is removed
 /// first, so the next run writes the store again.
