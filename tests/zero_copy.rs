@@ -162,3 +162,29 @@ fn small_point_reads_are_from_a_mapping_advised_random_access() {
         vm_flags_of(large.as_ptr() as usize)
     );
 }
+
+/// `prefetch_point` hints only a small range some page of which is not in
+/// memory: a range just read, one out of bounds, one of a generation the
+/// node does not have and a large one are not hinted (the hint's other
+/// side, a cold range, is measured in docs/PERFORMANCE.md, "Cold degraded
+/// gets": it needs the page cache dropped).
+#[test]
+fn prefetch_point_hints_only_small_ranges_not_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = LocalNode::open("n1", dir.path(), &LocalOptions::default()).unwrap();
+    let payload = vec![5u8; 1 << 20];
+    let location = append(&node, 1, &payload);
+    let read = node.read_point(1, location.offset + 4096, 100).unwrap();
+    assert_eq!(read.iter().map(|&b| u64::from(b)).sum::<u64>(), 500);
+    assert!(!node.prefetch_point(1, location.offset + 4096, 100));
+    assert!(!node.prefetch_point(1, location.offset + u64::from(location.len), 100));
+    assert!(!node.prefetch_point(1, u64::MAX - 10, 100));
+    assert!(!node.prefetch_point(2, location.offset, 100));
+    assert!(!node.prefetch_point(1, location.offset, 1 << 16));
+    // Hinted or not, the read that follows returns the bytes.
+    let _ = node.prefetch_point(1, location.offset + 300_000, 1000);
+    assert_eq!(
+        &node.read_point(1, location.offset + 300_000, 1000).unwrap()[..],
+        &payload[300_000..301_000]
+    );
+}

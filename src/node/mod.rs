@@ -278,6 +278,19 @@ pub trait Node: Send + Sync + std::fmt::Debug {
         self.read(generation, offset, len)
     }
 
+    /// A hint that [`read_point`](Node::read_point) of this range follows
+    /// soon: a local node starts reading a page-cache miss of a small
+    /// range now and returns without waiting, so that the several reads a
+    /// degraded get makes (one per source column, on as many nodes) wait
+    /// for the device about once instead of once each. True when it
+    /// started a read; false when the range is in memory already or the
+    /// node gives no hints (the default, which does nothing). It changes
+    /// how fast bytes arrive, never which.
+    fn prefetch_point(&self, generation: u64, offset: u64, len: u32) -> bool {
+        let _ = (generation, offset, len);
+        false
+    }
+
     /// Lists the intact records of `generation` and reports damaged bytes.
     /// A generation that does not exist scans as empty.
     ///
@@ -412,6 +425,10 @@ impl<N: Node + ?Sized> Node for Arc<N> {
 
     fn read_point(&self, generation: u64, offset: u64, len: u32) -> Result<Bytes> {
         (**self).read_point(generation, offset, len)
+    }
+
+    fn prefetch_point(&self, generation: u64, offset: u64, len: u32) -> bool {
+        (**self).prefetch_point(generation, offset, len)
     }
 
     fn scan(&self, generation: u64) -> Result<Scan> {

@@ -161,7 +161,10 @@ fn read_whole_blob(
     let stripe = inner.read_state().stripes.get(part.slot).cloned();
     match stripe {
         Some(stripe) if stripe.stripe_id == stripe_id => Ok(Some(Blob::from(
-            inner.reads().read_degraded(&stripe, part).map_err(Failed)?,
+            inner
+                .reads()
+                .read_degraded_point(&stripe, part)
+                .map_err(Failed)?,
         ))),
         // Compaction moved the blob meanwhile: read it where it is now.
         _ => Err(Moved),

@@ -463,6 +463,21 @@ impl Node for LocalNode {
         self.read_as(generation, offset, len, true)
     }
 
+    fn prefetch_point(&self, generation: u64, offset: u64, len: u32) -> bool {
+        let Some(segment) = self.segment(generation) else {
+            return false;
+        };
+        // A hint: a range out of bounds or a failure is left to the read
+        // that follows, which reports it.
+        let Ok(durable_len) = segment.durable_len() else {
+            return false;
+        };
+        offset
+            .checked_add(u64::from(len))
+            .filter(|&end| end <= durable_len)
+            .is_some_and(|end| segment.prefetch(offset, end))
+    }
+
     fn scan(&self, generation: u64) -> Result<Scan> {
         let Some(segment) = self.segment(generation) else {
             return Ok(Scan::default());

@@ -332,6 +332,14 @@ impl Segment {
             .slice(&self.file, self.durable_len()?, start, end, point)
     }
 
+    /// Starts reading `start..end` of the durable bytes (the caller checked
+    /// bounds) if a point read of it would miss the page cache; true when
+    /// it did (see `MapCache::prefetch`).
+    pub(super) fn prefetch(&self, start: u64, end: u64) -> bool {
+        self.durable_len()
+            .is_ok_and(|durable_len| self.map.prefetch(&self.file, durable_len, start, end))
+    }
+
     /// Appends already validated records and syncs them with `engine`.
     pub(super) fn append(
         &self,

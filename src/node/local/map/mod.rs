@@ -36,7 +36,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -59,17 +59,74 @@ const LARGE_READ_MIN: usize = 64 << 10;
 pub(super) struct MapCache {
     /// Point reads under [`LARGE_READ_MIN`]: a mapping advised random
     /// access, made at the first such read.
-    small: RwLock<Bytes>,
+    small: RwLock<Current>,
     /// Every other read: a mapping with the default readahead.
-    large: RwLock<Bytes>,
+    large: RwLock<Current>,
+}
+
+/// One of a [`MapCache`]'s mappings: the `Bytes` reads slice, and the
+/// mapping itself for advice (`None` while nothing is mapped).
+#[derive(Default)]
+struct Current {
+    bytes: Bytes,
+    map: Option<Arc<MappedSegment>>,
+}
+
+/// A shared mapping as the owner of a `Bytes`.
+struct SharedSegment(Arc<MappedSegment>);
+
+impl AsRef<[u8]> for SharedSegment {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
 }
 
 impl MapCache {
     pub(super) fn new() -> Self {
         MapCache {
-            small: RwLock::new(Bytes::new()),
-            large: RwLock::new(Bytes::new()),
+            small: RwLock::new(Current::default()),
+            large: RwLock::new(Current::default()),
         }
+    }
+
+    /// Starts reading `start..end` of `file` (within `durable_len`, checked
+    /// by the caller) into the page cache without waiting
+    /// (`MADV_WILLNEED` on the mapping point reads use), when a point read
+    /// of it would go through that mapping and a page of it is not in
+    /// memory (`mincore`): the reads a degraded get makes of its source
+    /// columns, hinted first, then wait for the device about once
+    /// (docs/PERFORMANCE.md, "Cold degraded gets"). True when it hinted;
+    /// false when the range was in memory already, or is not a point
+    /// read's. A hint only: a failure is left to the read that follows.
+    pub(super) fn prefetch(&self, file: &File, durable_len: u64, start: u64, end: u64) -> bool {
+        let (Ok(start), Ok(end)) = (to_usize(start), to_usize(end)) else {
+            return false;
+        };
+        if start >= end || end - start >= LARGE_READ_MIN {
+            return false;
+        }
+        let map = {
+            let current = self.small.read().unwrap_or_else(PoisonError::into_inner);
+            if end <= current.bytes.len() {
+                current.map.clone()
+            } else {
+                drop(current);
+                match self.remap(&self.small, file, durable_len, end, true) {
+                    Ok(Some(map)) => Some(map),
+                    _ => None,
+                }
+            }
+        };
+        let Some(map) = map else {
+            return false;
+        };
+        if map.resident(start, end) {
+            return false;
+        }
+        let _ = map
+            .map
+            .advise_range(memmap2::Advice::WillNeed, start, end - start);
+        true
     }
 
     /// Returns bytes `start..end` of `file`, which the caller has checked lie
@@ -97,12 +154,33 @@ impl MapCache {
         let cache = if random { &self.small } else { &self.large };
         {
             let current = cache.read().unwrap_or_else(PoisonError::into_inner);
-            if end <= current.len() {
-                return Ok(current.slice(start..end));
+            if end <= current.bytes.len() {
+                return Ok(current.bytes.slice(start..end));
             }
         }
+        if self.remap(cache, file, durable_len, end, random)?.is_none() {
+            return copy(file, start, end);
+        }
+        let current = cache.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(current.bytes.slice(start..end))
+    }
+
+    /// Maps `file` again into `cache` (advised random access when `random`)
+    /// if its mapping ends before `end`; the mapping that covers `end`, or
+    /// `None` when the file cannot be mapped (reads then copy).
+    ///
+    /// # Errors
+    /// As [`slice`](MapCache::slice).
+    fn remap(
+        &self,
+        cache: &RwLock<Current>,
+        file: &File,
+        durable_len: u64,
+        end: usize,
+        random: bool,
+    ) -> io::Result<Option<Arc<MappedSegment>>> {
         let mut current = cache.write().unwrap_or_else(PoisonError::into_inner);
-        if end > current.len() {
+        if end > current.bytes.len() {
             // Never map past the real end of the file: those pages would
             // fault on the first load.
             let file_len = file.metadata()?.len();
@@ -123,12 +201,16 @@ impl MapCache {
                         // arrive, not what is read.
                         let _ = mapped.map.advise(memmap2::Advice::Random);
                     }
-                    *current = Bytes::from_owner(mapped);
+                    let mapped = Arc::new(mapped);
+                    *current = Current {
+                        bytes: Bytes::from_owner(SharedSegment(Arc::clone(&mapped))),
+                        map: Some(mapped),
+                    };
                 }
-                None => return copy(file, start, end),
+                None => return Ok(None),
             }
         }
-        Ok(current.slice(start..end))
+        Ok(current.map.clone())
     }
 }
 
@@ -189,6 +271,45 @@ impl MappedSegment {
             _registration: registration,
             map,
         }))
+    }
+
+    /// Whether every page of bytes `start..end` (`start < end`, at most
+    /// [`LARGE_READ_MIN`] bytes) is in memory now; false when that cannot
+    /// be told.
+    #[cfg(target_os = "linux")]
+    fn resident(&self, start: usize, end: usize) -> bool {
+        const PAGES_MAX: usize = 32;
+        let page = sigbus::page_len();
+        if page == 0 || start >= end || end > self.map.len() {
+            return false;
+        }
+        let base = self.map.as_ptr() as usize;
+        let first = (base + start) / page;
+        let last = (base + end).div_ceil(page);
+        let pages = last - first;
+        let mut resident = [0u8; PAGES_MAX];
+        if pages > PAGES_MAX {
+            return false;
+        }
+        // SAFETY: the pages `first..last` overlap this mapping, which is
+        // alive for the call (`&self`) and whose length the kernel rounds
+        // up to whole pages (mmap returns a page-aligned start, so
+        // `first * page` is not below it); mincore only reads the page
+        // tables and writes one byte per page into `resident`, which has
+        // room for `pages` bytes (checked above).
+        let rc = unsafe {
+            libc::mincore(
+                (first * page) as *mut libc::c_void,
+                pages * page,
+                resident.as_mut_ptr(),
+            )
+        };
+        rc == 0 && resident[..pages].iter().all(|r| r & 1 == 1)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn resident(&self, _start: usize, _end: usize) -> bool {
+        false
     }
 
     /// Without the SIGBUS handler (Linux only) a mapping is never safe to

@@ -43,6 +43,11 @@ static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 
 /// Pages of registered mappings that read as zeros because they could no
 /// longer be read (file truncated, media error), since the process started.
+/// The page size, once the handler is installed (0 before).
+pub(super) fn page_len() -> usize {
+    PAGE_LEN.load(Ordering::Relaxed)
+}
+
 pub(crate) fn sigbus_pages_replaced() -> u64 {
     PAGES_REPLACED.load(Ordering::Relaxed)
 }
