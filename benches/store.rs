@@ -1220,6 +1220,9 @@ fn proc_memory() -> String {
 /// once, then both again with site 2's directories moved aside. An open
 /// without them changes the other nodes' manifests: the marker is removed
 /// first, so the next run writes the store again.
+/// Gets of each timed open of `open_scale` timed one by one.
+const FIRST_GETS_TIMED: usize = 300;
+
 fn open_scale_report() {
     let blobs: usize = std::env::var("GEOSHARD_BENCH_SCALE_BLOBS")
         .ok()
@@ -1278,11 +1281,39 @@ fn open_scale_report() {
         let opened = started.elapsed();
         let heap = LIVE.load(Ordering::Relaxed).saturating_sub(before);
         let health = store.health();
-        for key in &random_keys {
+        // The first gets one by one: a cold get's latency, healthy or
+        // rebuilt from other columns (one site gone).
+        let (mut healthy, mut degraded) = (Vec::new(), Vec::new());
+        for key in &random_keys[..FIRST_GETS_TIMED] {
+            let (before, get_started) = (store.stats().degraded_reads, Instant::now());
+            store.get(key.as_bytes()).expect("get").expect("present");
+            let micros = get_started.elapsed().as_secs_f64() * 1e6;
+            if store.stats().degraded_reads > before {
+                degraded.push(micros);
+            } else {
+                healthy.push(micros);
+            }
+        }
+        for key in &random_keys[FIRST_GETS_TIMED..] {
             store.get(key.as_bytes()).expect("get").expect("present");
         }
         let elapsed = started.elapsed();
         let report = store.open_report();
+        let quantiles = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let at = |q: usize| v.get(v.len() * q / 100).copied().unwrap_or(0.0);
+            format!(
+                "{} gets, median {:.0} µs, p90 {:.0} µs",
+                v.len(),
+                at(50),
+                at(90)
+            )
+        };
+        println!(
+            "    first {FIRST_GETS_TIMED} gets: healthy {}; degraded {}",
+            quantiles(&mut healthy),
+            quantiles(&mut degraded)
+        );
         println!(
             "  {what}: {:.2} s with health() and 10^4 random gets (open {:.2} s; {} \
              tail stripes; {} blobs; {} columns missing; {:.1} B/blob of heap beyond the key \
