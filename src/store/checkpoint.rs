@@ -694,11 +694,13 @@ fn remove_checkpoints(inner: &Inner, which: impl Fn(u64) -> bool) -> usize {
 
 /// The newest checkpoint that decodes from the reachable nodes, with its
 /// generation; `None` when there is none (or none decodes: each failure
-/// is logged).
+/// is logged). `sequential`: a stepped store's (`Inner::sequential_io`),
+/// whose nodes are asked one after another.
 pub(crate) fn load_newest(
     inner_nodes: &super::nodes::NodeSet,
     layout: &Layout,
     codec: &crate::codec::Codec,
+    sequential: bool,
 ) -> Option<(u64, Snapshot)> {
     let mut found: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
     for id in inner_nodes.ids() {
@@ -716,7 +718,7 @@ pub(crate) fn load_newest(
         }
     }
     for (generation, holders) in found.into_iter().rev() {
-        match read_body(inner_nodes, layout, codec, generation, &holders)
+        match read_body(inner_nodes, layout, codec, generation, &holders, sequential)
             .and_then(|body| Snapshot::decode(body, layout))
         {
             Ok(snapshot) => return Some((generation, snapshot)),
@@ -743,15 +745,41 @@ fn read_body(
     codec: &crate::codec::Codec,
     generation: u64,
     holders: &[NodeId],
+    sequential: bool,
 ) -> Result<Vec<u8>> {
     let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
     let code = layout.code();
     let (k, m) = (code.data_count, code.parity_count);
     // Per chunk: the header and where each column's record is.
     let mut chunks: BTreeMap<u64, (ColumnHeader, ColumnsAt)> = BTreeMap::new();
-    for &id in holders {
-        let Some(node) = nodes.get(id) else { continue };
-        let Ok(scan) = node.scan(generation) else {
+    let scan = |id: NodeId| nodes.get(id).and_then(|node| node.scan(generation).ok());
+    // A local node's first scan of a segment reads and checks all of it
+    // (recovery): the holders are scanned together, so the device reads
+    // their files at once (at 10^8 blobs, 6.3 GB read by one thread in
+    // turn took 5.2 s cold). A stepped store (the simulator's, whose nodes
+    // log the order of calls) scans them in turn. Either way the scans are
+    // merged in the holders' order.
+    let scans: Vec<(NodeId, Option<crate::node::Scan>)> = if sequential || holders.len() < 2 {
+        holders.iter().map(|&id| (id, scan(id))).collect()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = holders
+                .iter()
+                .map(|&id| (id, s.spawn(move || scan(id))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(id, handle)| {
+                    let scanned = handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (id, scanned)
+                })
+                .collect()
+        })
+    };
+    for (id, scan) in scans {
+        let Some(scan) = scan else {
             continue;
         };
         for record in scan.records {

@@ -200,9 +200,12 @@ impl Recovery<'_> {
     ) -> Result<Option<Recovered>> {
         let code = self.layout.code();
         let k = code.data_count;
-        let Some((generation, snapshot)) =
-            super::checkpoint::load_newest(self.nodes, self.layout, self.codec)
-        else {
+        let Some((generation, snapshot)) = super::checkpoint::load_newest(
+            self.nodes,
+            self.layout,
+            self.codec,
+            self.reads.sequential_io,
+        ) else {
             return Ok(None);
         };
         let refuse = |why: &str| {
