@@ -1005,7 +1005,8 @@ fn bench_open(c: &mut Criterion) {
     g.finish();
     drop(store);
 
-    // Timed opens: each includes health() and 10^4 random gets.
+    // Timed opens: each includes health() and 10^4 random gets; the store
+    // is dropped (closed) after the clock stops, before the next open.
     let open_and_read = |layout: &Layout, options: &Options| {
         let store = Store::open(layout.clone(), options.clone()).expect("open");
         let health = store.health();
@@ -1014,13 +1015,23 @@ fn bench_open(c: &mut Criterion) {
         }
         (store, health)
     };
+    let timed = |iters: u64, open: &dyn Fn() -> (Store, geoshard::Health)| {
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..iters {
+            let started = Instant::now();
+            let opened = open();
+            elapsed += started.elapsed();
+            drop(opened);
+        }
+        elapsed
+    };
     let mut g = c.benchmark_group(format!("open_{blobs}_blobs"));
     g.sample_size(10);
     g.bench_function("healthy_full_scan", |b| {
-        b.iter(|| open_and_read(&layout, &full_scan))
+        b.iter_custom(|iters| timed(iters, &|| open_and_read(&layout, &full_scan)))
     });
     g.bench_function(format!("healthy_checkpoint_tail_{tail}"), |b| {
-        b.iter(|| open_and_read(&layout, &no_checkpoints))
+        b.iter_custom(|iters| timed(iters, &|| open_and_read(&layout, &no_checkpoints)))
     });
     let gone = dir.path().join("gone");
     for (i, spec) in layout.nodes().iter().enumerate() {
@@ -1052,14 +1063,16 @@ fn bench_open(c: &mut Criterion) {
     }
     let gone_layout = b2.build().expect("layout");
     g.bench_function("one_site_gone_full_scan", |b| {
-        b.iter(|| open_and_read(&gone_layout, &full_scan))
+        b.iter_custom(|iters| timed(iters, &|| open_and_read(&gone_layout, &full_scan)))
     });
     g.bench_function(format!("one_site_gone_checkpoint_tail_{tail}"), |b| {
-        b.iter(|| {
-            let (store, health) = open_and_read(&gone_layout, &no_checkpoints);
-            assert!(store.open_report().checkpoint.is_some());
-            assert!(health.columns_missing > 0);
-            (store, health)
+        b.iter_custom(|iters| {
+            timed(iters, &|| {
+                let (store, health) = open_and_read(&gone_layout, &no_checkpoints);
+                assert!(store.open_report().checkpoint.is_some());
+                assert!(health.columns_missing > 0);
+                (store, health)
+            })
         })
     });
     g.finish();
