@@ -170,11 +170,11 @@ impl Reads<'_> {
     }
 
     /// [`read_degraded`](Self::read_degraded) for a get: its sources are
-    /// read as point reads ([`Node::read_point`](crate::node::Node)), all
-    /// of them hinted first ([`Node::prefetch_point`](crate::node::Node)),
-    /// so a cold degraded get waits for the device about once instead of
-    /// once per source, and never for a readahead around each
-    /// (docs/PERFORMANCE.md, "Cold degraded gets").
+    /// read as point reads ([`Node::read_point`](crate::node::Node)),
+    /// hinted first ([`Node::prefetch_point`](crate::node::Node)) until
+    /// one is found in memory, so a cold degraded get waits for the device
+    /// about once instead of once per source, and never for a readahead
+    /// around each (docs/PERFORMANCE.md, "Cold degraded gets").
     pub(crate) fn read_degraded_point(&self, stripe: &StripeInfo, part: &PartLoc) -> Result<Bytes> {
         self.read_degraded_as(stripe, part, true)
     }

@@ -43,13 +43,13 @@ static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 
 /// Pages of registered mappings that read as zeros because they could no
 /// longer be read (file truncated, media error), since the process started.
+pub(crate) fn sigbus_pages_replaced() -> u64 {
+    PAGES_REPLACED.load(Ordering::Relaxed)
+}
+
 /// The page size, once the handler is installed (0 before).
 pub(super) fn page_len() -> usize {
     PAGE_LEN.load(Ordering::Relaxed)
-}
-
-pub(crate) fn sigbus_pages_replaced() -> u64 {
-    PAGES_REPLACED.load(Ordering::Relaxed)
 }
 
 /// A mapped range the handler repairs until this is dropped.
