@@ -1221,6 +1221,9 @@ fn proc_memory() -> String {
     )
 }
 
+/// Gets of each timed open of `open_scale` timed one by one.
+const FIRST_GETS_TIMED: usize = 300;
+
 /// Open at scale (section `open_scale`, run only when named): a store of
 /// `GEOSHARD_BENCH_SCALE_BLOBS` chat messages (default 10^8: 28 GB of
 /// disk, check free space first; about 5 GB of heap once open), then a checkpoint, then the largest tail the default policy
@@ -1233,9 +1236,6 @@ fn proc_memory() -> String {
 /// once, then both again with site 2's directories moved aside. An open
 /// without them changes the other nodes' manifests: the marker is removed
 /// first, so the next run writes the store again.
-/// Gets of each timed open of `open_scale` timed one by one.
-const FIRST_GETS_TIMED: usize = 300;
-
 fn open_scale_report() {
     let blobs: usize = std::env::var("GEOSHARD_BENCH_SCALE_BLOBS")
         .ok()
