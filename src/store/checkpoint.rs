@@ -762,21 +762,7 @@ fn read_body(
     let scans: Vec<(NodeId, Option<crate::node::Scan>)> = if sequential || holders.len() < 2 {
         holders.iter().map(|&id| (id, scan(id))).collect()
     } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = holders
-                .iter()
-                .map(|&id| (id, s.spawn(move || scan(id))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(id, handle)| {
-                    let scanned = handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    (id, scanned)
-                })
-                .collect()
-        })
+        super::nodes::parallel_map(holders, |&id| (id, scan(id)))
     };
     for (id, scan) in scans {
         let Some(scan) = scan else {

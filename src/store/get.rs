@@ -183,20 +183,11 @@ fn read_split(inner: &Inner, parts: &[(PartLoc, Arc<StripeInfo>)]) -> Result<Vec
     if remote && parts.len() > 1 {
         // Parts on remote nodes are fetched in parallel: a split blob
         // costs one round trip, not one per part.
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = parts
-                .iter()
-                .map(|(part, stripe)| scope.spawn(|| inner.reads().read_part(stripe, part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| {
-                    handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect::<Result<Vec<_>>>()
+        super::nodes::parallel_map(parts, |(part, stripe)| {
+            inner.reads().read_part(stripe, part)
         })
+        .into_iter()
+        .collect()
     } else {
         parts
             .iter()

@@ -65,21 +65,8 @@ impl NodeLifecycle<'_> {
         if remote.is_empty() || !self.remote_check_due() {
             return;
         }
-        let results: Vec<(NodeId, Result<()>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = remote
-                .iter()
-                .map(|(id, node)| (*id, scope.spawn(move || node.check())))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(id, handle)| {
-                    let result = handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    (id, result)
-                })
-                .collect()
-        });
+        let results: Vec<(NodeId, Result<()>)> =
+            super::nodes::parallel_map(&remote, |(id, node)| (*id, node.check()));
         for (id, result) in results {
             match result {
                 Ok(()) => {}

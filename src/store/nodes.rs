@@ -268,3 +268,23 @@ impl std::fmt::Debug for NodeSet {
             .finish()
     }
 }
+
+/// `f` of each of `items`, one scoped thread each (per node: their waits
+/// for I/O overlap), in the items' order; a panic in one is resumed here.
+pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| scope.spawn(move || f(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}

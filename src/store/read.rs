@@ -102,7 +102,7 @@ impl Reads<'_> {
             None => {
                 self.stats.hedged_reads.inc();
                 let rebuilt = self
-                    .rebuild_range(stripe, column, part.offset, part.len, &[])
+                    .rebuild_range(stripe, column, part.offset, part.len, &[], false)
                     .ok()
                     .filter(|bytes| crc32fast::hash(bytes) == part.checksum);
                 if let Some(bytes) = rebuilt {
@@ -182,7 +182,7 @@ impl Reads<'_> {
     fn read_degraded_as(&self, stripe: &StripeInfo, part: &PartLoc, point: bool) -> Result<Bytes> {
         let column = usize::from(part.column_index);
         self.repairs.push(stripe.stripe_id, part.column_index);
-        let bytes = self.rebuild_range_as(stripe, column, part.offset, part.len, &[], point)?;
+        let bytes = self.rebuild_range(stripe, column, part.offset, part.len, &[], point)?;
         let mut actual = crc32fast::hash(&bytes);
         if actual == part.checksum {
             self.stats.degraded_reads.inc();
@@ -192,8 +192,7 @@ impl Reads<'_> {
         // checksums, and rebuild from the others if k of them are left.
         let bad = self.bad_columns(stripe, column);
         if !bad.is_empty() {
-            let bytes =
-                self.rebuild_range_as(stripe, column, part.offset, part.len, &bad, point)?;
+            let bytes = self.rebuild_range(stripe, column, part.offset, part.len, &bad, point)?;
             actual = crc32fast::hash(&bytes);
             if actual == part.checksum {
                 self.stats.degraded_reads.inc();
@@ -345,20 +344,10 @@ impl Reads<'_> {
     /// columns cost no I/O. If the first k sources give bytes
     /// that fail the caller's check, the caller sees a checksum error; whole
     /// columns are verified by scrub, not here.
+    ///
+    /// `point`: a get's, whose local sources are hinted and read as point
+    /// reads ([`read_degraded_point`](Self::read_degraded_point)).
     pub(crate) fn rebuild_range(
-        &self,
-        stripe: &StripeInfo,
-        column: usize,
-        offset: u32,
-        len: u32,
-        exclude: &[usize],
-    ) -> Result<Bytes> {
-        self.rebuild_range_as(stripe, column, offset, len, exclude, false)
-    }
-
-    /// [`rebuild_range`](Self::rebuild_range); `point`: a get's, whose
-    /// local sources are hinted and read as point reads.
-    fn rebuild_range_as(
         &self,
         stripe: &StripeInfo,
         column: usize,
@@ -510,7 +499,7 @@ impl Reads<'_> {
             }
         }
         self.repairs.push(info.stripe_id, column as u16);
-        let bytes = self.rebuild_range(info, column, 0, table_len, &[])?;
+        let bytes = self.rebuild_range(info, column, 0, table_len, &[], false)?;
         let entries = crate::format::decode_entry_table_refs(&bytes)?;
         Ok((use_(&entries), true))
     }
