@@ -29,6 +29,14 @@ fn append(node: &LocalNode, generation: u64, payload: &[u8]) -> RecordLocation {
     .unwrap()[0]
 }
 
+/// A node in `dir` holding one record of 1 MiB of `byte` in generation 1.
+fn node_with_mib_of(dir: &std::path::Path, byte: u8) -> (LocalNode, Vec<u8>, RecordLocation) {
+    let node = LocalNode::open("n1", dir, &LocalOptions::default()).unwrap();
+    let payload = vec![byte; 1 << 20];
+    let location = append(&node, 1, &payload);
+    (node, payload, location)
+}
+
 /// The mapped file backing `address`, from /proc/self/maps.
 fn mapping_of(address: usize) -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
@@ -132,9 +140,7 @@ fn vm_flags_of(address: usize) -> Option<Vec<String>> {
 #[test]
 fn small_point_reads_are_from_a_mapping_advised_random_access() {
     let dir = tempfile::tempdir().unwrap();
-    let node = LocalNode::open("n1", dir.path(), &LocalOptions::default()).unwrap();
-    let payload = vec![3u8; 1 << 20];
-    let location = append(&node, 1, &payload);
+    let (node, payload, location) = node_with_mib_of(dir.path(), 3);
     let small = node.read_point(1, location.offset, 100).unwrap();
     let scanned = node.read(1, location.offset, 100).unwrap();
     let large = node.read_point(1, location.offset, location.len).unwrap();
@@ -171,9 +177,7 @@ fn small_point_reads_are_from_a_mapping_advised_random_access() {
 #[test]
 fn prefetch_point_hints_only_small_ranges_not_in_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let node = LocalNode::open("n1", dir.path(), &LocalOptions::default()).unwrap();
-    let payload = vec![5u8; 1 << 20];
-    let location = append(&node, 1, &payload);
+    let (node, payload, location) = node_with_mib_of(dir.path(), 5);
     let read = node.read_point(1, location.offset + 4096, 100).unwrap();
     assert_eq!(read.iter().map(|&b| u64::from(b)).sum::<u64>(), 500);
     assert!(!node.prefetch_point(1, location.offset + 4096, 100));

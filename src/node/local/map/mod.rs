@@ -291,12 +291,11 @@ impl MappedSegment {
         if pages > PAGES_MAX {
             return false;
         }
-        // SAFETY: the pages `first..last` overlap this mapping, which is
-        // alive for the call (`&self`) and whose length the kernel rounds
-        // up to whole pages (mmap returns a page-aligned start, so
-        // `first * page` is not below it); mincore only reads the page
-        // tables and writes one byte per page into `resident`, which has
-        // room for `pages` bytes (checked above).
+        // The pages `first..last` overlap this mapping, alive for the call
+        // (`&self`), whose start is page-aligned (mmap) and whose length
+        // the kernel rounds up to whole pages.
+        // SAFETY: mincore only reads page tables over that live range and
+        // writes `pages` bytes into `resident`, which has room (checked).
         let rc = unsafe {
             libc::mincore(
                 (first * page) as *mut libc::c_void,
