@@ -421,12 +421,9 @@ impl Reads<'_> {
                 if sources.len() == k {
                     break;
                 }
-                let read = match stripe.columns[c].stored {
-                    Some((node_id, loc)) if point => {
-                        self.read_stored(stripe.stripe_id, node_id, loc, offset, avail, true)
-                    }
-                    _ => self.read_column_range(stripe, c, offset, avail),
-                };
+                let read = stripe.columns[c].stored.and_then(|(node_id, loc)| {
+                    self.read_stored(stripe.stripe_id, node_id, loc, offset, avail, point)
+                });
                 if let Some(bytes) = read {
                     sources.push((c, bytes));
                 }
