@@ -57,12 +57,15 @@ pub enum Mutation {
     /// S13: a failed commit attempt whose discard could not be recorded
     /// when it failed is never recorded later.
     ForgetUnrecordedDiscards,
+    /// S15: nodes that came back empty count as whole at open whether or
+    /// not repair brought back what they lost.
+    AdoptedCountWhole,
 }
 
 #[cfg(any(test, feature = "testing"))]
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 16] = [
+    pub const ALL: [Mutation; 17] = [
         Mutation::SiteBlindHandoff,
         Mutation::SilentNewestLoss,
         Mutation::TombstoneRace,
@@ -79,6 +82,7 @@ impl Mutation {
         Mutation::KeepOrphanOnWipedPrefix,
         Mutation::LeaseDoubtMarksDown,
         Mutation::ForgetUnrecordedDiscards,
+        Mutation::AdoptedCountWhole,
     ];
 
     fn bit(self) -> u64 {

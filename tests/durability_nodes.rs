@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use geoshard::layout::SiteId;
 use geoshard::{CompactOptions, Options, RepairOptions, Store};
 
 fn node_dir(root: &std::path::Path, site: usize, node: usize) -> std::path::PathBuf {
@@ -219,5 +220,125 @@ fn handoff_copies_are_reclaimed_once_their_columns_are_home() {
         after < before,
         "compaction did not reclaim the handoff copies: {before} -> {after} bytes"
     );
+    common::check_all(&store, &model);
+}
+
+/// Sites 0 and 1 burn under a running store (beyond the promise: the
+/// stripe keeps three of its nine columns), repair adopts their empty
+/// nodes and cannot rebuild it, then site 2 burns too. No record of the
+/// put is left anywhere; the adopted nodes' manifests say their history
+/// was never brought back, so open refuses loudly instead of opening an
+/// empty store that answers `None` (simulator seed 3,024).
+#[test]
+fn a_loss_whose_every_record_burned_after_repair_adopted_the_nodes_stays_loud() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = common::layout_3x3(dir.path());
+    let store = common::create(layout.clone(), common::options());
+    let model = common::fill(&store, "a", 1, 20, 0);
+    common::burn_site(&layout, SiteId(0));
+    common::burn_site(&layout, SiteId(1));
+    let report = store.repair(&RepairOptions::default()).unwrap();
+    assert!(report.stripes_unrepairable > 0, "{report:?}");
+    assert_eq!(report.nodes_revived.len(), 6, "{report:?}");
+    // Stripes whose data columns are all stored keep three of nine.
+    let lost = model
+        .keys()
+        .find(|key| store.get(key).is_err())
+        .expect("a key the loss is loud about while the store runs")
+        .clone();
+    common::burn_site(&layout, SiteId(2));
+    drop(store);
+    match Store::open(layout.clone(), common::options()) {
+        Err(geoshard::Error::TooManyNodesDown { nodes, reason }) => {
+            assert_eq!(nodes.len(), 9, "{nodes:?}");
+            assert!(reason.contains("never brought back"), "{reason}");
+        }
+        Err(e) => panic!("refused with the wrong error: {e}"),
+        Ok(store) => panic!(
+            "opened after losing every record of acknowledged puts; get: {:?}",
+            store.get(&lost).map(|v| v.map(|v| v.len()))
+        ),
+    }
+    // A salvage open says the key may be lost, and so is any other miss,
+    // until the loss is accepted.
+    let salvage = Options {
+        salvage: true,
+        ..common::options()
+    };
+    let store = Store::open(layout.clone(), salvage).unwrap();
+    assert!(store.open_report().lost_keys_unknown);
+    for key in [&lost[..], b"never-put"] {
+        match store.get(key) {
+            Err(geoshard::Error::PossiblyLost { .. }) => {}
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(key)),
+        }
+    }
+    store.accept_loss().unwrap();
+    assert!(store.get(&lost).unwrap().is_none());
+    // The nodes that came back empty count whole again once every stripe
+    // left keeps the promise: repair brings site 2 back and rebuilds.
+    store.repair(&RepairOptions::default()).unwrap();
+    assert!(store.health().survives_any_site_loss);
+    store.close().unwrap();
+    let store = Store::open(layout, common::options()).unwrap();
+    assert!(store.get(&lost).unwrap().is_none());
+}
+
+/// The other side of the rule above: a site burns, repair adopts its
+/// nodes and brings every column back, and a second site burns later
+/// (within the promise: one site at a time, repaired between). Open must
+/// take the first site's nodes for whole again, not refuse.
+#[test]
+fn nodes_repair_brought_back_whole_count_again_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = common::layout_3x3(dir.path());
+    let store = common::create(layout.clone(), common::options());
+    let model = common::fill(&store, "a", 1, 20, 0);
+    common::burn_site(&layout, SiteId(0));
+    let report = store.repair(&RepairOptions::default()).unwrap();
+    assert_eq!(report.stripes_unrepairable, 0, "{report:?}");
+    assert!(store.health().survives_any_site_loss);
+    store.close().unwrap();
+    common::burn_site(&layout, SiteId(1));
+    let store = Store::open(layout.clone(), common::options()).unwrap();
+    common::check_all(&store, &model);
+    store.repair(&RepairOptions::default()).unwrap();
+    store.close().unwrap();
+    let store = Store::open(layout, common::options()).unwrap();
+    common::check_all(&store, &model);
+}
+
+/// One site of six nodes, RS(4,2), "any 2 nodes": no stripe survives the
+/// loss of its site, so whether a node that came back empty is whole again
+/// is judged against the layout's own promise. Two disks replaced one at a
+/// time, each repaired, then a third down at open: within the promise.
+#[test]
+fn nodes_brought_back_whole_count_again_in_a_one_site_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = geoshard::layout::Layout::builder().code(4, 2);
+    builder = builder.site("only", |mut s| {
+        for n in 0..6 {
+            s = s.node(format!("n{n}"), dir.path().join(format!("n{n}")));
+        }
+        s
+    });
+    let layout = builder
+        .promise(geoshard::layout::Promise {
+            sites_lost: 0,
+            extra_nodes_lost: 2,
+        })
+        .build()
+        .unwrap();
+    let store = common::create(layout.clone(), common::options());
+    let model = common::fill(&store, "a", 1, 10, 0);
+    for n in 0..2 {
+        std::fs::remove_dir_all(dir.path().join(format!("n{n}"))).unwrap();
+        let report = store.repair(&RepairOptions::default()).unwrap();
+        assert_eq!(report.stripes_unrepairable, 0, "{report:?}");
+        common::check_all(&store, &model);
+    }
+    store.close().unwrap();
+    std::fs::remove_dir_all(dir.path().join("n2")).unwrap();
+    let store = Store::open(layout, common::options()).unwrap();
     common::check_all(&store, &model);
 }

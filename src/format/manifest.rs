@@ -18,6 +18,9 @@ pub const DISCARDED_RANGES_MAX: usize = 4096;
 /// Flag bit: the manifest is committed (its open reached a quorum with it
 /// proposed, then wrote it committed). Only committed manifests decide.
 const FLAG_COMMITTED: u16 = 1;
+/// Flag bit: this node came back empty and repair has not brought back
+/// what it lost yet (see [`Manifest::node_history_missing`]).
+const FLAG_HISTORY_MISSING: u16 = 2;
 /// Bytes of a manifest before the node name.
 pub const MANIFEST_FIXED_LEN: usize =
     MAGIC_LEN + U16_LEN * 2 + U32_LEN + 16 + U16_LEN * 2 + U64_LEN * 3 + U32_LEN + U8_LEN;
@@ -31,8 +34,8 @@ const _: () = assert!(MANIFEST_LEN_MAX <= u32::MAX as usize);
 /// One node's manifest.
 ///
 /// The store-wide part (id, code, session, version, discarded ranges) is the
-/// same on every node a manifest write reached; `node_name` and
-/// `node_since_stripe_id` are the node's own.
+/// same on every node a manifest write reached; `node_name`,
+/// `node_since_stripe_id` and `node_history_missing` are the node's own.
 ///
 /// # Example
 /// ```
@@ -46,6 +49,7 @@ const _: () = assert!(MANIFEST_LEN_MAX <= u32::MAX as usize);
 ///     version: 1,
 ///     committed: true,
 ///     node_since_stripe_id: 0,
+///     node_history_missing: false,
 ///     node_name: "s1n1".into(),
 ///     discarded: vec![(5, 9), (20, 20)],
 /// };
@@ -77,6 +81,13 @@ pub struct Manifest {
     /// or above this one; below it, the node may have lost columns (it was
     /// rebuilt empty) until repair brought them back.
     pub node_since_stripe_id: u64,
+    /// The node came back empty (burned, replaced, wiped) and was adopted
+    /// (at `node_since_stripe_id`), and repair has not yet brought every
+    /// stripe the store knows back to the promise, nor has an operator
+    /// accepted a loss since. While set, open counts the node as missing
+    /// when it judges an outage: the columns it lost are nowhere, and no
+    /// scan can find a stripe whose every record burned.
+    pub node_history_missing: bool,
     /// The node's own name.
     pub node_name: String,
     /// Stripe ids an open or an accepted loss decided are not part of the
@@ -124,7 +135,14 @@ impl Manifest {
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&MANIFEST_MAGIC);
         put_u16(&mut out, FORMAT_VERSION);
-        put_u16(&mut out, if self.committed { FLAG_COMMITTED } else { 0 });
+        let mut flags = 0;
+        if self.committed {
+            flags |= FLAG_COMMITTED;
+        }
+        if self.node_history_missing {
+            flags |= FLAG_HISTORY_MISSING;
+        }
+        put_u16(&mut out, flags);
         put_u32(&mut out, len as u32);
         out.extend_from_slice(&self.store_id);
         put_u16(&mut out, self.data_count);
@@ -185,7 +203,7 @@ impl Manifest {
                 actual,
             });
         }
-        if flags & !FLAG_COMMITTED != 0 {
+        if flags & !(FLAG_COMMITTED | FLAG_HISTORY_MISSING) != 0 {
             return Err(corrupt(WHAT, format!("unknown flags {flags:#06x}")));
         }
         let store_id = reader.array::<16>()?;
@@ -221,6 +239,7 @@ impl Manifest {
             version: manifest_version,
             committed: flags & FLAG_COMMITTED != 0,
             node_since_stripe_id,
+            node_history_missing: flags & FLAG_HISTORY_MISSING != 0,
             node_name,
             discarded,
         })
@@ -276,6 +295,7 @@ mod tests {
             version: 2,
             committed: true,
             node_since_stripe_id: 9 << 40,
+            node_history_missing: true,
             node_name: "s0n1".into(),
             discarded: vec![(1, 4), (10, 10), (1 << 41, (2 << 40) + 99)],
         }

@@ -128,9 +128,9 @@ impl Inner {
     /// returns.
     pub(crate) fn open_session(&self, mode: Mode, started: Instant) -> Result<(u64, Vec<u64>)> {
         let (found, max_session) = self.identifier().identify(mode)?;
+        self.manifests.replace(found.clone());
         self.identifier().check_outage()?;
         let session = max_session + 1;
-        self.manifests.replace(found.clone());
         let recovered = self.recovery().recover(&found, session)?;
         if !self.start_session(session, recovered.discarded_ranges.clone())? {
             self.read_only.store(true, Ordering::Release);
@@ -210,7 +210,76 @@ impl Inner {
         self.manifests.update(&self.nodes, &self.layout, change)
     }
 
-    /// Adopts node `id` from the next stripe id on (see
+    /// Clears `node_history_missing` of the nodes that came back empty
+    /// once every stripe the store knows keeps the layout's promise again
+    /// where its columns are: what they lost no longer matters to any open,
+    /// which then counts them whole (docs/DURABILITY.md, "Open", step 2).
+    /// Repair and `accept_loss` call it under the maintenance lock, so no
+    /// node is adopted meanwhile. Not while a salvage loss is pending, nor
+    /// on a read-only store. A node the manifest write may have missed (it
+    /// is not up, writable and a member afterwards) keeps the flag here, so
+    /// the next repair writes it again; a write that reaches no quorum
+    /// leaves every flag for the next repair.
+    pub(crate) fn note_history_restored(&self) {
+        let before = self.manifests.state();
+        let missing = before.nodes_missing_history();
+        if missing.is_empty()
+            || self.loss.is_pending()
+            || self.read_only.load(Ordering::Acquire)
+            || !self.every_stripe_keeps_the_promise()
+        {
+            return;
+        }
+        let marked = self.update_manifest(|m| {
+            for id in &missing {
+                // Adopted again since (a later fire): not this repair's.
+                if m.node_since.get(id.index()) == before.node_since.get(id.index())
+                    && let Some(flag) = m.node_history_missing.get_mut(id.index())
+                {
+                    *flag = false;
+                }
+            }
+        });
+        if let Err(e) = marked {
+            tracing::warn!(
+                error = %e,
+                "could not record that the nodes that came back empty are whole again"
+            );
+            return;
+        }
+        let mut whole = Vec::new();
+        for &id in &missing {
+            if self.nodes.is_up(id) && self.nodes.is_writable(id) && self.manifests.is_member(id) {
+                whole.push(self.layout.node(id).name.as_str());
+            } else {
+                self.manifests.mark_history_missing(id);
+            }
+        }
+        tracing::info!(nodes = ?whole, "nodes that came back empty are whole again");
+    }
+
+    /// Whether every stripe the store knows keeps at least k columns
+    /// through every loss the layout's promise covers, counting only
+    /// columns stored on nodes that are up.
+    fn every_stripe_keeps_the_promise(&self) -> bool {
+        let state = self.read_state();
+        let mut stored = Vec::new();
+        state.stripes.values().all(|stripe| {
+            stored.clear();
+            let mut zero = 0;
+            for col in stripe.columns.iter() {
+                match col.stored {
+                    _ if col.len == 0 => zero += 1,
+                    Some((at, _)) if self.nodes.is_up(at) => stored.push(at),
+                    _ => {}
+                }
+            }
+            self.layout.survives_promise_given(&stored, zero, &[])
+        })
+    }
+
+    /// Raises node `id`'s `node_since` to the next stripe id: it lacked a
+    /// column planned on it, which repair just rebuilt (see
     /// [`Manifests::adopt`]).
     pub(crate) fn adopt_node(
         &self,
@@ -218,7 +287,7 @@ impl Inner {
         node: &dyn crate::node::Node,
     ) -> Result<()> {
         let next = self.next_stripe_id.load(Ordering::Acquire);
-        self.manifests.adopt(&self.layout, next, id, node)
+        self.manifests.adopt(&self.layout, next, id, node, false)
     }
 
     /// Where the columns are, and whether the store survives a site loss.

@@ -222,10 +222,16 @@ impl NodeLifecycle<'_> {
                 if let Some(since) = state.node_since.get_mut(id.index()) {
                     *since = found.node_since_stripe_id;
                 }
+                if let Some(missing) = state.node_history_missing.get_mut(id.index()) {
+                    *missing = found.node_history_missing;
+                }
                 let current = state.for_node(id, &self.layout.node(id).name);
                 node.write_manifest(&current.encode()?)?;
-                self.manifests
-                    .set_node_since(id, found.node_since_stripe_id);
+                self.manifests.set_node_since(
+                    id,
+                    found.node_since_stripe_id,
+                    found.node_history_missing,
+                );
                 self.manifests.set_member(id, true);
                 Ok(())
             }
@@ -234,6 +240,7 @@ impl NodeLifecycle<'_> {
                 self.next_stripe_id.load(Ordering::Acquire),
                 id,
                 node,
+                true,
             ),
             None => Err(Error::InvalidLayout {
                 reason: format!("node {} holds segments but no manifest", node.name()),

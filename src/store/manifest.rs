@@ -13,12 +13,15 @@ use crate::node::Node;
 /// The store-wide manifest and each node's own part of it.
 #[derive(Clone, Debug)]
 pub(crate) struct ManifestState {
-    /// The store-wide fields (its `node_name` and `node_since_stripe_id`
-    /// are ignored; see `node_since`).
+    /// The store-wide fields (its `node_name`, `node_since_stripe_id` and
+    /// `node_history_missing` are ignored; see the fields below).
     pub shared: Manifest,
     /// Per layout node: the stripe id since which the node holds every
     /// column planned on it.
     pub node_since: Vec<u64>,
+    /// Per layout node: whether it came back empty and what it lost is not
+    /// brought back yet; see `Manifest::node_history_missing`.
+    pub node_history_missing: Vec<bool>,
 }
 
 impl ManifestState {
@@ -27,8 +30,27 @@ impl ManifestState {
         Manifest {
             node_name: name.to_string(),
             node_since_stripe_id: self.node_since.get(id.index()).copied().unwrap_or(0),
+            node_history_missing: self.history_missing(id),
             ..self.shared.clone()
         }
+    }
+
+    /// Whether node `id` was rebuilt empty and what it lost was not brought
+    /// back yet: open counts it as missing when it judges an outage
+    /// (docs/DURABILITY.md, "Open", step 2).
+    pub fn history_missing(&self, id: NodeId) -> bool {
+        self.node_history_missing
+            .get(id.index())
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The nodes whose [`history_missing`](Self::history_missing).
+    pub fn nodes_missing_history(&self) -> Vec<NodeId> {
+        (0..self.node_history_missing.len())
+            .map(|i| NodeId(i as u16))
+            .filter(|&id| self.history_missing(id))
+            .collect()
     }
 }
 
@@ -150,10 +172,12 @@ impl Manifests {
                     version: 0,
                     committed: false,
                     node_since_stripe_id: 0,
+                    node_history_missing: false,
                     node_name: "-".into(),
                     discarded: Vec::new(),
                 },
                 node_since: vec![0; node_count],
+                node_history_missing: vec![false; node_count],
             }),
             members: Mutex::new(vec![false; node_count]),
             pending_discards: Mutex::new(Vec::new()),
@@ -341,7 +365,10 @@ impl Manifests {
     /// Makes node `id` (reachable, holding no manifest of this store, e.g.
     /// rebuilt empty) part of the store: writes its manifest with
     /// `node_since` = `next_stripe_id`, so columns of older stripes are not
-    /// expected on it until repair rebuilds them.
+    /// expected on it until repair rebuilds them. `emptied`: the node came
+    /// back empty, so its history is missing until repair brings it back
+    /// (else, a node that lacked a column repair just rebuilt, its
+    /// `node_history_missing` stays as it was).
     ///
     /// # Errors
     /// The node's write error.
@@ -351,11 +378,19 @@ impl Manifests {
         next_stripe_id: u64,
         id: NodeId,
         node: &dyn Node,
+        emptied: bool,
     ) -> Result<()> {
         let mut current = self.lock();
         let mut next = current.clone();
+        // What it held is gone until repair brings it back: written before
+        // the node takes writes, so no open takes it for whole meanwhile.
+        // A node that only lacked a column stays as whole as it was.
+        let history_missing = emptied || current.history_missing(id);
         if let Some(since) = next.node_since.get_mut(id.index()) {
             *since = next_stripe_id;
+        }
+        if let Some(slot) = next.node_history_missing.get_mut(id.index()) {
+            *slot = history_missing;
         }
         let manifest = next.for_node(id, &layout.node(id).name);
         node.write_manifest(&manifest.encode()?)?;
@@ -382,11 +417,24 @@ impl Manifests {
         }
     }
 
-    /// Records node `id`'s own `node_since` (read from its manifest).
-    pub(crate) fn set_node_since(&self, id: NodeId, since: u64) {
+    /// Records node `id`'s own `node_since` and `node_history_missing`
+    /// (read from its manifest).
+    pub(crate) fn set_node_since(&self, id: NodeId, since: u64, history_missing: bool) {
         let mut state = self.lock();
         if let Some(slot) = state.node_since.get_mut(id.index()) {
             *slot = since;
+        }
+        if let Some(slot) = state.node_history_missing.get_mut(id.index()) {
+            *slot = history_missing;
+        }
+    }
+
+    /// Takes node `id`'s `node_history_missing` as set again, in memory
+    /// only: the manifest write that cleared it may not have reached the
+    /// node, so the next repair writes it again.
+    pub(crate) fn mark_history_missing(&self, id: NodeId) {
+        if let Some(slot) = self.lock().node_history_missing.get_mut(id.index()) {
+            *slot = true;
         }
     }
 

@@ -166,10 +166,12 @@ impl Identify<'_> {
                 version: 0,
                 committed: true,
                 node_since_stripe_id: 0,
+                node_history_missing: false,
                 node_name: "-".into(),
                 discarded: Vec::new(),
             },
             node_since: vec![0; self.nodes.len()],
+            node_history_missing: vec![false; self.nodes.len()],
         };
         Ok((state, 0))
     }
@@ -212,11 +214,12 @@ impl Identify<'_> {
             return Err(no_store(manifests, found.len()));
         };
         self.check_manifests(&found, newest, max_session)?;
-        let node_since = self.note_members(manifests);
+        let (node_since, node_history_missing) = self.note_members(manifests);
         Ok((
             ManifestState {
                 shared: newest.clone(),
                 node_since,
+                node_history_missing,
             },
             max_session,
         ))
@@ -276,14 +279,17 @@ impl Identify<'_> {
     }
 
     /// Marks the nodes holding a manifest of the store as members, and the
-    /// others down; returns each node's `node_since`.
-    fn note_members(&self, manifests: &[NodeManifest]) -> Vec<u64> {
+    /// others down; returns each node's `node_since` and
+    /// `node_history_missing`.
+    fn note_members(&self, manifests: &[NodeManifest]) -> (Vec<u64>, Vec<bool>) {
         let mut node_since = vec![0; self.nodes.len()];
+        let mut node_history_missing = vec![false; self.nodes.len()];
         for (i, m) in manifests.iter().enumerate() {
             let id = NodeId(i as u16);
             match m {
                 NodeManifest::Found(m) => {
                     node_since[i] = m.node_since_stripe_id;
+                    node_history_missing[i] = m.node_history_missing;
                     self.manifests.set_member(id, true);
                 }
                 NodeManifest::Absent => self.nodes.mark_down(
@@ -293,7 +299,7 @@ impl Identify<'_> {
                 NodeManifest::Unusable(why) => self.nodes.mark_down(id, why.clone()),
             }
         }
-        node_since
+        (node_since, node_history_missing)
     }
 
     /// Whether some up node holds a segment.
@@ -307,32 +313,84 @@ impl Identify<'_> {
 
     /// Refuses an outage beyond the promise (unless salvaging), before any
     /// stripe is judged: then what is missing is never taken for crash
-    /// debris.
+    /// debris. A node rebuilt empty whose lost columns repair never brought
+    /// back counts as missing here: a stripe whose every record burned on
+    /// such nodes leaves nothing a scan could find (docs/DURABILITY.md,
+    /// "Open", step 2).
     ///
     /// # Errors
     /// [`Error::TooManyNodesDown`] naming the missing nodes.
     pub(crate) fn check_outage(&self) -> Result<()> {
-        let missing = missing_nodes(self.nodes, self.manifests);
-        if missing.is_empty() || self.layout.promise_room(&missing) != PromiseRoom::Exceeded {
+        let Some(outage) = self.outage() else {
             return Ok(());
-        }
-        let names: Vec<String> = missing
-            .iter()
-            .map(|&id| self.layout.node(id).name.clone())
-            .collect();
+        };
+        let names = |ids: &[NodeId]| -> Vec<String> {
+            ids.iter()
+                .map(|&id| self.layout.node(id).name.clone())
+                .collect()
+        };
+        let (missing, unrestored) = (names(&outage.missing), names(&outage.unrestored));
         if self.options.salvage {
-            tracing::error!(nodes = ?names, "more nodes are missing than the promise covers; salvaging");
+            tracing::error!(
+                nodes = ?missing,
+                rebuilt_empty = ?unrestored,
+                "more nodes are missing than the promise covers; salvaging"
+            );
             return Ok(());
         }
-        Err(Error::TooManyNodesDown {
-            nodes: names,
-            reason: format!(
-                "more nodes are missing than the layout promises to survive ({}); data may be \
-                 lost",
-                self.layout.promise()
-            ),
+        let mut reason = format!(
+            "more nodes are missing than the layout promises to survive ({}); data may be lost",
+            self.layout.promise()
+        );
+        if !unrestored.is_empty() {
+            reason.push_str(&format!(
+                ". Of them, {} came back empty and repair never brought back the columns \
+                 they lost: a stripe whose every record burned leaves nothing a scan can find",
+                unrestored.join(", ")
+            ));
+        }
+        let mut nodes = missing;
+        nodes.extend(unrestored);
+        Err(Error::TooManyNodesDown { nodes, reason })
+    }
+
+    /// The outage beyond the promise, if there is one: the nodes down or
+    /// without the manifest, and the members rebuilt empty whose lost
+    /// columns were never brought back.
+    pub(crate) fn outage(&self) -> Option<Outage> {
+        let missing = missing_nodes(self.nodes, self.manifests);
+        let state = self.manifests.state();
+        let unrestored: Vec<NodeId> = state
+            .nodes_missing_history()
+            .into_iter()
+            .filter(|id| !missing.contains(id))
+            .filter(|_| !crate::mutation::enabled(crate::mutation::Mutation::AdoptedCountWhole))
+            .collect();
+        let all: Vec<NodeId> = missing.iter().chain(&unrestored).copied().collect();
+        if all.is_empty() || self.layout.promise_room(&all) != PromiseRoom::Exceeded {
+            return None;
+        }
+        let lost_below = unrestored
+            .iter()
+            .filter_map(|id| state.node_since.get(id.index()).copied())
+            .max();
+        Some(Outage {
+            missing,
+            unrestored,
+            lost_below,
         })
     }
+}
+
+/// An outage beyond the promise ([`Identify::outage`]).
+pub(crate) struct Outage {
+    /// Nodes down or without the manifest.
+    pub missing: Vec<NodeId>,
+    /// Members rebuilt empty whose lost columns were never brought back.
+    pub unrestored: Vec<NodeId>,
+    /// The highest `node_since` of `unrestored`: stripes below it may be
+    /// lost without a trace (their keys unknown).
+    pub lost_below: Option<u64>,
 }
 
 /// The nodes that are not serving this store now: down, or not holding its

@@ -165,6 +165,16 @@ pub(crate) fn accept_loss(store: &Store) -> Result<usize> {
         m.shared.version += 1;
     })?;
     store.inner.loss.clear();
+    // Nodes that came back empty count whole again once every stripe left
+    // keeps the promise (at once if it already does; else after repair).
+    {
+        let _one_at_a_time = store
+            .inner
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        store.inner.note_history_restored();
+    }
     if let Ok(mut report) = store.inner.open_report.lock() {
         report.loss_accepted = true;
     }

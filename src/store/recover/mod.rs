@@ -472,11 +472,23 @@ impl Recovery<'_> {
             .into_iter()
             .filter(|(info, _)| !built.retired.contains(&info.generation))
             .collect();
-        let loss = if lost.is_empty() {
+        // A salvage open past nodes rebuilt empty whose lost columns were
+        // never brought back: stripes below their `node_since` may be gone
+        // without a record, so their keys are unknown (D2).
+        let traceless = if self.options.salvage {
+            self.identify.outage().and_then(|o| o.lost_below)
+        } else {
+            None
+        };
+        let loss = if lost.is_empty() && traceless.is_none() {
             None
         } else if self.options.salvage {
             let infos: Vec<StripeInfo> = lost.iter().map(|(info, _)| info.clone()).collect();
-            Some(super::salvage::loss_state(&self.reads, &infos, &state))
+            let mut loss = super::salvage::loss_state(&self.reads, &infos, &state);
+            if let Some(below) = traceless {
+                loss.unknown_newest = loss.unknown_newest.max(Some(below.saturating_sub(1)));
+            }
+            Some(loss)
         } else {
             return Err(unrecoverable(&lost));
         };
