@@ -11,40 +11,49 @@
 use geoshard::mutation::{self, Mutation};
 use geoshard::sim::{SimConfig, run};
 
-/// (mutation, the first seed of 0.. that found it, operations per seed).
-const FOUND: &[(Mutation, u64, u64)] = &[
-    (Mutation::SiteBlindHandoff, 11, 1000),
-    (Mutation::SilentNewestLoss, 1080, 1000),
-    (Mutation::TombstoneRace, 174, 1000),
-    (Mutation::OpenCreatesWhenEmpty, 0, 1000),
-    (Mutation::RepairKeepsHandle, 9, 1000),
-    (Mutation::KeepFailedAttempts, 22, 1000),
-    (Mutation::ProposalsDecideNothing, 6, 1000),
-    (Mutation::ScrubPayloadsOnly, 1478, 1000),
-    (Mutation::LeaseUnknownIsOurs, 30, 1000),
-    (Mutation::VanishedObjectFailsScan, 28, 1000),
-    (Mutation::ManifestOnWipedPrefix, 63, 1000),
-    (Mutation::KeepOrphanOnWipedPrefix, 21, 1000),
-    (Mutation::LeaseDoubtMarksDown, 28, 1000),
-    (Mutation::ForgetUnrecordedDiscards, 294, 1000),
+/// (mutations, the first seed of 0.. that found them, operations per
+/// seed). `SilentNewestLoss` is switched on with `AdoptedCountWhole`: every
+/// history that reached it went beyond the promise through nodes adopted
+/// empty, which open now refuses before it judges any stripe (S15), so it
+/// is found only with that check off too (docs/TESTING.md, "Mutations").
+const FOUND: &[(&[Mutation], u64, u64)] = &[
+    (&[Mutation::SiteBlindHandoff], 11, 1000),
+    (
+        &[Mutation::SilentNewestLoss, Mutation::AdoptedCountWhole],
+        1080,
+        1000,
+    ),
+    (&[Mutation::TombstoneRace], 174, 1000),
+    (&[Mutation::OpenCreatesWhenEmpty], 0, 1000),
+    (&[Mutation::RepairKeepsHandle], 9, 1000),
+    (&[Mutation::KeepFailedAttempts], 22, 1000),
+    (&[Mutation::ProposalsDecideNothing], 6, 1000),
+    (&[Mutation::ScrubPayloadsOnly], 1478, 1000),
+    (&[Mutation::LeaseUnknownIsOurs], 30, 1000),
+    (&[Mutation::VanishedObjectFailsScan], 28, 1000),
+    (&[Mutation::ManifestOnWipedPrefix], 63, 1000),
+    (&[Mutation::KeepOrphanOnWipedPrefix], 21, 1000),
+    (&[Mutation::LeaseDoubtMarksDown], 28, 1000),
+    (&[Mutation::ForgetUnrecordedDiscards], 294, 1000),
+    (&[Mutation::AdoptedCountWhole], 3024, 1000),
 ];
 
 #[test]
 fn every_found_mutation_is_found_again_by_its_seed() {
-    for &(mutation, seed, operations) in FOUND {
+    for &(mutations, seed, operations) in FOUND {
         let config = SimConfig { seed, operations };
-        mutation::set(&[mutation]);
+        mutation::set(mutations);
         let with = run(&config);
         mutation::set(&[]);
         let failure = match with {
             Err(failure) => failure,
-            Ok(_) => panic!("{mutation:?}: seed {seed} no longer finds it"),
+            Ok(_) => panic!("{mutations:?}: seed {seed} no longer finds it"),
         };
         if let Err(other) = run(&config) {
-            panic!("{mutation:?}: seed {seed} fails without the mutation too: {other}");
+            panic!("{mutations:?}: seed {seed} fails without the mutation too: {other}");
         }
         eprintln!(
-            "{mutation:?}: seed {seed} finds it at operation {}: {}",
+            "{mutations:?}: seed {seed} finds it at operation {}: {}",
             failure.at,
             failure.message.chars().take(120).collect::<String>()
         );
