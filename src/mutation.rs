@@ -60,12 +60,15 @@ pub enum Mutation {
     /// S15: nodes that came back empty count as whole at open whether or
     /// not repair brought back what they lost.
     AdoptedCountWhole,
+    /// S14: repair refuses an object-store prefix whose lease says it was
+    /// wiped when appends landed in it afterwards.
+    RefuseWipedPrefix,
 }
 
 #[cfg(any(test, feature = "testing"))]
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 17] = [
+    pub const ALL: [Mutation; 18] = [
         Mutation::SiteBlindHandoff,
         Mutation::SilentNewestLoss,
         Mutation::TombstoneRace,
@@ -83,6 +86,7 @@ impl Mutation {
         Mutation::LeaseDoubtMarksDown,
         Mutation::ForgetUnrecordedDiscards,
         Mutation::AdoptedCountWhole,
+        Mutation::RefuseWipedPrefix,
     ];
 
     fn bit(self) -> u64 {

@@ -15,7 +15,9 @@ use geoshard::sim::{SimConfig, run};
 /// seed). `SilentNewestLoss` is switched on with `AdoptedCountWhole`: every
 /// history that reached it went beyond the promise through nodes adopted
 /// empty, which open now refuses before it judges any stripe (S15), so it
-/// is found only with that check off too (docs/TESTING.md, "Mutations").
+/// is found only with that check off too; `KeepOrphanOnWipedPrefix` (S11)
+/// likewise with `RefuseWipedPrefix` (S14), since repair now adopts a
+/// wiped prefix with the orphan in it (docs/TESTING.md, "Mutations").
 const FOUND: &[(&[Mutation], u64, u64)] = &[
     (&[Mutation::SiteBlindHandoff], 11, 1000),
     (
@@ -32,10 +34,18 @@ const FOUND: &[(&[Mutation], u64, u64)] = &[
     (&[Mutation::LeaseUnknownIsOurs], 30, 1000),
     (&[Mutation::VanishedObjectFailsScan], 28, 1000),
     (&[Mutation::ManifestOnWipedPrefix], 63, 1000),
-    (&[Mutation::KeepOrphanOnWipedPrefix], 21, 1000),
+    (
+        &[
+            Mutation::KeepOrphanOnWipedPrefix,
+            Mutation::RefuseWipedPrefix,
+        ],
+        21,
+        1000,
+    ),
     (&[Mutation::LeaseDoubtMarksDown], 28, 1000),
     (&[Mutation::ForgetUnrecordedDiscards], 294, 1000),
     (&[Mutation::AdoptedCountWhole], 3024, 1000),
+    (&[Mutation::RefuseWipedPrefix], 945, 1000),
 ];
 
 #[test]

@@ -384,6 +384,16 @@ pub trait Node: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether the node found no mark of any writer when it was opened: an
+    /// object-store prefix without a single lease (wiped with its site, or
+    /// new). Segments in such a prefix can only be appends that landed
+    /// after the wipe, none acknowledged (their lease checks found no
+    /// lease or no clear answer; docs/DURABILITY.md, S11 and S14), so
+    /// repair may adopt it with them. Default: never.
+    fn came_back_wiped(&self) -> bool {
+        false
+    }
+
     /// Checks that the node is still there and still this writer's: an
     /// object-store node re-reads its lease. The store calls it about once
     /// a second while idle. Default: nothing to check.
@@ -465,6 +475,10 @@ impl<N: Node + ?Sized> Node for Arc<N> {
 
     fn is_fenced(&self) -> bool {
         (**self).is_fenced()
+    }
+
+    fn came_back_wiped(&self) -> bool {
+        (**self).came_back_wiped()
     }
 
     fn check(&self) -> Result<()> {

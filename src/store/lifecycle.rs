@@ -192,7 +192,7 @@ impl NodeLifecycle<'_> {
         // columns it held are gone, whatever their old locations say.
         // Forget them so reads go degraded at once and this repair
         // rebuilds every one.
-        if node.generations().is_ok_and(|g| only_checkpoints(&g)) {
+        if came_back_wiped(&*node) || node.generations().is_ok_and(|g| only_checkpoints(&g)) {
             self.state
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -235,19 +235,32 @@ impl NodeLifecycle<'_> {
                 self.manifests.set_member(id, true);
                 Ok(())
             }
-            None if only_checkpoints(&node.generations()?) => self.manifests.adopt(
-                self.layout,
-                self.next_stripe_id.load(Ordering::Acquire),
-                id,
-                node,
-                true,
-            ),
+            // A wiped prefix may hold appends that landed after the wipe,
+            // none acknowledged: it is adopted with them (its node_since
+            // keeps them from counting as evidence, and their stripes are
+            // failed attempts, discarded or decided by an open that ran
+            // while the node was missing). Simulator finding S14.
+            None if came_back_wiped(node) || only_checkpoints(&node.generations()?) => {
+                self.manifests.adopt(
+                    self.layout,
+                    self.next_stripe_id.load(Ordering::Acquire),
+                    id,
+                    node,
+                    true,
+                )
+            }
             None => Err(Error::InvalidLayout {
                 reason: format!("node {} holds segments but no manifest", node.name()),
                 fix: "move that directory (prefix) away; repair then rebuilds the node".into(),
             }),
         }
     }
+}
+
+/// Whether the node came back wiped ([`Node::came_back_wiped`]).
+fn came_back_wiped(node: &dyn Node) -> bool {
+    node.came_back_wiped()
+        && !crate::mutation::enabled(crate::mutation::Mutation::RefuseWipedPrefix)
 }
 
 /// Whether a node's generations hold no data: none, or only columns of

@@ -118,6 +118,8 @@ const LEASE_NAME: &str = "lease";
 /// Object names an append tries before giving up.
 const APPEND_NAME_ATTEMPTS: usize = 16;
 const MANIFEST_NAME: &str = "manifest";
+/// Largest lease object read back (for its `wiped` line).
+const LEASE_LEN_MAX: u64 = 4096;
 
 /// How a node runs: its executor, and the lease holder's name (default:
 /// host, process, wall clock and a counter).
@@ -188,6 +190,10 @@ pub struct ObjectNode {
     generations: RwLock<BTreeMap<u64, Generation>>,
     /// Our lease epoch, when leasing.
     lease: Option<u64>,
+    /// No manifest was written to the prefix since its leases were last
+    /// all gone (see [`Node::came_back_wiped`]): carried from lease to
+    /// lease by the `wiped` line of the lease object.
+    wiped: bool,
     /// Why appends are refused, once superseded.
     superseded: Mutex<Option<String>>,
     /// How long a lease check may take before it counts as failed.
@@ -307,12 +313,15 @@ impl ObjectNode {
             limit: Arc::new(Semaphore::new(options.max_in_flight)),
             generations: RwLock::new(BTreeMap::new()),
             lease: None,
+            wiped: false,
             superseded: Mutex::new(None),
             request_timeout: options.request_timeout,
             executor: runtime.executor,
         };
         if options.lease {
-            node.lease = Some(node.take_lease(runtime.holder)?);
+            let (epoch, wiped) = node.take_lease(runtime.holder)?;
+            node.lease = Some(epoch);
+            node.wiped = wiped;
         }
         node.list_all()?;
         tracing::debug!(node = name, url, "object node opened");
@@ -441,10 +450,13 @@ impl ObjectNode {
     /// Takes the next lease epoch: lists the epochs, creates the next one
     /// with a conditional create, and deletes the ones below the previous
     /// epoch (lowest first). Losing the race for the epoch to another opener
-    /// fails with [`Error::Locked`].
+    /// fails with [`Error::Locked`]. Returns the epoch and whether the
+    /// prefix is wiped: it held no lease, or the previous lease says
+    /// `wiped` and no manifest has been written since (the new lease says
+    /// so in turn).
     /// `holder` names the lease's holder (default: host, process id, wall
     /// clock and a counter; the name is for operators, nothing reads it).
-    fn take_lease(&self, holder: Option<String>) -> Result<u64> {
+    fn take_lease(&self, holder: Option<String>) -> Result<(u64, bool)> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let holder = holder.unwrap_or_else(|| {
             format!(
@@ -460,11 +472,40 @@ impl ObjectNode {
         });
         let store = Arc::clone(&self.store);
         let dir = self.lease_dir();
+        let manifest = self.prefix.clone().join(MANIFEST_NAME);
         let taken = self.run("taking the lease", async move {
             let epochs = list_epochs(&*store, &dir).await?;
             let epoch = epochs.last().copied().unwrap_or(0) + 1;
+            // No lease at all, or the previous one says `wiped`; and no
+            // manifest written since.
+            let chain = match epochs.last() {
+                None => true,
+                Some(&previous) => {
+                    let path = dir.clone().join(format!("{previous:016x}"));
+                    match store.get(&path).await {
+                        // Ours are under 200 bytes: a larger one is not
+                        // read (any object may be hostile).
+                        Ok(found) if found.meta.size > LEASE_LEN_MAX => false,
+                        Ok(found) => found
+                            .bytes()
+                            .await?
+                            .split(|&b| b == b'\n')
+                            .any(|l| l == b"wiped"),
+                        // Deleted meanwhile (a racing opener): not known wiped.
+                        Err(object_store::Error::NotFound { .. }) => false,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            let wiped = chain
+                && match store.head(&manifest).await {
+                    Ok(_) => false,
+                    Err(object_store::Error::NotFound { .. }) => true,
+                    Err(e) => return Err(e),
+                };
             let body = Bytes::from(format!(
-                "geoshard-lease 2\nepoch {epoch}\nholder {holder}\n"
+                "geoshard-lease 2\nepoch {epoch}\nholder {holder}\n{}",
+                if wiped { "wiped\n" } else { "" }
             ));
             let path = dir.clone().join(format!("{epoch:016x}"));
             match store
@@ -494,7 +535,7 @@ impl ObjectNode {
                     Err(_) => break,
                 }
             }
-            Ok(Some(epoch))
+            Ok(Some((epoch, wiped)))
         })?;
         taken.ok_or_else(|| Error::Locked {
             path: std::path::PathBuf::from(&self.url),
@@ -1026,6 +1067,10 @@ impl Node for ObjectNode {
         })?;
         self.write_generations().remove(&generation);
         Ok(())
+    }
+
+    fn came_back_wiped(&self) -> bool {
+        self.wiped
     }
 
     fn check(&self) -> Result<()> {
