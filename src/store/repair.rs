@@ -300,9 +300,9 @@ pub(crate) fn repair_stripes(
     report.columns_rebuilt += written.columns_rebuilt;
     report.columns_moved_home += written.columns_moved_home;
     report.bytes_written += written.bytes_written;
-    // Nodes rebuilt empty count as missing at open until every stripe
-    // survives a site loss again (D2: a loss whose every record burned
-    // stays loud).
+    // Nodes that came back empty count as missing at open until every
+    // stripe keeps the layout's promise again (D2: a loss whose every
+    // record burned stays loud).
     inner.note_history_restored();
     report.elapsed = started.elapsed();
     let metrics = &inner.metrics;
