@@ -82,9 +82,9 @@ pub struct Manifest {
     /// rebuilt empty) until repair brought them back.
     pub node_since_stripe_id: u64,
     /// The node came back empty (burned, replaced, wiped) and was adopted
-    /// (at `node_since_stripe_id`), and repair has not yet brought every
-    /// stripe the store knows back to the promise, nor has an operator
-    /// accepted a loss since. While set, open counts the node as missing
+    /// (at `node_since_stripe_id`), and no repair (nor `accept_loss`) has
+    /// since found every stripe the store knows keeping the layout's
+    /// promise. While set, open counts the node as missing
     /// when it judges an outage: the columns it lost are nowhere, and no
     /// scan can find a stripe whose every record burned.
     pub node_history_missing: bool,

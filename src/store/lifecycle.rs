@@ -192,7 +192,7 @@ impl NodeLifecycle<'_> {
         // columns it held are gone, whatever their old locations say.
         // Forget them so reads go degraded at once and this repair
         // rebuilds every one.
-        if came_back_wiped(&*node) || node.generations().is_ok_and(|g| only_checkpoints(&g)) {
+        if holds_nothing_of_ours(&*node).unwrap_or(false) {
             self.state
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -227,7 +227,7 @@ impl NodeLifecycle<'_> {
                 }
                 let current = state.for_node(id, &self.layout.node(id).name);
                 node.write_manifest(&current.encode()?)?;
-                self.manifests.set_node_since(
+                self.manifests.set_node_own(
                     id,
                     found.node_since_stripe_id,
                     found.node_history_missing,
@@ -240,15 +240,13 @@ impl NodeLifecycle<'_> {
             // keeps them from counting as evidence, and their stripes are
             // failed attempts, discarded or decided by an open that ran
             // while the node was missing). Simulator finding S14.
-            None if came_back_wiped(node) || only_checkpoints(&node.generations()?) => {
-                self.manifests.adopt(
-                    self.layout,
-                    self.next_stripe_id.load(Ordering::Acquire),
-                    id,
-                    node,
-                    true,
-                )
-            }
+            None if holds_nothing_of_ours(node)? => self.manifests.adopt(
+                self.layout,
+                self.next_stripe_id.load(Ordering::Acquire),
+                id,
+                node,
+                true,
+            ),
             None => Err(Error::InvalidLayout {
                 reason: format!("node {} holds segments but no manifest", node.name()),
                 fix: "move that directory (prefix) away; repair then rebuilds the node".into(),
@@ -257,10 +255,14 @@ impl NodeLifecycle<'_> {
     }
 }
 
-/// Whether the node came back wiped ([`Node::came_back_wiped`]).
-fn came_back_wiped(node: &dyn Node) -> bool {
-    node.came_back_wiped()
-        && !crate::mutation::enabled(crate::mutation::Mutation::RefuseWipedPrefix)
+/// Whether a node holds nothing the store needs from it: it came back
+/// wiped ([`Node::came_back_wiped`]: what it holds are appends that landed
+/// after the wipe, none acknowledged), or it holds no data (only
+/// checkpoint columns, or nothing).
+fn holds_nothing_of_ours(node: &dyn Node) -> Result<bool> {
+    let wiped = node.came_back_wiped()
+        && !crate::mutation::enabled(crate::mutation::Mutation::RefuseWipedPrefix);
+    Ok(wiped || only_checkpoints(&node.generations()?))
 }
 
 /// Whether a node's generations hold no data: none, or only columns of

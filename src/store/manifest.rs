@@ -419,7 +419,7 @@ impl Manifests {
 
     /// Records node `id`'s own `node_since` and `node_history_missing`
     /// (read from its manifest).
-    pub(crate) fn set_node_since(&self, id: NodeId, since: u64, history_missing: bool) {
+    pub(crate) fn set_node_own(&self, id: NodeId, since: u64, history_missing: bool) {
         let mut state = self.lock();
         if let Some(slot) = state.node_since.get_mut(id.index()) {
             *slot = since;

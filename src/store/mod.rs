@@ -240,9 +240,9 @@ impl Store {
     /// - [`Error::TooManyNodesDown`] when more nodes are missing than the
     ///   promise tolerates (checked first; [`Options::salvage`] opens
     ///   anyway). Nodes that came back empty count as missing until a
-    ///   repair has brought back what they lost (or the loss was
-    ///   accepted): a stripe whose every record burned leaves nothing a
-    ///   scan can find;
+    ///   repair (or [`Store::accept_loss`]) found every stripe keeping
+    ///   the promise again: a stripe whose every record burned leaves
+    ///   nothing a scan can find;
     /// - [`Error::StripesUnrecoverable`] when some stripe that must be
     ///   visible has fewer than k reachable columns (salvage opens anyway);
     /// - [`Error::Locked`] when another process has the store open;
@@ -802,9 +802,10 @@ impl Store {
     /// Accepts the loss a salvage open found: deletes the keys known to
     /// have lost their newest value (so no older value of theirs shows
     /// again), records the lost stripes as discarded so later opens do not
-    /// fail on them, records that nodes which came back empty are whole
-    /// again (what they lost is accepted with the rest), and ends the
-    /// errors reads gave meanwhile. Returns how
+    /// fail on them, and ends the errors reads gave meanwhile. Nodes that
+    /// came back empty count whole again at once if every stripe left
+    /// keeps the promise, else after the repair that brings it back (a
+    /// restart before then is refused again). Returns how
     /// many keys were deleted. Does nothing if no loss is pending.
     ///
     /// # Errors
