@@ -86,7 +86,15 @@ fn server_stopped_mid_write_leaves_nothing_half_visible() {
     drop(store); // closes it and releases its nodes
 
     server.restart();
-    let store = Store::open(layout.clone(), options.clone()).expect("reopen after the outage");
+    // The reopen waits as a client normally would: the server's first
+    // writes after a restart can take seconds on a loaded machine (a lease
+    // PUT past the impatient 2 s timeout left every remote node down, and
+    // the open refused as it must: seen in CI).
+    let patient = Options {
+        object: ObjectOptions::default(),
+        ..options.clone()
+    };
+    let store = Store::open(layout.clone(), patient).expect("reopen after the outage");
     common::check_all(&store, &acked);
     for (key, value) in &failed {
         if let Some(blob) = store.get(key).expect("get") {
