@@ -384,12 +384,14 @@ pub trait Node: Send + Sync + std::fmt::Debug {
         false
     }
 
-    /// Whether the node found no mark of any writer when it was opened: an
-    /// object-store prefix without a single lease (wiped with its site, or
-    /// new). Segments in such a prefix can only be appends that landed
-    /// after the wipe, none acknowledged (their lease checks found no
-    /// lease or no clear answer; docs/DURABILITY.md, S11 and S14), so
-    /// repair may adopt it with them. Default: never.
+    /// Whether the node was wiped (with its site, or new) and no manifest
+    /// was written to it since, as found when it was opened: an
+    /// object-store prefix that held no lease, or whose previous lease
+    /// says `wiped` and which holds no manifest. Segments in such a prefix
+    /// can only be appends that landed after the wipe, none acknowledged
+    /// (their lease checks found no lease or no clear answer;
+    /// docs/DURABILITY.md, S11 and S14), so repair may adopt it with them.
+    /// Default: never.
     fn came_back_wiped(&self) -> bool {
         false
     }
