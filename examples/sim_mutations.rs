@@ -2,9 +2,11 @@
 //! `geoshard::mutation`) on in turn and runs the simulator's default swarm
 //! over a fixed seed range until a seed fails: how many seeds and
 //! operations it took to find each bug (docs/TESTING.md, "Mutations").
+//! The range starts at seed 0 unless a first seed is given (to check a seed
+//! a soak found far out).
 //!
 //! ```text
-//! cargo run --release --example sim_mutations -- [seeds per mutation] [operations per seed] [mutation name]
+//! cargo run --release --example sim_mutations -- [seeds per mutation] [operations per seed] [mutation name] [first seed]
 //! ```
 
 use geoshard::mutation::Mutation;
@@ -17,6 +19,10 @@ fn main() {
         .take(2)
         .map(|a| a.parse().expect("arguments are numbers"))
         .collect();
+    let first: u64 = std::env::args()
+        .nth(4)
+        .map(|a| a.parse().expect("the first seed is a number"))
+        .unwrap_or(0);
     let seeds = args.first().copied().unwrap_or(500);
     let operations = args.get(1).copied().unwrap_or(1000);
     let mut missed = 0;
@@ -32,7 +38,7 @@ fn main() {
             continue;
         }
         let started = std::time::Instant::now();
-        match find(mutation, 0..seeds, operations) {
+        match find(mutation, first..first + seeds, operations) {
             Some(found) => {
                 let what: String = found.failure.message.chars().take(140).collect();
                 println!(

@@ -63,12 +63,16 @@ pub enum Mutation {
     /// S14: repair refuses an object-store prefix whose lease says it was
     /// wiped when appends landed in it afterwards.
     RefuseWipedPrefix,
+    /// S16: open weighs each missing record of a commit against a node's
+    /// torn tail alone, not all the commit's records planned on the node
+    /// together.
+    TornEvidencePerRecord,
 }
 
 #[cfg(any(test, feature = "testing"))]
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 18] = [
+    pub const ALL: [Mutation; 19] = [
         Mutation::SiteBlindHandoff,
         Mutation::SilentNewestLoss,
         Mutation::TombstoneRace,
@@ -87,6 +91,7 @@ impl Mutation {
         Mutation::ForgetUnrecordedDiscards,
         Mutation::AdoptedCountWhole,
         Mutation::RefuseWipedPrefix,
+        Mutation::TornEvidencePerRecord,
     ];
 
     fn bit(self) -> u64 {

@@ -41,6 +41,9 @@ fn fixed_seeds_keep_the_promise() {
 /// record of a stripe; the open is now refused, loudly. 945 and 3,298
 /// (S14) never got their redundancy back: repair refused an object-store
 /// prefix a fire had wiped, which held an append that landed afterwards.
+/// 22,912 (S16) could not open after a crash at operation 821: a stripe
+/// handed two columns to each of two nodes, and the crash tore both appends
+/// to less than two records but more than one.
 #[test]
 fn seeds_from_the_soak_keep_the_promise() {
     let report = run_or_panic(3024, 400);
@@ -48,7 +51,7 @@ fn seeds_from_the_soak_keep_the_promise() {
         report.beyond_promise,
         "the seed's fires go beyond the promise"
     );
-    for seed in [945, 3298] {
+    for seed in [945, 3298, 22912] {
         run_or_panic(seed, 1000);
     }
 }

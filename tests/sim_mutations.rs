@@ -18,6 +18,9 @@ use geoshard::sim::{SimConfig, run};
 /// is found only with that check off too; `KeepOrphanOnWipedPrefix` (S11)
 /// likewise with `RefuseWipedPrefix` (S14), since repair now adopts a
 /// wiped prefix with the orphan in it (docs/TESTING.md, "Mutations").
+/// `TornEvidencePerRecord` (S16) is pinned at the soak's seed 22,912,
+/// the first seed past 22,911 that finds it (the soak ran 0-22,911 clean
+/// before the fix).
 const FOUND: &[(&[Mutation], u64, u64)] = &[
     (&[Mutation::SiteBlindHandoff], 11, 1000),
     (
@@ -46,6 +49,7 @@ const FOUND: &[(&[Mutation], u64, u64)] = &[
     (&[Mutation::ForgetUnrecordedDiscards], 294, 1000),
     (&[Mutation::AdoptedCountWhole], 3024, 1000),
     (&[Mutation::RefuseWipedPrefix], 945, 1000),
+    (&[Mutation::TornEvidencePerRecord], 22912, 1000),
 ];
 
 #[test]

@@ -91,9 +91,14 @@ impl Classifier<'_> {
             .filter(|&id| id > 0 && session_of(id) == newest);
         for (commit, stripes) in commits {
             newest_seen = newest_seen.max(stripes.iter().map(|(id, _)| *id).max());
-            let never_acknowledged = stripes
-                .iter()
-                .any(|(id, found)| self.has_evidence(*id, found, manifest, scanned));
+            let never_acknowledged =
+                if crate::mutation::enabled(crate::mutation::Mutation::TornEvidencePerRecord) {
+                    stripes
+                        .iter()
+                        .any(|(id, found)| self.has_record_evidence(*id, found, manifest, scanned))
+                } else {
+                    self.has_evidence(&stripes, manifest, scanned)
+                };
             for (stripe_id, found) in stripes {
                 if never_acknowledged {
                     out.discarded_now.push(stripe_id);
@@ -150,12 +155,62 @@ impl Classifier<'_> {
         out.lost.push((info, missing_nodes));
     }
 
-    /// Positive evidence that the stripe's commit was never acknowledged: a
-    /// planned column is missing on a node that is intact for it (reachable,
-    /// holding this store's manifest since before the stripe, and without
-    /// damage in the stripe's generation). The acknowledgement rule makes
-    /// every planned column of an acknowledged commit durable on its node.
+    /// Positive evidence that a commit was never acknowledged, from its
+    /// `stripes` found (docs/DURABILITY.md, "Evidence", rule 3): some node
+    /// intact for the commit is missing planned records of it that cannot
+    /// all fit in the bytes cut off that node's segment as a torn tail.
+    ///
+    /// Sound because an acknowledged commit made every planned record
+    /// durable on its planned node (the acknowledgement rule), a durable
+    /// record of a segment without damage is found unless it lies in the
+    /// torn tail (rot there looks like a torn write), and records occupy
+    /// disjoint bytes: so the records of an acknowledged commit missing on
+    /// such a node all lie in its tail, which is then at least as long as
+    /// they are together. A tail shorter than the sum was cut by a crash
+    /// from an append that was never made durable. The sum counts only
+    /// stripes the node is intact for and only columns the found headers
+    /// plan there, so stripes of the commit not found make it smaller,
+    /// never larger than what an acknowledged commit left.
     fn has_evidence(
+        &self,
+        stripes: &[(u64, &Found)],
+        manifest: &ManifestState,
+        scanned: &Scanned,
+    ) -> bool {
+        // Bytes of the commit's records missing on each (node, generation).
+        let mut missing: BTreeMap<(NodeId, u64), u64> = BTreeMap::new();
+        for &(stripe_id, found) in stripes {
+            let header = &found.header;
+            for c in 0..header.column_lens.len() {
+                if header.column_lens[c] == 0 {
+                    continue;
+                }
+                let Some(node) = header
+                    .planned_node(c)
+                    .and_then(|name| self.layout.node_by_name(name))
+                else {
+                    continue;
+                };
+                if found.has_column_on(c, node)
+                    || !self.intact_for(node, stripe_id, header.generation, manifest, scanned)
+                {
+                    continue;
+                }
+                let record_len = header.encoded_len() as u64 + u64::from(header.column_lens[c]);
+                *missing.entry((node, header.generation)).or_default() += record_len;
+            }
+        }
+        missing.iter().any(|(place, &bytes)| {
+            let torn = scanned.torn.get(place).copied().unwrap_or(0);
+            torn < bytes
+        })
+    }
+
+    /// The rule before the simulator's seed 22,912 (kept for the mutation
+    /// `TornEvidencePerRecord`): one missing record at a time, so a crash
+    /// that tore two records' worth off a node holding two columns of the
+    /// commit gave no evidence.
+    fn has_record_evidence(
         &self,
         stripe_id: u64,
         found: &Found,
@@ -173,9 +228,6 @@ impl Classifier<'_> {
             else {
                 return false;
             };
-            // A record this long may have been cut off the node's segment
-            // as a torn write: rot in the last record of a segment looks
-            // the same, so such a node is no evidence for it.
             let record_len = header.encoded_len() as u64 + u64::from(header.column_lens[c]);
             let torn = scanned
                 .torn
