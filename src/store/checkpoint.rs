@@ -27,6 +27,7 @@ use crate::format::{COLUMN_LEN_MAX, ColumnHeader, CommitStamp};
 use crate::layout::{Layout, NodeId};
 use crate::node::{RecordLocation, RecordRef};
 use crate::{Error, Result};
+use bytes::Bytes;
 
 /// What [`Store::checkpoint`](super::Store::checkpoint) wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,7 +59,7 @@ const PARALLEL_BODY_MIN: usize = 64 << 20;
 /// The body's last bytes: magic, version, then the fields of [`Trailer`],
 /// then a crc32 of every byte of the body before it.
 const TRAILER_MAGIC: [u8; 4] = *b"GSCK";
-const TRAILER_VERSION: u16 = 1;
+const TRAILER_VERSION: u16 = 2;
 const TRAILER_LEN: usize = 4 + 2 + 2 + 16 + 8 * 7 + 4;
 
 /// "Not stored" in a column's node field.
@@ -100,12 +101,60 @@ pub(crate) struct Snapshot {
     pub generations: Vec<(u64, GenerationUsage)>,
     /// (slot, stripe) of every visible stripe.
     pub stripes: Vec<(u32, Arc<StripeInfo>)>,
+    /// The index: its records here when written or read from a version 1
+    /// body; in `base` when read from a version 2 body (the rest here).
     pub index: IndexImage,
+    /// A version 2 body's index records, where they were read.
+    pub base: Option<BasePieces>,
+}
+
+/// A version 2 body's index records in the pieces they were read into
+/// (mapped column bytes on a local node), and their bucket directory.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct BasePieces {
+    pub pieces: Vec<Bytes>,
+    pub directory: Vec<u32>,
+}
+
+/// Bytes `from..to` of the body `pieces` hold, copied.
+fn copy_range(pieces: &[Bytes], from: usize, to: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(to.saturating_sub(from));
+    let mut start = 0;
+    for piece in pieces {
+        let end = start + piece.len();
+        if end > from && start < to {
+            let a = from.max(start) - start;
+            let b = to.min(end) - start;
+            out.extend_from_slice(&piece[a..b]);
+        }
+        start = end;
+    }
+    out
+}
+
+/// Bytes `from..to` of the body `pieces` hold, as slices of them.
+fn slice_range(pieces: &[Bytes], from: usize, to: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for piece in pieces {
+        let end = start + piece.len();
+        if end > from && start < to {
+            out.push(piece.slice(from.max(start) - start..to.min(end) - start));
+        }
+        start = end;
+    }
+    out
 }
 
 impl Snapshot {
     /// The body: records, then the rest, then the trailer.
     fn encode(&self, layout: &Layout) -> Result<Vec<u8>> {
+        self.encode_version(layout, TRAILER_VERSION)
+    }
+
+    /// [`encode`](Self::encode) in format `version` (1: no directory; for
+    /// the tests that read version 1 bodies).
+    fn encode_version(&self, layout: &Layout, version: u16) -> Result<Vec<u8>> {
         let node_number = |id: NodeId| -> u16 {
             self.nodes
                 .iter()
@@ -116,6 +165,13 @@ impl Snapshot {
         let mut out = Vec::with_capacity(records.len() + self.stripes.len() * 512 + 4096);
         out.extend_from_slice(records);
         let meta_start = out.len();
+        if version >= 2 {
+            let directory = self.index.directory();
+            put_u32(&mut out, directory.len() as u32);
+            for entry in directory {
+                put_u32(&mut out, entry);
+            }
+        }
         put_u16(&mut out, self.nodes.len() as u16);
         for name in &self.nodes {
             out.push(name.len() as u8);
@@ -182,7 +238,7 @@ impl Snapshot {
         }
         let meta_len = out.len() - meta_start;
         out.extend_from_slice(&TRAILER_MAGIC);
-        put_u16(&mut out, TRAILER_VERSION);
+        put_u16(&mut out, version);
         put_u16(&mut out, 0);
         out.extend_from_slice(&self.store_id);
         for value in [
@@ -201,40 +257,51 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Decodes a body (its records become the index image without a copy).
-    /// `layout` names the nodes and the code: a checkpoint of other nodes
-    /// or another code is refused.
+    /// Decodes a body from the `pieces` it was read into, in order. A
+    /// version 2 body's index records stay in the pieces (`base`); a
+    /// version 1 body's are copied into the index image. `layout` names
+    /// the nodes and the code: a checkpoint of other nodes or another code
+    /// is refused.
     ///
     /// # Errors
     /// [`Error::Corrupt`] for any byte out of place.
-    pub(crate) fn decode(mut body: Vec<u8>, layout: &Layout) -> Result<Snapshot> {
+    pub(crate) fn decode(pieces: Vec<Bytes>, layout: &Layout) -> Result<Snapshot> {
         let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
-        if body.len() < TRAILER_LEN {
-            return Err(bad(format!("{} bytes", body.len())));
+        let total: usize = pieces.iter().map(Bytes::len).sum();
+        if total < TRAILER_LEN {
+            return Err(bad(format!("{total} bytes")));
         }
-        let crc_at = body.len() - 4;
+        let crc_at = total - 4;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut left = crc_at;
+        for piece in &pieces {
+            let n = piece.len().min(left);
+            hasher.update(&piece[..n]);
+            left -= n;
+        }
+        let trailer = copy_range(&pieces, total - TRAILER_LEN, total);
         let crc = u32::from_le_bytes([
-            body[crc_at],
-            body[crc_at + 1],
-            body[crc_at + 2],
-            body[crc_at + 3],
+            trailer[TRAILER_LEN - 4],
+            trailer[TRAILER_LEN - 3],
+            trailer[TRAILER_LEN - 2],
+            trailer[TRAILER_LEN - 1],
         ]);
-        if crc32fast::hash(&body[..crc_at]) != crc {
+        if hasher.finalize() != crc {
             return Err(bad("checksum mismatch".into()));
         }
-        let mut t = Reader::new(&body[body.len() - TRAILER_LEN..], "checkpoint trailer");
+        let mut t = Reader::new(&trailer, "checkpoint trailer");
         if t.array::<4>()? != TRAILER_MAGIC {
             return Err(bad("no trailer magic".into()));
         }
         let version = t.u16()?;
-        if version != TRAILER_VERSION {
+        if version != 1 && version != TRAILER_VERSION {
             return Err(bad(format!("version {version}")));
         }
         t.u16()?;
         let store_id = t.array::<16>()?;
         let (session, cut, k0, k1) = (t.u64()?, t.u64()?, t.u64()?, t.u64()?);
         let (records_len, count, meta_len) = (t.u64()?, t.u64()?, t.u64()?);
-        let meta_end = body.len() - TRAILER_LEN;
+        let meta_end = total - TRAILER_LEN;
         let records_len = usize::try_from(records_len).map_err(|_| bad("length".into()))?;
         if records_len.checked_add(usize::try_from(meta_len).unwrap_or(usize::MAX))
             != Some(meta_end)
@@ -247,7 +314,19 @@ impl Snapshot {
             cut,
             ..Snapshot::default()
         };
-        let mut r = Reader::new(&body[records_len..meta_end], "checkpoint");
+        let meta = copy_range(&pieces, records_len, meta_end);
+        let mut r = Reader::new(&meta, "checkpoint");
+        let mut directory = Vec::new();
+        if version >= 2 {
+            let n = r.u32()? as usize;
+            if n.saturating_mul(4) > r.remaining() {
+                return Err(bad(format!("a directory of {n} entries")));
+            }
+            directory.reserve_exact(n);
+            for _ in 0..n {
+                directory.push(r.u32()?);
+            }
+        }
         let node_count = usize::from(r.u16()?);
         for _ in 0..node_count {
             let len = usize::from(r.u8()?);
@@ -300,7 +379,7 @@ impl Snapshot {
         let code = layout.code();
         for _ in 0..count_of(&mut r, 4 + crate::format::HEADER_FIXED_LEN)? {
             let slot = r.u32()?;
-            let rest = &body[records_len + r.position()..meta_end];
+            let rest = &meta[r.position()..];
             let (header, header_len) = ColumnHeader::decode(rest)?;
             r.take(header_len)?;
             if usize::from(header.data_count) != code.data_count
@@ -365,12 +444,21 @@ impl Snapshot {
                 r.remaining()
             )));
         }
-        body.truncate(records_len);
+        let records = if version >= 2 {
+            snapshot.base = Some(BasePieces {
+                pieces: slice_range(&pieces, 0, records_len),
+                directory,
+            });
+            Vec::new()
+        } else {
+            copy_range(&pieces, 0, records_len)
+        };
         snapshot.index = IndexImage {
-            records: body,
+            records,
             splits,
             count,
             hash_key: (k0, k1),
+            directory: Vec::new(),
         };
         Ok(snapshot)
     }
@@ -409,7 +497,22 @@ impl Snapshot {
                     .flatten()
                     .is_some_and(|len| u64::from(p.offset) + u64::from(p.len) <= u64::from(len))
         };
-        let index = super::index::Index::from_image(self.index, room, part_ok).map_err(bad)?;
+        let index = match self.base {
+            Some(BasePieces { pieces, directory }) => {
+                let image = self.index;
+                let base = super::index::BaseIndex::new(
+                    pieces,
+                    directory,
+                    image.count,
+                    image.splits,
+                    image.hash_key,
+                    part_ok,
+                )
+                .map_err(bad)?;
+                super::index::Index::from_base(base, room)
+            }
+            None => super::index::Index::from_image(self.index, room, part_ok).map_err(bad)?,
+        };
         let state = super::State {
             index,
             stripes,
@@ -563,6 +666,7 @@ pub(crate) fn write(
         generations: generations.into_iter().collect(),
         stripes,
         index: copy.image(),
+        base: None,
     };
     let body = snapshot.encode(layout)?;
     let generation = generation_of(
@@ -719,7 +823,7 @@ pub(crate) fn load_newest(
     }
     for (generation, holders) in found.into_iter().rev() {
         match read_body(inner_nodes, layout, codec, generation, &holders, sequential)
-            .and_then(|body| Snapshot::decode(body, layout))
+            .and_then(|pieces| Snapshot::decode(pieces, layout))
         {
             Ok(snapshot) => return Some((generation, snapshot)),
             Err(e) => {
@@ -733,8 +837,9 @@ pub(crate) fn load_newest(
 /// Where each column of a chunk was found.
 type ColumnsAt = HashMap<usize, (NodeId, RecordLocation)>;
 
-/// A chunk to read: its number, header, columns, and its part of the body.
-type ChunkOut<'a> = (u64, ColumnHeader, ColumnsAt, &'a mut [u8]);
+/// A chunk to read: its number, header, columns, and where its data
+/// columns go.
+type ChunkOut<'a> = (u64, ColumnHeader, ColumnsAt, &'a mut Vec<Bytes>);
 
 /// Reads and decodes the body of checkpoint `generation` from the nodes
 /// in `holders`: each chunk from its data columns where they are intact,
@@ -746,7 +851,7 @@ fn read_body(
     generation: u64,
     holders: &[NodeId],
     sequential: bool,
-) -> Result<Vec<u8>> {
+) -> Result<Vec<Bytes>> {
     let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
     let code = layout.code();
     let (k, m) = (code.data_count, code.parity_count);
@@ -786,30 +891,21 @@ fn read_body(
             }
         }
     }
-    let total: u64 = chunks
-        .values()
-        .map(|(h, _)| {
-            h.column_lens[..k]
-                .iter()
-                .map(|&l| u64::from(l))
-                .sum::<u64>()
-        })
-        .sum();
-    let total = usize::try_from(total).map_err(|_| bad("size".into()))?;
-    // Zeroed without being touched (the allocator maps fresh pages); two
-    // threads fill it, a chunk each in turn: touching hundreds of MiB of
-    // fresh memory is most of the read (docs/PERFORMANCE.md).
-    let mut body = vec![0u8; total];
+    // Each chunk's data columns, in place where a node maps them (a local
+    // node's segment), else as read or rebuilt.
+    let mut outs: Vec<Vec<Bytes>> = (0..chunks.len()).map(|_| Vec::new()).collect();
     let mut parts: Vec<ChunkOut<'_>> = Vec::new();
-    let mut rest = &mut body[..];
-    for (n, (chunk, (header, columns))) in chunks.into_iter().enumerate() {
+    let mut total = 0usize;
+    for ((n, (chunk, (header, columns))), out) in
+        chunks.into_iter().enumerate().zip(outs.iter_mut())
+    {
         if chunk != n as u64 {
             return Err(bad(format!("chunk {n} missing")));
         }
-        let len: usize = header.column_lens[..k].iter().map(|&l| l as usize).sum();
-        let (part, after) = std::mem::take(&mut rest).split_at_mut(len);
-        rest = after;
-        parts.push((chunk, header, columns, part));
+        total = header.column_lens[..k]
+            .iter()
+            .fold(total, |t, &l| t.saturating_add(l as usize));
+        parts.push((chunk, header, columns, out));
     }
     // Small bodies (every test's and the simulator's, whose nodes log the
     // order of reads) are read by this thread alone.
@@ -837,11 +933,11 @@ fn read_body(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     })?;
-    Ok(body)
+    Ok(outs.into_iter().flatten().collect())
 }
 
 /// Reads chunk `chunk` of checkpoint `generation` into `out` (its data
-/// columns' lengths): from its data columns where they are intact, else
+/// columns, in order): from its data columns where they are intact, else
 /// rebuilt from any k intact columns.
 #[allow(clippy::too_many_arguments, reason = "one chunk's whole context")]
 fn read_chunk(
@@ -853,7 +949,7 @@ fn read_chunk(
     chunk: u64,
     header: &ColumnHeader,
     columns: &ColumnsAt,
-    out: &mut [u8],
+    out: &mut Vec<Bytes>,
 ) -> Result<()> {
     let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
     let read = |c: usize| -> Option<bytes::Bytes> {
@@ -901,14 +997,7 @@ fn read_chunk(
             data[c] = Some(bytes.into());
         }
     }
-    let mut at = 0;
-    for column in data.into_iter().flatten() {
-        let Some(into) = out.get_mut(at..at + column.len()) else {
-            return Err(bad(format!("chunk {chunk} longer than its header says")));
-        };
-        into.copy_from_slice(&column);
-        at += column.len();
-    }
+    out.extend(data.into_iter().flatten().filter(|c| !c.is_empty()));
     Ok(())
 }
 
@@ -1002,7 +1091,19 @@ pub(crate) mod fuzzing {
             generations: vec![((1 << 40) | 1, GenerationUsage::default())],
             stripes,
             index: index.copy().image(),
+            base: None,
         }
+    }
+
+    /// `body` cut into three pieces, as columns of a checkpoint would be.
+    pub(crate) fn pieces_of(body: Vec<u8>) -> Vec<Bytes> {
+        let body = Bytes::from(body);
+        let third = body.len() / 3;
+        vec![
+            body.slice(..third),
+            body.slice(third..2 * third),
+            body.slice(2 * third..),
+        ]
     }
 
     /// Decodes the sample body edited by `edits` (a cut length, then
@@ -1032,7 +1133,7 @@ pub(crate) mod fuzzing {
             let crc = crc32fast::hash(&body[..end]);
             body[end..].copy_from_slice(&crc.to_le_bytes());
         }
-        Snapshot::decode(body, &layout)
+        Snapshot::decode(pieces_of(body), &layout)
             .and_then(|s| s.into_state(2, 0))
             .is_ok()
     }
@@ -1040,21 +1141,44 @@ pub(crate) mod fuzzing {
 
 #[cfg(test)]
 mod tests {
-    use super::fuzzing::{layout, sample};
+    use super::fuzzing::{layout, pieces_of, sample};
     use super::*;
 
     #[test]
     fn a_body_decodes_to_the_snapshot_it_encodes() {
         let layout = layout();
         let snapshot = sample(&layout);
-        let body = snapshot.encode(&layout).expect("encode");
-        let decoded = Snapshot::decode(body, &layout).expect("decode");
-        assert_eq!(decoded, snapshot);
-        let (state, retired, cut) = decoded.into_state(2, 0).expect("state");
-        assert_eq!((retired, cut), (vec![5], (1 << 40) | 4));
-        assert_eq!(state.index.len(), 200);
-        assert_eq!(state.stripes.len(), 3);
-        assert!(state.stripes.get(1).is_none(), "slots keep their numbers");
+        for version in [1, TRAILER_VERSION] {
+            let body = snapshot.encode_version(&layout, version).expect("encode");
+            let mut decoded = Snapshot::decode(pieces_of(body), &layout).expect("decode");
+            let base = decoded.base.take();
+            assert_eq!(
+                base.is_some(),
+                version >= 2,
+                "records in place from version 2"
+            );
+            if let Some(base) = &base {
+                let len = base.pieces.iter().map(Bytes::len).sum();
+                decoded.index.records = copy_range(&base.pieces, 0, len);
+                assert_eq!(base.directory, snapshot.index.directory());
+            }
+            let mut expected = sample(&layout);
+            expected.index.directory = Vec::new();
+            assert_eq!(decoded, expected);
+            decoded.base = base;
+            let (state, retired, cut) = decoded.into_state(2, 0).expect("state");
+            assert_eq!((retired, cut), (vec![5], (1 << 40) | 4));
+            assert_eq!(state.index.len(), 200);
+            assert_eq!(state.stripes.len(), 3);
+            assert!(state.stripes.get(1).is_none(), "slots keep their numbers");
+            for n in 0..200u32 {
+                let key = format!("room-{}/msg-{n}", n % 7);
+                assert!(
+                    state.index.contains(key.as_bytes()),
+                    "version {version}: {key}"
+                );
+            }
+        }
     }
 
     /// Damaged bodies are refused, never panic: bits flipped, cut short,
@@ -1080,7 +1204,8 @@ mod tests {
                 let crc = crc32fast::hash(&body[..end]);
                 body[end..].copy_from_slice(&crc.to_le_bytes());
             }
-            let result = Snapshot::decode(body, &layout).and_then(|s| s.into_state(2, 0));
+            let result =
+                Snapshot::decode(pieces_of(body), &layout).and_then(|s| s.into_state(2, 0));
             if !fixed {
                 assert!(
                     result.is_err(),

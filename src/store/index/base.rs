@@ -1,0 +1,377 @@
+//! A checkpoint's index records read in place (docs/FORMAT.md,
+//! "Checkpoint", version 2): the records stay in the column pieces the
+//! checkpoint's body was read into (mapped segment bytes on a local node,
+//! fetched or rebuilt bytes otherwise), and a directory of bucket groups,
+//! stored with them, finds a key's records without hashing any other key.
+//!
+//! The records are those of an [`IndexImage`](super::IndexImage), in the
+//! order of the table buckets their keys hash to (`hash & mask`, the table
+//! of `count` keys). `directory[g]` is the id (byte offset / 4) of the
+//! first record of bucket group `g` (buckets `g << GROUP_BITS ..`), and the
+//! last entry the end of the records. A lookup hashes its key once and
+//! compares it with the records of its group only (about ten).
+//!
+//! Open checks every record once (bounds, kind, key length, its parts
+//! against the stripe table, split numbers used once) and the directory
+//! (ascending, each entry a record's start): no byte of a hostile
+//! checkpoint can make a lookup read out of bounds or panic. A record that
+//! straddles two pieces is copied once, at open, into a small map.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::{
+    ALIGN, BlobLoc, FIXED, HashKey, KIND_SPLIT, KIND_WHOLE, PartLoc, SplitBlob, record_len,
+};
+
+/// Buckets per directory group: 2^4, about ten records of a full table.
+pub(crate) const GROUP_BITS: u32 = 4;
+
+/// The directory of an image's records: for each group of `1 <<
+/// GROUP_BITS` buckets of the table of `count` keys, the id of its first
+/// record, then the end. `buckets` gives each record's bucket, in order.
+pub(crate) fn directory_of(
+    records: &[u8],
+    buckets: impl IntoIterator<Item = u32>,
+    count: usize,
+) -> Vec<u32> {
+    let groups = (super::buckets_for(count) >> GROUP_BITS).max(1);
+    let mut directory = Vec::with_capacity(groups + 1);
+    let mut at = 0usize;
+    let mut buckets = buckets.into_iter();
+    while at < records.len() {
+        let Some(bucket) = buckets.next() else { break };
+        let group = (bucket >> GROUP_BITS) as usize;
+        while directory.len() <= group {
+            directory.push((at / ALIGN) as u32);
+        }
+        at += record_len(super::key_len_at(records, at));
+    }
+    while directory.len() <= groups {
+        directory.push((at / ALIGN) as u32);
+    }
+    directory
+}
+
+/// A checkpoint's records, read in place.
+pub(crate) struct BaseIndex {
+    /// The records' bytes, cut where the body's columns were.
+    pieces: Vec<Bytes>,
+    /// Where each piece starts in the records, then their end.
+    starts: Vec<usize>,
+    /// Records that cross from one piece into the next, by id.
+    straddlers: HashMap<u32, Box<[u8]>>,
+    directory: Vec<u32>,
+    mask: u64,
+    count: usize,
+    splits: Vec<SplitBlob>,
+    pub(super) hasher: HashKey,
+}
+
+impl std::fmt::Debug for BaseIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BaseIndex")
+            .field("count", &self.count)
+            .field("bytes", &self.len_bytes())
+            .field("pieces", &self.pieces.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BaseIndex {
+    /// The base the records in `pieces` (in order) and `directory`
+    /// describe, after checking every record and the directory.
+    ///
+    /// # Errors
+    /// What is wrong with the first bad record or directory entry.
+    pub(crate) fn new(
+        pieces: Vec<Bytes>,
+        directory: Vec<u32>,
+        count: u64,
+        splits: Vec<SplitBlob>,
+        hash_key: (u64, u64),
+        mut part_ok: impl FnMut(&PartLoc) -> bool,
+    ) -> std::result::Result<BaseIndex, String> {
+        let mut starts = Vec::with_capacity(pieces.len() + 1);
+        let mut total = 0usize;
+        for piece in &pieces {
+            starts.push(total);
+            total += piece.len();
+        }
+        starts.push(total);
+        if total > super::ARENA_FULL || !total.is_multiple_of(ALIGN) {
+            return Err(format!("{total} bytes of records"));
+        }
+        let count = usize::try_from(count).map_err(|_| "record count".to_string())?;
+        let buckets = super::buckets_for(count);
+        let groups = (buckets >> GROUP_BITS).max(1);
+        if directory.len() != groups + 1 {
+            return Err(format!(
+                "a directory of {} entries for {groups} groups",
+                directory.len()
+            ));
+        }
+        let mut base = BaseIndex {
+            pieces,
+            starts,
+            straddlers: HashMap::new(),
+            directory,
+            mask: buckets as u64 - 1,
+            count,
+            splits,
+            hasher: HashKey(hash_key.0, hash_key.1),
+        };
+        base.check(&mut part_ok)?;
+        Ok(base)
+    }
+
+    /// Open's walk over every record (see the module's documentation).
+    fn check(&mut self, part_ok: &mut impl FnMut(&PartLoc) -> bool) -> Result<(), String> {
+        let total = self.len_bytes();
+        let mut used = vec![false; self.splits.len()];
+        let mut next_entry = 0usize;
+        let mut records = 0usize;
+        let mut at = 0usize;
+        // The piece `at` is in, followed along (no search per record).
+        let mut piece = 0usize;
+        while at < total {
+            while self.starts[piece + 1] <= at {
+                piece += 1;
+            }
+            let id = (at / ALIGN) as u32;
+            // Directory entries at this record (several groups may start
+            // here, the empty ones before it).
+            while self.directory.get(next_entry) == Some(&id) {
+                next_entry += 1;
+            }
+            if let Some(&entry) = self.directory.get(next_entry)
+                && (entry as usize) * ALIGN < at
+            {
+                return Err(format!("directory entry {next_entry} inside a record"));
+            }
+            let mut header = [0u8; FIXED];
+            let within = at - self.starts[piece];
+            match self.pieces[piece].get(within..within + FIXED) {
+                Some(bytes) => header.copy_from_slice(bytes),
+                None => {
+                    if !self.copy_out(at, &mut header) {
+                        return Err(format!("a record cut short at byte {at}"));
+                    }
+                }
+            }
+            let key_len = usize::from(u16::from_le_bytes([header[0], header[1]]));
+            if key_len == 0 || key_len > crate::format::KEY_LEN_MAX {
+                return Err(format!("a key of {key_len} bytes at byte {at}"));
+            }
+            let len = record_len(key_len);
+            if at + len > total {
+                return Err(format!("a record cut short at byte {at}"));
+            }
+            if at + len > self.starts[piece + 1] {
+                let mut bytes = vec![0u8; len];
+                self.copy_out(at, &mut bytes);
+                self.straddlers.insert(id, bytes.into_boxed_slice());
+            }
+            let field = |i: usize| {
+                u32::from_le_bytes(header[4 + 4 * i..8 + 4 * i].try_into().unwrap_or_default())
+            };
+            match header[2] {
+                KIND_WHOLE => {
+                    let part = PartLoc {
+                        slot: field(0),
+                        offset: field(1),
+                        len: field(2),
+                        checksum: field(3),
+                        column_index: u16::from(header[3]),
+                    };
+                    if !part_ok(&part) {
+                        return Err(format!("the record at byte {at} points outside its stripe"));
+                    }
+                }
+                KIND_SPLIT => {
+                    let number = field(0) as usize;
+                    let ok = self
+                        .splits
+                        .get(number)
+                        .is_some_and(|s| !s.parts.is_empty() && s.parts.iter().all(&mut *part_ok));
+                    if !ok || used[number] {
+                        return Err(format!("split number {number} at byte {at}"));
+                    }
+                    used[number] = true;
+                }
+                kind => return Err(format!("record kind {kind} at byte {at}")),
+            }
+            records += 1;
+            at += len;
+        }
+        let end = (total / ALIGN) as u32;
+        while self.directory.get(next_entry) == Some(&end) {
+            next_entry += 1;
+        }
+        if next_entry != self.directory.len() {
+            return Err(format!("directory entry {next_entry} out of order"));
+        }
+        if records != self.count || used.iter().any(|u| !u) {
+            return Err(format!(
+                "{records} records, {} announced; {} splits unused",
+                self.count,
+                used.iter().filter(|u| !**u).count()
+            ));
+        }
+        Ok(())
+    }
+
+    fn len_bytes(&self) -> usize {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    /// The piece holding byte `at` of the records.
+    fn piece_of(&self, at: usize) -> usize {
+        self.starts.partition_point(|&s| s <= at).saturating_sub(1)
+    }
+
+    /// Copies the records' bytes from `at` into `out`, across pieces;
+    /// false if they end first.
+    fn copy_out(&self, mut at: usize, out: &mut [u8]) -> bool {
+        let mut done = 0;
+        while done < out.len() {
+            let piece = self.piece_of(at);
+            let Some(bytes) = self.pieces.get(piece) else {
+                return false;
+            };
+            let within = at - self.starts[piece];
+            let Some(rest) = bytes.get(within..) else {
+                return false;
+            };
+            if rest.is_empty() {
+                return false;
+            }
+            let n = rest.len().min(out.len() - done);
+            out[done..done + n].copy_from_slice(&rest[..n]);
+            done += n;
+            at += n;
+        }
+        true
+    }
+
+    /// Record `id`'s bytes (header, location, key), or `None` past the
+    /// end. Every record was checked at open.
+    fn record(&self, id: u32) -> Option<&[u8]> {
+        let at = id as usize * ALIGN;
+        let piece = self.piece_of(at);
+        let bytes = self.pieces.get(piece)?;
+        let within = at - self.starts.get(piece)?;
+        let whole = bytes.get(within..within + 2).and_then(|header| {
+            let len = record_len(usize::from(u16::from_le_bytes([header[0], header[1]])));
+            bytes.get(within..within + len)
+        });
+        match whole {
+            Some(record) => Some(record),
+            None => self.straddlers.get(&id).map(|b| &b[..]),
+        }
+    }
+
+    /// The key of record `id`.
+    pub(super) fn key(&self, id: u32) -> &[u8] {
+        self.record(id).map_or(&[], |r| {
+            let len = usize::from(u16::from_le_bytes([r[0], r[1]]));
+            r.get(FIXED..FIXED + len).unwrap_or(&[])
+        })
+    }
+
+    /// Where record `id`'s blob is.
+    pub(super) fn loc(&self, id: u32) -> BlobLoc {
+        let Some(r) = self.record(id) else {
+            return BlobLoc::split(0, Box::new([]));
+        };
+        let field = |i: usize| super::u32_at(r, 4 + 4 * i);
+        if r[2] == KIND_SPLIT {
+            return match self.splits.get(field(0) as usize) {
+                Some(s) => BlobLoc::Split(Box::new(s.clone())),
+                None => BlobLoc::split(0, Box::new([])),
+            };
+        }
+        BlobLoc::Whole(PartLoc {
+            slot: field(0),
+            offset: field(1),
+            len: field(2),
+            checksum: field(3),
+            column_index: u16::from(r[3]),
+        })
+    }
+
+    /// The id of `key`'s record (whose hash is `hash`), if it has one.
+    pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let group = ((hash & self.mask) >> GROUP_BITS) as usize;
+        let (first, end) = (*self.directory.get(group)?, *self.directory.get(group + 1)?);
+        // Most groups lie inside one piece: walk its bytes directly.
+        let (from, to) = (first as usize * ALIGN, end as usize * ALIGN);
+        let piece = self.piece_of(from);
+        if let (Some(bytes), Some(&start)) = (self.pieces.get(piece), self.starts.get(piece))
+            && let Some(group) = bytes.get(from - start..to.saturating_sub(start))
+        {
+            let mut at = 0;
+            while let Some(header) = group.get(at..at + FIXED) {
+                let len = usize::from(u16::from_le_bytes([header[0], header[1]]));
+                if len == key.len() && group.get(at + FIXED..at + FIXED + len) == Some(key) {
+                    return Some(first + (at / ALIGN) as u32);
+                }
+                at += record_len(len);
+            }
+            return None;
+        }
+        let mut id = first;
+        while id < end {
+            let record = self.record(id)?;
+            let len = usize::from(u16::from_le_bytes([record[0], record[1]]));
+            if len == key.len() && record.get(FIXED..FIXED + len) == Some(key) {
+                return Some(id);
+            }
+            id += (record_len(len) / ALIGN) as u32;
+        }
+        None
+    }
+
+    /// Records in the base.
+    pub(super) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// One past the largest record id.
+    pub(super) fn id_end(&self) -> u32 {
+        (self.len_bytes() / ALIGN) as u32
+    }
+
+    /// Every record's id, in order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        let end = self.id_end();
+        let mut id = 0u32;
+        std::iter::from_fn(move || {
+            if id >= end {
+                return None;
+            }
+            let here = id;
+            let len = self.record(id).map_or(FIXED, |r| {
+                record_len(usize::from(u16::from_le_bytes([r[0], r[1]])))
+            });
+            id += (len / ALIGN) as u32;
+            Some(here)
+        })
+    }
+
+    /// Heap bytes the base holds (pieces not counted: mapped, or counted
+    /// by whoever rebuilt them).
+    #[cfg(test)]
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.directory.capacity() * 4
+            + self
+                .straddlers
+                .values()
+                .map(|b| b.len() + 16)
+                .sum::<usize>()
+            + self.splits.capacity() * std::mem::size_of::<SplitBlob>()
+            + self.pieces.capacity() * std::mem::size_of::<Bytes>()
+            + self.starts.capacity() * std::mem::size_of::<usize>()
+    }
+}
