@@ -21,9 +21,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::{
-    ALIGN, BlobLoc, FIXED, HashKey, KIND_SPLIT, KIND_WHOLE, PartLoc, SplitBlob, record_len,
-};
+use super::{ALIGN, BlobLoc, FIXED, HashKey, KIND_SPLIT, PartLoc, SplitBlob, record_len};
 
 /// Buckets per directory group: 2^4, about ten records of a full table.
 pub(crate) const GROUP_BITS: u32 = 4;
@@ -160,11 +158,8 @@ impl BaseIndex {
                     }
                 }
             }
-            let key_len = usize::from(u16::from_le_bytes([header[0], header[1]]));
-            if key_len == 0 || key_len > crate::format::KEY_LEN_MAX {
-                return Err(format!("a key of {key_len} bytes at byte {at}"));
-            }
-            let len = record_len(key_len);
+            let splits = &self.splits;
+            let len = super::check_record(&header, at, |n| splits.get(n), &mut used, part_ok)?;
             if at + len > total {
                 return Err(format!("a record cut short at byte {at}"));
             }
@@ -172,35 +167,6 @@ impl BaseIndex {
                 let mut bytes = vec![0u8; len];
                 self.copy_out(at, &mut bytes);
                 self.straddlers.insert(id, bytes.into_boxed_slice());
-            }
-            let field = |i: usize| {
-                u32::from_le_bytes(header[4 + 4 * i..8 + 4 * i].try_into().unwrap_or_default())
-            };
-            match header[2] {
-                KIND_WHOLE => {
-                    let part = PartLoc {
-                        slot: field(0),
-                        offset: field(1),
-                        len: field(2),
-                        checksum: field(3),
-                        column_index: u16::from(header[3]),
-                    };
-                    if !part_ok(&part) {
-                        return Err(format!("the record at byte {at} points outside its stripe"));
-                    }
-                }
-                KIND_SPLIT => {
-                    let number = field(0) as usize;
-                    let ok = self
-                        .splits
-                        .get(number)
-                        .is_some_and(|s| !s.parts.is_empty() && s.parts.iter().all(&mut *part_ok));
-                    if !ok || used[number] {
-                        return Err(format!("split number {number} at byte {at}"));
-                    }
-                    used[number] = true;
-                }
-                kind => return Err(format!("record kind {kind} at byte {at}")),
             }
             records += 1;
             at += len;

@@ -658,6 +658,65 @@ fn push_record(arena: &mut Vec<u8>, key: &[u8]) -> Option<u32> {
     Some((offset / ALIGN) as u32)
 }
 
+/// Checks the record whose first [`FIXED`] bytes are `header` (at byte
+/// `at`, for the messages): key length, kind, its parts (`part_ok`), its
+/// split number (one of `splits`, not `used` yet: marked). Returns the
+/// record's length.
+fn check_record<'s>(
+    header: &[u8],
+    at: usize,
+    split: impl Fn(usize) -> Option<&'s SplitBlob>,
+    used: &mut [bool],
+    part_ok: &mut impl FnMut(&PartLoc) -> bool,
+) -> std::result::Result<usize, String> {
+    let key_len = usize::from(u16::from_le_bytes([header[0], header[1]]));
+    if key_len == 0 || key_len > crate::format::KEY_LEN_MAX {
+        return Err(format!("a key of {key_len} bytes at byte {at}"));
+    }
+    let field = |i: usize| u32_at(header, 4 + 4 * i);
+    match header[2] {
+        KIND_WHOLE => {
+            let part = PartLoc {
+                slot: field(0),
+                offset: field(1),
+                len: field(2),
+                checksum: field(3),
+                column_index: u16::from(header[3]),
+            };
+            if !part_ok(&part) {
+                return Err(format!("the record at byte {at} points outside its stripe"));
+            }
+        }
+        KIND_SPLIT => {
+            let number = field(0) as usize;
+            let split = split(number)
+                .filter(|_| used.get(number) == Some(&false))
+                .ok_or_else(|| format!("split number {number} at byte {at}"))?;
+            used[number] = true;
+            if split.parts.is_empty() || !split.parts.iter().all(&mut *part_ok) {
+                return Err(format!("split blob {number} at byte {at}"));
+            }
+        }
+        kind => return Err(format!("record kind {kind} at byte {at}")),
+    }
+    Ok(record_len(key_len))
+}
+
+/// The entry of `key` (whose hash is `hash`) in `table`, over `arena`.
+fn table_entry<'t>(
+    table: &'t mut HashTable<u32>,
+    arena: &[u8],
+    hasher: HashKey,
+    hash: u64,
+    key: &[u8],
+) -> hashbrown::hash_table::Entry<'t, u32> {
+    table.entry(
+        hash,
+        |&id| key_at(arena, id) == key,
+        |&id| hasher.hash(key_at(arena, id)),
+    )
+}
+
 impl Index {
     fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash(key)
@@ -829,12 +888,7 @@ impl Index {
         debug_assert_eq!(hash, self.hash(key));
         // One probe: the entry either holds the key's record or is the
         // bucket a new one goes to.
-        let (arena, hasher) = (&self.arena, self.hasher);
-        let entry = self.table.entry(
-            hash,
-            |&id| key_at(arena, id) == key,
-            |&id| hasher.hash(key_at(arena, id)),
-        );
+        let entry = table_entry(&mut self.table, &self.arena, self.hasher, hash, key);
         let vacant = match entry {
             hashbrown::hash_table::Entry::Occupied(found) => {
                 let id = *found.get();
@@ -887,12 +941,7 @@ impl Index {
     pub fn remove_hashed(&mut self, hash: u64, key: &[u8]) -> Option<BlobLoc> {
         debug_assert_eq!(hash, self.hash(key));
         let in_base = self.base_find(hash, key);
-        let (arena, hasher) = (&self.arena, self.hasher);
-        let entry = self.table.entry(
-            hash,
-            |&id| key_at(arena, id) == key,
-            |&id| hasher.hash(key_at(arena, id)),
-        );
+        let entry = table_entry(&mut self.table, &self.arena, self.hasher, hash, key);
         let entry = match entry {
             hashbrown::hash_table::Entry::Occupied(entry) => entry,
             hashbrown::hash_table::Entry::Vacant(vacant) => {
@@ -1298,42 +1347,12 @@ impl Index {
             let header = arena
                 .get(at..at + FIXED)
                 .ok_or_else(|| format!("a record cut short at byte {at}"))?;
-            let key_len = usize::from(u16::from_le_bytes([header[0], header[1]]));
-            if key_len == 0 || key_len > crate::format::KEY_LEN_MAX {
-                return Err(format!("a key of {key_len} bytes at byte {at}"));
-            }
-            let len = record_len(key_len);
+            let split = |n: usize| splits.get(n).and_then(Option::as_deref);
+            let len = check_record(header, at, split, used, part_ok)?;
             if at + len > arena.len() {
                 return Err(format!("a record cut short at byte {at}"));
             }
-            let field = |i: usize| u32_at(arena, at + 4 + 4 * i);
-            match header[2] {
-                KIND_WHOLE => {
-                    let part = PartLoc {
-                        slot: field(0),
-                        offset: field(1),
-                        len: field(2),
-                        checksum: field(3),
-                        column_index: u16::from(header[3]),
-                    };
-                    if !part_ok(&part) {
-                        return Err(format!("the record at byte {at} points outside its stripe"));
-                    }
-                }
-                KIND_SPLIT => {
-                    let number = field(0) as usize;
-                    let split = splits
-                        .get(number)
-                        .and_then(Option::as_ref)
-                        .filter(|_| !used[number])
-                        .ok_or_else(|| format!("split number {number} at byte {at}"))?;
-                    used[number] = true;
-                    if split.parts.is_empty() || !split.parts.iter().all(&mut *part_ok) {
-                        return Err(format!("split blob {number} at byte {at}"));
-                    }
-                }
-                kind => return Err(format!("record kind {kind} at byte {at}")),
-            }
+            let key_len = key_len_at(arena, at);
             let key = &arena[at + FIXED..at + FIXED + key_len];
             let hash = hashes
                 .next()
