@@ -104,7 +104,9 @@ impl BaseIndex {
         let count = usize::try_from(count).map_err(|_| "record count".to_string())?;
         let buckets = super::buckets_for(count);
         let groups = (buckets >> GROUP_BITS).max(1);
-        if directory.len() != groups + 1 {
+        // The first group starts at the first record: no record before it
+        // that no lookup would reach.
+        if directory.len() != groups + 1 || directory.first() != Some(&0) {
             return Err(format!(
                 "a directory of {} entries for {groups} groups",
                 directory.len()
