@@ -142,40 +142,37 @@ pub(crate) const ORDER_BACKLOG_MAX: usize = if cfg!(test) { 4096 } else { 4 << 2
 /// prefixes compare the whole keys.
 fn sorted_run(records: &[u8], from: usize) -> Vec<u32> {
     let base = (from / ALIGN) as u32;
-    let mut keyed: Vec<(u64, u64, u32)> = Vec::new();
     let mut at = 0;
-    while at < records.len() {
-        // A record hiding a base key stays in the order: a put of the key
-        // makes it live again under the same id.
-        if records[at + 2] != KIND_DEAD {
+    let ids = std::iter::from_fn(|| {
+        while at < records.len() {
             let id = (at / ALIGN) as u32;
-            let mut prefix = [0u8; 16];
-            let key = key_at(records, id);
-            let n = key.len().min(16);
-            prefix[..n].copy_from_slice(&key[..n]);
-            let (high, low) = prefix.split_at(8);
-            keyed.push((
-                u64::from_be_bytes(high.try_into().unwrap_or_default()),
-                u64::from_be_bytes(low.try_into().unwrap_or_default()),
-                id,
-            ));
+            let kind = records[at + 2];
+            at += record_len(key_len_at(records, at));
+            // A record hiding a base key stays in the order: a put of the
+            // key makes it live again under the same id.
+            if kind != KIND_DEAD {
+                return Some(id);
+            }
         }
-        at += record_len(key_len_at(records, at));
-    }
-    keyed.sort_unstable_by(|a, b| {
-        (a.0, a.1)
-            .cmp(&(b.0, b.1))
-            .then_with(|| key_at(records, a.2).cmp(key_at(records, b.2)))
+        None
     });
-    keyed.into_iter().map(|(_, _, id)| id + base).collect()
+    sort_by_key(ids, |id| key_at(records, id))
+        .into_iter()
+        .map(|id| id + base)
+        .collect()
 }
 
 /// The base's record ids in key order (see [`sorted_run`]).
 fn base_order(base: &BaseIndex) -> Vec<u32> {
-    let mut keyed: Vec<(u64, u64, u32)> = base
-        .ids()
+    sort_by_key(base.ids(), |id| base.key(id))
+}
+
+/// `ids` sorted by `key` of each, with each key's first 16 bytes beside
+/// its id (see [`sorted_run`]).
+fn sort_by_key<'k>(ids: impl Iterator<Item = u32>, key: impl Fn(u32) -> &'k [u8]) -> Vec<u32> {
+    let mut keyed: Vec<(u64, u64, u32)> = ids
         .map(|id| {
-            let key = base.key(id);
+            let key = key(id);
             let mut prefix = [0u8; 16];
             let n = key.len().min(16);
             prefix[..n].copy_from_slice(&key[..n]);
@@ -190,7 +187,7 @@ fn base_order(base: &BaseIndex) -> Vec<u32> {
     keyed.sort_unstable_by(|a, b| {
         (a.0, a.1)
             .cmp(&(b.0, b.1))
-            .then_with(|| base.key(a.2).cmp(base.key(b.2)))
+            .then_with(|| key(a.2).cmp(key(b.2)))
     });
     keyed.into_iter().map(|(_, _, id)| id).collect()
 }
