@@ -266,17 +266,37 @@ impl Snapshot {
     /// # Errors
     /// [`Error::Corrupt`] for any byte out of place.
     pub(crate) fn decode(pieces: Vec<Bytes>, layout: &Layout) -> Result<Snapshot> {
+        Snapshot::decode_with_crcs(pieces, None, layout)
+    }
+
+    /// [`decode`](Self::decode) of pieces whose crc32s are known already
+    /// (`crcs[i]` that of `pieces[i]`: the body's columns, each checked
+    /// against its column checksum as it was read or rebuilt). The body's
+    /// checksum is then combined from them instead of read over every
+    /// byte again (a pass of 590 MiB at 14 M blobs, on one thread): the
+    /// same value, the same check.
+    pub(crate) fn decode_with_crcs(
+        pieces: Vec<Bytes>,
+        crcs: Option<&[u32]>,
+        layout: &Layout,
+    ) -> Result<Snapshot> {
         let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
         let total: usize = pieces.iter().map(Bytes::len).sum();
         if total < TRAILER_LEN {
             return Err(bad(format!("{total} bytes")));
         }
         let crc_at = total - 4;
+        let crcs = crcs.filter(|c| c.len() == pieces.len());
         let mut hasher = crc32fast::Hasher::new();
         let mut left = crc_at;
-        for piece in &pieces {
+        for (i, piece) in pieces.iter().enumerate() {
             let n = piece.len().min(left);
-            hasher.update(&piece[..n]);
+            match crcs.and_then(|c| c.get(i)) {
+                Some(&crc) if n == piece.len() => {
+                    hasher.combine(&crc32fast::Hasher::new_with_initial_len(crc, n as u64));
+                }
+                _ => hasher.update(&piece[..n]),
+            }
             left -= n;
         }
         let trailer = copy_range(&pieces, total - TRAILER_LEN, total);
@@ -828,7 +848,7 @@ pub(crate) fn load_newest(
     }
     for (generation, holders) in found.into_iter().rev() {
         match read_body(inner_nodes, layout, codec, generation, &holders, sequential)
-            .and_then(|pieces| Snapshot::decode(pieces, layout))
+            .and_then(|(pieces, crcs)| Snapshot::decode_with_crcs(pieces, Some(&crcs), layout))
         {
             Ok(snapshot) => return Some((generation, snapshot)),
             Err(e) => {
@@ -844,11 +864,12 @@ type ColumnsAt = HashMap<usize, (NodeId, RecordLocation)>;
 
 /// A chunk to read: its number, header, columns, and where its data
 /// columns go.
-type ChunkOut<'a> = (u64, ColumnHeader, ColumnsAt, &'a mut Vec<Bytes>);
+type ChunkOut<'a> = (u64, ColumnHeader, ColumnsAt, &'a mut Vec<(Bytes, u32)>);
 
 /// Reads and decodes the body of checkpoint `generation` from the nodes
 /// in `holders`: each chunk from its data columns where they are intact,
-/// else rebuilt from any k intact columns.
+/// else rebuilt from any k intact columns. Returns the pieces, in order,
+/// and the crc32 of each (its column's checksum, which it matched).
 fn read_body(
     nodes: &super::nodes::NodeSet,
     layout: &Layout,
@@ -856,7 +877,7 @@ fn read_body(
     generation: u64,
     holders: &[NodeId],
     sequential: bool,
-) -> Result<Vec<Bytes>> {
+) -> Result<(Vec<Bytes>, Vec<u32>)> {
     let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
     let code = layout.code();
     let (k, m) = (code.data_count, code.parity_count);
@@ -898,7 +919,7 @@ fn read_body(
     }
     // Each chunk's data columns, in place where a node maps them (a local
     // node's segment), else as read or rebuilt.
-    let mut outs: Vec<Vec<Bytes>> = (0..chunks.len()).map(|_| Vec::new()).collect();
+    let mut outs: Vec<Vec<(Bytes, u32)>> = (0..chunks.len()).map(|_| Vec::new()).collect();
     let mut parts: Vec<ChunkOut<'_>> = Vec::new();
     let mut total = 0usize;
     for ((n, (chunk, (header, columns))), out) in
@@ -938,7 +959,7 @@ fn read_body(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     })?;
-    Ok(outs.into_iter().flatten().collect())
+    Ok(outs.into_iter().flatten().unzip())
 }
 
 /// Reads chunk `chunk` of checkpoint `generation` into `out` (its data
@@ -954,7 +975,7 @@ fn read_chunk(
     chunk: u64,
     header: &ColumnHeader,
     columns: &ColumnsAt,
-    out: &mut Vec<Bytes>,
+    out: &mut Vec<(Bytes, u32)>,
 ) -> Result<()> {
     let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
     let read = |c: usize| -> Option<bytes::Bytes> {
@@ -1008,7 +1029,15 @@ fn read_chunk(
             data[c] = Some(bytes.into());
         }
     }
-    out.extend(data.into_iter().flatten().filter(|c| !c.is_empty()));
+    // Each column with its crc32, checked above against the column's
+    // checksum (read or rebuilt): the body's checksum is combined from
+    // them.
+    out.extend(
+        data.into_iter()
+            .zip(&header.column_checksums)
+            .filter_map(|(c, &crc)| Some((c?, crc)))
+            .filter(|(c, _)| !c.is_empty()),
+    );
     Ok(())
 }
 
@@ -1206,6 +1235,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// With the pieces' crc32s known (a body read column by column), the
+    /// body's checksum is combined from them: the same snapshot where they
+    /// are right, a refusal where one is wrong, and a count that does not
+    /// match the pieces falls back to reading every byte.
+    #[test]
+    fn a_body_checksum_combined_from_its_pieces_is_the_same_check() {
+        let layout = layout();
+        let snapshot = sample(&layout);
+        let body = snapshot.encode(&layout).expect("encode");
+        let pieces = pieces_of(body);
+        assert!(pieces.len() > 2, "the test cuts the body into pieces");
+        let crcs: Vec<u32> = pieces.iter().map(|p| crc32fast::hash(p)).collect();
+        let plain = Snapshot::decode(pieces.clone(), &layout).expect("decode");
+        let combined =
+            Snapshot::decode_with_crcs(pieces.clone(), Some(&crcs), &layout).expect("decode");
+        assert_eq!(combined, plain);
+        for i in 0..crcs.len() - 1 {
+            let mut wrong = crcs.clone();
+            wrong[i] ^= 1;
+            assert!(
+                Snapshot::decode_with_crcs(pieces.clone(), Some(&wrong), &layout).is_err(),
+                "a wrong crc of piece {i} is refused"
+            );
+        }
+        let fewer = &crcs[..crcs.len() - 1];
+        assert_eq!(
+            Snapshot::decode_with_crcs(pieces, Some(fewer), &layout).expect("decode"),
+            plain
+        );
     }
 
     /// Damaged bodies are refused, never panic: bits flipped, cut short,
