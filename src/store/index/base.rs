@@ -52,6 +52,19 @@ pub(crate) fn directory_of(
     directory
 }
 
+/// Records of at least this many bytes are checked by two threads.
+const PARALLEL_CHECK_MIN: usize = 32 << 20;
+
+/// What one walk of [`BaseIndex::check`] found.
+#[derive(Default)]
+struct Walked {
+    records: usize,
+    /// The directory entry after the last one the walk met.
+    next_entry: usize,
+    splits_used: Vec<usize>,
+    straddlers: Vec<(u32, Box<[u8]>)>,
+}
+
 /// A checkpoint's records, read in place.
 pub(crate) struct BaseIndex {
     /// The records' bytes, cut where the body's columns were.
@@ -79,7 +92,8 @@ impl std::fmt::Debug for BaseIndex {
 
 impl BaseIndex {
     /// The base the records in `pieces` (in order) and `directory`
-    /// describe, after checking every record and the directory.
+    /// describe, after checking every record and the directory (on two
+    /// threads from [`PARALLEL_CHECK_MIN`] bytes of records).
     ///
     /// # Errors
     /// What is wrong with the first bad record or directory entry.
@@ -89,7 +103,23 @@ impl BaseIndex {
         count: u64,
         splits: Vec<SplitBlob>,
         hash_key: (u64, u64),
-        mut part_ok: impl FnMut(&PartLoc) -> bool,
+        part_ok: impl Fn(&PartLoc) -> bool + Sync,
+    ) -> std::result::Result<BaseIndex, String> {
+        let total: usize = pieces.iter().map(Bytes::len).sum();
+        let walks = if total >= PARALLEL_CHECK_MIN { 2 } else { 1 };
+        Self::new_walked(pieces, directory, count, splits, hash_key, part_ok, walks)
+    }
+
+    /// [`new`](Self::new), its check cut into `walks` (1 or 2) walks at a
+    /// directory entry, run together: the same checks, the same verdict.
+    pub(super) fn new_walked(
+        pieces: Vec<Bytes>,
+        directory: Vec<u32>,
+        count: u64,
+        splits: Vec<SplitBlob>,
+        hash_key: (u64, u64),
+        part_ok: impl Fn(&PartLoc) -> bool + Sync,
+        walks: usize,
     ) -> std::result::Result<BaseIndex, String> {
         let mut starts = Vec::with_capacity(pieces.len() + 1);
         let mut total = 0usize;
@@ -122,33 +152,121 @@ impl BaseIndex {
             splits,
             hasher: HashKey(hash_key.0, hash_key.1),
         };
-        base.check(&mut part_ok)?;
+        base.check(&part_ok, walks)?;
         Ok(base)
     }
 
-    /// Open's walk over every record (see the module's documentation).
-    fn check(&mut self, part_ok: &mut impl FnMut(&PartLoc) -> bool) -> Result<(), String> {
+    /// Open's check of every record (see the module's documentation): one
+    /// walk over all records, or two, cut at the record a directory entry
+    /// in the middle names, whose findings are then put together.
+    fn check(
+        &mut self,
+        part_ok: &(impl Fn(&PartLoc) -> bool + Sync),
+        walks: usize,
+    ) -> Result<(), String> {
+        let total = self.len_bytes();
+        let end_entry = self.directory.len();
+        // The second walk starts at the first entry of the value the
+        // middle entry holds (entries of empty groups repeat a value).
+        let middle = end_entry / 2;
+        let cut = self.directory[middle] as usize * ALIGN;
+        let second_entry =
+            self.directory[..middle].partition_point(|&e| e < self.directory[middle]);
+        let this = &*self;
+        let found: Vec<Result<Walked, String>> = if walks >= 2 && cut > 0 && cut < total {
+            let (first, second) = std::thread::scope(|s| {
+                let second = s.spawn(|| this.walk(cut, total, second_entry, part_ok));
+                let first = this.walk(0, cut, 0, part_ok);
+                (
+                    first,
+                    second
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                )
+            });
+            // The first walk must end at the entry the second began with:
+            // every entry was checked by one walk or the other, in order.
+            let first = first.and_then(|w| {
+                if w.next_entry == second_entry {
+                    Ok(w)
+                } else {
+                    Err(format!("directory entry {} out of order", w.next_entry))
+                }
+            });
+            vec![first, second]
+        } else {
+            vec![this.walk(0, total, 0, part_ok)]
+        };
+        let mut used = vec![false; self.splits.len()];
+        let (mut records, mut next_entry) = (0usize, 0usize);
+        let mut straddlers = Vec::new();
+        for walked in found {
+            let walked = walked?;
+            records += walked.records;
+            next_entry = walked.next_entry;
+            for number in walked.splits_used {
+                match used.get_mut(number) {
+                    Some(u) if !*u => *u = true,
+                    _ => return Err(format!("split number {number} used twice")),
+                }
+            }
+            straddlers.extend(walked.straddlers);
+        }
+        let end = (total / ALIGN) as u32;
+        while self.directory.get(next_entry) == Some(&end) {
+            next_entry += 1;
+        }
+        if next_entry != end_entry {
+            return Err(format!("directory entry {next_entry} out of order"));
+        }
+        if records != self.count || used.iter().any(|u| !u) {
+            return Err(format!(
+                "{records} records, {} announced; {} splits unused",
+                self.count,
+                used.iter().filter(|u| !**u).count()
+            ));
+        }
+        self.straddlers.extend(straddlers);
+        Ok(())
+    }
+
+    /// Walks the records from byte `from` (a record's start) to byte `to`,
+    /// checking each and the directory entries from `first_entry` that
+    /// name them; it must end at `to` exactly.
+    fn walk(
+        &self,
+        from: usize,
+        to: usize,
+        first_entry: usize,
+        part_ok: &(impl Fn(&PartLoc) -> bool + Sync),
+    ) -> Result<Walked, String> {
         let total = self.len_bytes();
         let mut used = vec![false; self.splits.len()];
-        let mut next_entry = 0usize;
-        let mut records = 0usize;
-        let mut at = 0usize;
+        let mut walked = Walked {
+            next_entry: first_entry,
+            ..Walked::default()
+        };
+        let mut part_ok = |p: &PartLoc| part_ok(p);
+        let mut at = from;
         // The piece `at` is in, followed along (no search per record).
-        let mut piece = 0usize;
-        while at < total {
+        let mut piece = self.piece_of(at);
+        while at < to {
             while self.starts[piece + 1] <= at {
                 piece += 1;
             }
             let id = (at / ALIGN) as u32;
             // Directory entries at this record (several groups may start
             // here, the empty ones before it).
-            while self.directory.get(next_entry) == Some(&id) {
-                next_entry += 1;
+            while self.directory.get(walked.next_entry) == Some(&id) {
+                walked.next_entry += 1;
             }
-            if let Some(&entry) = self.directory.get(next_entry)
+            if let Some(&entry) = self.directory.get(walked.next_entry)
                 && (entry as usize) * ALIGN < at
             {
-                return Err(format!("directory entry {next_entry} inside a record"));
+                return Err(format!(
+                    "directory entry {} inside a record",
+                    walked.next_entry
+                ));
             }
             let mut header = [0u8; FIXED];
             let within = at - self.starts[piece];
@@ -161,33 +279,23 @@ impl BaseIndex {
                 }
             }
             let splits = &self.splits;
-            let len = super::check_record(&header, at, |n| splits.get(n), &mut used, part_ok)?;
+            let len = super::check_record(&header, at, |n| splits.get(n), &mut used, &mut part_ok)?;
             if at + len > total {
                 return Err(format!("a record cut short at byte {at}"));
+            }
+            if at + len > to {
+                return Err(format!("a record across directory entry at byte {to}"));
             }
             if at + len > self.starts[piece + 1] {
                 let mut bytes = vec![0u8; len];
                 self.copy_out(at, &mut bytes);
-                self.straddlers.insert(id, bytes.into_boxed_slice());
+                walked.straddlers.push((id, bytes.into_boxed_slice()));
             }
-            records += 1;
+            walked.records += 1;
             at += len;
         }
-        let end = (total / ALIGN) as u32;
-        while self.directory.get(next_entry) == Some(&end) {
-            next_entry += 1;
-        }
-        if next_entry != self.directory.len() {
-            return Err(format!("directory entry {next_entry} out of order"));
-        }
-        if records != self.count || used.iter().any(|u| !u) {
-            return Err(format!(
-                "{records} records, {} announced; {} splits unused",
-                self.count,
-                used.iter().filter(|u| !**u).count()
-            ));
-        }
-        Ok(())
+        walked.splits_used = (0..used.len()).filter(|&n| used[n]).collect();
+        Ok(walked)
     }
 
     fn len_bytes(&self) -> usize {

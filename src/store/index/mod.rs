@@ -1896,13 +1896,17 @@ pub(crate) mod tests {
             pieces.push(bytes::Bytes::copy_from_slice(&rest[..n]));
             rest = &rest[n..];
         }
-        BaseIndex::new(
+        // Checked in two walks, as a large base is (each test's bases are
+        // smaller than the size from which `new` uses two).
+        let walks = 1 + (next() % 2) as usize;
+        BaseIndex::new_walked(
             pieces,
             directory,
             image.count,
             image.splits,
             image.hash_key,
             |_| true,
+            walks,
         )
         .expect("a base of a good image")
     }
@@ -2006,17 +2010,29 @@ pub(crate) mod tests {
                 let at = (r % records.len() as u64) as usize;
                 records[at] ^= ((r >> 32) as u8) | 1;
             }
-            let pieces = records
+            let pieces: Vec<bytes::Bytes> = records
                 .chunks(((r >> 20) % 500 + 1) as usize)
                 .map(bytes::Bytes::copy_from_slice)
                 .collect();
-            let bad = BaseIndex::new(
-                pieces,
-                dir,
-                image.count,
-                image.splits.clone(),
-                image.hash_key,
-                |p| p.slot != 0xffff_ffff,
+            // One walk and two (cut at a directory entry) reach the same
+            // verdict.
+            let [one, bad] = [1, 2].map(|walks| {
+                BaseIndex::new_walked(
+                    pieces.clone(),
+                    dir.clone(),
+                    image.count,
+                    image.splits.clone(),
+                    image.hash_key,
+                    |p| p.slot != 0xffff_ffff,
+                    walks,
+                )
+            });
+            assert_eq!(
+                one.is_ok(),
+                bad.is_ok(),
+                "trial {trial}: one walk {:?}, two {:?}",
+                one.err(),
+                bad.as_ref().err()
             );
             // Flipped key bytes are not caught (a checkpoint's columns
             // carry crcs); whatever loads must answer without panicking.
