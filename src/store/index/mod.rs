@@ -746,9 +746,37 @@ impl Index {
 
     /// The base's location of `key`, and its record id.
     fn base_find(&self, hash: u64, key: &[u8]) -> Option<(u32, BlobLoc)> {
+        self.base_found(None, hash, key)
+    }
+
+    /// [`base_find`](Self::base_find), with the record id looked up
+    /// already (`found`) or not (`None`).
+    fn base_found(
+        &self,
+        found: Option<Option<u32>>,
+        hash: u64,
+        key: &[u8],
+    ) -> Option<(u32, BlobLoc)> {
         let base = self.base.as_ref()?;
-        let id = base.find(hash, key)?;
+        if let Some(found) = found {
+            debug_assert_eq!(found, base.find(hash, key), "looked up ahead");
+        }
+        let id = found.unwrap_or_else(|| base.find(hash, key))?;
         Some((id, base.loc(id)))
+    }
+
+    /// True when the index has a base (a checkpoint's records read in
+    /// place) under its overlay.
+    pub(crate) fn has_base(&self) -> bool {
+        self.base.is_some()
+    }
+
+    /// The id of `key`'s record in the base (whose hash is `hash`), for
+    /// [`insert_found`](Self::insert_found) and
+    /// [`remove_found`](Self::remove_found): a batch looks its keys up
+    /// ahead, on two threads (the base never changes under the index).
+    pub(crate) fn base_id(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.base.as_ref()?.find(hash, key)
     }
 
     fn loc_of(&self, id: u32) -> BlobLoc {
@@ -882,6 +910,19 @@ impl Index {
     /// [`insert`](Self::insert) of a key whose hash is `hash`, as
     /// [`hash_and_bucket`](Self::hash_and_bucket) gave it.
     pub fn insert_hashed(&mut self, hash: u64, key: &[u8], loc: BlobLoc) -> Option<BlobLoc> {
+        self.insert_found(hash, key, loc, None)
+    }
+
+    /// [`insert_hashed`](Self::insert_hashed) with the key's record in the
+    /// base looked up already (`found`: what [`base_id`](Self::base_id)
+    /// gave), or looked up here (`None`).
+    pub(crate) fn insert_found(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        loc: BlobLoc,
+        found: Option<Option<u32>>,
+    ) -> Option<BlobLoc> {
         debug_assert_eq!(hash, self.hash(key));
         // One probe: the entry either holds the key's record or is the
         // bucket a new one goes to.
@@ -908,7 +949,7 @@ impl Index {
         };
         vacant.insert(id);
         self.set_loc(id, loc);
-        let (base_id, old) = self.base_find(hash, key).unzip();
+        let (base_id, old) = self.base_found(found, hash, key).unzip();
         if let Some(base_id) = base_id {
             self.shadow(base_id);
         }
@@ -936,8 +977,19 @@ impl Index {
     /// [`remove`](Self::remove) of a key whose hash is `hash`, as
     /// [`hash_and_bucket`](Self::hash_and_bucket) gave it.
     pub fn remove_hashed(&mut self, hash: u64, key: &[u8]) -> Option<BlobLoc> {
+        self.remove_found(hash, key, None)
+    }
+
+    /// [`remove_hashed`](Self::remove_hashed) with the key's record in the
+    /// base looked up already, as in [`insert_found`](Self::insert_found).
+    pub(crate) fn remove_found(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        found: Option<Option<u32>>,
+    ) -> Option<BlobLoc> {
         debug_assert_eq!(hash, self.hash(key));
-        let in_base = self.base_find(hash, key);
+        let in_base = self.base_found(found, hash, key);
         let entry = table_entry(&mut self.table, &self.arena, self.hasher, hash, key);
         let entry = match entry {
             hashbrown::hash_table::Entry::Occupied(entry) => entry,
