@@ -212,33 +212,42 @@ impl Drop for SortClaim {
     }
 }
 
-/// A copy of the records the key order does not cover yet.
+/// A copy of the records the key order does not cover yet, and the base
+/// when its key order is not built yet.
 pub(crate) struct OrderBacklog {
     records: Vec<u8>,
     from: usize,
     compactions: u64,
+    /// The base (shared, never changed) whose order to build.
+    base: Option<Arc<BaseIndex>>,
     claim: SortClaim,
 }
 
 impl OrderBacklog {
-    /// Sorts the copy (the slow part; no lock needed).
+    /// Sorts the copy and the base (the slow part; no lock needed).
     pub fn sort(self) -> SortedBacklog {
         SortedBacklog {
             run: sorted_run(&self.records, self.from),
             from: self.from,
             to: self.from + self.records.len(),
             compactions: self.compactions,
+            base: self.base.map(|base| {
+                let order = base_order(&base);
+                (base, order)
+            }),
             _claim: self.claim,
         }
     }
 }
 
-/// A sorted run of the records of `from..to`, for [`Index::add_sorted`].
+/// A sorted run of the records of `from..to`, and the base's key order
+/// when it was asked for, for [`Index::add_sorted`].
 pub(crate) struct SortedBacklog {
     run: Vec<u32>,
     from: usize,
     to: usize,
     compactions: u64,
+    base: Option<(Arc<BaseIndex>, Vec<u32>)>,
     _claim: SortClaim,
 }
 
@@ -1140,25 +1149,39 @@ impl Index {
     }
 
     /// A copy of the records the key order does not cover yet, when they
-    /// are more than [`ORDER_BACKLOG_MAX`] bytes: the caller sorts them
-    /// (`OrderBacklog::sort`) without holding the store's lock and hands
-    /// the run back (`add_sorted`). `None` when the backlog is small
-    /// enough to sort in place.
+    /// are more than [`ORDER_BACKLOG_MAX`] bytes, and the base when its
+    /// key order is not built yet (a checkpoint's keys, shared): the
+    /// caller sorts them (`OrderBacklog::sort`) without holding the
+    /// store's lock and hands the run back (`add_sorted`).
+    /// [`Backlog::Small`] when neither is needed: the listing sorts the
+    /// few records in place.
     ///
     /// One listing sorts at a time: others get [`Backlog::Busy`] and wait
     /// for it (a copy each would cost 30 B per key apiece).
     pub fn order_backlog(&self) -> Backlog {
         let order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.arena.len() - order.covered <= ORDER_BACKLOG_MAX {
+        let large = self.arena.len() - order.covered > ORDER_BACKLOG_MAX;
+        // The base's order (all of a checkpoint's keys: seconds at 10^7)
+        // is built outside the lock too.
+        let base = self.base.as_ref().filter(|_| order.base.is_none());
+        if !large && base.is_none() {
             return Backlog::Small;
         }
         if self.sorting.swap(true, Ordering::AcqRel) {
             return Backlog::Busy;
         }
+        // A small backlog stays for the listing to sort in place: an
+        // empty copy (its run covers nothing).
+        let from = if large {
+            order.covered
+        } else {
+            self.arena.len()
+        };
         Backlog::Sort(OrderBacklog {
-            records: self.arena[order.covered..].to_vec(),
-            from: order.covered,
+            records: self.arena[from..].to_vec(),
+            from,
             compactions: self.compactions,
+            base: base.cloned(),
             claim: SortClaim(Arc::clone(&self.sorting)),
         })
     }
@@ -1168,6 +1191,12 @@ impl Index {
     /// it first, or the arena was compacted and the ids changed).
     pub fn add_sorted(&self, sorted: SortedBacklog) {
         let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        if let (Some((base, base_order)), Some(ours)) = (sorted.base, &self.base)
+            && order.base.is_none()
+            && Arc::ptr_eq(&base, ours)
+        {
+            order.base = Some(base_order);
+        }
         if sorted.compactions == self.compactions
             && sorted.from == order.covered
             && sorted.to <= self.arena.len()
@@ -1824,6 +1853,47 @@ pub(crate) mod tests {
             Backlog::Small => panic!("no backlog"),
             Backlog::Busy => panic!("busy"),
         }
+    }
+
+    /// The base's key order is built outside the lock too: an index on a
+    /// base hands it out with the first backlog (even with few records of
+    /// its own), and the order it returns serves the listings.
+    #[test]
+    fn the_base_order_is_sorted_outside_the_lock() {
+        let mut next = xorshift(91);
+        let mut model: BTreeMap<Vec<u8>, BlobLoc> = BTreeMap::new();
+        let mut ix = Index::default();
+        for n in 0..3000u32 {
+            let key = format!("room-{}/msg-{n}", n % 13).into_bytes();
+            ix.insert(&key, loc(n));
+            model.insert(key, loc(n));
+        }
+        let mut ix = Index::from_base(base_of(&ix, &mut next), 0);
+        for n in (0..3000u32).step_by(100) {
+            let key = format!("room-{}/msg-{n}", n % 13).into_bytes();
+            ix.remove(&key);
+            model.remove(&key);
+        }
+        for n in 5000..5020u32 {
+            let key = format!("room-{}/msg-{n}", n % 13).into_bytes();
+            ix.insert(&key, loc(n));
+            model.insert(key, loc(n));
+        }
+        let backlog = sort_claim(&ix);
+        assert!(backlog.base.is_some(), "the base's order is asked for");
+        assert!(backlog.records.is_empty(), "few records: sorted in place");
+        assert!(matches!(ix.order_backlog(), Backlog::Busy));
+        ix.add_sorted(backlog.sort());
+        assert!(ix.order.lock().unwrap().base.is_some());
+        assert!(matches!(ix.order_backlog(), Backlog::Small));
+        let want: Vec<Box<[u8]>> = model.keys().map(|k| k.as_slice().into()).collect();
+        assert_eq!(ix.keys_with_prefix(b"", None, usize::MAX), want);
+        // A listing without a backlog (none asked for) builds it in place.
+        let mut other = Index::from_base(base_of(&ix, &mut next), 0);
+        other.insert(b"zz", loc(1));
+        let mut want: Vec<Box<[u8]>> = model.keys().map(|k| k.as_slice().into()).collect();
+        want.push((*b"zz").into());
+        assert_eq!(other.keys_with_prefix(b"", None, usize::MAX), want);
     }
 
     /// One listing sorts a backlog at a time; a run refused because an
