@@ -257,13 +257,15 @@ impl State {
         changes.keys.clear();
         // Each partition by bucket, then in the order given (each key's
         // changes keep theirs): (bucket, seq) is unique, so the sort is
-        // the same on one thread or two. The threads that sort also look
-        // each key up in the index's base (a checkpoint's records, which
-        // never change under the index): at open from a checkpoint these
-        // lookups of the tail's keys, random reads across the whole base,
-        // were half the inserts' time on one thread.
+        // the same on one thread or two. In a batch sorted by two threads
+        // they also look each key up in the index's base (a checkpoint's
+        // records, which never change under the index): at open from a
+        // checkpoint these lookups of the tail's keys, random reads across
+        // the whole base, were half the inserts' time on one thread. A
+        // small batch (a commit's) leaves them to the inserts, which skip
+        // them for keys the overlay holds already.
         let index = &self.index;
-        let with_base = index.has_base();
+        let with_base = index.has_base() && moved.len() >= PARALLEL_SORT_MIN;
         let sort_parts = |parts: &mut [Option<Change>], bounds: &[usize]| {
             let base = bounds.first().copied().unwrap_or(0);
             for window in bounds.windows(2) {
@@ -362,16 +364,29 @@ mod tests {
 
     /// A batch applied in bucket order ends as applying it change by
     /// change would: each key's last change wins (a removal included), on
-    /// one thread (small batches) and with the partitions sorted by two.
+    /// one thread (small batches) and with the partitions sorted by two,
+    /// with the first keys in the index's overlay or in a base under it
+    /// (a large batch looks its keys up in the base ahead).
     #[test]
     fn a_batch_of_changes_ends_as_its_changes_in_order() {
-        for count in [1_000usize, 3 * PARALLEL_SORT_MIN] {
+        for (count, in_base) in [
+            (1_000usize, false),
+            (3 * PARALLEL_SORT_MIN, false),
+            (1_000, true),
+            (3 * PARALLEL_SORT_MIN, true),
+        ] {
             let mut state = State::default();
             let mut expected: HashMap<Vec<u8>, Option<u32>> = HashMap::new();
             for i in 0..count / 4 {
                 let key = format!("k{i}").into_bytes();
                 state.index.insert(&key, whole(u32::MAX));
                 expected.insert(key, Some(u32::MAX));
+            }
+            if in_base {
+                let mut next = crate::store::index::tests::xorshift(count as u64);
+                let base = crate::store::index::tests::base_of(&state.index, &mut next);
+                state.index = Index::from_base(base, 0);
+                assert!(state.index.has_base());
             }
             let mut changes = Changes::default();
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ count as u64;
@@ -388,7 +403,7 @@ mod tests {
             state.apply_changes(&mut changes);
             assert_eq!(changes.len(), 0);
             for (key, value) in &expected {
-                assert_eq!(state.index.get(key), value.map(whole), "{count}");
+                assert_eq!(state.index.get(key), value.map(whole), "{count} {in_base}");
             }
             assert_eq!(
                 state.index.len(),

@@ -2003,7 +2003,7 @@ pub(crate) mod tests {
     /// plus padding, and at most 5 / (7/16) bytes of table per entry.
     /// The base of `ix`'s image, its records cut into pieces of sizes
     /// drawn from `next` (so some records straddle two pieces).
-    fn base_of(ix: &Index, next: &mut impl FnMut() -> u64) -> BaseIndex {
+    pub(crate) fn base_of(ix: &Index, next: &mut impl FnMut() -> u64) -> BaseIndex {
         let mut image = ix.image();
         let directory = std::mem::take(&mut image.directory);
         assert_eq!(
