@@ -527,6 +527,7 @@ impl Snapshot {
                     image.splits,
                     image.hash_key,
                     part_ok,
+                    None,
                 )
                 .map_err(bad)?;
                 super::index::Index::from_base(base, room)

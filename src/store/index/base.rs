@@ -92,8 +92,10 @@ impl std::fmt::Debug for BaseIndex {
 
 impl BaseIndex {
     /// The base the records in `pieces` (in order) and `directory`
-    /// describe, after checking every record and the directory (on two
-    /// threads from [`PARALLEL_CHECK_MIN`] bytes of records).
+    /// describe, after checking every record and the directory. `walks`:
+    /// the check cut into that many walks (1 or 2) at a directory entry,
+    /// run together (the same checks, the same verdict); `None`: two from
+    /// [`PARALLEL_CHECK_MIN`] bytes of records, else one.
     ///
     /// # Errors
     /// What is wrong with the first bad record or directory entry.
@@ -104,22 +106,7 @@ impl BaseIndex {
         splits: Vec<SplitBlob>,
         hash_key: (u64, u64),
         part_ok: impl Fn(&PartLoc) -> bool + Sync,
-    ) -> std::result::Result<BaseIndex, String> {
-        let total: usize = pieces.iter().map(Bytes::len).sum();
-        let walks = if total >= PARALLEL_CHECK_MIN { 2 } else { 1 };
-        Self::new_walked(pieces, directory, count, splits, hash_key, part_ok, walks)
-    }
-
-    /// [`new`](Self::new), its check cut into `walks` (1 or 2) walks at a
-    /// directory entry, run together: the same checks, the same verdict.
-    pub(super) fn new_walked(
-        pieces: Vec<Bytes>,
-        directory: Vec<u32>,
-        count: u64,
-        splits: Vec<SplitBlob>,
-        hash_key: (u64, u64),
-        part_ok: impl Fn(&PartLoc) -> bool + Sync,
-        walks: usize,
+        walks: Option<usize>,
     ) -> std::result::Result<BaseIndex, String> {
         let mut starts = Vec::with_capacity(pieces.len() + 1);
         let mut total = 0usize;
@@ -152,6 +139,7 @@ impl BaseIndex {
             splits,
             hasher: HashKey(hash_key.0, hash_key.1),
         };
+        let walks = walks.unwrap_or(if total >= PARALLEL_CHECK_MIN { 2 } else { 1 });
         base.check(&part_ok, walks)?;
         Ok(base)
     }

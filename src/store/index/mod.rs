@@ -2021,14 +2021,14 @@ pub(crate) mod tests {
         // Checked in two walks, as a large base is (each test's bases are
         // smaller than the size from which `new` uses two).
         let walks = 1 + (next() % 2) as usize;
-        BaseIndex::new_walked(
+        BaseIndex::new(
             pieces,
             directory,
             image.count,
             image.splits,
             image.hash_key,
             |_| true,
-            walks,
+            Some(walks),
         )
         .expect("a base of a good image")
     }
@@ -2139,14 +2139,14 @@ pub(crate) mod tests {
             // One walk and two (cut at a directory entry) reach the same
             // verdict.
             let [one, bad] = [1, 2].map(|walks| {
-                BaseIndex::new_walked(
+                BaseIndex::new(
                     pieces.clone(),
                     dir.clone(),
                     image.count,
                     image.splits.clone(),
                     image.hash_key,
                     |p| p.slot != 0xffff_ffff,
-                    walks,
+                    Some(walks),
                 )
             });
             assert_eq!(
