@@ -1999,8 +1999,6 @@ pub(crate) mod tests {
         assert_eq!(all(&ix), want);
     }
 
-    /// The heap per entry the lean index exists for: 20 bytes of record
-    /// plus padding, and at most 5 / (7/16) bytes of table per entry.
     /// The base of `ix`'s image, its records cut into pieces of sizes
     /// drawn from `next` (so some records straddle two pieces).
     pub(crate) fn base_of(ix: &Index, next: &mut impl FnMut() -> u64) -> BaseIndex {
@@ -2169,6 +2167,8 @@ pub(crate) mod tests {
         }
     }
 
+    /// The heap per entry the lean index exists for: 20 bytes of record
+    /// plus padding, and at most 5 / (7/16) bytes of table per entry.
     #[test]
     fn heap_per_entry_stays_small() {
         let mut ix = Index::default();
