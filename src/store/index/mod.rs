@@ -753,13 +753,9 @@ impl Index {
         }
     }
 
-    /// The base's location of `key`, and its record id.
-    fn base_find(&self, hash: u64, key: &[u8]) -> Option<(u32, BlobLoc)> {
-        self.base_found(None, hash, key)
-    }
-
-    /// [`base_find`](Self::base_find), with the record id looked up
-    /// already (`found`) or not (`None`).
+    /// The base's location of `key`, and its record id: looked up here
+    /// (`found` is `None`) or already (`found`, what
+    /// [`base_id`](Self::base_id) gave).
     fn base_found(
         &self,
         found: Option<Option<u32>>,
@@ -866,7 +862,7 @@ impl Index {
         match self.find(hash, key) {
             Some(id) if kind_at(&self.arena, id) == KIND_GONE => None,
             Some(id) => Some(self.loc_of(id)),
-            None => self.base_find(hash, key).map(|(_, loc)| loc),
+            None => self.base_found(None, hash, key).map(|(_, loc)| loc),
         }
     }
 
