@@ -533,6 +533,11 @@ impl Store {
     /// salvage open's loss could change the answer.
     pub fn len_of(&self, key: &[u8]) -> Result<Option<u64>> {
         check_key(key)?;
+        // A loss is set at open, before the store is handed out: checked
+        // once here, it cannot start pending during the lookup.
+        if !self.inner.loss.is_pending() {
+            return Ok(self.inner.read_state().index.len_of(key));
+        }
         let (len, stripe) = {
             let state = self.inner.read_state();
             match state.index.get(key) {

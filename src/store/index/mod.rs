@@ -866,6 +866,23 @@ impl Index {
         }
     }
 
+    /// The length of `key`'s value ([`get`](Self::get)`(key)?.len()`,
+    /// without building its location).
+    pub fn len_of(&self, key: &[u8]) -> Option<u64> {
+        let hash = self.hash(key);
+        match self.find(hash, key) {
+            Some(id) => {
+                let at = id as usize * ALIGN;
+                match self.arena[at + 2] {
+                    KIND_GONE => None,
+                    KIND_SPLIT => Some(self.loc_of(id).len()),
+                    _ => Some(u64::from(u32_at(&self.arena, at + 12))),
+                }
+            }
+            None => self.base_found(None, hash, key).map(|(_, loc)| loc.len()),
+        }
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
         let hash = self.hash(key);
         match self.find(hash, key) {
@@ -1835,6 +1852,7 @@ pub(crate) mod tests {
                 }
             }
             assert_eq!(ix.get(&key), model.get(&key).cloned());
+            assert_eq!(ix.len_of(&key), model.get(&key).map(BlobLoc::len));
             assert_eq!(ix.len(), model.len());
         }
         assert!(compactions >= 2, "only {compactions} compactions");
@@ -2090,6 +2108,7 @@ pub(crate) mod tests {
                 }
                 assert_eq!(ix.get(&key), model.get(&key).cloned());
                 assert_eq!(ix.contains(&key), model.contains_key(&key));
+                assert_eq!(ix.len_of(&key), model.get(&key).map(BlobLoc::len));
                 assert_eq!(ix.len(), model.len(), "round {round} step {step}");
             }
             let mut all: Vec<(Vec<u8>, BlobLoc)> =
