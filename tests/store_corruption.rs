@@ -157,3 +157,47 @@ fn flipped_bytes_on_one_node_never_reach_a_reader() {
         "damaged columns are queued for repair: {stats:?}"
     );
 }
+
+/// A blob byte flipped on disk after gets mapped its segment (the view a
+/// healthy get slices, docs/PERFORMANCE.md "The healthy get"): the next
+/// get of it fails its checksum on the view's bytes, and the blob is
+/// rebuilt from other columns.
+#[test]
+fn a_byte_flipped_under_a_mapped_view_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let mut rng = common::rng(7);
+    let model: Vec<(Vec<u8>, Vec<u8>)> = (0..20)
+        .map(|i| {
+            let key = format!("v/{i}").into_bytes();
+            let mut value = vec![0u8; 1024];
+            rand::RngCore::fill_bytes(&mut rng, &mut value);
+            store.put(&key, value.clone()).unwrap();
+            (key, value)
+        })
+        .collect();
+    for (key, value) in &model {
+        assert_eq!(&store.get(key).unwrap().unwrap().to_bytes()[..], &value[..]);
+    }
+    let mapped = geoshard::testing::segment_views(&store);
+    assert!(mapped.iter().any(|v| v.2.is_some()), "{mapped:?}");
+
+    let (key, value) = &model[7];
+    let (path, at) = common::files_under(dir.path())
+        .into_iter()
+        .find_map(|p| {
+            let bytes = std::fs::read(&p).ok()?;
+            let at = bytes.windows(value.len()).position(|w| w == &value[..])?;
+            Some((p, at as u64))
+        })
+        .expect("the value is in a data column");
+    flip(&path, at + 100);
+    let before = store.stats();
+    assert_eq!(&store.get(key).unwrap().unwrap().to_bytes()[..], &value[..]);
+    let after = store.stats();
+    assert_eq!(after.checksum_failures, before.checksum_failures + 1);
+    assert_eq!(after.degraded_reads, before.degraded_reads + 1);
+    for (key, value) in &model {
+        assert_eq!(&store.get(key).unwrap().unwrap().to_bytes()[..], &value[..]);
+    }
+}

@@ -192,3 +192,101 @@ fn prefetch_point_hints_only_small_ranges_not_in_memory() {
         &payload[300_000..301_000]
     );
 }
+
+// ---- the store's gets: slices of their segment's view ----
+
+mod common;
+
+use geoshard::Store;
+use geoshard::testing::segment_views;
+
+/// `n` keys `prefix/i` with distinct 1 KiB values, put one at a time.
+fn put_kib(store: &Store, prefix: &str, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let key = format!("{prefix}/{i}").into_bytes();
+            let value: Vec<u8> = (0..1024).map(|b| (b * 7 + i * 13) as u8).collect();
+            store.put(&key, value.clone()).unwrap();
+            (key, value)
+        })
+        .collect()
+}
+
+/// Reads every key back: each value right, and (whole small blobs on
+/// local nodes) a slice of a segment file's mapping.
+fn read_back(store: &Store, model: &[(Vec<u8>, Vec<u8>)]) {
+    for (key, value) in model {
+        let blob = store.get(key).unwrap().expect("present");
+        let chunks = blob.chunks();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(&chunks[0][..], &value[..]);
+        let file = mapping_of(chunks[0].as_ptr() as usize).unwrap_or_default();
+        assert!(file.ends_with(".segment"), "mapped from {file:?}");
+    }
+}
+
+/// A healthy get of a small blob slices the view of its segment, set by
+/// the first get that read the segment; a put that lands past a view
+/// makes it anew (and gets of the new blobs set it again, longer);
+/// retiring a generation (compaction) drops its views; closing the store
+/// lets every mapping go.
+#[test]
+fn healthy_gets_slice_their_segments_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = geoshard::Options {
+        segment_len_target: 16 << 10,
+        ..common::options()
+    };
+    let store = Store::create(common::layout_3x3(dir.path()), options).unwrap();
+    let first = put_kib(&store, "a", 60);
+    let views = segment_views(&store);
+    assert!(!views.is_empty());
+    assert!(views.iter().all(|v| v.2.is_none()), "no get yet: {views:?}");
+    read_back(&store, &first);
+    let read = segment_views(&store);
+    assert!(read.iter().any(|v| v.2.is_some()), "{read:?}");
+
+    let second = put_kib(&store, "b", 60);
+    let grown = segment_views(&store);
+    assert!(
+        grown.iter().any(|v| v.2.is_none()
+            && read
+                .iter()
+                .any(|r| (&r.0, r.1) == (&v.0, v.1) && r.2.is_some())),
+        "a view set before the new puts landed past it is unset: {read:?} -> {grown:?}"
+    );
+    read_back(&store, &first);
+    read_back(&store, &second);
+    let again = segment_views(&store);
+    for (node, generation, mapped) in &again {
+        if let Some((_, _, Some(before))) = read.iter().find(|r| (&r.0, r.1) == (node, *generation))
+        {
+            assert!(mapped.is_none_or(|m| m >= *before), "{read:?} -> {again:?}");
+        }
+    }
+
+    // Most of the first blobs deleted: compaction rewrites the rest and
+    // removes their generations, and the views of those go with them.
+    for (key, _) in &first[..50] {
+        assert!(store.delete(key).unwrap());
+    }
+    store.flush().unwrap();
+    let report = store.compact(&geoshard::CompactOptions::default()).unwrap();
+    assert!(!report.generations_compacted.is_empty(), "{report:?}");
+    let compacted = segment_views(&store);
+    for generation in &report.generations_compacted {
+        assert!(
+            compacted.iter().all(|v| v.1 != *generation),
+            "generation {generation} removed: {compacted:?}"
+        );
+    }
+    read_back(&store, &first[50..]);
+    read_back(&store, &second);
+    for (key, _) in &first[..50] {
+        assert!(store.get(key).unwrap().is_none());
+    }
+
+    store.close().unwrap();
+    let closed = segment_views(&store);
+    assert!(closed.iter().all(|v| v.2.is_none()), "{closed:?}");
+}

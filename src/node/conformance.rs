@@ -331,7 +331,16 @@ fn check_locations<N: Node + ?Sized>(
             )
             .expect("read back what was appended");
         assert_eq!(&bytes[..], &payload[..]);
+        // A node's mapping, if it keeps one, holds the same bytes where
+        // they were appended, or ends before them.
+        if let Some(mapped) = node.mapped(location.generation) {
+            let start = location.offset as usize;
+            if let Some(bytes) = mapped.get(start..start + payload.len()) {
+                assert_eq!(bytes, &payload[..], "the mapping holds what was appended");
+            }
+        }
     }
+    assert_eq!(node.mapped(9), None, "a missing generation maps nothing");
     let scan = node.scan(locations[0].generation).expect("scan");
     for (location, header) in locations.iter().zip(headers) {
         let found = scan

@@ -291,6 +291,25 @@ pub trait Node: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// The durable bytes of `generation`'s segment as one `Bytes` the node
+    /// keeps mapped, if it keeps such a mapping (a local node's, advised for
+    /// reads at random like [`read_point`](Node::read_point)'s): a get may
+    /// slice a small blob out of it instead of calling `read_point`, which
+    /// spares it the node's own lookups (docs/PERFORMANCE.md, "The healthy
+    /// get"). The bytes are those `read_point` would return, unchecked like
+    /// them; they stay readable for as long as they are held, so a caller
+    /// must stop using them when the node is taken out of service.
+    ///
+    /// `None` (the default) when the node keeps no mapping (remote nodes,
+    /// fault-injecting wrappers, whose faults must reach every read), when
+    /// the generation does not exist or has no durable bytes, or when the
+    /// mapping cannot be made now; every read then goes through `read` or
+    /// `read_point`. Never copies and never waits for the device.
+    fn mapped(&self, generation: u64) -> Option<Bytes> {
+        let _ = generation;
+        None
+    }
+
     /// Lists the intact records of `generation` and reports damaged bytes.
     /// A generation that does not exist scans as empty.
     ///
@@ -441,6 +460,10 @@ impl<N: Node + ?Sized> Node for Arc<N> {
 
     fn prefetch_point(&self, generation: u64, offset: u64, len: u32) -> bool {
         (**self).prefetch_point(generation, offset, len)
+    }
+
+    fn mapped(&self, generation: u64) -> Option<Bytes> {
+        (**self).mapped(generation)
     }
 
     fn scan(&self, generation: u64) -> Result<Scan> {

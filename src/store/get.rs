@@ -3,8 +3,8 @@
 //! part by part), resolving again when compaction moved it meanwhile. The
 //! reading itself (healthy, degraded, hedged) is [`Reads`](super::read).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -12,6 +12,8 @@ use super::Inner;
 use super::blob::Blob;
 use super::index::{BlobLoc, PartLoc};
 use super::stripes::StripeInfo;
+use crate::layout::NodeId;
+use crate::node::RecordLocation;
 use crate::{Error, Result};
 
 /// How often a get resolves a key again after compaction moved it.
@@ -222,7 +224,7 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Res
             .get()
             .is_multiple_of(super::metrics::GET_SAMPLE_EVERY))
     .then(std::time::Instant::now);
-    let (part, stripe_id, node, loc) = {
+    let (part, stripe_id, node, loc, viewed, unmapped) = {
         let state = inner.read_state();
         let Some(found) = state.index.get(key) else {
             return Some(Ok(None));
@@ -230,16 +232,31 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Res
         let BlobLoc::Whole(part) = found else {
             return None;
         };
-        let (stripe_id, stored) = state.stripes.stored(part.slot, part.column_index)?;
-        let (node, loc) = stored?;
-        (part, stripe_id, node, loc)
+        let hot = state.stripes.hot(part.slot, part.column_index)?;
+        let (node, loc) = hot.stored?;
+        if inner.nodes.is_remote(node) || !inner.nodes.is_up(node) {
+            return None;
+        }
+        let view = hot.view.filter(|_| part.len < VIEW_READ_MAX);
+        let viewed = view
+            .and_then(OnceLock::get)
+            .and_then(|mapped| slice_record(mapped, &loc, &part));
+        let unmapped = view.is_some_and(|v| v.get().is_none());
+        (part, hot.stripe_id, node, loc, viewed, unmapped)
     };
-    if inner.nodes.is_remote(node) || !inner.nodes.is_up(node) {
-        return None;
-    }
-    let bytes = inner
-        .reads()
-        .read_stored(stripe_id, node, loc, part.offset, part.len, true)?;
+    let bytes = match viewed {
+        Some(bytes) => bytes,
+        None => {
+            let bytes =
+                inner
+                    .reads()
+                    .read_stored(stripe_id, node, loc, part.offset, part.len, true)?;
+            if unmapped {
+                fill_view(inner, &part, node, loc.generation);
+            }
+            bytes
+        }
+    };
     // A mismatch is left to the full read, which counts it once, warns and
     // rebuilds (a read error has marked the node down already, so the full
     // read goes straight to the other columns).
@@ -254,6 +271,43 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Res
             .record(super::metrics::seconds_since(started));
     }
     Some(Ok(Some(Blob::from(bytes))))
+}
+
+/// Blobs under this many bytes are sliced from their segment's view
+/// ([`Node::mapped`](crate::node::Node::mapped): a mapping advised random
+/// access); larger ones go through `read_point`, which reads them through
+/// the mapping with the default readahead (the local node's
+/// `LARGE_READ_MIN`).
+const VIEW_READ_MAX: u32 = 64 << 10;
+
+/// The bytes of `part` (of the column record at `loc`) in `mapped`, the
+/// view of the record's segment; `None` when they lie past its end (or the
+/// record's).
+fn slice_record(mapped: &Bytes, loc: &RecordLocation, part: &PartLoc) -> Option<Bytes> {
+    let within = u64::from(part.offset) + u64::from(part.len);
+    if within > u64::from(loc.len) {
+        return None;
+    }
+    let start = usize::try_from(loc.offset + u64::from(part.offset)).ok()?;
+    let end = start.checked_add(part.len as usize)?;
+    (end <= mapped.len()).then(|| mapped.slice(start..end))
+}
+
+/// Sets the view of the segment `part`'s record is in, on `node` in
+/// `generation`, to the node's mapping of it (empty when it keeps none:
+/// later gets then read through the node without asking again). Taken
+/// without the state lock, set under it if the column still lies there.
+fn fill_view(inner: &Inner, part: &PartLoc, node: NodeId, generation: u64) {
+    let Some(mapped) = inner.nodes.with_node(node, |n| n.mapped(generation)) else {
+        return;
+    };
+    inner.read_state().stripes.fill_view(
+        part.slot,
+        part.column_index,
+        node,
+        generation,
+        mapped.unwrap_or_default(),
+    );
 }
 
 /// Threads that run the async API's reads that may wait (remote, degraded,

@@ -202,6 +202,16 @@ impl NodeLifecycle<'_> {
             tracing::info!(node = %spec.name, "fenced node reopened");
         }
         self.nodes.replace(id, node);
+        // Gets map the node's segments again, through the new handle. (A
+        // get that took a mapping from the old handle just before it was
+        // let go may still set it: a mapping of the same files, or, if the
+        // node came back empty, of columns forgotten above, which the
+        // table then no longer names.)
+        self.state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stripes
+            .clear_views(Some(id));
         true
     }
 

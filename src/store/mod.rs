@@ -76,6 +76,8 @@ pub use health::{Health, NodeHealth, Stats};
 pub use recover::OpenReport;
 pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
 pub use submit::Completion;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use testing::segment_views;
 
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use self::clock::Clock;
@@ -752,6 +754,8 @@ impl Store {
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         self.inner.nodes.close_all();
+        // The gets' views of the nodes' segments go with the nodes.
+        self.inner.write_state().stripes.clear_views(None);
         Ok(())
     }
 

@@ -2,7 +2,9 @@
 //! record is, and the lengths and checksums every column header repeats.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use crate::format::ColumnHeader;
 use crate::layout::{Layout, NodeId};
@@ -104,6 +106,47 @@ struct HotColumn {
     len: u32,
     node: u16,
     stored: bool,
+    /// The [`SegmentView`] of the segment the record is in (when stored).
+    view: u32,
+}
+
+/// A node's mapping of one of its segments ([`Node::mapped`]), shared by
+/// every column of the table stored in that segment: a healthy get of a
+/// small blob slices it under the state lock instead of asking the node
+/// (docs/PERFORMANCE.md, "The healthy get").
+///
+/// [`Node::mapped`]: crate::node::Node::mapped
+struct SegmentView {
+    node: u16,
+    generation: u64,
+    /// Hot columns stored in the segment; the view goes with the last.
+    refs: u32,
+    /// The mapping, set by the first get that reads the segment after the
+    /// view was made (empty when the node maps nothing then). Made anew,
+    /// unset, when a column lands past its end, and by
+    /// [`StripeTable::clear_views`].
+    bytes: OnceLock<Bytes>,
+}
+
+impl std::fmt::Debug for SegmentView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentView")
+            .field("node", &self.node)
+            .field("generation", &self.generation)
+            .field("refs", &self.refs)
+            .field("mapped", &self.bytes.get().map(Bytes::len))
+            .finish()
+    }
+}
+
+/// What a healthy get of a whole blob needs of its column: the stripe id,
+/// where the record is, and the view of its segment ([`SegmentView`]):
+/// `None` when the column has none (not stored, or a stripe of another
+/// width), an unset `OnceLock` when no get has mapped it yet.
+pub(crate) struct Hot<'t> {
+    pub stripe_id: u64,
+    pub stored: Option<(NodeId, RecordLocation)>,
+    pub view: Option<&'t OnceLock<Bytes>>,
 }
 
 /// All visible stripes, in slots: the index refers to a stripe by its
@@ -128,6 +171,11 @@ pub(crate) struct StripeTable {
     hot_ids: Vec<u64>,
     /// `hot[slot * width + column]`.
     hot: Vec<HotColumn>,
+    /// The segment views hot columns name, by number (`None`: free).
+    views: Vec<Option<SegmentView>>,
+    free_views: Vec<u32>,
+    /// The view of each (node, generation) that has one.
+    view_ids: HashMap<(u16, u64), u32>,
 }
 
 impl StripeTable {
@@ -162,11 +210,144 @@ impl StripeTable {
         Some((id, stored))
     }
 
+    /// [`stored`](Self::stored) with the view of the record's segment.
+    #[inline]
+    pub fn hot(&self, slot: u32, column: u16) -> Option<Hot<'_>> {
+        let id = *self.hot_ids.get(slot as usize)?;
+        if id == u64::MAX || usize::from(column) >= self.width {
+            return None;
+        }
+        let hot = self
+            .hot
+            .get(slot as usize * self.width + usize::from(column))?;
+        if !hot.stored {
+            return Some(Hot {
+                stripe_id: id,
+                stored: None,
+                view: None,
+            });
+        }
+        let view = self
+            .views
+            .get(hot.view as usize)
+            .and_then(Option::as_ref)
+            .map(|v| &v.bytes);
+        Some(Hot {
+            stripe_id: id,
+            stored: Some((
+                NodeId(hot.node),
+                RecordLocation {
+                    generation: hot.generation,
+                    offset: hot.offset,
+                    len: hot.len,
+                },
+            )),
+            view,
+        })
+    }
+
+    /// Sets the view of the segment column `column` of `slot` is stored in
+    /// to `bytes` (the node's mapping, taken after the state lock was let
+    /// go), if the column is still stored on `node` in `generation` and no
+    /// other get set it meanwhile.
+    pub fn fill_view(&self, slot: u32, column: u16, node: NodeId, generation: u64, bytes: Bytes) {
+        let Some(hot) = self.hot(slot, column) else {
+            return;
+        };
+        if let (Some((at, loc)), Some(view)) = (hot.stored, hot.view)
+            && at == node
+            && loc.generation == generation
+        {
+            let _ = view.set(bytes);
+        }
+    }
+
+    /// Unsets every view (of `node` only, when given): the mappings go,
+    /// and the next get of each segment asks its node again. For a node
+    /// reopened, and a store closed.
+    pub fn clear_views(&mut self, node: Option<NodeId>) {
+        for view in self.views.iter_mut().flatten() {
+            if node.is_none_or(|n| n.0 == view.node) {
+                view.bytes = OnceLock::new();
+            }
+        }
+    }
+
+    /// Every view: its node, generation and mapped length (`None` while
+    /// unset), sorted.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn views(&self) -> Vec<(NodeId, u64, Option<usize>)> {
+        let mut out: Vec<_> = self
+            .views
+            .iter()
+            .flatten()
+            .map(|v| (NodeId(v.node), v.generation, v.bytes.get().map(Bytes::len)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The number of the view of `node`'s segment `generation`, made if it
+    /// has none, with one more reference; unset if set shorter than `end`
+    /// (a column landed past the mapping: the next get maps again).
+    fn acquire_view(&mut self, node: u16, generation: u64, end: u64) -> u32 {
+        let id = match self.view_ids.get(&(node, generation)) {
+            Some(&id) => id,
+            None => {
+                let view = SegmentView {
+                    node,
+                    generation,
+                    refs: 0,
+                    bytes: OnceLock::new(),
+                };
+                let id = match self.free_views.pop() {
+                    Some(id) => {
+                        self.views[id as usize] = Some(view);
+                        id
+                    }
+                    None => {
+                        self.views.push(Some(view));
+                        u32::try_from(self.views.len() - 1).unwrap_or(u32::MAX)
+                    }
+                };
+                self.view_ids.insert((node, generation), id);
+                id
+            }
+        };
+        if let Some(Some(view)) = self.views.get_mut(id as usize) {
+            view.refs += 1;
+            if view.bytes.get().is_some_and(|b| (b.len() as u64) < end) {
+                view.bytes = OnceLock::new();
+            }
+        }
+        id
+    }
+
+    /// Drops a reference to view `id`; the last one frees it (and its
+    /// mapping).
+    fn release_view(&mut self, id: u32) {
+        let Some(entry) = self.views.get_mut(id as usize) else {
+            return;
+        };
+        if let Some(view) = entry {
+            view.refs -= 1;
+            if view.refs == 0 {
+                self.view_ids.remove(&(view.node, view.generation));
+                *entry = None;
+                self.free_views.push(id);
+            }
+        }
+    }
+
     /// Copies slot `slot`'s stripe (or its absence) into the flat arrays.
     fn refresh_hot(&mut self, slot: u32) {
-        let info = self.slots.get(slot as usize).and_then(Option::as_ref);
+        let info = self
+            .slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .cloned();
         if self.width == 0
-            && let Some(info) = info
+            && let Some(info) = &info
         {
             self.width = info.columns.len();
         }
@@ -176,28 +357,37 @@ impl StripeTable {
             self.hot_ids.resize(at + 1, u64::MAX);
             self.hot.resize((at + 1) * width, HotColumn::default());
         }
-        let row = &mut self.hot[at * width..(at + 1) * width];
+        let old: Vec<HotColumn> = self.hot[at * width..(at + 1) * width].to_vec();
+        let mut row = vec![HotColumn::default(); width];
         match info {
             Some(info) if info.columns.len() == width => {
                 self.hot_ids[at] = info.stripe_id;
                 for (hot, column) in row.iter_mut().zip(info.columns.iter()) {
-                    *hot = match column.stored {
-                        Some((node, loc)) => HotColumn {
+                    if let Some((node, loc)) = column.stored {
+                        // The new references are taken before the old ones
+                        // go, so a view the row keeps is not made anew.
+                        let view = self.acquire_view(
+                            node.0,
+                            loc.generation,
+                            loc.offset + u64::from(loc.len),
+                        );
+                        *hot = HotColumn {
                             offset: loc.offset,
                             generation: loc.generation,
                             len: loc.len,
                             node: node.0,
                             stored: true,
-                        },
-                        None => HotColumn::default(),
-                    };
+                            view,
+                        };
+                    }
                 }
             }
-            _ => {
-                self.hot_ids[at] = u64::MAX;
-                row.fill(HotColumn::default());
-            }
+            _ => self.hot_ids[at] = u64::MAX,
         }
+        for hot in old.iter().filter(|h| h.stored) {
+            self.release_view(hot.view);
+        }
+        self.hot[at * width..(at + 1) * width].copy_from_slice(&row);
     }
 
     pub fn slot_of(&self, stripe_id: u64) -> Option<u32> {
@@ -388,5 +578,84 @@ mod tests {
         assert_eq!(table.stored(wide, 0), None);
         assert_eq!(table.stored(99, 0), None);
         assert_eq!(table.stored(b, 7), None);
+    }
+
+    /// The live views, as (node, generation, references, mapped length).
+    fn views(table: &StripeTable) -> Vec<(u16, u64, u32, Option<usize>)> {
+        let mut out: Vec<_> = table
+            .views
+            .iter()
+            .flatten()
+            .map(|v| (v.node, v.generation, v.refs, v.bytes.get().map(Bytes::len)))
+            .collect();
+        out.sort_unstable();
+        assert_eq!(
+            out.len(),
+            table.view_ids.len(),
+            "the id map names every view"
+        );
+        out
+    }
+
+    /// Stored columns in one segment share its view; a view lives while a
+    /// column names it, is set only for the column still there, is made
+    /// anew when a column lands past its mapping, and is unset for a
+    /// reopened node or a closed store.
+    #[test]
+    fn segment_views_follow_the_columns() {
+        let mut table = StripeTable::default();
+        // The test stripes put column records of stripe `id` in
+        // generation `id`: these two share node 0's segment 10 by hand.
+        let a = table.insert(stripe(10, &[Some((0, 0)), Some((1, 0)), None]));
+        let mut second = stripe(11, &[Some((0, 10)), None, Some((2, 0))]);
+        if let Some((_, loc)) = &mut second.columns[0].stored {
+            loc.generation = 10;
+        }
+        let b = table.insert(second);
+        assert_eq!(
+            views(&table),
+            [(0, 10, 2, None), (1, 10, 1, None), (2, 11, 1, None)]
+        );
+        // Set by a get of a column that is there, not by one that moved.
+        let mapped = Bytes::from(vec![7u8; 20]);
+        table.fill_view(a, 0, NodeId(0), 10, mapped.clone());
+        table.fill_view(a, 1, NodeId(2), 10, mapped.clone()); // not that node
+        table.fill_view(a, 2, NodeId(0), 10, mapped.clone()); // not stored
+        let hot = table.hot(b, 0).expect("stored");
+        assert_eq!(hot.view.and_then(OnceLock::get), Some(&mapped), "shared");
+        assert_eq!(hot.stripe_id, 11);
+        assert!(table.hot(b, 1).expect("slot").view.is_none());
+        assert_eq!(
+            views(&table),
+            [(0, 10, 2, Some(20)), (1, 10, 1, None), (2, 11, 1, None)]
+        );
+        // A set view is kept while the columns stay within it...
+        table.update(b, 11, |info| info.columns[2].stored = None);
+        assert_eq!(views(&table), [(0, 10, 2, Some(20)), (1, 10, 1, None)]);
+        // ...and made anew when one lands past its end.
+        let mut third = stripe(12, &[None, None, Some((0, 25))]);
+        if let Some((_, loc)) = &mut third.columns[2].stored {
+            loc.generation = 10;
+        }
+        let c = table.insert(third);
+        assert_eq!(views(&table), [(0, 10, 3, None), (1, 10, 1, None)]);
+        table.fill_view(c, 2, NodeId(0), 10, Bytes::from(vec![1u8; 40]));
+        table.fill_view(a, 1, NodeId(1), 10, mapped.clone());
+        // Retiring stripes drops their references; the last takes the view.
+        table.retain(|s| s.stripe_id != 10);
+        assert_eq!(views(&table), [(0, 10, 2, Some(40))]);
+        table.clear_views(Some(NodeId(1)));
+        assert_eq!(views(&table), [(0, 10, 2, Some(40))], "another node's");
+        table.clear_views(Some(NodeId(0)));
+        assert_eq!(views(&table), [(0, 10, 2, None)]);
+        table.fill_view(c, 2, NodeId(0), 10, mapped.clone());
+        table.clear_views(None);
+        assert_eq!(views(&table), [(0, 10, 2, None)]);
+        table.retain(|_| false);
+        assert_eq!(views(&table), []);
+        assert_eq!(table.free_views.len(), 3, "numbers are reused");
+        let d = table.insert(stripe(14, &[Some((2, 0)), None, None]));
+        assert_eq!(views(&table), [(2, 14, 1, None)]);
+        assert!(table.hot(d, 0).expect("stored").view.is_some());
     }
 }

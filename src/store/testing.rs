@@ -99,3 +99,22 @@ fn describe(store: &Store, stripe: &super::stripes::StripeInfo) -> String {
         columns.join(", ")
     )
 }
+
+/// The body of [`crate::testing::segment_views`].
+pub(crate) fn segment_views(store: &Store) -> Vec<(String, u64, Option<usize>)> {
+    let state = store.inner.read_state();
+    let mut out: Vec<_> = state
+        .stripes
+        .views()
+        .into_iter()
+        .map(|(node, generation, mapped)| {
+            (
+                store.inner.nodes.slot(node).name.clone(),
+                generation,
+                mapped,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}

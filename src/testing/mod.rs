@@ -15,3 +15,11 @@ pub use failing_writes::{FailingWrites, WriteFault};
 pub fn checkpoint_decode(edits: &[u8]) -> bool {
     crate::store::checkpoint_decode_edited(edits)
 }
+
+/// The views of node segments `store`'s gets slice small blobs from
+/// (docs/PERFORMANCE.md, "The healthy get"): per view, the node's name, the
+/// generation, and the length of the mapping once a get has set it
+/// (`None` while unset), sorted.
+pub fn segment_views(store: &crate::Store) -> Vec<(String, u64, Option<usize>)> {
+    crate::store::segment_views(store)
+}

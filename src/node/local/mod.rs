@@ -463,6 +463,12 @@ impl Node for LocalNode {
         self.read_as(generation, offset, len, true)
     }
 
+    fn mapped(&self, generation: u64) -> Option<Bytes> {
+        let bytes = self.segment(generation)?.mapped();
+        map::warn_if_pages_were_replaced();
+        bytes
+    }
+
     fn prefetch_point(&self, generation: u64, offset: u64, len: u32) -> bool {
         let Some(segment) = self.segment(generation) else {
             return false;

@@ -332,6 +332,17 @@ impl Segment {
             .slice(&self.file, self.durable_len()?, start, end, point)
     }
 
+    /// The durable bytes as one mapped `Bytes` (see `MapCache::whole_point`);
+    /// `None` before the segment's deferred scan ran (it reads the whole
+    /// file: never here) or when nothing can be mapped.
+    pub(super) fn mapped(&self) -> Option<Bytes> {
+        if !self.recovered.load(Ordering::Acquire) {
+            return None;
+        }
+        let durable_len = self.durable_len.load(Ordering::Acquire);
+        self.map.whole_point(&self.file, durable_len).ok().flatten()
+    }
+
     /// Starts reading `start..end` of the durable bytes (the caller checked
     /// bounds) if a point read of it would miss the page cache; true when
     /// it did (see `MapCache::prefetch`).

@@ -165,6 +165,40 @@ impl MapCache {
         Ok(current.bytes.slice(start..end))
     }
 
+    /// The mapping point reads use (advised random access), as one slice of
+    /// at most the first `durable_len` bytes of `file`: what
+    /// `Node::mapped` hands a get to slice small blobs from. It may end
+    /// before `durable_len` (point reads map the file again when they reach
+    /// past it; this never does, so handing it out adds no mapping); the
+    /// file is mapped here only when nothing is. `None` when nothing is
+    /// durable or the file cannot be mapped (never a copy).
+    ///
+    /// # Errors
+    /// As [`slice`](MapCache::slice).
+    pub(super) fn whole_point(&self, file: &File, durable_len: u64) -> io::Result<Option<Bytes>> {
+        let end = to_usize(durable_len)?;
+        if end == 0 {
+            return Ok(None);
+        }
+        {
+            let current = self.small.read().unwrap_or_else(PoisonError::into_inner);
+            if !current.bytes.is_empty() {
+                return Ok(Some(current.bytes.slice(..end.min(current.bytes.len()))));
+            }
+        }
+        if self
+            .remap(&self.small, file, durable_len, end, true)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let current = self.small.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(
+            (!current.bytes.is_empty())
+                .then(|| current.bytes.slice(..end.min(current.bytes.len()))),
+        )
+    }
+
     /// Maps `file` again into `cache` (advised random access when `random`)
     /// if its mapping ends before `end`; the mapping that covers `end`, or
     /// `None` when the file cannot be mapped (reads then copy).
