@@ -302,6 +302,28 @@ fn round(v: &mut [u64; 4]) {
     v[2] = v[2].rotate_left(32);
 }
 
+/// The last 0-7 bytes of a message as a little-endian word, in at most
+/// three loads (a copy into a zeroed word calls `memcpy` for its variable
+/// length: a tenth of a short key's hash).
+#[inline(always)]
+fn tail_word(tail: &[u8]) -> u64 {
+    let n = tail.len();
+    let mut word = 0u64;
+    let mut at = 0;
+    if n >= 4 {
+        word = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        at = 4;
+    }
+    if n - at >= 2 {
+        word |= u64::from(u16::from_le_bytes([tail[at], tail[at + 1]])) << (8 * at);
+        at += 2;
+    }
+    if at < n {
+        word |= u64::from(tail[at]) << (8 * at);
+    }
+    word
+}
+
 /// SipHash-c-d of `bytes` under the key `(k0, k1)`, as the reference
 /// defines it (the message length in the last block's top byte).
 #[inline]
@@ -323,10 +345,7 @@ pub(crate) fn siphash<const C: usize, const D: usize>(k0: u64, k1: u64, bytes: &
         }
         v[0] ^= m;
     }
-    let tail = chunks.remainder();
-    let mut last = [0u8; 8];
-    last[..tail.len()].copy_from_slice(tail);
-    let m = u64::from_le_bytes(last) | ((bytes.len() as u64) << 56);
+    let m = tail_word(chunks.remainder()) | ((bytes.len() as u64) << 56);
     v[3] ^= m;
     for _ in 0..C {
         round(&mut v);
