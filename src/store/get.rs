@@ -205,8 +205,11 @@ fn read_split(inner: &Inner, parts: &[(PartLoc, Arc<StripeInfo>)]) -> Result<Vec
 /// pending loss): the caller then runs [`get`] where it may block.
 ///
 /// `Store::get` tries this first: its common case then costs one lock of
-/// the state and no more than the read (the ratio against replication's
-/// get is in docs/PERFORMANCE.md). With `timed`, one get in
+/// the state, a slice of the segment's view (the node's mapping, kept in
+/// the stripe table: no call into the node) and the checksum
+/// (docs/PERFORMANCE.md, "The healthy get"). A blob of a segment no get
+/// has mapped yet, or past its view, is read through the node, and the
+/// view set. With `timed`, one get in
 /// [`GET_SAMPLE_EVERY`](super::metrics::GET_SAMPLE_EVERY) (by the count
 /// of gets so far, read without a write: a sample, not an exact period)
 /// is timed into `get_seconds`.
