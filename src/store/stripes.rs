@@ -357,37 +357,36 @@ impl StripeTable {
             self.hot_ids.resize(at + 1, u64::MAX);
             self.hot.resize((at + 1) * width, HotColumn::default());
         }
-        let old: Vec<HotColumn> = self.hot[at * width..(at + 1) * width].to_vec();
-        let mut row = vec![HotColumn::default(); width];
-        match info {
+        let columns = match &info {
             Some(info) if info.columns.len() == width => {
                 self.hot_ids[at] = info.stripe_id;
-                for (hot, column) in row.iter_mut().zip(info.columns.iter()) {
-                    if let Some((node, loc)) = column.stored {
-                        // The new references are taken before the old ones
-                        // go, so a view the row keeps is not made anew.
-                        let view = self.acquire_view(
-                            node.0,
-                            loc.generation,
-                            loc.offset + u64::from(loc.len),
-                        );
-                        *hot = HotColumn {
-                            offset: loc.offset,
-                            generation: loc.generation,
-                            len: loc.len,
-                            node: node.0,
-                            stored: true,
-                            view,
-                        };
-                    }
-                }
+                Some(&info.columns)
             }
-            _ => self.hot_ids[at] = u64::MAX,
+            _ => {
+                self.hot_ids[at] = u64::MAX;
+                None
+            }
+        };
+        for c in 0..width {
+            let mut hot = HotColumn::default();
+            if let Some((node, loc)) = columns.and_then(|columns| columns[c].stored) {
+                // The column's new reference is taken before its old one
+                // goes, so a view it keeps is not made anew.
+                let end = loc.offset + u64::from(loc.len);
+                hot = HotColumn {
+                    offset: loc.offset,
+                    generation: loc.generation,
+                    len: loc.len,
+                    node: node.0,
+                    stored: true,
+                    view: self.acquire_view(node.0, loc.generation, end),
+                };
+            }
+            let old = std::mem::replace(&mut self.hot[at * width + c], hot);
+            if old.stored {
+                self.release_view(old.view);
+            }
         }
-        for hot in old.iter().filter(|h| h.stored) {
-            self.release_view(hot.view);
-        }
-        self.hot[at * width..(at + 1) * width].copy_from_slice(&row);
     }
 
     pub fn slot_of(&self, stripe_id: u64) -> Option<u32> {
