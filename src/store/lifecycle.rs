@@ -171,6 +171,13 @@ impl NodeLifecycle<'_> {
             old = None;
         } else {
             self.nodes.release(id, "reopening");
+            // The gets' views of its segments go with the handle, so a
+            // failed reopen leaves no mapping of the node behind.
+            self.state
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stripes
+                .clear_views(Some(id));
         }
         let reopened = self.factory.reopen_node(spec, &mut old);
         let node = match reopened.and_then(|node| self.admit(id, &*node).map(|()| node)) {

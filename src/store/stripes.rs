@@ -372,7 +372,7 @@ impl StripeTable {
             if let Some((node, loc)) = columns.and_then(|columns| columns[c].stored) {
                 // The column's new reference is taken before its old one
                 // goes, so a view it keeps is not made anew.
-                let end = loc.offset + u64::from(loc.len);
+                let end = loc.offset.saturating_add(u64::from(loc.len));
                 hot = HotColumn {
                     offset: loc.offset,
                     generation: loc.generation,
