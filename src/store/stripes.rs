@@ -192,22 +192,8 @@ impl StripeTable {
         slot: u32,
         column: u16,
     ) -> Option<(u64, Option<(NodeId, RecordLocation)>)> {
-        let id = *self.hot_ids.get(slot as usize)?;
-        if id == u64::MAX || usize::from(column) >= self.width {
-            return None;
-        }
-        let hot = self
-            .hot
-            .get(slot as usize * self.width + usize::from(column))?;
-        let stored = hot.stored.then_some((
-            NodeId(hot.node),
-            RecordLocation {
-                generation: hot.generation,
-                offset: hot.offset,
-                len: hot.len,
-            },
-        ));
-        Some((id, stored))
+        self.hot(slot, column)
+            .map(|hot| (hot.stripe_id, hot.stored))
     }
 
     /// [`stored`](Self::stored) with the view of the record's segment.
