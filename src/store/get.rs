@@ -227,7 +227,7 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Res
             .get()
             .is_multiple_of(super::metrics::GET_SAMPLE_EVERY))
     .then(std::time::Instant::now);
-    let (part, stripe_id, node, loc, viewed, unmapped) = {
+    let (part, stripe_id, node, loc, viewed, unmapped, epoch) = {
         let state = inner.read_state();
         let Some(found) = state.index.get(key) else {
             return Some(Ok(None));
@@ -245,7 +245,8 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Res
             .and_then(OnceLock::get)
             .and_then(|mapped| slice_record(mapped, &loc, &part));
         let unmapped = view.is_some_and(|v| v.get().is_none());
-        (part, hot.stripe_id, node, loc, viewed, unmapped)
+        let epoch = state.stripes.view_epoch();
+        (part, hot.stripe_id, node, loc, viewed, unmapped, epoch)
     };
     let bytes = match viewed {
         Some(bytes) => bytes,
@@ -255,7 +256,7 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Res
                     .reads()
                     .read_stored(stripe_id, node, loc, part.offset, part.len, true)?;
             if unmapped {
-                fill_view(inner, &part, node, loc.generation);
+                fill_view(inner, &part, node, loc.generation, epoch);
             }
             bytes
         }
@@ -299,8 +300,10 @@ fn slice_record(mapped: &Bytes, loc: &RecordLocation, part: &PartLoc) -> Option<
 /// Sets the view of the segment `part`'s record is in, on `node` in
 /// `generation`, to the node's mapping of it (empty when it keeps none:
 /// later gets then read through the node without asking again). Taken
-/// without the state lock, set under it if the column still lies there.
-fn fill_view(inner: &Inner, part: &PartLoc, node: NodeId, generation: u64) {
+/// without the state lock, set under it if the column still lies there
+/// and no view was cleared since the get read `epoch` under it
+/// ([`StripeTable::fill_view`](super::stripes::StripeTable::fill_view)).
+fn fill_view(inner: &Inner, part: &PartLoc, node: NodeId, generation: u64, epoch: u64) {
     let Some(mapped) = inner.nodes.with_node(node, |n| n.mapped(generation)) else {
         return;
     };
@@ -309,6 +312,7 @@ fn fill_view(inner: &Inner, part: &PartLoc, node: NodeId, generation: u64) {
         part.column_index,
         node,
         generation,
+        epoch,
         mapped.unwrap_or_default(),
     );
 }

@@ -209,11 +209,13 @@ impl NodeLifecycle<'_> {
             tracing::info!(node = %spec.name, "fenced node reopened");
         }
         self.nodes.replace(id, node);
-        // Gets map the node's segments again, through the new handle. (A
-        // get that took a mapping from the old handle just before it was
-        // let go may still set it: a mapping of the same files, or, if the
-        // node came back empty, of columns forgotten above, which the
-        // table then no longer names.)
+        // Gets map the node's segments again, through the new handle. A
+        // get that took a mapping from the old handle before it was let go
+        // cannot set it now: the clear moves the views' epoch, which the
+        // get read before asking (`StripeTable::fill_view`). Otherwise,
+        // once repair stored columns anew at the generations of a wiped
+        // node, that stale mapping would fail every get of the segment's
+        // crc check and send it degraded for the life of the process.
         self.state
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -754,7 +754,8 @@ impl Store {
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         self.inner.nodes.close_all();
-        // The gets' views of the nodes' segments go with the nodes.
+        // The gets' views of the nodes' segments go with the nodes (and a
+        // get racing the close cannot set one after: the epoch moved).
         self.inner.write_state().stripes.clear_views(None);
         Ok(())
     }

@@ -121,6 +121,10 @@ struct SegmentView {
     generation: u64,
     /// Hot columns stored in the segment; the view goes with the last.
     refs: u32,
+    /// The furthest end of a column that named the view: a mapping
+    /// shorter than this is never set (it was taken before a column
+    /// landed past it).
+    end: u64,
     /// The mapping, set by the first get that reads the segment after the
     /// view was made (empty when the node maps nothing then). Made anew,
     /// unset, when a column lands past its end, and by
@@ -134,6 +138,7 @@ impl std::fmt::Debug for SegmentView {
             .field("node", &self.node)
             .field("generation", &self.generation)
             .field("refs", &self.refs)
+            .field("end", &self.end)
             .field("mapped", &self.bytes.get().map(Bytes::len))
             .finish()
     }
@@ -176,6 +181,11 @@ pub(crate) struct StripeTable {
     free_views: Vec<u32>,
     /// The view of each (node, generation) that has one.
     view_ids: HashMap<(u16, u64), u32>,
+    /// Bumped by every [`clear_views`](Self::clear_views): a get takes it
+    /// under the state lock before asking its node for a mapping, and
+    /// [`fill_view`](Self::fill_view) sets nothing if it moved meanwhile
+    /// (the mapping may be of a handle let go since, or of a closed store).
+    view_epoch: u64,
 }
 
 impl StripeTable {
@@ -232,26 +242,70 @@ impl StripeTable {
         })
     }
 
+    /// The views' epoch: what a get passes to [`fill_view`](Self::fill_view)
+    /// with the mapping it asked its node for after the state lock was let
+    /// go.
+    #[inline]
+    pub fn view_epoch(&self) -> u64 {
+        self.view_epoch
+    }
+
     /// Sets the view of the segment column `column` of `slot` is stored in
     /// to `bytes` (the node's mapping, taken after the state lock was let
-    /// go), if the column is still stored on `node` in `generation` and no
-    /// other get set it meanwhile.
-    pub fn fill_view(&self, slot: u32, column: u16, node: NodeId, generation: u64, bytes: Bytes) {
+    /// go), if the column is still stored on `node` in `generation`, no
+    /// view was cleared since the get read `epoch`
+    /// ([`view_epoch`](Self::view_epoch)), `bytes` reaches the end of
+    /// every column the view serves, and no other get set it meanwhile.
+    ///
+    /// The epoch keeps out a mapping of a node's handle that repair let
+    /// go (a wiped node reopened, its segments stored anew at the same
+    /// generations) and one taken as the store closed; the end keeps out
+    /// a mapping taken before a column landed past it, which would
+    /// otherwise stay set, too short for that column, until the next one
+    /// landed.
+    pub fn fill_view(
+        &self,
+        slot: u32,
+        column: u16,
+        node: NodeId,
+        generation: u64,
+        epoch: u64,
+        bytes: Bytes,
+    ) {
+        if epoch != self.view_epoch {
+            return;
+        }
         let Some(hot) = self.hot(slot, column) else {
             return;
         };
-        if let (Some((at, loc)), Some(view)) = (hot.stored, hot.view)
-            && at == node
-            && loc.generation == generation
-        {
-            let _ = view.set(bytes);
+        let Some((at, loc)) = hot.stored else {
+            return;
+        };
+        if at != node || loc.generation != generation {
+            return;
         }
+        let Some(view) = self
+            .hot
+            .get(slot as usize * self.width + usize::from(column))
+            .and_then(|h| self.views.get(h.view as usize))
+            .and_then(Option::as_ref)
+        else {
+            return;
+        };
+        // An empty mapping (the node keeps none) is set whatever the end:
+        // later gets then read through the node without asking again.
+        if !bytes.is_empty() && (bytes.len() as u64) < view.end {
+            return;
+        }
+        let _ = view.bytes.set(bytes);
     }
 
     /// Unsets every view (of `node` only, when given): the mappings go,
     /// and the next get of each segment asks its node again. For a node
-    /// reopened, and a store closed.
+    /// reopened, and a store closed. Moves the views' epoch, so a get
+    /// that took a mapping before cannot set it after.
     pub fn clear_views(&mut self, node: Option<NodeId>) {
+        self.view_epoch += 1;
         for view in self.views.iter_mut().flatten() {
             if node.is_none_or(|n| n.0 == view.node) {
                 view.bytes = OnceLock::new();
@@ -284,6 +338,7 @@ impl StripeTable {
                     node,
                     generation,
                     refs: 0,
+                    end: 0,
                     bytes: OnceLock::new(),
                 };
                 let id = match self.free_views.pop() {
@@ -302,6 +357,7 @@ impl StripeTable {
         };
         if let Some(Some(view)) = self.views.get_mut(id as usize) {
             view.refs += 1;
+            view.end = view.end.max(end);
             if view.bytes.get().is_some_and(|b| (b.len() as u64) < end) {
                 view.bytes = OnceLock::new();
             }
@@ -601,11 +657,19 @@ mod tests {
             views(&table),
             [(0, 10, 2, None), (1, 10, 1, None), (2, 11, 1, None)]
         );
-        // Set by a get of a column that is there, not by one that moved.
+        // Set by a get of a column that is there, not by one that moved,
+        // and only with a mapping that reaches every column of the view.
         let mapped = Bytes::from(vec![7u8; 20]);
-        table.fill_view(a, 0, NodeId(0), 10, mapped.clone());
-        table.fill_view(a, 1, NodeId(2), 10, mapped.clone()); // not that node
-        table.fill_view(a, 2, NodeId(0), 10, mapped.clone()); // not stored
+        let epoch = table.view_epoch();
+        table.fill_view(a, 0, NodeId(0), 10, epoch, mapped.slice(..19)); // short
+        assert_eq!(
+            views(&table)[0],
+            (0, 10, 2, None),
+            "short of column b's end"
+        );
+        table.fill_view(a, 0, NodeId(0), 10, epoch, mapped.clone());
+        table.fill_view(a, 1, NodeId(2), 10, epoch, mapped.clone()); // not that node
+        table.fill_view(a, 2, NodeId(0), 10, epoch, mapped.clone()); // not stored
         let hot = table.hot(b, 0).expect("stored");
         assert_eq!(hot.view.and_then(OnceLock::get), Some(&mapped), "shared");
         assert_eq!(hot.stripe_id, 11);
@@ -617,15 +681,24 @@ mod tests {
         // A set view is kept while the columns stay within it...
         table.update(b, 11, |info| info.columns[2].stored = None);
         assert_eq!(views(&table), [(0, 10, 2, Some(20)), (1, 10, 1, None)]);
-        // ...and made anew when one lands past its end.
+        // ...and made anew when one lands past its end; a mapping taken
+        // before it landed (too short for it) is not set then.
         let mut third = stripe(12, &[None, None, Some((0, 25))]);
         if let Some((_, loc)) = &mut third.columns[2].stored {
             loc.generation = 10;
         }
         let c = table.insert(third);
         assert_eq!(views(&table), [(0, 10, 3, None), (1, 10, 1, None)]);
-        table.fill_view(c, 2, NodeId(0), 10, Bytes::from(vec![1u8; 40]));
-        table.fill_view(a, 1, NodeId(1), 10, mapped.clone());
+        table.fill_view(a, 0, NodeId(0), 10, epoch, mapped.clone());
+        assert_eq!(
+            views(&table)[0],
+            (0, 10, 3, None),
+            "the mapping misses c's column"
+        );
+        table.fill_view(c, 2, NodeId(0), 10, epoch, Bytes::from(vec![1u8; 40]));
+        // An empty mapping (the node keeps none) is set whatever the end.
+        table.fill_view(a, 1, NodeId(1), 10, epoch, Bytes::new());
+        assert_eq!(views(&table), [(0, 10, 3, Some(40)), (1, 10, 1, Some(0))]);
         // Retiring stripes drops their references; the last takes the view.
         table.retain(|s| s.stripe_id != 10);
         assert_eq!(views(&table), [(0, 10, 2, Some(40))]);
@@ -633,9 +706,17 @@ mod tests {
         assert_eq!(views(&table), [(0, 10, 2, Some(40))], "another node's");
         table.clear_views(Some(NodeId(0)));
         assert_eq!(views(&table), [(0, 10, 2, None)]);
-        table.fill_view(c, 2, NodeId(0), 10, mapped.clone());
+        // A mapping a get took before the clear (of the handle let go, say)
+        // is not set after it; one taken after is.
+        let long = Bytes::from(vec![2u8; 64]);
+        table.fill_view(c, 2, NodeId(0), 10, epoch, long.clone());
+        assert_eq!(views(&table), [(0, 10, 2, None)], "an epoch ago");
+        table.fill_view(c, 2, NodeId(0), 10, table.view_epoch(), long.clone());
+        assert_eq!(views(&table), [(0, 10, 2, Some(64))]);
+        let before_close = table.view_epoch();
         table.clear_views(None);
-        assert_eq!(views(&table), [(0, 10, 2, None)]);
+        table.fill_view(c, 2, NodeId(0), 10, before_close, long);
+        assert_eq!(views(&table), [(0, 10, 2, None)], "closed meanwhile");
         table.retain(|_| false);
         assert_eq!(views(&table), []);
         assert_eq!(table.free_views.len(), 3, "numbers are reused");
