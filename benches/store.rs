@@ -922,11 +922,29 @@ fn bench_open(c: &mut Criterion) {
     // (Options::checkpoint_every writes, at most a tenth of the store).
     let store = Store::open(layout.clone(), no_checkpoints.clone()).expect("open");
     let written_before = store.stats().bytes_written;
+    let heap_before = LIVE.load(Ordering::Relaxed);
     let taking = Instant::now();
     let report = store.checkpoint().expect("checkpoint");
     let took = taking.elapsed();
+    let heap_after = LIVE.load(Ordering::Relaxed);
     let first_tail = store.len();
     fill_chat_store(&store, 10 * blobs, tail);
+    let heap_tail = LIVE.load(Ordering::Relaxed);
+    println!(
+        "after the checkpoint the index {} onto it ({} ms under the write lock): store heap \
+         {:.1} MiB before it, {:.1} MiB after, {:.1} MiB once the {tail} puts after it were made \
+         ({:.1} B per put)",
+        if report.rebased {
+            "moved"
+        } else {
+            "did NOT move"
+        },
+        report.rebase_locked_ms,
+        heap_before as f64 / (1 << 20) as f64,
+        heap_after as f64 / (1 << 20) as f64,
+        heap_tail as f64 / (1 << 20) as f64,
+        heap_tail.saturating_sub(heap_after) as f64 / tail as f64,
+    );
     let tail_bytes = store.stats().bytes_written - written_before;
     let per_put = tail_bytes as f64 / tail as f64;
     println!(

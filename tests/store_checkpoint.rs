@@ -351,3 +351,120 @@ fn the_policy_writes_checkpoints_in_the_background() {
     assert!(store.open_report().checkpoint.is_some());
     same(&contents(&store), &model, "open against the model");
 }
+
+/// After each checkpoint the running index moves onto it: the keys it
+/// holds are read in place and only later writes are in memory, and every
+/// key reads what it did (puts, overwrites, split blobs, deletes of keys
+/// the checkpoint holds), through a second checkpoint, a reopen, and with
+/// a site gone.
+#[test]
+fn the_index_moves_onto_each_checkpoint() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    write_some(&store, &mut model, 0, 800);
+    assert_eq!(geoshard::testing::index_shape(&store).0, 0, "no base yet");
+    let first = store.checkpoint().expect("checkpoint");
+    assert!(first.rebased, "the index moved onto the checkpoint");
+    assert_eq!(
+        geoshard::testing::index_shape(&store),
+        (model.len(), 0),
+        "every key in the checkpoint's records, none in memory"
+    );
+    same(&contents(&store), &model, "after the first checkpoint");
+    // Overwrites and deletes of the checkpoint's keys, and new keys.
+    write_some(&store, &mut model, 1, 400);
+    let (_, overlay) = geoshard::testing::index_shape(&store);
+    assert!(overlay > 0 && overlay <= 400, "{overlay} records in memory");
+    same(&contents(&store), &model, "over the first checkpoint");
+    let second = store.checkpoint().expect("checkpoint");
+    assert!(second.rebased);
+    assert_eq!(geoshard::testing::index_shape(&store), (model.len(), 0));
+    same(&contents(&store), &model, "after the second checkpoint");
+    write_some(&store, &mut model, 2, 100);
+    drop(store);
+    check_both(root, &model, Some(second.generation));
+    // With a site gone a checkpoint cannot be written (every column goes
+    // home): the index stays as it was, and moves after the repair.
+    common::burn_site(&layout(root), SiteId(1));
+    let store = Store::open(layout(root), options(true)).expect("open with a site gone");
+    assert_eq!(store.open_report().checkpoint, Some(second.generation));
+    write_some(&store, &mut model, 3, 100);
+    let shape = geoshard::testing::index_shape(&store);
+    assert!(store.checkpoint().is_err(), "a checkpoint with a site gone");
+    assert_eq!(geoshard::testing::index_shape(&store), shape);
+    write_some(&store, &mut model, 4, 100);
+    same(&contents(&store), &model, "after a failed checkpoint");
+    store.repair(&RepairOptions::default()).expect("repair");
+    let third = store.checkpoint().expect("checkpoint after the repair");
+    assert!(third.rebased);
+    assert_eq!(geoshard::testing::index_shape(&store), (model.len(), 0));
+    same(&contents(&store), &model, "after the repair's checkpoint");
+    drop(store);
+    check_both(root, &model, Some(third.generation));
+}
+
+/// Puts, overwrites and deletes from two threads while checkpoints are
+/// written and the index moves onto each: nothing a writer was told is
+/// lost or comes back, in the running store or after a reopen (the
+/// journal replayed over the checkpoint is every change after its copy).
+#[test]
+fn writes_during_a_checkpoint_survive_the_move_onto_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    let mut model = BTreeMap::new();
+    write_some(&store, &mut model, 0, 600);
+    let stop = AtomicBool::new(false);
+    let (models, rebased, last) = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let (store, stop) = (&store, &stop);
+                s.spawn(move || {
+                    // Each writer owns its keys: its model is exact.
+                    let mut mine: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) || i < 300 {
+                        let key = format!("writer-{w}/{}", i % 250).into_bytes();
+                        if i % 7 == 3 {
+                            store.delete(&key).expect("delete");
+                            mine.insert(key, None);
+                        } else {
+                            let value = common::value(w * 1_000_003 + i, 10 + (i as usize % 300));
+                            store.put(&key, value.clone()).expect("put");
+                            mine.insert(key, Some(value));
+                        }
+                        i += 1;
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let (mut rebased, mut last) = (0, 0);
+        for _ in 0..4 {
+            let report = store.checkpoint().expect("checkpoint");
+            rebased += usize::from(report.rebased);
+            last = report.generation;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let models: Vec<_> = writers
+            .into_iter()
+            .map(|w| w.join().expect("writer"))
+            .collect();
+        (models, rebased, last)
+    });
+    assert_eq!(rebased, 4, "every checkpoint moved the index");
+    for mine in models {
+        for (key, value) in mine {
+            match value {
+                Some(v) => model.insert(key, v),
+                None => model.remove(&key),
+            };
+        }
+    }
+    same(&contents(&store), &model, "the running store");
+    drop(store);
+    check_both(root, &model, Some(last));
+}

@@ -48,6 +48,27 @@ pub struct CheckpointReport {
     /// Milliseconds the store's state was locked for the copy (puts wait
     /// that long at most).
     pub locked_ms: u64,
+    /// Whether the running index moved onto the checkpoint's records
+    /// (read in place from the nodes, as an open from it would): its
+    /// in-memory records of the keys written before are let go. False when
+    /// the checkpoint could not be read back (logged); the index then
+    /// stays as it was, and the next checkpoint tries again.
+    pub rebased: bool,
+    /// Milliseconds the store's state was locked to move the index onto
+    /// the checkpoint (the changes of the last moments replayed, then the
+    /// swap): 0 when it did not.
+    pub rebase_locked_ms: u64,
+}
+
+/// Stops the index's journal when a checkpoint's write ends, whichever
+/// way (the journal is kept only to move the index onto the checkpoint).
+struct JournalGuard<'a>(&'a Inner);
+
+impl Drop for JournalGuard<'_> {
+    fn drop(&mut self) {
+        let journal = self.0.write_state().index.stop_journal();
+        drop(journal);
+    }
 }
 
 /// Chunks of the body are coded with columns of at most this many bytes.
@@ -651,6 +672,10 @@ pub(crate) fn write(
     let locked = Instant::now();
     let (copy, stripes, generations) = {
         let state = inner.read_state();
+        // Every change of the index from this copy on is recorded, to be
+        // replayed over the checkpoint's records when the index moves
+        // onto them (`rebase`).
+        state.index.start_journal();
         (
             state.index.copy(),
             state
@@ -662,6 +687,7 @@ pub(crate) fn write(
         )
     };
     let locked_ms = locked.elapsed().as_millis() as u64;
+    let _journal = JournalGuard(inner);
     let measured = nodes.len() as u16;
     // Every node a stored column names is in the table.
     for (_, info) in &stripes {
@@ -713,14 +739,113 @@ pub(crate) fn write(
     // Every other one is older (its number may be higher: the count of a
     // session wraps after 65,536).
     report.removed = remove_checkpoints(inner, |g| g != generation);
+    match rebase(inner, generation) {
+        Ok(Some(locked)) => {
+            report.rebased = true;
+            report.rebase_locked_ms = locked;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            generation,
+            error = %e,
+            "the index stays off the checkpoint just written (it could not be read back)"
+        ),
+    }
     tracing::info!(
         generation,
         blobs = report.blobs,
         body_bytes = report.body_bytes,
         locked_ms,
+        rebased = report.rebased,
         "checkpoint written"
     );
     Ok(report)
+}
+
+/// Moves the running index onto checkpoint `generation`, just written:
+/// its records are read back as an open from it reads them (in place on a
+/// local node, rebuilt where a column is missing), the changes the journal
+/// recorded since the checkpoint's copy are replayed over them (most
+/// outside the state lock, the last under it), and the result replaces
+/// the index. Its keys and locations are then the index's exactly: the
+/// checkpoint is the index as of the copy, and the journal every change
+/// after it, in order (docs/DURABILITY.md, "Checkpoints", C7). Returns the
+/// milliseconds the state was locked; `None` when the index stays as it
+/// was (a version 1 body, or the journal was stopped).
+///
+/// # Errors
+/// The checkpoint cannot be read back or does not decode.
+fn rebase(inner: &Inner, generation: u64) -> Result<Option<u64>> {
+    let holders: Vec<NodeId> = inner
+        .nodes
+        .ids()
+        .filter(|&id| {
+            inner
+                .nodes
+                .get(id)
+                .and_then(|node| node.generations().ok())
+                .is_some_and(|g| g.contains(&generation))
+        })
+        .collect();
+    let (pieces, crcs) = read_body(
+        &inner.nodes,
+        &inner.layout,
+        &inner.codec,
+        generation,
+        &holders,
+        inner.sequential_io,
+    )?;
+    let snapshot = Snapshot::decode_with_crcs(pieces, Some(&crcs), &inner.layout)?;
+    if snapshot.base.is_none() {
+        return Ok(None);
+    }
+    let k = inner.layout.code().data_count;
+    let (loaded, _, _) = snapshot.into_state(k, 0)?;
+    let mut fresh = loaded.index;
+    let same_key = fresh.same_hash_key(&inner.read_state().index);
+    if !fresh.is_bare_base() || !same_key {
+        return Ok(None);
+    }
+    // Most of the journal is replayed outside the lock; recording goes on.
+    let first = inner.write_state().index.drain_journal();
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    if !fresh.replay(first) {
+        return Ok(None);
+    }
+    let locked = Instant::now();
+    let old = {
+        let mut state = inner.write_state();
+        let Some(rest) = state.index.stop_journal() else {
+            return Ok(None);
+        };
+        if !fresh.replay(rest) {
+            return Ok(None);
+        }
+        // The checkpoint plus the journal is the index: the count is a
+        // cheap check of it (and every location, in debug builds).
+        if fresh.len() != state.index.len() {
+            tracing::warn!(
+                generation,
+                checkpoint = fresh.len(),
+                index = state.index.len(),
+                "the checkpoint and the changes since do not add up to the index; it stays"
+            );
+            return Ok(None);
+        }
+        debug_assert!(
+            state
+                .index
+                .iter()
+                .all(|(key, loc)| fresh.get(key).as_ref() == Some(&loc)),
+            "a key's location differs after the rebase"
+        );
+        state.index.rebase(fresh)
+    };
+    let locked_ms = locked.elapsed().as_millis() as u64;
+    drop(old);
+    Ok(Some(locked_ms))
 }
 
 /// Codes `body` chunk by chunk and appends each column to its home node.

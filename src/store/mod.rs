@@ -77,7 +77,7 @@ pub use recover::OpenReport;
 pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
 pub use submit::Completion;
 #[cfg(any(test, feature = "testing"))]
-pub(crate) use testing::segment_views;
+pub(crate) use testing::{index_shape, segment_views};
 
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use self::clock::Clock;
@@ -667,6 +667,14 @@ impl Store {
     ///
     /// A checkpoint is kept only when every one of its columns was
     /// written; the older ones are removed after it.
+    ///
+    /// Then the running index moves onto it ([`CheckpointReport::rebased`]):
+    /// the checkpoint is read back as an open would read it (in place from
+    /// local nodes), the writes made meanwhile are replayed over it, and
+    /// the keys it holds leave the heap, so a long-running store's heap
+    /// holds only what was written since its last checkpoint
+    /// (docs/DURABILITY.md, C7). If it cannot be read back the index stays
+    /// as it was (logged).
     ///
     /// # Example
     ///

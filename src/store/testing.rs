@@ -118,3 +118,8 @@ pub(crate) fn segment_views(store: &Store) -> Vec<(String, u64, Option<usize>)> 
     out.sort();
     out
 }
+
+/// The body of [`crate::testing::index_shape`].
+pub(crate) fn index_shape(store: &Store) -> (usize, usize) {
+    store.inner.read_state().index.shape()
+}

@@ -623,6 +623,45 @@ pub(crate) struct Index {
     shadow_count: usize,
     /// Overlay records of kind [`KIND_GONE`].
     gone_count: usize,
+    /// Every change since a checkpoint's copy was taken, while one is
+    /// written ([`start_journal`](Index::start_journal)): replayed over the
+    /// checkpoint's records when the index moves onto them
+    /// ([`rebase`](Index::rebase)).
+    journal: Mutex<Option<Journal>>,
+}
+
+/// Changes of the index in the order they were made (keys packed in one
+/// buffer): what [`Index::rebase`] replays over a checkpoint's records to
+/// reach the index they were copied from plus everything after.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    keys: Vec<u8>,
+    /// (end of the key in `keys`, the new location or `None`: removed).
+    items: Vec<(usize, Option<BlobLoc>)>,
+}
+
+impl Journal {
+    fn push(&mut self, key: &[u8], loc: Option<BlobLoc>) {
+        self.keys.extend_from_slice(key);
+        self.items.push((self.keys.len(), loc));
+    }
+
+    /// Changes in the journal.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Each change in order: the key and its new location (`None`:
+    /// removed).
+    fn changes(self) -> impl Iterator<Item = (Vec<u8>, Option<BlobLoc>)> {
+        let mut start = 0;
+        let keys = self.keys;
+        self.items.into_iter().map(move |(end, loc)| {
+            let key = keys.get(start..end).unwrap_or_default().to_vec();
+            start = end;
+            (key, loc)
+        })
+    }
 }
 
 impl fmt::Debug for Index {
@@ -965,6 +1004,13 @@ impl Index {
         found: Option<Option<u32>>,
     ) -> Option<BlobLoc> {
         debug_assert_eq!(hash, self.hash(key));
+        if let Some(journal) = self
+            .journal
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            journal.push(key, Some(loc.clone()));
+        }
         // One probe: the entry either holds the key's record or is the
         // bucket a new one goes to.
         let entry = table_entry(&mut self.table, &self.arena, self.hasher, hash, key);
@@ -1030,6 +1076,13 @@ impl Index {
         found: Option<Option<u32>>,
     ) -> Option<BlobLoc> {
         debug_assert_eq!(hash, self.hash(key));
+        if let Some(journal) = self
+            .journal
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            journal.push(key, None);
+        }
         let in_base = self.base_found(found, hash, key);
         let entry = table_entry(&mut self.table, &self.arena, self.hasher, hash, key);
         let entry = match entry {
@@ -1300,6 +1353,88 @@ impl Index {
             hasher: HashKey(key.0, key.1),
             ..Index::default()
         }
+    }
+
+    /// Starts recording every change from now on (a checkpoint's copy is
+    /// being taken under the same lock), for [`rebase`](Self::rebase).
+    /// Restarts an empty journal if one was running.
+    pub fn start_journal(&self) {
+        *self.journal.lock().unwrap_or_else(PoisonError::into_inner) = Some(Journal::default());
+    }
+
+    /// Stops recording changes; returns what was recorded since
+    /// [`start_journal`](Self::start_journal) or the last
+    /// [`drain_journal`](Self::drain_journal) (`None`: not recording).
+    pub fn stop_journal(&mut self) -> Option<Journal> {
+        self.journal
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// What was recorded so far, recording going on into an empty journal
+    /// (`None`: not recording).
+    pub fn drain_journal(&mut self) -> Option<Journal> {
+        self.journal
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .map(std::mem::take)
+    }
+
+    /// Whether `self` has a base of a checkpoint's records (and no
+    /// overlay yet): what [`rebase`](Self::rebase) moves an index onto.
+    pub(crate) fn is_bare_base(&self) -> bool {
+        self.base.is_some() && self.arena.is_empty()
+    }
+
+    /// Applies `journal`'s changes, in order (a checkpoint's index being
+    /// brought up to the running one's, [`rebase`](Self::rebase)). False
+    /// when a key could not be indexed (the arena is full).
+    pub fn replay(&mut self, journal: Journal) -> bool {
+        self.reserve(journal.len());
+        for (key, loc) in journal.changes() {
+            match loc {
+                Some(loc) => {
+                    self.insert(&key, loc);
+                }
+                None => {
+                    self.remove(&key);
+                }
+            }
+        }
+        !self.overflowed
+    }
+
+    /// Moves onto `fresh` (a checkpoint's records, with the changes made
+    /// since its copy was taken replayed over them): the index becomes
+    /// `fresh`, whose keys and locations must be this index's, and this
+    /// overlay's records go. What listings depend on carries over: a run a
+    /// listing sorts from this index's records is refused (the arena's ids
+    /// change, like a compaction's), and one listing still sorts at a
+    /// time. Returns the index let go (dropped by the caller outside its
+    /// lock).
+    pub fn rebase(&mut self, mut fresh: Index) -> Index {
+        fresh.compactions += self.compactions + 1;
+        fresh.sorting = Arc::clone(&self.sorting);
+        std::mem::replace(self, fresh)
+    }
+
+    /// (records of the base, records of the overlay): the keys a
+    /// checkpoint's records hold in place, and those in memory (live or
+    /// hiding a base record).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn shape(&self) -> (usize, usize) {
+        (
+            self.base.as_ref().map_or(0, |b| b.count()),
+            self.table.len(),
+        )
+    }
+
+    /// Whether `other` hashes keys as this index does (a checkpoint of
+    /// this store does: its hash key is the store's).
+    pub(crate) fn same_hash_key(&self, other: &Index) -> bool {
+        (self.hasher.0, self.hasher.1) == (other.hasher.0, other.hasher.1)
     }
 
     /// A copy of the arena and the split blobs: the part of taking an
@@ -2062,6 +2197,84 @@ pub(crate) mod tests {
             Some(walks),
         )
         .expect("a base of a good image")
+    }
+
+    /// A checkpoint's records with the journal of the changes since its
+    /// copy replayed over them (part before, part under the lock) are the
+    /// index; after the rebase a listing's run or base order sorted from
+    /// the index let go is refused, and one listing still sorts at a time.
+    #[test]
+    fn a_rebase_replays_the_journal_and_refuses_stale_runs() {
+        let mut next = xorshift(0x005e_ed0f_5eed);
+        let mut model: BTreeMap<Vec<u8>, BlobLoc> = BTreeMap::new();
+        let key_of = |n: u64| format!("k{n:05}").into_bytes();
+        let mut ix = Index::default();
+        for n in 0..3_000u32 {
+            let value = if n % 41 == 0 { split_loc(n) } else { loc(n) };
+            ix.insert(&key_of(u64::from(n)), value.clone());
+            model.insert(key_of(u64::from(n)), value);
+        }
+        let mut ix = Index::from_base(base_of(&ix, &mut next), 0);
+        for n in 0..500u32 {
+            ix.insert(&key_of(u64::from(n) * 7), loc(n + 10_000));
+            model.insert(key_of(u64::from(n) * 7), loc(n + 10_000));
+        }
+        // Changes made before the journal starts are in the copy only.
+        let mut churn = |ix: &mut Index, model: &mut BTreeMap<Vec<u8>, BlobLoc>, round: u32| {
+            for step in 0..2_000u32 {
+                let r = next();
+                let key = key_of((r >> 8) % 4_000);
+                if r.is_multiple_of(3) {
+                    assert_eq!(ix.remove(&key), model.remove(&key));
+                } else {
+                    let n = 100_000 * round + step;
+                    let value = if r.is_multiple_of(37) {
+                        split_loc(n)
+                    } else {
+                        loc(n)
+                    };
+                    ix.insert(&key, value.clone());
+                    model.insert(key, value);
+                }
+            }
+        };
+        ix.start_journal();
+        let mut fresh = Index::from_base(base_of(&ix, &mut xorshift(5)), 0);
+        let stale = sort_claim(&ix);
+        churn(&mut ix, &mut model, 1);
+        let first = ix.drain_journal().expect("recording");
+        assert_eq!(first.len(), 2_000);
+        assert!(fresh.replay(first));
+        churn(&mut ix, &mut model, 2);
+        let rest = ix.stop_journal().expect("recording");
+        assert_eq!(rest.len(), 2_000);
+        assert!(ix.stop_journal().is_none(), "stopped");
+        assert!(fresh.replay(rest));
+        assert!(fresh.same_hash_key(&ix));
+        assert_eq!(fresh.len(), ix.len());
+        let old = ix.rebase(fresh);
+        assert_eq!(old.len(), model.len());
+        let mut all: Vec<(Vec<u8>, BlobLoc)> = ix.iter().map(|(k, l)| (k.to_vec(), l)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+        // The listing that claimed its sort before the rebase still holds
+        // the claim; its run (ids of the old arena) is refused.
+        assert!(matches!(ix.order_backlog(), Backlog::Busy));
+        ix.add_sorted(stale.sort());
+        assert!(
+            ix.order.lock().unwrap().base.is_none(),
+            "the old base's order"
+        );
+        assert_eq!(ix.order.lock().unwrap().covered, 0, "the old arena's run");
+        let want: Vec<Box<[u8]>> = model.keys().map(|k| k.as_slice().into()).collect();
+        assert_eq!(ix.keys_with_prefix(b"", None, usize::MAX), want);
+        // No journal runs now: changes go on as usual.
+        churn(&mut ix, &mut model, 3);
+        assert!(ix.journal.lock().unwrap().is_none());
+        for (key, value) in &model {
+            assert_eq!(ix.get(key).as_ref(), Some(value));
+        }
+        assert_eq!(ix.len(), model.len());
     }
 
     #[test]
