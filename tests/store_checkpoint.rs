@@ -468,3 +468,28 @@ fn writes_during_a_checkpoint_survive_the_move_onto_it() {
     drop(store);
     check_both(root, &model, Some(last));
 }
+
+/// A listing that goes on across checkpoints (each moving the index onto
+/// its records, whose key order is then sorted anew) lists every key once,
+/// in order.
+#[test]
+fn a_listing_goes_on_across_the_move_onto_a_checkpoint() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    let mut model = BTreeMap::new();
+    write_some(&store, &mut model, 0, 3000);
+    let mut listed = Vec::new();
+    let mut keys = store.keys_with_prefix(b"");
+    // The listing fetches 1,024 keys at a time: the second fetch comes
+    // after the first move.
+    for (round, take) in [500, 700].into_iter().enumerate() {
+        listed.extend(keys.by_ref().take(take));
+        let report = store.checkpoint().expect("checkpoint");
+        assert!(report.rebased, "round {round}");
+    }
+    listed.extend(keys);
+    let want: Vec<Vec<u8>> = model.keys().cloned().collect();
+    assert!(want.len() > 1_200, "{} keys", want.len());
+    assert_eq!(listed, want);
+}

@@ -60,6 +60,12 @@ pub struct CheckpointReport {
     pub rebase_locked_ms: u64,
 }
 
+/// The most changes [`rebase`] replays under the state's write lock (at
+/// about 1 µs each), unless writes never let up: see [`REPLAY_PASSES_MAX`].
+const REPLAY_LOCKED_MAX: usize = 10_000;
+/// Passes over the journal outside the lock before the last one under it.
+const REPLAY_PASSES_MAX: usize = 8;
+
 /// Stops the index's journal when a checkpoint's write ends, whichever
 /// way (the journal is kept only to move the index onto the checkpoint).
 struct JournalGuard<'a>(&'a Inner);
@@ -728,6 +734,8 @@ pub(crate) fn write(
         locked_ms,
         ..CheckpointReport::default()
     };
+    let written = (snapshot.store_id, snapshot.session, snapshot.cut);
+    let crc = body.last_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b));
     drop(snapshot);
     match write_columns(inner, generation, &body) {
         Ok(bytes) => report.column_bytes = bytes,
@@ -739,7 +747,8 @@ pub(crate) fn write(
     // Every other one is older (its number may be higher: the count of a
     // session wraps after 65,536).
     report.removed = remove_checkpoints(inner, |g| g != generation);
-    match rebase(inner, generation) {
+    drop(body);
+    match rebase(inner, generation, written, crc) {
         Ok(Some(locked)) => {
             report.rebased = true;
             report.rebase_locked_ms = locked;
@@ -775,7 +784,12 @@ pub(crate) fn write(
 ///
 /// # Errors
 /// The checkpoint cannot be read back or does not decode.
-fn rebase(inner: &Inner, generation: u64) -> Result<Option<u64>> {
+fn rebase(
+    inner: &Inner,
+    generation: u64,
+    written: ([u8; 16], u64, u64),
+    crc: u32,
+) -> Result<Option<u64>> {
     let holders: Vec<NodeId> = inner
         .nodes
         .ids()
@@ -795,9 +809,25 @@ fn rebase(inner: &Inner, generation: u64) -> Result<Option<u64>> {
         &holders,
         inner.sequential_io,
     )?;
+    // The body read back is the one written: its crc (checked against
+    // its bytes by the decode) and what it was cut at.
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    let trailer_crc = copy_range(&pieces, total.saturating_sub(4), total);
+    if trailer_crc != crc.to_le_bytes() {
+        return Err(crate::format::wire::corrupt(
+            "checkpoint",
+            "the body read back is not the one written".to_string(),
+        ));
+    }
     let snapshot = Snapshot::decode_with_crcs(pieces, Some(&crcs), &inner.layout)?;
     if snapshot.base.is_none() {
         return Ok(None);
+    }
+    if (snapshot.store_id, snapshot.session, snapshot.cut) != written {
+        return Err(crate::format::wire::corrupt(
+            "checkpoint",
+            "the body read back is of another cut".to_string(),
+        ));
     }
     let k = inner.layout.code().data_count;
     let (loaded, _, _) = snapshot.into_state(k, 0)?;
@@ -806,13 +836,21 @@ fn rebase(inner: &Inner, generation: u64) -> Result<Option<u64>> {
     if !fresh.is_bare_base() || !same_key {
         return Ok(None);
     }
-    // Most of the journal is replayed outside the lock; recording goes on.
-    let first = inner.write_state().index.drain_journal();
-    let Some(first) = first else {
-        return Ok(None);
-    };
-    if !fresh.replay(first) {
-        return Ok(None);
+    // The journal is replayed outside the lock, recording going on, until
+    // what a pass found was few changes (the next, under the lock, is then
+    // about as few), or after a few passes under writes that never let up.
+    for _ in 0..REPLAY_PASSES_MAX {
+        let part = inner.write_state().index.drain_journal();
+        let Some(part) = part else {
+            return Ok(None);
+        };
+        let few = part.len() <= REPLAY_LOCKED_MAX;
+        if !fresh.replay(part) {
+            return Ok(None);
+        }
+        if few {
+            break;
+        }
     }
     let locked = Instant::now();
     let old = {

@@ -958,26 +958,32 @@ impl Iterator for KeysWithPrefix<'_> {
             return None;
         }
         // A large backlog of keys not in the key order yet (the first
-        // listing after open: all of them) is sorted from a copy, without
-        // the state lock, so puts and gets go on meanwhile.
-        loop {
-            let backlog = self.store.inner.read_state().index.order_backlog();
-            match backlog {
-                index::Backlog::Small => break,
+        // listing after open, or after the index moved onto a checkpoint:
+        // all of them) is sorted from a copy, without the state lock, so
+        // puts and gets go on meanwhile. The keys are listed under the
+        // same read guard that found the backlog small, so an index that
+        // moved onto a checkpoint meanwhile (its order not built) is never
+        // sorted under the lock: the loop asks again.
+        let keys = loop {
+            let state = self.store.inner.read_state();
+            match state.index.order_backlog() {
+                index::Backlog::Small => {
+                    break state
+                        .index
+                        .keys_with_prefix(&self.prefix, self.last.as_deref(), BATCH);
+                }
                 index::Backlog::Sort(backlog) => {
+                    drop(state);
                     let sorted = backlog.sort();
                     self.store.inner.read_state().index.add_sorted(sorted);
-                    break;
                 }
                 // Another listing is sorting: its run serves this one too.
-                index::Backlog::Busy => std::thread::sleep(std::time::Duration::from_millis(1)),
+                index::Backlog::Busy => {
+                    drop(state);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
-        }
-        let keys = self.store.inner.read_state().index.keys_with_prefix(
-            &self.prefix,
-            self.last.as_deref(),
-            BATCH,
-        );
+        };
         self.done = keys.len() < BATCH;
         self.batch = keys.into_iter();
         let k = self.batch.next()?;

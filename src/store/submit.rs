@@ -248,6 +248,15 @@ pub(crate) fn submit(store: &Store, request: Request) -> Result<()> {
     Ok(())
 }
 
+/// Clears the background checkpoint's flag when dropped.
+struct Running(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Writes a checkpoint on a thread of its own (the policy of
 /// `Options::checkpoint_every`); its commits settle through a flush sent
 /// like any request.
@@ -255,6 +264,9 @@ fn start_checkpoint(inner: Arc<super::inner::Inner>, sender: Sender<Event>) {
     let running = Arc::clone(&inner.checkpoint_running);
     let flag = Arc::clone(&running);
     let work = move || {
+        // Cleared however the write ends (a panic too), so the policy
+        // goes on starting checkpoints.
+        let _running = Running(running);
         let timeout = inner.options.put_timeout;
         let settle = || {
             let (ack, pending) = Pending::channel();
@@ -273,7 +285,6 @@ fn start_checkpoint(inner: Arc<super::inner::Inner>, sender: Sender<Event>) {
         if let Err(e) = super::checkpoint::write(&inner, settle) {
             tracing::warn!(error = %e, "background checkpoint not written; the next one retries");
         }
-        running.store(false, Ordering::Release);
     };
     let spawned = std::thread::Builder::new()
         .name("geoshard-checkpoint".into())
