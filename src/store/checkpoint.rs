@@ -50,15 +50,23 @@ pub struct CheckpointReport {
     pub locked_ms: u64,
     /// Whether the running index moved onto the checkpoint's records
     /// (read in place from the nodes, as an open from it would): its
-    /// in-memory records of the keys written before are let go. False when
-    /// the checkpoint could not be read back (logged); the index then
-    /// stays as it was, and the next checkpoint tries again.
+    /// in-memory records of the keys written before are let go. It moves
+    /// when it holds at least a quarter as many records in memory as in
+    /// the checkpoint it already stands on (always, when it stands on
+    /// none). False otherwise, and when the checkpoint could not be read
+    /// back (logged); the index then stays as it was, and a later
+    /// checkpoint moves it.
     pub rebased: bool,
     /// Milliseconds the store's state was locked to move the index onto
     /// the checkpoint (the changes of the last moments replayed, then the
     /// swap): 0 when it did not.
     pub rebase_locked_ms: u64,
 }
+
+/// The index moves onto a checkpoint ([`rebase`]) when it holds at least
+/// 1/`REBASE_OVERLAY_SHARE` as many records in memory as in its base (a
+/// store without a base moves at its first checkpoint).
+const REBASE_OVERLAY_SHARE: usize = 4;
 
 /// The most changes [`rebase`] replays under the state's write lock (at
 /// about 1 µs each), unless writes never let up: see [`REPLAY_PASSES_MAX`].
@@ -676,12 +684,19 @@ pub(crate) fn write(
         .copied()
         .collect();
     let locked = Instant::now();
-    let (copy, stripes, generations) = {
+    let (copy, stripes, generations, moving) = {
         let state = inner.read_state();
+        // The index moves onto this checkpoint (`rebase`) once what it
+        // holds in memory is a share of what its base holds: the move
+        // costs a read-back of the checkpoint, and a listing then sorts
+        // all of its keys anew (docs/PERFORMANCE.md).
+        let (base, overlay) = state.index.shape();
+        let moving = overlay.saturating_mul(REBASE_OVERLAY_SHARE) >= base;
         // Every change of the index from this copy on is recorded, to be
-        // replayed over the checkpoint's records when the index moves
-        // onto them (`rebase`).
-        state.index.start_journal();
+        // replayed over the checkpoint's records.
+        if moving {
+            state.index.start_journal();
+        }
         (
             state.index.copy(),
             state
@@ -690,6 +705,7 @@ pub(crate) fn write(
                 .map(|(slot, info)| (slot, Arc::clone(info)))
                 .collect::<Vec<_>>(),
             state.generations.clone(),
+            moving,
         )
     };
     let locked_ms = locked.elapsed().as_millis() as u64;
@@ -748,7 +764,12 @@ pub(crate) fn write(
     // session wraps after 65,536).
     report.removed = remove_checkpoints(inner, |g| g != generation);
     drop(body);
-    match rebase(inner, generation, written, crc) {
+    let moved = if moving {
+        rebase(inner, generation, written, crc)
+    } else {
+        Ok(None)
+    };
+    match moved {
         Ok(Some(locked)) => {
             report.rebased = true;
             report.rebase_locked_ms = locked;

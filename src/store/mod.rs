@@ -668,11 +668,13 @@ impl Store {
     /// A checkpoint is kept only when every one of its columns was
     /// written; the older ones are removed after it.
     ///
-    /// Then the running index moves onto it ([`CheckpointReport::rebased`]):
-    /// the checkpoint is read back as an open would read it (in place from
+    /// Then, once the index holds in memory at least a quarter as many
+    /// records as in the checkpoint it stands on (or it stands on none),
+    /// it moves onto the new one ([`CheckpointReport::rebased`]): the
+    /// checkpoint is read back as an open would read it (in place from
     /// local nodes), the writes made meanwhile are replayed over it, and
-    /// the keys it holds leave the heap, so a long-running store's heap
-    /// holds only what was written since its last checkpoint
+    /// the keys it holds leave the heap. So a long-running store's heap
+    /// holds at most about a quarter of its keys' records
     /// (docs/DURABILITY.md, C7). If it cannot be read back the index stays
     /// as it was (logged).
     ///

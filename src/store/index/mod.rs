@@ -1423,7 +1423,6 @@ impl Index {
     /// (records of the base, records of the overlay): the keys a
     /// checkpoint's records hold in place, and those in memory (live or
     /// hiding a base record).
-    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn shape(&self) -> (usize, usize) {
         (
             self.base.as_ref().map_or(0, |b| b.count()),
