@@ -425,7 +425,7 @@ fn the_index_moves_onto_each_checkpoint() {
 }
 
 /// Puts, overwrites and deletes from two threads while checkpoints are
-/// written and the index moves onto each: nothing a writer was told is
+/// written and the index moves onto them (the first always): nothing a writer was told is
 /// lost or comes back, in the running store or after a reopen (the
 /// journal replayed over the checkpoint is every change after its copy).
 #[test]
