@@ -709,7 +709,7 @@ pub(crate) fn write(
         )
     };
     let locked_ms = locked.elapsed().as_millis() as u64;
-    let _journal = JournalGuard(inner);
+    let _journal = moving.then(|| JournalGuard(inner));
     let measured = nodes.len() as u16;
     // Every node a stored column names is in the table.
     for (_, info) in &stripes {
@@ -811,17 +811,9 @@ fn rebase(
     written: ([u8; 16], u64, u64),
     crc: u32,
 ) -> Result<Option<u64>> {
-    let holders: Vec<NodeId> = inner
-        .nodes
-        .ids()
-        .filter(|&id| {
-            inner
-                .nodes
-                .get(id)
-                .and_then(|node| node.generations().ok())
-                .is_some_and(|g| g.contains(&generation))
-        })
-        .collect();
+    let holders = checkpoint_holders(&inner.nodes)
+        .remove(&generation)
+        .unwrap_or_default();
     let (pieces, crcs) = read_body(
         &inner.nodes,
         &inner.layout,
@@ -1016,9 +1008,24 @@ pub(crate) fn load_newest(
     codec: &crate::codec::Codec,
     sequential: bool,
 ) -> Option<(u64, Snapshot)> {
+    for (generation, holders) in checkpoint_holders(inner_nodes).into_iter().rev() {
+        match read_body(inner_nodes, layout, codec, generation, &holders, sequential)
+            .and_then(|(pieces, crcs)| Snapshot::decode_with_crcs(pieces, Some(&crcs), layout))
+        {
+            Ok(snapshot) => return Some((generation, snapshot)),
+            Err(e) => {
+                tracing::warn!(generation, error = %e, "checkpoint not usable; trying an older one");
+            }
+        }
+    }
+    None
+}
+
+/// The reachable nodes holding columns of each checkpoint generation.
+fn checkpoint_holders(nodes: &super::nodes::NodeSet) -> BTreeMap<u64, Vec<NodeId>> {
     let mut found: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
-    for id in inner_nodes.ids() {
-        let Some(node) = inner_nodes.get(id) else {
+    for id in nodes.ids() {
+        let Some(node) = nodes.get(id) else {
             continue;
         };
         let Ok(generations) = node.generations() else {
@@ -1031,17 +1038,7 @@ pub(crate) fn load_newest(
             found.entry(g).or_default().push(id);
         }
     }
-    for (generation, holders) in found.into_iter().rev() {
-        match read_body(inner_nodes, layout, codec, generation, &holders, sequential)
-            .and_then(|(pieces, crcs)| Snapshot::decode_with_crcs(pieces, Some(&crcs), layout))
-        {
-            Ok(snapshot) => return Some((generation, snapshot)),
-            Err(e) => {
-                tracing::warn!(generation, error = %e, "checkpoint not usable; trying an older one");
-            }
-        }
-    }
-    None
+    found
 }
 
 /// Where each column of a chunk was found.

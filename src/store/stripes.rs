@@ -209,13 +209,7 @@ impl StripeTable {
     /// [`stored`](Self::stored) with the view of the record's segment.
     #[inline]
     pub fn hot(&self, slot: u32, column: u16) -> Option<Hot<'_>> {
-        let id = *self.hot_ids.get(slot as usize)?;
-        if id == u64::MAX || usize::from(column) >= self.width {
-            return None;
-        }
-        let hot = self
-            .hot
-            .get(slot as usize * self.width + usize::from(column))?;
+        let (id, hot) = self.hot_column(slot, column)?;
         if !hot.stored {
             return Some(Hot {
                 stripe_id: id,
@@ -223,11 +217,6 @@ impl StripeTable {
                 view: None,
             });
         }
-        let view = self
-            .views
-            .get(hot.view as usize)
-            .and_then(Option::as_ref)
-            .map(|v| &v.bytes);
         Some(Hot {
             stripe_id: id,
             stored: Some((
@@ -238,8 +227,27 @@ impl StripeTable {
                     len: hot.len,
                 },
             )),
-            view,
+            view: self.view_of(hot).map(|v| &v.bytes),
         })
+    }
+
+    /// The stripe id in `slot` and the flat copy of its column `column`.
+    #[inline]
+    fn hot_column(&self, slot: u32, column: u16) -> Option<(u64, &HotColumn)> {
+        let id = *self.hot_ids.get(slot as usize)?;
+        if id == u64::MAX || usize::from(column) >= self.width {
+            return None;
+        }
+        let hot = self
+            .hot
+            .get(slot as usize * self.width + usize::from(column))?;
+        Some((id, hot))
+    }
+
+    /// The view a stored column names.
+    #[inline]
+    fn view_of(&self, hot: &HotColumn) -> Option<&SegmentView> {
+        self.views.get(hot.view as usize).and_then(Option::as_ref)
     }
 
     /// The views' epoch: what a get passes to [`fill_view`](Self::fill_view)
@@ -275,21 +283,13 @@ impl StripeTable {
         if epoch != self.view_epoch {
             return;
         }
-        let Some(hot) = self.hot(slot, column) else {
+        let Some((_, hot)) = self.hot_column(slot, column) else {
             return;
         };
-        let Some((at, loc)) = hot.stored else {
-            return;
-        };
-        if at != node || loc.generation != generation {
+        if !hot.stored || hot.node != node.0 || hot.generation != generation {
             return;
         }
-        let Some(view) = self
-            .hot
-            .get(slot as usize * self.width + usize::from(column))
-            .and_then(|h| self.views.get(h.view as usize))
-            .and_then(Option::as_ref)
-        else {
+        let Some(view) = self.view_of(hot) else {
             return;
         };
         // An empty mapping (the node keeps none) is set whatever the end:

@@ -25,9 +25,9 @@ pub fn segment_views(store: &crate::Store) -> Vec<(String, u64, Option<usize>)> 
 }
 
 /// How `store`'s index holds its keys: (records of a checkpoint read in
-/// place, records in memory). After a checkpoint the index moves onto it
-/// (`CheckpointReport::rebased`), and only the keys written since are in
-/// memory.
+/// place, records in memory). After a checkpoint that moved the index
+/// onto it (`CheckpointReport::rebased`), only the keys written since are
+/// in memory.
 pub fn index_shape(store: &crate::Store) -> (usize, usize) {
     crate::store::index_shape(store)
 }

@@ -650,18 +650,6 @@ impl Journal {
     pub fn len(&self) -> usize {
         self.items.len()
     }
-
-    /// Each change in order: the key and its new location (`None`:
-    /// removed).
-    fn changes(self) -> impl Iterator<Item = (Vec<u8>, Option<BlobLoc>)> {
-        let mut start = 0;
-        let keys = self.keys;
-        self.items.into_iter().map(move |(end, loc)| {
-            let key = keys.get(start..end).unwrap_or_default().to_vec();
-            start = end;
-            (key, loc)
-        })
-    }
 }
 
 impl fmt::Debug for Index {
@@ -1393,13 +1381,16 @@ impl Index {
     /// when a key could not be indexed (the arena is full).
     pub fn replay(&mut self, journal: Journal) -> bool {
         self.reserve(journal.len());
-        for (key, loc) in journal.changes() {
+        let mut start = 0;
+        for (end, loc) in journal.items {
+            let key = journal.keys.get(start..end).unwrap_or_default();
+            start = end;
             match loc {
                 Some(loc) => {
-                    self.insert(&key, loc);
+                    self.insert(key, loc);
                 }
                 None => {
-                    self.remove(&key);
+                    self.remove(key);
                 }
             }
         }
