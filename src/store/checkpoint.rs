@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::index::{IndexImage, PartLoc, SplitBlob};
+use super::index::{Directory, IndexImage, PartLoc, SplitBlob};
 use super::inner::Inner;
 use super::open::{SESSION_MAX, SESSION_SHIFT, session_of};
 use super::state::GenerationUsage;
@@ -94,7 +94,7 @@ const PARALLEL_BODY_MIN: usize = 64 << 20;
 /// The body's last bytes: magic, version, then the fields of [`Trailer`],
 /// then a crc32 of every byte of the body before it.
 const TRAILER_MAGIC: [u8; 4] = *b"GSCK";
-const TRAILER_VERSION: u16 = 2;
+const TRAILER_VERSION: u16 = 3;
 const TRAILER_LEN: usize = 4 + 2 + 2 + 16 + 8 * 7 + 4;
 
 /// "Not stored" in a column's node field.
@@ -137,18 +137,18 @@ pub(crate) struct Snapshot {
     /// (slot, stripe) of every visible stripe.
     pub stripes: Vec<(u32, Arc<StripeInfo>)>,
     /// The index: its records here when written or read from a version 1
-    /// body; in `base` when read from a version 2 body (the rest here).
+    /// body; in `base` when read from a version 2 or 3 body (the rest here).
     pub index: IndexImage,
-    /// A version 2 body's index records, where they were read.
+    /// A version 2 or 3 body's index records, where they were read.
     pub base: Option<BasePieces>,
 }
 
-/// A version 2 body's index records in the pieces they were read into
+/// A version 2 or 3 body's index records in the pieces they were read into
 /// (mapped column bytes on a local node), and their bucket directory.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct BasePieces {
     pub pieces: Vec<Bytes>,
-    pub directory: Vec<u32>,
+    pub directory: Directory,
 }
 
 /// Bytes `from..to` of the body `pieces` hold, copied.
@@ -187,8 +187,8 @@ impl Snapshot {
         self.encode_version(layout, TRAILER_VERSION)
     }
 
-    /// [`encode`](Self::encode) in format `version` (1: no directory; for
-    /// the tests that read version 1 bodies).
+    /// [`encode`](Self::encode) in format `version` (1: no directory; 2:
+    /// no filters; for the tests that read older bodies).
     fn encode_version(&self, layout: &Layout, version: u16) -> Result<Vec<u8>> {
         let node_number = |id: NodeId| -> u16 {
             self.nodes
@@ -202,9 +202,15 @@ impl Snapshot {
         let meta_start = out.len();
         if version >= 2 {
             let directory = self.index.directory();
-            put_u32(&mut out, directory.len() as u32);
-            for entry in directory {
+            put_u32(&mut out, directory.starts.len() as u32);
+            for entry in directory.starts {
                 put_u32(&mut out, entry);
+            }
+            if version >= 3 {
+                put_u32(&mut out, directory.filters.len() as u32);
+                for filter in directory.filters {
+                    put_u64(&mut out, filter);
+                }
             }
         }
         put_u16(&mut out, self.nodes.len() as u16);
@@ -293,7 +299,7 @@ impl Snapshot {
     }
 
     /// Decodes a body from the `pieces` it was read into, in order. A
-    /// version 2 body's index records stay in the pieces (`base`); a
+    /// version 2 or 3 body's index records stay in the pieces (`base`); a
     /// version 1 body's are copied into the index image. `layout` names
     /// the nodes and the code: a checkpoint of other nodes or another code
     /// is refused.
@@ -349,7 +355,7 @@ impl Snapshot {
             return Err(bad("no trailer magic".into()));
         }
         let version = t.u16()?;
-        if version != 1 && version != TRAILER_VERSION {
+        if !(1..=TRAILER_VERSION).contains(&version) {
             return Err(bad(format!("version {version}")));
         }
         t.u16()?;
@@ -371,15 +377,29 @@ impl Snapshot {
         };
         let meta = copy_range(&pieces, records_len, meta_end);
         let mut r = Reader::new(&meta, "checkpoint");
-        let mut directory = Vec::new();
+        let mut directory = Directory::default();
         if version >= 2 {
             let n = r.u32()? as usize;
             if n.saturating_mul(4) > r.remaining() {
                 return Err(bad(format!("a directory of {n} entries")));
             }
-            directory.reserve_exact(n);
+            directory.starts.reserve_exact(n);
             for _ in 0..n {
-                directory.push(r.u32()?);
+                directory.starts.push(r.u32()?);
+            }
+        }
+        if version >= 3 {
+            let n = r.u32()? as usize;
+            if n.saturating_add(1) != directory.starts.len() || n.saturating_mul(8) > r.remaining()
+            {
+                return Err(bad(format!(
+                    "{n} filters for a directory of {} entries",
+                    directory.starts.len()
+                )));
+            }
+            directory.filters.reserve_exact(n);
+            for _ in 0..n {
+                directory.filters.push(r.u64()?);
             }
         }
         let node_count = usize::from(r.u16()?);
@@ -513,7 +533,7 @@ impl Snapshot {
             splits,
             count,
             hash_key: (k0, k1),
-            directory: Vec::new(),
+            directory: Directory::default(),
         };
         Ok(snapshot)
     }
@@ -1382,7 +1402,7 @@ mod tests {
     fn a_body_decodes_to_the_snapshot_it_encodes() {
         let layout = layout();
         let snapshot = sample(&layout);
-        for version in [1, TRAILER_VERSION] {
+        for version in [1, 2, TRAILER_VERSION] {
             let body = snapshot.encode_version(&layout, version).expect("encode");
             let mut decoded = Snapshot::decode(pieces_of(body), &layout).expect("decode");
             let base = decoded.base.take();
@@ -1394,10 +1414,19 @@ mod tests {
             if let Some(base) = &base {
                 let len = base.pieces.iter().map(Bytes::len).sum();
                 decoded.index.records = copy_range(&base.pieces, 0, len);
-                assert_eq!(base.directory, snapshot.index.directory());
+                let want = snapshot.index.directory();
+                assert_eq!(base.directory.starts, want.starts);
+                // Filters from version 3 on (version 2 lookups read every
+                // group's records).
+                if version >= 3 {
+                    assert_eq!(base.directory.filters, want.filters);
+                    assert!(want.filters.iter().any(|&f| f != 0));
+                } else {
+                    assert!(base.directory.filters.is_empty());
+                }
             }
-            // A decoded image carries no directory (version 2 keeps it
-            // with the pieces, checked above).
+            // A decoded image carries no directory (versions 2 and 3 keep
+            // it with the pieces, checked above).
             decoded
                 .index
                 .directory

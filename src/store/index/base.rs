@@ -1,5 +1,5 @@
 //! A checkpoint's index records read in place (docs/FORMAT.md,
-//! "Checkpoint", version 2): the records stay in the column pieces the
+//! "Checkpoint", versions 2 and 3): the records stay in the column pieces the
 //! checkpoint's body was read into (mapped segment bytes on a local node,
 //! fetched or rebuilt bytes otherwise), and a directory of bucket groups,
 //! stored with them, finds a key's records without hashing any other key.
@@ -9,13 +9,18 @@
 //! of `count` keys). `directory[g]` is the id (byte offset / 4) of the
 //! first record of bucket group `g` (buckets `g << GROUP_BITS ..`), and the
 //! last entry the end of the records. A lookup hashes its key once and
-//! compares it with the records of its group only (about ten).
+//! compares it with the records of its group only (about ten), unless the
+//! group's filter (version 3) says the key is not among them.
 //!
 //! Open checks every record once (bounds, kind, key length, its parts
 //! against the stripe table, split numbers used once) and the directory
 //! (ascending, each entry a record's start): no byte of a hostile
 //! checkpoint can make a lookup read out of bounds or panic. A record that
-//! straddles two pieces is copied once, at open, into a small map.
+//! straddles two pieces is copied once, at open, into a small map. Which
+//! group a record is in, and the filters, are not checked (that would hash
+//! every key): like the keys themselves, the body's checksum covers them
+//! (C3), and a wrong one can only make a lookup miss, never read out of
+//! bounds.
 
 use std::collections::HashMap;
 
@@ -26,30 +31,62 @@ use super::{ALIGN, BlobLoc, FIXED, HashKey, KIND_SPLIT, PartLoc, SplitBlob, reco
 /// Buckets per directory group: 2^4, about ten records of a full table.
 pub(crate) const GROUP_BITS: u32 = 4;
 
+/// The bits a key whose hash is `hash` sets in its group's filter:
+/// two of 64, chosen by the hash's top 12 bits (its group by its low
+/// bits). See [`Directory::filters`].
+pub(crate) fn filter_bits(hash: u64) -> u64 {
+    filter_bits_of_tag((hash >> 52) as u16)
+}
+
+/// [`filter_bits`] of a hash's top 12 bits (`hash >> 52`).
+pub(crate) fn filter_bits_of_tag(tag: u16) -> u64 {
+    (1u64 << ((tag >> 6) & 63)) | (1u64 << (tag & 63))
+}
+
+/// A base's directory of bucket groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Directory {
+    /// For each group of `1 << GROUP_BITS` buckets of the table of the
+    /// base's `count` keys, the id of its first record, then the end.
+    pub starts: Vec<u32>,
+    /// For each group, the OR of its keys' [`filter_bits`] (a filter of
+    /// about ten keys: a key not in the group misses it about 19 times
+    /// in 20, and its lookup then reads no record). Empty: none (a
+    /// version 2 checkpoint), every lookup reads its group's records.
+    pub filters: Vec<u64>,
+}
+
 /// The directory of an image's records: for each group of `1 <<
 /// GROUP_BITS` buckets of the table of `count` keys, the id of its first
-/// record, then the end. `buckets` gives each record's bucket, in order.
+/// record, then the end, and each group's filter. `hashes` gives each
+/// record's key hash, in order.
 pub(crate) fn directory_of(
     records: &[u8],
-    buckets: impl IntoIterator<Item = u32>,
+    hashes: impl IntoIterator<Item = u64>,
     count: usize,
-) -> Vec<u32> {
-    let groups = (super::buckets_for(count) >> GROUP_BITS).max(1);
-    let mut directory = Vec::with_capacity(groups + 1);
+) -> Directory {
+    let buckets = super::buckets_for(count);
+    let mask = buckets as u64 - 1;
+    let groups = (buckets >> GROUP_BITS).max(1);
+    let mut starts = Vec::with_capacity(groups + 1);
+    let mut filters = vec![0u64; groups];
     let mut at = 0usize;
-    let mut buckets = buckets.into_iter();
+    let mut hashes = hashes.into_iter();
     while at < records.len() {
-        let Some(bucket) = buckets.next() else { break };
-        let group = (bucket >> GROUP_BITS) as usize;
-        while directory.len() <= group {
-            directory.push((at / ALIGN) as u32);
+        let Some(hash) = hashes.next() else { break };
+        let group = ((hash & mask) >> GROUP_BITS) as usize;
+        while starts.len() <= group {
+            starts.push((at / ALIGN) as u32);
+        }
+        if let Some(filter) = filters.get_mut(group) {
+            *filter |= filter_bits(hash);
         }
         at += record_len(super::key_len_at(records, at));
     }
-    while directory.len() <= groups {
-        directory.push((at / ALIGN) as u32);
+    while starts.len() <= groups {
+        starts.push((at / ALIGN) as u32);
     }
-    directory
+    Directory { starts, filters }
 }
 
 /// Records of at least this many bytes are checked by two threads.
@@ -74,6 +111,8 @@ pub(crate) struct BaseIndex {
     /// Records that cross from one piece into the next, by id.
     straddlers: HashMap<u32, Box<[u8]>>,
     directory: Vec<u32>,
+    /// Each group's filter ([`Directory::filters`]); empty: none.
+    filters: Vec<u64>,
     mask: u64,
     count: usize,
     splits: Vec<SplitBlob>,
@@ -101,7 +140,7 @@ impl BaseIndex {
     /// What is wrong with the first bad record or directory entry.
     pub(crate) fn new(
         pieces: Vec<Bytes>,
-        directory: Vec<u32>,
+        directory: Directory,
         count: u64,
         splits: Vec<SplitBlob>,
         hash_key: (u64, u64),
@@ -123,17 +162,25 @@ impl BaseIndex {
         let groups = (buckets >> GROUP_BITS).max(1);
         // The first group starts at the first record: no record before it
         // that no lookup would reach.
+        let Directory {
+            starts: directory,
+            filters,
+        } = directory;
         if directory.len() != groups + 1 || directory.first() != Some(&0) {
             return Err(format!(
                 "a directory of {} entries for {groups} groups",
                 directory.len()
             ));
         }
+        if !filters.is_empty() && filters.len() != groups {
+            return Err(format!("{} filters for {groups} groups", filters.len()));
+        }
         let mut base = BaseIndex {
             pieces,
             starts,
             straddlers: HashMap::new(),
             directory,
+            filters,
             mask: buckets as u64 - 1,
             count,
             splits,
@@ -368,6 +415,12 @@ impl BaseIndex {
     /// The id of `key`'s record (whose hash is `hash`), if it has one.
     pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let group = ((hash & self.mask) >> GROUP_BITS) as usize;
+        // A key its group's filter lacks is not in the group: no record
+        // read (most lookups of new keys, a tail's at open).
+        let bits = filter_bits(hash);
+        if self.filters.get(group).is_some_and(|&f| f & bits != bits) {
+            return None;
+        }
         let (first, end) = (*self.directory.get(group)?, *self.directory.get(group + 1)?);
         // Most groups lie inside one piece: walk its bytes directly.
         let (from, to) = (first as usize * ALIGN, end as usize * ALIGN);
@@ -429,6 +482,7 @@ impl BaseIndex {
     #[cfg(test)]
     pub(super) fn heap_bytes(&self) -> usize {
         self.directory.capacity() * 4
+            + self.filters.capacity() * 8
             + self
                 .straddlers
                 .values()

@@ -22,7 +22,7 @@
 //!   key leaves a dead record, and once dead records are a quarter of the
 //!   arena it is compacted in place (ids shift down; the table is remapped,
 //!   the key order rebuilt at the next query).
-//! - **A checkpoint's records in place** (`base`): opened from a version 2
+//! - **A checkpoint's records in place** (`base`): opened from a version 2 or 3
 //!   checkpoint, the index is the checkpoint's records where the body was
 //!   read ([`BaseIndex`]) under the arena and table above as an overlay of
 //!   what changed since. A lookup asks the overlay first; a key removed
@@ -40,7 +40,7 @@ use hashbrown::HashTable;
 
 mod base;
 
-pub(crate) use base::{BaseIndex, directory_of};
+pub(crate) use base::{BaseIndex, Directory, directory_of};
 
 /// Where one part of a blob lives: a byte range of one column's payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,25 +373,24 @@ pub(crate) struct IndexImage {
     pub count: u64,
     /// The SipHash key.
     pub hash_key: (u64, u64),
-    /// The directory of bucket groups ([`directory`](Self::directory)),
-    /// when the image was taken from an index; empty when decoded.
-    pub directory: Vec<u32>,
+    /// The directory of bucket groups and their filters
+    /// ([`directory`](Self::directory)), when the image was taken from an
+    /// index; empty when decoded.
+    pub directory: Directory,
 }
 
 impl IndexImage {
     /// The directory a [`BaseIndex`] over these records needs (the image's
     /// records are in bucket order: [`IndexCopy::image`]).
-    pub fn directory(&self) -> Vec<u32> {
-        if !self.directory.is_empty() {
+    pub fn directory(&self) -> Directory {
+        if !self.directory.starts.is_empty() {
             return self.directory.clone();
         }
         let hasher = HashKey(self.hash_key.0, self.hash_key.1);
         let count = usize::try_from(self.count).unwrap_or(usize::MAX);
-        let mask = (buckets_for(count) - 1) as u64;
-        let mut hashes = record_hashes(&self.records, hasher);
         directory_of(
             &self.records,
-            std::iter::from_fn(move || hashes().map(|h| (h & mask) as u32)),
+            std::iter::from_fn(record_hashes(&self.records, hasher)),
             count,
         )
     }
@@ -487,17 +486,19 @@ impl IndexCopy {
         let mask = (buckets_for(self.count) - 1) as u64;
         let shift = (64 - mask.leading_zeros()).saturating_sub(IMAGE_PARTITION_BITS);
         let partition = |bucket: u32| (u64::from(bucket) >> shift) as usize;
-        // Each live record's bucket, in arena order, and each partition's
-        // records and bytes (a partition: the buckets of the same top bits).
-        let mut buckets: Vec<u32> = Vec::with_capacity(self.count);
+        // Each live record's bucket and filter tag (its hash's top bits,
+        // base::filter_bits), in arena order, and each partition's records
+        // and bytes (a partition: the buckets of the same top bits).
+        let mut buckets: Vec<(u32, u16)> = Vec::with_capacity(self.count);
         let mut sizes = vec![(0usize, 0usize); 1 << IMAGE_PARTITION_BITS];
         let mut at = 0;
         while at < arena.len() {
             let len = record_len(key_len_at(arena, at));
             if !matches!(kind_at(arena, (at / ALIGN) as u32), KIND_DEAD | KIND_GONE) {
                 let key = key_at(arena, (at / ALIGN) as u32);
-                let bucket = (self.hash_key.hash(key) & mask) as u32;
-                buckets.push(bucket);
+                let hash = self.hash_key.hash(key);
+                let bucket = (hash & mask) as u32;
+                buckets.push((bucket, (hash >> 52) as u16));
                 let size = &mut sizes[partition(bucket)];
                 size.0 += 1;
                 size.1 += len;
@@ -516,16 +517,16 @@ impl IndexCopy {
         starts.push((count, bytes));
         let bounds = starts.clone();
         let mut records = vec![0u8; bytes];
-        let mut moved_buckets = vec![0u32; count];
+        let mut moved_buckets = vec![(0u32, 0u16); count];
         let (mut at, mut live) = (0, buckets.iter());
         while at < arena.len() {
             let len = record_len(key_len_at(arena, at));
             if !matches!(kind_at(arena, (at / ALIGN) as u32), KIND_DEAD | KIND_GONE)
-                && let Some(&bucket) = live.next()
+                && let Some(&(bucket, tag)) = live.next()
             {
                 let (index, offset) = &mut starts[partition(bucket)];
                 records[*offset..*offset + len].copy_from_slice(&arena[at..at + len]);
-                moved_buckets[*index] = bucket;
+                moved_buckets[*index] = (bucket, tag);
                 *offset += len;
                 *index += 1;
             }
@@ -536,27 +537,33 @@ impl IndexCopy {
         // the caches (a sort of the whole index read every record at
         // random: 2.5 s of a checkpoint of 10^7 keys); split blobs
         // renumbered in the image's order.
-        let (mut scratch, mut order): (Vec<u8>, Vec<(u32, u32)>) = (Vec::new(), Vec::new());
+        let (mut scratch, mut order): (Vec<u8>, Vec<(u32, u32, u16)>) = (Vec::new(), Vec::new());
         let mut splits = Vec::new();
-        let mut directory: Vec<u32> = Vec::new();
+        let groups = (buckets_for(self.count) >> base::GROUP_BITS).max(1);
+        let mut directory: Vec<u32> = Vec::with_capacity(groups + 1);
+        let mut filters = vec![0u64; groups];
         for window in bounds.windows(2) {
             let ((first, from), (_, to)) = (window[0], window[1]);
             scratch.clear();
             scratch.extend_from_slice(&records[from..to]);
             order.clear();
             let mut offset = 0;
-            for &bucket in &moved_buckets[first..] {
+            for &(bucket, tag) in &moved_buckets[first..] {
                 if offset >= scratch.len() {
                     break;
                 }
-                order.push((bucket, offset as u32));
+                order.push((bucket, offset as u32, tag));
                 offset += record_len(key_len_at(&scratch, offset));
             }
             order.sort_unstable();
             let mut write = from;
-            for &(bucket, offset) in &order {
-                while directory.len() <= (bucket >> base::GROUP_BITS) as usize {
+            for &(bucket, offset, tag) in &order {
+                let group = (bucket >> base::GROUP_BITS) as usize;
+                while directory.len() <= group {
                     directory.push((write / ALIGN) as u32);
+                }
+                if let Some(filter) = filters.get_mut(group) {
+                    *filter |= base::filter_bits_of_tag(tag);
                 }
                 let offset = offset as usize;
                 let len = record_len(key_len_at(&scratch, offset));
@@ -581,7 +588,6 @@ impl IndexCopy {
                 write += len;
             }
         }
-        let groups = (buckets_for(self.count) >> base::GROUP_BITS).max(1);
         while directory.len() <= groups {
             directory.push((records.len() / ALIGN) as u32);
         }
@@ -590,7 +596,10 @@ impl IndexCopy {
             splits,
             count: self.count as u64,
             hash_key: (self.hash_key.0, self.hash_key.1),
-            directory,
+            directory: Directory {
+                starts: directory,
+                filters,
+            },
         }
     }
 }
@@ -1850,7 +1859,7 @@ pub(crate) mod tests {
                 splits: good.splits.clone(),
                 count: good.count,
                 hash_key: good.hash_key,
-                directory: Vec::new(),
+                directory: Directory::default(),
             };
             let r = next();
             let at = (r >> 16) as usize % bad.records.len();
@@ -2157,6 +2166,63 @@ pub(crate) mod tests {
         assert_eq!(all(&ix), want);
     }
 
+    /// Each group's filter holds the bits of every key in the group, and
+    /// turns most absent keys away before a record is read: a base finds
+    /// every key it holds and none it does not, with or without filters.
+    #[test]
+    fn group_filters_keep_every_key_and_turn_most_absent_ones_away() {
+        let mut ix = Index::default();
+        for n in 0..20_000u32 {
+            ix.insert(format!("room-{}/msg-{n}", n % 97).as_bytes(), loc(n));
+        }
+        let image = ix.image();
+        let directory = image.directory();
+        let mask = (buckets_for(image.count as usize) - 1) as u64;
+        let group = |hash: u64| ((hash & mask) >> base::GROUP_BITS) as usize;
+        let passes = |hash: u64| {
+            let bits = base::filter_bits(hash);
+            directory.filters[group(hash)] & bits == bits
+        };
+        let hasher = HashKey(image.hash_key.0, image.hash_key.1);
+        for n in 0..20_000u32 {
+            let hash = hasher.hash(format!("room-{}/msg-{n}", n % 97).as_bytes());
+            assert!(passes(hash), "key {n} is in its group's filter");
+        }
+        let absent: Vec<Vec<u8>> = (0..20_000u32)
+            .map(|n| format!("room-{}/msg-{}", n % 97, n + 1_000_000).into_bytes())
+            .collect();
+        let passed = absent.iter().filter(|k| passes(hasher.hash(k))).count();
+        // About 9 keys per group here, two bits each of 64: about 1 in 15.
+        assert!(passed < absent.len() / 8, "{passed} absent keys pass");
+        let mut next = xorshift(0xf117e5);
+        let with = Index::from_base(base_of(&ix, &mut next), 0);
+        let mut image = ix.image();
+        let mut without = image.directory();
+        without.filters.clear();
+        image.directory = Directory::default();
+        let pieces = vec![bytes::Bytes::from(image.records)];
+        let without = Index::from_base(
+            BaseIndex::new(
+                pieces,
+                without,
+                image.count,
+                image.splits,
+                image.hash_key,
+                |_| true,
+                None,
+            )
+            .expect("a base without filters"),
+            0,
+        );
+        for ix in [&with, &without] {
+            for n in 0..20_000u32 {
+                let key = format!("room-{}/msg-{n}", n % 97);
+                assert_eq!(ix.get(key.as_bytes()), Some(loc(n)), "{key}");
+            }
+            assert!(absent.iter().all(|k| ix.get(k).is_none()));
+        }
+    }
+
     /// The base of `ix`'s image, its records cut into pieces of sizes
     /// drawn from `next` (so some records straddle two pieces).
     pub(crate) fn base_of(ix: &Index, next: &mut impl FnMut() -> u64) -> BaseIndex {
@@ -2361,8 +2427,18 @@ pub(crate) mod tests {
             let mut dir = directory.clone();
             let r = next();
             if trial % 3 == 0 {
-                let at = (r % dir.len() as u64) as usize;
-                dir[at] = dir[at].wrapping_add((r >> 32) as u32 % 9).wrapping_sub(4);
+                let at = (r % dir.starts.len() as u64) as usize;
+                dir.starts[at] = dir.starts[at]
+                    .wrapping_add((r >> 32) as u32 % 9)
+                    .wrapping_sub(4);
+            } else if trial % 5 == 1 {
+                // A filter lacking a key's bit, or one too few.
+                let at = (r % dir.filters.len() as u64) as usize;
+                if r >> 63 == 0 {
+                    dir.filters[at] &= !(1 << ((r >> 32) % 64));
+                } else {
+                    dir.filters.truncate(at);
+                }
             } else {
                 let at = (r % records.len() as u64) as usize;
                 records[at] ^= ((r >> 32) as u8) | 1;
@@ -2391,8 +2467,9 @@ pub(crate) mod tests {
                 one.err(),
                 bad.as_ref().err()
             );
-            // Flipped key bytes are not caught (a checkpoint's columns
-            // carry crcs); whatever loads must answer without panicking.
+            // Flipped key bytes and filter bits are not caught (a
+            // checkpoint's columns carry crcs); whatever loads must answer
+            // without panicking.
             if let Ok(base) = bad {
                 let ix = Index::from_base(base, 0);
                 for n in 0..500u32 {
