@@ -544,6 +544,19 @@ impl Snapshot {
     /// # Errors
     /// [`Error::Corrupt`] naming what does not fit.
     pub(crate) fn into_state(self, k: usize, room: usize) -> Result<(super::State, Vec<u64>, u64)> {
+        let (mut state, retired, cut, index) = self.into_stripes(k)?;
+        state.index = index.load(room)?;
+        Ok((state, retired, cut))
+    }
+
+    /// [`into_state`](Self::into_state) in two steps: the state with the
+    /// stripe table and generations, and an empty index under the
+    /// checkpoint's hash key (changes can be gathered for it); then the
+    /// index, still to be checked against the table ([`IndexLoad`]).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming what does not fit.
+    pub(crate) fn into_stripes(self, k: usize) -> Result<(super::State, Vec<u64>, u64, IndexLoad)> {
         let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
         let stripes = StripeTable::restore(
             self.stripes
@@ -563,18 +576,58 @@ impl Snapshot {
                 }
             }
         }
-        let part_ok = |p: &PartLoc| {
-            let c = usize::from(p.column_index);
-            c < k
-                && column_lens
-                    .get((p.slot as usize).saturating_mul(k).saturating_add(c))
-                    .copied()
-                    .flatten()
-                    .is_some_and(|len| u64::from(p.offset) + u64::from(p.len) <= u64::from(len))
+        let state = super::State {
+            index: super::index::Index::with_hash_key(self.index.hash_key),
+            stripes,
+            generations: self.generations.into_iter().collect(),
         };
-        let index = match self.base {
+        let load = IndexLoad {
+            image: self.index,
+            base: self.base,
+            column_lens,
+            k,
+        };
+        Ok((state, self.retired, self.cut, load))
+    }
+}
+
+/// A checkpoint's index, still to be checked against its stripe table and
+/// made an [`Index`](super::index::Index): the records read in place (a
+/// version 2 or 3 body) or copied (version 1).
+#[derive(Default)]
+pub(crate) struct IndexLoad {
+    image: IndexImage,
+    base: Option<BasePieces>,
+    /// Each data column's length by slot (`slot * k + column`).
+    column_lens: Vec<Option<u32>>,
+    k: usize,
+}
+
+impl IndexLoad {
+    /// Whether every part `p` names lies inside a data column of a
+    /// stripe in the table.
+    fn part_ok(column_lens: &[Option<u32>], k: usize, p: &PartLoc) -> bool {
+        let c = usize::from(p.column_index);
+        c < k
+            && column_lens
+                .get((p.slot as usize).saturating_mul(k).saturating_add(c))
+                .copied()
+                .flatten()
+                .is_some_and(|len| u64::from(p.offset) + u64::from(p.len) <= u64::from(len))
+    }
+
+    /// The index, every record checked, with room for `room` more keys.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the first record or entry that does not
+    /// fit.
+    pub(crate) fn load(self, room: usize) -> Result<super::index::Index> {
+        let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
+        let (column_lens, k) = (self.column_lens, self.k);
+        let part_ok = |p: &PartLoc| Self::part_ok(&column_lens, k, p);
+        match self.base {
             Some(BasePieces { pieces, directory }) => {
-                let image = self.index;
+                let image = self.image;
                 let base = super::index::BaseIndex::new(
                     pieces,
                     directory,
@@ -585,16 +638,70 @@ impl Snapshot {
                     None,
                 )
                 .map_err(bad)?;
-                super::index::Index::from_base(base, room)
+                Ok(super::index::Index::from_base(base, room))
             }
-            None => super::index::Index::from_image(self.index, room, part_ok).map_err(bad)?,
-        };
-        let state = super::State {
-            index,
-            stripes,
-            generations: self.generations.into_iter().collect(),
-        };
-        Ok((state, self.retired, self.cut))
+            None => super::index::Index::from_image(self.image, room, part_ok).map_err(bad),
+        }
+    }
+
+    /// [`load`](Self::load) on another thread, for records read in place
+    /// (their check reads every record: open reads the tail meanwhile);
+    /// `Err(self)` for a version 1 body, whose load needs its room, or
+    /// when no thread can be started.
+    pub(crate) fn spawn(self) -> std::result::Result<PendingIndex, Box<IndexLoad>> {
+        if self.base.is_none() {
+            return Err(Box::new(self));
+        }
+        // Handed over through a slot, so that a thread that cannot start
+        // gives the load back.
+        let slot = Arc::new(std::sync::Mutex::new(Some(self)));
+        let theirs = Arc::clone(&slot);
+        let started = std::thread::Builder::new()
+            .name("geoshard-checkpoint-check".into())
+            .spawn(move || {
+                let load = theirs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                load.map(|load| load.load(0))
+            });
+        match started {
+            Ok(handle) => Ok(PendingIndex(handle)),
+            Err(_) => match slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+            {
+                Some(load) => Err(Box::new(load)),
+                // Unreachable: the thread that did not start took nothing.
+                None => Err(Box::default()),
+            },
+        }
+    }
+}
+
+/// A checkpoint's index being checked on another thread
+/// ([`IndexLoad::spawn`]).
+pub(crate) struct PendingIndex(std::thread::JoinHandle<Option<Result<super::index::Index>>>);
+
+impl PendingIndex {
+    /// The index, once checked, with room for `room` more keys.
+    ///
+    /// # Errors
+    /// As [`IndexLoad::load`].
+    pub(crate) fn finish(self, room: usize) -> Result<super::index::Index> {
+        let loaded = self
+            .0
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let mut index = loaded.unwrap_or_else(|| {
+            Err(crate::format::wire::corrupt(
+                "checkpoint",
+                "the index was not handed to its check",
+            ))
+        })?;
+        index.reserve(room);
+        Ok(index)
     }
 }
 
@@ -918,6 +1025,45 @@ fn rebase(
     drop(old);
     Ok(Some(locked_ms))
 }
+
+/// Writes, as a newer checkpoint, the newest one with its first index
+/// record's kind byte XORed with `xor`, the body's crc fixed up (its
+/// columns get their own checksums as any checkpoint's do): with a
+/// non-zero `xor`, a body every checksum passes whose records fail open's
+/// check. Returns the new generation.
+///
+/// # Errors
+/// No checkpoint to copy, or a read or write failed.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn write_forged_newest(inner: &Inner, xor: u8) -> Result<u64> {
+    let mut found = checkpoint_holders(&inner.nodes);
+    let Some((generation, holders)) = found.pop_last() else {
+        return Err(crate::format::wire::corrupt("checkpoint", "none to copy"));
+    };
+    let (pieces, _) = read_body(
+        &inner.nodes,
+        &inner.layout,
+        &inner.codec,
+        generation,
+        &holders,
+        inner.sequential_io,
+    )?;
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    let mut body = copy_range(&pieces, 0, total);
+    if total < TRAILER_LEN + FIXED_RECORD_KIND + 1 {
+        return Err(crate::format::wire::corrupt("checkpoint", "no record"));
+    }
+    body[FIXED_RECORD_KIND] ^= xor;
+    let crc = crc32fast::hash(&body[..total - 4]);
+    body[total - 4..].copy_from_slice(&crc.to_le_bytes());
+    let forged = generation + 1;
+    write_columns(inner, forged, &body)?;
+    Ok(forged)
+}
+
+/// Where a record's kind byte is (docs/FORMAT.md, "Checkpoint").
+#[cfg(any(test, feature = "testing"))]
+const FIXED_RECORD_KIND: usize = 2;
 
 /// Codes `body` chunk by chunk and appends each column to its home node.
 /// Returns the column bytes written.

@@ -77,7 +77,7 @@ pub use recover::OpenReport;
 pub use repair::{Progress, ProgressFn, RepairOptions, RepairReport, ScrubOptions, ScrubReport};
 pub use submit::Completion;
 #[cfg(any(test, feature = "testing"))]
-pub(crate) use testing::{index_shape, segment_views};
+pub(crate) use testing::{forge_checkpoint, index_shape, segment_views};
 
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use self::clock::Clock;

@@ -123,3 +123,8 @@ pub(crate) fn segment_views(store: &Store) -> Vec<(String, u64, Option<usize>)> 
 pub(crate) fn index_shape(store: &Store) -> (usize, usize) {
     store.inner.read_state().index.shape()
 }
+
+/// The body of [`crate::testing::forge_checkpoint`].
+pub(crate) fn forge_checkpoint(store: &Store, xor: u8) -> Result<u64> {
+    super::checkpoint::write_forged_newest(&store.inner, xor)
+}

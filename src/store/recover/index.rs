@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::State;
+use super::super::checkpoint::PendingIndex;
 use super::super::index::Index;
 use super::super::index::{BlobLoc, PartLoc};
 use super::super::read::Reads;
@@ -53,19 +54,25 @@ impl IndexBuilder<'_> {
                 .map_or_else(Default::default, super::super::index::Index::with_hash_key),
             ..State::default()
         };
-        self.build_onto(state, visible)
+        self.build_onto(state, visible, None)?
     }
 
     /// [`build_state`](Self::build_state) over `state` (a checkpoint's):
-    /// the visible stripes are newer than every stripe in it.
+    /// the visible stripes are newer than every stripe in it. `pending`:
+    /// the checkpoint's index, being checked on another thread while the
+    /// stripes' entry tables are read (`state.index` is then empty, under
+    /// the same hash key), and the room it needs; it replaces
+    /// `state.index` before the first change is applied.
     ///
     /// # Errors
-    /// As `build_state`.
+    /// As `build_state`. The inner error: the pending index was refused
+    /// (open then scans every record instead).
     pub(crate) fn build_onto(
         &self,
         mut state: State,
         mut visible: Vec<(StripeInfo, u64)>,
-    ) -> Result<Built> {
+        mut pending: Option<(PendingIndex, usize)>,
+    ) -> Result<Result<Built>> {
         let k = self.layout.code().data_count;
         // Entries already in the state (a checkpoint's) are not counted
         // against the reservation for the stripes' entries.
@@ -111,6 +118,12 @@ impl IndexBuilder<'_> {
             if current_commit != Some(commit) {
                 end_commit(&state.index, &mut splits, &mut changes);
                 if changes.len() >= CHANGES_BATCH {
+                    if let Some((index, room)) = pending.take() {
+                        match index.finish(room) {
+                            Ok(index) => state.index = index,
+                            Err(refused) => return Ok(Err(refused)),
+                        }
+                    }
                     state.apply_changes(&mut changes);
                 }
                 current_commit = Some(commit);
@@ -159,7 +172,8 @@ impl IndexBuilder<'_> {
                 for loc in retire_markers.drain(..) {
                     retired.extend(self.reads.retired_generations(&info, &loc)?);
                 }
-                if !reserved {
+                // A pending index was made with its room.
+                if !reserved && pending.is_none() {
                     sampled_bytes += u64::from(table_len);
                     sampled_entries += count as u64;
                     if sampled_entries >= RESERVE_SAMPLE_ENTRIES {
@@ -180,13 +194,19 @@ impl IndexBuilder<'_> {
             }
         }
         end_commit(&state.index, &mut splits, &mut changes);
+        if let Some((index, room)) = pending.take() {
+            match index.finish(room) {
+                Ok(index) => state.index = index,
+                Err(refused) => return Ok(Err(refused)),
+            }
+        }
         state.apply_changes(&mut changes);
         drop_retired(&mut state, &retired);
-        Ok(Built {
+        Ok(Ok(Built {
             state,
             retired,
             entry_tables_rebuilt: rebuilt,
-        })
+        }))
     }
 }
 

@@ -267,16 +267,30 @@ impl Recovery<'_> {
                 }
             }
         }
-        // The tail first: the index is loaded with room for its entries
-        // (at most one per RESERVE_ENTRY_BYTES_MIN bytes of entry table),
-        // so they never grow the table past a power of two (a rehash of
-        // every key: half the open of a store just under one). A header's
-        // claim counts only up to the bytes of the records found.
+        // The stripe table now; the index's records are checked on another
+        // thread (reading every record) while the tail is scanned and its
+        // entry tables read, and joined before the first change.
+        let (mut state, retired, _, index) = match snapshot.into_stripes(k) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::warn!(generation, error = %e, "checkpoint does not load");
+                return Ok(None);
+            }
+        };
+        let (pending, index) = match index.spawn() {
+            Ok(pending) => (Some(pending), None),
+            Err(index) => (None, Some(index)),
+        };
+        // The index is loaded with room for the tail's entries (at most one
+        // per RESERVE_ENTRY_BYTES_MIN bytes of entry table), so they never
+        // grow the table past a power of two (a rehash of every key: half
+        // the open of a store just under one). A header's claim counts
+        // only up to the bytes of the records found.
         let scanned = self.scanner().scan_nodes_from(&horizons)?;
         self.identify.check_outage()?;
         let tail_table_bytes: u64 = scanned
             .stripes
-            .range(snapshot.cut..)
+            .range(cut..)
             .map(|(_, found)| {
                 let claimed: u64 = found
                     .header
@@ -288,13 +302,15 @@ impl Recovery<'_> {
             })
             .sum();
         let room = usize::try_from(tail_table_bytes / index::RESERVE_ENTRY_BYTES_MIN).unwrap_or(0);
-        let (mut state, retired, _) = match snapshot.into_state(k, room) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                tracing::warn!(generation, error = %e, "checkpoint does not load");
-                return Ok(None);
+        if let Some(index) = index {
+            match index.load(room) {
+                Ok(index) => state.index = index,
+                Err(e) => {
+                    tracing::warn!(generation, error = %e, "checkpoint does not load");
+                    return Ok(None);
+                }
             }
-        };
+        }
         let mut retired: BTreeSet<u64> = retired.into_iter().collect();
         for id in &scanned.scanned_whole {
             horizons.measured.remove(id);
@@ -410,7 +426,17 @@ impl Recovery<'_> {
         for (g, bytes) in stale_bytes {
             *verdicts.stale_bytes.entry(g).or_default() += bytes;
         }
-        let mut built = self.index_builder().build_onto(state, verdicts.visible)?;
+        let pending = pending.map(|pending| (pending, room));
+        let mut built = match self
+            .index_builder()
+            .build_onto(state, verdicts.visible, pending)?
+        {
+            Ok(built) => built,
+            Err(e) => {
+                tracing::warn!(generation, error = %e, "checkpoint does not load");
+                return Ok(None);
+            }
+        };
         retired.extend(built.retired.iter().copied());
         // A segment the checkpoint saw that is gone was retired since.
         if absent
