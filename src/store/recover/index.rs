@@ -86,9 +86,17 @@ impl IndexBuilder<'_> {
         // tables show the bytes per entry, the index reserves its table
         // for the whole store at once (growing it by doubling rehashed
         // every key about twice: a quarter of open's time at 10^6 blobs).
+        // A table's claimed length counts only up to its column's.
         let table_bytes: u64 = visible
             .iter()
-            .map(|(s, _)| (0..k).map(|c| u64::from(s.entry_table_len(c))).sum::<u64>())
+            .map(|(s, _)| {
+                (0..k)
+                    .map(|c| {
+                        let column = s.columns.get(c).map_or(0, |col| col.len);
+                        u64::from(s.entry_table_len(c).min(column))
+                    })
+                    .sum::<u64>()
+            })
             .sum();
         let (mut sampled_bytes, mut sampled_entries, mut reserved) = (0u64, 0u64, false);
         for (info, _) in visible {
@@ -103,6 +111,11 @@ impl IndexBuilder<'_> {
             .unwrap_or(usize::MAX)
             .min(CHANGES_BATCH);
         let mut changes = Changes::with_capacity(batch, batch * 24);
+        // Each entry's record in the arena is shorter than the entry.
+        let arena_bytes = usize::try_from(table_bytes).unwrap_or(usize::MAX);
+        if pending.is_none() {
+            state.index.reserve_arena(arena_bytes);
+        }
         // The split blobs of the commit being read (whole only if every
         // part is in it), added after its other changes.
         let mut splits = Splits::new();
@@ -123,6 +136,7 @@ impl IndexBuilder<'_> {
                             Ok(index) => state.index = index,
                             Err(refused) => return Ok(Err(refused)),
                         }
+                        state.index.reserve_arena(arena_bytes);
                     }
                     state.apply_changes(&mut changes);
                 }
@@ -199,6 +213,7 @@ impl IndexBuilder<'_> {
                 Ok(index) => state.index = index,
                 Err(refused) => return Ok(Err(refused)),
             }
+            state.index.reserve_arena(arena_bytes);
         }
         state.apply_changes(&mut changes);
         drop_retired(&mut state, &retired);
