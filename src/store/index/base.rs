@@ -43,6 +43,15 @@ pub(crate) fn filter_bits_of_tag(tag: u16) -> u64 {
     (1u64 << ((tag >> 6) & 63)) | (1u64 << (tag & 63))
 }
 
+/// The key in a record's bytes (empty if they are cut short).
+pub(super) fn key_of(r: &[u8]) -> &[u8] {
+    let Some(header) = r.get(..2) else {
+        return &[];
+    };
+    let len = usize::from(u16::from_le_bytes([header[0], header[1]]));
+    r.get(FIXED..FIXED + len).unwrap_or(&[])
+}
+
 /// A base's directory of bucket groups.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Directory {
@@ -383,19 +392,60 @@ impl BaseIndex {
         }
     }
 
+    /// Every record in order, its id and bytes, read along the pieces (no
+    /// search per record, as [`record`](Self::record) makes): a
+    /// checkpoint's image copies them all. Stops early only at a record
+    /// the check at open would have refused.
+    pub(super) fn records(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
+        let total = self.len_bytes();
+        let (mut at, mut piece) = (0usize, 0usize);
+        std::iter::from_fn(move || {
+            if at >= total {
+                return None;
+            }
+            while self.starts.get(piece + 1).is_some_and(|&s| s <= at) {
+                piece += 1;
+            }
+            let id = (at / ALIGN) as u32;
+            let bytes = self.pieces.get(piece)?;
+            let within = at - self.starts.get(piece)?;
+            let whole = bytes.get(within..within + 2).and_then(|header| {
+                let len = record_len(usize::from(u16::from_le_bytes([header[0], header[1]])));
+                bytes.get(within..within + len)
+            });
+            let record = match whole {
+                Some(record) => record,
+                None => self.straddlers.get(&id).map(|b| &b[..])?,
+            };
+            at += record.len().max(ALIGN);
+            Some((id, record))
+        })
+    }
+
+    /// The bytes of the records.
+    pub(super) fn bytes(&self) -> usize {
+        self.len_bytes()
+    }
+
     /// The key of record `id`.
     pub(super) fn key(&self, id: u32) -> &[u8] {
-        self.record(id).map_or(&[], |r| {
-            let len = usize::from(u16::from_le_bytes([r[0], r[1]]));
-            r.get(FIXED..FIXED + len).unwrap_or(&[])
-        })
+        self.record(id).map_or(&[], key_of)
     }
 
     /// Where record `id`'s blob is.
     pub(super) fn loc(&self, id: u32) -> BlobLoc {
-        let Some(r) = self.record(id) else {
+        match self.record(id) {
+            Some(r) => self.loc_of(r),
+            None => BlobLoc::split(0, Box::new([])),
+        }
+    }
+
+    /// Where the blob of `r` (a record's bytes, as
+    /// [`records`](Self::records) gives them) is.
+    pub(super) fn loc_of(&self, r: &[u8]) -> BlobLoc {
+        if r.len() < FIXED {
             return BlobLoc::split(0, Box::new([]));
-        };
+        }
         let field = |i: usize| super::u32_at(r, 4 + 4 * i);
         if r[2] == KIND_SPLIT {
             return match self.splits.get(field(0) as usize) {

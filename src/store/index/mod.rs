@@ -453,8 +453,11 @@ impl IndexCopy {
                     .get(id as usize / 64)
                     .is_some_and(|w| w & (1 << (id % 64)) != 0)
             };
-            for id in base.ids().filter(|&id| !hidden(id)) {
-                let key = base.key(id);
+            // One growth of the arena, not an eighth at a time (each step
+            // copied it while below the allocator's mapping threshold).
+            let _ = self.arena.try_reserve_exact(base.bytes());
+            for (_, r) in base.records().filter(|&(id, _)| !hidden(id)) {
+                let key = base::key_of(r);
                 let Some(at) = push_record(&mut self.arena, key) else {
                     // Unreachable while `full` refuses puts: the image then
                     // holds fewer records than its count, and open refuses
@@ -463,7 +466,7 @@ impl IndexCopy {
                     break;
                 };
                 let at = at as usize * ALIGN;
-                match base.loc(id) {
+                match base.loc_of(r) {
                     BlobLoc::Whole(p) => {
                         let record = &mut self.arena[at..at + FIXED];
                         record[2] = KIND_WHOLE;
