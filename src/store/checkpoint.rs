@@ -666,15 +666,17 @@ impl IndexLoad {
                 load.map(|load| load.load(0))
             });
         match started {
-            Ok(handle) => Ok(PendingIndex(handle)),
+            Ok(handle) => Ok(PendingIndex(Some(handle))),
             Err(_) => match slot
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
             {
                 Some(load) => Err(Box::new(load)),
-                // Unreachable: the thread that did not start took nothing.
-                None => Err(Box::default()),
+                // Unreachable (a thread that did not start took nothing):
+                // a pending index without a thread, which `finish` refuses
+                // (open then scans every record).
+                None => Ok(PendingIndex(None)),
             },
         }
     }
@@ -682,18 +684,35 @@ impl IndexLoad {
 
 /// A checkpoint's index being checked on another thread
 /// ([`IndexLoad::spawn`]).
-pub(crate) struct PendingIndex(std::thread::JoinHandle<Option<Result<super::index::Index>>>);
+/// Dropped unfinished (open gave the checkpoint up, or failed), it waits
+/// for the check to end: no thread is left reading the body beside what
+/// open does next.
+pub(crate) struct PendingIndex(
+    Option<std::thread::JoinHandle<Option<Result<super::index::Index>>>>,
+);
+
+impl Drop for PendingIndex {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // Its verdict is not wanted; a panic in it is not this
+            // thread's to raise while dropping.
+            let _ = handle.join();
+        }
+    }
+}
 
 impl PendingIndex {
     /// The index, once checked, with room for `room` more keys.
     ///
     /// # Errors
     /// As [`IndexLoad::load`].
-    pub(crate) fn finish(self, room: usize) -> Result<super::index::Index> {
-        let loaded = self
-            .0
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    pub(crate) fn finish(mut self, room: usize) -> Result<super::index::Index> {
+        let loaded = match self.0.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => None,
+        };
         let mut index = loaded.unwrap_or_else(|| {
             Err(crate::format::wire::corrupt(
                 "checkpoint",
@@ -1036,6 +1055,7 @@ fn rebase(
 /// No checkpoint to copy, or a read or write failed.
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn write_forged_newest(inner: &Inner, xor: u8) -> Result<u64> {
+    let _only_one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
     let mut found = checkpoint_holders(&inner.nodes);
     let Some((generation, holders)) = found.pop_last() else {
         return Err(crate::format::wire::corrupt("checkpoint", "none to copy"));
@@ -1056,7 +1076,16 @@ pub(crate) fn write_forged_newest(inner: &Inner, xor: u8) -> Result<u64> {
     body[FIXED_RECORD_KIND] ^= xor;
     let crc = crc32fast::hash(&body[..total - 4]);
     body[total - 4..].copy_from_slice(&crc.to_le_bytes());
-    let forged = generation + 1;
+    // The last number of this session's checkpoints, which its own reach
+    // only after 65,535 of them: newer than any other checkpoint now.
+    let session = session_of(inner.next_stripe_id.load(Ordering::Acquire));
+    let forged = generation_of(session, u16::MAX);
+    if forged <= generation {
+        return Err(crate::format::wire::corrupt(
+            "checkpoint",
+            "this session forged one already",
+        ));
+    }
     write_columns(inner, forged, &body)?;
     Ok(forged)
 }

@@ -59,9 +59,10 @@ pub(crate) struct Directory {
     /// base's `count` keys, the id of its first record, then the end.
     pub starts: Vec<u32>,
     /// For each group, the OR of its keys' [`filter_bits`] (a filter of
-    /// about ten keys: a key not in the group misses it about 19 times
-    /// in 20, and its lookup then reads no record). Empty: none (a
-    /// version 2 checkpoint), every lookup reads its group's records.
+    /// 7 to 14 keys, by where the count falls between powers of two: a key
+    /// not in the group misses it 87-96 times in 100, and its lookup then
+    /// reads no record). Empty: none (a version 2 checkpoint), every
+    /// lookup reads its group's records.
     pub filters: Vec<u64>,
 }
 

@@ -1171,20 +1171,23 @@ impl Index {
         };
     }
 
-    /// Gives back the spare capacity the arena grew (after open's bulk
-    /// insert, which doubles it as it goes).
     /// Makes room in the arena for `bytes` more bytes of records at once,
     /// if the allocator grants it (open's bulk inserts, bounded by the
     /// entry tables' bytes: grown an eighth at a time, the arena was
     /// copied at each step while below the allocator's mapping threshold,
-    /// a tenth of the inserts' time). [`shrink_to_fit`](Self::shrink_to_fit)
-    /// gives back what was not used.
+    /// a sixth of the inserts' time at an open from a checkpoint).
+    /// [`shrink_to_fit`](Self::shrink_to_fit) gives back what was not
+    /// used. The room is address space, not memory, until records fill it;
+    /// under a strict overcommit policy (`vm.overcommit_memory = 2`) it
+    /// counts against the commit limit until open ends, and a refusal only
+    /// brings back the growth an eighth at a time.
     pub fn reserve_arena(&mut self, bytes: usize) {
         let room = bytes.min(ARENA_MAX.saturating_sub(self.arena.len()));
-        // Refused (a memory limit): the arena grows as it goes.
         let _ = self.arena.try_reserve_exact(room);
     }
 
+    /// Gives back the spare capacity the arena, its table and the split
+    /// blobs grew (after open's bulk insert, which reserves ahead).
     pub fn shrink_to_fit(&mut self) {
         self.arena.shrink_to_fit();
         self.splits.shrink_to_fit();

@@ -137,6 +137,8 @@ impl IndexBuilder<'_> {
                             Err(refused) => return Ok(Err(refused)),
                         }
                         state.index.reserve_arena(arena_bytes);
+                        // Made with its room: no estimate from samples.
+                        reserved = true;
                     }
                     state.apply_changes(&mut changes);
                 }
