@@ -960,14 +960,7 @@ fn rebase(
     let holders = checkpoint_holders(&inner.nodes)
         .remove(&generation)
         .unwrap_or_default();
-    let (pieces, crcs) = read_body(
-        &inner.nodes,
-        &inner.layout,
-        &inner.codec,
-        generation,
-        &holders,
-        inner.sequential_io,
-    )?;
+    let (pieces, crcs) = read_back(inner, generation, &holders)?;
     // The body read back is the one written: its crc (checked against
     // its bytes by the decode) and what it was cut at.
     let total: usize = pieces.iter().map(Bytes::len).sum();
@@ -1060,14 +1053,7 @@ pub(crate) fn write_forged_newest(inner: &Inner, xor: u8) -> Result<u64> {
     let Some((generation, holders)) = found.pop_last() else {
         return Err(crate::format::wire::corrupt("checkpoint", "none to copy"));
     };
-    let (pieces, _) = read_body(
-        &inner.nodes,
-        &inner.layout,
-        &inner.codec,
-        generation,
-        &holders,
-        inner.sequential_io,
-    )?;
+    let (pieces, _) = read_back(inner, generation, &holders)?;
     let total: usize = pieces.iter().map(Bytes::len).sum();
     let mut body = copy_range(&pieces, 0, total);
     if total < TRAILER_LEN + FIXED_RECORD_KIND + 1 {
@@ -1093,6 +1079,19 @@ pub(crate) fn write_forged_newest(inner: &Inner, xor: u8) -> Result<u64> {
 /// Where a record's kind byte is (docs/FORMAT.md, "Checkpoint").
 #[cfg(any(test, feature = "testing"))]
 const FIXED_RECORD_KIND: usize = 2;
+
+/// [`read_body`] of checkpoint `generation` from `holders`, the running
+/// store's nodes.
+fn read_back(inner: &Inner, generation: u64, holders: &[NodeId]) -> Result<(Vec<Bytes>, Vec<u32>)> {
+    read_body(
+        &inner.nodes,
+        &inner.layout,
+        &inner.codec,
+        generation,
+        holders,
+        inner.sequential_io,
+    )
+}
 
 /// Codes `body` chunk by chunk and appends each column to its home node.
 /// Returns the column bytes written.
