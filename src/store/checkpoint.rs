@@ -594,7 +594,6 @@ impl Snapshot {
 /// A checkpoint's index, still to be checked against its stripe table and
 /// made an [`Index`](super::index::Index): the records read in place (a
 /// version 2 or 3 body) or copied (version 1).
-#[derive(Default)]
 pub(crate) struct IndexLoad {
     image: IndexImage,
     base: Option<BasePieces>,
@@ -646,39 +645,17 @@ impl IndexLoad {
 
     /// [`load`](Self::load) on another thread, for records read in place
     /// (their check reads every record: open reads the tail meanwhile);
-    /// `Err(self)` for a version 1 body, whose load needs its room, or
-    /// when no thread can be started.
+    /// `Err(self)` for a version 1 body, whose load needs its room. A
+    /// thread that cannot be started is a refusal (open scans every
+    /// record).
     pub(crate) fn spawn(self) -> std::result::Result<PendingIndex, Box<IndexLoad>> {
         if self.base.is_none() {
             return Err(Box::new(self));
         }
-        // Handed over through a slot, so that a thread that cannot start
-        // gives the load back.
-        let slot = Arc::new(std::sync::Mutex::new(Some(self)));
-        let theirs = Arc::clone(&slot);
         let started = std::thread::Builder::new()
             .name("geoshard-checkpoint-check".into())
-            .spawn(move || {
-                let load = theirs
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                load.map(|load| load.load(0))
-            });
-        match started {
-            Ok(handle) => Ok(PendingIndex(Some(handle))),
-            Err(_) => match slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-            {
-                Some(load) => Err(Box::new(load)),
-                // Unreachable (a thread that did not start took nothing):
-                // a pending index without a thread, which `finish` refuses
-                // (open then scans every record).
-                None => Ok(PendingIndex(None)),
-            },
-        }
+            .spawn(move || self.load(0));
+        Ok(PendingIndex(started.ok()))
     }
 }
 
@@ -687,9 +664,7 @@ impl IndexLoad {
 /// Dropped unfinished (open gave the checkpoint up, or failed), it waits
 /// for the check to end: no thread is left reading the body beside what
 /// open does next.
-pub(crate) struct PendingIndex(
-    Option<std::thread::JoinHandle<Option<Result<super::index::Index>>>>,
-);
+pub(crate) struct PendingIndex(Option<std::thread::JoinHandle<Result<super::index::Index>>>);
 
 impl Drop for PendingIndex {
     fn drop(&mut self) {
@@ -707,18 +682,15 @@ impl PendingIndex {
     /// # Errors
     /// As [`IndexLoad::load`].
     pub(crate) fn finish(mut self, room: usize) -> Result<super::index::Index> {
-        let loaded = match self.0.take() {
-            Some(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => None,
-        };
-        let mut index = loaded.unwrap_or_else(|| {
-            Err(crate::format::wire::corrupt(
+        let Some(handle) = self.0.take() else {
+            return Err(crate::format::wire::corrupt(
                 "checkpoint",
-                "the index was not handed to its check",
-            ))
-        })?;
+                "no thread could be started to check its records",
+            ));
+        };
+        let mut index = handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         index.reserve(room);
         Ok(index)
     }

@@ -513,19 +513,7 @@ impl BaseIndex {
 
     /// Every record's id, in order.
     pub(super) fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        let end = self.id_end();
-        let mut id = 0u32;
-        std::iter::from_fn(move || {
-            if id >= end {
-                return None;
-            }
-            let here = id;
-            let len = self.record(id).map_or(FIXED, |r| {
-                record_len(usize::from(u16::from_le_bytes([r[0], r[1]])))
-            });
-            id += (len / ALIGN) as u32;
-            Some(here)
-        })
+        self.records().map(|(id, _)| id)
     }
 
     /// Heap bytes the base holds (pieces not counted: mapped, or counted

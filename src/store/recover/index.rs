@@ -113,7 +113,8 @@ impl IndexBuilder<'_> {
         let mut changes = Changes::with_capacity(batch, batch * 24);
         // Each entry's record in the arena is shorter than the entry.
         let arena_bytes = usize::try_from(table_bytes).unwrap_or(usize::MAX);
-        if pending.is_none() {
+        let pending_at_start = pending.is_some();
+        if !pending_at_start {
             state.index.reserve_arena(arena_bytes);
         }
         // The split blobs of the commit being read (whole only if every
@@ -131,15 +132,12 @@ impl IndexBuilder<'_> {
             if current_commit != Some(commit) {
                 end_commit(&state.index, &mut splits, &mut changes);
                 if changes.len() >= CHANGES_BATCH {
-                    if let Some((index, room)) = pending.take() {
-                        match index.finish(room) {
-                            Ok(index) => state.index = index,
-                            Err(refused) => return Ok(Err(refused)),
-                        }
-                        state.index.reserve_arena(arena_bytes);
-                        // Made with its room: no estimate from samples.
-                        reserved = true;
+                    if let Err(refused) = swap_in(&mut state, pending.take(), arena_bytes) {
+                        return Ok(Err(refused));
                     }
+                    // A pending index was made with its room: no estimate
+                    // from samples.
+                    reserved |= pending_at_start;
                     state.apply_changes(&mut changes);
                 }
                 current_commit = Some(commit);
@@ -210,12 +208,8 @@ impl IndexBuilder<'_> {
             }
         }
         end_commit(&state.index, &mut splits, &mut changes);
-        if let Some((index, room)) = pending.take() {
-            match index.finish(room) {
-                Ok(index) => state.index = index,
-                Err(refused) => return Ok(Err(refused)),
-            }
-            state.index.reserve_arena(arena_bytes);
+        if let Err(refused) = swap_in(&mut state, pending.take(), arena_bytes) {
+            return Ok(Err(refused));
         }
         state.apply_changes(&mut changes);
         drop_retired(&mut state, &retired);
@@ -225,6 +219,21 @@ impl IndexBuilder<'_> {
             entry_tables_rebuilt: rebuilt,
         }))
     }
+}
+
+/// Puts the checked checkpoint index `pending` (with its room), if any, in
+/// place of `state`'s empty one, with room in its arena for `arena_bytes`
+/// of records. Returns why the check refused it.
+fn swap_in(
+    state: &mut State,
+    pending: Option<(PendingIndex, usize)>,
+    arena_bytes: usize,
+) -> Result<()> {
+    if let Some((index, room)) = pending {
+        state.index = index.finish(room)?;
+        state.index.reserve_arena(arena_bytes);
+    }
+    Ok(())
 }
 
 /// Drops every index entry with a part in a retired generation, and the
