@@ -183,25 +183,33 @@ fn slice_range(pieces: &[Bytes], from: usize, to: usize) -> Vec<Bytes> {
 
 impl Snapshot {
     /// The body: records, then the rest, then the trailer.
+    #[cfg(any(test, feature = "testing"))]
     fn encode(&self, layout: &Layout) -> Result<Vec<u8>> {
         self.encode_version(layout, TRAILER_VERSION)
     }
 
     /// [`encode`](Self::encode) in format `version` (1: no directory; 2:
     /// no filters; for the tests that read older bodies).
+    #[cfg(any(test, feature = "testing"))]
     fn encode_version(&self, layout: &Layout, version: u16) -> Result<Vec<u8>> {
+        self.encode_onto(self.index.records.clone(), layout, version)
+    }
+
+    /// The body, in format `version`, whose records (`self.index.records`,
+    /// which may have been taken out) are `out`: the rest is appended to
+    /// them, not copied with them (at 10^7 blobs the records are hundreds
+    /// of MiB, and fresh memory is slow to touch: docs/PERFORMANCE.md).
+    fn encode_onto(&self, mut out: Vec<u8>, layout: &Layout, version: u16) -> Result<Vec<u8>> {
         let node_number = |id: NodeId| -> u16 {
             self.nodes
                 .iter()
                 .position(|n| *n == layout.node(id).name)
                 .map_or(NOT_STORED, |i| i as u16)
         };
-        let records = &self.index.records;
-        let mut out = Vec::with_capacity(records.len() + self.stripes.len() * 512 + 4096);
-        out.extend_from_slice(records);
+        out.reserve(self.stripes.len() * 512 + 4096);
         let meta_start = out.len();
         if version >= 2 {
-            let directory = self.index.directory();
+            let directory = self.index.directory_over(&out);
             put_u32(&mut out, directory.starts.len() as u32);
             for entry in directory.starts {
                 put_u32(&mut out, entry);
@@ -287,7 +295,7 @@ impl Snapshot {
             self.cut,
             self.index.hash_key.0,
             self.index.hash_key.1,
-            records.len() as u64,
+            meta_start as u64,
             self.index.count,
             meta_len as u64,
         ] {
@@ -841,7 +849,7 @@ pub(crate) fn write(
         }
     }
     let manifest = inner.manifests.state();
-    let snapshot = Snapshot {
+    let mut snapshot = Snapshot {
         store_id: manifest.shared.store_id,
         session: session_of(cut),
         cut,
@@ -855,7 +863,8 @@ pub(crate) fn write(
         index: copy.image(),
         base: None,
     };
-    let body = snapshot.encode(layout)?;
+    let records = std::mem::take(&mut snapshot.index.records);
+    let body = snapshot.encode_onto(records, layout, TRAILER_VERSION)?;
     let generation = generation_of(
         snapshot.session,
         inner.checkpoints_taken.fetch_add(1, Ordering::AcqRel) as u16,

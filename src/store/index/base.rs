@@ -423,11 +423,6 @@ impl BaseIndex {
         })
     }
 
-    /// The bytes of the records.
-    pub(super) fn bytes(&self) -> usize {
-        self.len_bytes()
-    }
-
     /// The key of record `id`.
     pub(super) fn key(&self, id: u32) -> &[u8] {
         self.record(id).map_or(&[], key_of)

@@ -382,15 +382,22 @@ pub(crate) struct IndexImage {
 impl IndexImage {
     /// The directory a [`BaseIndex`] over these records needs (the image's
     /// records are in bucket order: [`IndexCopy::image`]).
+    #[cfg(test)]
     pub fn directory(&self) -> Directory {
+        self.directory_over(&self.records)
+    }
+
+    /// [`directory`](Self::directory) of the image whose records are
+    /// `records` (its own, or taken out of it).
+    pub fn directory_over(&self, records: &[u8]) -> Directory {
         if !self.directory.starts.is_empty() {
             return self.directory.clone();
         }
         let hasher = HashKey(self.hash_key.0, self.hash_key.1);
         let count = usize::try_from(self.count).unwrap_or(usize::MAX);
         directory_of(
-            &self.records,
-            std::iter::from_fn(record_hashes(&self.records, hasher)),
+            records,
+            std::iter::from_fn(record_hashes(records, hasher)),
             count,
         )
     }
@@ -445,71 +452,60 @@ impl IndexCopy {
     /// then fills the table front to back instead of at random (3.8 s
     /// against a fraction of it for 10^7 keys, docs/PERFORMANCE.md).
     pub fn image(mut self) -> IndexImage {
-        if let Some((base, shadowed)) = self.base.take() {
-            // The base's records the overlay does not hide join the
-            // overlay's (off the store's lock: one copy of them).
-            let hidden = |id: u32| {
-                shadowed
-                    .get(id as usize / 64)
-                    .is_some_and(|w| w & (1 << (id % 64)) != 0)
-            };
-            // One growth of the arena, not an eighth at a time (each step
-            // copied it while below the allocator's mapping threshold).
-            let _ = self.arena.try_reserve_exact(base.bytes());
-            for (_, r) in base.records().filter(|&(id, _)| !hidden(id)) {
-                let key = base::key_of(r);
-                let Some(at) = push_record(&mut self.arena, key) else {
-                    // Unreachable while `full` refuses puts: the image then
-                    // holds fewer records than its count, and open refuses
-                    // it (the full scan instead), never a key short.
-                    tracing::error!("checkpoint image full: records left out");
-                    break;
-                };
-                let at = at as usize * ALIGN;
-                match base.loc_of(r) {
-                    BlobLoc::Whole(p) => {
-                        let record = &mut self.arena[at..at + FIXED];
-                        record[2] = KIND_WHOLE;
-                        record[3] = p.column_index as u8;
-                        for (i, field) in [p.slot, p.offset, p.len, p.checksum].iter().enumerate() {
-                            record[4 + 4 * i..8 + 4 * i].copy_from_slice(&field.to_le_bytes());
-                        }
-                    }
-                    BlobLoc::Split(split) => {
-                        let number = self.splits.len() as u32;
-                        self.splits.push(Some(split));
-                        let record = &mut self.arena[at..at + FIXED];
-                        record[2] = KIND_SPLIT;
-                        record[4..8].copy_from_slice(&number.to_le_bytes());
-                    }
-                }
-            }
-        }
+        // The base's records the overlay does not hide join the overlay's
+        // (off the store's lock), read in place and written straight into
+        // the image: as if appended to the arena (their ids must fit it
+        // then too), in the base's order.
+        let base = self.base.take();
+        let hidden = |shadowed: &[u64], id: u32| {
+            shadowed
+                .get(id as usize / 64)
+                .is_some_and(|w| w & (1 << (id % 64)) != 0)
+        };
         let arena = &self.arena[..];
         let mask = (buckets_for(self.count) - 1) as u64;
         let shift = (64 - mask.leading_zeros()).saturating_sub(IMAGE_PARTITION_BITS);
         let partition = |bucket: u32| (u64::from(bucket) >> shift) as usize;
         // Each live record's bucket and filter tag (its hash's top bits,
-        // base::filter_bits), in arena order, and each partition's records
-        // and bytes (a partition: the buckets of the same top bits).
+        // base::filter_bits), in arena order then the base's, and each
+        // partition's records and bytes (a partition: the buckets of the
+        // same top bits).
         let mut buckets: Vec<(u32, u16)> = Vec::with_capacity(self.count);
         let mut sizes = vec![(0usize, 0usize); 1 << IMAGE_PARTITION_BITS];
+        let mut note = |key: &[u8], len: usize| {
+            let hash = self.hash_key.hash(key);
+            let bucket = (hash & mask) as u32;
+            buckets.push((bucket, (hash >> 52) as u16));
+            let size = &mut sizes[partition(bucket)];
+            size.0 += 1;
+            size.1 += len;
+        };
         let mut at = 0;
         while at < arena.len() {
             let len = record_len(key_len_at(arena, at));
             if !matches!(kind_at(arena, (at / ALIGN) as u32), KIND_DEAD | KIND_GONE) {
-                let key = key_at(arena, (at / ALIGN) as u32);
-                let hash = self.hash_key.hash(key);
-                let bucket = (hash & mask) as u32;
-                buckets.push((bucket, (hash >> 52) as u16));
-                let size = &mut sizes[partition(bucket)];
-                size.0 += 1;
-                size.1 += len;
+                note(key_at(arena, (at / ALIGN) as u32), len);
             }
             at += len;
         }
+        let (mut used, mut base_taken) = (arena.len(), 0usize);
+        if let Some((base, shadowed)) = &base {
+            for (_, r) in base.records().filter(|&(id, _)| !hidden(shadowed, id)) {
+                let len = record_len(base::key_of(r).len());
+                if used + len > ARENA_MAX {
+                    // Unreachable while `full` refuses puts: the image then
+                    // holds fewer records than its count, and open refuses
+                    // it (the full scan instead), never a key short.
+                    tracing::error!("checkpoint image full: records left out");
+                    break;
+                }
+                used += len;
+                base_taken += 1;
+                note(base::key_of(r), len);
+            }
+        }
         // The records (and their buckets) moved to their partition's part
-        // of the image, reading the arena in order.
+        // of the image, reading the arena and the base in order.
         let mut starts: Vec<(usize, usize)> = Vec::with_capacity(sizes.len() + 1);
         let (mut count, mut bytes) = (0, 0);
         for &(records, len) in &sizes {
@@ -534,6 +530,36 @@ impl IndexCopy {
                 *index += 1;
             }
             at += len;
+        }
+        if let Some((base, shadowed)) = &base {
+            let kept = base.records().filter(|&(id, _)| !hidden(shadowed, id));
+            for ((_, r), &(bucket, tag)) in kept.take(base_taken).zip(live) {
+                let key = base::key_of(r);
+                let len = record_len(key.len());
+                let (index, offset) = &mut starts[partition(bucket)];
+                let record = &mut records[*offset..*offset + len];
+                record[..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
+                record[FIXED..FIXED + key.len()].copy_from_slice(key);
+                match base.loc_of(r) {
+                    BlobLoc::Whole(p) => {
+                        record[2] = KIND_WHOLE;
+                        record[3] = p.column_index as u8;
+                        for (i, field) in [p.slot, p.offset, p.len, p.checksum].iter().enumerate() {
+                            record[4 + 4 * i..8 + 4 * i].copy_from_slice(&field.to_le_bytes());
+                        }
+                    }
+                    BlobLoc::Split(split) => {
+                        // Numbered after the overlay's, in the base's order.
+                        let number = self.splits.len() as u32;
+                        self.splits.push(Some(split));
+                        record[2] = KIND_SPLIT;
+                        record[4..8].copy_from_slice(&number.to_le_bytes());
+                    }
+                }
+                moved_buckets[*index] = (bucket, tag);
+                *offset += len;
+                *index += 1;
+            }
         }
         drop(buckets);
         // Each partition sorted by bucket through a copy small enough for
