@@ -937,6 +937,10 @@ impl Drop for Store {
     }
 }
 
+/// How long a listing that copies a large backlog of keys for its sort
+/// (a piece per hold of the state lock) waits between two pieces.
+const BACKLOG_PIECE_PAUSE: std::time::Duration = std::time::Duration::from_micros(20);
+
 /// Iterator over the keys with a prefix; see [`Store::keys_with_prefix`].
 #[derive(Debug)]
 pub struct KeysWithPrefix<'a> {
@@ -974,8 +978,28 @@ impl Iterator for KeysWithPrefix<'_> {
                         .index
                         .keys_with_prefix(&self.prefix, self.last.as_deref(), BATCH);
                 }
-                index::Backlog::Sort(backlog) => {
+                index::Backlog::Sort(mut backlog) => {
                     drop(state);
+                    // The rest of the copy a piece per hold of the lock.
+                    while !backlog.is_whole() {
+                        // A pause between two holds: a writer woken when
+                        // one ends must get the lock before the next
+                        // (without it, the next read took the lock first
+                        // every time, and a put waited for the whole copy:
+                        // a quarter of a second at 10^7 keys).
+                        std::thread::sleep(BACKLOG_PIECE_PAUSE);
+                        if !self
+                            .store
+                            .inner
+                            .read_state()
+                            .index
+                            .copy_backlog(&mut backlog)
+                        {
+                            break;
+                        }
+                    }
+                    // A copy the index let go of sorts to an empty run;
+                    // the loop asks again.
                     let sorted = backlog.sort();
                     self.store.inner.read_state().index.add_sorted(sorted);
                 }
