@@ -2179,6 +2179,14 @@ pub(crate) mod tests {
             model.remove(&k);
         }
         assert!(ix.compactions > 0);
+        // The arena as long again as when the copy began: only the
+        // compaction count tells the copy its ids are gone.
+        let mut n = 20_000;
+        while ix.arena.len() < backlog.end {
+            ix.insert(&key(n), loc(n));
+            model.insert(key(n), loc(n));
+            n += 1;
+        }
         assert!(!ix.copy_backlog(&mut backlog));
         let covered = ix.order.lock().unwrap().covered;
         ix.add_sorted(backlog.sort());

@@ -320,12 +320,14 @@ mod tests {
         }
     }
 
-    /// Puts `n` values from number `from` on, over 300 keys (most keys
-    /// change several times), and deletes every seventh key it writes.
+    /// Writes values numbered `from..from + n` over 300 keys (each key
+    /// changes every 300 writes: the tail overwrites the checkpoint's
+    /// values), deleting a live key at every seventh.
     fn write(store: &Store, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, from: usize, n: usize) {
         for i in from..from + n {
-            let key = format!("room-{}/msg-{}", i % 7, i % 300).into_bytes();
-            if i % 7 == 3 {
+            let m = i % 300;
+            let key = format!("room-{}/msg-{m}", m % 7).into_bytes();
+            if i % 7 == 3 && model.contains_key(&key) {
                 store.delete(&key).expect("delete");
                 model.remove(&key);
             } else {
@@ -348,41 +350,37 @@ mod tests {
             .collect()
     }
 
-    /// A tail of several batches (`CHANGES_BATCH` is small in unit tests):
-    /// the checkpoint's index is checked beside the first batch's entry
-    /// tables and put in place at its end, in the middle of the tail. An
-    /// intact copy is used; a forged one whose records fail the check is
-    /// refused there, and open scans every record instead (C3), healthy
-    /// and with a site gone.
+    /// A tail of several batches (`CHANGES_BATCH` is small in unit tests)
+    /// that overwrites and deletes keys the checkpoint holds: the
+    /// checkpoint's index is checked beside the first batch's entry tables
+    /// and put in place at its end, in the middle of the tail. An intact
+    /// copy of the checkpoint is used; a forged one whose records fail the
+    /// check is refused there, and open scans every record instead (C3);
+    /// each healthy and with a site gone. Every key holds its last write.
     #[test]
     fn a_check_refused_mid_tail_falls_back_to_the_full_scan() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        let mut model = BTreeMap::new();
-        let store = Store::create(layout(root), options(true)).expect("create");
-        write(&store, &mut model, 0, 400);
-        store.checkpoint().expect("checkpoint");
-        write(&store, &mut model, 400, 3 * super::CHANGES_BATCH);
-        let copy = crate::store::forge_checkpoint(&store, 0).expect("copy");
-        drop(store);
-        let store = Store::open(layout(root), options(true)).expect("open");
-        assert_eq!(store.open_report().checkpoint, Some(copy));
-        assert!(store.open_report().tail_stripes > 1);
-        assert_eq!(contents(&store), model, "from the intact copy");
-        let forged = crate::store::forge_checkpoint(&store, 0x80).expect("forge");
-        assert!(forged > copy);
-        drop(store);
-        for site_gone in [false, true] {
+        for (xor, site_gone) in [(0, false), (0x80, false), (0, true), (0x80, true)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let root = dir.path();
+            let mut model = BTreeMap::new();
+            let store = Store::create(layout(root), options(true)).expect("create");
+            write(&store, &mut model, 0, 400);
+            store.checkpoint().expect("checkpoint");
+            write(&store, &mut model, 400, 3 * super::CHANGES_BATCH);
+            let forged = crate::store::forge_checkpoint(&store, xor).expect("forge");
+            drop(store);
             if site_gone {
                 std::fs::rename(root.join("site2"), root.join("site2-gone")).expect("burn");
             }
             let store = Store::open(layout(root), options(true)).expect("open");
-            assert_eq!(
-                store.open_report().checkpoint,
-                None,
-                "site gone: {site_gone}"
-            );
-            assert_eq!(contents(&store), model, "site gone: {site_gone}");
+            let what = format!("xor {xor:#x}, site gone: {site_gone}");
+            let used = (xor == 0).then_some(forged);
+            assert_eq!(store.open_report().checkpoint, used, "{what}");
+            if xor == 0 {
+                assert!(store.open_report().tail_stripes > 1, "{what}");
+            }
+            assert_eq!(contents(&store), model, "{what}");
+            assert_eq!(store.health().columns_missing > 0, site_gone, "{what}");
             drop(store);
         }
     }
