@@ -917,7 +917,9 @@ fn bench_open(c: &mut Criterion) {
     // Puts with checkpoints written in the background against puts
     // without, alternating rounds of fresh keys on this store.
     let tail = (blobs / 10).clamp(1, 1_000_000);
-    checkpoint_put_rounds(&layout, &no_checkpoints, blobs, tail);
+    // Twice the default policy's checkpoints (the default policy's are
+    // measured after the opens, which they would otherwise change).
+    checkpoint_put_rounds(&layout, &no_checkpoints, blobs, tail, tail / 2);
     // A checkpoint now, then the largest tail the default policy leaves
     // (Options::checkpoint_every writes, at most a tenth of the store).
     let store = Store::open(layout.clone(), no_checkpoints.clone()).expect("open");
@@ -1092,6 +1094,20 @@ fn bench_open(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // Puts with the default policy's checkpoints against none (keys past
+    // every key written above). A checkpoint starts at a put once the
+    // writes since the last one reach the policy's count: rounds of a
+    // little over twice that start two, as a long run does per as many
+    // puts.
+    let every = Options::default().checkpoint_every as usize;
+    checkpoint_put_rounds(
+        &layout,
+        &no_checkpoints,
+        blobs + 4 * tail,
+        2 * every + 10_000,
+        every,
+    );
 }
 
 /// Writes back dirty pages and drops the page cache (root only): true
@@ -1104,23 +1120,41 @@ fn drop_page_cache() -> bool {
 }
 
 /// Put throughput with and without background checkpoints
-/// (`Options::checkpoint_every` at half a round, against 0): alternating
+/// (`Options::checkpoint_every` at `every`, against 0): alternating
 /// rounds of `count` fresh chat messages each on the store at `layout`
-/// (of `blobs` blobs to start with), medians printed.
-fn checkpoint_put_rounds(layout: &Layout, no_checkpoints: &Options, blobs: usize, count: usize) {
+/// (message numbers from 2 x `blobs` on), medians printed, with the
+/// checkpoints each round with them wrote. A checkpoint a round
+/// started is finished inside it (the store is closed before the clock
+/// stops).
+fn checkpoint_put_rounds(
+    layout: &Layout,
+    no_checkpoints: &Options,
+    blobs: usize,
+    count: usize,
+    every: usize,
+) {
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut next = 2 * blobs;
+    // The newest checkpoint at each round's open (and after the last):
+    // generation `0xffffff << 40 | session << 16 | n` (docs/FORMAT.md), so
+    // a round that wrote any wrote n + 1 of them.
+    let mut newest: Vec<Option<u64>> = Vec::new();
+    let mut size = 0;
     for round in 0..4 {
         let with = round % 2 == 1;
         let options = if with {
             Options {
-                checkpoint_every: (count / 2) as u64,
+                checkpoint_every: every as u64,
                 ..Options::default()
             }
         } else {
             no_checkpoints.clone()
         };
         let store = Store::open(layout.clone(), options).expect("open");
+        newest.push(store.open_report().checkpoint);
+        if round == 0 {
+            size = store.len();
+        }
         let started = Instant::now();
         fill_chat_store(&store, next, count);
         // The checkpoint a round started is part of its cost.
@@ -1128,18 +1162,30 @@ fn checkpoint_put_rounds(layout: &Layout, no_checkpoints: &Options, blobs: usize
         rates[usize::from(with)].push(count as f64 / started.elapsed().as_secs_f64());
         next += count;
     }
+    let store = Store::open(layout.clone(), no_checkpoints.clone()).expect("open");
+    newest.push(store.open_report().checkpoint);
+    drop(store);
+    let written: Vec<u64> = (1..4)
+        .step_by(2)
+        .map(|r| match (newest[r], newest[r + 1]) {
+            (before, Some(after)) if before != Some(after) => (after & 0xffff) + 1,
+            _ => 0,
+        })
+        .collect();
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
     };
     let (without, with) = (median(&mut rates[0]), median(&mut rates[1]));
     println!(
-        "puts of 100 B, 4,096 in flight, {count} per round on the {blobs}-blob store: \
-         {:.0}/s without checkpoints, {:.0}/s with one every {} puts ({:.2}x); rounds {:?} / {:?}",
+        "puts of 100 B, 4,096 in flight, {count} per round on the {size}-blob store: \
+         {:.0}/s without checkpoints, {:.0}/s with one every {} puts ({:.2}x; checkpoints \
+         written per round {:?}); rounds {:?} / {:?}",
         without,
         with,
-        count / 2,
+        every,
         with / without,
+        written,
         rates[0].iter().map(|r| r.round()).collect::<Vec<_>>(),
         rates[1].iter().map(|r| r.round()).collect::<Vec<_>>(),
     );
