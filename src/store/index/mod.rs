@@ -479,11 +479,17 @@ impl IndexCopy {
         // the image: as if appended to the arena (their ids must fit it
         // then too), in the base's order.
         let base = self.base.take();
-        let hidden = |shadowed: &[u64], id: u32| {
-            shadowed
-                .get(id as usize / 64)
-                .is_some_and(|w| w & (1 << (id % 64)) != 0)
-        };
+        /// The base's records the overlay does not hide, in order.
+        fn kept<'b>(
+            base: &'b BaseIndex,
+            shadowed: &'b [u64],
+        ) -> impl Iterator<Item = (u32, &'b [u8])> + 'b {
+            base.records().filter(move |&(id, _)| {
+                shadowed
+                    .get(id as usize / 64)
+                    .is_none_or(|w| w & (1 << (id % 64)) == 0)
+            })
+        }
         let arena = &self.arena[..];
         let mask = (buckets_for(self.count) - 1) as u64;
         let shift = (64 - mask.leading_zeros()).saturating_sub(IMAGE_PARTITION_BITS);
@@ -512,8 +518,9 @@ impl IndexCopy {
         }
         let (mut used, mut base_taken) = (arena.len(), 0usize);
         if let Some((base, shadowed)) = &base {
-            for (_, r) in base.records().filter(|&(id, _)| !hidden(shadowed, id)) {
-                let len = record_len(base::key_of(r).len());
+            for (_, r) in kept(base, shadowed) {
+                let key = base::key_of(r);
+                let len = record_len(key.len());
                 if used + len > ARENA_MAX {
                     // Unreachable while `full` refuses puts: the image then
                     // holds fewer records than its count, and open refuses
@@ -523,7 +530,7 @@ impl IndexCopy {
                 }
                 used += len;
                 base_taken += 1;
-                note(base::key_of(r), len);
+                note(key, len);
             }
         }
         // The records (and their buckets) moved to their partition's part
@@ -554,8 +561,7 @@ impl IndexCopy {
             at += len;
         }
         if let Some((base, shadowed)) = &base {
-            let kept = base.records().filter(|&(id, _)| !hidden(shadowed, id));
-            for ((_, r), &(bucket, tag)) in kept.take(base_taken).zip(live) {
+            for ((_, r), &(bucket, tag)) in kept(base, shadowed).take(base_taken).zip(live) {
                 let key = base::key_of(r);
                 let len = record_len(key.len());
                 let (index, offset) = &mut starts[partition(bucket)];
