@@ -32,6 +32,7 @@ fn main() {
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut simulated_us, mut slowest_step_us, mut nondeterministic) = (0u64, 0u64, 0u64);
     let (mut checkpoints, mut checkpoint_opens) = (0u64, 0u64);
+    let (mut deltas, mut delta_opens) = (0u64, 0u64);
     // Every seed's trace, folded in seed order: a change meant to keep
     // behaviour (a refactor) must keep it too.
     let mut traces = 0u64;
@@ -78,6 +79,8 @@ fn main() {
         reopens += report.reopens;
         checkpoints += report.checkpoints;
         checkpoint_opens += report.checkpoint_opens;
+        deltas += report.delta_checkpoints;
+        delta_opens += report.delta_opens;
         node_io += report.node_io;
         simulated_us += report.simulated_us;
         traces = traces.rotate_left(5) ^ report.trace_hash;
@@ -109,7 +112,7 @@ fn main() {
         "reopens {reopens}, node I/O calls {node_io}, seeds that went beyond the promise {beyond}"
     );
     println!(
-        "checkpoints written {checkpoints}, opens from a checkpoint {checkpoint_opens} of {reopens}"
+        "checkpoints written {checkpoints} ({deltas} deltas), opens from a checkpoint {checkpoint_opens} of {reopens} ({delta_opens} from a delta)"
     );
     println!(
         "simulated time {:.1} s, slowest operation {:.1} ms of simulated time",

@@ -557,3 +557,168 @@ fn a_listing_goes_on_across_the_move_onto_a_checkpoint() {
     assert!(want.len() > 1_200, "{} keys", want.len());
     assert_eq!(listed, want);
 }
+
+/// Checkpoint files of generation `generation`.
+fn files_of(root: &Path, generation: u64) -> Vec<std::path::PathBuf> {
+    let name = format!("{generation:016x}");
+    checkpoint_files(root)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&name))
+        .collect()
+}
+
+/// A checkpoint taken while the index holds little above the one it
+/// stands on is a delta over it (docs/DURABILITY.md, C8): it writes only
+/// the keys written since, and which of the base's records they hide; the
+/// older delta goes, the base stays. Open from it sees what a full scan
+/// sees: after overwrites and deletes of the base's keys, after a
+/// compaction that retired generations the base's hidden records name
+/// (their parts are not checked), with a site gone; with its base
+/// damaged, open falls back to the full scan.
+#[test]
+fn a_delta_checkpoint_over_its_base_sees_what_a_full_scan_sees() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let mut model = BTreeMap::new();
+    // Small segments: many generations, the oldest all overwritten below.
+    let small = || Options {
+        segment_len_target: 32 << 10,
+        ..options(true)
+    };
+    let store = Store::create(layout(root), small()).expect("create");
+    let put = |store: &Store, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, i: u64, round: u64| {
+        let key = format!("chat-{}/msg-{i}", i % 13).into_bytes();
+        let value = common::value(round * 100_003 + i, 60 + (i as usize * 31) % 300);
+        store.put(&key, value.clone()).expect("put");
+        model.insert(key, value);
+    };
+    for i in 0..4000 {
+        put(&store, &mut model, i, 0);
+    }
+    let base = store.checkpoint().expect("checkpoint");
+    assert_eq!(base.delta_of, None, "the first is full: {base:?}");
+    assert!(base.rebased);
+
+    // Overwrites and deletes of the base's keys, new keys.
+    let before = model.clone();
+    for i in 0..150 {
+        put(&store, &mut model, i * 3, 1);
+    }
+    for i in 0..50 {
+        let key = format!("chat-{}/msg-{}", (i * 7 + 1) % 13, i * 7 + 1);
+        assert!(store.delete(key.as_bytes()).expect("delete"));
+        model.remove(key.as_bytes());
+    }
+    for i in 4000..4100 {
+        put(&store, &mut model, i, 1);
+    }
+    let changed = model
+        .iter()
+        .filter(|(key, value)| before.get(*key) != Some(*value))
+        .count();
+    let first = store.checkpoint().expect("checkpoint");
+    assert_eq!(first.delta_of, Some(base.generation), "{first:?}");
+    assert_eq!(first.blobs, model.len() as u64);
+    assert!(!first.rebased);
+    // Only what changed: the keys written since and still there (a
+    // delete is a hidden record of the base), and the stripe table.
+    assert_eq!(first.records, changed as u64, "{first:?}");
+    assert!(changed > 200);
+    assert_eq!(base.records, 4000);
+    for i in 0..100 {
+        put(&store, &mut model, i * 5 + 1, 2);
+    }
+    let second = store.checkpoint().expect("checkpoint");
+    assert_eq!(second.delta_of, Some(base.generation));
+    assert_eq!(second.removed, 1, "the older delta goes, the base stays");
+    assert_eq!(files_of(root, base.generation).len(), 6);
+    assert!(files_of(root, first.generation).is_empty());
+    drop(store);
+    check_both(root, &model, Some(second.generation));
+
+    // Opened from the delta: the oldest keys overwritten again, then
+    // compacted away (their generations retired: the base's records of
+    // them, hidden, name stripes the table no longer has), and a delta
+    // over the same base after it.
+    let store = Store::open(layout(root), small()).expect("open");
+    assert_eq!(store.open_report().checkpoint, Some(second.generation));
+    assert_eq!(store.open_report().checkpoint_base, Some(base.generation));
+    for i in 0..400 {
+        put(&store, &mut model, i, 3);
+    }
+    let compacted = store
+        .compact(&CompactOptions {
+            live_ratio_max: 0.5,
+            ..CompactOptions::default()
+        })
+        .expect("compact");
+    assert!(!compacted.generations_compacted.is_empty(), "{compacted:?}");
+    let third = store.checkpoint().expect("checkpoint");
+    assert_eq!(third.delta_of, Some(base.generation), "{third:?}");
+    drop(store);
+    check_both(root, &model, Some(third.generation));
+
+    // A site gone: the delta and its base are rebuilt from the others.
+    let saved = common::fast_tempdir();
+    copy_tree(root, saved.path());
+    common::burn_site(&layout(root), SiteId(1));
+    let store = Store::open(layout(root), options(true)).expect("open with a site gone");
+    assert_eq!(store.open_report().checkpoint, Some(third.generation));
+    same(&contents(&store), &model, "a delta with a site gone");
+    drop(store);
+
+    // The base damaged beyond decoding: neither it nor the delta over it
+    // is used.
+    std::fs::remove_dir_all(root).expect("clear");
+    copy_tree(saved.path(), root);
+    for f in &files_of(root, base.generation)[..3] {
+        let mut bytes = std::fs::read(f).expect("read");
+        let at = bytes.len() - 100;
+        bytes[at] ^= 0x10;
+        std::fs::write(f, bytes).expect("write");
+    }
+    check_both(root, &model, None);
+
+    // Intact again: standing on the delta, writes past a quarter of the
+    // base make the next checkpoint full (an image of the delta and the
+    // base's records it does not hide, split blobs included); the index
+    // moves onto it, and the base and the delta go.
+    std::fs::remove_dir_all(root).expect("clear");
+    copy_tree(saved.path(), root);
+    let store = Store::open(layout(root), small()).expect("open");
+    assert_eq!(store.open_report().checkpoint, Some(third.generation));
+    for i in 0..700 {
+        put(&store, &mut model, 5000 + i, 4);
+    }
+    let big = common::value(99, 150_000);
+    store.put(b"chat-0/split", big.clone()).expect("put");
+    model.insert(b"chat-0/split".to_vec(), big);
+    let full = store.checkpoint().expect("checkpoint");
+    assert_eq!(full.delta_of, None, "{full:?}");
+    assert!(full.rebased);
+    assert_eq!(full.records, model.len() as u64);
+    assert!(files_of(root, base.generation).is_empty());
+    assert!(files_of(root, third.generation).is_empty());
+    // And a delta over it, whose split blob is the new full one's.
+    for i in 0..20 {
+        put(&store, &mut model, i, 5);
+    }
+    let after = store.checkpoint().expect("checkpoint");
+    assert_eq!(after.delta_of, Some(full.generation));
+    drop(store);
+    check_both(root, &model, Some(after.generation));
+}
+
+/// Copies the directory tree `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    for path in common::files_under(from) {
+        let Ok(rel) = path.strip_prefix(from) else {
+            continue;
+        };
+        let dest = to.join(rel);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::copy(&path, &dest).expect("copy");
+    }
+}

@@ -98,6 +98,10 @@ pub struct SimReport {
     pub checkpoint_opens: u64,
     /// Checkpoints written (the operation, or a crash point).
     pub checkpoints: u64,
+    /// Of those, deltas over a base (docs/DURABILITY.md, C8).
+    pub delta_checkpoints: u64,
+    /// Opens that started from a delta checkpoint and its base.
+    pub delta_opens: u64,
     /// Faults injected, by kind.
     pub faults: FaultCounts,
     /// A failure beyond the promise happened, and was reported loudly.
@@ -767,6 +771,7 @@ impl Sim {
                 Ok(match result {
                     Ok(r) => {
                         self.report.checkpoints += 1;
+                        self.report.delta_checkpoints += u64::from(r.delta_of.is_some());
                         format!("{} blobs, {} stripes", r.blobs, r.stripes)
                     }
                     Err(e) => kind(&e),
@@ -1009,6 +1014,7 @@ impl Sim {
             Ok(store) => {
                 let report = store.open_report();
                 self.report.checkpoint_opens += u64::from(report.checkpoint.is_some());
+                self.report.delta_opens += u64::from(report.checkpoint_base.is_some());
                 self.store = Some(store);
                 Ok(format!(
                     "opened: {} visible, {} discarded",

@@ -35,8 +35,15 @@ use bytes::Bytes;
 pub struct CheckpointReport {
     /// The generation the checkpoint's columns were written to.
     pub generation: u64,
-    /// Blobs in the checkpoint's index.
+    /// Blobs in the index it describes (a delta's base's included).
     pub blobs: u64,
+    /// Index records it wrote: [`blobs`](Self::blobs) for a full
+    /// checkpoint, those above its base for a delta.
+    pub records: u64,
+    /// The generation of the checkpoint this one is a delta over (its
+    /// records are the index's above that one's: docs/DURABILITY.md, C8);
+    /// `None` for a full checkpoint.
+    pub delta_of: Option<u64>,
     /// Stripes in its stripe table.
     pub stripes: u64,
     /// Bytes of the checkpoint before coding.
@@ -51,11 +58,12 @@ pub struct CheckpointReport {
     /// Whether the running index moved onto the checkpoint's records
     /// (read in place from the nodes, as an open from it would): its
     /// in-memory records of the keys written before are let go. It moves
-    /// when it holds at least a quarter as many records in memory as in
-    /// the checkpoint it already stands on (always, when it stands on
-    /// none). False otherwise, and when the checkpoint could not be read
-    /// back (logged); the index then stays as it was, and a later
-    /// checkpoint moves it.
+    /// onto every full checkpoint (one written when it holds above the
+    /// checkpoint it stands on at least a quarter as many records as
+    /// that one, or it stands on none), never onto a delta. False
+    /// otherwise, and when the checkpoint could not be read back
+    /// (logged); the index then stays as it was, and the next checkpoint
+    /// is full and moves it.
     pub rebased: bool,
     /// Milliseconds the store's state was locked to move the index onto
     /// the checkpoint (the changes of the last moments replayed, then the
@@ -73,6 +81,50 @@ const REBASE_OVERLAY_SHARE: usize = 4;
 const REPLAY_LOCKED_MAX: usize = 10_000;
 /// Passes over the journal outside the lock before the last one under it.
 const REPLAY_PASSES_MAX: usize = 8;
+
+/// Deltas written over one full checkpoint at most, before the next
+/// checkpoint is full (the base's columns are then written anew: a
+/// checkpoint's columns are not repaired, and a delta does not read its
+/// base back).
+const DELTAS_PER_BASE_MAX: u32 = if cfg!(test) { 3 } else { 16 };
+
+/// What a process wrote of checkpoints: what decides whether the next
+/// one may be a delta over the full one the index stands on
+/// (docs/DURABILITY.md, C8).
+#[derive(Debug, Default)]
+pub(crate) struct Chain {
+    /// The newest full checkpoint this process wrote (the others were
+    /// removed after it); `None` before its first: the index's bottom
+    /// checkpoint, if any, is the one open read, still on the nodes.
+    newest_full: Option<u64>,
+    /// The full checkpoint this process wrote deltas over, how many, and
+    /// the nodes that held its columns at the first.
+    over: Option<(u64, u32, BTreeSet<NodeId>)>,
+}
+
+impl Chain {
+    /// Whether the next checkpoint, of `generation`, may be a delta over
+    /// the full checkpoint `base` (the index's bottom one), whose columns
+    /// `holders` hold now: this process did not remove it, the
+    /// generation orders after it (the counter of a session's
+    /// checkpoints wraps after 65,536), fewer than
+    /// [`DELTAS_PER_BASE_MAX`] deltas stand on it, and no node that held
+    /// its columns at the first delta lost them (a node taken back empty).
+    fn allows(&self, base: u64, generation: u64, holders: Option<&Vec<NodeId>>) -> bool {
+        if self.newest_full.is_some_and(|newest| newest != base) || generation <= base {
+            return false;
+        }
+        let Some(holders) = holders else {
+            return false;
+        };
+        match &self.over {
+            Some((over, deltas, held)) if *over == base => {
+                *deltas < DELTAS_PER_BASE_MAX && held.iter().all(|id| holders.contains(id))
+            }
+            _ => true,
+        }
+    }
+}
 
 /// Stops the index's journal when a checkpoint's write ends, whichever
 /// way (the journal is kept only to move the index onto the checkpoint).
@@ -95,6 +147,11 @@ const PARALLEL_BODY_MIN: usize = 64 << 20;
 /// then a crc32 of every byte of the body before it.
 const TRAILER_MAGIC: [u8; 4] = *b"GSCK";
 const TRAILER_VERSION: u16 = 3;
+/// The version of a delta checkpoint's body (a full one is written as
+/// version 3): version 3 with the trailer's flags and a last section.
+const DELTA_VERSION: u16 = 4;
+/// The trailer's flag of a delta checkpoint (version 4).
+const FLAG_DELTA: u16 = 1;
 const TRAILER_LEN: usize = 4 + 2 + 2 + 16 + 8 * 7 + 4;
 
 /// "Not stored" in a column's node field.
@@ -141,6 +198,36 @@ pub(crate) struct Snapshot {
     pub index: IndexImage,
     /// A version 2 or 3 body's index records, where they were read.
     pub base: Option<BasePieces>,
+    /// A delta checkpoint's base, and which of its records the delta
+    /// hides (version 4).
+    pub delta: Option<DeltaOf>,
+    /// A delta's base's records where they were read, once
+    /// [`load_newest`] found it.
+    pub below: Option<Below>,
+    /// The crc32 of the body (the last field of its trailer).
+    pub crc: u32,
+    /// The generation it was read from (none when written).
+    pub generation: Option<u64>,
+}
+
+/// What a delta checkpoint is a delta over.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct DeltaOf {
+    /// The base checkpoint's generation and body crc.
+    pub base: (u64, u32),
+    /// Ids of the base's records the delta hides, ascending.
+    pub hidden: Vec<u32>,
+}
+
+/// A delta's base checkpoint's index records, read in place.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Below {
+    pub pieces: BasePieces,
+    pub count: u64,
+    pub splits: Vec<SplitBlob>,
+    pub hash_key: (u64, u64),
+    /// Its generation and body crc.
+    pub origin: (u64, u32),
 }
 
 /// A version 2 or 3 body's index records in the pieces they were read into
@@ -183,7 +270,7 @@ fn slice_range(pieces: &[Bytes], from: usize, to: usize) -> Vec<Bytes> {
 
 impl Snapshot {
     /// The body: records, then the rest, then the trailer.
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(test)]
     fn encode(&self, layout: &Layout) -> Result<Vec<u8>> {
         self.encode_version(layout, TRAILER_VERSION)
     }
@@ -285,10 +372,26 @@ impl Snapshot {
                 put_part(&mut out, part);
             }
         }
+        let mut flags = 0;
+        if let Some(delta) = &self.delta {
+            if version < DELTA_VERSION {
+                return Err(crate::format::wire::corrupt(
+                    "checkpoint",
+                    format!("a delta in version {version}"),
+                ));
+            }
+            flags |= FLAG_DELTA;
+            put_u64(&mut out, delta.base.0);
+            put_u32(&mut out, delta.base.1);
+            put_u32(&mut out, delta.hidden.len() as u32);
+            for &id in &delta.hidden {
+                put_u32(&mut out, id);
+            }
+        }
         let meta_len = out.len() - meta_start;
         out.extend_from_slice(&TRAILER_MAGIC);
         put_u16(&mut out, version);
-        put_u16(&mut out, 0);
+        put_u16(&mut out, flags);
         out.extend_from_slice(&self.store_id);
         for value in [
             self.session,
@@ -314,11 +417,12 @@ impl Snapshot {
     ///
     /// # Errors
     /// [`Error::Corrupt`] for any byte out of place.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn decode(pieces: Vec<Bytes>, layout: &Layout) -> Result<Snapshot> {
         Snapshot::decode_with_crcs(pieces, None, layout)
     }
 
-    /// [`decode`](Self::decode) of pieces whose crc32s are known already
+    /// `decode` of pieces whose crc32s are known already
     /// (`crcs[i]` that of `pieces[i]`: the body's columns, each checked
     /// against its column checksum as it was read or rebuilt). The body's
     /// checksum is then combined from them instead of read over every
@@ -363,10 +467,18 @@ impl Snapshot {
             return Err(bad("no trailer magic".into()));
         }
         let version = t.u16()?;
-        if !(1..=TRAILER_VERSION).contains(&version) {
+        if !(1..=DELTA_VERSION).contains(&version) {
             return Err(bad(format!("version {version}")));
         }
-        t.u16()?;
+        let flags = t.u16()?;
+        let allowed = if version >= DELTA_VERSION {
+            FLAG_DELTA
+        } else {
+            0
+        };
+        if flags & !allowed != 0 {
+            return Err(bad(format!("flags {flags:#x} in version {version}")));
+        }
         let store_id = t.array::<16>()?;
         let (session, cut, k0, k1) = (t.u64()?, t.u64()?, t.u64()?, t.u64()?);
         let (records_len, count, meta_len) = (t.u64()?, t.u64()?, t.u64()?);
@@ -381,6 +493,7 @@ impl Snapshot {
             store_id,
             session,
             cut,
+            crc,
             ..Snapshot::default()
         };
         let meta = copy_range(&pieces, records_len, meta_end);
@@ -521,6 +634,12 @@ impl Snapshot {
                 parts: parts.into(),
             });
         }
+        if flags & FLAG_DELTA != 0 {
+            let base = (r.u64()?, r.u32()?);
+            let n = count_of(&mut r, 4)?;
+            let hidden = (0..n).map(|_| r.u32()).collect::<Result<Vec<u32>>>()?;
+            snapshot.delta = Some(DeltaOf { base, hidden });
+        }
         if r.remaining() != 0 {
             return Err(bad(format!(
                 "{} bytes after the last section",
@@ -592,6 +711,9 @@ impl Snapshot {
         let load = IndexLoad {
             image: self.index,
             base: self.base,
+            origin: self.generation.map(|g| (g, self.crc)),
+            delta: self.delta,
+            below: self.below,
             column_lens,
             k,
         };
@@ -605,6 +727,11 @@ impl Snapshot {
 pub(crate) struct IndexLoad {
     image: IndexImage,
     base: Option<BasePieces>,
+    /// The checkpoint's generation and body crc.
+    origin: Option<(u64, u32)>,
+    /// A delta's base and the records of it the delta hides.
+    delta: Option<DeltaOf>,
+    below: Option<Below>,
     /// Each data column's length by slot (`slot * k + column`).
     column_lens: Vec<Option<u32>>,
     k: usize,
@@ -635,7 +762,7 @@ impl IndexLoad {
         match self.base {
             Some(BasePieces { pieces, directory }) => {
                 let image = self.image;
-                let base = super::index::BaseIndex::new(
+                let mut base = super::index::BaseIndex::new(
                     pieces,
                     directory,
                     image.count,
@@ -643,8 +770,37 @@ impl IndexLoad {
                     image.hash_key,
                     part_ok,
                     None,
+                    &[],
                 )
                 .map_err(bad)?;
+                if let Some((generation, crc)) = self.origin {
+                    base.set_origin(generation, crc);
+                }
+                match (self.delta, self.below) {
+                    (None, _) => {}
+                    (Some(delta), Some(below)) => {
+                        if below.origin != delta.base {
+                            return Err(bad("a delta over another base".into()));
+                        }
+                        // Its records the delta hides may name stripes
+                        // retired since: only the others' parts are
+                        // checked (no lookup reads a hidden record).
+                        let mut under = super::index::BaseIndex::new(
+                            below.pieces.pieces,
+                            below.pieces.directory,
+                            below.count,
+                            below.splits,
+                            below.hash_key,
+                            part_ok,
+                            None,
+                            &delta.hidden,
+                        )
+                        .map_err(|e| bad(format!("its base: {e}")))?;
+                        under.set_origin(below.origin.0, below.origin.1);
+                        base = base.stack(under, &delta.hidden).map_err(bad)?;
+                    }
+                    (Some(_), None) => return Err(bad("a delta without its base".into())),
+                }
                 Ok(super::index::Index::from_base(base, room))
             }
             None => super::index::Index::from_image(self.image, room, part_ok).map_err(bad),
@@ -798,6 +954,12 @@ pub(crate) fn write(
     // Read after the horizons: a record below one was written by a stripe
     // whose id was taken before.
     let cut = inner.next_stripe_id.load(Ordering::Acquire);
+    let generation = generation_of(
+        session_of(cut),
+        inner.checkpoints_taken.fetch_add(1, Ordering::AcqRel) as u16,
+    );
+    // The nodes holding each checkpoint's columns now.
+    let held = checkpoint_holders(&inner.nodes);
     settle()?;
     if inner.manifests.has_pending_discards() {
         return refuse("a failed commit's discard is not recorded in the manifest yet");
@@ -810,14 +972,26 @@ pub(crate) fn write(
         .copied()
         .collect();
     let locked = Instant::now();
-    let (copy, stripes, generations, moving) = {
+    let (copy, stripes, generations, moving, blobs) = {
         let state = inner.read_state();
         // The index moves onto this checkpoint (`rebase`) once what it
-        // holds in memory is a share of what its base holds: the move
-        // costs a read-back of the checkpoint, and a listing then sorts
-        // all of its keys anew (docs/PERFORMANCE.md).
-        let (base, overlay) = state.index.shape();
-        let moving = overlay.saturating_mul(REBASE_OVERLAY_SHARE) >= base;
+        // holds above its bottom checkpoint (in memory, and a delta's
+        // records it was opened from) is a share of what that checkpoint
+        // holds: the move costs a read-back of the checkpoint, and a
+        // listing then sorts all of its keys anew (docs/PERFORMANCE.md).
+        // Until then each checkpoint is a delta over the bottom one: it
+        // writes only the records above it (C8). A bottom checkpoint
+        // this process removed (a full one written since, the move onto
+        // it failed) takes a full checkpoint, and the move.
+        let (bottom, above) = state.index.layers();
+        let over = state.index.bottom_origin().is_some_and(|(base, _)| {
+            inner
+                .checkpoint_chain
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .allows(base, generation, held.get(&base))
+        });
+        let moving = !over || above.saturating_mul(REBASE_OVERLAY_SHARE) >= bottom;
         // Every change of the index from this copy on is recorded, to be
         // replayed over the checkpoint's records.
         if moving {
@@ -832,6 +1006,7 @@ pub(crate) fn write(
                 .collect::<Vec<_>>(),
             state.generations.clone(),
             moving,
+            state.index.len() as u64,
         )
     };
     let locked_ms = locked.elapsed().as_millis() as u64;
@@ -860,18 +1035,41 @@ pub(crate) fn write(
         retired,
         generations: generations.into_iter().collect(),
         stripes,
-        index: copy.image(),
+        index: IndexImage::default(),
         base: None,
+        delta: None,
+        below: None,
+        crc: 0,
+        generation: None,
+    };
+    if moving {
+        snapshot.index = copy.image();
+    } else {
+        match copy.delta_image() {
+            Ok(delta) => {
+                snapshot.index = delta.image;
+                snapshot.delta = Some(DeltaOf {
+                    base: delta.base,
+                    hidden: delta.hidden,
+                });
+            }
+            // Unreachable: the index stood on a checkpoint at the copy.
+            Err(copy) => snapshot.index = copy.image(),
+        }
+    }
+    let delta_of = snapshot.delta.as_ref().map(|d| d.base.0);
+    let version = if delta_of.is_some() {
+        DELTA_VERSION
+    } else {
+        TRAILER_VERSION
     };
     let records = std::mem::take(&mut snapshot.index.records);
-    let body = snapshot.encode_onto(records, layout, TRAILER_VERSION)?;
-    let generation = generation_of(
-        snapshot.session,
-        inner.checkpoints_taken.fetch_add(1, Ordering::AcqRel) as u16,
-    );
+    let body = snapshot.encode_onto(records, layout, version)?;
     let mut report = CheckpointReport {
         generation,
-        blobs: snapshot.index.count,
+        delta_of,
+        blobs,
+        records: snapshot.index.count,
         stripes: snapshot.stripes.len() as u64,
         body_bytes: body.len() as u64,
         locked_ms,
@@ -888,8 +1086,30 @@ pub(crate) fn write(
         }
     }
     // Every other one is older (its number may be higher: the count of a
-    // session wraps after 65,536).
-    report.removed = remove_checkpoints(inner, |g| g != generation);
+    // session wraps after 65,536), and a delta's base stays under it.
+    {
+        let mut chain = inner
+            .checkpoint_chain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match delta_of {
+            Some(base) => match &mut chain.over {
+                Some((over, deltas, _)) if *over == base => *deltas += 1,
+                over => {
+                    let holders = held.get(&base).cloned().unwrap_or_default();
+                    *over = Some((base, 1, holders.into_iter().collect()));
+                }
+            },
+            None => {
+                chain.newest_full = Some(generation);
+                chain.over = None;
+            }
+        }
+    }
+    report.removed = match delta_of {
+        Some(base) => remove_checkpoints(inner, |g| g != generation && g != base),
+        None => remove_checkpoints(inner, |g| g != generation),
+    };
     drop(body);
     let moved = if moving {
         rebase(inner, generation, written, crc)
@@ -952,10 +1172,11 @@ fn rebase(
             "the body read back is not the one written".to_string(),
         ));
     }
-    let snapshot = Snapshot::decode_with_crcs(pieces, Some(&crcs), &inner.layout)?;
-    if snapshot.base.is_none() {
+    let mut snapshot = Snapshot::decode_with_crcs(pieces, Some(&crcs), &inner.layout)?;
+    if snapshot.base.is_none() || snapshot.delta.is_some() {
         return Ok(None);
     }
+    snapshot.generation = Some(generation);
     if (snapshot.store_id, snapshot.session, snapshot.cut) != written {
         return Err(crate::format::wire::corrupt(
             "checkpoint",
@@ -1183,10 +1404,23 @@ pub(crate) fn load_newest(
     codec: &crate::codec::Codec,
     sequential: bool,
 ) -> Option<(u64, Snapshot)> {
-    for (generation, holders) in checkpoint_holders(inner_nodes).into_iter().rev() {
-        match read_body(inner_nodes, layout, codec, generation, &holders, sequential)
+    let held = checkpoint_holders(inner_nodes);
+    let read = |generation: u64, holders: &[NodeId]| {
+        read_body(inner_nodes, layout, codec, generation, holders, sequential)
             .and_then(|(pieces, crcs)| Snapshot::decode_with_crcs(pieces, Some(&crcs), layout))
-        {
+            .map(|mut snapshot| {
+                snapshot.generation = Some(generation);
+                snapshot
+            })
+    };
+    for (&generation, holders) in held.iter().rev() {
+        let loaded = read(generation, holders).and_then(|mut snapshot| {
+            if let Some(delta) = &snapshot.delta {
+                snapshot.below = Some(load_below(delta, &snapshot, &held, &read)?);
+            }
+            Ok(snapshot)
+        });
+        match loaded {
             Ok(snapshot) => return Some((generation, snapshot)),
             Err(e) => {
                 tracing::warn!(generation, error = %e, "checkpoint not usable; trying an older one");
@@ -1194,6 +1428,45 @@ pub(crate) fn load_newest(
         }
     }
     None
+}
+
+/// The records of the base `delta` names, read from the nodes `held` lists
+/// (by `read`): it must be the body the delta was written over (its crc),
+/// a full checkpoint of the same store, its records read in place.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the base is gone, does not decode or is not the
+/// one named.
+fn load_below(
+    delta: &DeltaOf,
+    over: &Snapshot,
+    held: &BTreeMap<u64, Vec<NodeId>>,
+    read: &impl Fn(u64, &[NodeId]) -> Result<Snapshot>,
+) -> Result<Below> {
+    let bad =
+        |reason: &str| crate::format::wire::corrupt("checkpoint", format!("its base: {reason}"));
+    let (generation, crc) = delta.base;
+    let holders = held.get(&generation).ok_or_else(|| bad("gone"))?;
+    let base = read(generation, holders)?;
+    if base.crc != crc {
+        return Err(bad("another body than the one named"));
+    }
+    if base.store_id != over.store_id || base.index.hash_key != over.index.hash_key {
+        return Err(bad("of another store or hash key"));
+    }
+    if base.delta.is_some() {
+        return Err(bad("a delta"));
+    }
+    let pieces = base
+        .base
+        .ok_or_else(|| bad("records not read in place (version 1)"))?;
+    Ok(Below {
+        pieces,
+        count: base.index.count,
+        splits: base.index.splits,
+        hash_key: base.index.hash_key,
+        origin: (generation, crc),
+    })
 }
 
 /// The reachable nodes holding columns of each checkpoint generation.
@@ -1488,7 +1761,7 @@ pub(crate) mod fuzzing {
             generations: vec![((1 << 40) | 1, GenerationUsage::default())],
             stripes,
             index: index.copy().image(),
-            base: None,
+            ..Snapshot::default()
         }
     }
 
@@ -1508,10 +1781,21 @@ pub(crate) mod fuzzing {
     /// whether it loaded. Never panics, whatever the edits.
     pub(crate) fn decode_edited(edits: &[u8]) -> bool {
         let layout = layout();
-        let Ok(mut body) = sample(&layout).encode(&layout) else {
+        let Some((&fix, edits)) = edits.split_first() else {
             return false;
         };
-        let Some((&fix, edits)) = edits.split_first() else {
+        // A delta's body too (its last section), every other input.
+        let mut snapshot = sample(&layout);
+        let version = if fix & 2 == 2 {
+            snapshot.delta = Some(DeltaOf {
+                base: (7, 0x5eed),
+                hidden: vec![0, 9, 40],
+            });
+            DELTA_VERSION
+        } else {
+            TRAILER_VERSION
+        };
+        let Ok(mut body) = snapshot.encode_version(&layout, version) else {
             return false;
         };
         let mut pairs = edits.chunks_exact(3);
@@ -1553,6 +1837,80 @@ mod tests {
     use super::fuzzing::{layout, pieces_of, sample};
     use super::*;
 
+    /// A delta is written only over a base this process did not remove,
+    /// with a generation after it, at most `DELTAS_PER_BASE_MAX` times,
+    /// while every node that held the base's columns still does.
+    #[test]
+    fn a_delta_stands_only_on_a_base_kept_whole_and_ordered_before_it() {
+        let (a, b, c) = (NodeId(0), NodeId(1), NodeId(2));
+        let base = generation_of(5, 10);
+        let mut chain = Chain::default();
+        // Opened from it: nothing removed yet.
+        assert!(chain.allows(base, generation_of(6, 0), Some(&vec![a, b, c])));
+        // Not held at all, or a generation that wrapped to it or below.
+        assert!(!chain.allows(base, generation_of(6, 0), None));
+        assert!(!chain.allows(base, base, Some(&vec![a, b, c])));
+        assert!(!chain.allows(base, generation_of(5, 3), Some(&vec![a, b, c])));
+        // Deltas over it, counted; a node that lost its columns.
+        chain.over = Some((base, 1, [a, b, c].into_iter().collect()));
+        assert!(chain.allows(base, generation_of(6, 1), Some(&vec![c, b, a])));
+        assert!(!chain.allows(base, generation_of(6, 1), Some(&vec![a, c])));
+        chain.over = Some((base, DELTAS_PER_BASE_MAX, [a].into_iter().collect()));
+        assert!(!chain.allows(base, generation_of(6, 1), Some(&vec![a, b, c])));
+        // A full one written since: the base was removed.
+        chain = Chain {
+            newest_full: Some(generation_of(6, 2)),
+            over: None,
+        };
+        assert!(!chain.allows(base, generation_of(6, 3), Some(&vec![a, b, c])));
+        assert!(chain.allows(generation_of(6, 2), generation_of(6, 3), Some(&vec![a])));
+    }
+
+    #[test]
+    fn a_delta_body_names_its_base_and_the_records_it_hides() {
+        let layout = layout();
+        let mut snapshot = sample(&layout);
+        snapshot.delta = Some(DeltaOf {
+            base: ((0xffffff << 40) | 3, 0xdead_beef),
+            hidden: vec![0, 5, 9, 1000],
+        });
+        // Only version 4 holds a delta.
+        assert!(snapshot.encode_version(&layout, TRAILER_VERSION).is_err());
+        let body = snapshot
+            .encode_version(&layout, DELTA_VERSION)
+            .expect("encode");
+        let decoded = Snapshot::decode(pieces_of(body.clone()), &layout).expect("decode");
+        assert_eq!(decoded.delta, snapshot.delta);
+        assert_eq!(decoded.index.count, snapshot.index.count);
+        // Its base is needed to load it.
+        let Err(e) = decoded.into_state(2, 0) else {
+            panic!("a delta loaded without its base");
+        };
+        assert!(e.to_string().contains("without its base"), "{e}");
+        // The delta flag in a version 3 trailer, or an unknown flag, is
+        // refused (the crc fixed up).
+        let flags_at = body.len() - TRAILER_LEN + 6;
+        for (version, flags) in [(TRAILER_VERSION, FLAG_DELTA), (DELTA_VERSION, 2)] {
+            let mut edited = body.clone();
+            let version_at = body.len() - TRAILER_LEN + 4;
+            edited[version_at..version_at + 2].copy_from_slice(&version.to_le_bytes());
+            edited[flags_at..flags_at + 2].copy_from_slice(&flags.to_le_bytes());
+            let end = edited.len() - 4;
+            let crc = crc32fast::hash(&edited[..end]);
+            edited[end..].copy_from_slice(&crc.to_le_bytes());
+            let e = Snapshot::decode(pieces_of(edited), &layout).expect_err("flags refused");
+            assert!(e.to_string().contains("flags"), "{e}");
+        }
+        // Without the flag, version 4 is a full body.
+        let mut full = snapshot;
+        full.delta = None;
+        let body = full.encode_version(&layout, DELTA_VERSION).expect("encode");
+        let decoded = Snapshot::decode(pieces_of(body), &layout).expect("decode");
+        assert_eq!(decoded.delta, None);
+        let (state, _, _) = decoded.into_state(2, 0).expect("state");
+        assert_eq!(state.index.len(), 200);
+    }
+
     #[test]
     fn a_body_decodes_to_the_snapshot_it_encodes() {
         let layout = layout();
@@ -1586,6 +1944,8 @@ mod tests {
                 .index
                 .directory
                 .clone_from(&snapshot.index.directory);
+            let crc = std::mem::take(&mut decoded.crc);
+            assert_ne!(crc, 0, "the trailer's crc");
             assert_eq!(decoded, snapshot);
             decoded.base = base;
             let (state, retired, cut) = decoded.into_state(2, 0).expect("state");

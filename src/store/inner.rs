@@ -60,6 +60,9 @@ pub(crate) struct Inner {
     pub entries_since_checkpoint: AtomicU64,
     /// Set while a checkpoint started by the policy runs.
     pub checkpoint_running: Arc<AtomicBool>,
+    /// What this process wrote of checkpoints, for the choice between a
+    /// delta and a full one (docs/DURABILITY.md, C8).
+    pub checkpoint_chain: Mutex<super::checkpoint::Chain>,
     /// A loss beyond the promise found by a salvage open, until accepted.
     pub loss: PendingLoss,
     /// Retired generations whose removal is not confirmed on every node:
@@ -115,6 +118,7 @@ impl Inner {
             checkpoints_taken: std::sync::atomic::AtomicU32::new(0),
             entries_since_checkpoint: AtomicU64::new(0),
             checkpoint_running: Arc::new(AtomicBool::new(false)),
+            checkpoint_chain: Mutex::new(super::checkpoint::Chain::default()),
             loss: PendingLoss::default(),
             retired_pending: Mutex::new(BTreeSet::new()),
             read_only: AtomicBool::new(false),

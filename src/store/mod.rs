@@ -668,9 +668,16 @@ impl Store {
     /// A checkpoint is kept only when every one of its columns was
     /// written; the older ones are removed after it.
     ///
-    /// Then, once the index holds in memory at least a quarter as many
-    /// records as in the checkpoint it stands on (or it stands on none),
-    /// it moves onto the new one ([`CheckpointReport::rebased`]): the
+    /// While the index holds above the checkpoint it stands on less than
+    /// a quarter as many records as that one, the new checkpoint is a
+    /// **delta** over it ([`CheckpointReport::delta_of`]): it writes only
+    /// the keys written since that checkpoint, which of its records they
+    /// hide, and the stripe table, so its cost grows with what changed,
+    /// not with the store; open reads the two together, and the older
+    /// deltas are removed, not their base (docs/DURABILITY.md, C8).
+    ///
+    /// Otherwise the checkpoint is full, and the index moves onto it
+    /// ([`CheckpointReport::rebased`]): the
     /// checkpoint is read back as an open would read it (in place from
     /// local nodes), the writes made meanwhile are replayed over it, and
     /// the keys it holds leave the heap. So a long-running store's heap

@@ -107,8 +107,10 @@ pub struct Options {
     /// A checkpoint is written in the background once this many puts and
     /// deletes were made durable since the last one began; 0 writes them
     /// only when [`Store::checkpoint`](super::Store::checkpoint) is called.
-    /// Open's work past the checkpoint grows with this number, each
-    /// checkpoint's with the store (docs/PERFORMANCE.md, "Index checkpoints").
+    /// Open's work past the checkpoint grows with this number; a
+    /// checkpoint's with what changed since the last full one (a delta,
+    /// [`Store::checkpoint`](super::Store::checkpoint)), a full one's
+    /// with the store (docs/PERFORMANCE.md, "Index checkpoints").
     /// Default 1,000,000.
     pub checkpoint_every: u64,
 }

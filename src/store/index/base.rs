@@ -127,6 +127,32 @@ pub(crate) struct BaseIndex {
     count: usize,
     splits: Vec<SplitBlob>,
     pub(super) hasher: HashKey,
+    /// The checkpoint the records were read from: its generation and its
+    /// body's crc (what a delta over it names). `None` in unit tests.
+    origin: Option<(u64, u32)>,
+    /// A delta checkpoint's base under its records (docs/FORMAT.md,
+    /// "Checkpoint", version 4): ids from `Below::offset` on are the
+    /// base's, shifted.
+    below: Option<Box<Below>>,
+}
+
+/// The base under a delta's records ([`BaseIndex::stack`]).
+struct Below {
+    base: BaseIndex,
+    /// One bit per base record id: set when the delta hides it (its key
+    /// was written or removed after the base).
+    hidden: Vec<u64>,
+    hidden_count: usize,
+    /// The delta's `id_end`: a base record's id above the delta's.
+    offset: u32,
+}
+
+impl Below {
+    fn is_hidden(&self, id: u32) -> bool {
+        self.hidden
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
 }
 
 impl std::fmt::Debug for BaseIndex {
@@ -144,10 +170,19 @@ impl BaseIndex {
     /// describe, after checking every record and the directory. `walks`:
     /// the check cut into that many walks (1 or 2) at a directory entry,
     /// run together (the same checks, the same verdict); `None`: two from
-    /// [`PARALLEL_CHECK_MIN`] bytes of records, else one.
+    /// [`PARALLEL_CHECK_MIN`] bytes of records, else one. `hidden`: a
+    /// delta's base's records the delta hides (ascending ids, each a
+    /// record's start, else refused; empty for any other base), checked as
+    /// every record is but for their parts, which may name stripes retired
+    /// since the base was written (no lookup reads a hidden record).
     ///
     /// # Errors
-    /// What is wrong with the first bad record or directory entry.
+    /// What is wrong with the first bad record, directory entry or hidden
+    /// id.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of a base being checked"
+    )]
     pub(crate) fn new(
         pieces: Vec<Bytes>,
         directory: Directory,
@@ -156,6 +191,7 @@ impl BaseIndex {
         hash_key: (u64, u64),
         part_ok: impl Fn(&PartLoc) -> bool + Sync,
         walks: Option<usize>,
+        hidden: &[u32],
     ) -> std::result::Result<BaseIndex, String> {
         let mut starts = Vec::with_capacity(pieces.len() + 1);
         let mut total = 0usize;
@@ -195,9 +231,11 @@ impl BaseIndex {
             count,
             splits,
             hasher: HashKey(hash_key.0, hash_key.1),
+            origin: None,
+            below: None,
         };
         let walks = walks.unwrap_or(if total >= PARALLEL_CHECK_MIN { 2 } else { 1 });
-        base.check(&part_ok, walks)?;
+        base.check(&part_ok, walks, hidden)?;
         Ok(base)
     }
 
@@ -208,6 +246,7 @@ impl BaseIndex {
         &mut self,
         part_ok: &(impl Fn(&PartLoc) -> bool + Sync),
         walks: usize,
+        hidden: &[u32],
     ) -> Result<(), String> {
         let total = self.len_bytes();
         let end_entry = self.directory.len();
@@ -218,10 +257,15 @@ impl BaseIndex {
         let second_entry =
             self.directory[..middle].partition_point(|&e| e < self.directory[middle]);
         let this = &*self;
+        if !hidden.is_sorted_by(|a, b| a < b) {
+            return Err("hidden records out of order".into());
+        }
+        let split = hidden.partition_point(|&id| (id as usize) * ALIGN < cut);
         let found: Vec<Result<Walked, String>> = if walks >= 2 && cut > 0 && cut < total {
             let (first, second) = std::thread::scope(|s| {
-                let second = s.spawn(|| this.walk(cut, total, second_entry, part_ok));
-                let first = this.walk(0, cut, 0, part_ok);
+                let second =
+                    s.spawn(|| this.walk(cut, total, second_entry, part_ok, &hidden[split..]));
+                let first = this.walk(0, cut, 0, part_ok, &hidden[..split]);
                 (
                     first,
                     second
@@ -240,7 +284,7 @@ impl BaseIndex {
             });
             vec![first, second]
         } else {
-            vec![this.walk(0, total, 0, part_ok)]
+            vec![this.walk(0, total, 0, part_ok, hidden)]
         };
         let mut used = vec![false; self.splits.len()];
         let (mut records, mut next_entry) = (0usize, 0usize);
@@ -284,6 +328,7 @@ impl BaseIndex {
         to: usize,
         first_entry: usize,
         part_ok: &(impl Fn(&PartLoc) -> bool + Sync),
+        hidden: &[u32],
     ) -> Result<Walked, String> {
         let total = self.len_bytes();
         let mut used = vec![false; self.splits.len()];
@@ -291,7 +336,11 @@ impl BaseIndex {
             next_entry: first_entry,
             ..Walked::default()
         };
-        let mut part_ok = |p: &PartLoc| part_ok(p);
+        // Whether the record being checked is hidden (its parts are not
+        // checked), and the next hidden id to meet.
+        let hiding = std::cell::Cell::new(false);
+        let mut hidden = hidden.iter().peekable();
+        let mut part_ok = |p: &PartLoc| hiding.get() || part_ok(p);
         let mut at = from;
         // The piece `at` is in, followed along (no search per record).
         let mut piece = self.piece_of(at);
@@ -323,6 +372,12 @@ impl BaseIndex {
                     }
                 }
             }
+            hiding.set(hidden.next_if_eq(&&id).is_some());
+            if let Some(&&h) = hidden.peek()
+                && h < id
+            {
+                return Err(format!("hidden record id {h} is not a record's"));
+            }
             let splits = &self.splits;
             let len = super::check_record(&header, at, |n| splits.get(n), &mut used, &mut part_ok)?;
             if at + len > total {
@@ -338,6 +393,9 @@ impl BaseIndex {
             }
             walked.records += 1;
             at += len;
+        }
+        if let Some(id) = hidden.next() {
+            return Err(format!("hidden record id {id} is not a record's"));
         }
         walked.splits_used = (0..used.len()).filter(|&n| used[n]).collect();
         Ok(walked)
@@ -379,6 +437,14 @@ impl BaseIndex {
     /// Record `id`'s bytes (header, location, key), or `None` past the
     /// end. Every record was checked at open.
     fn record(&self, id: u32) -> Option<&[u8]> {
+        match &self.below {
+            Some(b) if id >= b.offset => b.base.record(id - b.offset),
+            _ => self.own_record(id),
+        }
+    }
+
+    /// [`record`](Self::record) of this layer's own records.
+    fn own_record(&self, id: u32) -> Option<&[u8]> {
         let at = id as usize * ALIGN;
         let piece = self.piece_of(at);
         let bytes = self.pieces.get(piece)?;
@@ -398,6 +464,17 @@ impl BaseIndex {
     /// checkpoint's image copies them all. Stops early only at a record
     /// the check at open would have refused.
     pub(super) fn records(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
+        let below = self.below.iter().flat_map(|b| {
+            b.base
+                .own_records()
+                .filter(|&(id, _)| !b.is_hidden(id))
+                .map(|(id, r)| (id + b.offset, r))
+        });
+        self.own_records().chain(below)
+    }
+
+    /// [`records`](Self::records) of this layer's own records.
+    fn own_records(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
         let total = self.len_bytes();
         let (mut at, mut piece) = (0usize, 0usize);
         std::iter::from_fn(move || {
@@ -431,14 +508,22 @@ impl BaseIndex {
     /// Where record `id`'s blob is.
     pub(super) fn loc(&self, id: u32) -> BlobLoc {
         match self.record(id) {
-            Some(r) => self.loc_of(r),
+            Some(r) => self.loc_at(id, r),
             None => BlobLoc::split(0, Box::new([])),
         }
     }
 
-    /// Where the blob of `r` (a record's bytes, as
-    /// [`records`](Self::records) gives them) is.
-    pub(super) fn loc_of(&self, r: &[u8]) -> BlobLoc {
+    /// Where the blob of record `id`, whose bytes are `r` (as
+    /// [`records`](Self::records) gives them), is.
+    pub(super) fn loc_at(&self, id: u32, r: &[u8]) -> BlobLoc {
+        match &self.below {
+            Some(b) if id >= b.offset => b.base.loc_of(r),
+            _ => self.loc_of(r),
+        }
+    }
+
+    /// Where the blob of `r` (one of this layer's own records) is.
+    fn loc_of(&self, r: &[u8]) -> BlobLoc {
         if r.len() < FIXED {
             return BlobLoc::split(0, Box::new([]));
         }
@@ -458,8 +543,19 @@ impl BaseIndex {
         })
     }
 
-    /// The id of `key`'s record (whose hash is `hash`), if it has one.
+    /// The id of `key`'s record (whose hash is `hash`), if it has one:
+    /// a delta's record, else its base's unless the delta hides it.
     pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        if let Some(id) = self.own_find(hash, key) {
+            return Some(id);
+        }
+        let b = self.below.as_ref()?;
+        let id = b.base.own_find(hash, key)?;
+        (!b.is_hidden(id)).then_some(id + b.offset)
+    }
+
+    /// [`find`](Self::find) among this layer's own records.
+    fn own_find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let group = ((hash & self.mask) >> GROUP_BITS) as usize;
         // A key its group's filter lacks is not in the group: no record
         // read (most lookups of new keys, a tail's at open).
@@ -496,14 +592,118 @@ impl BaseIndex {
         None
     }
 
-    /// Records in the base.
+    /// Records in the base (a delta's, and its base's it does not hide).
     pub(super) fn count(&self) -> usize {
         self.count
+            + self
+                .below
+                .as_ref()
+                .map_or(0, |b| b.base.count - b.hidden_count)
     }
 
     /// One past the largest record id.
     pub(super) fn id_end(&self) -> u32 {
-        (self.len_bytes() / ALIGN) as u32
+        let own = (self.len_bytes() / ALIGN) as u32;
+        self.below
+            .as_ref()
+            .map_or(own, |b| b.offset + b.base.id_end())
+    }
+
+    /// Records of the bottom base a lookup can find (a delta's base's
+    /// it does not hide, or all of a base that is no delta's).
+    pub(super) fn bottom_live(&self) -> usize {
+        match &self.below {
+            Some(b) => b.base.count - b.hidden_count,
+            None => self.count,
+        }
+    }
+
+    /// The ids below which records are a delta's own (its base's are
+    /// above): 0 for a base that is no delta's.
+    pub(super) fn delta_end(&self) -> u32 {
+        self.below.as_ref().map_or(0, |b| b.offset)
+    }
+
+    /// The checkpoint under every other (a delta's base, or this one):
+    /// its generation and body crc, where it was read from one.
+    pub(crate) fn bottom_origin(&self) -> Option<(u64, u32)> {
+        match &self.below {
+            Some(b) => b.base.origin,
+            None => self.origin,
+        }
+    }
+
+    /// Records where it was read from checkpoint `generation`, whose
+    /// body's crc is `crc` ([`bottom_origin`](Self::bottom_origin)).
+    pub(crate) fn set_origin(&mut self, generation: u64, crc: u32) {
+        self.origin = Some((generation, crc));
+    }
+
+    /// The bottom base's records hidden, given `shadowed` (the overlay's
+    /// bits over [`id_end`](Self::id_end)'s ids): the delta's and the
+    /// overlay's, as ascending ids of the bottom base, and how many
+    /// records the bottom base holds. What a new delta over the bottom
+    /// base says it hides.
+    pub(super) fn bottom_hidden(&self, shadowed: &[u64]) -> (Vec<u32>, usize) {
+        let bits = |words: &[u64], from: u32| -> Vec<u32> {
+            let mut out = Vec::new();
+            for (i, &w) in words.iter().enumerate() {
+                let mut w = w;
+                while w != 0 {
+                    let id = (i * 64) as u32 + w.trailing_zeros();
+                    if id >= from {
+                        out.push(id - from);
+                    }
+                    w &= w - 1;
+                }
+            }
+            out
+        };
+        match &self.below {
+            None => (bits(shadowed, 0), self.count),
+            Some(b) => {
+                // Disjoint: the overlay hides only records a lookup
+                // found, and a lookup never finds a hidden one.
+                let mut ids = bits(&b.hidden, 0);
+                ids.extend(bits(shadowed, b.offset));
+                ids.sort_unstable();
+                ids.dedup();
+                (ids, b.base.count)
+            }
+        }
+    }
+
+    /// This delta's records over `base` (the checkpoint it names), which
+    /// hides the records whose ids are `hidden` (checked by
+    /// [`new`](Self::new)).
+    ///
+    /// # Errors
+    /// The two hash keys differ, or their ids do not fit together.
+    pub(crate) fn stack(mut self, base: BaseIndex, hidden: &[u32]) -> Result<BaseIndex, String> {
+        if (self.hasher.0, self.hasher.1) != (base.hasher.0, base.hasher.1) {
+            return Err("a delta and its base of other hash keys".into());
+        }
+        if self.below.is_some() || base.below.is_some() {
+            return Err("a delta over a delta".into());
+        }
+        let offset = self.id_end();
+        let end = u64::from(offset) + u64::from(base.id_end());
+        if end * ALIGN as u64 > super::ARENA_FULL as u64 {
+            return Err(format!("{end} record ids in a delta and its base"));
+        }
+        let mut bitmap = vec![0u64; (base.id_end() as usize).div_ceil(64)];
+        for &id in hidden {
+            if let Some(w) = bitmap.get_mut(id as usize / 64) {
+                *w |= 1 << (id % 64);
+            }
+        }
+        self.below = Some(Box::new(Below {
+            base,
+            hidden: bitmap,
+            hidden_count: hidden.len(),
+            offset,
+        }));
+        Ok(self)
     }
 
     /// Every record's id, in order.
@@ -525,5 +725,9 @@ impl BaseIndex {
             + self.splits.capacity() * std::mem::size_of::<SplitBlob>()
             + self.pieces.capacity() * std::mem::size_of::<Bytes>()
             + self.starts.capacity() * std::mem::size_of::<usize>()
+            + self
+                .below
+                .as_ref()
+                .map_or(0, |b| b.base.heap_bytes() + b.hidden.capacity() * 8)
     }
 }

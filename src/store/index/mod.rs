@@ -425,6 +425,17 @@ impl IndexImage {
     }
 }
 
+/// A delta checkpoint's index ([`IndexCopy::delta_image`]).
+#[derive(Debug)]
+pub(crate) struct DeltaImage {
+    /// The records above the base.
+    pub image: IndexImage,
+    /// The base's generation and body crc.
+    pub base: (u64, u32),
+    /// The base's records hidden, ascending ids.
+    pub hidden: Vec<u32>,
+}
+
 /// An index's arena and split blobs, copied under the store's lock, to be
 /// made an [`IndexImage`] without it.
 pub(crate) struct IndexCopy {
@@ -473,22 +484,60 @@ impl IndexCopy {
     /// in the order of the table buckets their keys hash to: loading them
     /// then fills the table front to back instead of at random (3.8 s
     /// against a fraction of it for 10^7 keys, docs/PERFORMANCE.md).
-    pub fn image(mut self) -> IndexImage {
+    pub fn image(self) -> IndexImage {
+        self.image_below(u32::MAX)
+    }
+
+    /// The image of a delta checkpoint over the bottom base of the index
+    /// copied (docs/FORMAT.md, "Checkpoint", version 4): the overlay's
+    /// live records and those of the delta the index stands on (if it
+    /// does) that the overlay does not hide, as [`image`](Self::image)
+    /// orders them; and which of the bottom base's records they hide.
+    ///
+    /// # Errors
+    /// The copy back when the index stood on no checkpoint.
+    pub fn delta_image(mut self) -> Result<DeltaImage, IndexCopy> {
+        let Some((base, shadowed)) = self.base.as_ref() else {
+            return Err(self);
+        };
+        let Some(base_generation) = base.bottom_origin() else {
+            return Err(self);
+        };
+        let (hidden, bottom_count) = base.bottom_hidden(shadowed);
+        let end = base.delta_end();
+        // The bottom base's records left visible are not the delta's.
+        self.count = self
+            .count
+            .saturating_sub(bottom_count.saturating_sub(hidden.len()));
+        Ok(DeltaImage {
+            image: self.image_below(end),
+            base: base_generation,
+            hidden,
+        })
+    }
+
+    /// [`image`](Self::image) of the overlay's records and the base's
+    /// whose ids are below `end`.
+    fn image_below(mut self, end: u32) -> IndexImage {
         // The base's records the overlay does not hide join the overlay's
         // (off the store's lock), read in place and written straight into
         // the image: as if appended to the arena (their ids must fit it
         // then too), in the base's order.
         let base = self.base.take();
-        /// The base's records the overlay does not hide, in order.
+        /// The base's records below `end` the overlay does not hide, in
+        /// order.
         fn kept<'b>(
             base: &'b BaseIndex,
             shadowed: &'b [u64],
+            end: u32,
         ) -> impl Iterator<Item = (u32, &'b [u8])> + 'b {
-            base.records().filter(move |&(id, _)| {
-                shadowed
-                    .get(id as usize / 64)
-                    .is_none_or(|w| w & (1 << (id % 64)) == 0)
-            })
+            base.records()
+                .take_while(move |&(id, _)| id < end)
+                .filter(move |&(id, _)| {
+                    shadowed
+                        .get(id as usize / 64)
+                        .is_none_or(|w| w & (1 << (id % 64)) == 0)
+                })
         }
         let arena = &self.arena[..];
         let mask = (buckets_for(self.count) - 1) as u64;
@@ -518,7 +567,7 @@ impl IndexCopy {
         }
         let (mut used, mut base_taken) = (arena.len(), 0usize);
         if let Some((base, shadowed)) = &base {
-            for (_, r) in kept(base, shadowed) {
+            for (_, r) in kept(base, shadowed, end) {
                 let key = base::key_of(r);
                 let len = record_len(key.len());
                 if used + len > ARENA_MAX {
@@ -561,14 +610,14 @@ impl IndexCopy {
             at += len;
         }
         if let Some((base, shadowed)) = &base {
-            for ((_, r), &(bucket, tag)) in kept(base, shadowed).take(base_taken).zip(live) {
+            for ((id, r), &(bucket, tag)) in kept(base, shadowed, end).take(base_taken).zip(live) {
                 let key = base::key_of(r);
                 let len = record_len(key.len());
                 let (index, offset) = &mut starts[partition(bucket)];
                 let record = &mut records[*offset..*offset + len];
                 record[..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
                 record[FIXED..FIXED + key.len()].copy_from_slice(key);
-                match base.loc_of(r) {
+                match base.loc_at(id, r) {
                     BlobLoc::Whole(p) => {
                         record[2] = KIND_WHOLE;
                         record[3] = p.column_index as u8;
@@ -1516,9 +1565,29 @@ impl Index {
         std::mem::replace(self, fresh)
     }
 
+    /// (records of the bottom base the index shows, records above it:
+    /// a delta's and the overlay's): what decides whether the next
+    /// checkpoint is a delta over the bottom base.
+    pub(crate) fn layers(&self) -> (usize, usize) {
+        match &self.base {
+            Some(base) => {
+                let bottom = base.bottom_live();
+                (bottom, base.count() - bottom + self.table.len())
+            }
+            None => (0, self.table.len()),
+        }
+    }
+
+    /// The checkpoint the index stands on at the bottom (a delta's base,
+    /// or the one checkpoint): its generation and body crc.
+    pub(crate) fn bottom_origin(&self) -> Option<(u64, u32)> {
+        self.base.as_ref()?.bottom_origin()
+    }
+
     /// (records of the base, records of the overlay): the keys a
     /// checkpoint's records hold in place, and those in memory (live or
     /// hiding a base record).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn shape(&self) -> (usize, usize) {
         (
             self.base.as_ref().map_or(0, |b| b.count()),
@@ -2087,12 +2156,7 @@ pub(crate) mod tests {
                     let prefix = &key[..key.len().min(3)];
                     let after = r.is_multiple_of(3).then_some(key.as_slice());
                     let limit = (r >> 40) as usize % 50;
-                    let want: Vec<Box<[u8]>> = model
-                        .keys()
-                        .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a))
-                        .take(limit)
-                        .map(|k| k.as_slice().into())
-                        .collect();
+                    let want = listed(&model, prefix, after, limit);
                     assert_eq!(
                         ix.keys_with_prefix(prefix, after, limit),
                         want,
@@ -2393,6 +2457,7 @@ pub(crate) mod tests {
                 image.hash_key,
                 |_| true,
                 None,
+                &[],
             )
             .expect("a base without filters"),
             0,
@@ -2408,6 +2473,155 @@ pub(crate) mod tests {
 
     /// The base of `ix`'s image, its records cut into pieces of sizes
     /// drawn from `next` (so some records straddle two pieces).
+    /// A base over `image`'s records cut into pieces of random sizes,
+    /// hiding the records whose ids are `hidden`.
+    fn base_from_image(
+        image: &IndexImage,
+        next: &mut impl FnMut() -> u64,
+        hidden: &[u32],
+    ) -> std::result::Result<BaseIndex, String> {
+        let mut pieces = Vec::new();
+        let mut rest = &image.records[..];
+        while !rest.is_empty() {
+            let n = ((next() % 300) as usize + 1).min(rest.len());
+            pieces.push(bytes::Bytes::copy_from_slice(&rest[..n]));
+            rest = &rest[n..];
+        }
+        let walks = 1 + (next() % 2) as usize;
+        BaseIndex::new(
+            pieces,
+            image.directory.clone(),
+            image.count,
+            image.splits.clone(),
+            image.hash_key,
+            |_| true,
+            Some(walks),
+            hidden,
+        )
+    }
+
+    /// What `keys_with_prefix(prefix, after, limit)` should answer over
+    /// `model`.
+    fn listed(
+        model: &BTreeMap<Vec<u8>, BlobLoc>,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<Box<[u8]>> {
+        model
+            .keys()
+            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .map(|k| k.as_slice().into())
+            .collect()
+    }
+
+    /// `steps` random inserts, removes and listings on `ix`, each checked
+    /// against `model`.
+    fn churn(
+        ix: &mut Index,
+        model: &mut BTreeMap<Vec<u8>, BlobLoc>,
+        next: &mut impl FnMut() -> u64,
+        steps: u32,
+        round: u32,
+    ) {
+        let key_of = |n: u64| format!("k{n:05}/{}", "y".repeat((n % 29) as usize)).into_bytes();
+        for step in 0..steps {
+            let r = next();
+            let key = key_of((r >> 8) % 10_000);
+            match r % 10 {
+                0..=4 => {
+                    let n = step + 100_000 * (round + 1);
+                    let value = if r.is_multiple_of(61) {
+                        split_loc(n)
+                    } else {
+                        loc(n)
+                    };
+                    assert_eq!(
+                        ix.insert(&key, value.clone()),
+                        model.insert(key.clone(), value),
+                        "round {round} step {step}"
+                    );
+                }
+                5..=8 => {
+                    assert_eq!(
+                        ix.remove(&key),
+                        model.remove(&key),
+                        "round {round} step {step}"
+                    );
+                }
+                _ => {
+                    let prefix = &key[..key.len().min(4)];
+                    let after = r.is_multiple_of(3).then_some(key.as_slice());
+                    let limit = (r >> 40) as usize % 40;
+                    let want = listed(model, prefix, after, limit);
+                    assert_eq!(ix.keys_with_prefix(prefix, after, limit), want);
+                }
+            }
+            assert_eq!(ix.get(&key), model.get(&key).cloned());
+            assert_eq!(ix.contains(&key), model.contains_key(&key));
+            assert_eq!(ix.len_of(&key), model.get(&key).map(BlobLoc::len));
+            assert_eq!(ix.len(), model.len(), "round {round} step {step}");
+        }
+        let mut all: Vec<(Vec<u8>, BlobLoc)> = ix.iter().map(|(k, l)| (k.to_vec(), l)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+    }
+
+    /// A delta image over a base, stacked on it, is the index it was taken
+    /// from (DURABILITY.md C8): lookups, counts, listings, walks; a delta
+    /// of that stack over the same base again; the full image of the
+    /// stack. Hidden ids that are not a base record's are refused.
+    #[test]
+    fn a_delta_over_its_base_matches_an_ordered_map() {
+        let mut next = xorshift(0x0dd_ba5e_cafe_f00d);
+        let mut model: BTreeMap<Vec<u8>, BlobLoc> = BTreeMap::new();
+        let mut ix = Index::default();
+        churn(&mut ix, &mut model, &mut next, 8_000, 0);
+        let base_image = ix.image();
+        let mut base = base_from_image(&base_image, &mut next, &[]).expect("base");
+        base.set_origin(7, 77);
+        let mut ix = Index::from_base(base, 16);
+        assert!(ix.copy().delta_image().is_ok());
+        for round in 1..4u32 {
+            // A few changes over the bottom base, as the policy leaves.
+            churn(&mut ix, &mut model, &mut next, 1_500, round);
+            let (bottom, above) = ix.layers();
+            assert_eq!(
+                bottom + above - ix.gone_count - ix.shadow_count,
+                model.len()
+            );
+            let Ok(delta) = ix.copy().delta_image() else {
+                panic!("the index stands on a checkpoint");
+            };
+            assert_eq!(delta.base, (7, 77));
+            assert!(delta.hidden.is_sorted_by(|a, b| a < b));
+            let top = base_from_image(&delta.image, &mut next, &[]).expect("the delta's records");
+            let mut under =
+                base_from_image(&base_image, &mut next, &delta.hidden).expect("the base hiding");
+            under.set_origin(7, 77);
+            let stacked = top.stack(under, &delta.hidden).expect("stack");
+            assert_eq!(stacked.count(), model.len(), "round {round}");
+            ix = Index::from_base(stacked, 16);
+            assert_eq!(ix.bottom_origin(), Some((7, 77)));
+            churn(&mut ix, &mut model, &mut next, 300, round + 10);
+        }
+        // The full image of a stack loads back whole.
+        let back = Index::from_image(ix.image(), 0, |_| true).expect("the image loads");
+        assert_eq!(back.len(), model.len());
+        for (key, value) in &model {
+            assert_eq!(back.get(key).as_ref(), Some(value));
+        }
+        // Hidden ids out of order, or inside a record, are refused.
+        let second = base_image.records.len() as u32 / 4;
+        for hidden in [vec![5u32, 0], vec![1], vec![0, second]] {
+            assert!(
+                base_from_image(&base_image, &mut next, &hidden).is_err(),
+                "{hidden:?}"
+            );
+        }
+    }
+
     pub(crate) fn base_of(ix: &Index, next: &mut impl FnMut() -> u64) -> BaseIndex {
         let mut image = ix.image();
         let directory = std::mem::take(&mut image.directory);
@@ -2416,26 +2630,10 @@ pub(crate) mod tests {
             image.directory(),
             "the image's directory, by hashing"
         );
-        let mut pieces = Vec::new();
-        let mut rest = &image.records[..];
-        while !rest.is_empty() {
-            let n = ((next() % 300) as usize + 1).min(rest.len());
-            pieces.push(bytes::Bytes::copy_from_slice(&rest[..n]));
-            rest = &rest[n..];
-        }
-        // Checked in two walks, as a large base is (each test's bases are
-        // smaller than the size from which `new` uses two).
-        let walks = 1 + (next() % 2) as usize;
-        BaseIndex::new(
-            pieces,
-            directory,
-            image.count,
-            image.splits,
-            image.hash_key,
-            |_| true,
-            Some(walks),
-        )
-        .expect("a base of a good image")
+        image.directory = directory;
+        // Checked in one walk or two, as a large base is (each test's
+        // bases are smaller than the size from which `new` uses two).
+        base_from_image(&image, next, &[]).expect("a base of a good image")
     }
 
     /// A checkpoint's records with the journal of the changes since its
@@ -2538,54 +2736,7 @@ pub(crate) mod tests {
             assert_eq!(base.count(), model.len());
             ix = Index::from_base(base, 16);
             assert_eq!(ix.len(), model.len());
-            for step in 0..40_000u32 {
-                let r = next();
-                let key = key_of((r >> 8) % 10_000);
-                match r % 10 {
-                    0..=4 => {
-                        let n = step + 100_000 * (round + 1);
-                        let value = if r.is_multiple_of(61) {
-                            split_loc(n)
-                        } else {
-                            loc(n)
-                        };
-                        assert_eq!(
-                            ix.insert(&key, value.clone()),
-                            model.insert(key.clone(), value),
-                            "round {round} step {step}"
-                        );
-                    }
-                    5..=8 => {
-                        assert_eq!(
-                            ix.remove(&key),
-                            model.remove(&key),
-                            "round {round} step {step}"
-                        );
-                    }
-                    _ => {
-                        let prefix = &key[..key.len().min(4)];
-                        let after = r.is_multiple_of(3).then_some(key.as_slice());
-                        let limit = (r >> 40) as usize % 40;
-                        let want: Vec<Box<[u8]>> = model
-                            .keys()
-                            .filter(|k| {
-                                k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a)
-                            })
-                            .take(limit)
-                            .map(|k| k.as_slice().into())
-                            .collect();
-                        assert_eq!(ix.keys_with_prefix(prefix, after, limit), want);
-                    }
-                }
-                assert_eq!(ix.get(&key), model.get(&key).cloned());
-                assert_eq!(ix.contains(&key), model.contains_key(&key));
-                assert_eq!(ix.len_of(&key), model.get(&key).map(BlobLoc::len));
-                assert_eq!(ix.len(), model.len(), "round {round} step {step}");
-            }
-            let mut all: Vec<(Vec<u8>, BlobLoc)> =
-                ix.iter().map(|(k, l)| (k.to_vec(), l)).collect();
-            all.sort_by(|a, b| a.0.cmp(&b.0));
-            assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+            churn(&mut ix, &mut model, &mut next, 40_000, round);
         }
         // And the image of base plus overlay loads back whole.
         let back = Index::from_image(ix.image(), 0, |_| true).expect("the image loads");
@@ -2641,6 +2792,7 @@ pub(crate) mod tests {
                     image.hash_key,
                     |p| p.slot != 0xffff_ffff,
                     Some(walks),
+                    &[],
                 )
             });
             assert_eq!(

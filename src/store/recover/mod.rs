@@ -79,6 +79,9 @@ pub struct OpenReport {
     /// counts of records, regions and tables above are then those past
     /// the checkpoint's horizons.
     pub checkpoint: Option<u64>,
+    /// When that checkpoint is a delta (`CheckpointReport::delta_of`),
+    /// the generation of the full one under it, read with it.
+    pub checkpoint_base: Option<u64>,
     /// Stripes with records past the checkpoint's horizons (0 without a
     /// checkpoint).
     pub tail_stripes: usize,
@@ -270,6 +273,7 @@ impl Recovery<'_> {
         // The stripe table now; the index's records are checked on another
         // thread (reading every record) while the tail is scanned and its
         // entry tables read, and joined before the first change.
+        let delta_of = snapshot.delta.as_ref().map(|d| d.base.0);
         let (mut state, retired, _, index) = match snapshot.into_stripes(k) {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -468,6 +472,7 @@ impl Recovery<'_> {
         };
         let mut recovered = self.finish(built, tail, new_session, Some(generation))?;
         recovered.report.tail_stripes = tail_stripes;
+        recovered.report.checkpoint_base = delta_of;
         Ok(Some(recovered))
     }
 
