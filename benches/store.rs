@@ -928,6 +928,10 @@ fn bench_open(c: &mut Criterion) {
     let taking = Instant::now();
     let report = store.checkpoint().expect("checkpoint");
     let took = taking.elapsed();
+    let full_column_bytes = report.column_bytes;
+    // A delta when the writes since the last full checkpoint (the put
+    // rounds') are under a quarter of it: then the opens below read both.
+    let (opened_delta, above_records) = (report.delta_of.is_some(), report.records);
     let heap_after = LIVE.load(Ordering::Relaxed);
     let first_tail = store.len();
     fill_chat_store(&store, 10 * blobs, tail);
@@ -950,10 +954,15 @@ fn bench_open(c: &mut Criterion) {
     let tail_bytes = store.stats().bytes_written - written_before;
     let per_put = tail_bytes as f64 / tail as f64;
     println!(
-        "checkpoint of {} blobs: {:.2} s ({} ms under the state lock), body {:.1} MiB, \
+        "checkpoint ({}) of {} blobs: {:.2} s ({} ms under the state lock), body {:.1} MiB, \
          {:.1} MiB of columns ({:.1} B per blob); the {tail} puts after it wrote {:.1} B of \
          columns each: one checkpoint every {} puts writes {:.2}x what they do (write \
          amplification {:.2})",
+        if report.delta_of.is_some() {
+            "a delta"
+        } else {
+            "full"
+        },
         report.blobs,
         took.as_secs_f64(),
         report.locked_ms,
@@ -990,6 +999,15 @@ fn bench_open(c: &mut Criterion) {
     let key_bytes = listed_bytes(b"") - listed_bytes(b"listing-from-checkpoint/");
     // The checkpoint's records (keys included) stay in the mapped column
     // pieces, not on the heap: the tail's keys are the heap's only keys.
+    assert_eq!(report.checkpoint_base.is_some(), opened_delta);
+    if opened_delta {
+        println!(
+            "the checkpoint opened from is a delta of {above_records} records (every key \
+             written since the full one under it) over that full one ({} of its blobs \
+             still visible)",
+            (at_open - tail).saturating_sub(above_records as usize)
+        );
+    }
     println!(
         "open from the checkpoint with a tail of {} stripes ({tail} blobs): {:.2} s, {at_open} blobs, \
          {:.1} B/blob of store heap in all (the checkpoint's keys and records are mapped, not \
@@ -1052,14 +1070,20 @@ fn bench_open(c: &mut Criterion) {
         b.iter_custom(|iters| timed(iters, &|| open_and_read(&layout, &no_checkpoints)))
     });
     let gone = dir.path().join("gone");
-    for (i, spec) in layout.nodes().iter().enumerate() {
-        if spec.site == SiteId(2) {
-            continue;
+    // The store's nodes but site 2's, copied where the layout below
+    // names them.
+    let copy_gone = || {
+        let _ = std::fs::remove_dir_all(&gone);
+        for (i, spec) in layout.nodes().iter().enumerate() {
+            if spec.site == SiteId(2) {
+                continue;
+            }
+            if let Location::Dir(p) = &spec.location {
+                copy_dir(p, &gone.join(format!("{i}")));
+            }
         }
-        if let Location::Dir(p) = &spec.location {
-            copy_dir(p, &gone.join(format!("{i}")));
-        }
-    }
+    };
+    copy_gone();
     let mut b2 = Layout::builder().code(6, 3);
     for s in 0..3u16 {
         let dirs: Vec<(String, PathBuf)> = layout.sites()[usize::from(s)]
@@ -1095,17 +1119,75 @@ fn bench_open(c: &mut Criterion) {
     });
     g.finish();
 
+    // When the checkpoint above was full: a delta over it (the tail is
+    // less than a quarter of it), then another tail, and the same opens,
+    // which read the full checkpoint and the delta together, as a
+    // long-running store's do between two full ones. (When it was a delta
+    // already, the opens above were these.)
+    if opened_delta {
+        println!("the opens above read a delta and its base");
+    } else {
+        let store = Store::open(layout.clone(), no_checkpoints.clone()).expect("open");
+        let taking = Instant::now();
+        let delta = store.checkpoint().expect("checkpoint");
+        let took = taking.elapsed();
+        assert!(delta.delta_of.is_some(), "a delta: {delta:?}");
+        println!(
+            "delta checkpoint over the full one: {} records of {} blobs in {:.2} s ({} ms under the \
+             state lock), body {:.1} MiB, {:.1} MiB of columns: {:.2}x the full checkpoint's \
+             columns, {:.1} B of columns per record it holds",
+            delta.records,
+            delta.blobs,
+            took.as_secs_f64(),
+            delta.locked_ms,
+            delta.body_bytes as f64 / (1 << 20) as f64,
+            delta.column_bytes as f64 / (1 << 20) as f64,
+            delta.column_bytes as f64 / full_column_bytes as f64,
+            delta.column_bytes as f64 / delta.records.max(1) as f64,
+        );
+        fill_chat_store(&store, 12 * blobs, tail);
+        drop(store);
+        copy_gone();
+        let mut g = c.benchmark_group(format!("open_{blobs}_blobs_delta"));
+        g.sample_size(10);
+        let records = delta.records;
+        g.bench_function(format!("healthy_delta_{records}_tail_{tail}"), |b| {
+            b.iter_custom(|iters| {
+                timed(iters, &|| {
+                    let (store, health) = open_and_read(&layout, &no_checkpoints);
+                    assert_eq!(store.open_report().checkpoint, Some(delta.generation));
+                    (store, health)
+                })
+            })
+        });
+        g.bench_function(format!("one_site_gone_delta_{records}_tail_{tail}"), |b| {
+            b.iter_custom(|iters| {
+                timed(iters, &|| {
+                    let (store, health) = open_and_read(&gone_layout, &no_checkpoints);
+                    assert_eq!(store.open_report().checkpoint, Some(delta.generation));
+                    assert!(health.columns_missing > 0);
+                    (store, health)
+                })
+            })
+        });
+        g.finish();
+    }
+
     // Puts with the default policy's checkpoints against none (keys past
     // every key written above). A checkpoint starts at a put once the
-    // writes since the last one reach the policy's count: rounds of a
-    // little over twice that start two, as a long run does per as many
-    // puts.
+    // writes since the last one reach the policy's count; most are deltas,
+    // and a full one comes once the keys written since the last full one
+    // reach a quarter of the store (DURABILITY.md C8). Rounds of a quarter
+    // of the store and one policy count more hold one such cycle or more,
+    // as a long run does per as many puts: a full checkpoint and the
+    // deltas between two.
     let every = Options::default().checkpoint_every as usize;
+    let store_now = blobs + 5 * tail;
     checkpoint_put_rounds(
         &layout,
         &no_checkpoints,
         blobs + 4 * tail,
-        2 * every + 10_000,
+        (store_now / 4 + every).max(2 * every + 10_000),
         every,
     );
 }
@@ -1164,6 +1246,7 @@ fn checkpoint_put_rounds(
     }
     let store = Store::open(layout.clone(), no_checkpoints.clone()).expect("open");
     newest.push(store.open_report().checkpoint);
+    let newest_delta = store.open_report().checkpoint_base.is_some();
     drop(store);
     let written: Vec<u64> = (1..4)
         .step_by(2)
@@ -1180,12 +1263,13 @@ fn checkpoint_put_rounds(
     println!(
         "puts of 100 B, 4,096 in flight, {count} per round on the {size}-blob store: \
          {:.0}/s without checkpoints, {:.0}/s with one every {} puts ({:.2}x; checkpoints \
-         written per round {:?}); rounds {:?} / {:?}",
+         written per round {:?}, the newest {}); rounds {:?} / {:?}",
         without,
         with,
         every,
         with / without,
         written,
+        if newest_delta { "a delta" } else { "full" },
         rates[0].iter().map(|r| r.round()).collect::<Vec<_>>(),
         rates[1].iter().map(|r| r.round()).collect::<Vec<_>>(),
     );
