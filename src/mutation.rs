@@ -67,12 +67,17 @@ pub enum Mutation {
     /// torn tail alone, not all the commit's records planned on the node
     /// together.
     TornEvidencePerRecord,
+    /// C8: a delta checkpoint taken by an index opened from a delta names
+    /// only the base records the overlay hides, not those the older delta
+    /// hid (a key written or removed before that delta comes back with
+    /// the base's value at the next open from the new one).
+    DeltaForgetsOlderHidden,
 }
 
 #[cfg(any(test, feature = "testing"))]
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 19] = [
+    pub const ALL: [Mutation; 20] = [
         Mutation::SiteBlindHandoff,
         Mutation::SilentNewestLoss,
         Mutation::TombstoneRace,
@@ -92,6 +97,7 @@ impl Mutation {
         Mutation::AdoptedCountWhole,
         Mutation::RefuseWipedPrefix,
         Mutation::TornEvidencePerRecord,
+        Mutation::DeltaForgetsOlderHidden,
     ];
 
     fn bit(self) -> u64 {

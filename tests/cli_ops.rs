@@ -201,6 +201,8 @@ fn every_command_round_trips() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("blobs:   3"), "{text}");
     assert!(text.contains("RS(6,3) over 3 sites and 9 nodes"), "{text}");
+    // No checkpoint written yet: the open scanned every record.
+    assert!(text.contains("every record scanned"), "{text}");
     let out = geoshard(d, &["stat", "--json"])
         .assert()
         .success()
@@ -210,6 +212,8 @@ fn every_command_round_trips() {
     assert_eq!(stat["blobs"], 3);
     assert_eq!(stat["layout"]["nodes"], 9);
     assert_eq!(stat["layout"]["storage_overhead"], 1.5);
+    assert!(stat["open"]["checkpoint"].is_null(), "{stat}");
+    assert!(stat["open"]["checkpoint_base"].is_null(), "{stat}");
 
     // health: everything up, the what-if answer is yes.
     let out = geoshard(d, &["health", "--json"])

@@ -320,6 +320,12 @@ struct OpenOutput {
     tail_bytes_truncated: u64,
     inconsistent_records: usize,
     entry_tables_rebuilt: usize,
+    /// The checkpoint open started from (hex generation), if any.
+    checkpoint: Option<String>,
+    /// When it is a delta, the full checkpoint under it.
+    checkpoint_base: Option<String>,
+    /// Stripes read past the checkpoint.
+    tail_stripes: usize,
 }
 
 #[derive(Serialize)]
@@ -360,6 +366,9 @@ fn stat(store: &Store, json: bool) -> CliResult {
             tail_bytes_truncated: open.tail_bytes_truncated,
             inconsistent_records: open.inconsistent_records,
             entry_tables_rebuilt: open.entry_tables_rebuilt,
+            checkpoint: open.checkpoint.map(|g| format!("{g:016x}")),
+            checkpoint_base: open.checkpoint_base.map(|g| format!("{g:016x}")),
+            tail_stripes: open.tail_stripes,
         },
         layout: LayoutOutput {
             data_count: explain.code.data_count,
@@ -385,6 +394,17 @@ fn stat(store: &Store, json: bool) -> CliResult {
         open.corrupt_regions,
         open.entry_tables_rebuilt
     );
+    match (&output.open.checkpoint, &output.open.checkpoint_base) {
+        (Some(generation), Some(base)) => println!(
+            "         from checkpoint {generation} (a delta over {base}) and {} stripes past it",
+            open.tail_stripes
+        ),
+        (Some(generation), None) => println!(
+            "         from checkpoint {generation} and {} stripes past it",
+            open.tail_stripes
+        ),
+        (None, _) => println!("         every record scanned (no checkpoint used)"),
+    }
     if open.stripes_lost > 0 {
         println!(
             "LOST:    {} stripes beyond the promise; {} keys known lost{}{}",

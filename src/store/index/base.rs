@@ -664,7 +664,13 @@ impl BaseIndex {
             Some(b) => {
                 // Disjoint: the overlay hides only records a lookup
                 // found, and a lookup never finds a hidden one.
-                let mut ids = bits(&b.hidden, 0);
+                let forget =
+                    crate::mutation::enabled(crate::mutation::Mutation::DeltaForgetsOlderHidden);
+                let mut ids = if forget {
+                    Vec::new()
+                } else {
+                    bits(&b.hidden, 0)
+                };
                 ids.extend(bits(shadowed, b.offset));
                 ids.sort_unstable();
                 ids.dedup();
