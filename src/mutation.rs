@@ -69,8 +69,10 @@ pub enum Mutation {
     TornEvidencePerRecord,
     /// C8: a delta checkpoint taken by an index opened from a delta names
     /// only the base records the overlay hides, not those the older delta
-    /// hid (a key written or removed before that delta comes back with
-    /// the base's value at the next open from the new one).
+    /// hid. Its record count (the index's less the base records it leaves
+    /// visible) then falls short of the records it holds, and open refuses
+    /// it for the next older checkpoint: no answer changes, and the
+    /// simulator finds no seed (docs/TESTING.md, "Mutations").
     DeltaForgetsOlderHidden,
 }
 
