@@ -69,10 +69,9 @@ pub enum Mutation {
     TornEvidencePerRecord,
     /// C8: a delta checkpoint taken by an index opened from a delta names
     /// only the base records the overlay hides, not those the older delta
-    /// hid. Its record count (the index's less the base records it leaves
-    /// visible) then falls short of the records it holds, and open refuses
-    /// it for the next older checkpoint: no answer changes, and the
-    /// simulator finds no seed (docs/TESTING.md, "Mutations").
+    /// hid (its record count still right, so open takes it): a key removed
+    /// before the older delta comes back with the base's value at the
+    /// next open from the new one.
     DeltaForgetsOlderHidden,
 }
 

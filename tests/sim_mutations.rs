@@ -50,6 +50,9 @@ const FOUND: &[(&[Mutation], u64, u64)] = &[
     (&[Mutation::AdoptedCountWhole], 3024, 1000),
     (&[Mutation::RefuseWipedPrefix], 945, 1000),
     (&[Mutation::TornEvidencePerRecord], 22912, 1000),
+    // In the checkpoint-heavy seeds (geoshard::sim::CHECKPOINT_HEAVY_SEEDS
+    // on): the first of them that finds it.
+    (&[Mutation::DeltaForgetsOlderHidden], 1_000_000_001, 1000),
 ];
 
 #[test]

@@ -480,6 +480,14 @@ const TIMING_STREAM: u64 = 0x7131_c10c_5eed_0001;
 /// not) and object-store faults.
 const OBJECT_STREAM: u64 = 0x0b1e_c757_0e5e_ed06;
 
+/// Seeds the random stream of a seed's checkpoint profile (many keys,
+/// checkpoints and reopens often: deltas over deltas, DURABILITY.md C8).
+const DELTA_STREAM: u64 = 0xde17_a5ee_d0c8_0003;
+
+/// Seeds from this one on run the checkpoint-heavy profile (the seeds
+/// below keep their histories, and the mutation seeds pinned in them).
+pub const CHECKPOINT_HEAVY_SEEDS: u64 = 1_000_000_000;
+
 /// Simulated time per call to a node of a slow site, in microseconds.
 const SLOW_US: u64 = 20_000;
 
@@ -509,7 +517,7 @@ impl Sim {
         };
         // Swarm: each seed leaves some operations and faults out, and
         // weighs the rest its own way.
-        let weights = OPS
+        let mut weights: Vec<u32> = OPS
             .iter()
             .map(|&op| {
                 let always = matches!(op, Op::Put | Op::Step | Op::Get);
@@ -527,7 +535,23 @@ impl Sim {
             .filter(|_| !rng.one_in(3))
             .filter(|&fault| known_gaps || !matches!(fault, Fault::Shorten | Fault::Misdirect))
             .collect();
-        let key_count = 8 + rng.below(120) as usize;
+        let mut key_count = 8 + rng.below(120) as usize;
+        // Checkpoint-heavy seeds ([`CHECKPOINT_HEAVY_SEEDS`] on), from a
+        // stream of their own: hundreds of keys, so that a quarter of them
+        // written since a full checkpoint takes a while, and checkpoints
+        // and reopens about ten times as often, so that a delta is taken
+        // by a store opened from one and opened from in turn
+        // (DURABILITY.md C8; the swarm without them never did that with a
+        // delete in between: docs/TESTING.md, "Mutations").
+        let mut delta_rng = Rng::new(mix(config.seed ^ DELTA_STREAM));
+        if config.seed >= CHECKPOINT_HEAVY_SEEDS {
+            key_count = 300 + delta_rng.below(700) as usize;
+            for (weight, op) in weights.iter_mut().zip(OPS) {
+                if matches!(op, Op::Checkpoint | Op::Reopen) {
+                    *weight = op.weight() * (8 + delta_rng.below(8) as u32);
+                }
+            }
+        }
         let keys = (0..key_count)
             .map(|i| format!("room-{}/msg-{:05}", i % 7, i).into_bytes())
             .collect();

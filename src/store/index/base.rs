@@ -644,7 +644,9 @@ impl BaseIndex {
     /// overlay's, as ascending ids of the bottom base, and how many
     /// records the bottom base holds. What a new delta over the bottom
     /// base says it hides.
-    pub(super) fn bottom_hidden(&self, shadowed: &[u64]) -> (Vec<u32>, usize) {
+    /// `forget_older` leaves a delta's own hidden records out (only for
+    /// the mutation `DeltaForgetsOlderHidden`).
+    pub(super) fn bottom_hidden(&self, shadowed: &[u64], forget_older: bool) -> (Vec<u32>, usize) {
         let bits = |words: &[u64], from: u32| -> Vec<u32> {
             let mut out = Vec::new();
             for (i, &w) in words.iter().enumerate() {
@@ -664,9 +666,7 @@ impl BaseIndex {
             Some(b) => {
                 // Disjoint: the overlay hides only records a lookup
                 // found, and a lookup never finds a hidden one.
-                let forget =
-                    crate::mutation::enabled(crate::mutation::Mutation::DeltaForgetsOlderHidden);
-                let mut ids = if forget {
+                let mut ids = if forget_older {
                     Vec::new()
                 } else {
                     bits(&b.hidden, 0)

@@ -503,12 +503,17 @@ impl IndexCopy {
         let Some(base_generation) = base.bottom_origin() else {
             return Err(self);
         };
-        let (hidden, bottom_count) = base.bottom_hidden(shadowed);
+        let (mut hidden, bottom_count) = base.bottom_hidden(shadowed, false);
         let end = base.delta_end();
         // The bottom base's records left visible are not the delta's.
         self.count = self
             .count
             .saturating_sub(bottom_count.saturating_sub(hidden.len()));
+        if crate::mutation::enabled(crate::mutation::Mutation::DeltaForgetsOlderHidden) {
+            // Its count as above (open's count check passes), its list
+            // without what the delta under the overlay hid.
+            hidden = base.bottom_hidden(shadowed, true).0;
+        }
         Ok(DeltaImage {
             image: self.image_below(end),
             base: base_generation,
