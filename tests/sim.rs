@@ -56,6 +56,25 @@ fn seeds_from_the_soak_keep_the_promise() {
     }
 }
 
+/// The checkpoint-heavy seeds (`CHECKPOINT_HEAVY_SEEDS` on: hundreds of
+/// keys, checkpoints and reopens often) take deltas over deltas and open
+/// from them (docs/DURABILITY.md, C8), every answer checked.
+#[test]
+fn checkpoint_heavy_seeds_keep_the_promise() {
+    let seeds = env_u64("GEOSHARD_SIM_HEAVY_SEEDS").unwrap_or(12);
+    let (mut deltas, mut delta_opens) = (0, 0);
+    for seed in geoshard::sim::CHECKPOINT_HEAVY_SEEDS..geoshard::sim::CHECKPOINT_HEAVY_SEEDS + seeds
+    {
+        let report = run_or_panic(seed, 1000);
+        deltas += report.delta_checkpoints;
+        delta_opens += report.delta_opens;
+    }
+    assert!(
+        deltas > seeds && delta_opens > seeds,
+        "{deltas} deltas written, {delta_opens} opens from one"
+    );
+}
+
 #[test]
 fn a_seed_run_twice_gives_the_same_trace() {
     // 3 and 11 are plain; 24, 114, 139 and 258 crash during a repair whose
