@@ -219,15 +219,14 @@ pub(crate) struct DeltaOf {
     pub hidden: Vec<u32>,
 }
 
-/// A delta's base checkpoint's index records, read in place.
+/// A delta's base checkpoint's index records, read in place
+/// ([`load_below`] checked it is the body the delta names, of the same
+/// hash key).
 #[derive(Debug, PartialEq)]
 pub(crate) struct Below {
     pub pieces: BasePieces,
     pub count: u64,
     pub splits: Vec<SplitBlob>,
-    pub hash_key: (u64, u64),
-    /// Its generation and body crc.
-    pub origin: (u64, u32),
 }
 
 /// A version 2 or 3 body's index records in the pieces they were read into
@@ -779,9 +778,6 @@ impl IndexLoad {
                 match (self.delta, self.below) {
                     (None, _) => {}
                     (Some(delta), Some(below)) => {
-                        if below.origin != delta.base {
-                            return Err(bad("a delta over another base".into()));
-                        }
                         // Its records the delta hides may name stripes
                         // retired since: only the others' parts are
                         // checked (no lookup reads a hidden record).
@@ -790,13 +786,13 @@ impl IndexLoad {
                             below.pieces.directory,
                             below.count,
                             below.splits,
-                            below.hash_key,
+                            image.hash_key,
                             part_ok,
                             None,
                             &delta.hidden,
                         )
                         .map_err(|e| bad(format!("its base: {e}")))?;
-                        under.set_origin(below.origin.0, below.origin.1);
+                        under.set_origin(delta.base.0, delta.base.1);
                         base = base.stack(under, &delta.hidden).map_err(bad)?;
                     }
                     (Some(_), None) => return Err(bad("a delta without its base".into())),
@@ -920,6 +916,8 @@ pub(crate) fn write(
     let mut nodes: Vec<String> = Vec::new();
     let mut node_since: Vec<u64> = Vec::new();
     let mut horizons = Vec::new();
+    // The member nodes holding each checkpoint's columns now.
+    let mut held: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
     for id in inner.nodes.ids() {
         let Some(node) = inner
             .nodes
@@ -931,6 +929,11 @@ pub(crate) fn write(
         let Ok(generations) = node.generations() else {
             continue;
         };
+        // The same listing says which checkpoints' columns the node holds
+        // (whether the next may be a delta, `Chain::allows`).
+        for &g in generations.iter().filter(|&&g| is_checkpoint_generation(g)) {
+            held.entry(g).or_default().push(id);
+        }
         let number = nodes.len() as u16;
         let measured: Result<Vec<(u16, u64, u64)>> = generations
             .into_iter()
@@ -958,8 +961,6 @@ pub(crate) fn write(
         session_of(cut),
         inner.checkpoints_taken.fetch_add(1, Ordering::AcqRel) as u16,
     );
-    // The nodes holding each checkpoint's columns now.
-    let held = checkpoint_holders(&inner.nodes);
     settle()?;
     if inner.manifests.has_pending_discards() {
         return refuse("a failed commit's discard is not recorded in the manifest yet");
@@ -1464,8 +1465,6 @@ fn load_below(
         pieces,
         count: base.index.count,
         splits: base.index.splits,
-        hash_key: base.index.hash_key,
-        origin: (generation, crc),
     })
 }
 

@@ -108,7 +108,8 @@ pub struct Options {
     /// deletes were made durable since the last one began; 0 writes them
     /// only when [`Store::checkpoint`](super::Store::checkpoint) is called.
     /// Open's work past the checkpoint grows with this number; a
-    /// checkpoint's with what changed since the last full one (a delta,
+    /// checkpoint's with what changed since the last full one and the
+    /// stripe table (a delta,
     /// [`Store::checkpoint`](super::Store::checkpoint)), a full one's
     /// with the store (docs/PERFORMANCE.md, "Index checkpoints").
     /// Default 1,000,000.
