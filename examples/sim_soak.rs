@@ -32,7 +32,7 @@ fn main() {
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut simulated_us, mut slowest_step_us, mut nondeterministic) = (0u64, 0u64, 0u64);
     let (mut checkpoints, mut checkpoint_opens) = (0u64, 0u64);
-    let (mut deltas, mut delta_opens) = (0u64, 0u64);
+    let (mut deltas, mut delta_opens, mut degraded) = (0u64, 0u64, 0u64);
     // Every seed's trace, folded in seed order: a change meant to keep
     // behaviour (a refactor) must keep it too.
     let mut traces = 0u64;
@@ -80,6 +80,7 @@ fn main() {
         checkpoints += report.checkpoints;
         checkpoint_opens += report.checkpoint_opens;
         deltas += report.delta_checkpoints;
+        degraded += report.degraded_checkpoints;
         delta_opens += report.delta_opens;
         node_io += report.node_io;
         simulated_us += report.simulated_us;
@@ -112,7 +113,7 @@ fn main() {
         "reopens {reopens}, node I/O calls {node_io}, seeds that went beyond the promise {beyond}"
     );
     println!(
-        "checkpoints written {checkpoints} ({deltas} deltas), opens from a checkpoint {checkpoint_opens} of {reopens} ({delta_opens} from a delta)"
+        "checkpoints written {checkpoints} ({deltas} deltas, {degraded} with nodes down skipped), opens from a checkpoint {checkpoint_opens} of {reopens} ({delta_opens} from a delta)"
     );
     println!(
         "simulated time {:.1} s, slowest operation {:.1} ms of simulated time",

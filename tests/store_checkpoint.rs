@@ -443,24 +443,80 @@ fn the_index_moves_onto_each_checkpoint() {
     write_some(&store, &mut model, 2, 100);
     drop(store);
     check_both(root, &model, Some(second.generation));
-    // With a site gone a checkpoint cannot be written (every column goes
-    // home): the index stays as it was, and moves after the repair.
+    // With a site gone a checkpoint is written without that site's
+    // columns (k of each chunk are), and open reads it with the site
+    // still gone: a burning site does not stop checkpoints.
     common::burn_site(&layout(root), SiteId(1));
     let store = Store::open(layout(root), options(true)).expect("open with a site gone");
     assert_eq!(store.open_report().checkpoint, Some(second.generation));
     write_some(&store, &mut model, 3, 100);
-    let shape = geoshard::testing::index_shape(&store);
-    assert!(store.checkpoint().is_err(), "a checkpoint with a site gone");
-    assert_eq!(geoshard::testing::index_shape(&store), shape);
+    let during = store.checkpoint().expect("a checkpoint with a site gone");
+    assert_eq!(
+        during.nodes_skipped,
+        ["s1n0", "s1n1"],
+        "the burned site's nodes took no columns"
+    );
+    same(
+        &contents(&store),
+        &model,
+        "after a checkpoint with a site gone",
+    );
     write_some(&store, &mut model, 4, 400);
-    same(&contents(&store), &model, "after a failed checkpoint");
+    let moved = store
+        .checkpoint()
+        .expect("a second checkpoint with the site gone");
+    assert!(moved.rebased, "a quarter of the base's records in memory");
+    assert_eq!(moved.nodes_skipped, during.nodes_skipped);
+    same(&contents(&store), &model, "after a move with a site gone");
+    let stats = store.stats();
+    assert_eq!(
+        (
+            stats.checkpoints,
+            stats.checkpoint_deltas,
+            stats.checkpoints_degraded,
+            stats.checkpoint_failures
+        ),
+        (2, 1, 2, 0)
+    );
+    assert_eq!(
+        stats.checkpoint_bytes,
+        during.column_bytes + moved.column_bytes
+    );
+    write_some(&store, &mut model, 6, 40);
+    store.close().expect("close");
+    assert!(
+        store.checkpoint().is_err(),
+        "a checkpoint of a closed store"
+    );
+    assert_eq!(store.stats().checkpoint_failures, 1);
+    drop(store);
+    check_both(root, &model, Some(moved.generation));
+    // The site rebuilt: its nodes take writes again but hold nothing of
+    // the checkpoint the index stands on, so the next one is full, with
+    // every column, and outlives another site's loss.
+    let store = Store::open(layout(root), options(true)).expect("open");
     store.repair(&RepairOptions::default()).expect("repair");
+    write_some(&store, &mut model, 7, 40);
     let third = store.checkpoint().expect("checkpoint after the repair");
+    assert_eq!(
+        third.delta_of, None,
+        "the base lacks the rebuilt site's columns"
+    );
+    assert!(third.nodes_skipped.is_empty());
     assert!(third.rebased);
     assert_eq!(geoshard::testing::index_shape(&store), (model.len(), 0));
     same(&contents(&store), &model, "after the repair's checkpoint");
+    write_some(&store, &mut model, 8, 40);
     drop(store);
     check_both(root, &model, Some(third.generation));
+    common::burn_site(&layout(root), SiteId(2));
+    let store = Store::open(layout(root), options(true)).expect("open with site 2 gone");
+    assert_eq!(store.open_report().checkpoint, Some(third.generation));
+    same(
+        &contents(&store),
+        &model,
+        "from the full checkpoint, site 2 gone",
+    );
 }
 
 /// Puts, overwrites and deletes from two threads while checkpoints are

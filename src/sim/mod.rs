@@ -100,6 +100,9 @@ pub struct SimReport {
     pub checkpoints: u64,
     /// Of those, deltas over a base (docs/DURABILITY.md, C8).
     pub delta_checkpoints: u64,
+    /// Of those, written without the columns of nodes that took no
+    /// writes (DURABILITY.md, C2: a site or node down).
+    pub degraded_checkpoints: u64,
     /// Opens that started from a delta checkpoint and its base.
     pub delta_opens: u64,
     /// Faults injected, by kind.
@@ -796,6 +799,7 @@ impl Sim {
                     Ok(r) => {
                         self.report.checkpoints += 1;
                         self.report.delta_checkpoints += u64::from(r.delta_of.is_some());
+                        self.report.degraded_checkpoints += u64::from(!r.nodes_skipped.is_empty());
                         format!("{} blobs, {} stripes", r.blobs, r.stripes)
                     }
                     Err(e) => kind(&e),

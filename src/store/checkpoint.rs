@@ -52,6 +52,12 @@ pub struct CheckpointReport {
     pub column_bytes: u64,
     /// Older checkpoints removed.
     pub removed: usize,
+    /// Nodes whose columns it does not have: their homes took no writes
+    /// (down, or unwritable). It was kept with k columns or more of
+    /// each chunk (docs/DURABILITY.md, C2), so one more loss there leaves
+    /// it undecodable and open scans every record instead; the first
+    /// checkpoint after those nodes take writes again is full.
+    pub nodes_skipped: Vec<String>,
     /// Milliseconds the store's state was locked for the copy (puts wait
     /// that long at most).
     pub locked_ms: u64,
@@ -97,9 +103,12 @@ pub(crate) struct Chain {
     /// removed after it); `None` before its first: the index's bottom
     /// checkpoint, if any, is the one open read, still on the nodes.
     newest_full: Option<u64>,
-    /// The full checkpoint this process wrote deltas over, how many, and
-    /// the nodes that held its columns at the first.
-    over: Option<(u64, u32, BTreeSet<NodeId>)>,
+    /// The full checkpoint this process wrote deltas over, and how many.
+    over: Option<(u64, u32)>,
+    /// A full checkpoint and the nodes its columns' placements name (as
+    /// this process wrote it, or as open read it): the index's bottom
+    /// one, once open or a move set it.
+    homes: Option<(u64, BTreeSet<NodeId>)>,
 }
 
 impl Chain {
@@ -108,21 +117,37 @@ impl Chain {
     /// `holders` hold now: this process did not remove it, the
     /// generation orders after it (the counter of a session's
     /// checkpoints wraps after 65,536), fewer than
-    /// [`DELTAS_PER_BASE_MAX`] deltas stand on it, and no node that held
-    /// its columns at the first delta lost them (a node taken back empty).
-    fn allows(&self, base: u64, generation: u64, holders: Option<&Vec<NodeId>>) -> bool {
+    /// [`DELTAS_PER_BASE_MAX`] deltas stand on it, and every home of its
+    /// columns that takes writes now (`writable`) holds its column. A
+    /// base written while a home was down (C2), or whose home was taken
+    /// back empty since, is written anew by a full checkpoint once that
+    /// home takes writes: a checkpoint's columns are not repaired.
+    fn allows(
+        &self,
+        base: u64,
+        generation: u64,
+        holders: Option<&Vec<NodeId>>,
+        writable: impl Fn(NodeId) -> bool,
+    ) -> bool {
         if self.newest_full.is_some_and(|newest| newest != base) || generation <= base {
             return false;
         }
         let Some(holders) = holders else {
             return false;
         };
-        match &self.over {
-            Some((over, deltas, held)) if *over == base => {
-                *deltas < DELTAS_PER_BASE_MAX && held.iter().all(|id| holders.contains(id))
+        let whole = matches!(&self.homes, Some((full, homes)) if *full == base
+            && homes.iter().all(|&id| holders.contains(&id) || !writable(id)));
+        whole
+            && match self.over {
+                Some((over, deltas)) if over == base => deltas < DELTAS_PER_BASE_MAX,
+                _ => true,
             }
-            _ => true,
-        }
+    }
+
+    /// Open read the index's bottom checkpoint `base`, whose columns'
+    /// placements name `homes`.
+    pub(crate) fn opened_over(&mut self, base: u64, homes: BTreeSet<NodeId>) {
+        self.homes = Some((base, homes));
     }
 }
 
@@ -208,6 +233,9 @@ pub(crate) struct Snapshot {
     pub crc: u32,
     /// The generation it was read from (none when written).
     pub generation: Option<u64>,
+    /// The nodes its chunks' placements name for a column with bytes (as
+    /// read; empty when written).
+    pub homes: BTreeSet<NodeId>,
 }
 
 /// What a delta checkpoint is a delta over.
@@ -227,6 +255,8 @@ pub(crate) struct Below {
     pub pieces: BasePieces,
     pub count: u64,
     pub splits: Vec<SplitBlob>,
+    /// [`Snapshot::homes`] of the base.
+    pub homes: BTreeSet<NodeId>,
 }
 
 /// A version 2 or 3 body's index records in the pieces they were read into
@@ -884,8 +914,9 @@ fn get_part(r: &mut Reader<'_>) -> Result<PartLoc> {
 ///    copy, or to one open discards;
 /// 3. the copy, under the state's read lock;
 /// 4. off the lock: the body, coded and written as one record per column
-///    of each chunk. Kept only if every column was written; the older
-///    checkpoints are removed after.
+///    of each chunk (a home that takes no writes skipped, while k of
+///    each chunk's do). Kept only if every column sent was written; the
+///    older checkpoints are removed after.
 ///
 /// # Errors
 /// [`Error::Closed`], [`Error::WriteRefused`] (a read-only store, a loss
@@ -893,6 +924,29 @@ fn get_part(r: &mut Reader<'_>) -> Result<PartLoc> {
 /// [`Error::Unavailable`] or an I/O error when a column could not be
 /// written (the partial checkpoint is removed), or what `settle` returns.
 pub(crate) fn write(
+    inner: &Inner,
+    settle: impl FnOnce() -> Result<()>,
+) -> Result<CheckpointReport> {
+    let written = write_checkpoint(inner, settle);
+    let stats = &inner.stats;
+    match &written {
+        Ok(report) => {
+            stats.checkpoints.add(1);
+            if report.delta_of.is_some() {
+                stats.checkpoint_deltas.add(1);
+            }
+            if !report.nodes_skipped.is_empty() {
+                stats.checkpoints_degraded.add(1);
+            }
+            stats.checkpoint_bytes.add(report.column_bytes);
+        }
+        Err(_) => stats.checkpoint_failures.add(1),
+    }
+    written
+}
+
+/// [`write`], not counted.
+fn write_checkpoint(
     inner: &Inner,
     settle: impl FnOnce() -> Result<()>,
 ) -> Result<CheckpointReport> {
@@ -990,7 +1044,9 @@ pub(crate) fn write(
                 .checkpoint_chain
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .allows(base, generation, held.get(&base))
+                .allows(base, generation, held.get(&base), |id| {
+                    inner.manifests.is_member(id) && inner.nodes.is_writable(id)
+                })
         });
         let moving = !over || above.saturating_mul(REBASE_OVERLAY_SHARE) >= bottom;
         // Every change of the index from this copy on is recorded, to be
@@ -1042,6 +1098,7 @@ pub(crate) fn write(
         below: None,
         crc: 0,
         generation: None,
+        homes: BTreeSet::new(),
     };
     if moving {
         snapshot.index = copy.image();
@@ -1079,12 +1136,26 @@ pub(crate) fn write(
     let written = (snapshot.store_id, snapshot.session, snapshot.cut);
     let crc = body.last_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b));
     drop(snapshot);
-    match write_columns(inner, generation, &body) {
-        Ok(bytes) => report.column_bytes = bytes,
+    let columns = match write_columns(inner, generation, &body) {
+        Ok(columns) => columns,
         Err(e) => {
             remove_checkpoints(inner, |g| g == generation);
             return Err(e);
         }
+    };
+    report.column_bytes = columns.bytes;
+    report.nodes_skipped = columns
+        .skipped
+        .iter()
+        .map(|&id| layout.node(id).name.clone())
+        .collect();
+    if !report.nodes_skipped.is_empty() {
+        tracing::warn!(
+            generation,
+            nodes = ?report.nodes_skipped,
+            "checkpoint written without the columns of nodes that take no writes: \
+             one more loss leaves it undecodable (open then scans every record)"
+        );
     }
     // Every other one is older (its number may be higher: the count of a
     // session wraps after 65,536), and a delta's base stays under it.
@@ -1095,15 +1166,13 @@ pub(crate) fn write(
             .unwrap_or_else(|p| p.into_inner());
         match delta_of {
             Some(base) => match &mut chain.over {
-                Some((over, deltas, _)) if *over == base => *deltas += 1,
-                over => {
-                    let holders = held.get(&base).cloned().unwrap_or_default();
-                    *over = Some((base, 1, holders.into_iter().collect()));
-                }
+                Some((over, deltas)) if *over == base => *deltas += 1,
+                over => *over = Some((base, 1)),
             },
             None => {
                 chain.newest_full = Some(generation);
                 chain.over = None;
+                chain.homes = Some((generation, columns.homes));
             }
         }
     }
@@ -1286,19 +1355,20 @@ const FIXED_RECORD_KIND: usize = 2;
 /// [`read_body`] of checkpoint `generation` from `holders`, the running
 /// store's nodes.
 fn read_back(inner: &Inner, generation: u64, holders: &[NodeId]) -> Result<(Vec<Bytes>, Vec<u32>)> {
-    read_body(
+    let (pieces, crcs, _) = read_body(
         &inner.nodes,
         &inner.layout,
         &inner.codec,
         generation,
         holders,
         inner.sequential_io,
-    )
+    )?;
+    Ok((pieces, crcs))
 }
 
 /// Codes `body` chunk by chunk and appends each column to its home node.
 /// Returns the column bytes written.
-fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<u64> {
+fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<Written> {
     let layout = &inner.layout;
     let code = layout.code();
     let (k, m) = (code.data_count, code.parity_count);
@@ -1308,8 +1378,54 @@ fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<u64> {
     // shootdown across the process's threads.
     let column_len = body.len().div_ceil(k).min(CHUNK_COLUMN_LEN);
     let mut parity: Vec<Vec<u8>> = (0..m).map(|_| vec![0u8; column_len]).collect();
-    let mut written = 0u64;
+    let mut written = Written::default();
     for (chunk, data) in body.chunks(k * CHUNK_COLUMN_LEN).enumerate() {
+        let placement = layout.placement(chunk as u64);
+        let names: Vec<String> = layout
+            .placement_names(&placement)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        // Each column goes home, or nowhere when its home takes no writes
+        // (down, unwritable, or no longer a member): a checkpoint is kept
+        // with any k columns of each chunk (C2), so a site burning does
+        // not stop checkpoints; it only leaves them without its margin.
+        let homes: Vec<(NodeId, Option<Arc<dyn crate::node::Node>>)> = names
+            .iter()
+            .map(|name| {
+                let id = layout
+                    .node_by_name(name)
+                    .ok_or_else(|| Error::Unavailable {
+                        node: name.clone(),
+                        reason: "not in the layout".into(),
+                    })?;
+                let node = Some(id)
+                    .filter(|&id| inner.manifests.is_member(id))
+                    .and_then(|id| inner.nodes.get_writable(id));
+                Ok((id, node))
+            })
+            .collect::<Result<_>>()?;
+        let takers = homes.iter().filter(|(_, node)| node.is_some()).count();
+        if takers < k {
+            let down: Vec<&str> = names
+                .iter()
+                .zip(&homes)
+                .filter(|(_, (_, node))| node.is_none())
+                .map(|(name, _)| name.as_str())
+                .collect();
+            return Err(Error::Unavailable {
+                node: down
+                    .first()
+                    .map_or_else(String::new, |name| (*name).to_string()),
+                reason: format!(
+                    "it takes no writes, and chunk {chunk} of a checkpoint needs {k} of \
+                     its {} columns' homes to take theirs: only {takers} do (down or \
+                     unwritable: {}); nothing of the checkpoint was kept",
+                    k + m,
+                    down.join(", ")
+                ),
+            });
+        }
         let stripe_len = data.len().div_ceil(k);
         let columns: Vec<&[u8]> = (0..k)
             .map(|c| {
@@ -1322,12 +1438,6 @@ fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<u64> {
             .iter()
             .copied()
             .chain(parity.iter().map(|p| &p[..stripe_len]))
-            .collect();
-        let placement = layout.placement(chunk as u64);
-        let names: Vec<String> = layout
-            .placement_names(&placement)
-            .into_iter()
-            .map(str::to_string)
             .collect();
         let mut header = ColumnHeader {
             stripe_id: chunk as u64,
@@ -1342,19 +1452,16 @@ fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<u64> {
             commit: CommitStamp::default(),
             handoffs: Vec::new(),
         };
-        for (c, payload) in all.iter().enumerate() {
+        for (c, (payload, (id, node))) in all.iter().zip(&homes).enumerate() {
             if payload.is_empty() {
                 continue;
             }
+            written.homes.insert(*id);
+            let Some(node) = node else {
+                written.skipped.insert(*id);
+                continue;
+            };
             header.column_index = c as u16;
-            let node = layout
-                .node_by_name(&names[c])
-                .filter(|&id| inner.manifests.is_member(id))
-                .and_then(|id| inner.nodes.get_writable(id))
-                .ok_or_else(|| Error::Unavailable {
-                    node: names[c].clone(),
-                    reason: "cannot take its column of a checkpoint".into(),
-                })?;
             node.append(
                 generation,
                 &[RecordRef {
@@ -1362,10 +1469,21 @@ fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<u64> {
                     payload,
                 }],
             )?;
-            written += payload.len() as u64;
+            written.bytes += payload.len() as u64;
         }
     }
     Ok(written)
+}
+
+/// What [`write_columns`] wrote.
+#[derive(Debug, Default)]
+struct Written {
+    /// Column bytes written.
+    bytes: u64,
+    /// The nodes the chunks' placements name for a column with bytes.
+    homes: BTreeSet<NodeId>,
+    /// Homes that took no writes: their columns were not written.
+    skipped: BTreeSet<NodeId>,
 }
 
 /// Removes the checkpoint generations `which` picks from every reachable
@@ -1406,13 +1524,13 @@ pub(crate) fn load_newest(
     sequential: bool,
 ) -> Option<(u64, Snapshot)> {
     let held = checkpoint_holders(inner_nodes);
-    let read = |generation: u64, holders: &[NodeId]| {
-        read_body(inner_nodes, layout, codec, generation, holders, sequential)
-            .and_then(|(pieces, crcs)| Snapshot::decode_with_crcs(pieces, Some(&crcs), layout))
-            .map(|mut snapshot| {
-                snapshot.generation = Some(generation);
-                snapshot
-            })
+    let read = |generation: u64, holders: &[NodeId]| -> Result<Snapshot> {
+        let (pieces, crcs, homes) =
+            read_body(inner_nodes, layout, codec, generation, holders, sequential)?;
+        let mut snapshot = Snapshot::decode_with_crcs(pieces, Some(&crcs), layout)?;
+        snapshot.generation = Some(generation);
+        snapshot.homes = homes;
+        Ok(snapshot)
     };
     for (&generation, holders) in held.iter().rev() {
         let loaded = read(generation, holders).and_then(|mut snapshot| {
@@ -1465,6 +1583,7 @@ fn load_below(
         pieces,
         count: base.index.count,
         splits: base.index.splits,
+        homes: base.homes,
     })
 }
 
@@ -1498,7 +1617,9 @@ type ChunkOut<'a> = (u64, ColumnHeader, ColumnsAt, &'a mut Vec<(Bytes, u32)>);
 /// Reads and decodes the body of checkpoint `generation` from the nodes
 /// in `holders`: each chunk from its data columns where they are intact,
 /// else rebuilt from any k intact columns. Returns the pieces, in order,
-/// and the crc32 of each (its column's checksum, which it matched).
+/// the crc32 of each (its column's checksum, which it matched), and the
+/// nodes the chunks' placements name for a column with bytes (its homes:
+/// a home that holds no column of it lost it, or was down at its write).
 fn read_body(
     nodes: &super::nodes::NodeSet,
     layout: &Layout,
@@ -1506,7 +1627,7 @@ fn read_body(
     generation: u64,
     holders: &[NodeId],
     sequential: bool,
-) -> Result<(Vec<Bytes>, Vec<u32>)> {
+) -> Result<(Vec<Bytes>, Vec<u32>, BTreeSet<NodeId>)> {
     let bad = |reason: String| crate::format::wire::corrupt("checkpoint", reason);
     let code = layout.code();
     let (k, m) = (code.data_count, code.parity_count);
@@ -1551,12 +1672,21 @@ fn read_body(
     let mut outs: Vec<Vec<(Bytes, u32)>> = (0..chunks.len()).map(|_| Vec::new()).collect();
     let mut parts: Vec<ChunkOut<'_>> = Vec::new();
     let mut total = 0usize;
+    let mut homes = BTreeSet::new();
     for ((n, (chunk, (header, columns))), out) in
         chunks.into_iter().enumerate().zip(outs.iter_mut())
     {
         if chunk != n as u64 {
             return Err(bad(format!("chunk {n} missing")));
         }
+        homes.extend(
+            header
+                .placement
+                .iter()
+                .zip(&header.column_lens)
+                .filter(|&(_, &len)| len > 0)
+                .filter_map(|(name, _)| layout.node_by_name(name)),
+        );
         total = header.column_lens[..k]
             .iter()
             .fold(total, |t, &l| t.saturating_add(l as usize));
@@ -1588,7 +1718,8 @@ fn read_body(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     })?;
-    Ok(outs.into_iter().flatten().unzip())
+    let (pieces, crcs) = outs.into_iter().flatten().unzip();
+    Ok((pieces, crcs, homes))
 }
 
 /// Reads chunk `chunk` of checkpoint `generation` into `out` (its data
@@ -1838,31 +1969,98 @@ mod tests {
 
     /// A delta is written only over a base this process did not remove,
     /// with a generation after it, at most `DELTAS_PER_BASE_MAX` times,
-    /// while every node that held the base's columns still does.
+    /// while every home of the base's columns that takes writes holds one.
     #[test]
     fn a_delta_stands_only_on_a_base_kept_whole_and_ordered_before_it() {
         let (a, b, c) = (NodeId(0), NodeId(1), NodeId(2));
+        let all = |_: NodeId| true;
         let base = generation_of(5, 10);
         let mut chain = Chain::default();
+        // Homes not known: full.
+        assert!(!chain.allows(base, generation_of(6, 0), Some(&vec![a, b, c]), all));
         // Opened from it: nothing removed yet.
-        assert!(chain.allows(base, generation_of(6, 0), Some(&vec![a, b, c])));
+        chain.opened_over(base, [a, b, c].into_iter().collect());
+        assert!(chain.allows(base, generation_of(6, 0), Some(&vec![a, b, c]), all));
         // Not held at all, or a generation that wrapped to it or below.
-        assert!(!chain.allows(base, generation_of(6, 0), None));
-        assert!(!chain.allows(base, base, Some(&vec![a, b, c])));
-        assert!(!chain.allows(base, generation_of(5, 3), Some(&vec![a, b, c])));
-        // Deltas over it, counted; a node that lost its columns.
-        chain.over = Some((base, 1, [a, b, c].into_iter().collect()));
-        assert!(chain.allows(base, generation_of(6, 1), Some(&vec![c, b, a])));
-        assert!(!chain.allows(base, generation_of(6, 1), Some(&vec![a, c])));
-        chain.over = Some((base, DELTAS_PER_BASE_MAX, [a].into_iter().collect()));
-        assert!(!chain.allows(base, generation_of(6, 1), Some(&vec![a, b, c])));
+        assert!(!chain.allows(base, generation_of(6, 0), None, all));
+        assert!(!chain.allows(base, base, Some(&vec![a, b, c]), all));
+        assert!(!chain.allows(base, generation_of(5, 3), Some(&vec![a, b, c]), all));
+        // A home without its column: while it takes no writes (down, or
+        // down when the base was written), a delta; once it does, full.
+        assert!(!chain.allows(base, generation_of(6, 0), Some(&vec![a, c]), all));
+        assert!(chain.allows(base, generation_of(6, 0), Some(&vec![c, a]), |id| id != b));
+        // Deltas over it, counted.
+        chain.over = Some((base, DELTAS_PER_BASE_MAX - 1));
+        assert!(chain.allows(base, generation_of(6, 1), Some(&vec![c, b, a]), all));
+        chain.over = Some((base, DELTAS_PER_BASE_MAX));
+        assert!(!chain.allows(base, generation_of(6, 1), Some(&vec![a, b, c]), all));
         // A full one written since: the base was removed.
         chain = Chain {
             newest_full: Some(generation_of(6, 2)),
             over: None,
+            homes: Some((generation_of(6, 2), [a].into_iter().collect())),
         };
-        assert!(!chain.allows(base, generation_of(6, 3), Some(&vec![a, b, c])));
-        assert!(chain.allows(generation_of(6, 2), generation_of(6, 3), Some(&vec![a])));
+        assert!(!chain.allows(base, generation_of(6, 3), Some(&vec![a, b, c]), all));
+        assert!(chain.allows(
+            generation_of(6, 2),
+            generation_of(6, 3),
+            Some(&vec![a]),
+            all
+        ));
+    }
+
+    /// A home that takes no writes is skipped while k of each chunk's
+    /// homes take theirs (C2); with fewer, nothing is written and the
+    /// call fails, counted.
+    #[test]
+    fn a_checkpoint_skips_homes_that_take_no_writes_while_k_take_theirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = |name: &str| dir.path().join(name);
+        let layout = Layout::builder()
+            .code(2, 1)
+            .site("a", |s| s.node("a1", node("a1").as_path()))
+            .site("b", |s| s.node("b1", node("b1").as_path()))
+            .site("c", |s| s.node("c1", node("c1").as_path()))
+            .build()
+            .expect("layout");
+        let options = crate::Options {
+            checkpoint_every: 0,
+            ..crate::Options::default()
+        };
+        let store = crate::Store::create(layout, options).expect("create");
+        store.put(b"chat/1", &b"hello"[..]).expect("put");
+        let nodes = &store.inner.nodes;
+        let checkpoints_on = |id: NodeId| {
+            nodes
+                .get(id)
+                .expect("up")
+                .generations()
+                .expect("listed")
+                .into_iter()
+                .filter(|&g| is_checkpoint_generation(g))
+                .count()
+        };
+        nodes.mark_unwritable(NodeId(2), "test");
+        let report = store.checkpoint().expect("two of three columns written");
+        assert_eq!(report.nodes_skipped, ["c1"]);
+        assert_eq!(checkpoints_on(NodeId(2)), 0);
+        nodes.mark_unwritable(NodeId(1), "test");
+        let e = store.checkpoint().expect_err("one of three columns");
+        assert!(
+            matches!(&e, Error::Unavailable { node, reason }
+                if node == "b1" && reason.contains("only 1 do (down or unwritable: b1, c1)")),
+            "{e}"
+        );
+        assert_eq!(checkpoints_on(NodeId(0)), 1, "only the first kept");
+        let stats = store.stats();
+        assert_eq!(
+            (
+                stats.checkpoints,
+                stats.checkpoints_degraded,
+                stats.checkpoint_failures
+            ),
+            (1, 1, 1)
+        );
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub(crate) struct Counters {
     pub handoff_columns: Counter,
     pub commit_retries: Counter,
     pub bytes_written: Counter,
+    pub checkpoints: Counter,
+    pub checkpoint_deltas: Counter,
+    pub checkpoints_degraded: Counter,
+    pub checkpoint_failures: Counter,
+    pub checkpoint_bytes: Counter,
     /// Bytes read by repairs, for progress reports.
     pub repair_bytes_read: Counter,
 }
@@ -92,6 +97,11 @@ impl Counters {
             handoff_columns: Counter::registered("geoshard_handoff_columns_total"),
             commit_retries: Counter::registered("geoshard_commit_retries_total"),
             bytes_written: Counter::registered("geoshard_bytes_written_total"),
+            checkpoints: Counter::registered("geoshard_checkpoints_total"),
+            checkpoint_deltas: Counter::registered("geoshard_checkpoint_deltas_total"),
+            checkpoints_degraded: Counter::registered("geoshard_checkpoints_degraded_total"),
+            checkpoint_failures: Counter::registered("geoshard_checkpoint_failures_total"),
+            checkpoint_bytes: Counter::registered("geoshard_checkpoint_bytes_total"),
             repair_bytes_read: Counter::registered("geoshard_repair_bytes_read_total"),
         }
     }
@@ -112,6 +122,11 @@ impl Counters {
             handoff_columns: self.handoff_columns.get(),
             commit_retries: self.commit_retries.get(),
             bytes_written: self.bytes_written.get(),
+            checkpoints: self.checkpoints.get(),
+            checkpoint_deltas: self.checkpoint_deltas.get(),
+            checkpoints_degraded: self.checkpoints_degraded.get(),
+            checkpoint_failures: self.checkpoint_failures.get(),
+            checkpoint_bytes: self.checkpoint_bytes.get(),
             repair_queue,
         }
     }
@@ -152,8 +167,25 @@ pub struct Stats {
     pub handoff_columns: u64,
     /// Commit attempts sealed again after an append failed.
     pub commit_retries: u64,
-    /// Column bytes appended to nodes (data and parity).
+    /// Column bytes appended to nodes (data and parity) by commits.
     pub bytes_written: u64,
+    /// Checkpoints written, by [`Store::checkpoint`](super::Store::checkpoint)
+    /// and in the background (`Options::checkpoint_every`).
+    pub checkpoints: u64,
+    /// Of those, deltas (`CheckpointReport::delta_of`).
+    pub checkpoint_deltas: u64,
+    /// Of those, written without the columns of nodes that took no writes
+    /// (`CheckpointReport::nodes_skipped`): no margin left there until
+    /// the next full one.
+    pub checkpoints_degraded: u64,
+    /// Checkpoints begun and not written (refused, or a node failed to take
+    /// its column; a background one is retried after the next
+    /// `Options::checkpoint_every` writes). The log says why.
+    pub checkpoint_failures: u64,
+    /// Column bytes (data and parity) checkpoints wrote: with
+    /// [`bytes_written`](Self::bytes_written), the write amplification of
+    /// checkpoints.
+    pub checkpoint_bytes: u64,
     /// Columns waiting for repair (missing, damaged, or away from home).
     pub repair_queue: usize,
 }

@@ -141,6 +141,12 @@ impl Inner {
         }
         let report = recovered.report;
         *self.write_state() = recovered.state;
+        if let Some((base, homes)) = recovered.bottom_homes {
+            self.checkpoint_chain
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .opened_over(base, homes);
+        }
         if let Some(loss) = recovered.loss {
             self.loss.set(loss);
         }

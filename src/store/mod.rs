@@ -665,8 +665,15 @@ impl Store {
     /// ([`CheckpointReport::locked_ms`]). The store also writes one in the
     /// background every [`Options::checkpoint_every`] writes.
     ///
-    /// A checkpoint is kept only when every one of its columns was
-    /// written; the older ones are removed after it.
+    /// A checkpoint is kept only when every one of its columns sent to a
+    /// node was written; the older ones are removed after it. A node that
+    /// takes no writes (a site on fire) is skipped as long as k columns
+    /// of each chunk can be written: the checkpoint then has no margin
+    /// left there ([`CheckpointReport::nodes_skipped`]; one more loss and
+    /// open falls back to an older checkpoint or the full scan), and the
+    /// first checkpoint after those nodes take writes again is full and
+    /// whole. So checkpoints, and the bound they put on open's work and
+    /// on the index's heap, go on while a site is gone.
     ///
     /// While the index holds above the checkpoint it stands on less than
     /// a quarter as many records as that one, the new checkpoint is a
@@ -714,8 +721,9 @@ impl Store {
     /// - [`Error::Closed`] after close;
     /// - [`Error::WriteRefused`] on a read-only store, with a loss not
     ///   accepted, or while a failed commit's discard is not recorded;
-    /// - [`Error::Unavailable`] (or the node's error) when a node could not
-    ///   take its column: nothing of this checkpoint is kept;
+    /// - [`Error::Unavailable`] when fewer than k nodes of a chunk's
+    ///   placement take writes, or the node's error when one that does
+    ///   failed to take its column: nothing of this checkpoint is kept;
     /// - the error of the flush that settles the commits before it.
     pub fn checkpoint(&self) -> Result<CheckpointReport> {
         checkpoint::write(&self.inner, || self.flush())

@@ -4,6 +4,7 @@
 pub use geoshard::testing::s3;
 
 pub mod poll;
+pub mod torn;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

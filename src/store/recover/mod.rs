@@ -101,6 +101,9 @@ pub(crate) struct Recovered {
     /// up: what a crash cut short. Open rebuilds them before it returns
     /// (docs/DURABILITY.md, "Open", step 6).
     pub below_margin: Vec<u64>,
+    /// The full checkpoint the index stands on, and the nodes its
+    /// columns' placements name (`None` after a full scan).
+    pub bottom_homes: Option<(u64, BTreeSet<crate::layout::NodeId>)>,
 }
 
 /// What open found past the checkpoint (or everywhere, without one).
@@ -274,6 +277,13 @@ impl Recovery<'_> {
         // thread (reading every record) while the tail is scanned and its
         // entry tables read, and joined before the first change.
         let delta_of = snapshot.delta.as_ref().map(|d| d.base.0);
+        // The full checkpoint at the bottom, and its columns' homes: the
+        // next checkpoint is a delta over it only if every home that takes
+        // writes holds its column (checkpoint::Chain, C8).
+        let bottom_homes = match (&snapshot.below, delta_of) {
+            (Some(below), Some(base)) => (base, below.homes.clone()),
+            _ => (generation, snapshot.homes.clone()),
+        };
         let (mut state, retired, _, index) = match snapshot.into_stripes(k) {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -473,6 +483,7 @@ impl Recovery<'_> {
         let mut recovered = self.finish(built, tail, new_session, Some(generation))?;
         recovered.report.tail_stripes = tail_stripes;
         recovered.report.checkpoint_base = delta_of;
+        recovered.bottom_homes = Some(bottom_homes);
         Ok(Some(recovered))
     }
 
@@ -562,6 +573,7 @@ impl Recovery<'_> {
             discarded_ranges: tail.discarded_ranges,
             retired: built.retired,
             loss,
+            bottom_homes: None,
         })
     }
 
