@@ -22,6 +22,8 @@ fn small_drill_loses_nothing() {
     assert_eq!(report["survives_any_site_loss"], true);
     assert_eq!(report["messages_before_fire"], 3000);
     assert_eq!(report["messages_during_outage"], 300);
+    // The failover starts from the checkpoint written during the fire.
+    assert_eq!(report["failover_from_checkpoint"], true, "{report:#}");
     let checks = report["checks"].as_array().unwrap();
     assert!(checks.len() >= 10);
     assert!(checks.iter().all(|c| c["ok"] == true), "{checks:#?}");
