@@ -1217,10 +1217,10 @@ fn checkpoint_put_rounds(
 ) {
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut next = 2 * blobs;
-    // The newest checkpoint at each round's open (and after the last):
-    // generation `0xffffff << 40 | session << 16 | n` (docs/FORMAT.md), so
-    // a round that wrote any wrote n + 1 of them.
-    let mut newest: Vec<Option<u64>> = Vec::new();
+    // Per round with checkpoints: (written, deltas, checkpoint column
+    // bytes, commit column bytes), from `Store::stats` after the close
+    // (which waits for a checkpoint running).
+    let mut written: Vec<(u64, u64, u64, u64)> = Vec::new();
     let mut size = 0;
     for round in 0..4 {
         let with = round % 2 == 1;
@@ -1233,7 +1233,6 @@ fn checkpoint_put_rounds(
             no_checkpoints.clone()
         };
         let store = Store::open(layout.clone(), options).expect("open");
-        newest.push(store.open_report().checkpoint);
         if round == 0 {
             size = store.len();
         }
@@ -1242,34 +1241,46 @@ fn checkpoint_put_rounds(
         // The checkpoint a round started is part of its cost.
         store.close().expect("close");
         rates[usize::from(with)].push(count as f64 / started.elapsed().as_secs_f64());
+        if with {
+            let stats = store.stats();
+            assert_eq!(stats.checkpoint_failures, 0, "a checkpoint failed");
+            written.push((
+                stats.checkpoints,
+                stats.checkpoint_deltas,
+                stats.checkpoint_bytes,
+                stats.bytes_written,
+            ));
+        }
         next += count;
     }
-    let store = Store::open(layout.clone(), no_checkpoints.clone()).expect("open");
-    newest.push(store.open_report().checkpoint);
-    let newest_delta = store.open_report().checkpoint_base.is_some();
-    drop(store);
-    let written: Vec<u64> = (1..4)
-        .step_by(2)
-        .map(|r| match (newest[r], newest[r + 1]) {
-            (before, Some(after)) if before != Some(after) => (after & 0xffff) + 1,
-            _ => 0,
-        })
-        .collect();
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
     };
     let (without, with) = (median(&mut rates[0]), median(&mut rates[1]));
+    let amplification: Vec<String> = written
+        .iter()
+        .map(|&(_, _, checkpoint, commits)| {
+            format!(
+                "{:.2}",
+                (commits + checkpoint) as f64 / commits.max(1) as f64
+            )
+        })
+        .collect();
     println!(
         "puts of 100 B, 4,096 in flight, {count} per round on the {size}-blob store: \
          {:.0}/s without checkpoints, {:.0}/s with one every {} puts ({:.2}x; checkpoints \
-         written per round {:?}, the newest {}); rounds {:?} / {:?}",
+         written per round {:?} (of them deltas {:?}), column bytes of checkpoints {:?} \
+         against commits' {:?}: write amplification {:?}); rounds {:?} / {:?}",
         without,
         with,
         every,
         with / without,
-        written,
-        if newest_delta { "a delta" } else { "full" },
+        written.iter().map(|w| w.0).collect::<Vec<_>>(),
+        written.iter().map(|w| w.1).collect::<Vec<_>>(),
+        written.iter().map(|w| w.2).collect::<Vec<_>>(),
+        written.iter().map(|w| w.3).collect::<Vec<_>>(),
+        amplification,
         rates[0].iter().map(|r| r.round()).collect::<Vec<_>>(),
         rates[1].iter().map(|r| r.round()).collect::<Vec<_>>(),
     );
