@@ -1411,9 +1411,14 @@ const FIRST_GETS_TIMED: usize = 300;
 
 /// Open at scale (section `open_scale`, run only when named): a store of
 /// `GEOSHARD_BENCH_SCALE_BLOBS` chat messages (default 10^8: 28 GB of
-/// disk, check free space first; about 5 GB of heap once open), then a checkpoint, then the largest tail the default policy
-/// leaves (`Options::checkpoint_every` puts, at most a tenth of the
-/// store), kept in `GEOSHARD_BENCH_SCALE_DIR` (required) and reused by the
+/// disk, check free space first; about 5 GB of heap once open), then a
+/// checkpoint, then the most keys a delta over it holds under the
+/// default policy (16 of `Options::checkpoint_every` puts, the deltas
+/// one process writes over one full checkpoint, at most a quarter of the
+/// store: DURABILITY.md C8; `GEOSHARD_BENCH_SCALE_DELTA` sets it, 0 for
+/// none) and a delta checkpoint of them, then the largest tail the
+/// default policy leaves (`Options::checkpoint_every` puts, at most a
+/// tenth of the store), kept in `GEOSHARD_BENCH_SCALE_DIR` (required) and reused by the
 /// next run while it holds a marker of the same count. Each open is timed
 /// with `health()` and 10^4 random gets, as in the `open` section, but
 /// printed instead of sampled by criterion (a full scan of 10^8 blobs
@@ -1431,7 +1436,11 @@ fn open_scale_report() {
             .expect("GEOSHARD_BENCH_SCALE_DIR: where the store of the open_scale section is kept"),
     );
     let tail = (blobs / 10).clamp(1, Options::default().checkpoint_every as usize);
-    let marker = dir.join(format!("filled-{blobs}-{tail}"));
+    let delta: usize = std::env::var("GEOSHARD_BENCH_SCALE_DELTA")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| (16 * Options::default().checkpoint_every as usize).min(blobs / 4));
+    let marker = dir.join(format!("filled-{blobs}-{delta}-{tail}"));
     let layout = layout(&dir);
     let no_checkpoints = Options {
         checkpoint_every: 0,
@@ -1451,15 +1460,35 @@ fn open_scale_report() {
         let filled = started.elapsed();
         let report = store.checkpoint().expect("checkpoint");
         let checkpointed = started.elapsed();
-        fill_chat_store(&store, 10 * blobs, tail);
         println!(
             "open_scale: wrote {blobs} blobs of 100 B in {:.0} s, a checkpoint of them in {:.1} s \
-             ({} ms under the state lock, {:.0} MiB of columns), then a tail of {tail} in {:.1} s",
+             ({} ms under the state lock, {:.0} MiB of columns)",
             filled.as_secs_f64(),
             (checkpointed - filled).as_secs_f64(),
             report.locked_ms,
             report.column_bytes as f64 / (1 << 20) as f64,
-            (started.elapsed() - checkpointed).as_secs_f64()
+        );
+        if delta > 0 {
+            let started = Instant::now();
+            fill_chat_store(&store, 20 * blobs, delta);
+            let filled = started.elapsed();
+            let report = store.checkpoint().expect("delta checkpoint");
+            assert!(report.delta_of.is_some(), "a delta: {report:?}");
+            println!(
+                "open_scale: then {delta} more in {:.0} s, a delta checkpoint of them in {:.1} s \
+                 ({} records, {} ms under the state lock, {:.0} MiB of columns)",
+                filled.as_secs_f64(),
+                (started.elapsed() - filled).as_secs_f64(),
+                report.records,
+                report.locked_ms,
+                report.column_bytes as f64 / (1 << 20) as f64,
+            );
+        }
+        let started = Instant::now();
+        fill_chat_store(&store, 10 * blobs, tail);
+        println!(
+            "open_scale: then a tail of {tail} in {:.1} s",
+            started.elapsed().as_secs_f64()
         );
         drop(store);
         std::fs::write(&marker, b"").expect("marker");
@@ -1468,6 +1497,7 @@ fn open_scale_report() {
     let digits = |n: usize| n.checked_ilog10().unwrap_or(0) as usize + 1;
     let key_len = |n: usize| "room-".len() + digits(n % 10_000) + "/msg-".len() + digits(n);
     let key_bytes: usize = (0..blobs)
+        .chain(20 * blobs..20 * blobs + delta)
         .chain(10 * blobs..10 * blobs + tail)
         .map(key_len)
         .sum();
@@ -1524,7 +1554,10 @@ fn open_scale_report() {
             heap.saturating_sub(key_bytes) as f64 / store.len().max(1) as f64,
             proc_memory()
         );
-        assert_eq!(store.len(), blobs + tail);
+        assert_eq!(store.len(), blobs + delta + tail);
+        if delta > 0 && options.checkpoints {
+            assert!(report.checkpoint_base.is_some(), "opened from the delta");
+        }
         elapsed.as_secs_f64()
     };
     let drop_caches = || {
@@ -1532,7 +1565,10 @@ fn open_scale_report() {
             println!("  (page cache not dropped: /proc/sys/vm/drop_caches is not writable here)");
         }
     };
-    println!("open_scale: {blobs} blobs + a tail of {tail}, {key_bytes} key bytes");
+    println!(
+        "open_scale: {blobs} blobs, {delta} more in a delta checkpoint over them, and a tail \
+         of {tail}; {key_bytes} key bytes"
+    );
     let runs = |layout: &Layout, name: &str| {
         let mut from_checkpoint = Vec::new();
         for _ in 0..3 {
