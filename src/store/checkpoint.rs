@@ -118,7 +118,9 @@ impl Chain {
     /// generation orders after it (the counter of a session's
     /// checkpoints wraps after 65,536), fewer than
     /// [`DELTAS_PER_BASE_MAX`] deltas stand on it, and every home of its
-    /// columns that takes writes now (`writable`) holds its column. A
+    /// columns that takes writes now and answered the listing
+    /// (`writable`) holds its columns (a node holds all of its columns of
+    /// a checkpoint or none: `write_columns`). A
     /// base written while a home was down (C2), or whose home was taken
     /// back empty since, is written anew by a full checkpoint once that
     /// home takes writes: a checkpoint's columns are not repaired.
@@ -972,6 +974,9 @@ fn write_checkpoint(
     let mut horizons = Vec::new();
     // The member nodes holding each checkpoint's columns now.
     let mut held: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
+    // The member nodes whose listing answered: only those can be said to
+    // lack a base's columns.
+    let mut listed: BTreeSet<NodeId> = BTreeSet::new();
     for id in inner.nodes.ids() {
         let Some(node) = inner
             .nodes
@@ -983,6 +988,7 @@ fn write_checkpoint(
         let Ok(generations) = node.generations() else {
             continue;
         };
+        listed.insert(id);
         // The same listing says which checkpoints' columns the node holds
         // (whether the next may be a delta, `Chain::allows`).
         for &g in generations.iter().filter(|&&g| is_checkpoint_generation(g)) {
@@ -1045,7 +1051,7 @@ fn write_checkpoint(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .allows(base, generation, held.get(&base), |id| {
-                    inner.manifests.is_member(id) && inner.nodes.is_writable(id)
+                    listed.contains(&id) && inner.nodes.is_writable(id)
                 })
         });
         let moving = !over || above.saturating_mul(REBASE_OVERLAY_SHARE) >= bottom;
@@ -1378,19 +1384,25 @@ fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<Written>
     // shootdown across the process's threads.
     let column_len = body.len().div_ceil(k).min(CHUNK_COLUMN_LEN);
     let mut parity: Vec<Vec<u8>> = (0..m).map(|_| vec![0u8; column_len]).collect();
-    let mut written = Written::default();
-    for (chunk, data) in body.chunks(k * CHUNK_COLUMN_LEN).enumerate() {
+    // Each column goes home, or nowhere when its home takes no writes
+    // (down, unwritable, or no longer a member): a checkpoint is kept
+    // with any k columns of each chunk (C2), so a site burning does not
+    // stop checkpoints; it only leaves them without its margin. Which
+    // homes take writes is decided once, for every chunk, before any is
+    // written: a node holds all its columns of a checkpoint or none (what
+    // `Chain::allows` reads from its listing), and a checkpoint refused
+    // writes nothing.
+    type Home = (NodeId, Option<Arc<dyn crate::node::Node>>);
+    let mut taking: BTreeMap<NodeId, Option<Arc<dyn crate::node::Node>>> = BTreeMap::new();
+    let mut plans: Vec<(Vec<String>, Vec<Home>)> = Vec::new();
+    for chunk in 0..body.len().div_ceil(k * CHUNK_COLUMN_LEN) {
         let placement = layout.placement(chunk as u64);
         let names: Vec<String> = layout
             .placement_names(&placement)
             .into_iter()
             .map(str::to_string)
             .collect();
-        // Each column goes home, or nowhere when its home takes no writes
-        // (down, unwritable, or no longer a member): a checkpoint is kept
-        // with any k columns of each chunk (C2), so a site burning does
-        // not stop checkpoints; it only leaves them without its margin.
-        let homes: Vec<(NodeId, Option<Arc<dyn crate::node::Node>>)> = names
+        let homes: Vec<Home> = names
             .iter()
             .map(|name| {
                 let id = layout
@@ -1399,10 +1411,12 @@ fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<Written>
                         node: name.clone(),
                         reason: "not in the layout".into(),
                     })?;
-                let node = Some(id)
-                    .filter(|&id| inner.manifests.is_member(id))
-                    .and_then(|id| inner.nodes.get_writable(id));
-                Ok((id, node))
+                let node = taking.entry(id).or_insert_with(|| {
+                    Some(id)
+                        .filter(|&id| inner.manifests.is_member(id))
+                        .and_then(|id| inner.nodes.get_writable(id))
+                });
+                Ok((id, node.clone()))
             })
             .collect::<Result<_>>()?;
         let takers = homes.iter().filter(|(_, node)| node.is_some()).count();
@@ -1420,12 +1434,17 @@ fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<Written>
                 reason: format!(
                     "it takes no writes, and chunk {chunk} of a checkpoint needs {k} of \
                      its {} columns' homes to take theirs: only {takers} do (down or \
-                     unwritable: {}); nothing of the checkpoint was kept",
+                     unwritable: {}); nothing of the checkpoint was written",
                     k + m,
                     down.join(", ")
                 ),
             });
         }
+        plans.push((names, homes));
+    }
+    let mut written = Written::default();
+    for ((chunk, data), (names, homes)) in body.chunks(k * CHUNK_COLUMN_LEN).enumerate().zip(plans)
+    {
         let stripe_len = data.len().div_ceil(k);
         let columns: Vec<&[u8]> = (0..k)
             .map(|c| {
@@ -2028,7 +2047,11 @@ mod tests {
             ..crate::Options::default()
         };
         let store = crate::Store::create(layout, options).expect("create");
-        store.put(b"chat/1", &b"hello"[..]).expect("put");
+        for n in 0..400 {
+            store
+                .put(format!("chat/{n}").as_bytes(), &b"hello"[..])
+                .expect("put");
+        }
         let nodes = &store.inner.nodes;
         let checkpoints_on = |id: NodeId| {
             nodes
@@ -2042,6 +2065,10 @@ mod tests {
         };
         nodes.mark_unwritable(NodeId(2), "test");
         let report = store.checkpoint().expect("two of three columns written");
+        assert!(
+            report.body_bytes > 2 * 2 * CHUNK_COLUMN_LEN as u64,
+            "several chunks"
+        );
         assert_eq!(report.nodes_skipped, ["c1"]);
         assert_eq!(checkpoints_on(NodeId(2)), 0);
         nodes.mark_unwritable(NodeId(1), "test");
