@@ -778,3 +778,49 @@ fn copy_tree(from: &Path, to: &Path) {
         std::fs::copy(&path, &dest).expect("copy");
     }
 }
+
+/// A checkpoint written while a site is away does not remove the newest
+/// whole one (DURABILITY.md, C2): with the site back and repaired, and
+/// another site lost before the next checkpoint, the newest no longer
+/// decodes, and open starts from the whole one (and the tail past it)
+/// instead of scanning every record.
+#[test]
+fn the_newest_whole_checkpoint_outlives_those_written_while_a_site_is_away() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), options(true)).expect("create");
+    write_some(&store, &mut model, 0, 300);
+    let whole = store.checkpoint().expect("checkpoint");
+    assert!(whole.nodes_skipped.is_empty());
+    drop(store);
+    let away: Vec<(std::path::PathBuf, std::path::PathBuf)> =
+        common::site_dirs(&layout(root), SiteId(1))
+            .into_iter()
+            .map(|d| (d.clone(), d.with_extension("away")))
+            .collect();
+    for (from, to) in &away {
+        std::fs::rename(from, to).expect("move site 1 away");
+    }
+    let store = Store::open(layout(root), options(true)).expect("open, site 1 away");
+    write_some(&store, &mut model, 1, 200);
+    let during = store.checkpoint().expect("a checkpoint with site 1 away");
+    assert_eq!(
+        during.delta_of, None,
+        "a full one, which removes the others"
+    );
+    assert_eq!(during.nodes_skipped, ["s1n0", "s1n1"]);
+    assert_eq!(during.removed, 0, "the whole one stays");
+    drop(store);
+    for (from, to) in &away {
+        std::fs::rename(to, from).expect("site 1 back");
+    }
+    let store = Store::open(layout(root), options(true)).expect("open, site 1 back");
+    assert_eq!(store.open_report().checkpoint, Some(during.generation));
+    store
+        .repair(&RepairOptions::default())
+        .expect("repair site 1");
+    drop(store);
+    common::burn_site(&layout(root), SiteId(2));
+    check_both(root, &model, Some(whole.generation));
+}

@@ -109,6 +109,11 @@ pub(crate) struct Chain {
     /// this process wrote it, or as open read it): the index's bottom
     /// one, once open or a move set it.
     homes: Option<(u64, BTreeSet<NodeId>)>,
+    /// The checkpoints this process wrote without some homes' columns
+    /// since its last whole one (C2): the only ones a checkpoint that is
+    /// not whole removes, so that an older whole one stays, for an open
+    /// that loses another site before the next whole one.
+    degraded: BTreeSet<u64>,
 }
 
 impl Chain {
@@ -1182,10 +1187,31 @@ fn write_checkpoint(
             }
         }
     }
-    report.removed = match delta_of {
-        Some(base) => remove_checkpoints(inner, |g| g != generation && g != base),
-        None => remove_checkpoints(inner, |g| g != generation),
+    // A checkpoint written while homes took no writes has no margin: it
+    // removes only the checkpoints this process wrote as it was, so the
+    // whole one before them stays until another whole one is written
+    // (C2). Whole-ness is known only of what this process wrote: open
+    // cannot tell a checkpoint a down node lacks from one it holds.
+    let degraded = {
+        let mut chain = inner
+            .checkpoint_chain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if columns.skipped.is_empty() {
+            chain.degraded.clear();
+            None
+        } else {
+            Some(std::mem::replace(
+                &mut chain.degraded,
+                [generation].into_iter().collect(),
+            ))
+        }
     };
+    report.removed = remove_checkpoints(inner, |g| {
+        g != generation
+            && Some(g) != delta_of
+            && degraded.as_ref().is_none_or(|own| own.contains(&g))
+    });
     drop(body);
     let moved = if moving {
         rebase(inner, generation, written, crc)
@@ -2018,6 +2044,7 @@ mod tests {
             newest_full: Some(generation_of(6, 2)),
             over: None,
             homes: Some((generation_of(6, 2), [a].into_iter().collect())),
+            degraded: BTreeSet::new(),
         };
         assert!(!chain.allows(base, generation_of(6, 3), Some(&vec![a, b, c]), all));
         assert!(chain.allows(

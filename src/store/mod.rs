@@ -669,10 +669,10 @@ impl Store {
     /// node was written; the older ones are removed after it. A node that
     /// takes no writes (a site on fire) is skipped as long as k columns
     /// of each chunk can be written: the checkpoint then has no margin
-    /// left there ([`CheckpointReport::nodes_skipped`]; one more loss and
-    /// open falls back to an older checkpoint or the full scan), and the
-    /// first checkpoint after those nodes take writes again is full and
-    /// whole. So checkpoints, and the bound they put on open's work and
+    /// left there ([`CheckpointReport::nodes_skipped`]; the whole
+    /// checkpoint before it is kept, and one more loss there makes open
+    /// fall back to it, or to the full scan), and the first checkpoint
+    /// after those nodes take writes again is full and whole. So checkpoints, and the bound they put on open's work and
     /// on the index's heap, go on while a site is gone.
     ///
     /// While the index holds above the checkpoint it stands on less than
