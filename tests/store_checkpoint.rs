@@ -811,12 +811,32 @@ fn the_newest_whole_checkpoint_outlives_those_written_while_a_site_is_away() {
     );
     assert_eq!(during.nodes_skipped, ["s1n0", "s1n1"]);
     assert_eq!(during.removed, 0, "the whole one stays");
+    // A delta over it, then a full one: the checkpoints written with the
+    // site away go, the whole one stays.
+    write_some(&store, &mut model, 2, 20);
+    let delta = store.checkpoint().expect("a delta with site 1 away");
+    assert_eq!(delta.delta_of, Some(during.generation));
+    write_some(&store, &mut model, 3, 400);
+    let next = store.checkpoint().expect("a full one with site 1 away");
+    assert_eq!((next.delta_of, next.removed), (None, 2));
+    for (generation, kept) in [
+        (whole.generation, true),
+        (during.generation, false),
+        (delta.generation, false),
+        (next.generation, true),
+    ] {
+        assert_eq!(
+            !files_of(root, generation).is_empty(),
+            kept,
+            "{generation:x}"
+        );
+    }
     drop(store);
     for (from, to) in &away {
         std::fs::rename(to, from).expect("site 1 back");
     }
     let store = Store::open(layout(root), options(true)).expect("open, site 1 back");
-    assert_eq!(store.open_report().checkpoint, Some(during.generation));
+    assert_eq!(store.open_report().checkpoint, Some(next.generation));
     store
         .repair(&RepairOptions::default())
         .expect("repair site 1");

@@ -1169,8 +1169,13 @@ fn write_checkpoint(
         );
     }
     // Every other one is older (its number may be higher: the count of a
-    // session wraps after 65,536), and a delta's base stays under it.
-    {
+    // session wraps after 65,536), and a delta's base stays under it. A
+    // checkpoint written while homes took no writes has no margin: it
+    // removes only the checkpoints this process wrote as it was, so the
+    // whole one before them stays until another whole one is written
+    // (C2). Whole-ness is known only of what this process wrote: open
+    // cannot tell a checkpoint a down node lacks from one it holds.
+    let degraded = {
         let mut chain = inner
             .checkpoint_chain
             .lock()
@@ -1186,25 +1191,17 @@ fn write_checkpoint(
                 chain.homes = Some((generation, columns.homes));
             }
         }
-    }
-    // A checkpoint written while homes took no writes has no margin: it
-    // removes only the checkpoints this process wrote as it was, so the
-    // whole one before them stays until another whole one is written
-    // (C2). Whole-ness is known only of what this process wrote: open
-    // cannot tell a checkpoint a down node lacks from one it holds.
-    let degraded = {
-        let mut chain = inner
-            .checkpoint_chain
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut own = std::mem::take(&mut chain.degraded);
         if columns.skipped.is_empty() {
-            chain.degraded.clear();
             None
         } else {
-            Some(std::mem::replace(
-                &mut chain.degraded,
-                [generation].into_iter().collect(),
-            ))
+            // This one, and its base if this process wrote that one as
+            // it was too (it goes with the next of them that is full).
+            chain.degraded.insert(generation);
+            if let Some(base) = delta_of.filter(|base| own.remove(base)) {
+                chain.degraded.insert(base);
+            }
+            Some(own)
         }
     };
     report.removed = remove_checkpoints(inner, |g| {
@@ -1398,8 +1395,9 @@ fn read_back(inner: &Inner, generation: u64, holders: &[NodeId]) -> Result<(Vec<
     Ok((pieces, crcs))
 }
 
-/// Codes `body` chunk by chunk and appends each column to its home node.
-/// Returns the column bytes written.
+/// Codes `body` chunk by chunk and appends each column to its home node,
+/// or skips it when that home takes no writes (at least k of each chunk's
+/// do). Returns the bytes written, the homes, and the homes skipped.
 fn write_columns(inner: &Inner, generation: u64, body: &[u8]) -> Result<Written> {
     let layout = &inner.layout;
     let code = layout.code();
