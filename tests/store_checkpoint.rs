@@ -844,3 +844,133 @@ fn the_newest_whole_checkpoint_outlives_those_written_while_a_site_is_away() {
     common::burn_site(&layout(root), SiteId(2));
     check_both(root, &model, Some(whole.generation));
 }
+
+/// Waits until `store` has written or failed `n` checkpoints in all (the
+/// policy writes them on a thread of its own).
+fn wait_for_checkpoints(store: &Store, n: u64) -> geoshard::Stats {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let stats = store.stats();
+        if stats.checkpoints + stats.checkpoint_failures >= n {
+            return stats;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background checkpoint: {stats:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A checkpoint written while a site burned lacks its columns, so until
+/// the next whole one, losing another site opens from an older checkpoint
+/// or scans everything. Once repair brings the site back, the policy
+/// writes a whole checkpoint at once (not after `checkpoint_every` more
+/// writes), and a process that opens with the site back does the same:
+/// another site lost then opens from it.
+#[test]
+fn a_site_brought_back_gets_a_whole_checkpoint_at_once() {
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let policy = Options {
+        checkpoint_every: 1_000_000,
+        ..options(true)
+    };
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), policy.clone()).expect("create");
+    write_some(&store, &mut model, 0, 300);
+    let whole = store.checkpoint().expect("checkpoint");
+    // Site 1 burns under the open store.
+    for d in common::site_dirs(&layout(root), SiteId(1)) {
+        std::fs::remove_dir_all(&d).expect("burn site 1");
+    }
+    assert!(!store.health().survives_any_site_loss, "the fire noticed");
+    write_some(&store, &mut model, 1, 200);
+    let during = store.checkpoint().expect("a checkpoint during the fire");
+    assert_eq!(during.nodes_skipped, ["s1n0", "s1n1"]);
+    let before = store.stats();
+    store
+        .repair(&RepairOptions::default())
+        .expect("repair site 1");
+    let after = wait_for_checkpoints(&store, before.checkpoints + before.checkpoint_failures + 1);
+    assert_eq!(
+        (
+            after.checkpoints,
+            after.checkpoints_degraded,
+            after.checkpoint_failures
+        ),
+        (
+            before.checkpoints + 1,
+            before.checkpoints_degraded,
+            before.checkpoint_failures
+        ),
+        "one whole checkpoint after the repair"
+    );
+    // Nothing lacks columns now: no other checkpoint starts.
+    store
+        .repair(&RepairOptions::default())
+        .expect("repair again");
+    store.close().expect("close");
+    assert_eq!(store.stats().checkpoints, after.checkpoints);
+    drop(store);
+    common::burn_site(&layout(root), SiteId(2));
+    let store = Store::open(layout(root), options(true)).expect("open, site 2 burned");
+    let opened = store.open_report().checkpoint;
+    assert!(
+        opened.is_some_and(|g| g != whole.generation && g != during.generation),
+        "opened from {opened:x?}: not the one written after the repair"
+    );
+    drop(store);
+    check_both(root, &model, opened);
+
+    // A process that opens with a site back that lacks the newest
+    // checkpoint's columns starts a whole one too.
+    let dir = common::fast_tempdir();
+    let root = dir.path();
+    let mut model = BTreeMap::new();
+    let store = Store::create(layout(root), policy.clone()).expect("create");
+    write_some(&store, &mut model, 0, 300);
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    let away: Vec<(std::path::PathBuf, std::path::PathBuf)> =
+        common::site_dirs(&layout(root), SiteId(1))
+            .into_iter()
+            .map(|d| (d.clone(), d.with_extension("away")))
+            .collect();
+    for (from, to) in &away {
+        std::fs::rename(from, to).expect("move site 1 away");
+    }
+    let store = Store::open(layout(root), policy.clone()).expect("open, site 1 away");
+    assert_eq!(
+        store.stats().checkpoints,
+        0,
+        "nothing lacks while it is away"
+    );
+    write_some(&store, &mut model, 1, 200);
+    let during = store.checkpoint().expect("a checkpoint, site 1 away");
+    assert_eq!(during.nodes_skipped, ["s1n0", "s1n1"]);
+    drop(store);
+    for (from, to) in &away {
+        std::fs::rename(to, from).expect("site 1 back");
+    }
+    let store = Store::open(layout(root), policy.clone()).expect("open, site 1 back");
+    assert_eq!(store.open_report().checkpoint, Some(during.generation));
+    let stats = wait_for_checkpoints(&store, 1);
+    assert_eq!((stats.checkpoints, stats.checkpoints_degraded), (1, 0));
+    // The writes of the outage get their site 1 columns back.
+    store
+        .repair(&RepairOptions::default())
+        .expect("repair site 1");
+    store.close().expect("close");
+    assert_eq!(store.stats().checkpoints, 1);
+    drop(store);
+    common::burn_site(&layout(root), SiteId(0));
+    let store = Store::open(layout(root), options(true)).expect("open, site 0 burned");
+    let opened = store.open_report().checkpoint;
+    assert!(
+        opened.is_some_and(|g| g != during.generation),
+        "{opened:x?}"
+    );
+    drop(store);
+    check_both(root, &model, opened);
+}

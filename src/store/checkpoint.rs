@@ -114,6 +114,11 @@ pub(crate) struct Chain {
     /// not whole removes, so that an older whole one stays, for an open
     /// that loses another site before the next whole one.
     degraded: BTreeSet<u64>,
+    /// The newest checkpoint (as this process wrote it, or as open read
+    /// it) and, if a delta, the full one under it, with the nodes the
+    /// columns' placements of either name: what [`lacks_columns`] asks
+    /// the homes that take writes about.
+    newest: Option<(Vec<u64>, BTreeSet<NodeId>)>,
 }
 
 impl Chain {
@@ -152,10 +157,50 @@ impl Chain {
     }
 
     /// Open read the index's bottom checkpoint `base`, whose columns'
-    /// placements name `homes`.
-    pub(crate) fn opened_over(&mut self, base: u64, homes: BTreeSet<NodeId>) {
+    /// placements name `homes`, and `newest` (the checkpoint it read, the
+    /// full one under it if a delta, and the homes of either).
+    pub(crate) fn opened_over(
+        &mut self,
+        base: u64,
+        homes: BTreeSet<NodeId>,
+        newest: (Vec<u64>, BTreeSet<NodeId>),
+    ) {
         self.homes = Some((base, homes));
+        self.newest = Some(newest);
     }
+}
+
+/// Whether a member node that takes writes now, and that the newest
+/// checkpoint's columns (or those of the full one under it) name as a
+/// home, lacks them: it was down when the checkpoint was written (C2),
+/// or came back empty since. Until the next checkpoint writes them, that
+/// checkpoint has less than the layout's margin, and an open that loses
+/// another site falls back to an older checkpoint or the full scan
+/// (docs/DURABILITY.md, "What is not protected"); the policy then starts
+/// the next checkpoint at once (`submit::checkpoint_if_lacking`), which is
+/// full (C8). Lists the generations of those homes only; false for a
+/// read-only store, before any checkpoint, or when a listing fails.
+pub(crate) fn lacks_columns(inner: &Inner) -> bool {
+    if inner.read_only.load(Ordering::Acquire) || inner.closed.load(Ordering::Acquire) {
+        return false;
+    }
+    let newest = inner
+        .checkpoint_chain
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .newest
+        .clone();
+    let Some((generations, homes)) = newest else {
+        return false;
+    };
+    homes.into_iter().any(|id| {
+        inner.manifests.is_member(id)
+            && inner.nodes.is_writable(id)
+            && inner.nodes.get(id).is_some_and(|node| {
+                node.generations()
+                    .is_ok_and(|held| generations.iter().any(|g| !held.contains(g)))
+            })
+    })
 }
 
 /// Stops the index's journal when a checkpoint's write ends, whichever
@@ -1019,6 +1064,7 @@ fn write_checkpoint(
     inner
         .entries_since_checkpoint
         .fetch_sub(counted, Ordering::Relaxed);
+    inner.checkpoint_wanted.store(false, Ordering::Relaxed);
     // Read after the horizons: a record below one was written by a stripe
     // whose id was taken before.
     let cut = inner.next_stripe_id.load(Ordering::Acquire);
@@ -1181,13 +1227,21 @@ fn write_checkpoint(
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match delta_of {
-            Some(base) => match &mut chain.over {
-                Some((over, deltas)) if *over == base => *deltas += 1,
-                over => *over = Some((base, 1)),
-            },
+            Some(base) => {
+                match &mut chain.over {
+                    Some((over, deltas)) if *over == base => *deltas += 1,
+                    over => *over = Some((base, 1)),
+                }
+                let mut homes = columns.homes;
+                if let Some((_, base_homes)) = chain.homes.as_ref().filter(|(g, _)| *g == base) {
+                    homes.extend(base_homes);
+                }
+                chain.newest = Some((vec![generation, base], homes));
+            }
             None => {
                 chain.newest_full = Some(generation);
                 chain.over = None;
+                chain.newest = Some((vec![generation], columns.homes.clone()));
                 chain.homes = Some((generation, columns.homes));
             }
         }
@@ -2022,7 +2076,8 @@ mod tests {
         // Homes not known: full.
         assert!(!chain.allows(base, generation_of(6, 0), Some(&vec![a, b, c]), all));
         // Opened from it: nothing removed yet.
-        chain.opened_over(base, [a, b, c].into_iter().collect());
+        let homes: BTreeSet<NodeId> = [a, b, c].into_iter().collect();
+        chain.opened_over(base, homes.clone(), (vec![base], homes));
         assert!(chain.allows(base, generation_of(6, 0), Some(&vec![a, b, c]), all));
         // Not held at all, or a generation that wrapped to it or below.
         assert!(!chain.allows(base, generation_of(6, 0), None, all));
@@ -2043,6 +2098,7 @@ mod tests {
             over: None,
             homes: Some((generation_of(6, 2), [a].into_iter().collect())),
             degraded: BTreeSet::new(),
+            newest: None,
         };
         assert!(!chain.allows(base, generation_of(6, 3), Some(&vec![a, b, c]), all));
         assert!(chain.allows(

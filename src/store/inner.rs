@@ -60,6 +60,10 @@ pub(crate) struct Inner {
     pub entries_since_checkpoint: AtomicU64,
     /// Set while a checkpoint started by the policy runs.
     pub checkpoint_running: Arc<AtomicBool>,
+    /// Set when a node that takes writes lacks the newest checkpoint's
+    /// columns (`checkpoint::lacks_columns`): the policy starts the next
+    /// checkpoint without waiting for `checkpoint_every` writes.
+    pub checkpoint_wanted: AtomicBool,
     /// What this process wrote of checkpoints, for the choice between a
     /// delta and a full one (docs/DURABILITY.md, C8).
     pub checkpoint_chain: Mutex<super::checkpoint::Chain>,
@@ -118,6 +122,7 @@ impl Inner {
             checkpoints_taken: std::sync::atomic::AtomicU32::new(0),
             entries_since_checkpoint: AtomicU64::new(0),
             checkpoint_running: Arc::new(AtomicBool::new(false)),
+            checkpoint_wanted: AtomicBool::new(false),
             checkpoint_chain: Mutex::new(super::checkpoint::Chain::default()),
             loss: PendingLoss::default(),
             retired_pending: Mutex::new(BTreeSet::new()),
@@ -141,11 +146,11 @@ impl Inner {
         }
         let report = recovered.report;
         *self.write_state() = recovered.state;
-        if let Some((base, homes)) = recovered.bottom_homes {
+        if let (Some((base, homes)), Some(newest)) = (recovered.bottom_homes, recovered.newest) {
             self.checkpoint_chain
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .opened_over(base, homes);
+                .opened_over(base, homes, newest);
         }
         if let Some(loss) = recovered.loss {
             self.loss.set(loss);

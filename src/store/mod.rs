@@ -343,6 +343,7 @@ impl Store {
             scheduling: start.scheduling,
         };
         store.rebuild_below_margin(&below_margin);
+        submit::checkpoint_if_lacking(&store);
         Ok(store)
     }
 
@@ -788,7 +789,10 @@ impl Store {
     /// Rebuilds every missing or damaged column onto the node the
     /// placement names, and moves columns written to handoff nodes during
     /// an outage back home. Burned local nodes get their directories
-    /// recreated. Runs while the store serves reads and writes.
+    /// recreated. Runs while the store serves reads and writes. When a
+    /// node it brought back lacks the newest checkpoint's columns, the
+    /// checkpoint policy (`Options::checkpoint_every`) starts the next
+    /// checkpoint in the background at once.
     ///
     /// Idempotent and resumable: what a repair finished is in the columns
     /// themselves, so running it again (also after a crash) does only what
@@ -799,7 +803,11 @@ impl Store {
     /// [`Error::Closed`] after close. A stripe that cannot be repaired now
     /// is counted in [`RepairReport::stripes_unrepairable`], not an error.
     pub fn repair(&self, options: &RepairOptions) -> Result<RepairReport> {
-        repair::repair(self, options)
+        let report = repair::repair(self, options)?;
+        // A node brought back lacks the columns of the checkpoints written
+        // while it was away: the policy writes them now.
+        submit::checkpoint_if_lacking(self);
+        Ok(report)
     }
 
     /// [`repair`](Self::repair), of every stripe, or only of the stripes

@@ -237,15 +237,44 @@ pub(crate) fn submit(store: &Store, request: Request) -> Result<()> {
         .send(Event::Request(request))
         .map_err(|_| Error::Closed)?;
     let inner = &store.inner;
-    let every = inner.options.checkpoint_every;
-    if every > 0
-        && store.scheduling == Scheduling::Thread
-        && inner.entries_since_checkpoint.load(Ordering::Relaxed) >= every
-        && !inner.checkpoint_running.swap(true, Ordering::AcqRel)
-    {
+    let due = inner.entries_since_checkpoint.load(Ordering::Relaxed)
+        >= inner.options.checkpoint_every
+        || inner.checkpoint_wanted.load(Ordering::Relaxed);
+    if due && policy_on(store) && !inner.checkpoint_running.swap(true, Ordering::AcqRel) {
         start_checkpoint(Arc::clone(inner), sender.clone());
     }
     Ok(())
+}
+
+/// Whether the checkpoint policy (`Options::checkpoint_every`) starts
+/// checkpoints in the background: a store's own threads only (a stepped
+/// store checkpoints when its driver says).
+fn policy_on(store: &Store) -> bool {
+    store.inner.options.checkpoint_every > 0 && store.scheduling == Scheduling::Thread
+}
+
+/// Starts a checkpoint in the background now (or, if one is running, with
+/// the next write) when a node that takes writes lacks the newest
+/// checkpoint's columns (`checkpoint::lacks_columns`): after open, and
+/// after a repair brought nodes back. The checkpoint is full and writes
+/// every home's columns (DURABILITY.md, C2 and C8), which ends the window
+/// in which the newest checkpoint has less than the layout's margin.
+/// Nothing when the policy is off.
+pub(crate) fn checkpoint_if_lacking(store: &Store) {
+    let inner = &store.inner;
+    if !policy_on(store) || !super::checkpoint::lacks_columns(inner) {
+        return;
+    }
+    tracing::info!("a node that takes writes lacks the newest checkpoint's columns: checkpointing");
+    inner.checkpoint_wanted.store(true, Ordering::Relaxed);
+    if inner.checkpoint_running.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let guard = store.sender.read().unwrap_or_else(|p| p.into_inner());
+    match guard.as_ref() {
+        Some(sender) => start_checkpoint(Arc::clone(inner), sender.clone()),
+        None => inner.checkpoint_running.store(false, Ordering::Release),
+    }
 }
 
 /// Clears the background checkpoint's flag when dropped.

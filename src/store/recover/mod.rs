@@ -104,6 +104,10 @@ pub(crate) struct Recovered {
     /// The full checkpoint the index stands on, and the nodes its
     /// columns' placements name (`None` after a full scan).
     pub bottom_homes: Option<(u64, BTreeSet<crate::layout::NodeId>)>,
+    /// The checkpoint open read and, if a delta, the full one under it,
+    /// with the nodes the columns' placements of either name (`None`
+    /// after a full scan).
+    pub newest: Option<(Vec<u64>, BTreeSet<crate::layout::NodeId>)>,
 }
 
 /// What open found past the checkpoint (or everywhere, without one).
@@ -284,6 +288,10 @@ impl Recovery<'_> {
             (Some(below), Some(base)) => (base, below.homes.clone()),
             _ => (generation, snapshot.homes.clone()),
         };
+        let newest = (
+            std::iter::once(generation).chain(delta_of).collect(),
+            snapshot.homes.union(&bottom_homes.1).copied().collect(),
+        );
         let (mut state, retired, _, index) = match snapshot.into_stripes(k) {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -484,6 +492,7 @@ impl Recovery<'_> {
         recovered.report.tail_stripes = tail_stripes;
         recovered.report.checkpoint_base = delta_of;
         recovered.bottom_homes = Some(bottom_homes);
+        recovered.newest = Some(newest);
         Ok(Some(recovered))
     }
 
@@ -574,6 +583,7 @@ impl Recovery<'_> {
             retired: built.retired,
             loss,
             bottom_homes: None,
+            newest: None,
         })
     }
 
