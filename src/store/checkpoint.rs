@@ -179,9 +179,13 @@ impl Chain {
 /// (docs/DURABILITY.md, "What is not protected"); the policy then starts
 /// the next checkpoint at once (`submit::checkpoint_if_lacking`), which is
 /// full (C8). Lists the generations of those homes only; false for a
-/// read-only store, before any checkpoint, or when a listing fails.
+/// store that writes no checkpoint now (read-only, closed, a loss
+/// pending), before any checkpoint, or when a listing fails.
 pub(crate) fn lacks_columns(inner: &Inner) -> bool {
-    if inner.read_only.load(Ordering::Acquire) || inner.closed.load(Ordering::Acquire) {
+    if inner.read_only.load(Ordering::Acquire)
+        || inner.closed.load(Ordering::Acquire)
+        || inner.loss.is_pending()
+    {
         return false;
     }
     let newest = inner
