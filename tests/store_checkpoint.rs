@@ -866,8 +866,8 @@ fn wait_for_checkpoints(store: &Store, n: u64) -> geoshard::Stats {
 /// the next whole one, losing another site opens from an older checkpoint
 /// or scans everything. Once repair brings the site back, the policy
 /// writes a whole checkpoint at once (not after `checkpoint_every` more
-/// writes), and a process that opens with the site back does the same:
-/// another site lost then opens from it.
+/// writes), and a process that opens with the site back does the same
+/// with its first write: another site lost then opens from it.
 #[test]
 fn a_site_brought_back_gets_a_whole_checkpoint_at_once() {
     let dir = common::fast_tempdir();
@@ -911,7 +911,11 @@ fn a_site_brought_back_gets_a_whole_checkpoint_at_once() {
         .repair(&RepairOptions::default())
         .expect("repair again");
     store.close().expect("close");
-    assert_eq!(store.stats().checkpoints, after.checkpoints);
+    let last = store.stats();
+    assert_eq!(
+        (last.checkpoints, last.checkpoint_failures),
+        (after.checkpoints, after.checkpoint_failures)
+    );
     drop(store);
     common::burn_site(&layout(root), SiteId(2));
     let store = Store::open(layout(root), options(true)).expect("open, site 2 burned");
@@ -941,12 +945,12 @@ fn a_site_brought_back_gets_a_whole_checkpoint_at_once() {
         std::fs::rename(from, to).expect("move site 1 away");
     }
     let store = Store::open(layout(root), policy.clone()).expect("open, site 1 away");
+    write_some(&store, &mut model, 1, 200);
     assert_eq!(
         store.stats().checkpoints,
         0,
         "nothing lacks while it is away"
     );
-    write_some(&store, &mut model, 1, 200);
     let during = store.checkpoint().expect("a checkpoint, site 1 away");
     assert_eq!(during.nodes_skipped, ["s1n0", "s1n1"]);
     drop(store);
@@ -955,14 +959,27 @@ fn a_site_brought_back_gets_a_whole_checkpoint_at_once() {
     }
     let store = Store::open(layout(root), policy.clone()).expect("open, site 1 back");
     assert_eq!(store.open_report().checkpoint, Some(during.generation));
+    // A process that only reads starts none; its first write does.
+    same(&contents(&store), &model, "open, site 1 back");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(store.stats().checkpoints, 0, "a read starts no checkpoint");
+    write_some(&store, &mut model, 2, 1);
     let stats = wait_for_checkpoints(&store, 1);
-    assert_eq!((stats.checkpoints, stats.checkpoints_degraded), (1, 0));
+    assert_eq!(
+        (
+            stats.checkpoints,
+            stats.checkpoints_degraded,
+            stats.checkpoint_failures
+        ),
+        (1, 0, 0)
+    );
     // The writes of the outage get their site 1 columns back.
     store
         .repair(&RepairOptions::default())
         .expect("repair site 1");
     store.close().expect("close");
-    assert_eq!(store.stats().checkpoints, 1);
+    let last = store.stats();
+    assert_eq!((last.checkpoints, last.checkpoint_failures), (1, 0));
     drop(store);
     common::burn_site(&layout(root), SiteId(0));
     let store = Store::open(layout(root), options(true)).expect("open, site 0 burned");

@@ -115,10 +115,10 @@ pub(crate) struct Chain {
     /// that loses another site before the next whole one.
     degraded: BTreeSet<u64>,
     /// The newest checkpoint (as this process wrote it, or as open read
-    /// it) and, if a delta, the full one under it, with the nodes the
-    /// columns' placements of either name: what [`lacks_columns`] asks
-    /// the homes that take writes about.
-    newest: Option<(Vec<u64>, BTreeSet<NodeId>)>,
+    /// it) and, if a delta, the full one under it, each with the nodes its
+    /// columns' placements name: what [`lacks_columns`] asks the homes
+    /// that take writes about.
+    newest: Vec<(u64, BTreeSet<NodeId>)>,
 }
 
 impl Chain {
@@ -157,16 +157,16 @@ impl Chain {
     }
 
     /// Open read the index's bottom checkpoint `base`, whose columns'
-    /// placements name `homes`, and `newest` (the checkpoint it read, the
-    /// full one under it if a delta, and the homes of either).
+    /// placements name `homes`, and `newest` (the checkpoint it read and
+    /// the full one under it if a delta, each with its homes).
     pub(crate) fn opened_over(
         &mut self,
         base: u64,
         homes: BTreeSet<NodeId>,
-        newest: (Vec<u64>, BTreeSet<NodeId>),
+        newest: Vec<(u64, BTreeSet<NodeId>)>,
     ) {
         self.homes = Some((base, homes));
-        self.newest = Some(newest);
+        self.newest = newest;
     }
 }
 
@@ -176,9 +176,9 @@ impl Chain {
 /// or came back empty since. Until the next checkpoint writes them, that
 /// checkpoint has less than the layout's margin, and an open that loses
 /// another site falls back to an older checkpoint or the full scan
-/// (docs/DURABILITY.md, "What is not protected"); the policy then starts
-/// the next checkpoint at once (`submit::checkpoint_if_lacking`), which is
-/// full (C8). Lists the generations of those homes only; false for a
+/// (docs/DURABILITY.md, "What is not protected"); the policy then writes
+/// the next checkpoint without waiting (`submit::checkpoint_if_lacking`),
+/// full unless the node lacks only a delta's columns (C8). Lists the generations of those homes only; false for a
 /// store that writes no checkpoint now (read-only, closed, a loss
 /// pending), before any checkpoint, or when a listing fails.
 pub(crate) fn lacks_columns(inner: &Inner) -> bool {
@@ -194,10 +194,15 @@ pub(crate) fn lacks_columns(inner: &Inner) -> bool {
         .unwrap_or_else(|p| p.into_inner())
         .newest
         .clone();
-    let Some((generations, homes)) = newest else {
-        return false;
-    };
-    homes.into_iter().any(|id| {
+    // Each home asked once, about the generations whose columns it is a
+    // home of (a delta's chunks and its base's may have other homes).
+    let mut asked: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+    for (generation, homes) in newest {
+        for id in homes {
+            asked.entry(id).or_default().push(generation);
+        }
+    }
+    asked.into_iter().any(|(id, generations)| {
         inner.manifests.is_member(id)
             && inner.nodes.is_writable(id)
             && inner.nodes.get(id).is_some_and(|node| {
@@ -966,6 +971,7 @@ fn get_part(r: &mut Reader<'_>) -> Result<PartLoc> {
 fn touched_buffer(capacity: usize) -> Vec<u8> {
     let mut buffer = Vec::with_capacity(capacity);
     buffer.resize(capacity, 0xa5u8);
+    std::hint::black_box(&mut buffer);
     buffer.clear();
     buffer
 }
@@ -1252,16 +1258,15 @@ fn write_checkpoint(
                     Some((over, deltas)) if *over == base => *deltas += 1,
                     over => *over = Some((base, 1)),
                 }
-                let mut homes = columns.homes;
-                if let Some((_, base_homes)) = chain.homes.as_ref().filter(|(g, _)| *g == base) {
-                    homes.extend(base_homes);
-                }
-                chain.newest = Some((vec![generation, base], homes));
+                let bottom = chain.homes.clone().filter(|(g, _)| *g == base);
+                chain.newest = std::iter::once((generation, columns.homes))
+                    .chain(bottom)
+                    .collect();
             }
             None => {
                 chain.newest_full = Some(generation);
                 chain.over = None;
-                chain.newest = Some((vec![generation], columns.homes.clone()));
+                chain.newest = vec![(generation, columns.homes.clone())];
                 chain.homes = Some((generation, columns.homes));
             }
         }
@@ -2097,7 +2102,7 @@ mod tests {
         assert!(!chain.allows(base, generation_of(6, 0), Some(&vec![a, b, c]), all));
         // Opened from it: nothing removed yet.
         let homes: BTreeSet<NodeId> = [a, b, c].into_iter().collect();
-        chain.opened_over(base, homes.clone(), (vec![base], homes));
+        chain.opened_over(base, homes.clone(), vec![(base, homes)]);
         assert!(chain.allows(base, generation_of(6, 0), Some(&vec![a, b, c]), all));
         // Not held at all, or a generation that wrapped to it or below.
         assert!(!chain.allows(base, generation_of(6, 0), None, all));
@@ -2118,7 +2123,7 @@ mod tests {
             over: None,
             homes: Some((generation_of(6, 2), [a].into_iter().collect())),
             degraded: BTreeSet::new(),
-            newest: None,
+            newest: Vec::new(),
         };
         assert!(!chain.allows(base, generation_of(6, 3), Some(&vec![a, b, c]), all));
         assert!(chain.allows(

@@ -343,7 +343,7 @@ impl Store {
             scheduling: start.scheduling,
         };
         store.rebuild_below_margin(&below_margin);
-        submit::checkpoint_if_lacking(&store);
+        submit::checkpoint_if_lacking(&store, false);
         Ok(store)
     }
 
@@ -806,7 +806,7 @@ impl Store {
         let report = repair::repair(self, options)?;
         // A node brought back lacks the columns of the checkpoints written
         // while it was away: the policy writes them now.
-        submit::checkpoint_if_lacking(self);
+        submit::checkpoint_if_lacking(self, true);
         Ok(report)
     }
 

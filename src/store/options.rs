@@ -107,9 +107,10 @@ pub struct Options {
     /// A checkpoint is written in the background once this many puts and
     /// deletes were made durable since the last one began; 0 writes them
     /// only when [`Store::checkpoint`](super::Store::checkpoint) is called.
-    /// With it on, a checkpoint also starts at once when a repair or an
-    /// open finds a node that takes writes but lacks the newest
-    /// checkpoint's columns (it was down when that one was written).
+    /// With it on, a checkpoint also starts at the end of a repair, or
+    /// with the first write after an open, that finds a node that takes
+    /// writes but lacks the newest checkpoint's columns (it was down when
+    /// that one was written).
     /// Open's work past the checkpoint grows with this number; a
     /// checkpoint's with what changed since the last full one and the
     /// stripe table (a delta,

@@ -253,21 +253,25 @@ fn policy_on(store: &Store) -> bool {
     store.inner.options.checkpoint_every > 0 && store.scheduling == Scheduling::Thread
 }
 
-/// Starts a checkpoint in the background now (or, if one is running, with
-/// the next write) when a node that takes writes lacks the newest
-/// checkpoint's columns (`checkpoint::lacks_columns`): after open, and
-/// after a repair brought nodes back. The checkpoint is full and writes
-/// every home's columns (DURABILITY.md, C2 and C8), which ends the window
-/// in which the newest checkpoint has less than the layout's margin.
-/// Nothing when the policy is off.
-pub(crate) fn checkpoint_if_lacking(store: &Store) {
+/// When a node that takes writes lacks the newest checkpoint's columns
+/// (`checkpoint::lacks_columns`), has the policy write the next checkpoint
+/// without waiting for `checkpoint_every` writes: now, in the background
+/// (`now`: after a repair brought nodes back), or with the next write
+/// (after an open, so that a process that only reads, such as the CLI's
+/// `get`, starts none), or, if one is running, with the next write after
+/// it. That checkpoint writes every home's columns (DURABILITY.md, C2
+/// and C8: full, unless the node lacks only a delta's), which ends the
+/// window in which the newest checkpoint has less than the layout's
+/// margin. One that fails is tried again by the next repair, open or
+/// `checkpoint_every` writes. Nothing when the policy is off.
+pub(crate) fn checkpoint_if_lacking(store: &Store, now: bool) {
     let inner = &store.inner;
     if !policy_on(store) || !super::checkpoint::lacks_columns(inner) {
         return;
     }
     tracing::info!("a node that takes writes lacks the newest checkpoint's columns: checkpointing");
     inner.checkpoint_wanted.store(true, Ordering::Relaxed);
-    if inner.checkpoint_running.swap(true, Ordering::AcqRel) {
+    if !now || inner.checkpoint_running.swap(true, Ordering::AcqRel) {
         return;
     }
     let guard = store.sender.read().unwrap_or_else(|p| p.into_inner());

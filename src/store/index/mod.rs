@@ -1609,6 +1609,7 @@ impl Index {
     /// A copy of the arena and the split blobs: the part of taking an
     /// [`IndexImage`] that needs the caller's lock (one copy of the
     /// arena). [`IndexCopy::image`] does the rest without it.
+    #[cfg(any(test, feature = "testing"))]
     pub fn copy(&self) -> IndexCopy {
         self.copy_into(Vec::new())
     }
@@ -1619,7 +1620,7 @@ impl Index {
         self.arena.len()
     }
 
-    /// [`copy`](Self::copy), the arena copied into `arena` (emptied
+    /// A copy of the arena and the split blobs, the arena copied into `arena` (emptied
     /// first). A buffer whose pages were touched before the caller took
     /// its lock makes the copy a memcpy: freshly allocated memory is
     /// several times slower to write the first time (a full checkpoint

@@ -105,9 +105,9 @@ pub(crate) struct Recovered {
     /// columns' placements name (`None` after a full scan).
     pub bottom_homes: Option<(u64, BTreeSet<crate::layout::NodeId>)>,
     /// The checkpoint open read and, if a delta, the full one under it,
-    /// with the nodes the columns' placements of either name (`None`
-    /// after a full scan).
-    pub newest: Option<(Vec<u64>, BTreeSet<crate::layout::NodeId>)>,
+    /// each with the nodes its columns' placements name (`None` after a
+    /// full scan).
+    pub newest: Option<Vec<(u64, BTreeSet<crate::layout::NodeId>)>>,
 }
 
 /// What open found past the checkpoint (or everywhere, without one).
@@ -288,10 +288,10 @@ impl Recovery<'_> {
             (Some(below), Some(base)) => (base, below.homes.clone()),
             _ => (generation, snapshot.homes.clone()),
         };
-        let newest = (
-            std::iter::once(generation).chain(delta_of).collect(),
-            snapshot.homes.union(&bottom_homes.1).copied().collect(),
-        );
+        let mut newest = vec![(generation, snapshot.homes.clone())];
+        if delta_of.is_some() {
+            newest.push(bottom_homes.clone());
+        }
         let (mut state, retired, _, index) = match snapshot.into_stripes(k) {
             Ok(loaded) => loaded,
             Err(e) => {
