@@ -178,9 +178,10 @@ impl Chain {
 /// another site falls back to an older checkpoint or the full scan
 /// (docs/DURABILITY.md, "What is not protected"); the policy then writes
 /// the next checkpoint without waiting (`submit::checkpoint_if_lacking`),
-/// full unless the node lacks only a delta's columns (C8). Lists the generations of those homes only; false for a
-/// store that writes no checkpoint now (read-only, closed, a loss
-/// pending), before any checkpoint, or when a listing fails.
+/// full unless the node lacks only a delta's columns (C8). Lists the
+/// generations of those homes only; false for a store that writes no
+/// checkpoint now (read-only, closed, a loss pending), before any
+/// checkpoint, or when a listing fails.
 pub(crate) fn lacks_columns(inner: &Inner) -> bool {
     if inner.read_only.load(Ordering::Acquire)
         || inner.closed.load(Ordering::Acquire)

@@ -1620,12 +1620,12 @@ impl Index {
         self.arena.len()
     }
 
-    /// A copy of the arena and the split blobs, the arena copied into `arena` (emptied
-    /// first). A buffer whose pages were touched before the caller took
-    /// its lock makes the copy a memcpy: freshly allocated memory is
-    /// several times slower to write the first time (a full checkpoint
-    /// of 10^8 records after a full-scan open held the state lock 2.8 s
-    /// copying into fresh memory; docs/PERFORMANCE.md).
+    /// A copy of the arena and the split blobs, the arena copied into
+    /// `arena` (emptied first). A buffer whose pages were touched before
+    /// the caller took its lock makes the copy a memcpy: freshly allocated
+    /// memory is several times slower to write the first time (a full
+    /// checkpoint of 10^8 records after a full-scan open held the state
+    /// lock 2.8 s copying into fresh memory; docs/PERFORMANCE.md).
     pub fn copy_into(&self, mut arena: Vec<u8>) -> IndexCopy {
         arena.clear();
         arena.extend_from_slice(&self.arena);
