@@ -784,6 +784,26 @@ fn copy_tree(from: &Path, to: &Path) {
 /// another site lost before the next checkpoint, the newest no longer
 /// decodes, and open starts from the whole one (and the tail past it)
 /// instead of scanning every record.
+/// Moves the site's node directories aside (the site is away, not
+/// burned); returns where each went, for [`move_back`].
+fn move_away(root: &Path, site: SiteId) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    let away: Vec<_> = common::site_dirs(&layout(root), site)
+        .into_iter()
+        .map(|d| (d.clone(), d.with_extension("away")))
+        .collect();
+    for (from, to) in &away {
+        std::fs::rename(from, to).expect("move a site away");
+    }
+    away
+}
+
+/// Brings back what [`move_away`] moved.
+fn move_back(away: &[(std::path::PathBuf, std::path::PathBuf)]) {
+    for (from, to) in away {
+        std::fs::rename(to, from).expect("site back");
+    }
+}
+
 #[test]
 fn the_newest_whole_checkpoint_outlives_those_written_while_a_site_is_away() {
     let dir = common::fast_tempdir();
@@ -794,14 +814,7 @@ fn the_newest_whole_checkpoint_outlives_those_written_while_a_site_is_away() {
     let whole = store.checkpoint().expect("checkpoint");
     assert!(whole.nodes_skipped.is_empty());
     drop(store);
-    let away: Vec<(std::path::PathBuf, std::path::PathBuf)> =
-        common::site_dirs(&layout(root), SiteId(1))
-            .into_iter()
-            .map(|d| (d.clone(), d.with_extension("away")))
-            .collect();
-    for (from, to) in &away {
-        std::fs::rename(from, to).expect("move site 1 away");
-    }
+    let away = move_away(root, SiteId(1));
     let store = Store::open(layout(root), options(true)).expect("open, site 1 away");
     write_some(&store, &mut model, 1, 200);
     let during = store.checkpoint().expect("a checkpoint with site 1 away");
@@ -832,9 +845,7 @@ fn the_newest_whole_checkpoint_outlives_those_written_while_a_site_is_away() {
         );
     }
     drop(store);
-    for (from, to) in &away {
-        std::fs::rename(to, from).expect("site 1 back");
-    }
+    move_back(&away);
     let store = Store::open(layout(root), options(true)).expect("open, site 1 back");
     assert_eq!(store.open_report().checkpoint, Some(next.generation));
     store
@@ -936,14 +947,7 @@ fn a_site_brought_back_gets_a_whole_checkpoint_at_once() {
     write_some(&store, &mut model, 0, 300);
     store.checkpoint().expect("checkpoint");
     drop(store);
-    let away: Vec<(std::path::PathBuf, std::path::PathBuf)> =
-        common::site_dirs(&layout(root), SiteId(1))
-            .into_iter()
-            .map(|d| (d.clone(), d.with_extension("away")))
-            .collect();
-    for (from, to) in &away {
-        std::fs::rename(from, to).expect("move site 1 away");
-    }
+    let away = move_away(root, SiteId(1));
     let store = Store::open(layout(root), policy.clone()).expect("open, site 1 away");
     write_some(&store, &mut model, 1, 200);
     assert_eq!(
@@ -954,9 +958,7 @@ fn a_site_brought_back_gets_a_whole_checkpoint_at_once() {
     let during = store.checkpoint().expect("a checkpoint, site 1 away");
     assert_eq!(during.nodes_skipped, ["s1n0", "s1n1"]);
     drop(store);
-    for (from, to) in &away {
-        std::fs::rename(to, from).expect("site 1 back");
-    }
+    move_back(&away);
     let store = Store::open(layout(root), policy.clone()).expect("open, site 1 back");
     assert_eq!(store.open_report().checkpoint, Some(during.generation));
     // A process that only reads starts none; its first write does.
