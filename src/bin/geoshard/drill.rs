@@ -651,21 +651,6 @@ pub fn run(args: &DrillArgs, json: bool) -> CliResult {
     let before_repair = store.stats();
     let repair1 = drill.repair(&store, 1)?;
     let repair2 = drill.repair(&store, 2)?;
-    // The fire's checkpoint lacks the rebuilt site's columns: the repair
-    // starts a whole one, so that a second fire opens from it.
-    let after = whole_checkpoint_after(&store, &before_repair);
-    drill.check(
-        "whole checkpoint after the repair",
-        after.checkpoints > before_repair.checkpoints
-            && after.checkpoints_degraded == before_repair.checkpoints_degraded
-            && after.checkpoint_failures == before_repair.checkpoint_failures,
-        format!(
-            "{} checkpoints written since the repair started, {} without some columns, {} failed",
-            after.checkpoints - before_repair.checkpoints,
-            after.checkpoints_degraded - before_repair.checkpoints_degraded,
-            after.checkpoint_failures - before_repair.checkpoint_failures
-        ),
-    );
     let repair_elapsed = repair1.elapsed + repair2.elapsed;
     let repair_bytes =
         repair1.bytes_read + repair1.bytes_written + repair2.bytes_read + repair2.bytes_written;
@@ -708,6 +693,22 @@ pub fn run(args: &DrillArgs, json: bool) -> CliResult {
         "close after repair",
         closed.is_ok(),
         closed.err().map(|e| e.to_string()).unwrap_or_default(),
+    );
+    // The fire's checkpoint lacks the rebuilt site's columns: the repair
+    // started a whole one (close waited for it), so that a second fire
+    // opens from it.
+    let after = store.stats();
+    drill.check(
+        "whole checkpoint after the repair",
+        after.checkpoints > before_repair.checkpoints
+            && after.checkpoints_degraded == before_repair.checkpoints_degraded
+            && after.checkpoint_failures == before_repair.checkpoint_failures,
+        format!(
+            "{} checkpoints written since the repair started, {} without some columns, {} failed",
+            after.checkpoints - before_repair.checkpoints,
+            after.checkpoints_degraded - before_repair.checkpoints_degraded,
+            after.checkpoint_failures - before_repair.checkpoint_failures
+        ),
     );
     drop(store);
     let lost_anywhere = drill
@@ -767,23 +768,6 @@ pub fn run(args: &DrillArgs, json: bool) -> CliResult {
             )));
         }
         Err(Failure::failed("the drill failed (see the checks above)"))
-    }
-}
-
-/// The store's counters once a checkpoint started after `before` was
-/// written or failed (the policy writes it on a thread of its own), or
-/// after a minute without one.
-fn whole_checkpoint_after(store: &Store, before: &geoshard::Stats) -> geoshard::Stats {
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let stats = store.stats();
-        if stats.checkpoints + stats.checkpoint_failures
-            > before.checkpoints + before.checkpoint_failures
-            || Instant::now() >= deadline
-        {
-            return stats;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
