@@ -68,6 +68,7 @@ pub(crate) use factory::GivenNodes;
 pub use factory::{DefaultNodeFactory, NodeFactory, OpenPurpose};
 pub use faulty::FaultyNode;
 pub use local::{IoEngineKind, LocalNode, LocalOptions};
+pub(crate) use local::{MappedWatch, ReplacedMark, mark_replaced};
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use local::{WriteAndSync, WriteFailure, WriteStandIn};
 #[cfg(feature = "object-store")]

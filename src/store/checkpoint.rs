@@ -298,6 +298,10 @@ pub(crate) struct Snapshot {
     /// The nodes its chunks' placements name for a column with bytes (as
     /// read; empty when written).
     pub homes: BTreeSet<NodeId>,
+    /// The pages the SIGBUS handler had replaced with zeros before its
+    /// pieces were read (`node::mark_replaced`): a base read in place from
+    /// them watches for replacements since (`BaseIndex::intact`, C9).
+    pub replaced_before: crate::node::ReplacedMark,
 }
 
 /// What a delta checkpoint is a delta over.
@@ -803,6 +807,7 @@ impl Snapshot {
             image: self.index,
             base: self.base,
             origin: self.generation.map(|g| (g, self.crc)),
+            replaced_before: self.replaced_before,
             delta: self.delta,
             below: self.below,
             column_lens,
@@ -820,6 +825,8 @@ pub(crate) struct IndexLoad {
     base: Option<BasePieces>,
     /// The checkpoint's generation and body crc.
     origin: Option<(u64, u32)>,
+    /// [`Snapshot::replaced_before`].
+    replaced_before: crate::node::ReplacedMark,
     /// A delta's base and the records of it the delta hides.
     delta: Option<DeltaOf>,
     below: Option<Below>,
@@ -888,6 +895,15 @@ impl IndexLoad {
                         base = base.stack(under, &delta.hidden).map_err(bad)?;
                     }
                     (Some(_), None) => return Err(bad("a delta without its base".into())),
+                }
+                // Read in place from here on: a page lost under the store
+                // is seen (C9); one lost since the read, already.
+                if !base.watch(&self.replaced_before) {
+                    return Err(bad(
+                        "a page of its records was lost after they were read (a file cut \
+                         short, or a media error)"
+                            .into(),
+                    ));
                 }
                 Ok(super::index::Index::from_base(base, room))
             }
@@ -1183,6 +1199,7 @@ fn write_checkpoint(
         crc: 0,
         generation: None,
         homes: BTreeSet::new(),
+        replaced_before: crate::node::ReplacedMark::default(),
     };
     if moving {
         snapshot.index = copy.image();
@@ -1220,6 +1237,12 @@ fn write_checkpoint(
     let written = (snapshot.store_id, snapshot.session, snapshot.cut);
     let crc = body.last_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b));
     drop(snapshot);
+    // The image read the base's records in place: a page of them lost
+    // meanwhile would write a checkpoint without keys the store holds
+    // (C9). Nothing is written then.
+    if !inner.index_intact() {
+        return Err(super::Inner::index_lost_error());
+    }
     let columns = match write_columns(inner, generation, &body) {
         Ok(columns) => columns,
         Err(e) => {
@@ -1340,6 +1363,7 @@ fn rebase(
     let holders = checkpoint_holders(&inner.nodes)
         .remove(&generation)
         .unwrap_or_default();
+    let replaced_before = crate::node::mark_replaced();
     let (pieces, crcs) = read_back(inner, generation, &holders)?;
     // The body read back is the one written: its crc (checked against
     // its bytes by the decode) and what it was cut at.
@@ -1356,6 +1380,7 @@ fn rebase(
         return Ok(None);
     }
     snapshot.generation = Some(generation);
+    snapshot.replaced_before = replaced_before;
     if (snapshot.store_id, snapshot.session, snapshot.cut) != written {
         return Err(crate::format::wire::corrupt(
             "checkpoint",
@@ -1392,6 +1417,15 @@ fn rebase(
             return Ok(None);
         };
         if !fresh.replay(rest) {
+            return Ok(None);
+        }
+        // The replay looked keys up in the records read back in place: a
+        // page of them lost meanwhile leaves the index as it was (C9).
+        if !fresh.base_intact() {
+            tracing::warn!(
+                generation,
+                "a page of the checkpoint read back was lost; the index stays"
+            );
             return Ok(None);
         }
         // The checkpoint plus the journal is the index: the count is a
@@ -1648,11 +1682,13 @@ pub(crate) fn load_newest(
 ) -> Option<(u64, Snapshot)> {
     let held = checkpoint_holders(inner_nodes);
     let read = |generation: u64, holders: &[NodeId]| -> Result<Snapshot> {
+        let replaced_before = crate::node::mark_replaced();
         let (pieces, crcs, homes) =
             read_body(inner_nodes, layout, codec, generation, holders, sequential)?;
         let mut snapshot = Snapshot::decode_with_crcs(pieces, Some(&crcs), layout)?;
         snapshot.generation = Some(generation);
         snapshot.homes = homes;
+        snapshot.replaced_before = replaced_before.clone();
         Ok(snapshot)
     };
     for (&generation, holders) in held.iter().rev() {

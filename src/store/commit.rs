@@ -982,6 +982,14 @@ impl Committer {
             }
             self.place_all(job, commit_first, i, key, value, flags, hides)?;
         }
+        // What the batch read of the index (whether a deleted key existed,
+        // a relocated value's location, a carried tombstone's key, and what
+        // a compaction that retires a generation found live) is trusted
+        // only if no page of its base was lost meanwhile (C9): else the
+        // commit fails and its stripes are discarded as any failed one's.
+        if !self.inner.index_intact() {
+            return Err(Failure::Internal(super::inner::INDEX_LOST.into()));
+        }
         if !self.open.is_empty() {
             self.seal_and_send(job, commit_first)?;
         }
@@ -1202,6 +1210,14 @@ impl Committer {
                 .load(std::sync::atomic::Ordering::Acquire)
         {
             return Err(Failure::Internal(READ_ONLY.into()));
+        }
+        if writes
+            && self
+                .inner
+                .index_lost
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(Failure::Internal(super::inner::INDEX_LOST.into()));
         }
         Ok(())
     }

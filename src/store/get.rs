@@ -61,7 +61,11 @@ fn get_once(inner: &Inner, key: &[u8]) -> std::result::Result<Option<Blob>, GetE
     let mut parts: Vec<(PartLoc, Arc<StripeInfo>)> = Vec::new();
     let (whole, resolved) = {
         let state = inner.read_state();
-        let Some(loc) = state.index.get(key) else {
+        let found = state.index.get(key);
+        if !inner.index_intact_in(&state.index) {
+            return Err(Failed(Inner::index_lost_error()));
+        }
+        let Some(loc) = found else {
             drop(state);
             inner.loss.check(key, None).map_err(Failed)?;
             return Ok(None);
@@ -229,7 +233,11 @@ pub(crate) fn get_if_local(inner: &Inner, key: &[u8], timed: bool) -> Option<Res
     .then(std::time::Instant::now);
     let (part, stripe_id, node, loc, viewed, unmapped, epoch) = {
         let state = inner.read_state();
-        let Some(found) = state.index.get(key) else {
+        let found = state.index.get(key);
+        if !inner.index_intact_in(&state.index) {
+            return Some(Err(Inner::index_lost_error()));
+        }
+        let Some(found) = found else {
             return Some(Ok(None));
         };
         let BlobLoc::Whole(part) = found else {

@@ -78,6 +78,7 @@ pub(crate) struct Counters {
     pub checkpoint_bytes: Counter,
     /// Bytes read by repairs, for progress reports.
     pub repair_bytes_read: Counter,
+    pub index_lost: Counter,
 }
 
 impl Counters {
@@ -103,6 +104,7 @@ impl Counters {
             checkpoint_failures: Counter::registered("geoshard_checkpoint_failures_total"),
             checkpoint_bytes: Counter::registered("geoshard_checkpoint_bytes_total"),
             repair_bytes_read: Counter::registered("geoshard_repair_bytes_read_total"),
+            index_lost: Counter::registered("geoshard_index_lost_total"),
         }
     }
 
@@ -127,6 +129,7 @@ impl Counters {
             checkpoints_degraded: self.checkpoints_degraded.get(),
             checkpoint_failures: self.checkpoint_failures.get(),
             checkpoint_bytes: self.checkpoint_bytes.get(),
+            index_lost: self.index_lost.get(),
             repair_queue,
         }
     }
@@ -186,6 +189,12 @@ pub struct Stats {
     /// [`bytes_written`](Self::bytes_written), the write amplification of
     /// checkpoints.
     pub checkpoint_bytes: u64,
+    /// 1 once a page of the checkpoint records the index reads in place
+    /// could not be read under the running store (a checkpoint file cut
+    /// short, a media error): reads and writes are then refused with
+    /// [`Error::Corrupt`](crate::Error::Corrupt) until the store is opened
+    /// again (docs/DURABILITY.md, C9).
+    pub index_lost: u64,
     /// Columns waiting for repair (missing, damaged, or away from home).
     pub repair_queue: usize,
 }

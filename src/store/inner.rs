@@ -75,6 +75,11 @@ pub(crate) struct Inner {
     /// Set by a salvage open whose manifest reached no quorum: writes are
     /// refused (their stripe ids could collide with a later session's).
     pub read_only: AtomicBool,
+    /// Set once a page of the checkpoint records the index reads in place
+    /// read as zeros under the running store (`BaseIndex::intact`;
+    /// docs/DURABILITY.md, C9): from then on reads that look a key up and
+    /// writes are refused, until the store is opened again.
+    pub index_lost: AtomicBool,
     /// I/O that fans out runs one call after another on the calling
     /// thread, in a fixed order (a stepped store, the simulator's):
     /// degraded reads ask their source columns in turn instead of racing
@@ -84,6 +89,13 @@ pub(crate) struct Inner {
     /// on thread timing.
     pub sequential_io: bool,
 }
+
+/// Why a read or write is refused once the index lost a page.
+pub(crate) const INDEX_LOST: &str = "a page of the checkpoint records the index reads in place \
+    could not be read under the running store (a checkpoint file cut short, or a media error), so \
+    a lookup could miss a key; reads and writes are refused until the store is opened again, \
+    which reads the checkpoint anew and rebuilds the lost column from the others \
+    (docs/DURABILITY.md, C9)";
 
 impl Inner {
     /// The store's shared state before anything is read from the nodes.
@@ -127,6 +139,7 @@ impl Inner {
             loss: PendingLoss::default(),
             retired_pending: Mutex::new(BTreeSet::new()),
             read_only: AtomicBool::new(false),
+            index_lost: AtomicBool::new(false),
             sequential_io: start.scheduling == Scheduling::Stepped,
         }
     }
@@ -189,6 +202,46 @@ impl Inner {
 
     pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether what was read from `index` (the state's, whose lock the
+    /// caller holds) can be trusted: false once a page of its base, the
+    /// checkpoint records read in place, was lost under the running store
+    /// (the file cut short, a media error: `BaseIndex::intact`), and ever
+    /// after (`index_lost`). Asked after the reads it vouches for and
+    /// before their answer is acted on (docs/DURABILITY.md, C9).
+    pub(crate) fn index_intact_in(&self, index: &super::index::Index) -> bool {
+        if self.index_lost.load(Ordering::Acquire) {
+            return false;
+        }
+        if index.base_intact() {
+            return true;
+        }
+        if !self.index_lost.swap(true, Ordering::AcqRel) {
+            self.stats.index_lost.inc();
+            tracing::error!(
+                "a page of the checkpoint records the index reads in place could not be read \
+                 (a checkpoint file cut short, or a media error): lookups could miss keys, so \
+                 reads and writes are refused until the store is opened again, which reads \
+                 the checkpoint anew and rebuilds the lost column from the others"
+            );
+        }
+        false
+    }
+
+    /// [`index_intact_in`](Self::index_intact_in), taking the state's
+    /// read lock (not for a caller that holds it).
+    pub(crate) fn index_intact(&self) -> bool {
+        !self.index_lost.load(Ordering::Acquire) && self.index_intact_in(&self.read_state().index)
+    }
+
+    /// The error of a read or write refused because the index lost a page
+    /// ([`index_intact_in`](Self::index_intact_in)).
+    pub(crate) fn index_lost_error() -> crate::Error {
+        crate::Error::Corrupt {
+            location: "the store's index".into(),
+            reason: INDEX_LOST.into(),
+        }
     }
 
     pub(crate) fn index_contains(&self, key: &[u8]) -> bool {

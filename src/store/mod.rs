@@ -394,7 +394,9 @@ impl Store {
     /// - [`Error::NotEnoughColumns`] when no node takes writes, or
     ///   [`Error::WriteRefused`] (under [`WritePolicy::Strict`], or when
     ///   every retry failed): the put did not happen (a failed put may
-    ///   still appear after a crash and reopen, but only whole);
+    ///   still appear after a crash and reopen, but only whole); also
+    ///   refused once the index lost a page of the checkpoint records it
+    ///   reads in place, until the store is opened again (C9);
     /// - [`Error::TimedOut`] after [`Options::put_timeout`] (the put may
     ///   still land, whole);
     /// - [`Error::Superseded`] once another writer took over;
@@ -488,6 +490,11 @@ impl Store {
     ///   the blob lives in can be read;
     /// - [`Error::ChecksumMismatch`] when even the rebuilt bytes fail their
     ///   checksum (more damage than the code can correct);
+    /// - [`Error::Corrupt`] once a page of the checkpoint records the index
+    ///   reads in place could not be read under the running store (a
+    ///   checkpoint file cut short, a media error): from then on until the
+    ///   store is opened again, rather than answer from an index that may
+    ///   miss the key (docs/DURABILITY.md, C9);
     /// - [`Error::InvalidArgument`] / [`Error::LimitExceeded`] for a bad key;
     /// - [`Error::Closed`] after [`close`](Store::close).
     pub fn get(&self, key: &[u8]) -> Result<Option<Blob>> {
@@ -532,18 +539,28 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// As [`Store::get`] for a bad key; [`Error::PossiblyLost`] while a
-    /// salvage open's loss could change the answer.
+    /// As [`Store::get`] for a bad key, and once the index lost a page
+    /// ([`Error::Corrupt`]); [`Error::PossiblyLost`] while a salvage
+    /// open's loss could change the answer.
     pub fn len_of(&self, key: &[u8]) -> Result<Option<u64>> {
         check_key(key)?;
         // A loss is set at open, before the store is handed out: checked
         // once here, it cannot start pending during the lookup.
         if !self.inner.loss.is_pending() {
-            return Ok(self.inner.read_state().index.len_of(key));
+            let state = self.inner.read_state();
+            let len = state.index.len_of(key);
+            if !self.inner.index_intact_in(&state.index) {
+                return Err(Inner::index_lost_error());
+            }
+            return Ok(len);
         }
         let (len, stripe) = {
             let state = self.inner.read_state();
-            match state.index.get(key) {
+            let found = state.index.get(key);
+            if !self.inner.index_intact_in(&state.index) {
+                return Err(Inner::index_lost_error());
+            }
+            match found {
                 Some(loc) => (Some(loc.len()), state.stripe_id_of(&loc)),
                 None => (None, None),
             }
@@ -609,6 +626,11 @@ impl Store {
     /// since. A large backlog is sorted from a copy of those index
     /// records (about 30 bytes per key, freed after the sort) without the
     /// store's lock, so puts and gets go on meanwhile.
+    ///
+    /// A listing that cannot go on ends early, and
+    /// [`KeysWithPrefix::error`] then says why: today only when a page of
+    /// the checkpoint records the index reads in place was lost under the
+    /// running store (docs/DURABILITY.md, C9), when gets fail too.
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> KeysWithPrefix<'_> {
         KeysWithPrefix {
             store: self,
@@ -616,6 +638,7 @@ impl Store {
             batch: Vec::new().into_iter(),
             last: None,
             done: false,
+            lost: false,
         }
     }
 
@@ -980,6 +1003,17 @@ pub struct KeysWithPrefix<'a> {
     batch: std::vec::IntoIter<Box<[u8]>>,
     last: Option<Box<[u8]>>,
     done: bool,
+    /// Ended early: the index lost a page (C9).
+    lost: bool,
+}
+
+impl KeysWithPrefix<'_> {
+    /// Why the listing ended early, if it did: the keys it gave are then
+    /// a prefix of the keys, not all of them. `None` when it gave every
+    /// key (or has not ended yet).
+    pub fn error(&self) -> Option<Error> {
+        self.lost.then(Inner::index_lost_error)
+    }
 }
 
 impl Iterator for KeysWithPrefix<'_> {
@@ -1005,9 +1039,19 @@ impl Iterator for KeysWithPrefix<'_> {
             let state = self.store.inner.read_state();
             match state.index.order_backlog() {
                 index::Backlog::Small => {
-                    break state
-                        .index
-                        .keys_with_prefix(&self.prefix, self.last.as_deref(), BATCH);
+                    let keys =
+                        state
+                            .index
+                            .keys_with_prefix(&self.prefix, self.last.as_deref(), BATCH);
+                    // Keys read from a base that lost a page may be
+                    // missing or wrong (C9): none is given.
+                    if !self.store.inner.index_intact_in(&state.index) {
+                        self.done = true;
+                        self.lost = true;
+                        self.batch = Vec::new().into_iter();
+                        return None;
+                    }
+                    break keys;
                 }
                 index::Backlog::Sort(mut backlog) => {
                     drop(state);

@@ -32,6 +32,7 @@ mod segment;
 
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use io::{WriteAndSync, WriteFailure, WriteStandIn};
+pub(crate) use map::{MappedWatch, ReplacedMark, mark as mark_replaced};
 use segment::{AppendContext, Segment};
 
 /// A batch's answer and, when timed, when it was done.

@@ -829,3 +829,70 @@ fn segments_are_scanned_at_first_use_or_from_a_horizon() {
     assert_eq!(scan.records.len(), 4);
     assert_eq!(scan.corrupt.len(), 1, "the zeroed tail is damage now");
 }
+
+/// Bytes kept from a mapping (a checkpoint's records read in place) learn
+/// when a page of them read as zeros: the ring of recent replacements
+/// tells (a few pages), and past its end each mapping's own count (many
+/// pages), while another node's file cut short leaves them intact.
+#[test]
+fn a_watch_over_mapped_bytes_sees_their_pages_lost_and_only_theirs() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let nodes: Vec<LocalNode> = dirs
+        .iter()
+        .map(|d| open(d.path(), IoEngineKind::Pwrite))
+        .collect();
+    let mut held = Vec::new();
+    for node in &nodes {
+        let records: Vec<(RecordLocation, Vec<u8>)> = (0..8)
+            .map(|stripe_id| append_one(node, 0, stripe_id, 256 << 10))
+            .collect();
+        let (first, last) = (&records[0].0, &records[7].0);
+        let whole = node
+            .read(
+                0,
+                first.offset,
+                (last.offset + u64::from(last.len) - first.offset) as u32,
+            )
+            .unwrap();
+        held.push(whole);
+    }
+    let watch = |bytes: &bytes::Bytes| {
+        let start = bytes.as_ptr() as usize;
+        map::MappedWatch::new(&map::mark(), vec![(start, start + bytes.len())])
+            .expect("nothing lost yet")
+    };
+    let ranges = |bytes: &bytes::Bytes| {
+        let start = bytes.as_ptr() as usize;
+        vec![(start, start + bytes.len())]
+    };
+    let (kept, cut) = (watch(&held[0]), watch(&held[1]));
+    let heap = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    let on_heap = watch(&heap);
+    assert!(kept.intact() && cut.intact() && on_heap.intact());
+    // Node 1's file cut short: every page of its bytes (512 of them, more
+    // than the ring keeps) reads as zeros.
+    let mark = map::mark();
+    truncate(&segment_path(dirs[1].path(), 0), 0);
+    let before = map::sigbus_pages_replaced();
+    assert!(held[1].iter().step_by(4096).all(|&b| b == 0));
+    assert!(map::sigbus_pages_replaced() - before >= 64);
+    // A watch starting from a mark before that: refused for the bytes that
+    // lost pages, not for the others (their mapping's count says so).
+    assert!(map::MappedWatch::new(&mark, ranges(&held[1])).is_none());
+    assert!(map::MappedWatch::new(&mark, ranges(&held[0])).is_some());
+    assert!(!cut.intact(), "the cut file's bytes lost pages");
+    assert!(!cut.intact(), "and stay lost");
+    assert!(
+        kept.intact(),
+        "another mapping's losses are not these bytes'"
+    );
+    assert!(on_heap.intact());
+    // One page of node 0's bytes: the ring tells.
+    let kept_len = held[0].len() as u64;
+    truncate(&segment_path(dirs[0].path(), 0), kept_len / 2 + 4096);
+    assert!(kept.intact(), "nothing read past the cut yet");
+    assert_eq!(held[0][held[0].len() - 1], 0);
+    assert!(!kept.intact(), "a page read as zeros");
+    assert!(on_heap.intact());
+    drop(held);
+}

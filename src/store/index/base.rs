@@ -134,6 +134,10 @@ pub(crate) struct BaseIndex {
     /// "Checkpoint", version 4): ids from `Below::offset` on are the
     /// base's, shifted.
     below: Option<Box<Below>>,
+    /// Whether a page of the pieces (this layer's and the base's under
+    /// it) read as zeros since they were checked ([`intact`](Self::intact));
+    /// `None` until [`watch`](Self::watch) (unit tests: never).
+    watch: Option<crate::node::MappedWatch>,
 }
 
 /// The base under a delta's records ([`BaseIndex::stack`]).
@@ -233,6 +237,7 @@ impl BaseIndex {
             hasher: HashKey(hash_key.0, hash_key.1),
             origin: None,
             below: None,
+            watch: None,
         };
         let walks = walks.unwrap_or(if total >= PARALLEL_CHECK_MIN { 2 } else { 1 });
         base.check(&part_ok, walks, hidden)?;
@@ -710,6 +715,43 @@ impl BaseIndex {
             offset,
         }));
         Ok(self)
+    }
+
+    /// Watches the pieces (this layer's and, under a delta, its base's,
+    /// so call it on the stack) from here on: they were read and checked
+    /// after `mark` (`node::mark_replaced`, taken before the reads). False
+    /// when a page replaced since may have been one of them: what was
+    /// checked may not be what is there now.
+    pub(crate) fn watch(&mut self, mark: &crate::node::ReplacedMark) -> bool {
+        let mut ranges = Vec::new();
+        self.ranges(&mut ranges);
+        self.watch = crate::node::MappedWatch::new(mark, ranges);
+        self.watch.is_some()
+    }
+
+    /// False once a page of the pieces (mapped segment bytes) read as
+    /// zeros because the file under it was cut short or its medium failed
+    /// (the SIGBUS handler's replacement), and ever after: a lookup may
+    /// then miss a key the checkpoint holds or read a wrong location, so
+    /// no answer that read the base can be trusted (docs/DURABILITY.md,
+    /// C9). Asked after the reads it vouches for; one atomic load while no
+    /// page was replaced anywhere since the last ask.
+    pub(crate) fn intact(&self) -> bool {
+        self.watch
+            .as_ref()
+            .is_none_or(crate::node::MappedWatch::intact)
+    }
+
+    /// The address ranges of every piece, this layer's and the base's
+    /// under it.
+    fn ranges(&self, out: &mut Vec<(usize, usize)>) {
+        out.extend(self.pieces.iter().map(|p| {
+            let start = p.as_ptr() as usize;
+            (start, start + p.len())
+        }));
+        if let Some(b) = &self.below {
+            b.base.ranges(out);
+        }
     }
 
     /// Every record's id, in order.

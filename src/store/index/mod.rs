@@ -936,6 +936,13 @@ impl Index {
         Some((id, base.loc(id)))
     }
 
+    /// False once a page of the base's records read in place was lost
+    /// under the running store ([`BaseIndex::intact`]): answers that
+    /// read the base may be wrong. True without a base.
+    pub(crate) fn base_intact(&self) -> bool {
+        self.base.as_ref().is_none_or(|b| b.intact())
+    }
+
     /// True when the index has a base (a checkpoint's records read in
     /// place) under its overlay.
     pub(crate) fn has_base(&self) -> bool {

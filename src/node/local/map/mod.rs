@@ -49,7 +49,43 @@ mod registry;
 mod sigbus;
 
 #[cfg(target_os = "linux")]
-pub(crate) use sigbus::sigbus_pages_replaced;
+pub(crate) use sigbus::{MappedWatch, ReplacedMark, mark, sigbus_pages_replaced};
+
+/// Mapped bytes kept after a check (see the Linux one): no handler
+/// replaces pages here, so none is ever lost that way.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub(crate) struct MappedWatch;
+
+/// Where a watch starts (nothing to count here).
+#[cfg(not(target_os = "linux"))]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReplacedMark;
+
+/// Nothing is counted here.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn mark() -> ReplacedMark {
+    ReplacedMark
+}
+
+#[cfg(not(target_os = "linux"))]
+impl MappedWatch {
+    /// A watch that never sees a loss.
+    pub(crate) fn new(_mark: &ReplacedMark, _ranges: Vec<(usize, usize)>) -> Option<MappedWatch> {
+        Some(MappedWatch)
+    }
+
+    /// Always true.
+    pub(crate) fn intact(&self) -> bool {
+        true
+    }
+}
+
+/// No handler replaces pages here.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn sigbus_pages_replaced() -> u64 {
+    0
+}
 
 /// Point reads of at least this many bytes use the mapping with the
 /// default readahead (a large blob is read whole); smaller ones the one

@@ -130,11 +130,50 @@ impl<const N: usize> Registry<N> {
 
     /// Whether `address` lies in a registered range. Async-signal-safe:
     /// only atomic loads, no locks, no allocation.
+    #[cfg(test)]
     pub(super) fn contains(&self, address: usize) -> bool {
-        self.slots.iter().any(|slot| {
+        self.find(address).is_some()
+    }
+
+    /// The slot whose registered range holds `address`. Async-signal-safe,
+    /// as [`contains`](Self::contains).
+    pub(super) fn find(&self, address: usize) -> Option<usize> {
+        self.slots.iter().position(|slot| {
             slot.read()
                 .is_some_and(|(start, end)| start <= address && address < end)
         })
+    }
+
+    /// The slots whose registered range overlaps one of `ranges`, each with
+    /// its sequence (a registration's own: every register and unregister
+    /// moves it).
+    pub(super) fn overlapping(&self, ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let sequence = slot.sequence.load(Ordering::Acquire);
+            if is_odd(sequence) {
+                continue;
+            }
+            let Some((start, end)) = slot.read() else {
+                continue;
+            };
+            // A slot being registered or let go meanwhile holds no live
+            // mapping of the caller's bytes.
+            if slot.sequence.load(Ordering::Acquire) != sequence {
+                continue;
+            }
+            if ranges.iter().any(|&(s, e)| s < end && start < e) {
+                out.push((index, sequence));
+            }
+        }
+        out
+    }
+
+    /// Slot `index`'s sequence now (see [`overlapping`](Self::overlapping)).
+    pub(super) fn sequence(&self, index: usize) -> Option<usize> {
+        self.slots
+            .get(index)
+            .map(|slot| slot.sequence.load(Ordering::Acquire))
     }
 }
 

@@ -21,7 +21,7 @@
 )]
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::registry::Registry;
 
@@ -35,6 +35,15 @@ static RANGES: Registry<MAPPED_RANGES_MAX> = Registry::new();
 /// Pages the handler replaced with zeros since the process started.
 static PAGES_REPLACED: AtomicU64 = AtomicU64::new(0);
 
+/// The last [`REPLACED_KEPT`] pages replaced: replacement `n` (counted
+/// from 0) at `REPLACED_AT[n % REPLACED_KEPT]`, valid while
+/// `REPLACED_SEQ` there holds `n + 1`. What lets a reader of mapped bytes
+/// that outlive a read (a checkpoint's records, read in place) tell
+/// whether zeros replaced any of them.
+const REPLACED_KEPT: usize = 64;
+static REPLACED_AT: [AtomicUsize; REPLACED_KEPT] = [const { AtomicUsize::new(0) }; REPLACED_KEPT];
+static REPLACED_SEQ: [AtomicU64; REPLACED_KEPT] = [const { AtomicU64::new(0) }; REPLACED_KEPT];
+
 /// The page size, read once at install (`sysconf` is not async-signal-safe).
 static PAGE_LEN: AtomicUsize = AtomicUsize::new(0);
 
@@ -45,6 +54,170 @@ static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 /// longer be read (file truncated, media error), since the process started.
 pub(crate) fn sigbus_pages_replaced() -> u64 {
     PAGES_REPLACED.load(Ordering::Relaxed)
+}
+
+/// Pages replaced in each registry slot's mapping since it was
+/// registered (counted before the global count, and before the zeros are
+/// mapped).
+static REPLACED_IN: [AtomicU64; MAPPED_RANGES_MAX] =
+    [const { AtomicU64::new(0) }; MAPPED_RANGES_MAX];
+
+/// Whether replacement `n` (counted from 0) is known, and if so whether its
+/// page overlaps one of `ranges`: `None` when it is not known any more
+/// (more than [`REPLACED_KEPT`] since) or is being recorded.
+fn replacement_hits(n: u64, ranges: &[(usize, usize)]) -> Option<bool> {
+    let slot = n as usize % REPLACED_KEPT;
+    let seq = REPLACED_SEQ[slot].load(Ordering::Acquire);
+    let page = REPLACED_AT[slot].load(Ordering::Acquire);
+    if seq != n + 1 || REPLACED_SEQ[slot].load(Ordering::Acquire) != seq {
+        return None;
+    }
+    let end = page.saturating_add(PAGE_LEN.load(Ordering::Relaxed).max(1));
+    Some(
+        ranges
+            .iter()
+            .any(|&(start, stop)| page < stop && start < end),
+    )
+}
+
+/// The replacements counted when bytes are about to be read
+/// ([`mark`]): where a [`MappedWatch`] over them starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReplacedMark {
+    /// The global count.
+    count: u64,
+    /// Each registry slot's (sequence, count).
+    slots: Vec<(usize, u64)>,
+}
+
+/// The replacements counted now, globally and per mapping: taken before
+/// reading bytes that a [`MappedWatch`] will watch.
+pub(crate) fn mark() -> ReplacedMark {
+    let count = PAGES_REPLACED.load(Ordering::SeqCst);
+    let slots = (0..MAPPED_RANGES_MAX)
+        .map(|slot| {
+            (
+                RANGES.sequence(slot).unwrap_or(usize::MAX),
+                REPLACED_IN[slot].load(Ordering::SeqCst),
+            )
+        })
+        .collect();
+    ReplacedMark { count, slots }
+}
+
+/// Mapped bytes read and checked once, kept and read again later (a
+/// checkpoint's records read in place): whether a page of them has read
+/// as zeros since, because the file under it was cut short or its medium
+/// failed (the handler's replacement). See [`MappedWatch::intact`].
+#[derive(Debug)]
+pub(crate) struct MappedWatch {
+    /// The bytes' address ranges.
+    ranges: Vec<(usize, usize)>,
+    /// The registry slots of their mappings: (slot, its registration's
+    /// sequence, pages replaced in it when the watch began).
+    slots: Vec<(usize, usize, u64)>,
+    /// The global count up to which no replacement hit the ranges.
+    clean_at: AtomicU64,
+    /// Set once one did (or may have: see `intact`).
+    lost: AtomicBool,
+}
+
+impl MappedWatch {
+    /// A watch over `ranges`, whose bytes were read and checked after
+    /// `mark` (taken before the reads). `None` when a replacement since
+    /// may have hit them already: the check the reader made may have been
+    /// of other bytes than those now there. Past the ring, the mappings'
+    /// counts since the mark decide (a mapping made after it counts from
+    /// 0), so a page lost elsewhere in one of them counts too.
+    pub(crate) fn new(mark: &ReplacedMark, ranges: Vec<(usize, usize)>) -> Option<MappedWatch> {
+        // Each slot's count before the global count: a replacement counted
+        // in a slot count read here but not in the global one read below
+        // is after `now`, and `intact` looks at it.
+        let slots: Vec<(usize, usize, u64)> = RANGES
+            .overlapping(&ranges)
+            .into_iter()
+            .map(|(slot, sequence)| (slot, sequence, REPLACED_IN[slot].load(Ordering::SeqCst)))
+            .collect();
+        let now = PAGES_REPLACED.load(Ordering::SeqCst);
+        let known = now.saturating_sub(mark.count) <= REPLACED_KEPT as u64
+            && (mark.count..now)
+                .map(|n| replacement_hits(n, &ranges))
+                .try_fold((), |(), hit| match hit {
+                    Some(false) => Some(()),
+                    _ => None,
+                })
+                .is_some();
+        if !known {
+            let any_since = slots.iter().any(|&(slot, sequence, count)| {
+                let before = mark
+                    .slots
+                    .get(slot)
+                    .filter(|&&(s, _)| s == sequence)
+                    .map_or(0, |&(_, c)| c);
+                count != before
+            });
+            if any_since {
+                return None;
+            }
+        }
+        Some(MappedWatch {
+            ranges,
+            slots,
+            clean_at: AtomicU64::new(now),
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    /// False once a page of the bytes read as zeros since they were
+    /// checked, and ever after. Asked after reading them: a replacement is
+    /// counted before its zeros are mapped, so a reader that saw zeros
+    /// finds it. One atomic load while no page was replaced anywhere since
+    /// the last ask; else the replacements since are looked up (their
+    /// pages, the last [`REPLACED_KEPT`] of them), and beyond those the
+    /// bytes' mappings' own counts (a replacement elsewhere in one of them
+    /// counts as a loss: a cut short file or a failing medium under the
+    /// bytes).
+    pub(crate) fn intact(&self) -> bool {
+        // Reads of the bytes before this stay before it.
+        std::sync::atomic::fence(Ordering::Acquire);
+        if self.lost.load(Ordering::Acquire) {
+            return false;
+        }
+        let from = self.clean_at.load(Ordering::Acquire);
+        let now = PAGES_REPLACED.load(Ordering::SeqCst);
+        if now == from {
+            return true;
+        }
+        let mut known = now.saturating_sub(from) <= REPLACED_KEPT as u64;
+        if known {
+            for n in from..now {
+                match replacement_hits(n, &self.ranges) {
+                    Some(false) => {}
+                    Some(true) => {
+                        self.lost.store(true, Ordering::Release);
+                        return false;
+                    }
+                    None => {
+                        known = false;
+                        break;
+                    }
+                }
+            }
+        }
+        // Not all known: every replacement counted in `now` was counted in
+        // its slot first.
+        if !known
+            && self.slots.iter().any(|&(slot, sequence, count)| {
+                RANGES.sequence(slot) != Some(sequence)
+                    || REPLACED_IN[slot].load(Ordering::SeqCst) != count
+            })
+        {
+            self.lost.store(true, Ordering::Release);
+            return false;
+        }
+        self.clean_at.fetch_max(now, Ordering::AcqRel);
+        true
+    }
 }
 
 /// The page size, once the handler is installed (0 before).
@@ -72,9 +245,11 @@ pub(super) fn register(start: usize, len: usize) -> Option<Registration> {
         return None;
     }
     let end = start.checked_add(len)?;
-    RANGES
-        .register(start, end)
-        .map(|slot| Registration { slot })
+    let slot = RANGES.register(start, end)?;
+    // A new mapping has lost nothing (no one read it yet, so no fault of
+    // it can be counted after this).
+    REPLACED_IN[slot].store(0, Ordering::SeqCst);
+    Some(Registration { slot })
 }
 
 fn installed() -> bool {
@@ -145,14 +320,25 @@ fn replace_faulting_page(info: *const libc::siginfo_t) -> bool {
     };
     // SI_USER, SI_QUEUE, SI_TKILL... are <= 0: a signal someone sent, not
     // a fault, and its address field means nothing.
-    if code <= 0 || !RANGES.contains(address) {
+    if code <= 0 {
         return false;
     }
+    let Some(in_slot) = RANGES.find(address) else {
+        return false;
+    };
     let page_len = PAGE_LEN.load(Ordering::Relaxed);
     if page_len == 0 {
         return false;
     }
     let page = address & !(page_len - 1);
+    // Counted and recorded before the zeros are mapped: a thread that
+    // reads them and then asks `MappedWatch::intact` finds this one.
+    REPLACED_IN[in_slot].fetch_add(1, Ordering::SeqCst);
+    let n = PAGES_REPLACED.fetch_add(1, Ordering::SeqCst);
+    let slot = n as usize % REPLACED_KEPT;
+    REPLACED_SEQ[slot].store(0, Ordering::SeqCst);
+    REPLACED_AT[slot].store(page, Ordering::SeqCst);
+    REPLACED_SEQ[slot].store(n + 1, Ordering::SeqCst);
     // Why this is sound: `page` is the page-aligned start of a page inside
     // a live, read-only mapping of a segment file that this process made
     // and that stays registered until just before it is unmapped (so
@@ -171,11 +357,8 @@ fn replace_faulting_page(info: *const libc::siginfo_t) -> bool {
             0,
         )
     };
-    if mapped == libc::MAP_FAILED {
-        return false;
-    }
-    PAGES_REPLACED.fetch_add(1, Ordering::Relaxed);
-    true
+    // A failure is forwarded (the process dies); the count stays.
+    mapped != libc::MAP_FAILED
 }
 
 fn fault_of(info: *const libc::siginfo_t) -> Option<(libc::c_int, usize)> {
