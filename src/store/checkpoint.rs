@@ -331,6 +331,10 @@ pub(crate) struct Below {
 pub(crate) struct BasePieces {
     pub pieces: Vec<Bytes>,
     pub directory: Directory,
+    /// Every column of the body the records were read from, with its
+    /// crc32 (when the reader knew them): what `BaseIndex::verify` checks
+    /// before a compaction or a checkpoint acts on the records (C9).
+    pub columns: Vec<(Bytes, u32)>,
 }
 
 /// Bytes `from..to` of the body `pieces` hold, copied.
@@ -745,6 +749,9 @@ impl Snapshot {
             snapshot.base = Some(BasePieces {
                 pieces: slice_range(&pieces, 0, records_len),
                 directory,
+                columns: crcs
+                    .map(|crcs| pieces.iter().cloned().zip(crcs.iter().copied()).collect())
+                    .unwrap_or_default(),
             });
             Vec::new()
         } else {
@@ -858,7 +865,11 @@ impl IndexLoad {
         let (column_lens, k) = (self.column_lens, self.k);
         let part_ok = |p: &PartLoc| Self::part_ok(&column_lens, k, p);
         match self.base {
-            Some(BasePieces { pieces, directory }) => {
+            Some(BasePieces {
+                pieces,
+                directory,
+                columns,
+            }) => {
                 let image = self.image;
                 let mut base = super::index::BaseIndex::new(
                     pieces,
@@ -874,12 +885,14 @@ impl IndexLoad {
                 if let Some((generation, crc)) = self.origin {
                     base.set_origin(generation, crc);
                 }
+                base.set_columns(columns);
                 match (self.delta, self.below) {
                     (None, _) => {}
                     (Some(delta), Some(below)) => {
                         // Its records the delta hides may name stripes
                         // retired since: only the others' parts are
                         // checked (no lookup reads a hidden record).
+                        let below_columns = below.pieces.columns;
                         let mut under = super::index::BaseIndex::new(
                             below.pieces.pieces,
                             below.pieces.directory,
@@ -892,6 +905,7 @@ impl IndexLoad {
                         )
                         .map_err(|e| bad(format!("its base: {e}")))?;
                         under.set_origin(delta.base.0, delta.base.1);
+                        under.set_columns(below_columns);
                         base = base.stack(under, &delta.hidden).map_err(bad)?;
                     }
                     (Some(_), None) => return Err(bad("a delta without its base".into())),
@@ -1237,10 +1251,10 @@ fn write_checkpoint(
     let written = (snapshot.store_id, snapshot.session, snapshot.cut);
     let crc = body.last_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b));
     drop(snapshot);
-    // The image read the base's records in place: a page of them lost
-    // meanwhile would write a checkpoint without keys the store holds
-    // (C9). Nothing is written then.
-    if !inner.index_intact() {
+    // The image read the base's records in place: a page of them lost or
+    // changed meanwhile would write a checkpoint without keys the store
+    // holds, and remove the older ones (C9). Nothing is written then.
+    if !inner.index_verified() {
         return Err(super::Inner::index_lost_error());
     }
     let columns = match write_columns(inner, generation, &body) {
@@ -1426,6 +1440,11 @@ fn rebase(
                 generation,
                 "a page of the checkpoint read back was lost; the index stays"
             );
+            return Ok(None);
+        }
+        // Nor does a store whose index lost a page move off it: what was
+        // read of it before the move (a delete's answer) is judged by it.
+        if !inner.index_intact_in(&state.index) {
             return Ok(None);
         }
         // The checkpoint plus the journal is the index: the count is a

@@ -982,14 +982,6 @@ impl Committer {
             }
             self.place_all(job, commit_first, i, key, value, flags, hides)?;
         }
-        // What the batch read of the index (whether a deleted key existed,
-        // a relocated value's location, a carried tombstone's key, and what
-        // a compaction that retires a generation found live) is trusted
-        // only if no page of its base was lost meanwhile (C9): else the
-        // commit fails and its stripes are discarded as any failed one's.
-        if !self.inner.index_intact() {
-            return Err(Failure::Internal(super::inner::INDEX_LOST.into()));
-        }
         if !self.open.is_empty() {
             self.seal_and_send(job, commit_first)?;
         }
@@ -1026,6 +1018,16 @@ impl Committer {
     /// Seals the open stripe (entry tables, parity, checksums), plans it,
     /// and hands it to the writer.
     fn seal_and_send(&mut self, job: u64, commit_first: u64) -> Result<(), Failure> {
+        // What the batch read of the index so far (whether a deleted key
+        // existed, a relocated value's location, a carried tombstone's key,
+        // and what a compaction that retires a generation found live) is
+        // trusted only if no page of its base was lost meanwhile (C9): else
+        // nothing more of the commit is written, and it fails. Asked before
+        // each stripe goes out, so no stripe that read a lost page is ever
+        // written (one a crash left would be visible at open).
+        if !self.inner.index_intact() {
+            return Err(Failure::Internal(super::inner::INDEX_LOST.into()));
+        }
         let code = self.inner.layout.code();
         let (k, m) = (code.data_count, code.parity_count);
         let stripe_id = self.take_stripe_id()?;

@@ -122,6 +122,12 @@ fn compact_one(store: &Store, generation: u64, report: &mut CompactReport) -> Re
     let (stripes, live) = generation_contents(store, generation);
     relocate_live(store, live, report)?;
     let retire = carry_forward(store, generation, &stripes, report)?;
+    // What was found live came from the index, read in place from a
+    // checkpoint's records: a page of them lost or changed would retire
+    // live blobs for good (C9).
+    if !store.inner.index_verified() {
+        return Err(super::Inner::index_lost_error());
+    }
     retire_and_remove(store, generation, retire, report)
 }
 

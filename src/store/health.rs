@@ -191,7 +191,8 @@ pub struct Stats {
     pub checkpoint_bytes: u64,
     /// 1 once a page of the checkpoint records the index reads in place
     /// could not be read under the running store (a checkpoint file cut
-    /// short, a media error): reads and writes are then refused with
+    /// short, a media error), or a compaction or checkpoint found their
+    /// columns changed: reads and writes are then refused with
     /// [`Error::Corrupt`](crate::Error::Corrupt) until the store is opened
     /// again (docs/DURABILITY.md, C9).
     pub index_lost: u64,

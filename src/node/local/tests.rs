@@ -844,7 +844,7 @@ fn a_watch_over_mapped_bytes_sees_their_pages_lost_and_only_theirs() {
     let mut held = Vec::new();
     for node in &nodes {
         let records: Vec<(RecordLocation, Vec<u8>)> = (0..8)
-            .map(|stripe_id| append_one(node, 0, stripe_id, 256 << 10))
+            .map(|stripe_id| append_one(node, 0, stripe_id, 1 << 20))
             .collect();
         let (first, last) = (&records[0].0, &records[7].0);
         let whole = node
@@ -869,8 +869,8 @@ fn a_watch_over_mapped_bytes_sees_their_pages_lost_and_only_theirs() {
     let heap = bytes::Bytes::from(vec![7u8; 1 << 20]);
     let on_heap = watch(&heap);
     assert!(kept.intact() && cut.intact() && on_heap.intact());
-    // Node 1's file cut short: every page of its bytes (512 of them, more
-    // than the ring keeps) reads as zeros.
+    // Node 1's file cut short: every page of its bytes (2,048 of them, or
+    // 128 of 64 KiB: more than the ring keeps) reads as zeros.
     let mark = map::mark();
     truncate(&segment_path(dirs[1].path(), 0), 0);
     let before = map::sigbus_pages_replaced();

@@ -138,6 +138,9 @@ pub(crate) struct BaseIndex {
     /// it) read as zeros since they were checked ([`intact`](Self::intact));
     /// `None` until [`watch`](Self::watch) (unit tests: never).
     watch: Option<crate::node::MappedWatch>,
+    /// The columns of the body the pieces were read from, with their
+    /// crc32s ([`verify`](Self::verify)); empty when not known.
+    columns: Vec<(Bytes, u32)>,
 }
 
 /// The base under a delta's records ([`BaseIndex::stack`]).
@@ -238,6 +241,7 @@ impl BaseIndex {
             origin: None,
             below: None,
             watch: None,
+            columns: Vec::new(),
         };
         let walks = walks.unwrap_or(if total >= PARALLEL_CHECK_MIN { 2 } else { 1 });
         base.check(&part_ok, walks, hidden)?;
@@ -740,6 +744,26 @@ impl BaseIndex {
         self.watch
             .as_ref()
             .is_none_or(crate::node::MappedWatch::intact)
+    }
+
+    /// Keeps the columns of the body the pieces were read from, with
+    /// their crc32s, for [`verify`](Self::verify).
+    pub(crate) fn set_columns(&mut self, columns: Vec<(Bytes, u32)>) {
+        self.columns = columns;
+    }
+
+    /// Whether every column the pieces were read from (this layer's and
+    /// the base's under it) still has its crc32: read whole, so a page
+    /// that reads as zeros without a fault (a file cut inside a page, a
+    /// hole punched), or bytes rewritten in place, are seen, which
+    /// [`intact`](Self::intact) cannot. What a compaction or a checkpoint
+    /// asks before it acts on what it read of the records (C9).
+    pub(crate) fn verify(&self) -> bool {
+        self.columns
+            .iter()
+            .all(|(bytes, crc)| crc32fast::hash(bytes) == *crc)
+            && self.below.as_ref().is_none_or(|b| b.base.verify())
+            && self.intact()
     }
 
     /// The address ranges of every piece, this layer's and the base's

@@ -943,6 +943,12 @@ impl Index {
         self.base.as_ref().is_none_or(|b| b.intact())
     }
 
+    /// The base (a checkpoint's records read in place), to verify
+    /// outside the state's lock ([`BaseIndex::verify`]).
+    pub(crate) fn base_handle(&self) -> Option<Arc<BaseIndex>> {
+        self.base.clone()
+    }
+
     /// True when the index has a base (a checkpoint's records read in
     /// place) under its overlay.
     pub(crate) fn has_base(&self) -> bool {

@@ -36,13 +36,23 @@ static RANGES: Registry<MAPPED_RANGES_MAX> = Registry::new();
 static PAGES_REPLACED: AtomicU64 = AtomicU64::new(0);
 
 /// The last [`REPLACED_KEPT`] pages replaced: replacement `n` (counted
-/// from 0) at `REPLACED_AT[n % REPLACED_KEPT]`, valid while
-/// `REPLACED_SEQ` there holds `n + 1`. What lets a reader of mapped bytes
-/// that outlive a read (a checkpoint's records, read in place) tell
-/// whether zeros replaced any of them.
+/// from 0) at `REPLACED[n % REPLACED_KEPT]`, one word written at once
+/// (handlers on two threads may write the same slot): the page's number
+/// (address / page size) above [`TAG_BITS`] bits of `n + 1`, which say
+/// whose the entry is. What lets a reader of mapped bytes that outlive a
+/// read (a checkpoint's records, read in place) tell whether zeros
+/// replaced any of them.
 const REPLACED_KEPT: usize = 64;
-static REPLACED_AT: [AtomicUsize; REPLACED_KEPT] = [const { AtomicUsize::new(0) }; REPLACED_KEPT];
-static REPLACED_SEQ: [AtomicU64; REPLACED_KEPT] = [const { AtomicU64::new(0) }; REPLACED_KEPT];
+static REPLACED: [AtomicU64; REPLACED_KEPT] = [const { AtomicU64::new(0) }; REPLACED_KEPT];
+/// Bits of an entry that name its replacement: a page number of a 57-bit
+/// address space over 4 KiB pages (45 bits) fits above them.
+const TAG_BITS: u32 = 19;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+
+/// Replacements begun: counted first, so slot counts read while none is
+/// under way hold only replacements below the global count
+/// ([`MappedWatch::new`]).
+static REPLACING: AtomicU64 = AtomicU64::new(0);
 
 /// The page size, read once at install (`sysconf` is not async-signal-safe).
 static PAGE_LEN: AtomicUsize = AtomicUsize::new(0);
@@ -66,13 +76,15 @@ static REPLACED_IN: [AtomicU64; MAPPED_RANGES_MAX] =
 /// page overlaps one of `ranges`: `None` when it is not known any more
 /// (more than [`REPLACED_KEPT`] since) or is being recorded.
 fn replacement_hits(n: u64, ranges: &[(usize, usize)]) -> Option<bool> {
-    let slot = n as usize % REPLACED_KEPT;
-    let seq = REPLACED_SEQ[slot].load(Ordering::Acquire);
-    let page = REPLACED_AT[slot].load(Ordering::Acquire);
-    if seq != n + 1 || REPLACED_SEQ[slot].load(Ordering::Acquire) != seq {
+    let entry = REPLACED[n as usize % REPLACED_KEPT].load(Ordering::SeqCst);
+    if entry & TAG_MASK != (n + 1) & TAG_MASK {
         return None;
     }
-    let end = page.saturating_add(PAGE_LEN.load(Ordering::Relaxed).max(1));
+    let page_len = PAGE_LEN.load(Ordering::Relaxed).max(1);
+    let page = usize::try_from(entry >> TAG_BITS)
+        .ok()?
+        .checked_mul(page_len)?;
+    let end = page.saturating_add(page_len);
     Some(
         ranges
             .iter()
@@ -93,6 +105,9 @@ pub(crate) struct ReplacedMark {
 /// The replacements counted now, globally and per mapping: taken before
 /// reading bytes that a [`MappedWatch`] will watch.
 pub(crate) fn mark() -> ReplacedMark {
+    // The global count first: every replacement from `count` on is looked
+    // up in the ring by `MappedWatch::new`; the slot counts, used only
+    // when the ring does not reach back that far, may hold some of those.
     let count = PAGES_REPLACED.load(Ordering::SeqCst);
     let slots = (0..MAPPED_RANGES_MAX)
         .map(|slot| {
@@ -130,35 +145,43 @@ impl MappedWatch {
     /// counts since the mark decide (a mapping made after it counts from
     /// 0), so a page lost elsewhere in one of them counts too.
     pub(crate) fn new(mark: &ReplacedMark, ranges: Vec<(usize, usize)>) -> Option<MappedWatch> {
-        // Each slot's count before the global count: a replacement counted
-        // in a slot count read here but not in the global one read below
-        // is after `now`, and `intact` looks at it.
-        let slots: Vec<(usize, usize, u64)> = RANGES
-            .overlapping(&ranges)
-            .into_iter()
-            .map(|(slot, sequence)| (slot, sequence, REPLACED_IN[slot].load(Ordering::SeqCst)))
-            .collect();
-        let now = PAGES_REPLACED.load(Ordering::SeqCst);
+        // The slots' counts and the global count at one moment with no
+        // replacement under way (`REPLACING`): every replacement the slot
+        // counts hold is then below `now`, so one the watch has not looked
+        // at (from `now` on) shows in a slot count later. A handler runs for
+        // microseconds; after a few tries the bytes are refused.
+        let overlapping = RANGES.overlapping(&ranges);
+        let mut taken = None;
+        for _ in 0..100 {
+            let begun = REPLACING.load(Ordering::SeqCst);
+            let slots: Vec<(usize, usize, u64)> = overlapping
+                .iter()
+                .map(|&(slot, sequence)| (slot, sequence, REPLACED_IN[slot].load(Ordering::SeqCst)))
+                .collect();
+            let now = PAGES_REPLACED.load(Ordering::SeqCst);
+            if now == begun && REPLACING.load(Ordering::SeqCst) == begun {
+                taken = Some((slots, now));
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let (slots, now) = taken?;
+        // The replacements since the mark: none may be in the bytes.
         let known = now.saturating_sub(mark.count) <= REPLACED_KEPT as u64
-            && (mark.count..now)
-                .map(|n| replacement_hits(n, &ranges))
-                .try_fold((), |(), hit| match hit {
-                    Some(false) => Some(()),
-                    _ => None,
-                })
-                .is_some();
-        if !known {
-            let any_since = slots.iter().any(|&(slot, sequence, count)| {
+            && (mark.count..now).all(|n| replacement_hits(n, &ranges) == Some(false));
+        // Past the ring: none may be in the bytes' mappings (a mapping
+        // made since the mark counts from 0).
+        if !known
+            && slots.iter().any(|&(slot, sequence, count)| {
                 let before = mark
                     .slots
                     .get(slot)
                     .filter(|&&(s, _)| s == sequence)
                     .map_or(0, |&(_, c)| c);
                 count != before
-            });
-            if any_since {
-                return None;
-            }
+            })
+        {
+            return None;
         }
         Some(MappedWatch {
             ranges,
@@ -333,12 +356,14 @@ fn replace_faulting_page(info: *const libc::siginfo_t) -> bool {
     let page = address & !(page_len - 1);
     // Counted and recorded before the zeros are mapped: a thread that
     // reads them and then asks `MappedWatch::intact` finds this one.
+    REPLACING.fetch_add(1, Ordering::SeqCst);
     REPLACED_IN[in_slot].fetch_add(1, Ordering::SeqCst);
     let n = PAGES_REPLACED.fetch_add(1, Ordering::SeqCst);
-    let slot = n as usize % REPLACED_KEPT;
-    REPLACED_SEQ[slot].store(0, Ordering::SeqCst);
-    REPLACED_AT[slot].store(page, Ordering::SeqCst);
-    REPLACED_SEQ[slot].store(n + 1, Ordering::SeqCst);
+    let number = (page / page_len) as u64;
+    REPLACED[n as usize % REPLACED_KEPT].store(
+        (number << TAG_BITS) | ((n + 1) & TAG_MASK),
+        Ordering::SeqCst,
+    );
     // Why this is sound: `page` is the page-aligned start of a page inside
     // a live, read-only mapping of a segment file that this process made
     // and that stays registered until just before it is unmapped (so
