@@ -76,7 +76,8 @@ pub(crate) struct Inner {
     /// refused (their stripe ids could collide with a later session's).
     pub read_only: AtomicBool,
     /// Set once a page of the checkpoint records the index reads in place
-    /// read as zeros under the running store (`BaseIndex::intact`;
+    /// read as zeros under the running store, or they failed their
+    /// checksums (`BaseIndex::intact`, `BaseIndex::verify`;
     /// docs/DURABILITY.md, C9): from then on reads that look a key up and
     /// writes are refused, until the store is opened again.
     pub index_lost: AtomicBool,
@@ -92,8 +93,9 @@ pub(crate) struct Inner {
 
 /// Why a read or write is refused once the index lost a page.
 pub(crate) const INDEX_LOST: &str = "a page of the checkpoint records the index reads in place \
-    could not be read under the running store (a checkpoint file cut short, or a media error), so \
-    a lookup could miss a key; reads and writes are refused until the store is opened again, \
+    could not be read under the running store, or they changed (a checkpoint file cut short or \
+    rewritten, or a media error), so a lookup could miss a key; reads and writes are refused \
+    until the store is opened again, \
     which reads the checkpoint anew and rebuilds the lost column from the others \
     (docs/DURABILITY.md, C9)";
 
@@ -244,20 +246,14 @@ impl Inner {
     fn latch_index_lost(&self) {
         if !self.index_lost.swap(true, Ordering::AcqRel) {
             self.stats.index_lost.inc();
-            tracing::error!(
-                "a page of the checkpoint records the index reads in place could not be read, \
-                 or they changed (a checkpoint file cut short or rewritten under the store, or a \
-                 media error): lookups could miss keys, so \
-                 reads and writes are refused until the store is opened again, which reads \
-                 the checkpoint anew and rebuilds the lost column from the others"
-            );
+            tracing::error!("the store's index: {INDEX_LOST}");
         }
     }
 
     /// [`index_intact_in`](Self::index_intact_in), taking the state's
     /// read lock (not for a caller that holds it).
     pub(crate) fn index_intact(&self) -> bool {
-        !self.index_lost.load(Ordering::Acquire) && self.index_intact_in(&self.read_state().index)
+        self.index_intact_in(&self.read_state().index)
     }
 
     /// The error of a read or write refused because the index lost a page

@@ -738,8 +738,8 @@ impl BaseIndex {
     /// (the SIGBUS handler's replacement), and ever after: a lookup may
     /// then miss a key the checkpoint holds or read a wrong location, so
     /// no answer that read the base can be trusted (docs/DURABILITY.md,
-    /// C9). Asked after the reads it vouches for; one atomic load while no
-    /// page was replaced anywhere since the last ask.
+    /// C9). Asked after the reads it vouches for; a fence and a few atomic
+    /// loads while no page was replaced anywhere since the last ask.
     pub(crate) fn intact(&self) -> bool {
         self.watch
             .as_ref()
@@ -756,14 +756,14 @@ impl BaseIndex {
     /// the base's under it) still has its crc32: read whole, so a page
     /// that reads as zeros without a fault (a file cut inside a page, a
     /// hole punched), or bytes rewritten in place, are seen, which
-    /// [`intact`](Self::intact) cannot. What a compaction or a checkpoint
-    /// asks before it acts on what it read of the records (C9).
+    /// [`intact`](Self::intact) cannot (a page lost to a fault reads as
+    /// zeros here too). What a compaction or a checkpoint asks, after
+    /// `intact`, before it acts on what it read of the records (C9).
     pub(crate) fn verify(&self) -> bool {
         self.columns
             .iter()
             .all(|(bytes, crc)| crc32fast::hash(bytes) == *crc)
             && self.below.as_ref().is_none_or(|b| b.base.verify())
-            && self.intact()
     }
 
     /// The address ranges of every piece, this layer's and the base's

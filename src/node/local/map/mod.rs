@@ -81,12 +81,6 @@ impl MappedWatch {
     }
 }
 
-/// No handler replaces pages here.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn sigbus_pages_replaced() -> u64 {
-    0
-}
-
 /// Point reads of at least this many bytes use the mapping with the
 /// default readahead (a large blob is read whole); smaller ones the one
 /// advised random access.

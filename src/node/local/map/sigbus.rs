@@ -194,8 +194,8 @@ impl MappedWatch {
     /// False once a page of the bytes read as zeros since they were
     /// checked, and ever after. Asked after reading them: a replacement is
     /// counted before its zeros are mapped, so a reader that saw zeros
-    /// finds it. One atomic load while no page was replaced anywhere since
-    /// the last ask; else the replacements since are looked up (their
+    /// finds it. A fence and three atomic loads while no page was replaced
+    /// anywhere since the last ask; else the replacements since are looked up (their
     /// pages, the last [`REPLACED_KEPT`] of them), and beyond those the
     /// bytes' mappings' own counts (a replacement elsewhere in one of them
     /// counts as a loss: a cut short file or a failing medium under the
