@@ -3,17 +3,19 @@
 //! over a fixed seed range until a seed fails: how many seeds and
 //! operations it took to find each bug (docs/TESTING.md, "Mutations").
 //! The range starts at seed 0 unless a first seed is given (to check a seed
-//! a soak found far out).
+//! a soak found far out, or to search a profile's range such as
+//! `geoshard::sim::FAULT_HEAVY_SEEDS`); `all` as the name runs every
+//! mutation.
 //!
 //! ```text
-//! cargo run --release --example sim_mutations -- [seeds per mutation] [operations per seed] [mutation name] [first seed]
+//! cargo run --release --example sim_mutations -- [seeds per mutation] [operations per seed] [mutation name, or all] [first seed]
 //! ```
 
 use geoshard::mutation::Mutation;
 use geoshard::sim::find;
 
 fn main() {
-    let only: Option<String> = std::env::args().nth(3);
+    let only: Option<String> = std::env::args().nth(3).filter(|name| name != "all");
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .take(2)

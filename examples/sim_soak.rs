@@ -33,6 +33,7 @@ fn main() {
     let (mut simulated_us, mut slowest_step_us, mut nondeterministic) = (0u64, 0u64, 0u64);
     let (mut checkpoints, mut checkpoint_opens) = (0u64, 0u64);
     let (mut deltas, mut delta_opens, mut degraded) = (0u64, 0u64, 0u64);
+    let mut rebuilt_at_open = 0u64;
     // Every seed's trace, folded in seed order: a change meant to keep
     // behaviour (a refactor) must keep it too.
     let mut traces = 0u64;
@@ -82,6 +83,7 @@ fn main() {
         deltas += report.delta_checkpoints;
         degraded += report.degraded_checkpoints;
         delta_opens += report.delta_opens;
+        rebuilt_at_open += report.stripes_rebuilt_at_open;
         node_io += report.node_io;
         simulated_us += report.simulated_us;
         traces = traces.rotate_left(5) ^ report.trace_hash;
@@ -113,7 +115,7 @@ fn main() {
         "reopens {reopens}, node I/O calls {node_io}, seeds that went beyond the promise {beyond}"
     );
     println!(
-        "checkpoints written {checkpoints} ({deltas} deltas, {degraded} with nodes down skipped), opens from a checkpoint {checkpoint_opens} of {reopens} ({delta_opens} from a delta)"
+        "checkpoints written {checkpoints} ({deltas} deltas, {degraded} with nodes down skipped), opens from a checkpoint {checkpoint_opens} of {reopens} ({delta_opens} from a delta), stripes rebuilt at open {rebuilt_at_open}"
     );
     println!(
         "simulated time {:.1} s, slowest operation {:.1} ms of simulated time",

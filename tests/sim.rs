@@ -82,6 +82,26 @@ fn checkpoint_heavy_seeds_keep_the_promise() {
     );
 }
 
+/// The fault-heavy seeds (`FAULT_HEAVY_SEEDS` on: crashes in commits and
+/// compactions with a site burned at once after half of them, torn writes
+/// as long as their records, rot in a node's last record followed by a
+/// crashed open) leave crash debris below the promise's margin, which open
+/// must rebuild (docs/DURABILITY.md, Open step 6), every answer checked.
+#[test]
+fn fault_heavy_seeds_keep_the_promise() {
+    let seeds = env_u64("GEOSHARD_SIM_FAULT_SEEDS").unwrap_or(12);
+    let (mut rebuilt, mut fires) = (0, 0);
+    for seed in geoshard::sim::FAULT_HEAVY_SEEDS..geoshard::sim::FAULT_HEAVY_SEEDS + seeds {
+        let report = run_or_panic(seed, 1000);
+        rebuilt += report.stripes_rebuilt_at_open;
+        fires += report.faults.site_fires;
+    }
+    assert!(
+        rebuilt > 0 && fires > seeds,
+        "{rebuilt} stripes rebuilt at open, {fires} site fires"
+    );
+}
+
 #[test]
 fn a_seed_run_twice_gives_the_same_trace() {
     // 3 and 11 are plain; 24, 114, 139 and 258 crash during a repair whose

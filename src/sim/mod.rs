@@ -35,6 +35,12 @@
 //!   repaired (the promise); some seeds break a second site now and then,
 //!   and must see the loss reported, never a silent wrong answer.
 //!
+//! Two seed ranges weigh the swarm their own way: from
+//! [`CHECKPOINT_HEAVY_SEEDS`], checkpoints and reopens (deltas over
+//! deltas); from [`FAULT_HEAVY_SEEDS`], crashes in commits and compactions
+//! (a torn write as long as its records, a site fire at once), and rot in
+//! a node's last record followed by a crashed open.
+//!
 //! The model checks, after every operation: an acknowledged put or delete
 //! is what reads see (D1, D3); an unacknowledged one is wholly there or
 //! wholly absent and never flips once seen (D4); a read never returns bytes
@@ -105,6 +111,9 @@ pub struct SimReport {
     pub degraded_checkpoints: u64,
     /// Opens that started from a delta checkpoint and its base.
     pub delta_opens: u64,
+    /// Stripes opens rebuilt before returning: crash debris below the
+    /// promise's margin (DURABILITY.md, Open step 6).
+    pub stripes_rebuilt_at_open: u64,
     /// Faults injected, by kind.
     pub faults: FaultCounts,
     /// A failure beyond the promise happened, and was reported loudly.
@@ -436,6 +445,12 @@ struct Sim {
     keys: Vec<Vec<u8>>,
     weights: Vec<u32>,
     faults: Vec<Fault>,
+    /// A fault-heavy seed's stream ([`FAULT_HEAVY_SEEDS`]): where its
+    /// crashes strike.
+    crash_points: Option<Rng>,
+    /// A fault-heavy seed rotted a node's last record: the next crash is
+    /// one of an open.
+    crash_open_next: bool,
     /// The one site faults may hit until it is healed and repaired.
     victim: Option<usize>,
     /// Since the victim was picked, every fault was a full disk on fewer
@@ -487,9 +502,24 @@ const OBJECT_STREAM: u64 = 0x0b1e_c757_0e5e_ed06;
 /// checkpoints and reopens often: deltas over deltas, DURABILITY.md C8).
 const DELTA_STREAM: u64 = 0xde17_a5ee_d0c8_0003;
 
-/// Seeds from this one on run the checkpoint-heavy profile (the seeds
-/// below keep their histories, and the mutation seeds pinned in them).
+/// Seeds from this one on (up to [`FAULT_HEAVY_SEEDS`]) run the
+/// checkpoint-heavy profile (the seeds below keep their histories, and the
+/// mutation seeds pinned in them).
 pub const CHECKPOINT_HEAVY_SEEDS: u64 = 1_000_000_000;
+
+/// Seeds the random stream of a seed's fault-heavy profile (crashes in
+/// commits and compactions, then site losses before any repair).
+const FAULT_STREAM: u64 = 0xfa17_c4a5_4ea7_0004;
+
+/// Seeds from this one on run the fault-heavy profile: crashes, reopens,
+/// compactions and faults several times their weight, crashes mostly
+/// during a commit or a compaction, site fires and bit rot always among
+/// the faults, and on half of them no repair or scrub but the one after a
+/// heal. So a crash's debris meets a site loss, and bit rot a reopen,
+/// before anything repairs them: what open must rebuild (DURABILITY.md
+/// S2) and what its recovery must leave (S1), which the default swarm
+/// makes too rare (docs/TESTING.md, "Mutations").
+pub const FAULT_HEAVY_SEEDS: u64 = 2_000_000_000;
 
 /// Simulated time per call to a node of a slow site, in microseconds.
 const SLOW_US: u64 = 20_000;
@@ -547,13 +577,45 @@ impl Sim {
         // (DURABILITY.md C8; the swarm without them never did that with a
         // delete in between: docs/TESTING.md, "Mutations").
         let mut delta_rng = Rng::new(mix(config.seed ^ DELTA_STREAM));
-        if config.seed >= CHECKPOINT_HEAVY_SEEDS {
+        if (CHECKPOINT_HEAVY_SEEDS..FAULT_HEAVY_SEEDS).contains(&config.seed) {
             key_count = 300 + delta_rng.below(700) as usize;
             for (weight, op) in weights.iter_mut().zip(OPS) {
                 if matches!(op, Op::Checkpoint | Op::Reopen) {
                     *weight = op.weight() * (8 + delta_rng.below(8) as u32);
                 }
             }
+        }
+        // Fault-heavy seeds ([`FAULT_HEAVY_SEEDS`] on), from a stream of
+        // their own, which also picks their crash points.
+        let mut crash_points = None;
+        let mut faults = faults;
+        if config.seed >= FAULT_HEAVY_SEEDS {
+            let mut profile = Rng::new(mix(config.seed ^ FAULT_STREAM));
+            let no_repair = profile.one_in(2);
+            // Half of them open by a full scan: bit rot under a
+            // checkpoint's horizon is seen by none of its opens.
+            if profile.one_in(2) {
+                options.checkpoints = false;
+            }
+            for (weight, op) in weights.iter_mut().zip(OPS) {
+                match op {
+                    Op::Crash => *weight = op.weight() * (4 + profile.below(8) as u32),
+                    Op::Reopen => *weight = op.weight() * (2 + profile.below(4) as u32),
+                    Op::Compact => *weight = op.weight() * (3 + profile.below(4) as u32),
+                    Op::Fault => *weight = op.weight() * (2 + profile.below(3) as u32),
+                    Op::Repair | Op::Scrub if no_repair => *weight = 0,
+                    _ => {}
+                }
+            }
+            for fault in [Fault::SiteFire, Fault::BitRot] {
+                if !faults.contains(&fault) {
+                    faults.push(fault);
+                }
+            }
+            // Bit rot three times its share: rot that an open scans
+            // before a scrub or repair finds it.
+            faults.extend([Fault::BitRot, Fault::BitRot]);
+            crash_points = Some(profile);
         }
         let keys = (0..key_count)
             .map(|i| format!("room-{}/msg-{:05}", i % 7, i).into_bytes())
@@ -562,7 +624,6 @@ impl Sim {
         // their own (as time): the other seeds kept every choice.
         let mut object_rng = Rng::new(mix(config.seed ^ OBJECT_STREAM));
         let objects = object_rng.one_in(4);
-        let mut faults = faults;
         if objects {
             for fault in [Fault::LeaseReads, Fault::StaleListing] {
                 if !object_rng.one_in(3) {
@@ -611,6 +672,8 @@ impl Sim {
             keys,
             weights,
             faults,
+            crash_points,
+            crash_open_next: false,
             victim: None,
             only_full_disks: true,
             faulted: std::collections::BTreeSet::new(),
@@ -1043,6 +1106,7 @@ impl Sim {
                 let report = store.open_report();
                 self.report.checkpoint_opens += u64::from(report.checkpoint.is_some());
                 self.report.delta_opens += u64::from(report.checkpoint_base.is_some());
+                self.report.stripes_rebuilt_at_open += report.stripes_rebuilt_at_open as u64;
                 self.store = Some(store);
                 Ok(format!(
                     "opened: {} visible, {} discarded",
@@ -1071,15 +1135,52 @@ impl Sim {
 
     fn crash(&mut self) -> Result<String, String> {
         self.world.faults().crashes += 1;
-        let point = [
+        let points = [
             CrashPoint::Commit,
             CrashPoint::Flush,
             CrashPoint::Compact,
             CrashPoint::Checkpoint,
             CrashPoint::Repair,
             CrashPoint::Open,
-        ][self.rng.below(6) as usize];
-        let done = [100, 333, 700, 950][self.rng.below(4) as usize];
+        ];
+        let rot_then_open = std::mem::take(&mut self.crash_open_next);
+        let point = match self.crash_points.as_mut() {
+            Some(_) if rot_then_open => CrashPoint::Open,
+            // Fault-heavy: a commit or a compaction three times in four.
+            Some(profile) => match profile.below(8) {
+                0..=2 => CrashPoint::Commit,
+                3..=5 => CrashPoint::Compact,
+                n => points[[1, 3, 4, 5][(n - 6 + 2 * profile.below(2)) as usize]],
+            },
+            None => points[self.rng.below(6) as usize],
+        };
+        let mut done = [100, 333, 700, 950][self.rng.below(4) as usize];
+        let mut queued = 0;
+        let healthy = self.victim.is_none();
+        if let Some(profile) = self.crash_points.as_mut() {
+            // Fault-heavy: a commit or a compaction has a queue of puts to
+            // crash in; most writes under way land; and with no fault
+            // outstanding, the first torn one runs to its whole length.
+            // One such tear costs a commit one node's columns; more, or
+            // one beside a node down, can leave a commit that reached
+            // fewer than k nodes with no evidence against it, which open
+            // cannot tell from an acknowledged stripe that lost columns
+            // on two sites (DURABILITY.md, "What is not protected", S9).
+            if matches!(point, CrashPoint::Commit | CrashPoint::Compact) {
+                queued = 1 + profile.below(24);
+            }
+            if rot_then_open {
+                // Its new manifest mostly not written: the next open is
+                // the one that decides.
+                done = [100, 333][profile.below(2) as usize];
+            } else if healthy {
+                done = [700, 950, 950, 950][profile.below(4) as usize];
+                self.world.to_length_tears.store(1, Ordering::Release);
+            }
+        }
+        for _ in 0..queued {
+            self.put()?;
+        }
         self.world
             .crash_done_per_mille
             .store(done, Ordering::Release);
@@ -1144,6 +1245,15 @@ impl Sim {
         }
         let torn = self.world.faults().torn_writes;
         let opened = self.open()?;
+        // Fault-heavy seeds: half the time a site burns at once, before
+        // anything but the open could repair what the crash left.
+        let fire = self.store.is_some() && self.crash_points.as_mut().is_some_and(|p| p.one_in(2));
+        if fire {
+            let burned = self.inject(Fault::SiteFire)?;
+            return Ok(format!(
+                "{point:?} ({torn} torn so far); {opened}; then a fire: {burned}"
+            ));
+        }
         Ok(format!("{point:?} ({torn} torn so far); {opened}"))
     }
 
@@ -1301,6 +1411,16 @@ impl Sim {
             return Ok("none enabled".into());
         }
         let fault = self.faults[self.rng.below(self.faults.len() as u64) as usize];
+        let injected = self.inject(fault)?;
+        if self.crash_open_next {
+            let crashed = self.crash()?;
+            return Ok(format!("{injected}; then a crash: {crashed}"));
+        }
+        Ok(injected)
+    }
+
+    /// Injects `fault` (one of the seed's [`Fault`]s).
+    fn inject(&mut self, fault: Fault) -> Result<String, String> {
         // Object-service faults lose nothing: they hit every node.
         match fault {
             Fault::LeaseReads => {
@@ -1362,6 +1482,15 @@ impl Sim {
                 self.world.disk(node).sync_fail_next = true;
                 counts.sync_failures += 1;
             }
+            Fault::BitRot if self.crash_points.as_mut().is_some_and(|p| p.one_in(2)) => {
+                // Fault-heavy: the rot lands in the header of the last
+                // record of the node's newest stripe segment (a record-sized
+                // tail at the next open), and an open crashes before the
+                // one after it (DURABILITY.md S1: that tail must stay).
+                let rotted = self.rot_last_record(node);
+                counts.bit_rot += u64::from(rotted);
+                self.crash_open_next = rotted;
+            }
             Fault::BitRot => {
                 let rotted = self.damage_a_segment(node, |rng, generation, bytes| {
                     let at = rng.below(bytes.len() as u64) as usize;
@@ -1403,6 +1532,32 @@ impl Sim {
 
     /// Applies `damage` to the bytes of a random non-empty segment of
     /// `node`; false when it has none.
+    /// Flips a bit in the header of the last record of `node`'s newest
+    /// stripe segment (not a checkpoint's): whether there was one.
+    fn rot_last_record(&mut self, node: usize) -> bool {
+        let bit = 1 << self.rng.below(8);
+        let mut disk = self.world.disk(node);
+        if disk.bucket.is_some() {
+            return false;
+        }
+        let newest = disk
+            .segments
+            .iter_mut()
+            .rfind(|(generation, bytes)| **generation >> 40 != 0xff_ffff && !bytes.is_empty());
+        let Some((&generation, bytes)) = newest else {
+            return false;
+        };
+        let Some(last) = crate::format::scan_segment(bytes, generation)
+            .records
+            .last()
+            .map(|r| r.record_offset as usize)
+        else {
+            return false;
+        };
+        bytes[last] ^= bit;
+        true
+    }
+
     fn damage_a_segment(
         &mut self,
         node: usize,

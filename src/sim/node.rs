@@ -172,10 +172,19 @@ impl SimNode {
 
 /// What a torn write leaves: a prefix, the prefix then zeros, the prefix
 /// then garbage, or every sector written but in another order, some never
-/// (the whole length, some 512-byte sectors zero).
-fn tear(bytes: &[u8], draw: u64, reorder: bool) -> Vec<u8> {
+/// (the whole length, some 512-byte sectors zero). With `to_length`, the
+/// prefix then zeros to the write's whole length (the file's size made
+/// durable, its last blocks not: FORMAT.md, "What we assume of the
+/// medium"), so that the tail is as long as the records it held.
+fn tear(bytes: &[u8], draw: u64, reorder: bool, to_length: bool) -> Vec<u8> {
     if bytes.is_empty() {
         return Vec::new();
+    }
+    if to_length {
+        let keep = (draw >> 8) as usize % bytes.len();
+        let mut out = bytes[..keep].to_vec();
+        out.resize(bytes.len(), 0);
+        return out;
     }
     if reorder && (draw >> 40).is_multiple_of(4) {
         let mut out = bytes.to_vec();
@@ -287,7 +296,12 @@ impl Node for SimNode {
             }
             Some(Fate::Torn) => {
                 let draw = mix(self.world.seed ^ mix(disk.calls ^ 0x7e));
-                let torn = tear(&bytes, draw, self.world.known_gaps);
+                let to_length = self
+                    .world
+                    .to_length_tears
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok();
+                let torn = tear(&bytes, draw, self.world.known_gaps, to_length);
                 self.world.faults().torn_writes += 1;
                 write(&mut disk, &torn);
                 return Err(self.unavailable("the process is crashing"));
