@@ -109,10 +109,10 @@ fn a_seed_run_twice_gives_the_same_trace() {
     // node's faults (which append a crash tears), 24 also with a repair
     // batch whose record order came from a hash map. 5516's open indexed
     // a commit's split blobs in a hash map's order too (a checkpoint's
-    // bytes after it then differed in about one run of two). 2,000,000,056
+    // bytes after it then differed in about one run of two). 2,000,000,063
     // is fault-heavy: torn writes to length, rot then a crashed open.
     let mut hashes = std::collections::BTreeSet::new();
-    let seeds = [3, 11, 24, 114, 139, 258, 5516, 2_000_000_056];
+    let seeds = [3, 11, 24, 114, 139, 258, 5516, 2_000_000_063];
     for seed in seeds {
         let first = run_or_panic(seed, 1000);
         let second = run_or_panic(seed, 1000);

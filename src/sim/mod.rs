@@ -37,9 +37,10 @@
 //!
 //! Two seed ranges weigh the swarm their own way: from
 //! [`CHECKPOINT_HEAVY_SEEDS`], checkpoints and reopens (deltas over
-//! deltas); from [`FAULT_HEAVY_SEEDS`], crashes in commits and compactions
-//! (a torn write as long as its records, a site fire at once), and rot in
-//! a node's last record followed by a crashed open.
+//! deltas); in [`FAULT_HEAVY_SEEDS`]' range, crashes in commits and
+//! compactions (one torn write per crash as long as its records while no
+//! fault is outstanding, a site fire at once after half of them), and rot
+//! in a node's last record followed by a crashed open.
 //!
 //! The model checks, after every operation: an acknowledged put or delete
 //! is what reads see (D1, D3); an unacknowledged one is wholly there or
@@ -502,24 +503,33 @@ const OBJECT_STREAM: u64 = 0x0b1e_c757_0e5e_ed06;
 /// checkpoints and reopens often: deltas over deltas, DURABILITY.md C8).
 const DELTA_STREAM: u64 = 0xde17_a5ee_d0c8_0003;
 
-/// Seeds from this one on (up to [`FAULT_HEAVY_SEEDS`]) run the
-/// checkpoint-heavy profile (the seeds below keep their histories, and the
-/// mutation seeds pinned in them).
+/// Seeds from this one on run the checkpoint-heavy profile (the seeds
+/// below keep their histories, and the mutation seeds pinned in them), but
+/// for the fault-heavy range ([`FAULT_HEAVY_SEEDS`], 10^9 seeds from it).
+/// A history's seed, a hash of its bytes ([`run_history`]), is almost
+/// always past both: histories run this profile.
 pub const CHECKPOINT_HEAVY_SEEDS: u64 = 1_000_000_000;
 
 /// Seeds the random stream of a seed's fault-heavy profile (crashes in
 /// commits and compactions, then site losses before any repair).
 const FAULT_STREAM: u64 = 0xfa17_c4a5_4ea7_0004;
 
-/// Seeds from this one on run the fault-heavy profile: crashes, reopens,
-/// compactions and faults several times their weight, crashes mostly
-/// during a commit or a compaction, site fires and bit rot always among
-/// the faults, and on half of them no repair or scrub but the one after a
-/// heal. So a crash's debris meets a site loss, and bit rot a reopen,
-/// before anything repairs them: what open must rebuild (DURABILITY.md
-/// S2) and what its recovery must leave (S1), which the default swarm
-/// makes too rare (docs/TESTING.md, "Mutations").
+/// The 10^9 seeds from this one run the fault-heavy profile: crashes,
+/// reopens, compactions and faults several times their weight, crashes
+/// mostly during a commit or a compaction, a torn write as long as its
+/// records, a site fire at once after half the crashes, bit rot in a
+/// node's last record followed by a crashed open, and on half of them no
+/// repair or scrub but the one after a heal. So a crash's debris meets a
+/// site loss, and bit rot a reopen, before anything repairs them: what
+/// open must rebuild (DURABILITY.md S2) and what its recovery must leave
+/// (S1), which the default swarm makes too rare (docs/TESTING.md, "The
+/// fault-heavy seeds").
 pub const FAULT_HEAVY_SEEDS: u64 = 2_000_000_000;
+
+/// Whether `seed` runs the fault-heavy profile ([`FAULT_HEAVY_SEEDS`]).
+fn fault_heavy(seed: u64) -> bool {
+    (FAULT_HEAVY_SEEDS..FAULT_HEAVY_SEEDS + 1_000_000_000).contains(&seed)
+}
 
 /// Simulated time per call to a node of a slow site, in microseconds.
 const SLOW_US: u64 = 20_000;
@@ -577,7 +587,7 @@ impl Sim {
         // (DURABILITY.md C8; the swarm without them never did that with a
         // delete in between: docs/TESTING.md, "Mutations").
         let mut delta_rng = Rng::new(mix(config.seed ^ DELTA_STREAM));
-        if (CHECKPOINT_HEAVY_SEEDS..FAULT_HEAVY_SEEDS).contains(&config.seed) {
+        if config.seed >= CHECKPOINT_HEAVY_SEEDS && !fault_heavy(config.seed) {
             key_count = 300 + delta_rng.below(700) as usize;
             for (weight, op) in weights.iter_mut().zip(OPS) {
                 if matches!(op, Op::Checkpoint | Op::Reopen) {
@@ -585,11 +595,11 @@ impl Sim {
                 }
             }
         }
-        // Fault-heavy seeds ([`FAULT_HEAVY_SEEDS`] on), from a stream of
-        // their own, which also picks their crash points.
+        // Fault-heavy seeds ([`FAULT_HEAVY_SEEDS`]), from a stream of their
+        // own, which also picks their crash points.
         let mut crash_points = None;
         let mut faults = faults;
-        if config.seed >= FAULT_HEAVY_SEEDS {
+        if fault_heavy(config.seed) {
             let mut profile = Rng::new(mix(config.seed ^ FAULT_STREAM));
             let no_repair = profile.one_in(2);
             // Half of them open by a full scan: bit rot under a
@@ -1160,12 +1170,15 @@ impl Sim {
         if let Some(profile) = self.crash_points.as_mut() {
             // Fault-heavy: a commit or a compaction has a queue of puts to
             // crash in; most writes under way land; and with no fault
-            // outstanding, the first torn one runs to its whole length.
-            // One such tear costs a commit one node's columns; more, or
-            // one beside a node down, can leave a commit that reached
-            // fewer than k nodes with no evidence against it, which open
-            // cannot tell from an acknowledged stripe that lost columns
-            // on two sites (DURABILITY.md, "What is not protected", S9).
+            // outstanding, the first torn write of one disk drawn here
+            // runs to its whole length (one disk, so that which write it
+            // is does not depend on the order of the nodes' threads). One
+            // such tear costs a commit one node's columns; more than one,
+            // or any in a commit written while a site is out, can leave a
+            // commit that reached fewer than k nodes with no evidence
+            // against it, which open cannot tell from an acknowledged
+            // stripe that lost columns on two sites (DURABILITY.md, "What
+            // is not protected", S9).
             if matches!(point, CrashPoint::Commit | CrashPoint::Compact) {
                 queued = 1 + profile.below(24);
             }
@@ -1175,7 +1188,8 @@ impl Sim {
                 done = [100, 333][profile.below(2) as usize];
             } else if healthy {
                 done = [700, 950, 950, 950][profile.below(4) as usize];
-                self.world.to_length_tears.store(1, Ordering::Release);
+                let disk = profile.below(self.world.disk_count() as u64);
+                self.world.to_length_disk.store(disk, Ordering::Release);
             }
         }
         for _ in 0..queued {
@@ -1530,34 +1544,33 @@ impl Sim {
         Ok(format!("{fault:?} on {name} (site {site})"))
     }
 
-    /// Applies `damage` to the bytes of a random non-empty segment of
-    /// `node`; false when it has none.
-    /// Flips a bit in the header of the last record of `node`'s newest
-    /// stripe segment (not a checkpoint's): whether there was one.
+    /// Flips a bit in the header of the last intact record of the newest
+    /// of `node`'s stripe segments (not a checkpoint's) that has one:
+    /// whether there was one (never on an object-store node, whose
+    /// objects are written whole; the fault then still counts as one of
+    /// the victim site's).
     fn rot_last_record(&mut self, node: usize) -> bool {
-        let bit = 1 << self.rng.below(8);
+        let (pick, bit) = (self.rng.below(1 << 16) as usize, 1 << self.rng.below(8));
         let mut disk = self.world.disk(node);
         if disk.bucket.is_some() {
             return false;
         }
-        let newest = disk
-            .segments
-            .iter_mut()
-            .rfind(|(generation, bytes)| **generation >> 40 != 0xff_ffff && !bytes.is_empty());
-        let Some((&generation, bytes)) = newest else {
-            return false;
-        };
-        let Some(last) = crate::format::scan_segment(bytes, generation)
-            .records
-            .last()
-            .map(|r| r.record_offset as usize)
-        else {
-            return false;
-        };
-        bytes[last] ^= bit;
-        true
+        for (&generation, bytes) in disk.segments.iter_mut().rev() {
+            if generation >> 40 == 0xff_ffff {
+                continue;
+            }
+            let scan = crate::format::scan_segment(bytes, generation);
+            if let Some(last) = scan.records.last() {
+                let header_len = (last.payload_offset - last.record_offset).max(1) as usize;
+                bytes[last.record_offset as usize + pick % header_len] ^= bit;
+                return true;
+            }
+        }
+        false
     }
 
+    /// Applies `damage` to the bytes of a random non-empty segment of
+    /// `node`; false when it has none.
     fn damage_a_segment(
         &mut self,
         node: usize,

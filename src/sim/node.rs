@@ -298,8 +298,13 @@ impl Node for SimNode {
                 let draw = mix(self.world.seed ^ mix(disk.calls ^ 0x7e));
                 let to_length = self
                     .world
-                    .to_length_tears
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .to_length_disk
+                    .compare_exchange(
+                        self.index as u64,
+                        u64::MAX,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
                     .is_ok();
                 let torn = tear(&bytes, draw, self.world.known_gaps, to_length);
                 self.world.faults().torn_writes += 1;

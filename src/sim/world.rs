@@ -159,13 +159,14 @@ pub(crate) struct World {
     /// While crashing: the share (per mille) of writes under way that land
     /// whole.
     pub crash_done_per_mille: std::sync::atomic::AtomicU64,
-    /// While crashing: how many more torn writes leave the prefix then
-    /// zeros to the write's whole length (the file's size made durable,
-    /// its last blocks not: FORMAT.md, "What we assume of the medium"), a
-    /// torn tail as long as the records it held, so that a commit's
-    /// stripe is shown without those columns (a fault-heavy seed's
-    /// crashes, one per crash while no fault is outstanding).
-    pub to_length_tears: AtomicU64,
+    /// While crashing: the disk whose next torn write leaves the prefix
+    /// then zeros to the write's whole length (the file's size made
+    /// durable, its last blocks not: FORMAT.md, "What we assume of the
+    /// medium"), a torn tail as long as the records it held, so that a
+    /// commit's stripe is shown without that node's columns (a
+    /// fault-heavy seed's crashes, while no fault is outstanding);
+    /// `u64::MAX`: none.
+    pub to_length_disk: AtomicU64,
     pub faults: Mutex<FaultCounts>,
     /// `GEOSHARD_SIM_KNOWN_GAPS`: also the faults of the open findings
     /// (docs/TESTING.md), such as torn writes whose sectors landed out of
@@ -229,7 +230,7 @@ impl World {
                 .collect(),
             crashing: AtomicBool::new(false),
             crash_done_per_mille: std::sync::atomic::AtomicU64::new(333),
-            to_length_tears: AtomicU64::new(0),
+            to_length_disk: AtomicU64::new(u64::MAX),
             faults: Mutex::new(FaultCounts::default()),
             known_gaps: std::env::var_os("GEOSHARD_SIM_KNOWN_GAPS").is_some(),
             now_us: AtomicU64::new(0),
@@ -309,7 +310,7 @@ impl World {
     /// The process is gone: every handle stops working, locks are free.
     pub fn crash_done(&self) {
         self.crashing.store(false, Ordering::Release);
-        self.to_length_tears.store(0, Ordering::Release);
+        self.to_length_disk.store(u64::MAX, Ordering::Release);
         self.process.fetch_add(1, Ordering::AcqRel);
         for i in 0..self.disks.len() {
             let mut disk = self.disk(i);
