@@ -1191,6 +1191,11 @@ impl Sim {
                 let disk = profile.below(self.world.disk_count() as u64);
                 self.world.to_length_disk.store(disk, Ordering::Release);
             }
+            // With the known gaps on, every torn write runs to its whole
+            // length, faults outstanding or not: S9's state, reproduced.
+            if self.world.known_gaps {
+                self.world.to_length_all.store(true, Ordering::Release);
+            }
         }
         for _ in 0..queued {
             self.put()?;

@@ -296,16 +296,17 @@ impl Node for SimNode {
             }
             Some(Fate::Torn) => {
                 let draw = mix(self.world.seed ^ mix(disk.calls ^ 0x7e));
-                let to_length = self
-                    .world
-                    .to_length_disk
-                    .compare_exchange(
-                        self.index as u64,
-                        u64::MAX,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok();
+                let to_length = self.world.to_length_all.load(Ordering::Acquire)
+                    || self
+                        .world
+                        .to_length_disk
+                        .compare_exchange(
+                            self.index as u64,
+                            u64::MAX,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok();
                 let torn = tear(&bytes, draw, self.world.known_gaps, to_length);
                 self.world.faults().torn_writes += 1;
                 write(&mut disk, &torn);

@@ -167,6 +167,10 @@ pub(crate) struct World {
     /// fault-heavy seed's crashes, while no fault is outstanding);
     /// `u64::MAX`: none.
     pub to_length_disk: AtomicU64,
+    /// While crashing: every torn write runs to its whole length (a
+    /// fault-heavy seed's crashes with `GEOSHARD_SIM_KNOWN_GAPS`, which
+    /// reach S9's state: DURABILITY.md, "What is not protected").
+    pub to_length_all: AtomicBool,
     pub faults: Mutex<FaultCounts>,
     /// `GEOSHARD_SIM_KNOWN_GAPS`: also the faults of the open findings
     /// (docs/TESTING.md), such as torn writes whose sectors landed out of
@@ -231,6 +235,7 @@ impl World {
             crashing: AtomicBool::new(false),
             crash_done_per_mille: std::sync::atomic::AtomicU64::new(333),
             to_length_disk: AtomicU64::new(u64::MAX),
+            to_length_all: AtomicBool::new(false),
             faults: Mutex::new(FaultCounts::default()),
             known_gaps: std::env::var_os("GEOSHARD_SIM_KNOWN_GAPS").is_some(),
             now_us: AtomicU64::new(0),
@@ -311,6 +316,7 @@ impl World {
     pub fn crash_done(&self) {
         self.crashing.store(false, Ordering::Release);
         self.to_length_disk.store(u64::MAX, Ordering::Release);
+        self.to_length_all.store(false, Ordering::Release);
         self.process.fetch_add(1, Ordering::AcqRel);
         for i in 0..self.disks.len() {
             let mut disk = self.disk(i);
