@@ -95,9 +95,8 @@ pub(crate) struct Inner {
 pub(crate) const INDEX_LOST: &str = "a page of the checkpoint records the index reads in place \
     could not be read under the running store, or they changed (a checkpoint file cut short or \
     rewritten, or a media error), so a lookup could miss a key; reads and writes are refused \
-    until the store is opened again, \
-    which reads the checkpoint anew and rebuilds the lost column from the others \
-    (docs/DURABILITY.md, C9)";
+    until the store is opened again, which reads the checkpoint anew and rebuilds the lost \
+    column from the others (docs/DURABILITY.md, C9)";
 
 impl Inner {
     /// The store's shared state before anything is read from the nodes.
@@ -231,10 +230,13 @@ impl Inner {
     /// would make their losses permanent (C9). A pass over the base's
     /// bytes (about 0.4 GB at 10^7 blobs).
     pub(crate) fn index_verified(&self) -> bool {
-        if !self.index_intact() {
-            return false;
-        }
-        let base = self.read_state().index.base_handle();
+        let base = {
+            let state = self.read_state();
+            if !self.index_intact_in(&state.index) {
+                return false;
+            }
+            state.index.base_handle()
+        };
         if base.is_none_or(|b| b.verify()) {
             return true;
         }

@@ -116,7 +116,7 @@ pub struct Options {
     /// stripe table (a delta,
     /// [`Store::checkpoint`](super::Store::checkpoint)), a full one's
     /// with the store (docs/PERFORMANCE.md, "Index checkpoints").
-    /// Checkpoints are a cost to puts: about 1.7-1.9 times the commits'
+    /// Checkpoints are a cost to puts: about 1.7-2.1 times the commits'
     /// column bytes written again, which took sustained 100 B puts on a
     /// 2 vCPU VM to 0.62-0.80x of their rate with this at 0. A larger
     /// value makes puts cheaper and the open after a failure slower
